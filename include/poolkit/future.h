@@ -1,0 +1,148 @@
+/* poolkit/future.h - one type for every asynchronous result.
+ *
+ * A future is pending, running, done, failed or cancelled. Consumers wait
+ * on it (with a timeout; for one, any or all of several), read its result
+ * or error, or attach completion callbacks. Producers (executors) move it
+ * to running and then to one terminal state, exactly once.
+ *
+ * Ownership: reference counted. pk_future_create returns one reference;
+ * an executor's submit returns one to the caller and keeps its own.
+ * Drop a reference with pk_future_release. A failed future whose error
+ * nobody read (pk_future_result or pk_future_error) is reported through
+ * its event hook, with PK_EVENT_FUTURE_UNREAD, when its last reference
+ * goes, so no failure is silent.
+ *
+ * Threads: every function is safe on the same future from any threads. */
+#ifndef POOLKIT_FUTURE_H
+#define POOLKIT_FUTURE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <poolkit/error.h>
+#include <poolkit/pool.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct pk_future pk_future; /* opaque */
+
+typedef enum pk_future_state {
+    PK_FUTURE_PENDING = 0,
+    PK_FUTURE_RUNNING,
+    PK_FUTURE_DONE,
+    PK_FUTURE_FAILED,
+    PK_FUTURE_CANCELLED
+} pk_future_state;
+
+/* A result: a pointer for in-process executors, or bytes (value, len) for
+ * anything that crosses a process. free_fn, if set, is called on value
+ * when the future is freed, unless the reader took the result with
+ * pk_future_take_result. */
+typedef struct pk_result {
+    void *value;
+    size_t len;
+    void (*free_fn)(void *value);
+} pk_result;
+
+/* Runs once when the future reaches a terminal state, on the thread that
+ * completed it (or on the caller of pk_future_on_complete if it already
+ * had), with no poolkit lock held. f is borrowed for the call. */
+typedef void (*pk_future_fn)(void *arg, pk_future *f);
+
+/* ---- producer side ---------------------------------------------------- */
+
+/* Makes a pending future. event (optional) hears PK_EVENT_FUTURE_UNREAD.
+ * Returns: 0, PK_EINVAL, PK_ENOMEM.
+ * Owner: *out returned owned, one reference (pk_future_release).
+ * Threads: safe. */
+PK_API int pk_future_create(pk_future **out, pk_event_fn event,
+                            void *event_user);
+
+/* Marks a pending future running. Returns: 0; PK_ECANCELED if it was
+ * cancelled (do not run the task); PK_EINVAL if it is not pending.
+ * Threads: safe. */
+PK_API int pk_future_set_running(pk_future *f);
+
+/* Completes a pending or running future with a result (NULL: an empty
+ * one). Returns: 0; PK_EINVAL if it already finished (then the future
+ * does not take res: the caller frees it).
+ * Owner: takes res's value on success. Threads: safe; callbacks run on
+ * this thread. */
+PK_API int pk_future_complete(pk_future *f, const pk_result *res);
+
+/* Fails a pending or running future with code (negative), sys (errno,
+ * exit status, signal; 0 if none) and an optional printf-style message.
+ * Returns: 0, PK_EINVAL (already finished, or code >= 0).
+ * Threads: safe; callbacks run on this thread. */
+PK_API int pk_future_fail(pk_future *f, int code, int sys, const char *fmt,
+                          ...) PK_PRINTF(4, 5);
+
+/* ---- consumer side ---------------------------------------------------- */
+
+/* Adds a reference. Returns: f. Threads: safe. */
+PK_API pk_future *pk_future_ref(pk_future *f);
+
+/* Drops a reference; the last one frees the future (and its result,
+ * unless taken) and reports a failure nobody read. NULL is a no-op.
+ * Threads: safe. */
+PK_API void pk_future_release(pk_future *f);
+
+/* Asks for cancellation. A pending future becomes cancelled at once and
+ * its task never runs. A running one gets its cancel flag raised, which
+ * the task may read with pk_future_cancel_requested.
+ * Returns: 0 (cancelled before it ran), PK_EAGAIN (already running or
+ * finished: the flag is raised), PK_EINVAL. Threads: safe. */
+PK_API int pk_future_cancel(pk_future *f);
+
+/* Returns 1 if cancellation was asked for, else 0 (also for NULL).
+ * Threads: safe; cheap enough to poll in a task's loop. */
+PK_API int pk_future_cancel_requested(const pk_future *f);
+
+/* Returns the current state (PK_FUTURE_PENDING for NULL).
+ * Threads: safe. */
+PK_API pk_future_state pk_future_state_get(const pk_future *f);
+
+/* Waits until the future finishes (done, failed or cancelled).
+ * Returns: 0, PK_ETIMEDOUT, PK_EAGAIN (timeout 0 and not finished),
+ * PK_EINVAL. Threads: safe. */
+PK_API int pk_future_wait(pk_future *f, int timeout_ms);
+
+/* Waits until all n futures finish. Returns: 0, PK_ETIMEDOUT, PK_EAGAIN,
+ * PK_EINVAL (NULL array or element, n 0). Threads: safe. */
+PK_API int pk_future_wait_all(pk_future *const *fs, size_t n,
+                              int timeout_ms);
+
+/* Waits until at least one of n futures finishes; *index gets the lowest
+ * index of a finished one. Returns: 0, PK_ETIMEDOUT, PK_EAGAIN,
+ * PK_EINVAL, PK_ENOMEM. Threads: safe. */
+PK_API int pk_future_wait_any(pk_future *const *fs, size_t n, int timeout_ms,
+                              size_t *index);
+
+/* Reads the outcome without waiting. Marks a failure as read.
+ * Returns: 0 (done; *res filled, if res is not NULL, and still owned by
+ * the future), the task's code (failed), PK_ECANCELED, PK_EAGAIN (not
+ * finished), PK_EINVAL. Threads: safe. */
+PK_API int pk_future_result(pk_future *f, pk_result *res);
+
+/* Like pk_future_result, but moves the result out: the caller now owns
+ * res->value and frees it with res->free_fn. Returns as pk_future_result;
+ * PK_EINVAL if the result was already taken. Threads: safe. */
+PK_API int pk_future_take_result(pk_future *f, pk_result *res);
+
+/* Copies a failed future's detail into *err (code, sys, message) and
+ * marks it read. Returns: 0 if failed or cancelled (err filled), PK_EAGAIN
+ * if not finished, PK_EINVAL otherwise (done: no error).
+ * Threads: safe. */
+PK_API int pk_future_error(pk_future *f, pk_error *err);
+
+/* Registers a completion callback; runs it now, on this thread, if the
+ * future already finished. Several may be registered; they run in order.
+ * Returns: 0, PK_EINVAL, PK_ENOMEM. Threads: safe. */
+PK_API int pk_future_on_complete(pk_future *f, pk_future_fn cb, void *arg);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* POOLKIT_FUTURE_H */

@@ -1,0 +1,352 @@
+/* poolkit/pool.h - the resource pool that every poolkit pool builds on.
+ *
+ * A pk_pool owns a population of resources that the caller's hooks make
+ * (create), unmake (destroy), test (check) and clean (reset). It lends
+ * them through leases, decides when to make more and when to retire them,
+ * and serves waiters in arrival order by handing a released resource
+ * straight to the longest waiter.
+ *
+ * Threads: a pk_pool handle is safe to use from any number of threads at
+ * once, unless a function says otherwise. A leased resource belongs to the
+ * thread holding its lease until it is released.
+ *
+ * Hooks: no hook ever runs with a poolkit lock held. create and check run
+ * on the thread that needs them (an acquirer, the maintenance thread, the
+ * helper thread of pk_pool_acquire_async, or the thread in
+ * pk_pool_maintain); destroy runs on whichever thread retires the resource;
+ * reset runs on the releasing thread. Event hooks must not block. */
+#ifndef POOLKIT_POOL_H
+#define POOLKIT_POOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <poolkit/error.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct pk_pool pk_pool;             /* opaque */
+typedef struct pk_pool_group pk_pool_group; /* opaque */
+typedef struct pk_pool_ticket pk_pool_ticket; /* opaque */
+struct pk__slot;
+
+/* ---- events ----------------------------------------------------------- */
+
+/* What an event hook is told. Later modules append kinds. */
+typedef enum pk_event_kind {
+    PK_EVENT_CREATED = 1,       /* a resource was made */
+    PK_EVENT_DESTROYED,         /* a resource was retired */
+    PK_EVENT_CHECK_FAILED,      /* check or reset said unhealthy */
+    PK_EVENT_CREATE_FAILED,     /* create failed (error holds why) */
+    PK_EVENT_TIMEOUT,           /* an acquire timed out */
+    PK_EVENT_HELD_TOO_LONG,     /* a lease is out longer than held_too_long */
+    PK_EVENT_DETACHED,          /* a resource was released with DETACH */
+    PK_EVENT_FUTURE_UNREAD,     /* a failed future was released unread */
+    PK_EVENT_WORKER_DIED,       /* a worker thread or process died */
+    PK_EVENT_SLOW_TASK          /* a task ran longer than its threshold */
+} pk_event_kind;
+
+typedef struct pk_event {
+    pk_event_kind kind;
+    void *resource;         /* the resource concerned, or NULL */
+    const char *file;       /* acquire site of the lease, or NULL */
+    int line;
+    uint64_t duration_ns;   /* held / waited / ran, where it applies */
+    const pk_error *error;  /* detail for failures, or NULL */
+} pk_event;
+
+/* An event hook. Runs on the thread that caused the event or on the
+ * maintenance thread, with no poolkit lock held; it must not block and
+ * must not call back into the pool that raised it. ev is borrowed for the
+ * call only. */
+typedef void (*pk_event_fn)(void *user, const pk_event *ev);
+
+/* ---- options ---------------------------------------------------------- */
+
+enum pk_pool_order {
+    PK_POOL_LIFO = 0, /* reuse the warmest idle resource first (default) */
+    PK_POOL_FIFO = 1  /* rotate through idle resources */
+};
+
+enum pk_pool_flags {
+    /* Never start a maintenance thread; the embedder calls
+     * pk_pool_maintain() from its own loop. */
+    PK_POOL_MANUAL_MAINTENANCE = 1u << 0,
+    /* A broken release or a failed check says nothing about the other
+     * resources: do not bump the generation (worker threads, say). */
+    PK_POOL_NO_GENERATION_BUMP = 1u << 1
+};
+
+/* Zero in any field means its documented default; (pk_pool_options){
+ * .create = f } is complete. Options are read by pk_pool_create only;
+ * strings and the struct itself are not kept. */
+typedef struct pk_pool_options {
+    /* Hooks. create is required; the others are optional. */
+    int (*create)(void *user, void **res, pk_error *err);
+    void (*destroy)(void *user, void *res);
+    int (*check)(void *user, void *res, pk_error *err); /* 0 = healthy */
+    int (*reset)(void *user, void *res);                /* 0 = clean */
+    /* After fork(), in the child: close res's descriptors without speaking
+     * any protocol. Must be async-signal-safe. Without it, an inherited
+     * resource is left untouched by pk_pool_destroy in the child. */
+    void (*forget_in_child)(void *user, void *res);
+    /* Called once, after the last destroy hook has run (which may be after
+     * pk_pool_destroy returns, when a lease comes back late). */
+    void (*user_free)(void *user);
+    void *user;                 /* passed to every hook; borrowed */
+
+    pk_event_fn event;          /* optional */
+    void *event_user;
+
+    /* Policy time: returns nanoseconds on a monotonic scale. Default
+     * CLOCK_MONOTONIC. Tests pass their own to drive expiry. */
+    uint64_t (*clock)(void *clock_user);
+    void *clock_user;
+
+    /* Sizes. All may change later with pk_pool_resize(). */
+    size_t min_size;     /* population floor, never trimmed below; default 0 */
+    size_t min_idle;     /* idle kept on top of those lent; default 0 */
+    size_t max_size;     /* default 8 */
+    size_t max_creating; /* creates running at once; default 2 */
+
+    /* Times in ms (0 = default, PK_NEVER = off, PK_ALWAYS = zero). */
+    int acquire_timeout_ms; /* deadline of pk_pool_acquire_async when it is
+                               given 0 (default 30000) */
+    int idle_timeout_ms;    /* retire idle above min_size/min_idle; off */
+    int max_lifetime_ms;    /* retire older than this (minus jitter); off */
+    int lifetime_jitter_ms; /* up to this much earlier; default 1/40 of
+                               max_lifetime */
+    int check_after_ms;     /* check before lending one idle this long;
+                               default 1000 (PK_ALWAYS: every borrow) */
+    int check_interval_ms;  /* maintenance checks idle ones this often;
+                               off */
+    int held_too_long_ms;   /* report leases out this long; off */
+    int maintain_interval_ms; /* maintenance thread period; default 1000 */
+    int backoff_initial_ms; /* first wait after a failed create; default 10 */
+    int max_backoff_ms;     /* cap of the exponential backoff; default 10000 */
+
+    unsigned long max_uses; /* retire after this many leases; 0 = no limit */
+    int order;              /* enum pk_pool_order */
+    unsigned flags;         /* enum pk_pool_flags */
+
+    /* Member of this group (see pk_pool_group_create), or NULL. */
+    pk_pool_group *group;
+} pk_pool_options;
+
+/* Fills opts with every default spelled out (hooks NULL).
+ * Returns: 0, PK_EINVAL. Owner: opts borrowed. Threads: safe. */
+PK_API int pk_pool_options_init(pk_pool_options *opts);
+
+/* Makes a pool. Resources are created lazily, except that min_size and
+ * min_idle are filled on the creating thread before return (a failed
+ * create there is not an error: maintenance retries it).
+ * Returns: 0, PK_EINVAL (no create hook, min_idle or min_size above
+ * max_size, a bad time, order or flag), PK_ENOMEM, PK_EFORKED.
+ * Owner: *out returned owned (pk_pool_destroy); opts borrowed.
+ * Threads: safe. */
+PK_API int pk_pool_create(pk_pool **out, const pk_pool_options *opts);
+
+/* ---- leases ----------------------------------------------------------- */
+
+/* A lease: caller storage filled by acquire. `resource` is the caller's
+ * until release; the fields ending in _ are the pool's. */
+typedef struct pk_lease {
+    void *resource;
+    pk_pool *pool_;
+    struct pk__slot *slot_;
+    uint64_t ticket_;
+} pk_lease;
+
+/* Facts about a leased resource. */
+typedef struct pk_lease_info {
+    uint64_t age_ns;        /* since it was created */
+    uint64_t idle_ns;       /* how long it sat idle before this lease */
+    unsigned long uses;     /* leases so far, this one included */
+    uint64_t generation;    /* the pool generation it was created in */
+    const char *file;       /* acquire site (static string) */
+    int line;
+} pk_lease_info;
+
+enum pk_release_status {
+    PK_RELEASE_OK = 0,     /* healthy: reset, then back to idle */
+    PK_RELEASE_BROKEN = 1, /* destroy it; may bump the generation */
+    PK_RELEASE_DETACH = 2  /* forget it: no destroy, the caller owns it */
+};
+
+/* Lends a resource, waiting up to timeout_ms (0: no wait; a 0-timeout call
+ * never waits for a create and returns PK_EAGAIN; PK_WAIT_FOREVER).
+ * Waiters are served in arrival order. Use the pk_pool_acquire macro, which
+ * records the acquire site for leak reports.
+ * Returns: 0, PK_EINVAL, PK_EAGAIN, PK_ETIMEDOUT, PK_ESHUTDOWN,
+ * PK_EFORKED, PK_ENOMEM, or the failing create's code (err gets its
+ * detail; while creates keep failing, acquirers that would need one get
+ * the last create error at once).
+ * Owner: lease and err borrowed (err may be NULL); file must be a static
+ * string. Threads: safe; create and check may run on this thread. */
+PK_API int pk_pool_acquire_at(pk_pool *pool, pk_lease *lease, int timeout_ms,
+                              pk_error *err, const char *file, int line);
+#define pk_pool_acquire(pool, lease, timeout_ms, err) \
+    pk_pool_acquire_at((pool), (lease), (timeout_ms), (err), __FILE__, __LINE__)
+
+/* Gives a lease back. status is a pk_release_status. OK runs the reset
+ * hook, then hands the resource to the longest waiter or makes it idle;
+ * BROKEN destroys it and, when there is a check hook, bumps the
+ * generation (every idle resource made before is checked before it is
+ * lent again; PK_POOL_NO_GENERATION_BUMP turns this off); DETACH forgets it (the caller now owns the resource) and a
+ * replacement may be created. A resource that reached max_uses or
+ * max_lifetime, or that reset calls unclean, is retired here.
+ * Returns: 0; PK_EINVAL (NULL, a lease already released, a lease of
+ * another pool, a bad status: nothing changes); PK_EFORKED.
+ * Owner: takes the lease (cleared on success). Threads: safe; reset and
+ * destroy run on this thread. Valid after pk_pool_close and
+ * pk_pool_destroy: the resource is then destroyed. */
+PK_API int pk_pool_release(pk_pool *pool, pk_lease *lease, int status);
+
+/* Reads the facts of a held lease into *info.
+ * Returns: 0, PK_EINVAL (NULL or a lease not held).
+ * Owner: borrows both. Threads: the lease holder. */
+PK_API int pk_lease_info_get(const pk_lease *lease, pk_lease_info *info);
+
+/* ---- the non-blocking acquire, for event loops ------------------------- */
+
+/* Called once when the ticket is ready (a lease is waiting to be taken,
+ * or the request failed). Runs on the releasing thread, the helper thread,
+ * or the thread in pk_pool_maintain, with no poolkit lock held; it must
+ * not block. */
+typedef void (*pk_ticket_fn)(void *arg, pk_pool_ticket *ticket);
+
+/* Asks for a resource without blocking. If one is idle the ticket is ready
+ * at once (*ready = 1 and the callback is not called). Otherwise the
+ * request joins the waiters in arrival order; any create it needs runs on
+ * a helper thread (or inside pk_pool_maintain() with
+ * PK_POOL_MANUAL_MAINTENANCE), never on the caller. When it is served,
+ * times out (timeout_ms; 0 = acquire_timeout_ms) or fails, cb runs (if
+ * given) and the ticket's eventfd becomes readable.
+ * Returns: 0, PK_EINVAL, PK_ENOMEM, PK_ESHUTDOWN, PK_EFORKED, or the
+ * error of making the eventfd.
+ * Owner: *out returned owned (pk_pool_ticket_take or pk_pool_ticket_free).
+ * Threads: safe. */
+PK_API int pk_pool_acquire_async_at(pk_pool *pool, pk_pool_ticket **out,
+                                    int timeout_ms, pk_ticket_fn cb,
+                                    void *arg, int *ready, const char *file,
+                                    int line);
+#define pk_pool_acquire_async(pool, out, timeout_ms, cb, arg, ready)        \
+    pk_pool_acquire_async_at((pool), (out), (timeout_ms), (cb), (arg),      \
+                             (ready), __FILE__, __LINE__)
+
+/* The ticket's eventfd: readable once the ticket is ready. Do not close
+ * it or read it. Returns: the descriptor, or PK_EINVAL.
+ * Threads: safe. */
+PK_API int pk_pool_ticket_fd(pk_pool_ticket *ticket);
+
+/* Takes the result of a ticket and frees the ticket.
+ * Returns: 0 (lease filled), PK_EAGAIN (not ready yet: the ticket stays),
+ * PK_EINVAL, or the request's error (PK_ETIMEDOUT, PK_ESHUTDOWN, a create
+ * error with detail in err).
+ * Owner: takes the ticket unless PK_EAGAIN or PK_EINVAL. Threads: one at a
+ * time per ticket. */
+PK_API int pk_pool_ticket_take(pk_pool_ticket *ticket, pk_lease *lease,
+                               pk_error *err);
+
+/* Withdraws a ticket and frees it; a lease it already holds goes back to
+ * the pool. NULL is a no-op. Threads: one at a time per ticket. */
+PK_API void pk_pool_ticket_free(pk_pool_ticket *ticket);
+
+/* ---- running the pool ------------------------------------------------- */
+
+/* Runs one maintenance pass now: retires expired and surplus idle
+ * resources, checks idle ones due for a check, reports leases held too
+ * long, tops up to min_size and min_idle, and serves pending async
+ * tickets. Hooks run on this thread.
+ * Returns: 0, PK_EINVAL, PK_ESHUTDOWN, PK_EFORKED. Threads: safe. */
+PK_API int pk_pool_maintain(pk_pool *pool);
+
+/* Changes the sizes while the pool runs. A smaller max_size retires idle
+ * resources at once and lent ones as they come back.
+ * Returns: 0, PK_EINVAL (min_idle or min_size above max_size, max_size 0),
+ * PK_ESHUTDOWN, PK_EFORKED. Threads: safe. */
+PK_API int pk_pool_resize(pk_pool *pool, size_t min_size, size_t min_idle,
+                          size_t max_size);
+
+/* Pause: acquires wait (and async tickets stay pending) until resume;
+ * releases still work. Returns: 0, PK_EINVAL, PK_ESHUTDOWN, PK_EFORKED.
+ * Threads: safe. */
+PK_API int pk_pool_pause(pk_pool *pool);
+PK_API int pk_pool_resume(pk_pool *pool);
+
+/* Bumps the generation: every idle resource is retired now, and every lent
+ * one is retired when it comes back, so nothing made before the call is
+ * lent again (after a database restart, say).
+ * Returns: 0, PK_EINVAL, PK_ESHUTDOWN, PK_EFORKED. Threads: safe. */
+PK_API int pk_pool_evict_all(pk_pool *pool);
+
+/* Stops lending: waiters and pending tickets get PK_ESHUTDOWN, idle
+ * resources are destroyed, and the call waits up to timeout_ms for lent
+ * ones to come back (each is destroyed on release).
+ * Returns: 0 (all back), PK_ETIMEDOUT (some still out; they are destroyed
+ * when released), PK_EINVAL, PK_EFORKED. Calling it again is allowed.
+ * Threads: safe. */
+PK_API int pk_pool_close(pk_pool *pool, int timeout_ms);
+
+/* Closes (without waiting) and frees the handle; memory a lease still
+ * points at lives until that lease is released. In a child after fork(),
+ * it frees memory and calls only forget_in_child. NULL is a no-op.
+ * Owner: takes pool. Threads: exclusive (no acquire may be running). */
+PK_API void pk_pool_destroy(pk_pool *pool);
+
+/* ---- stats ------------------------------------------------------------ */
+
+typedef struct pk_pool_stats {
+    size_t size;           /* alive resources, creating ones included */
+    size_t idle;
+    size_t lent;
+    size_t creating;
+    size_t waiters;
+    size_t max_size;
+    uint64_t generation;
+    uint64_t created;
+    uint64_t destroyed;
+    uint64_t detached;
+    uint64_t acquires;     /* successful acquires */
+    uint64_t timeouts;
+    uint64_t check_failures;
+    uint64_t create_failures;
+    uint64_t wait_p50_ns;  /* acquire wait; a call that did not wait is 0 */
+    uint64_t wait_p99_ns;
+    uint64_t wait_max_ns;
+} pk_pool_stats;
+
+/* Fills *out with a consistent snapshot. Returns: 0, PK_EINVAL,
+ * PK_EFORKED. Threads: safe. */
+PK_API int pk_pool_stats_get(pk_pool *pool, pk_pool_stats *out);
+
+/* Clears the acquire-wait histogram (counters keep counting).
+ * Returns: 0, PK_EINVAL, PK_EFORKED. Threads: safe. */
+PK_API int pk_pool_stats_reset_wait(pk_pool *pool);
+
+/* ---- groups ----------------------------------------------------------- */
+
+/* A group: keyed pools that draw on one budget of `max_total` resources.
+ * Waiters are served in arrival order across keys. When the budget is
+ * spent and a waiter's pool has nothing idle, the group retires the
+ * longest-idle resource of another member and lets the waiter's pool
+ * create one. Members are ordinary pools made with options.group set.
+ * Returns: 0, PK_EINVAL (max_total 0), PK_ENOMEM.
+ * Owner: *out returned owned (pk_pool_group_destroy). Threads: safe. */
+PK_API int pk_pool_group_create(pk_pool_group **out, size_t max_total);
+
+/* Reads the budget in use (alive resources across members) and the cap.
+ * Returns: 0, PK_EINVAL. Threads: safe. */
+PK_API int pk_pool_group_usage(pk_pool_group *group, size_t *used,
+                               size_t *max_total);
+
+/* Frees the group. Every member pool must have been destroyed first.
+ * NULL is a no-op. Owner: takes group. Threads: exclusive. */
+PK_API void pk_pool_group_destroy(pk_pool_group *group);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* POOLKIT_POOL_H */

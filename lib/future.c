@@ -1,0 +1,747 @@
+/* lib/future.c - pk_future: one type for every asynchronous result.
+ *
+ * The state lives in one atomic word, f->word: the low three bits are the
+ * state, bit 3 (W_LISTEN) says that a waiter or a callback was registered
+ * and the finisher must take the lock. States (pthread_once style):
+ *
+ *   0 PENDING    made by pk_future_create; the task has not started.
+ *   1 RUNNING    pk_future_set_running won against pk_future_cancel.
+ *   5 SETTLING   a completer won (complete or fail) and is writing the
+ *                result or error. Nobody else may write them; readers see
+ *                "not finished" (pk_future_state_get reports RUNNING).
+ *   2 DONE       terminal: result readable.
+ *   3 FAILED     terminal: code, sys, msg readable.
+ *   4 CANCELLED  terminal: cancelled while pending, or a task that saw the
+ *                cancel flag failed with PK_ECANCELED.
+ *
+ * Transitions, each one compare-and-swap on f->word, so the first caller
+ * wins and every other gets an error code (nothing is overwritten):
+ *
+ *   PENDING           -> RUNNING            pk_future_set_running
+ *   PENDING           -> CANCELLED          pk_future_cancel
+ *   PENDING | RUNNING -> SETTLING           pk_future_complete, _fail
+ *   SETTLING          -> DONE | FAILED | CANCELLED   the same caller, after
+ *                                           writing the outcome (release)
+ *
+ * A terminal state is never left. The outcome fields are written only by
+ * the thread that moved the word to SETTLING, before the release CAS that
+ * publishes the terminal state; readers read them only after an acquire
+ * load saw that terminal state.
+ *
+ * Waking is cheap when nobody listens: the finisher takes f->lock only if
+ * W_LISTEN was set in the word it replaced. A listener sets W_LISTEN with a
+ * CAS that fails once the state is terminal, and links itself while
+ * holding f->lock; so either the finisher sees the bit and then (through
+ * the lock) the listener's node, or the listener sees the terminal state
+ * and acts on it itself. Nothing is missed and nothing is polled.
+ *
+ * Waiters park on a pk__parker (spin, then futex). A waiter's nodes live in
+ * its own frame (or one allocation for a long wait_any) and are linked on
+ * each future it waits for; the finisher unlinks and wakes them while it
+ * holds f->lock, and a waiter unlinks what is left under each future's
+ * lock before it returns. Those lock round trips are what make it safe for
+ * the waiter to drop its nodes afterwards.
+ *
+ * Callbacks run in registration order, on the finishing thread, with no
+ * lock held. While the finisher runs them (f->draining), a callback
+ * registered by another thread is appended instead of run at once, so the
+ * order holds even against a racing registration. */
+#include <poolkit/future.h>
+
+#include <assert.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "sync.h"
+
+#define ST_MASK 7u
+#define ST_SETTLING 5u
+#define W_LISTEN 8u
+#define BIT(s) (1u << (s))
+
+/* f->flags */
+#define F_CANCEL 1u /* cancellation was asked for */
+#define F_READ 2u   /* a failure was read (result, take_result, error) */
+#define F_TAKEN 4u  /* the result was moved out by take_result */
+
+#define FUTURE_MAGIC 0x70664675u
+#define CHECK(f) assert((f)->magic == FUTURE_MAGIC)
+
+/* wait_any keeps this many waiter nodes on its stack, allocating above. */
+#define WAIT_ANY_STACK 8
+
+struct waiter {
+    struct waiter *prev;   /* f->lock */
+    struct waiter *next;   /* f->lock */
+    int linked;            /* f->lock: still on f->waiters */
+    pk__parker *parker;    /* shared by all the nodes of one wait */
+};
+
+struct callback {
+    struct callback *next;
+    pk_future_fn fn;
+    void *arg;
+};
+
+struct pk_future {
+    _Atomic uint32_t word;      /* state | W_LISTEN; RMW acq_rel, see top */
+    _Atomic uint32_t flags;     /* F_*; acq_rel, read by the last release */
+    _Atomic unsigned long refs; /* decrement acq_rel: the last one sees all */
+    uint32_t magic;
+    pk_event_fn event;          /* immutable after create */
+    void *event_user;
+
+    pthread_mutex_t lock;       /* the four fields below */
+    struct waiter *waiters;
+    struct callback *cbs;
+    struct callback **cbs_tail;
+    int draining;               /* a finisher is running callbacks */
+
+    /* The outcome: written by the SETTLING owner, published by release. */
+    pk_result result;
+    int code;
+    int sys;
+    char msg[PK_ERROR_MSG_SIZE];
+};
+
+static inline uint32_t
+load_word(const pk_future *f)
+{
+    /* Acquire: pairs with the release CAS that published the state, so the
+     * outcome fields are visible once a terminal state is seen. */
+    return atomic_load_explicit(&((pk_future *)f)->word,
+                                memory_order_acquire);
+}
+
+static inline int
+is_terminal(uint32_t w)
+{
+    uint32_t s = w & ST_MASK;
+
+    return s == PK_FUTURE_DONE || s == PK_FUTURE_FAILED ||
+           s == PK_FUTURE_CANCELLED;
+}
+
+static inline int
+bad_timeout(int timeout_ms)
+{
+    return timeout_ms < 0 && timeout_ms != PK_WAIT_FOREVER;
+}
+
+/* Replaces the state by `to` if it is one of the `from` set (BIT()s),
+ * keeping W_LISTEN. Returns 1 if this call made the move; *old gets the
+ * word it replaced or, on failure, the word it found. */
+static int
+move(pk_future *f, unsigned from, uint32_t to, uint32_t *old)
+{
+    uint32_t w = load_word(f);
+
+    do {
+        if (!(from & BIT(w & ST_MASK))) {
+            *old = w;
+            return 0;
+        }
+    } while (!atomic_compare_exchange_weak_explicit(
+        &f->word, &w, (w & ~ST_MASK) | to, memory_order_acq_rel,
+        memory_order_acquire));
+    *old = w;
+    return 1;
+}
+
+/* Sets W_LISTEN unless the future has finished. f->lock held, so a
+ * finisher that sees the bit cannot look at the lists before the caller
+ * has linked its node. Returns 1 if set (link now), 0 if finished. */
+static int
+listen_locked(pk_future *f)
+{
+    uint32_t w = load_word(f);
+
+    while (!is_terminal(w)) {
+        if (atomic_compare_exchange_weak_explicit(
+                &f->word, &w, w | W_LISTEN, memory_order_acq_rel,
+                memory_order_acquire))
+            return 1;
+    }
+    return 0;
+}
+
+/* ---- waking ------------------------------------------------------------ */
+
+/* f->lock held. Each node is unlinked before its thread is woken; the
+ * waiter re-takes f->lock before it frees the node, so touching it here
+ * is safe. */
+static void
+wake_waiters_locked(pk_future *f)
+{
+    struct waiter *w = f->waiters;
+    struct waiter *next;
+
+    for (; w; w = next) {
+        next = w->next;
+        w->linked = 0;
+        w->prev = w->next = NULL;
+        pk__park_wake(w->parker, 1);
+    }
+    f->waiters = NULL;
+}
+
+/* f->lock held. Detaches the callback list; draining stays set while a
+ * batch is out so racing registrations queue behind it. */
+static struct callback *
+take_callbacks_locked(pk_future *f)
+{
+    struct callback *cb = f->cbs;
+
+    f->cbs = NULL;
+    f->cbs_tail = &f->cbs;
+    f->draining = cb != NULL;
+    return cb;
+}
+
+static void
+run_callbacks(pk_future *f, struct callback *cb)
+{
+    struct callback *next;
+
+    for (; cb; cb = next) {
+        next = cb->next;
+        cb->fn(cb->arg, f);
+        pk__free(cb);
+    }
+}
+
+/* Called by the thread that made the terminal move when W_LISTEN was set.
+ * The caller holds a reference (every caller of the public API must), so
+ * f outlives the callbacks even if one of them releases another ref. */
+static void
+notify(pk_future *f)
+{
+    struct callback *cb;
+
+    pk__mutex_lock(&f->lock);
+    wake_waiters_locked(f);
+    cb = take_callbacks_locked(f);
+    pk__mutex_unlock(&f->lock);
+    while (cb) {
+        run_callbacks(f, cb);
+        pk__mutex_lock(&f->lock);
+        cb = take_callbacks_locked(f);
+        pk__mutex_unlock(&f->lock);
+    }
+}
+
+/* SETTLING -> s, then wakes whoever registered. Cannot fail: only the
+ * SETTLING owner calls it. */
+static void
+finish(pk_future *f, uint32_t s)
+{
+    uint32_t old;
+    int moved = move(f, BIT(ST_SETTLING), s, &old);
+
+    assert(moved);
+    (void)moved;
+    if (old & W_LISTEN)
+        notify(f);
+}
+
+/* ---- producer side ----------------------------------------------------- */
+
+int
+pk_future_create(pk_future **out, pk_event_fn event, void *event_user)
+{
+    pk_future *f;
+
+    if (!out)
+        return PK_EINVAL;
+    f = pk__alloc(sizeof *f);
+    if (!f)
+        return PK_ENOMEM;
+    atomic_init(&f->word, PK_FUTURE_PENDING);
+    atomic_init(&f->flags, 0);
+    atomic_init(&f->refs, 1);
+    f->magic = FUTURE_MAGIC;
+    f->event = event;
+    f->event_user = event_user;
+    pk__mutex_init(&f->lock);
+    f->waiters = NULL;
+    f->cbs = NULL;
+    f->cbs_tail = &f->cbs;
+    f->draining = 0;
+    memset(&f->result, 0, sizeof f->result);
+    f->code = 0;
+    f->sys = 0;
+    f->msg[0] = '\0';
+    *out = f;
+    return 0;
+}
+
+int
+pk_future_set_running(pk_future *f)
+{
+    uint32_t old;
+
+    if (!f)
+        return PK_EINVAL;
+    CHECK(f);
+    if (move(f, BIT(PK_FUTURE_PENDING), PK_FUTURE_RUNNING, &old))
+        return 0;
+    return (old & ST_MASK) == PK_FUTURE_CANCELLED ? PK_ECANCELED
+                                                  : PK_EINVAL;
+}
+
+int
+pk_future_complete(pk_future *f, const pk_result *res)
+{
+    uint32_t old;
+
+    if (!f)
+        return PK_EINVAL;
+    CHECK(f);
+    if (!move(f, BIT(PK_FUTURE_PENDING) | BIT(PK_FUTURE_RUNNING),
+              ST_SETTLING, &old))
+        return PK_EINVAL;
+    if (res)
+        f->result = *res;
+    finish(f, PK_FUTURE_DONE);
+    return 0;
+}
+
+int
+pk_future_fail(pk_future *f, int code, int sys, const char *fmt, ...)
+{
+    va_list ap;
+    uint32_t old;
+    uint32_t flags;
+
+    if (!f || code >= 0)
+        return PK_EINVAL;
+    CHECK(f);
+    if (!move(f, BIT(PK_FUTURE_PENDING) | BIT(PK_FUTURE_RUNNING),
+              ST_SETTLING, &old))
+        return PK_EINVAL;
+    f->code = code;
+    f->sys = sys;
+    if (fmt) {
+        va_start(ap, fmt);
+        vsnprintf(f->msg, sizeof f->msg, fmt, ap);
+        va_end(ap);
+    } else {
+        snprintf(f->msg, sizeof f->msg, "%s", pk_strerror(code));
+    }
+    /* A task that stopped because it was asked to ends cancelled: that is
+     * what the canceller expects to see, and nobody has to read it. */
+    flags = atomic_load_explicit(&f->flags, memory_order_acquire);
+    if (code == PK_ECANCELED && (flags & F_CANCEL))
+        finish(f, PK_FUTURE_CANCELLED);
+    else
+        finish(f, PK_FUTURE_FAILED);
+    return 0;
+}
+
+/* ---- references -------------------------------------------------------- */
+
+pk_future *
+pk_future_ref(pk_future *f)
+{
+    if (!f)
+        return NULL;
+    CHECK(f);
+    /* Relaxed: the caller already holds a reference, so the count cannot
+     * reach zero concurrently; ordering comes from the decrement. */
+    atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
+    return f;
+}
+
+/* Tells the event hook about a failure nobody read. Runs on the thread
+ * that dropped the last reference, with no lock held. */
+static void
+report_unread(pk_future *f)
+{
+    uint32_t flags = atomic_load_explicit(&f->flags, memory_order_acquire);
+    pk_error err;
+    pk_event ev;
+
+    if ((load_word(f) & ST_MASK) != PK_FUTURE_FAILED || (flags & F_READ) ||
+        !f->event)
+        return;
+    err.code = f->code;
+    err.sys = f->sys;
+    memcpy(err.msg, f->msg, sizeof err.msg);
+    memset(&ev, 0, sizeof ev);
+    ev.kind = PK_EVENT_FUTURE_UNREAD;
+    ev.error = &err;
+    f->event(f->event_user, &ev);
+}
+
+static void
+free_future(pk_future *f)
+{
+    struct callback *cb;
+    struct callback *next;
+    uint32_t s = load_word(f) & ST_MASK;
+    uint32_t flags = atomic_load_explicit(&f->flags, memory_order_acquire);
+
+    if (s == PK_FUTURE_DONE && !(flags & F_TAKEN) && f->result.free_fn &&
+        f->result.value)
+        f->result.free_fn(f->result.value);
+    /* Callbacks of a future that never finished are dropped uncalled. */
+    for (cb = f->cbs; cb; cb = next) {
+        next = cb->next;
+        pk__free(cb);
+    }
+    assert(!f->waiters); /* a waiter holds a reference */
+    pk__mutex_destroy(&f->lock);
+    f->magic = 0;
+    pk__free(f);
+}
+
+void
+pk_future_release(pk_future *f)
+{
+    if (!f)
+        return;
+    CHECK(f);
+    /* acq_rel: release our writes to the last holder, and as the last
+     * holder acquire everybody's (no fence: TSan does not model them). */
+    if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    report_unread(f);
+    free_future(f);
+}
+
+/* ---- consumer side ----------------------------------------------------- */
+
+int
+pk_future_cancel(pk_future *f)
+{
+    uint32_t old;
+
+    if (!f)
+        return PK_EINVAL;
+    CHECK(f);
+    /* The flag goes up first, so a task that won the race into RUNNING
+     * finds it raised. */
+    atomic_fetch_or_explicit(&f->flags, F_CANCEL, memory_order_acq_rel);
+    if (!move(f, BIT(PK_FUTURE_PENDING), PK_FUTURE_CANCELLED, &old))
+        return PK_EAGAIN;
+    if (old & W_LISTEN)
+        notify(f);
+    return 0;
+}
+
+int
+pk_future_cancel_requested(const pk_future *f)
+{
+    uint32_t flags;
+
+    if (!f)
+        return 0;
+    CHECK(f);
+    /* Acquire: pairs with the acq_rel fetch_or in pk_future_cancel. */
+    flags = atomic_load_explicit(&((pk_future *)f)->flags,
+                                 memory_order_acquire);
+    return (flags & F_CANCEL) != 0;
+}
+
+pk_future_state
+pk_future_state_get(const pk_future *f)
+{
+    uint32_t s;
+
+    if (!f)
+        return PK_FUTURE_PENDING;
+    CHECK(f);
+    s = load_word(f) & ST_MASK;
+    return s == ST_SETTLING ? PK_FUTURE_RUNNING : (pk_future_state)s;
+}
+
+/* Links w on f unless f has finished. Returns 1 if linked. */
+static int
+add_waiter(pk_future *f, struct waiter *w)
+{
+    int linked;
+
+    pk__mutex_lock(&f->lock);
+    linked = listen_locked(f);
+    if (linked) {
+        w->prev = NULL;
+        w->next = f->waiters;
+        if (f->waiters)
+            f->waiters->prev = w;
+        f->waiters = w;
+        w->linked = 1;
+    }
+    pk__mutex_unlock(&f->lock);
+    return linked;
+}
+
+/* Unlinks w if the finisher has not. After this, nobody touches w or its
+ * parker on f's behalf (the finisher wakes only under f->lock). */
+static void
+del_waiter(pk_future *f, struct waiter *w)
+{
+    pk__mutex_lock(&f->lock);
+    if (w->linked) {
+        if (w->prev)
+            w->prev->next = w->next;
+        else
+            f->waiters = w->next;
+        if (w->next)
+            w->next->prev = w->prev;
+        w->linked = 0;
+    }
+    pk__mutex_unlock(&f->lock);
+}
+
+static int
+wait_one(pk_future *f, uint64_t deadline)
+{
+    pk__parker p;
+    struct waiter w;
+
+    atomic_init(&p.word, 0);
+    w.parker = &p;
+    if (!add_waiter(f, &w))
+        return 0;
+    pk__park(&p, deadline);
+    del_waiter(f, &w);
+    return is_terminal(load_word(f)) ? 0 : PK_ETIMEDOUT;
+}
+
+int
+pk_future_wait(pk_future *f, int timeout_ms)
+{
+    uint64_t deadline;
+    int rc;
+
+    if (!f || bad_timeout(timeout_ms))
+        return PK_EINVAL;
+    CHECK(f);
+    if (is_terminal(load_word(f)))
+        return 0;
+    if (timeout_ms == 0)
+        return PK_EAGAIN;
+    rc = pk__deadline(timeout_ms, &deadline);
+    if (rc)
+        return rc;
+    return wait_one(f, deadline);
+}
+
+static int
+check_array(pk_future *const *fs, size_t n, int timeout_ms)
+{
+    if (!fs || n == 0 || bad_timeout(timeout_ms))
+        return PK_EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        if (!fs[i])
+            return PK_EINVAL;
+        CHECK(fs[i]);
+    }
+    return 0;
+}
+
+int
+pk_future_wait_all(pk_future *const *fs, size_t n, int timeout_ms)
+{
+    uint64_t deadline;
+    int rc = check_array(fs, n, timeout_ms);
+
+    if (rc)
+        return rc;
+    if (timeout_ms == 0) {
+        for (size_t i = 0; i < n; i++)
+            if (!is_terminal(load_word(fs[i])))
+                return PK_EAGAIN;
+        return 0;
+    }
+    rc = pk__deadline(timeout_ms, &deadline);
+    for (size_t i = 0; i < n && rc == 0; i++)
+        if (!is_terminal(load_word(fs[i])))
+            rc = wait_one(fs[i], deadline);
+    return rc;
+}
+
+static size_t
+lowest_finished(pk_future *const *fs, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++)
+        if (is_terminal(load_word(fs[i])))
+            break;
+    return i;
+}
+
+/* Links one node per future on a shared parker and sleeps until any of
+ * them wakes it. Returns 0 or PK_ENOMEM; the caller rescans the states. */
+static int
+park_on_all(pk_future *const *fs, size_t n, uint64_t deadline)
+{
+    struct waiter stack_nodes[WAIT_ANY_STACK];
+    struct waiter *nodes = stack_nodes;
+    pk__parker p;
+    size_t linked;
+
+    if (n > WAIT_ANY_STACK) {
+        nodes = pk__calloc(n, sizeof *nodes);
+        if (!nodes)
+            return PK_ENOMEM;
+    }
+    atomic_init(&p.word, 0);
+    for (linked = 0; linked < n; linked++) {
+        nodes[linked].parker = &p;
+        if (!add_waiter(fs[linked], &nodes[linked]))
+            break; /* that one finished: no need to sleep */
+    }
+    if (linked == n)
+        pk__park(&p, deadline);
+    for (size_t i = 0; i < linked; i++)
+        del_waiter(fs[i], &nodes[i]);
+    if (nodes != stack_nodes)
+        pk__free(nodes);
+    return 0;
+}
+
+int
+pk_future_wait_any(pk_future *const *fs, size_t n, int timeout_ms,
+                   size_t *index)
+{
+    uint64_t deadline;
+    size_t i;
+    int rc = check_array(fs, n, timeout_ms);
+
+    if (rc)
+        return rc;
+    if (!index)
+        return PK_EINVAL;
+    i = lowest_finished(fs, n);
+    if (i == n && timeout_ms == 0)
+        return PK_EAGAIN;
+    if (i == n) {
+        rc = pk__deadline(timeout_ms, &deadline);
+        if (rc == 0)
+            rc = park_on_all(fs, n, deadline);
+        if (rc)
+            return rc;
+        i = lowest_finished(fs, n);
+        if (i == n)
+            return PK_ETIMEDOUT;
+    }
+    *index = i;
+    return 0;
+}
+
+/* The outcome code of a finished future; marks a failure as read. */
+static int
+outcome(pk_future *f)
+{
+    switch (load_word(f) & ST_MASK) {
+    case PK_FUTURE_DONE:
+        return 0;
+    case PK_FUTURE_FAILED:
+        atomic_fetch_or_explicit(&f->flags, F_READ, memory_order_acq_rel);
+        return f->code;
+    case PK_FUTURE_CANCELLED:
+        return PK_ECANCELED;
+    default:
+        return PK_EAGAIN;
+    }
+}
+
+int
+pk_future_result(pk_future *f, pk_result *res)
+{
+    uint32_t flags;
+    int rc;
+
+    if (!f)
+        return PK_EINVAL;
+    CHECK(f);
+    rc = outcome(f);
+    if (rc)
+        return rc;
+    flags = atomic_load_explicit(&f->flags, memory_order_acquire);
+    if (flags & F_TAKEN)
+        return PK_EINVAL; /* the future no longer owns a result to lend */
+    if (res)
+        *res = f->result;
+    return 0;
+}
+
+int
+pk_future_take_result(pk_future *f, pk_result *res)
+{
+    uint32_t flags;
+    int rc;
+
+    if (!f || !res)
+        return PK_EINVAL;
+    CHECK(f);
+    rc = outcome(f);
+    if (rc)
+        return rc;
+    /* fetch_or makes the move exactly-once between racing takers. */
+    flags = atomic_fetch_or_explicit(&f->flags, F_TAKEN,
+                                     memory_order_acq_rel);
+    if (flags & F_TAKEN)
+        return PK_EINVAL;
+    *res = f->result;
+    return 0;
+}
+
+int
+pk_future_error(pk_future *f, pk_error *err)
+{
+    uint32_t s;
+
+    if (!f || !err)
+        return PK_EINVAL;
+    CHECK(f);
+    s = load_word(f) & ST_MASK;
+    if (s == PK_FUTURE_DONE)
+        return PK_EINVAL;
+    if (s != PK_FUTURE_FAILED && s != PK_FUTURE_CANCELLED)
+        return PK_EAGAIN;
+    if (s == PK_FUTURE_FAILED)
+        atomic_fetch_or_explicit(&f->flags, F_READ, memory_order_acq_rel);
+    err->code = s == PK_FUTURE_FAILED ? f->code : PK_ECANCELED;
+    err->sys = f->sys;
+    if (f->msg[0])
+        memcpy(err->msg, f->msg, sizeof err->msg);
+    else
+        snprintf(err->msg, sizeof err->msg, "%s", pk_strerror(err->code));
+    return 0;
+}
+
+int
+pk_future_on_complete(pk_future *f, pk_future_fn cb, void *arg)
+{
+    struct callback *node;
+
+    if (!f || !cb)
+        return PK_EINVAL;
+    CHECK(f);
+    node = pk__alloc(sizeof *node);
+    if (!node)
+        return PK_ENOMEM;
+    node->next = NULL;
+    node->fn = cb;
+    node->arg = arg;
+    pk__mutex_lock(&f->lock);
+    /* Queue it if the future is unfinished, or if a finisher has earlier
+     * callbacks still to run (queued, or running now): it runs this one
+     * after them, which keeps the order against a racing completion. */
+    if (listen_locked(f) || f->draining || f->cbs) {
+        *f->cbs_tail = node;
+        f->cbs_tail = &node->next;
+        pk__mutex_unlock(&f->lock);
+        return 0;
+    }
+    pk__mutex_unlock(&f->lock);
+    pk__free(node);
+    cb(arg, f);
+    return 0;
+}

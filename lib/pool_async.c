@@ -1,0 +1,328 @@
+/* lib/pool_async.c - the non-blocking acquire for event loops.
+ *
+ * A ticket is a waiter that lives on the heap instead of a caller's
+ * stack. It joins the same arrival-order queue as blocking acquirers, so
+ * fairness is the same for both. The caller never runs a hook: creates,
+ * checks and deadline expiry for tickets run on the pool's background
+ * thread (started on demand) or inside pk_pool_maintain().
+ *
+ * Ticket states (t->state, atomic so take() can poll without the lock):
+ *   PENDING  queued, or handed a slot that is being checked
+ *   READY    w.slot set (a lease waits) or w.err set (the request failed)
+ * Readiness is announced after the pool lock is dropped (pk__pool_unlock
+ * walks p->notify_head): the callback runs, then the eventfd is written.
+ * A reference held by the notify list keeps the ticket alive until then. */
+#include "pool_int.h"
+
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "alloc.h"
+
+enum { T_PENDING = 0, T_READY = 1 };
+
+struct pk_pool_ticket {
+    struct pk__waiter w;
+    struct pk_pool *pool;
+    _Atomic int state;
+    _Atomic int refs;
+    int efd;
+    pk_ticket_fn cb;
+    void *arg;
+    uint64_t deadline;       /* CLOCK_MONOTONIC */
+    pk_error err;
+    struct pk_pool_ticket *notify_next;
+    bool abandoned;          /* under the pool lock: freed while checked */
+};
+
+static void
+ticket_unref(struct pk_pool_ticket *t)
+{
+    if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) == 1) {
+        if (t->efd >= 0)
+            close(t->efd);
+        pk__free(t);
+    }
+}
+
+static void
+push_notify(struct pk_pool *p, struct pk_pool_ticket *t)
+{
+    atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+    t->notify_next = p->notify_head;
+    p->notify_head = t;
+}
+
+void
+pk__ticket_ready_locked(struct pk_pool *p, struct pk__waiter *w)
+{
+    struct pk_pool_ticket *t = w->ticket;
+
+    if (w->slot && w->needs_check) {
+        /* Checked on the helper thread, never on the event loop. */
+        t->notify_next = p->check_head;
+        p->check_head = t;
+        pk__pool_bg_kick_locked(p);
+        return;
+    }
+    if (w->err && !t->err.code)
+        pk_error_set(&t->err, w->err, 0, NULL);
+    atomic_store_explicit(&t->state, T_READY, memory_order_release);
+    push_notify(p, t);
+}
+
+void
+pk__ticket_notify_list(struct pk_pool_ticket *t)
+{
+    while (t) {
+        struct pk_pool_ticket *next = t->notify_next;
+        uint64_t one = 1;
+        if (t->cb)
+            t->cb(t->arg, t);
+        if (write(t->efd, &one, sizeof one) < 0) {
+            /* An eventfd write fails only on counter overflow, which a
+             * single write per ticket cannot cause. */
+        }
+        ticket_unref(t);
+        t = next;
+    }
+}
+
+static int
+ticket_new(struct pk_pool_ticket **out, struct pk_pool *p, int timeout_ms,
+           pk_ticket_fn cb, void *arg)
+{
+    struct pk_pool_ticket *t = pk__calloc(1, sizeof *t);
+    uint64_t ms;
+
+    if (!t)
+        return PK_ENOMEM;
+    t->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (t->efd < 0) {
+        int e = errno;
+        pk__free(t);
+        return e == ENOMEM ? PK_ENOMEM : -e;
+    }
+    atomic_init(&t->refs, 1);
+    atomic_init(&t->state, T_PENDING);
+    t->pool = p;
+    t->cb = cb;
+    t->arg = arg;
+    t->w.ticket = t;
+    ms = timeout_ms ? (uint64_t)timeout_ms * 1000000u : p->acquire_timeout_ns;
+    t->deadline = ms == UINT64_MAX || timeout_ms == PK_WAIT_FOREVER
+                      ? UINT64_MAX
+                      : pk__now_ns() + ms;
+    *out = t;
+    return 0;
+}
+
+int
+pk_pool_acquire_async_at(pk_pool *p, pk_pool_ticket **out, int timeout_ms,
+                         pk_ticket_fn cb, void *arg, int *ready,
+                         const char *file, int line)
+{
+    struct pk_pool_ticket *t;
+    struct pk__slot *s;
+    bool check = false;
+    int rc;
+
+    if (!p || !out || p->magic != PK__POOL_MAGIC ||
+        (timeout_ms < 0 && timeout_ms != PK_WAIT_FOREVER))
+        return PK_EINVAL;
+    if (pk__pool_forked(p))
+        return PK_EFORKED;
+    rc = ticket_new(&t, p, timeout_ms, cb, arg);
+    if (rc)
+        return rc;
+    t->w.file = file;
+    t->w.line = line;
+    if (ready)
+        *ready = 0;
+    pk__mutex_lock(&p->lock);
+    if (p->closed) {
+        pk__pool_unlock(p);
+        ticket_unref(t);
+        return PK_ESHUTDOWN;
+    }
+    s = pk__pool_take_idle_locked(p, file, line, &check);
+    if (s && !check) {
+        uint64_t one = 1;
+        t->w.slot = s;
+        atomic_store_explicit(&t->state, T_READY, memory_order_relaxed);
+        pk__pool_unlock(p);
+        if (write(t->efd, &one, sizeof one) < 0) {
+            /* cannot overflow: see pk__ticket_notify_list */
+        }
+        if (ready)
+            *ready = 1;
+        *out = t;
+        return 0;
+    }
+    if (s) {
+        t->w.slot = s;
+        t->w.needs_check = true;
+        pk__ticket_ready_locked(p, &t->w);
+    } else {
+        pk__pool_waiter_enqueue(p, &t->w, false);
+        pk__pool_bg_kick_locked(p);
+    }
+    pk__pool_unlock(p);
+    *out = t;
+    return 0;
+}
+
+int
+pk_pool_ticket_fd(pk_pool_ticket *t)
+{
+    return t ? t->efd : PK_EINVAL;
+}
+
+int
+pk_pool_ticket_take(pk_pool_ticket *t, pk_lease *lease, pk_error *err)
+{
+    int rc;
+
+    if (!t || !lease)
+        return PK_EINVAL;
+    if (atomic_load_explicit(&t->state, memory_order_acquire) != T_READY)
+        return PK_EAGAIN;
+    memset(lease, 0, sizeof *lease);
+    if (t->w.slot) {
+        struct pk__slot *s = t->w.slot;
+        lease->resource = s->res;
+        lease->pool_ = t->pool;
+        lease->slot_ = s;
+        lease->ticket_ = s->ticket;
+        rc = 0;
+    } else {
+        rc = t->w.err ? t->w.err : PK_ECREATE;
+        if (err)
+            *err = t->err;
+    }
+    ticket_unref(t);
+    return rc;
+}
+
+void
+pk_pool_ticket_free(pk_pool_ticket *t)
+{
+    struct pk_pool *p;
+
+    if (!t)
+        return;
+    p = t->pool;
+    if (atomic_load_explicit(&t->state, memory_order_acquire) != T_READY) {
+        /* Withdraw it: under the lock, it is queued, being checked, or
+         * it just became ready. */
+        pk__mutex_lock(&p->lock);
+        if (t->w.queued)
+            pk__pool_waiter_dequeue(p, &t->w);
+        else if (atomic_load_explicit(&t->state, memory_order_relaxed) !=
+                 T_READY)
+            t->abandoned = true; /* being checked: the helper finishes */
+        pk__pool_unlock(p);
+    }
+    if (atomic_load_explicit(&t->state, memory_order_acquire) == T_READY &&
+        t->w.slot) {
+        pk_lease l;
+        if (pk_pool_ticket_take(t, &l, NULL) == 0)
+            pk_pool_release(l.pool_, &l, PK_RELEASE_OK);
+        return;
+    }
+    ticket_unref(t);
+}
+
+/* Checks slots handed to tickets. Runs on the helper thread or in
+ * pk_pool_maintain. */
+void
+pk__pool_async_service(struct pk_pool *p)
+{
+    pk__mutex_lock(&p->lock);
+    while (p->check_head) {
+        struct pk_pool_ticket *t = p->check_head;
+        struct pk__slot *s = t->w.slot;
+        p->check_head = t->notify_next;
+        atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+        pk__pool_unlock(p);
+        int rc = pk__pool_check_lent(p, s);
+        pk__mutex_lock(&p->lock);
+        if (rc == 0 && t->abandoned) {
+            pk_lease l = { s->res, p, s, s->ticket };
+            pk__pool_unlock(p);
+            pk_pool_release(p, &l, PK_RELEASE_OK);
+            pk__mutex_lock(&p->lock);
+        } else if (rc == 0) {
+            t->w.needs_check = false;
+            pk__ticket_ready_locked(p, &t->w);
+        } else {
+            t->w.slot = NULL;
+            t->w.needs_check = false;
+            if (p->closed || t->abandoned) {
+                t->w.err = PK_ESHUTDOWN;
+                pk__ticket_ready_locked(p, &t->w);
+            } else {
+                pk__pool_waiter_enqueue(p, &t->w, true);
+            }
+        }
+        ticket_unref(t); /* cannot be the last: the owner holds one */
+    }
+    pk__pool_unlock(p);
+}
+
+uint64_t
+pk__pool_async_next_deadline_locked(struct pk_pool *p)
+{
+    uint64_t d = UINT64_MAX;
+
+    if (!p->async_waiters)
+        return d;
+    for (struct pk__waiter *w = p->wait_head; w; w = w->next)
+        if (w->ticket && w->ticket->deadline < d)
+            d = w->ticket->deadline;
+    return d;
+}
+
+/* Creates are failing, in backoff, and nothing is being made: tickets
+ * that wait for a create get the last create error now, as blocking
+ * acquirers do. */
+static bool
+failing_fast_locked(struct pk_pool *p)
+{
+    return p->fail_streak > 0 && p->creating == 0 &&
+           p->alive < p->max_size && !p->paused &&
+           pk__pool_now(p) < p->backoff_until_ns;
+}
+
+void
+pk__pool_async_expire(struct pk_pool *p, uint64_t now)
+{
+    size_t expired = 0;
+    bool fail = false;
+
+    pk__mutex_lock(&p->lock);
+    if (p->async_waiters)
+        fail = failing_fast_locked(p);
+    for (struct pk__waiter *w = p->wait_head; w && p->async_waiters;) {
+        struct pk__waiter *next = w->next;
+        if (w->ticket && fail) {
+            pk__pool_waiter_dequeue(p, w);
+            w->err = p->last_err.code;
+            w->ticket->err = p->last_err;
+            pk__ticket_ready_locked(p, w);
+        } else if (w->ticket && w->ticket->deadline <= now) {
+            pk__pool_waiter_dequeue(p, w);
+            w->err = PK_ETIMEDOUT;
+            p->st_timeouts++;
+            pk__ticket_ready_locked(p, w);
+            expired++;
+        }
+        w = next;
+    }
+    pk__pool_unlock(p);
+    for (size_t i = 0; i < expired; i++) {
+        struct pk__ev ev = { PK_EVENT_TIMEOUT, NULL, NULL, 0, 0, NULL };
+        pk__pool_emit(p, &ev);
+    }
+}

@@ -1,0 +1,242 @@
+/* lib/pool_group.c - several keyed pools drawing on one budget.
+ *
+ * The budget is an atomic count (`used` of `max_total`), taken by a
+ * member's create and given back when the resource is retired or
+ * detached. Waiters that need a create while the budget is spent queue in
+ * the group in arrival order, across keys; a unit given back goes to the
+ * head of that queue (granted), never back to the free budget while
+ * someone waits, and newcomers cannot take a unit while the queue is not
+ * empty. To make a unit, a queued waiter's arrival retires the
+ * longest-idle resource of another member.
+ *
+ * Locks: the group lock and a pool lock are never held together. A grant
+ * wakes a waiter through its parking word: the grant sets `granted`, then
+ * the word, both seq_cst; the waiter clears the word, then reads
+ * `granted` before it parks (see acquire_wait), so no grant is lost. A
+ * member is not destroyed while the group is looking at it (`busy`). */
+#include "pool_int.h"
+
+#include "alloc.h"
+
+struct pk_pool_group {
+    pthread_mutex_t lock;
+    pthread_cond_t idle_cond;      /* busy reached 0 */
+    size_t max_total;
+    _Atomic size_t used;           /* units taken */
+    _Atomic size_t queued;         /* waiters in the queue */
+    struct pk_pool *members;
+    struct pk__waiter *head, *tail;
+    size_t busy;                   /* steals in progress */
+};
+
+int
+pk_pool_group_create(pk_pool_group **out, size_t max_total)
+{
+    struct pk_pool_group *g;
+    int rc;
+
+    if (!out || max_total == 0)
+        return PK_EINVAL;
+    *out = NULL;
+    g = pk__calloc(1, sizeof *g);
+    if (!g)
+        return PK_ENOMEM;
+    pk__mutex_init(&g->lock);
+    rc = pk__cond_init(&g->idle_cond);
+    if (rc) {
+        pk__mutex_destroy(&g->lock);
+        pk__free(g);
+        return rc;
+    }
+    g->max_total = max_total;
+    *out = g;
+    return 0;
+}
+
+int
+pk_pool_group_usage(pk_pool_group *g, size_t *used, size_t *max_total)
+{
+    if (!g || !used || !max_total)
+        return PK_EINVAL;
+    *used = atomic_load(&g->used);
+    *max_total = g->max_total;
+    return 0;
+}
+
+void
+pk_pool_group_destroy(pk_pool_group *g)
+{
+    if (!g)
+        return;
+    pthread_cond_destroy(&g->idle_cond);
+    pk__mutex_destroy(&g->lock);
+    pk__free(g);
+}
+
+bool
+pk__group_try_take(struct pk_pool_group *g)
+{
+    size_t u = atomic_load(&g->used);
+
+    if (atomic_load(&g->queued) > 0)
+        return false; /* no barging past queued waiters */
+    while (u < g->max_total) {
+        if (atomic_compare_exchange_weak(&g->used, &u, u + 1))
+            return true;
+    }
+    return false;
+}
+
+bool
+pk__group_has_waiters(struct pk_pool_group *g)
+{
+    return atomic_load(&g->queued) > 0;
+}
+
+static void
+unqueue_locked(struct pk_pool_group *g, struct pk__waiter *w)
+{
+    if (w->gprev)
+        w->gprev->gnext = w->gnext;
+    else
+        g->head = w->gnext;
+    if (w->gnext)
+        w->gnext->gprev = w->gprev;
+    else
+        g->tail = w->gprev;
+    w->gprev = w->gnext = NULL;
+    w->gqueued = false;
+    atomic_fetch_sub(&g->queued, 1);
+}
+
+void
+pk__group_put(struct pk_pool_group *g)
+{
+    struct pk__waiter *w;
+
+    pk__mutex_lock(&g->lock);
+    w = g->head;
+    if (!w) {
+        atomic_fetch_sub(&g->used, 1);
+        pk__mutex_unlock(&g->lock);
+        return;
+    }
+    unqueue_locked(g, w);
+    /* The unit moves to w without passing through the budget. The word
+     * is set under the group lock (w cannot leave the queue meanwhile);
+     * the futex kick after it touches only the address. */
+    atomic_store(&w->granted, true);
+    bool kick = pk__park_set(&w->park, PK__W_RETRY);
+    pk__mutex_unlock(&g->lock);
+    if (kick)
+        pk__park_kick(&w->park);
+}
+
+/* Picks the member (other than p) whose longest-idle resource has been
+ * idle longest. Group lock held. */
+static struct pk_pool *
+pick_victim_locked(struct pk_pool_group *g, struct pk_pool *p)
+{
+    struct pk_pool *best = NULL;
+    uint64_t oldest = UINT64_MAX;
+
+    for (struct pk_pool *m = g->members; m; m = m->group_next) {
+        uint64_t t;
+        if (m == p || atomic_load_explicit(&m->idle_hint,
+                                           memory_order_relaxed) == 0)
+            continue;
+        t = atomic_load_explicit(&m->oldest_idle_hint, memory_order_relaxed);
+        if (t <= oldest) {
+            oldest = t;
+            best = m;
+        }
+    }
+    return best;
+}
+
+/* Retires victim's longest-idle resource; its unit goes to the head of
+ * the group queue through pk__pool_finish_retire -> pk__group_put. */
+static void
+retire_one_idle(struct pk_pool *victim)
+{
+    struct pk__slot *s;
+
+    pk__mutex_lock(&victim->lock);
+    s = victim->idle_tail;
+    if (s)
+        pk__pool_unlink_retire_locked(victim, s);
+    pk__pool_unlock(victim);
+    if (s)
+        pk__pool_finish_retire(victim, s);
+}
+
+void
+pk__group_wait(struct pk_pool_group *g, struct pk_pool *p,
+               struct pk__waiter *w)
+{
+    struct pk_pool *victim;
+
+    pk__mutex_lock(&g->lock);
+    if (!w->gqueued && !atomic_load(&w->granted)) {
+        w->gpool = p;
+        w->gnext = NULL;
+        w->gprev = g->tail;
+        if (g->tail)
+            g->tail->gnext = w;
+        else
+            g->head = w;
+        g->tail = w;
+        w->gqueued = true;
+        atomic_fetch_add(&g->queued, 1);
+    }
+    victim = pick_victim_locked(g, p);
+    if (victim)
+        g->busy++;
+    pk__mutex_unlock(&g->lock);
+    if (!victim)
+        return;
+    retire_one_idle(victim);
+    pk__mutex_lock(&g->lock);
+    if (--g->busy == 0)
+        pthread_cond_broadcast(&g->idle_cond);
+    pk__mutex_unlock(&g->lock);
+}
+
+void
+pk__group_leave_wait(struct pk_pool_group *g, struct pk__waiter *w)
+{
+    bool give_back;
+
+    pk__mutex_lock(&g->lock);
+    if (w->gqueued)
+        unqueue_locked(g, w);
+    give_back = atomic_exchange(&w->granted, false);
+    pk__mutex_unlock(&g->lock);
+    if (give_back)
+        pk__group_put(g);
+}
+
+int
+pk__group_join(struct pk_pool_group *g, struct pk_pool *p)
+{
+    pk__mutex_lock(&g->lock);
+    p->group_next = g->members;
+    g->members = p;
+    pk__mutex_unlock(&g->lock);
+    return 0;
+}
+
+void
+pk__group_leave(struct pk_pool_group *g, struct pk_pool *p)
+{
+    pk__mutex_lock(&g->lock);
+    for (struct pk_pool **pp = &g->members; *pp; pp = &(*pp)->group_next) {
+        if (*pp == p) {
+            *pp = p->group_next;
+            break;
+        }
+    }
+    while (g->busy)
+        pk__cond_wait_until(&g->idle_cond, &g->lock, UINT64_MAX);
+    pk__mutex_unlock(&g->lock);
+}

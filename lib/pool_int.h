@@ -1,0 +1,249 @@
+/* lib/pool_int.h - the pool's private structures, shared by the files
+ * that make up the core pool (pool.c: lending; pool_maint.c: maintenance,
+ * sizing and closing; pool_async.c: tickets; pool_group.c: groups).
+ *
+ * Every field below `lock` is protected by it unless its comment says
+ * otherwise. */
+#ifndef PK_LIB_POOL_INT_H
+#define PK_LIB_POOL_INT_H
+
+#include <poolkit/pool.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "hist.h"
+#include "sync.h"
+
+#define PK__POOL_MAGIC 0x706f6f6cu /* "pool" */
+
+/* Slot states. A slot struct outlives its resource: it goes back to the
+ * pool's free list and is freed only with the pool, so a stale lease never
+ * points at freed memory.
+ *   FREE     -> CREATING (reserve_create)
+ *   CREATING -> IDLE or LENT (deliver) | FREE (create failed)
+ *   IDLE     -> LENT (acquire) | RETIRING (maintenance, evict, resize)
+ *               | CHECKING (maintenance check)
+ *   CHECKING -> IDLE | RETIRING
+ *   LENT     -> IDLE | LENT (hand-off) | RETIRING | FREE (detach)
+ *   RETIRING -> FREE (after the destroy hook) */
+enum pk__slot_state {
+    PK__S_FREE = 0,
+    PK__S_CREATING,
+    PK__S_IDLE,
+    PK__S_LENT,
+    PK__S_CHECKING,
+    PK__S_RETIRING
+};
+
+struct pk__slot {
+    struct pk__slot *prev, *next; /* idle list or free list */
+    struct pk__slot *all_next;    /* every slot ever made (for scans) */
+    void *res;
+    int state;
+    bool held_reported;
+    uint64_t ticket;              /* bumped at each lend */
+    uint64_t created_ns;          /* policy clock */
+    uint64_t expires_ns;          /* lifetime end, jitter applied */
+    uint64_t idle_since_ns;       /* policy clock, when it went idle */
+    uint64_t checked_ns;          /* last check (maintenance) */
+    uint64_t lent_ns;             /* policy clock, when lent */
+    uint64_t idle_ns;             /* idle time before the current lease */
+    unsigned long uses;
+    uint64_t generation;
+    const char *file;             /* acquire site of the current lease */
+    int line;
+};
+
+/* Parking word values. */
+enum { PK__W_HANDED = 1, PK__W_RETRY = 2, PK__W_FAIL = 3 };
+
+struct pk__waiter {
+    struct pk__waiter *prev, *next;
+    pk__parker park;              /* set under the pool lock */
+    struct pk__slot *slot;        /* handed slot (with W_HANDED) */
+    int err;                      /* failure code (with W_FAIL) */
+    bool needs_check;             /* set with slot */
+    bool queued;
+    const char *file;
+    int line;
+    struct pk_pool_ticket *ticket; /* async waiter, or NULL */
+    /* Group budget request (pool_group.c); linked under the group lock. */
+    struct pk__waiter *gprev, *gnext;
+    struct pk_pool *gpool;
+    bool gqueued;                 /* under the group lock */
+    _Atomic bool granted;         /* a budget unit waits for this waiter */
+};
+
+struct pk_pool {
+    unsigned magic;
+    unsigned fork_epoch;          /* immutable */
+    pthread_mutex_t lock;
+
+    /* Options, immutable after create except the sizes. */
+    int (*create)(void *, void **, pk_error *);
+    void (*destroy)(void *, void *);
+    int (*check)(void *, void *, pk_error *);
+    int (*reset)(void *, void *);
+    void (*forget_in_child)(void *, void *);
+    void (*user_free)(void *);
+    void *user;
+    pk_event_fn event;
+    void *event_user;
+    uint64_t (*clock)(void *);
+    void *clock_user;
+    bool needs_clock;             /* some policy reads the clock */
+    size_t min_size, min_idle, max_size, max_creating;
+    uint64_t acquire_timeout_ns, idle_timeout_ns, max_lifetime_ns,
+        jitter_ns, check_after_ns, check_interval_ns, held_ns,
+        interval_ns, backoff_initial_ns, max_backoff_ns;
+    unsigned long max_uses;
+    int order;
+    unsigned flags;
+    struct pk_pool_group *group;
+    struct pk_pool *group_next;   /* protected by the group's lock */
+    /* Hints for the group's choice of whom to take an idle resource from:
+     * relaxed atomics written under this pool's lock, read without it. */
+    _Atomic size_t idle_hint;
+    _Atomic uint64_t oldest_idle_hint;
+
+    /* Population. */
+    struct pk__slot *idle_head, *idle_tail; /* head = most recently idle */
+    struct pk__slot *free_slots;
+    struct pk__slot *all_slots;
+    size_t alive;                 /* creating + idle + lent + checking */
+    size_t idle;
+    size_t lent;
+    size_t creating;
+    size_t checking;
+    size_t retiring;              /* destroy hooks not yet finished */
+    uint64_t generation;          /* bumped by failures */
+    uint64_t evict_gen;           /* resources older than this retire */
+    uint64_t rng;                 /* xorshift state for jitter */
+
+    /* Waiters, in arrival order. */
+    struct pk__waiter *wait_head, *wait_tail;
+    size_t waiters;
+    size_t async_waiters;
+
+    /* Create failures. */
+    unsigned fail_streak;
+    uint64_t backoff_until_ns;    /* policy clock */
+    pk_error last_err;
+
+    bool paused, closed, destroyed;
+    pthread_cond_t drained;       /* close waits here for leases */
+    size_t close_waiters;
+
+    /* Tickets made ready under the lock, notified after it is dropped
+     * (pk__pool_unlock). */
+    struct pk_pool_ticket *notify_head;
+    /* Parked waiters handed something under the lock, kicked after it is
+     * dropped so the futex syscall is not made under the lock. */
+    pk__parker *kick[8];
+    unsigned n_kick;
+    /* Tickets handed a slot that must be checked first, on the helper. */
+    struct pk_pool_ticket *check_head;
+
+    /* Background thread (maintenance and async creates). */
+    pthread_t bg;
+    bool bg_running, bg_stop, bg_kick;
+    pthread_cond_t bg_cond;
+
+    /* Stats (under lock) and the wait histogram (atomic). */
+    uint64_t st_created, st_destroyed, st_detached, st_acquires,
+        st_timeouts, st_check_failures, st_create_failures;
+    pk__hist wait_hist;
+};
+
+/* Policy time. */
+static inline uint64_t
+pk__pool_now(const struct pk_pool *p)
+{
+    return p->clock ? p->clock(p->clock_user) : pk__now_ns();
+}
+
+static inline bool
+pk__pool_forked(const struct pk_pool *p)
+{
+    return p->fork_epoch != pk__fork_epoch();
+}
+
+/* Small event, emitted after the lock is dropped. */
+struct pk__ev {
+    pk_event_kind kind;
+    void *res;
+    const char *file;
+    int line;
+    uint64_t duration_ns;
+    const pk_error *err;
+};
+void pk__pool_emit(struct pk_pool *p, const struct pk__ev *ev);
+
+/* Drops the lock, then notifies tickets made ready while it was held:
+ * every unlock in the pool goes through here. */
+void pk__pool_unlock(struct pk_pool *p);
+
+/* pool.c internals used by the other parts. Functions named *_locked
+ * run with p->lock held. */
+int pk__pool_create_one(struct pk_pool *p, struct pk__waiter *self,
+                        pk_error *err);
+void pk__pool_serve_waiters_locked(struct pk_pool *p);
+void pk__pool_wake_retry_locked(struct pk_pool *p);
+void pk__pool_idle_remove_locked(struct pk_pool *p, struct pk__slot *s);
+void pk__pool_idle_push_locked(struct pk_pool *p, struct pk__slot *s);
+void pk__pool_unlink_retire_locked(struct pk_pool *p, struct pk__slot *s);
+/* Runs the destroy hook on a slot unlinked by the above, then frees the
+ * slot; takes and drops the lock. Returns true if the pool was freed. */
+bool pk__pool_finish_retire(struct pk_pool *p, struct pk__slot *s);
+bool pk__pool_can_create_locked(struct pk_pool *p, uint64_t now);
+bool pk__pool_may_free_locked(struct pk_pool *p);
+void pk__pool_free(struct pk_pool *p);
+size_t pk__pool_creates_wanted_locked(struct pk_pool *p);
+/* Wakes w's parked thread with v: the word now, the futex after unlock. */
+void pk__pool_wake_waiter_locked(struct pk_pool *p, struct pk__waiter *w,
+                                 uint32_t v);
+void pk__pool_waiter_enqueue(struct pk_pool *p, struct pk__waiter *w,
+                             bool front);
+void pk__pool_waiter_dequeue(struct pk_pool *p, struct pk__waiter *w);
+/* Lends an idle resource if the fast path is open (no queue, not paused);
+ * *needs_check says the caller must run pk__pool_check_lent first. */
+struct pk__slot *pk__pool_take_idle_locked(struct pk_pool *p,
+                                           const char *file, int line,
+                                           bool *needs_check);
+/* Checks a lent slot with no lock held; on failure retires it and returns
+ * the check's code. */
+int pk__pool_check_lent(struct pk_pool *p, struct pk__slot *s);
+
+/* pool_maint.c */
+int pk__pool_bg_start_locked(struct pk_pool *p);
+void pk__pool_bg_kick_locked(struct pk_pool *p);
+void pk__pool_bg_stop(struct pk_pool *p);
+
+/* pool_async.c */
+/* Marks an async waiter's ticket ready (w->slot or w->err set) and queues
+ * it on p->notify_head. */
+void pk__ticket_ready_locked(struct pk_pool *p, struct pk__waiter *w);
+void pk__ticket_notify_list(struct pk_pool_ticket *t);
+void pk__pool_async_service(struct pk_pool *p);
+void pk__pool_async_expire(struct pk_pool *p, uint64_t mono_now);
+uint64_t pk__pool_async_next_deadline_locked(struct pk_pool *p);
+
+/* pool_group.c. None of these may be called with a pool lock held. */
+bool pk__group_try_take(struct pk_pool_group *g);
+/* Returns a unit: to the longest budget waiter across keys, or to the
+ * budget. */
+void pk__group_put(struct pk_pool_group *g);
+int pk__group_join(struct pk_pool_group *g, struct pk_pool *p);
+void pk__group_leave(struct pk_pool_group *g, struct pk_pool *p);
+bool pk__group_has_waiters(struct pk_pool_group *g);
+/* Queues w for a budget unit and retires another member's longest-idle
+ * resource to make one. */
+void pk__group_wait(struct pk_pool_group *g, struct pk_pool *p,
+                    struct pk__waiter *w);
+/* Takes w out of the group queue; gives back a unit granted but unused. */
+void pk__group_leave_wait(struct pk_pool_group *g, struct pk__waiter *w);
+
+#endif /* PK_LIB_POOL_INT_H */

@@ -1,0 +1,475 @@
+/* lib/pool_maint.c - keeping the population in shape: maintenance passes,
+ * the background thread, resize, pause/resume, evict-all, close, stats.
+ *
+ * A maintenance pass collects work under the lock (slots to retire, slots
+ * to check, leases held too long), then runs every hook with the lock
+ * dropped, then tops the pool up one create at a time. The background
+ * thread runs a pass every maintain_interval, or sooner when kicked (an
+ * acquire took the last idle resource below min_idle, an async ticket
+ * needs a create or has a deadline). */
+#define _GNU_SOURCE /* pthread_setname_np */
+#include "pool_int.h"
+
+#include <string.h>
+
+#include "alloc.h"
+
+/* How many slots one pass handles in each list; the rest wait for the
+ * next pass. Keeps the pass's stack bounded. */
+#define PK__MAINT_BATCH 64
+
+struct maint_work {
+    struct pk__slot *retire[PK__MAINT_BATCH];
+    size_t n_retire;
+    struct pk__slot *check[PK__MAINT_BATCH];
+    size_t n_check;
+    struct pk__ev held[PK__MAINT_BATCH];
+    size_t n_held;
+};
+
+static bool
+idle_surplus(const struct pk_pool *p)
+{
+    return p->alive > p->min_size && p->idle > p->min_idle;
+}
+
+static bool
+idle_expired(const struct pk_pool *p, const struct pk__slot *s, uint64_t now)
+{
+    if (s->generation < p->evict_gen || p->alive > p->max_size)
+        return true;
+    if (p->max_lifetime_ns != UINT64_MAX && now >= s->expires_ns)
+        return true;
+    return p->idle_timeout_ns != UINT64_MAX && idle_surplus(p) &&
+           now - s->idle_since_ns >= p->idle_timeout_ns;
+}
+
+static bool
+idle_check_due(const struct pk_pool *p, const struct pk__slot *s,
+               uint64_t now)
+{
+    if (!p->check)
+        return false;
+    if (s->generation < p->generation)
+        return true;
+    return p->check_interval_ns != UINT64_MAX &&
+           now - s->checked_ns >= p->check_interval_ns;
+}
+
+/* Walks idle slots from the longest idle (the tail). */
+static void
+collect_idle_locked(struct pk_pool *p, struct maint_work *mw, uint64_t now)
+{
+    struct pk__slot *s = p->idle_tail;
+
+    while (s) {
+        struct pk__slot *prev = s->prev;
+        if (mw->n_retire < PK__MAINT_BATCH && idle_expired(p, s, now)) {
+            pk__pool_unlink_retire_locked(p, s);
+            mw->retire[mw->n_retire++] = s;
+        } else if (mw->n_check < PK__MAINT_BATCH &&
+                   idle_check_due(p, s, now)) {
+            pk__pool_idle_remove_locked(p, s);
+            s->state = PK__S_CHECKING;
+            p->checking++;
+            mw->check[mw->n_check++] = s;
+        }
+        s = prev;
+    }
+}
+
+static void
+collect_held_locked(struct pk_pool *p, struct maint_work *mw, uint64_t now)
+{
+    if (p->held_ns == UINT64_MAX)
+        return;
+    for (struct pk__slot *s = p->all_slots; s; s = s->all_next) {
+        if (mw->n_held == PK__MAINT_BATCH)
+            break;
+        if (s->state != PK__S_LENT || s->held_reported ||
+            now - s->lent_ns < p->held_ns)
+            continue;
+        s->held_reported = true;
+        mw->held[mw->n_held++] = (struct pk__ev){
+            PK_EVENT_HELD_TOO_LONG, s->res, s->file, s->line,
+            now - s->lent_ns, NULL
+        };
+    }
+}
+
+static void
+run_check(struct pk_pool *p, struct pk__slot *s, uint64_t now)
+{
+    pk_error e;
+    int rc;
+
+    pk_error_clear(&e);
+    rc = p->check(p->user, s->res, &e);
+    pk__mutex_lock(&p->lock);
+    p->checking--;
+    s->checked_ns = now;
+    if (rc == 0) {
+        s->generation = p->generation;
+        s->idle_since_ns = now;
+        s->state = PK__S_IDLE; /* keeps its idle age: it was not used */
+        pk__pool_idle_push_locked(p, s);
+        pk__pool_serve_waiters_locked(p);
+        pk__pool_unlock(p);
+        return;
+    }
+    p->st_check_failures++;
+    if (!(p->flags & PK_POOL_NO_GENERATION_BUMP) &&
+        s->generation == p->generation)
+        p->generation++;
+    p->checking++; /* unlink_retire counts it down */
+    pk__pool_unlink_retire_locked(p, s);
+    pk__pool_unlock(p);
+    {
+        struct pk__ev ev = { PK_EVENT_CHECK_FAILED, s->res, NULL, 0, 0, &e };
+        pk__pool_emit(p, &ev);
+    }
+    pk__pool_finish_retire(p, s);
+}
+
+static void
+top_up(struct pk_pool *p)
+{
+    pk__mutex_lock(&p->lock);
+    while (pk__pool_creates_wanted_locked(p) > 0 &&
+           pk__pool_can_create_locked(p, pk__pool_now(p))) {
+        if (pk__pool_create_one(p, NULL, NULL) != 0)
+            break;
+    }
+    pk__pool_unlock(p);
+}
+
+static void
+maintain_pass(struct pk_pool *p)
+{
+    struct maint_work *mw = pk__calloc(1, sizeof *mw);
+    uint64_t now;
+
+    if (mw) {
+        pk__mutex_lock(&p->lock);
+        now = pk__pool_now(p);
+        collect_idle_locked(p, mw, now);
+        collect_held_locked(p, mw, now);
+        pk__pool_unlock(p);
+        for (size_t i = 0; i < mw->n_retire; i++)
+            pk__pool_finish_retire(p, mw->retire[i]);
+        for (size_t i = 0; i < mw->n_check; i++)
+            run_check(p, mw->check[i], now);
+        for (size_t i = 0; i < mw->n_held; i++)
+            pk__pool_emit(p, &mw->held[i]);
+        pk__free(mw);
+    }
+    pk__pool_async_service(p);
+    top_up(p);
+    pk__pool_async_expire(p, pk__now_ns());
+}
+
+int
+pk_pool_maintain(pk_pool *p)
+{
+    if (!p || p->magic != PK__POOL_MAGIC)
+        return PK_EINVAL;
+    if (pk__pool_forked(p))
+        return PK_EFORKED;
+    pk__mutex_lock(&p->lock);
+    if (p->closed) {
+        pk__pool_unlock(p);
+        return PK_ESHUTDOWN;
+    }
+    pk__pool_unlock(p);
+    maintain_pass(p);
+    return 0;
+}
+
+/* ---- the background thread ------------------------------------------- */
+
+static void *
+bg_main(void *arg)
+{
+    struct pk_pool *p = arg;
+    uint64_t next = pk__now_ns() + p->interval_ns;
+
+    pthread_setname_np(pthread_self(), "pk-pool-maint");
+    pk__mutex_lock(&p->lock);
+    while (!p->bg_stop) {
+        uint64_t until = next, d = pk__pool_async_next_deadline_locked(p);
+        if (d < until)
+            until = d;
+        if (!p->bg_kick)
+            pk__cond_wait_until(&p->bg_cond, &p->lock, until);
+        if (p->bg_stop)
+            break;
+        bool kicked = p->bg_kick;
+        p->bg_kick = false;
+        pk__pool_unlock(p);
+        uint64_t mono = pk__now_ns();
+        if (mono >= next) {
+            maintain_pass(p);
+            next = pk__now_ns() + p->interval_ns;
+        } else if (kicked) {
+            pk__pool_async_service(p);
+            top_up(p);
+            pk__pool_async_expire(p, mono);
+        } else {
+            pk__pool_async_expire(p, mono);
+        }
+        pk__mutex_lock(&p->lock);
+    }
+    pk__pool_unlock(p);
+    return NULL;
+}
+
+int
+pk__pool_bg_start_locked(struct pk_pool *p)
+{
+    int rc;
+
+    if (p->bg_running || p->closed)
+        return 0;
+    p->bg_stop = false;
+    rc = pthread_create(&p->bg, NULL, bg_main, p);
+    if (rc)
+        return -rc;
+    p->bg_running = true;
+    return 0;
+}
+
+void
+pk__pool_bg_kick_locked(struct pk_pool *p)
+{
+    if (p->bg_running) {
+        p->bg_kick = true;
+        pthread_cond_signal(&p->bg_cond);
+    } else if (!(p->flags & PK_POOL_MANUAL_MAINTENANCE)) {
+        /* Started on demand (async tickets); a failure leaves the work
+         * to pk_pool_maintain and to deadlines checked by callers. */
+        if (pk__pool_bg_start_locked(p) == 0)
+            p->bg_kick = true;
+    }
+}
+
+void
+pk__pool_bg_stop(struct pk_pool *p)
+{
+    bool join;
+
+    pk__mutex_lock(&p->lock);
+    join = p->bg_running;
+    p->bg_stop = true;
+    p->bg_running = false;
+    pthread_cond_signal(&p->bg_cond);
+    pk__pool_unlock(p);
+    if (join)
+        pthread_join(p->bg, NULL);
+}
+
+/* ---- sizing, pause, evict --------------------------------------------- */
+
+static int
+enter(struct pk_pool *p)
+{
+    if (!p || p->magic != PK__POOL_MAGIC)
+        return PK_EINVAL;
+    if (pk__pool_forked(p))
+        return PK_EFORKED;
+    pk__mutex_lock(&p->lock);
+    if (p->closed) {
+        pk__pool_unlock(p);
+        return PK_ESHUTDOWN;
+    }
+    return 0;
+}
+
+/* Retires idle resources while the population is above max_size, or all
+ * of those older than evict_gen. Takes the lock on entry as held and
+ * returns with it dropped. */
+static void
+retire_idle_and_unlock(struct pk_pool *p)
+{
+    struct pk__slot *batch[PK__MAINT_BATCH];
+    size_t n;
+
+    for (;;) {
+        struct pk__slot *s = p->idle_tail;
+        n = 0;
+        while (s && n < PK__MAINT_BATCH) {
+            struct pk__slot *prev = s->prev;
+            if (p->alive > p->max_size || s->generation < p->evict_gen) {
+                pk__pool_unlink_retire_locked(p, s);
+                batch[n++] = s;
+            }
+            s = prev;
+        }
+        pk__pool_unlock(p);
+        for (size_t i = 0; i < n; i++)
+            pk__pool_finish_retire(p, batch[i]);
+        if (n < PK__MAINT_BATCH)
+            return;
+        pk__mutex_lock(&p->lock);
+    }
+}
+
+int
+pk_pool_resize(pk_pool *p, size_t min_size, size_t min_idle, size_t max_size)
+{
+    int rc;
+
+    if (max_size == 0 || min_size > max_size || min_idle > max_size)
+        return PK_EINVAL;
+    rc = enter(p);
+    if (rc)
+        return rc;
+    p->min_size = min_size;
+    p->min_idle = min_idle;
+    p->max_size = max_size;
+    if (min_idle > 0 && !(p->flags & PK_POOL_MANUAL_MAINTENANCE))
+        pk__pool_bg_kick_locked(p);
+    pk__pool_wake_retry_locked(p);
+    retire_idle_and_unlock(p);
+    return 0;
+}
+
+int
+pk_pool_pause(pk_pool *p)
+{
+    int rc = enter(p);
+
+    if (rc)
+        return rc;
+    p->paused = true;
+    pk__pool_unlock(p);
+    return 0;
+}
+
+int
+pk_pool_resume(pk_pool *p)
+{
+    int rc = enter(p);
+
+    if (rc)
+        return rc;
+    p->paused = false;
+    pk__pool_serve_waiters_locked(p);
+    pk__pool_wake_retry_locked(p);
+    pk__pool_unlock(p);
+    return 0;
+}
+
+int
+pk_pool_evict_all(pk_pool *p)
+{
+    int rc = enter(p);
+
+    if (rc)
+        return rc;
+    p->generation++;
+    p->evict_gen = p->generation;
+    pk__pool_wake_retry_locked(p);
+    retire_idle_and_unlock(p);
+    return 0;
+}
+
+/* ---- close ------------------------------------------------------------ */
+
+static void
+fail_waiters_locked(struct pk_pool *p)
+{
+    while (p->wait_head) {
+        struct pk__waiter *w = p->wait_head;
+        p->wait_head = w->next;
+        if (p->wait_head)
+            p->wait_head->prev = NULL;
+        else
+            p->wait_tail = NULL;
+        w->prev = w->next = NULL;
+        w->queued = false;
+        w->err = PK_ESHUTDOWN;
+        p->waiters--;
+        if (w->ticket) {
+            p->async_waiters--;
+            pk__ticket_ready_locked(p, w);
+        } else {
+            pk__pool_wake_waiter_locked(p, w, PK__W_RETRY);
+        }
+    }
+}
+
+int
+pk_pool_close(pk_pool *p, int timeout_ms)
+{
+    uint64_t deadline;
+    int rc = 0;
+
+    if (!p || p->magic != PK__POOL_MAGIC)
+        return PK_EINVAL;
+    if (pk__deadline(timeout_ms, &deadline))
+        return PK_EINVAL;
+    if (pk__pool_forked(p))
+        return PK_EFORKED;
+    pk__mutex_lock(&p->lock);
+    p->closed = true;
+    p->paused = false;
+    fail_waiters_locked(p);
+    p->evict_gen = ++p->generation; /* every idle one retires */
+    retire_idle_and_unlock(p);
+
+    pk__mutex_lock(&p->lock);
+    p->close_waiters++;
+    while (p->lent || p->retiring || p->creating || p->checking) {
+        if (timeout_ms == 0 || pk__now_ns() >= deadline) {
+            rc = PK_ETIMEDOUT;
+            break;
+        }
+        pk__cond_wait_until(&p->drained, &p->lock, deadline);
+    }
+    p->close_waiters--;
+    pk__pool_unlock(p);
+    return rc;
+}
+
+/* ---- stats ------------------------------------------------------------ */
+
+int
+pk_pool_stats_get(pk_pool *p, pk_pool_stats *o)
+{
+    if (!p || !o || p->magic != PK__POOL_MAGIC)
+        return PK_EINVAL;
+    if (pk__pool_forked(p))
+        return PK_EFORKED;
+    memset(o, 0, sizeof *o);
+    pk__mutex_lock(&p->lock);
+    o->size = p->alive;
+    o->idle = p->idle;
+    o->lent = p->lent;
+    o->creating = p->creating;
+    o->waiters = p->waiters;
+    o->max_size = p->max_size;
+    o->generation = p->generation;
+    o->created = p->st_created;
+    o->destroyed = p->st_destroyed;
+    o->detached = p->st_detached;
+    o->acquires = p->st_acquires;
+    o->timeouts = p->st_timeouts;
+    o->check_failures = p->st_check_failures;
+    o->create_failures = p->st_create_failures;
+    pk__pool_unlock(p);
+    o->wait_p50_ns = pk__hist_quantile(&p->wait_hist, 0.50);
+    o->wait_p99_ns = pk__hist_quantile(&p->wait_hist, 0.99);
+    o->wait_max_ns = pk__hist_max(&p->wait_hist);
+    return 0;
+}
+
+int
+pk_pool_stats_reset_wait(pk_pool *p)
+{
+    if (!p || p->magic != PK__POOL_MAGIC)
+        return PK_EINVAL;
+    if (pk__pool_forked(p))
+        return PK_EFORKED;
+    pk__hist_clear(&p->wait_hist);
+    return 0;
+}

@@ -1,0 +1,167 @@
+/* lib/registry.c - pk_registry: task names to pk_named_fn.
+ *
+ * A small chained hash table under a read-write lock. Registration is
+ * rare (start-up); lookup happens once per named task on every worker, so
+ * lookups share the lock. Names are copied into the entry itself (one
+ * allocation per name) and never removed: an entry lives until
+ * pk_registry_destroy, which is why a looked-up fn stays valid without a
+ * reference count. */
+#include <poolkit/executor.h>
+
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+
+#define REG_BUCKETS 64     /* power of two */
+#define REG_NAME_MAX 127   /* bytes, without the NUL */
+
+struct entry {
+    struct entry *next;
+    pk_named_fn fn;
+    char name[];           /* NUL-terminated copy */
+};
+
+struct pk_registry {
+    pthread_rwlock_t lock;              /* the buckets */
+    struct entry *buckets[REG_BUCKETS];
+};
+
+/* A failing rwlock call is a bug (as for pk__mutex_lock): abort. */
+static void
+check_rc(const char *what, int rc)
+{
+    if (rc) {
+        fprintf(stderr, "poolkit: %s failed: %d\n", what, rc);
+        abort();
+    }
+}
+
+#define RDLOCK(r) check_rc("pthread_rwlock_rdlock", \
+                           pthread_rwlock_rdlock(&(r)->lock))
+#define WRLOCK(r) check_rc("pthread_rwlock_wrlock", \
+                           pthread_rwlock_wrlock(&(r)->lock))
+#define UNLOCK(r) check_rc("pthread_rwlock_unlock", \
+                           pthread_rwlock_unlock(&(r)->lock))
+
+/* FNV-1a: short names, no adversary (names come from the program). */
+static unsigned
+hash_name(const char *name)
+{
+    uint32_t h = 2166136261u;
+
+    for (; *name; name++) {
+        h ^= (unsigned char)*name;
+        h *= 16777619u;
+    }
+    return h & (REG_BUCKETS - 1);
+}
+
+/* Returns the name's length, or 0 if it is not 1..REG_NAME_MAX bytes. */
+static size_t
+name_len(const char *name)
+{
+    size_t n = strnlen(name, REG_NAME_MAX + 1);
+
+    return n > REG_NAME_MAX ? 0 : n;
+}
+
+int
+pk_registry_create(pk_registry **out)
+{
+    pk_registry *reg;
+    int rc;
+
+    if (!out)
+        return PK_EINVAL;
+    reg = pk__calloc(1, sizeof *reg);
+    if (!reg)
+        return PK_ENOMEM;
+    rc = pthread_rwlock_init(&reg->lock, NULL);
+    if (rc) {
+        pk__free(reg);
+        return rc == ENOMEM ? PK_ENOMEM : -rc;
+    }
+    *out = reg;
+    return 0;
+}
+
+/* Lock held (read or write). */
+static struct entry *
+find(const pk_registry *reg, const char *name)
+{
+    struct entry *e = reg->buckets[hash_name(name)];
+
+    while (e && strcmp(e->name, name) != 0)
+        e = e->next;
+    return e;
+}
+
+int
+pk_registry_register(pk_registry *reg, const char *name, pk_named_fn fn)
+{
+    struct entry *e;
+    size_t len;
+    unsigned b;
+
+    if (!reg || !name || !fn)
+        return PK_EINVAL;
+    len = name_len(name);
+    if (len == 0)
+        return PK_EINVAL;
+    /* Allocate before locking: no allocator call under the lock. */
+    e = pk__alloc(sizeof *e + len + 1);
+    if (!e)
+        return PK_ENOMEM;
+    e->fn = fn;
+    memcpy(e->name, name, len + 1);
+    b = hash_name(name);
+    WRLOCK(reg);
+    if (find(reg, name)) {
+        UNLOCK(reg);
+        pk__free(e);
+        return PK_EINVAL;
+    }
+    e->next = reg->buckets[b];
+    reg->buckets[b] = e;
+    UNLOCK(reg);
+    return 0;
+}
+
+int
+pk_registry_lookup(const pk_registry *reg, const char *name, pk_named_fn *fn)
+{
+    pk_registry *r = (pk_registry *)reg; /* the lock is not part of the
+                                            registry's logical value */
+    struct entry *e;
+
+    if (!reg || !name || !fn || name_len(name) == 0)
+        return PK_EINVAL;
+    RDLOCK(r);
+    e = find(reg, name);
+    if (e)
+        *fn = e->fn;
+    UNLOCK(r);
+    return e ? 0 : PK_EINVAL;
+}
+
+void
+pk_registry_destroy(pk_registry *reg)
+{
+    struct entry *e;
+    struct entry *next;
+
+    if (!reg)
+        return;
+    for (unsigned b = 0; b < REG_BUCKETS; b++) {
+        for (e = reg->buckets[b]; e; e = next) {
+            next = e->next;
+            pk__free(e);
+        }
+    }
+    pthread_rwlock_destroy(&reg->lock);
+    pk__free(reg);
+}

@@ -1,0 +1,293 @@
+/* lib/sync.c - mutex helpers, clock, deadlines, parking, fork counter.
+ *
+ * Parking: a waiter spins on its word for a short while (a hand-off that
+ * lands within a few microseconds costs no syscall), then sleeps on a
+ * futex with an absolute CLOCK_MONOTONIC deadline (FUTEX_WAIT_BITSET). Off
+ * Linux, a process-wide array of condvars hashed by address stands in. */
+#define _GNU_SOURCE /* syscall(), FUTEX_* */
+#include "sync.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#ifdef __linux__
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+static void
+die(const char *what, int rc)
+{
+    fprintf(stderr, "poolkit: %s failed: %d\n", what, rc);
+    abort();
+}
+
+void
+pk__mutex_init(pthread_mutex_t *m)
+{
+    int rc = pthread_mutex_init(m, NULL);
+    if (rc)
+        die("pthread_mutex_init", rc);
+}
+
+void
+pk__mutex_lock(pthread_mutex_t *m)
+{
+    int rc = pthread_mutex_lock(m);
+    if (rc)
+        die("pthread_mutex_lock", rc);
+}
+
+void
+pk__mutex_unlock(pthread_mutex_t *m)
+{
+    int rc = pthread_mutex_unlock(m);
+    if (rc)
+        die("pthread_mutex_unlock", rc);
+}
+
+void
+pk__mutex_destroy(pthread_mutex_t *m)
+{
+    pthread_mutex_destroy(m);
+}
+
+int
+pk__cond_init(pthread_cond_t *c)
+{
+    pthread_condattr_t a;
+    int rc = pthread_condattr_init(&a);
+
+    if (rc)
+        return -rc;
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    rc = pthread_cond_init(c, &a);
+    pthread_condattr_destroy(&a);
+    return -rc;
+}
+
+static struct timespec
+to_timespec(uint64_t ns)
+{
+    struct timespec ts;
+    ts.tv_sec = (time_t)(ns / 1000000000u);
+    ts.tv_nsec = (long)(ns % 1000000000u);
+    return ts;
+}
+
+int
+pk__cond_wait_until(pthread_cond_t *c, pthread_mutex_t *m,
+                    uint64_t deadline_ns)
+{
+    struct timespec ts;
+
+    if (deadline_ns == UINT64_MAX)
+        return pthread_cond_wait(c, m);
+    ts = to_timespec(deadline_ns);
+    return pthread_cond_timedwait(c, m, &ts);
+}
+
+uint64_t
+pk__now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+int
+pk__deadline(int timeout_ms, uint64_t *deadline_ns)
+{
+    if (timeout_ms == PK_WAIT_FOREVER) {
+        *deadline_ns = UINT64_MAX;
+        return 0;
+    }
+    if (timeout_ms < 0)
+        return PK_EINVAL;
+    *deadline_ns = pk__now_ns() + (uint64_t)timeout_ms * 1000000u;
+    return 0;
+}
+
+int
+pk__option_ns(int ms, int def_ms, uint64_t *out_ns)
+{
+    if (ms == 0)
+        ms = def_ms;
+    if (ms == PK_NEVER) {
+        *out_ns = UINT64_MAX;
+        return 0;
+    }
+    if (ms == PK_ALWAYS) {
+        *out_ns = 0;
+        return 0;
+    }
+    if (ms < 0)
+        return PK_EINVAL;
+    *out_ns = (uint64_t)ms * 1000000u;
+    return 0;
+}
+
+/* Spins long enough to catch a hand-off that is already under way on the
+ * other core, short enough not to matter when nothing comes. */
+#define PK__SPINS 200
+
+static inline void
+cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+#ifdef __linux__
+static void
+futex_wait(_Atomic uint32_t *w, uint64_t deadline_ns)
+{
+    struct timespec ts;
+    struct timespec *tp = NULL;
+
+    if (deadline_ns != UINT64_MAX) {
+        ts = to_timespec(deadline_ns);
+        tp = &ts;
+    }
+    /* Absolute CLOCK_MONOTONIC deadline: immune to early wakes. */
+    syscall(SYS_futex, (uint32_t *)w, FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG,
+            PK__PARK_SLEEPING, tp, NULL, FUTEX_BITSET_MATCH_ANY);
+}
+
+static void
+futex_wake(_Atomic uint32_t *w)
+{
+    syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, 1,
+            NULL, NULL, 0);
+}
+#else
+/* Off Linux: condvars hashed by the word's address. The array is
+ * process-wide and immutable after its one-time initialisation. */
+#define PK__PARK_BUCKETS 64
+static struct {
+    pthread_mutex_t m;
+    pthread_cond_t c;
+} buckets[PK__PARK_BUCKETS];
+static pthread_once_t buckets_once = PTHREAD_ONCE_INIT;
+
+static void
+buckets_init(void)
+{
+    for (int i = 0; i < PK__PARK_BUCKETS; i++) {
+        pk__mutex_init(&buckets[i].m);
+        pk__cond_init(&buckets[i].c);
+    }
+}
+
+static unsigned
+bucket_of(void *p)
+{
+    return (unsigned)(((uintptr_t)p >> 4) % PK__PARK_BUCKETS);
+}
+
+static void
+futex_wait(_Atomic uint32_t *w, uint64_t deadline_ns)
+{
+    unsigned b;
+    pthread_once(&buckets_once, buckets_init);
+    b = bucket_of((void *)w);
+    pk__mutex_lock(&buckets[b].m);
+    if (atomic_load_explicit(w, memory_order_acquire) == PK__PARK_SLEEPING)
+        pk__cond_wait_until(&buckets[b].c, &buckets[b].m, deadline_ns);
+    pk__mutex_unlock(&buckets[b].m);
+}
+
+static void
+futex_wake(_Atomic uint32_t *w)
+{
+    unsigned b;
+    pthread_once(&buckets_once, buckets_init);
+    b = bucket_of((void *)w);
+    pk__mutex_lock(&buckets[b].m);
+    pthread_cond_broadcast(&buckets[b].c);
+    pk__mutex_unlock(&buckets[b].m);
+}
+#endif
+
+uint32_t
+pk__park(pk__parker *p, uint64_t deadline_ns)
+{
+    uint32_t v;
+
+    for (int i = 0; i < PK__SPINS; i++) {
+        /* Acquire: pairs with the exchange in pk__park_set, so what the
+         * waker wrote before waking is visible here. */
+        v = atomic_load_explicit(&p->word, memory_order_acquire);
+        if (v)
+            return v;
+        cpu_relax();
+    }
+    for (;;) {
+        uint32_t zero = 0;
+        if (atomic_compare_exchange_strong_explicit(
+                &p->word, &zero, PK__PARK_SLEEPING, memory_order_acq_rel,
+                memory_order_acquire) ||
+            zero == PK__PARK_SLEEPING) {
+            if (deadline_ns != UINT64_MAX && pk__now_ns() >= deadline_ns)
+                return 0;
+            futex_wait(&p->word, deadline_ns);
+            continue;
+        }
+        return zero; /* a wake value arrived */
+    }
+}
+
+bool
+pk__park_set(pk__parker *p, uint32_t v)
+{
+    /* Release: the waiter's acquire load sees everything written before. */
+    return atomic_exchange_explicit(&p->word, v, memory_order_acq_rel) ==
+           PK__PARK_SLEEPING;
+}
+
+void
+pk__park_kick(pk__parker *p)
+{
+    futex_wake(&p->word);
+}
+
+void
+pk__park_wake(pk__parker *p, uint32_t v)
+{
+    if (pk__park_set(p, v))
+        pk__park_kick(p);
+}
+
+/* ---- fork ------------------------------------------------------------- */
+
+/* The one documented global: how many fork()s this process is removed
+ * from the process that created a pool. Relaxed: the child handler runs
+ * single-threaded before the child's code, and the parent never changes
+ * it. */
+static atomic_uint fork_epoch;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+static void
+on_fork_child(void)
+{
+    atomic_fetch_add_explicit(&fork_epoch, 1, memory_order_relaxed);
+}
+
+static void
+register_atfork(void)
+{
+    pthread_atfork(NULL, NULL, on_fork_child);
+}
+
+unsigned
+pk__fork_epoch(void)
+{
+    pthread_once(&fork_once, register_atfork);
+    return atomic_load_explicit(&fork_epoch, memory_order_relaxed);
+}

@@ -1,0 +1,75 @@
+/* lib/sync.h - the core's small concurrency kit: mutexes that abort on
+ * misuse (a failing lock is a bug, libuv's rule), the monotonic clock,
+ * deadlines, parking (spin briefly, then futex; a condvar off Linux) and
+ * the process-wide fork counter.
+ *
+ * Lock order (one ranked list; never hold two pools' locks at once):
+ *   1. pk_pool_group.lock   (never held while taking a pool lock)
+ *   2. pk_pool.lock
+ *   3. pk_future.lock
+ * A pool lock is never held while a group lock is taken, and the reverse:
+ * the group code drops one before taking the other. */
+#ifndef PK_LIB_SYNC_H
+#define PK_LIB_SYNC_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <poolkit/error.h>
+
+void pk__mutex_init(pthread_mutex_t *m);
+void pk__mutex_lock(pthread_mutex_t *m);
+void pk__mutex_unlock(pthread_mutex_t *m);
+void pk__mutex_destroy(pthread_mutex_t *m);
+/* A condition variable on CLOCK_MONOTONIC. */
+int pk__cond_init(pthread_cond_t *c);
+/* Waits until deadline_ns (CLOCK_MONOTONIC; UINT64_MAX = forever).
+ * Returns 0 or ETIMEDOUT (positive, as pthread does). */
+int pk__cond_wait_until(pthread_cond_t *c, pthread_mutex_t *m,
+                        uint64_t deadline_ns);
+
+/* CLOCK_MONOTONIC in nanoseconds. */
+uint64_t pk__now_ns(void);
+
+/* Turns a call's timeout into an absolute CLOCK_MONOTONIC deadline:
+ * UINT64_MAX for PK_WAIT_FOREVER. Returns PK_EINVAL for other negatives. */
+int pk__deadline(int timeout_ms, uint64_t *deadline_ns);
+
+/* Option times: 0 -> def, PK_NEVER -> UINT64_MAX (off), PK_ALWAYS -> 0,
+ * positive -> ms. Returns PK_EINVAL for other negatives. */
+int pk__option_ns(int ms, int def_ms, uint64_t *out_ns);
+
+/* A parking word: 0 = waiting (spinning), PK__PARK_SLEEPING = waiting in
+ * the kernel, anything else = woken with that value. The waker exchanges
+ * the word for its value; only if the old value was SLEEPING does it need
+ * a futex wake, which touches nothing but the word's address. That wake
+ * may come after the waker dropped its lock, when the waiter may already
+ * have returned and reused the memory: a stray futex wake on a dead
+ * address is harmless, and every wait loops on its predicate. */
+#define PK__PARK_SLEEPING 0xffffffffu
+
+typedef struct pk__parker {
+    _Atomic uint32_t word;
+} pk__parker;
+
+/* Spins briefly, then sleeps until the word holds a wake value or
+ * deadline_ns passes. Returns the value (0 if the deadline passed). The
+ * caller resets the word to 0 before parking again. */
+uint32_t pk__park(pk__parker *p, uint64_t deadline_ns);
+/* Stores v (non-zero, not SLEEPING). Returns true if the waiter sleeps in
+ * the kernel and needs pk__park_kick. */
+bool pk__park_set(pk__parker *p, uint32_t v);
+/* Wakes a sleeping waiter; safe on memory the waiter no longer uses. */
+void pk__park_kick(pk__parker *p);
+/* pk__park_set, then pk__park_kick if needed. */
+void pk__park_wake(pk__parker *p, uint32_t v);
+
+/* The process-wide fork counter: bumped by a pthread_atfork child
+ * handler, the one documented global. pk__fork_epoch() also registers the
+ * handler on first use. */
+unsigned pk__fork_epoch(void);
+
+#endif /* PK_LIB_SYNC_H */
