@@ -123,7 +123,7 @@ pk_pool_acquire_async_at(pk_pool *p, pk_pool_ticket **out, int timeout_ms,
                          pk_ticket_fn cb, void *arg, int *ready,
                          const char *file, int line)
 {
-    struct pk_pool_ticket *t;
+    struct pk_pool_ticket *t = NULL;
     struct pk__slot *s;
     bool check = false;
     int rc;

@@ -1,0 +1,418 @@
+# poolkit - the one build (plain GNU make; no autotools, no cmake).
+#
+#   make                  release libraries in build/release/
+#   make check            set up, build with gcc and clang, run the tests
+#                         plain, under ASan+UBSan and under TSan
+#   make install PREFIX=/usr DESTDIR=/tmp/stage
+#   make help             every target
+#
+# One Makefile builds several flavours. MODE picks one and every object of
+# that flavour lives under build/$(MODE)/, so flavours never mix:
+#   release  $(CC), the user's CFLAGS: the libraries that get installed
+#   asan     $(GCC) with AddressSanitizer + UndefinedBehaviorSanitizer
+#   tsan     $(CLANG) with ThreadSanitizer
+#   clang    $(CLANG), plain: a second compiler's warnings under -Werror
+# Targets that need several flavours (check, check-*) call $(MAKE) once per
+# MODE instead of teaching one make run to juggle four sets of flags.
+
+# ---- user variables (set on the command line or in the environment) ------
+
+# make predefines CC=cc, so `CC ?= gcc` would never apply; replace only
+# make's own default, never a CC the user chose.
+ifeq ($(origin CC),default)
+CC = gcc
+endif
+GCC ?= gcc
+CLANG ?= clang
+AR ?= ar
+PKG_CONFIG ?= pkg-config
+CFLAGS ?= -O2 -g
+CPPFLAGS ?=
+LDFLAGS ?=
+PREFIX ?= /usr/local
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+DESTDIR ?=
+MODE ?= release
+V ?= 0
+# Passed to bench/run.sh and to poolkit-demo.
+BENCH ?=
+ROUNDS ?=
+DEMO_ARGS ?=
+# Test-run knobs (see tests/support/run_suite.sh).
+PLAIN_STRESS_SCALE ?= 1
+SAN_STRESS_SCALE ?= 0.1
+PK_TEST_TIMEOUT_MULT ?= 1
+
+# ---- version: include/poolkit/version.h is the only place it is written --
+
+VERSION_H := include/poolkit/version.h
+pk_ver = $(shell awk '$$2 == "PK_VERSION_$(1)" { print $$3 }' $(VERSION_H))
+MAJOR := $(call pk_ver,MAJOR)
+MINOR := $(call pk_ver,MINOR)
+PATCH := $(call pk_ver,PATCH)
+VERSION := $(MAJOR).$(MINOR).$(PATCH)
+ifneq ($(words $(MAJOR) $(MINOR) $(PATCH)),3)
+$(error could not read PK_VERSION_MAJOR/MINOR/PATCH from $(VERSION_H))
+endif
+
+# ---- flavours --------------------------------------------------------------
+
+B := build/$(MODE)
+ifeq ($(MODE),release)
+MCC := $(CC)
+MODE_FLAGS :=
+else ifeq ($(MODE),asan)
+MCC := $(GCC)
+MODE_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all \
+              -fno-omit-frame-pointer
+else ifeq ($(MODE),tsan)
+MCC := $(CLANG)
+MODE_FLAGS := -fsanitize=thread
+else ifeq ($(MODE),clang)
+MCC := $(CLANG)
+MODE_FLAGS :=
+else
+$(error MODE must be release, asan, tsan or clang (got '$(MODE)'))
+endif
+
+# What poolkit needs, appended after the user's CFLAGS so that
+# `make CFLAGS=-O0` changes optimisation but cannot drop the standard, the
+# warnings or the visibility (musl's CFLAGS_ALL). -Ilib lets pools/ and
+# adapters/ include the core's internal headers by name.
+PK_CFLAGS := -std=c11 -D_POSIX_C_SOURCE=200809L -pthread -fvisibility=hidden \
+             -Iinclude -Ilib -Wall -Wextra -Werror
+ALL_CFLAGS = $(CPPFLAGS) $(CFLAGS) $(PK_CFLAGS) $(MODE_FLAGS) $(XCFLAGS) \
+             -MMD -MP
+ALL_LDFLAGS = $(LDFLAGS) $(MODE_FLAGS) -pthread
+# Tests (and the library compiled for them) see the fault-injecting
+# allocator (PK_TESTING), the internal headers and the shared helpers.
+TEST_CFLAGS := -DPK_TESTING -Ilib -Itests/support
+
+# ---- quiet by default, V=1 prints the commands -----------------------------
+
+ifeq ($(V),1)
+Q :=
+say =
+else
+Q := @
+say = @printf '  %-8s %s\n' '$(1)' '$(2)'
+endif
+MAKEFLAGS += --no-print-directory
+.DEFAULT_GOAL := all
+.SUFFIXES:
+.DELETE_ON_ERROR:
+# Objects reached only through pattern rules would count as intermediate
+# and be deleted after linking; keep them so rebuilds stay incremental.
+.SECONDARY:
+
+# ---- sources ---------------------------------------------------------------
+
+LIB_SRCS ?= $(wildcard lib/*.c pools/*/*.c)
+TEST_SRCS := $(wildcard tests/unit/test_*.c tests/stress/stress_*.c)
+SUPPORT_SRCS := $(wildcard tests/support/*.c)
+EXAMPLE_SRCS := $(filter-out examples/poolkit-demo.c,$(wildcard examples/*.c))
+DEMO_SRC := $(wildcard examples/poolkit-demo.c)
+BENCH_MAINS := $(wildcard bench/bench_*.c)
+BENCH_HELPERS := $(filter-out $(BENCH_MAINS),$(wildcard bench/*.c))
+
+# Three object kinds, kept apart like musl's .o/.lo:
+#   obj/   static library, examples, bench, demo
+#   pic/   the shared library (-fPIC)
+#   tobj/  the test archive and the tests (-DPK_TESTING)
+obj = $(patsubst %.c,$(B)/obj/%.o,$(1))
+pic = $(patsubst %.c,$(B)/pic/%.o,$(1))
+tobj = $(patsubst %.c,$(B)/tobj/%.o,$(1))
+
+SONAME := libpoolkit.so.$(MAJOR)
+SO_REAL := libpoolkit.so.$(VERSION)
+LIB_A := $(B)/libpoolkit.a
+LIB_SO := $(B)/$(SO_REAL)
+LIB_LINKS := $(B)/$(SONAME) $(B)/libpoolkit.so
+TEST_A := $(B)/libpoolkit-test.a
+TEST_BINS := $(patsubst %.c,$(B)/tests/%,$(notdir $(TEST_SRCS)))
+EXAMPLE_BINS := $(patsubst examples/%.c,$(B)/examples/%,$(EXAMPLE_SRCS))
+BENCH_BINS := $(patsubst bench/%.c,$(B)/bench/%,$(BENCH_MAINS))
+DEMO_BIN := $(if $(DEMO_SRC),$(B)/poolkit-demo)
+
+# ---- adapters: libpoolkit-pg (libpq), libpoolkit-http (libcurl) ------------
+# An adapter is built only when its sources exist and pkg-config finds the
+# library it wraps; otherwise `make` says it skipped it. Core code never
+# includes libpq or libcurl headers.
+
+ADAPTERS := pg http
+adapter_pkg_pg := libpq
+adapter_pkg_http := libcurl
+adapter_srcs = $(wildcard adapters/$(1)/*.c)
+adapter_found = $(shell $(PKG_CONFIG) --exists $(adapter_pkg_$(1)) && echo y)
+ADAPTERS_ON := $(foreach a,$(ADAPTERS),\
+                 $(if $(call adapter_srcs,$(a)),$(if $(call adapter_found,$(a)),$(a))))
+ADAPTERS_OFF := $(filter-out $(ADAPTERS_ON),$(ADAPTERS))
+adapter_why = $(if $(call adapter_srcs,$(1)),$(adapter_pkg_$(1)) not found by $(PKG_CONFIG),no sources in adapters/$(1)/ yet)
+ADAPTER_LIBS := $(foreach a,$(ADAPTERS_ON),$(B)/libpoolkit-$(a).a \
+                  $(B)/libpoolkit-$(a).so.$(VERSION) \
+                  $(B)/libpoolkit-$(a).so.$(MAJOR) $(B)/libpoolkit-$(a).so)
+
+# Per adapter: its objects compile with its library's cflags, and its
+# libraries are made from its own objects (the shared one links
+# libpoolkit.so, so it records libpoolkit.so.$(MAJOR) as NEEDED).
+define adapter_rules
+$(B)/obj/adapters/$(1)/%.o $(B)/pic/adapters/$(1)/%.o: \
+    XCFLAGS := $(shell $(PKG_CONFIG) --cflags $(adapter_pkg_$(1)))
+$(B)/libpoolkit-$(1).a: $(call obj,$(call adapter_srcs,$(1)))
+	$$(call say,AR,$$@)
+	$(Q)rm -f $$@ && $(AR) rcs $$@ $$^
+$(B)/libpoolkit-$(1).so.$(VERSION): $(call pic,$(call adapter_srcs,$(1))) $(LIB_SO)
+	$$(call say,LD,$$@)
+	$(Q)$$(MCC) -shared -Wl,-soname,libpoolkit-$(1).so.$(MAJOR) -Wl,-z,defs \
+	    -o $$@ $$^ $$(ALL_LDFLAGS) $(shell $(PKG_CONFIG) --libs $(adapter_pkg_$(1)))
+$(B)/libpoolkit-$(1).so.$(MAJOR): $(B)/libpoolkit-$(1).so.$(VERSION)
+	$(Q)ln -sf libpoolkit-$(1).so.$(VERSION) $$@
+$(B)/libpoolkit-$(1).so: $(B)/libpoolkit-$(1).so.$(MAJOR)
+	$(Q)ln -sf libpoolkit-$(1).so.$(MAJOR) $$@
+endef
+$(foreach a,$(ADAPTERS_ON),$(eval $(call adapter_rules,$(a))))
+
+# ---- top-level targets -----------------------------------------------------
+
+.PHONY: all libs tests everything examples bench bench-build demo demo-build \
+        install uninstall clean help adapters-note \
+        check check-build check-plain check-asan check-tsan valgrind
+
+all: libs adapters-note
+
+libs: $(LIB_A) $(LIB_SO) $(LIB_LINKS) $(ADAPTER_LIBS)
+	@:
+
+adapters-note:
+	@$(foreach a,$(ADAPTERS_OFF),echo "  SKIP     libpoolkit-$(a): $(call adapter_why,$(a))";)
+
+tests: $(TEST_BINS)
+	@:
+
+# Everything that compiles, without running anything: what check-build
+# builds with gcc and again with clang.
+everything: libs tests $(EXAMPLE_BINS) $(BENCH_BINS) $(DEMO_BIN)
+	@:
+
+examples: $(EXAMPLE_BINS)
+	@:
+
+# ---- compiling -------------------------------------------------------------
+
+$(B)/obj/%.o: %.c
+	$(call say,CC,$@)
+	@mkdir -p $(@D)
+	$(Q)$(MCC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(B)/pic/%.o: %.c
+	$(call say,CC-PIC,$@)
+	@mkdir -p $(@D)
+	$(Q)$(MCC) $(ALL_CFLAGS) -fPIC -c -o $@ $<
+
+$(B)/tobj/%.o: %.c
+	$(call say,CC-TEST,$@)
+	@mkdir -p $(@D)
+	$(Q)$(MCC) $(ALL_CFLAGS) $(TEST_CFLAGS) -c -o $@ $<
+
+# ---- libraries -------------------------------------------------------------
+
+$(LIB_A): $(call obj,$(LIB_SRCS))
+	$(call say,AR,$@)
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
+
+# -z defs: a symbol the library uses but does not define is a link error
+# here, not a surprise in the program that loads it.
+$(LIB_SO): $(call pic,$(LIB_SRCS))
+	$(call say,LD,$@)
+	$(Q)$(MCC) -shared -Wl,-soname,$(SONAME) -Wl,-z,defs -o $@ $^ $(ALL_LDFLAGS)
+
+$(B)/$(SONAME): $(LIB_SO)
+	$(Q)ln -sf $(SO_REAL) $@
+
+$(B)/libpoolkit.so: $(B)/$(SONAME)
+	$(Q)ln -sf $(SONAME) $@
+
+# The test archive: the same sources built with -DPK_TESTING (the
+# fault-injecting allocator). Never installed.
+$(TEST_A): $(call tobj,$(LIB_SRCS))
+	$(call say,AR,$@)
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
+
+# ---- tests: one executable per tests/unit/test_*.c, tests/stress/stress_*.c
+# Each links every tests/support/*.c helper and the test archive. The
+# runner (tests/support/run_suite.sh) runs every executable in $(B)/tests/.
+
+TEST_LIBS := -lcmocka -lm
+$(B)/tests/%: $(B)/tobj/tests/unit/%.o $(call tobj,$(SUPPORT_SRCS)) $(TEST_A)
+	$(call say,LD,$@)
+	@mkdir -p $(@D)
+	$(Q)$(MCC) -o $@ $^ $(ALL_LDFLAGS) $(TEST_LIBS)
+
+$(B)/tests/%: $(B)/tobj/tests/stress/%.o $(call tobj,$(SUPPORT_SRCS)) $(TEST_A)
+	$(call say,LD,$@)
+	@mkdir -p $(@D)
+	$(Q)$(MCC) -o $@ $^ $(ALL_LDFLAGS) $(TEST_LIBS)
+
+# ---- examples, demo, bench: programs linked with the static library -------
+
+$(B)/examples/%: $(B)/obj/examples/%.o $(LIB_A)
+	$(call say,LD,$@)
+	@mkdir -p $(@D)
+	$(Q)$(MCC) -o $@ $^ $(ALL_LDFLAGS) -lm
+
+$(B)/poolkit-demo: $(B)/obj/examples/poolkit-demo.o $(LIB_A)
+	$(call say,LD,$@)
+	$(Q)$(MCC) -o $@ $^ $(ALL_LDFLAGS) -lm
+
+# bench/bench_*.c are programs; any other bench/*.c is a helper linked into
+# each. bench/peers/ (peer drivers) is not built here yet.
+$(B)/obj/bench/%.o: XCFLAGS := -Ibench
+$(B)/bench/%: $(B)/obj/bench/%.o $(call obj,$(BENCH_HELPERS)) $(LIB_A)
+	$(call say,LD,$@)
+	@mkdir -p $(@D)
+	$(Q)$(MCC) -o $@ $^ $(ALL_LDFLAGS) -lm
+
+demo-build: $(DEMO_BIN)
+	@test -n "$(DEMO_SRC)" || { echo "make demo: examples/poolkit-demo.c does not exist yet" >&2; exit 1; }
+
+demo:
+	@bash scripts/setup.sh demo
+	@$(MAKE) -j2 MODE=release demo-build
+	build/release/poolkit-demo $(DEMO_ARGS)
+
+bench-build: $(BENCH_BINS)
+	@:
+
+bench:
+	@test -f bench/run.sh || { echo "make bench: bench/run.sh is missing; it comes with the bench programs" >&2; exit 1; }
+	@$(MAKE) -j2 MODE=release bench-build
+	$(if $(BENCH),BENCH='$(BENCH)') $(if $(ROUNDS),ROUNDS='$(ROUNDS)') bash bench/run.sh build/release/bench
+
+# ---- install ---------------------------------------------------------------
+# Headers, both libraries with their symlinks, and a .pc file per library.
+# The .pc files are written at install time so they carry PREFIX/LIBDIR.
+
+INSTALL_LIBS := libpoolkit $(foreach a,$(ADAPTERS_ON),libpoolkit-$(a))
+D_LIB := $(DESTDIR)$(LIBDIR)
+D_INC := $(DESTDIR)$(INCLUDEDIR)/poolkit
+D_PC := $(DESTDIR)$(LIBDIR)/pkgconfig
+
+# $(1): .pc name, $(2): description, $(3): -l name, $(4): extra lines
+define write_pc
+$(Q)printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' \
+	    'includedir=$(INCLUDEDIR)' '' 'Name: $(1)' 'Description: $(2)' \
+	    'Version: $(VERSION)' 'Libs: -L$${libdir} -l$(3)' \
+	    'Cflags: -I$${includedir}' $(4) > $(D_PC)/$(1).pc
+endef
+
+install: libs
+	$(call say,INSTALL,$(DESTDIR)$(PREFIX))
+	$(Q)mkdir -p $(D_INC) $(D_LIB) $(D_PC)
+	$(Q)install -m 644 include/poolkit/*.h $(D_INC)/
+	$(Q)for l in $(INSTALL_LIBS); do \
+	    install -m 644 $(B)/$$l.a $(D_LIB)/ && \
+	    install -m 755 $(B)/$$l.so.$(VERSION) $(D_LIB)/ && \
+	    ln -sf $$l.so.$(VERSION) $(D_LIB)/$$l.so.$(MAJOR) && \
+	    ln -sf $$l.so.$(MAJOR) $(D_LIB)/$$l.so || exit 1; \
+	done
+	$(call write_pc,poolkit,C11 pooling library: resource pool core and pools,poolkit,'Libs.private: -pthread')
+	$(if $(filter pg,$(ADAPTERS_ON)),$(call write_pc,poolkit-pg,poolkit PostgreSQL pool and job queue,poolkit-pg,'Requires: poolkit' 'Requires.private: libpq'))
+	$(if $(filter http,$(ADAPTERS_ON)),$(call write_pc,poolkit-http,poolkit HTTP connection pool,poolkit-http,'Requires: poolkit' 'Requires.private: libcurl'))
+
+# Removes what install put there, whichever adapters this machine builds.
+uninstall:
+	$(call say,RM,$(DESTDIR)$(PREFIX))
+	$(Q)for l in libpoolkit $(foreach a,$(ADAPTERS),libpoolkit-$(a)); do \
+	    rm -f $(D_LIB)/$$l.a $(D_LIB)/$$l.so $(D_LIB)/$$l.so.$(MAJOR) \
+	          $(D_LIB)/$$l.so.$(VERSION); \
+	done
+	$(Q)rm -f $(D_PC)/poolkit.pc $(foreach a,$(ADAPTERS),$(D_PC)/poolkit-$(a).pc)
+	$(Q)rm -f $(addprefix $(D_INC)/,$(notdir $(wildcard include/poolkit/*.h)))
+	$(Q)rmdir $(D_INC) 2>/dev/null || true
+
+clean:
+	rm -rf build
+
+# ---- checks ----------------------------------------------------------------
+# make check: set up the machine, build everything under gcc and clang with
+# -Werror, run the build checks, then run the suite in all three modes. A
+# failing mode does not stop the others, so one run shows every failure;
+# make check fails at the end if any failed.
+
+check:
+	@bash scripts/setup.sh check
+	@$(MAKE) check-build
+	@failed=; for m in plain asan tsan; do \
+	    $(MAKE) check-$$m || failed="$$failed $$m"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "make check: FAILED in:$$failed"; exit 1; fi; \
+	echo "make check: all modes passed"
+
+# Compile everything with gcc and clang, then: each public header compiles
+# alone; the .so exports only declared pk_ symbols; an installed poolkit
+# works through pkg-config, shared and static.
+check-build:
+	@echo "== build: gcc (build/release)"
+	@$(MAKE) -j2 MODE=release everything
+	@echo "== build: clang (build/clang)"
+	@$(MAKE) -j2 MODE=clang everything
+	@bash tests/support/check_headers.sh
+	@bash tests/support/check_symbols.sh build/release/$(SO_REAL)
+	@MAKE='$(MAKE)' bash tests/support/check_install.sh
+
+# Sanitizer options: stop at the first error, with a stack; leaks fail the
+# run. A tests/support/tsan.supp, if someone adds one, is used (each entry
+# must say why the race is benign).
+ASAN_OPTIONS ?= halt_on_error=1:abort_on_error=0:detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1:check_initialization_order=1
+UBSAN_OPTIONS ?= halt_on_error=1:print_stacktrace=1
+TSAN_SUPP := $(wildcard tests/support/tsan.supp)
+TSAN_OPTIONS ?= die_after_fork=0:halt_on_error=1:second_deadlock_stack=1$(if $(TSAN_SUPP),:suppressions=$(abspath $(TSAN_SUPP)))
+RUN_SUITE := bash tests/support/run_suite.sh
+
+check-plain:
+	@$(MAKE) -j2 MODE=release tests
+	@PK_STRESS_SCALE=$(PLAIN_STRESS_SCALE) PK_TEST_TIMEOUT_MULT=$(PK_TEST_TIMEOUT_MULT) \
+	    $(RUN_SUITE) build/release plain
+
+check-asan:
+	@$(MAKE) -j2 MODE=asan tests
+	@PK_STRESS_SCALE=$(SAN_STRESS_SCALE) PK_TEST_TIMEOUT_MULT=$(PK_TEST_TIMEOUT_MULT) \
+	    ASAN_OPTIONS='$(ASAN_OPTIONS)' UBSAN_OPTIONS='$(UBSAN_OPTIONS)' \
+	    $(RUN_SUITE) build/asan asan
+
+# clang 14's TSan aborts ("unexpected memory mapping") on kernels that
+# randomise mmap with more bits than it knows; running with ASLR off
+# (setarch -R) avoids that, so use it wherever the container allows it.
+TSAN_WRAPPER = $(shell setarch $$(uname -m) -R true 2>/dev/null && echo "setarch $$(uname -m) -R")
+check-tsan:
+	@$(MAKE) -j2 MODE=tsan tests
+	@PK_STRESS_SCALE=$(SAN_STRESS_SCALE) PK_TEST_TIMEOUT_MULT=$(PK_TEST_TIMEOUT_MULT) \
+	    TSAN_OPTIONS='$(TSAN_OPTIONS)' PK_TEST_WRAPPER='$(TSAN_WRAPPER)' \
+	    $(RUN_SUITE) build/tsan tsan
+
+# Leak hunting on the release test binaries (slow: fewer stress ops, more
+# time).
+valgrind:
+	@bash scripts/setup.sh valgrind
+	@$(MAKE) -j2 MODE=release tests
+	@PK_STRESS_SCALE=$(SAN_STRESS_SCALE) PK_TEST_TIMEOUT_MULT=$(PK_TEST_TIMEOUT_MULT) \
+	    PK_TEST_TIMEOUT_BASE=1200 \
+	    PK_TEST_WRAPPER='valgrind -q --leak-check=full --error-exitcode=1' \
+	    $(RUN_SUITE) build/release valgrind
+
+help:
+	@echo "make [all]        build/release/libpoolkit.a and libpoolkit.so.$(VERSION) (+ adapters when possible)"
+	@echo "make check        setup, check-build, then the suite plain, ASan+UBSan, TSan"
+	@echo "make check-build  gcc + clang builds of everything, header/symbol/install checks"
+	@echo "make check-plain | check-asan | check-tsan   one mode of the suite"
+	@echo "make valgrind     release test binaries under valgrind"
+	@echo "make tests        build the test binaries of MODE=$(MODE) into $(B)/tests/"
+	@echo "make examples     build examples/*.c into $(B)/examples/"
+	@echo "make demo         set up, build and run poolkit-demo (DEMO_ARGS=...)"
+	@echo "make bench        build bench/bench_*.c and run bench/run.sh (BENCH=..., ROUNDS=...)"
+	@echo "make install | uninstall   PREFIX=$(PREFIX) LIBDIR=$(LIBDIR) DESTDIR=..."
+	@echo "make clean        remove build/"
+	@echo "variables: CC CFLAGS CPPFLAGS LDFLAGS GCC CLANG MODE=release|asan|tsan|clang V=1 PK_TEST_TIMEOUT_MULT"
+
+-include $(shell find $(B) -name '*.d' 2>/dev/null)

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# scripts/setup.sh WHAT - make sure this machine has what `make WHAT` needs.
+#
+#   check     compilers (gcc, clang with its sanitizer runtimes), cmocka,
+#             pkg-config, binutils (nm, readelf): everything `make check` uses
+#   demo      a C compiler and make
+#   valgrind  what check needs, plus valgrind
+#
+# On Debian/Ubuntu it asks dpkg what is missing. As root it installs the
+# missing packages (apt-get update once, only when something is missing);
+# otherwise it prints the exact apt-get line to run and exits 1. On other
+# systems it checks the commands and says what it could not find.
+set -euo pipefail
+
+what=${1:-check}
+case $what in
+check)    pkgs="build-essential gcc make clang libclang-rt-dev libcmocka-dev pkg-config binutils coreutils" ;;
+demo)     pkgs="build-essential gcc make" ;;
+valgrind) pkgs="build-essential gcc make libcmocka-dev pkg-config valgrind" ;;
+*) echo "usage: $0 check|demo|valgrind" >&2; exit 2 ;;
+esac
+
+if ! command -v dpkg-query >/dev/null 2>&1; then
+    # Not Debian: we cannot name packages, but we can say what is missing.
+    missing=
+    for c in cc make; do command -v "$c" >/dev/null 2>&1 || missing="$missing $c"; done
+    if [ "$what" != demo ]; then
+        for c in clang pkg-config nm readelf timeout; do
+            command -v "$c" >/dev/null 2>&1 || missing="$missing $c"
+        done
+        pkg-config --exists cmocka 2>/dev/null || missing="$missing cmocka(dev)"
+    fi
+    [ "$what" = valgrind ] && { command -v valgrind >/dev/null 2>&1 || missing="$missing valgrind"; }
+    if [ -n "$missing" ]; then
+        echo "setup: not a Debian system; please install:$missing" >&2
+        exit 1
+    fi
+    exit 0
+fi
+
+missing=
+for p in $pkgs; do
+    status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+    [ "$status" = "install ok installed" ] || missing="$missing $p"
+done
+if [ -z "$missing" ]; then
+    echo "setup ($what): all needed packages are installed"
+    exit 0
+fi
+
+cmd="apt-get install -y --no-install-recommends$missing"
+if [ "$(id -u)" -ne 0 ]; then
+    echo "setup ($what): missing packages:$missing" >&2
+    echo "run as root:  apt-get update && $cmd" >&2
+    exit 1
+fi
+echo "setup ($what): installing$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update
+# shellcheck disable=SC2086
+apt-get install -y --no-install-recommends $missing
