@@ -19,6 +19,7 @@
  * PK_EVENT_FUTURE_UNREAD, the same kind an unread failed future raises. */
 #include <poolkit/executor.h>
 
+#include <assert.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -28,8 +29,11 @@
 #include "sync.h"
 
 #define TASK_NAME_MAX 127
+#define EXEC_MAGIC 0x70654578u
+#define CHECK(ex) assert((ex)->magic == EXEC_MAGIC)
 
 struct pk_executor {
+    uint32_t magic;      /* EXEC_MAGIC while alive; checked in debug */
     pk_executor_ops ops; /* copied at create; immutable */
     void *impl;
 };
@@ -68,6 +72,7 @@ pk_executor_create(pk_executor **out, const pk_executor_ops *ops, void *impl)
     ex = pk__alloc(sizeof *ex);
     if (!ex)
         return PK_ENOMEM;
+    ex->magic = EXEC_MAGIC;
     ex->ops = *ops;
     ex->impl = impl;
     *out = ex;
@@ -79,6 +84,7 @@ pk_executor_submit(pk_executor *ex, const pk_task *task, pk_future **fut)
 {
     if (!ex || !task_valid(task))
         return PK_EINVAL;
+    CHECK(ex);
     return ex->ops.submit(ex->impl, task, fut);
 }
 
@@ -131,6 +137,7 @@ pk_executor_submit_many(pk_executor *ex, const pk_task *tasks, size_t n,
 {
     if (!ex || !tasks || n == 0)
         return PK_EINVAL;
+    CHECK(ex);
     for (size_t i = 0; i < n; i++)
         if (!task_valid(&tasks[i]))
             return PK_EINVAL;
@@ -144,6 +151,7 @@ pk_executor_capacity(pk_executor *ex, size_t *out)
 {
     if (!ex || !out)
         return PK_EINVAL;
+    CHECK(ex);
     return ex->ops.capacity(ex->impl, out);
 }
 
@@ -153,6 +161,7 @@ pk_executor_shutdown(pk_executor *ex, int how, int timeout_ms)
     if (!ex || how < PK_SHUTDOWN_DRAIN || how > PK_SHUTDOWN_KILL ||
         bad_timeout(timeout_ms))
         return PK_EINVAL;
+    CHECK(ex);
     return ex->ops.shutdown(ex->impl, how, timeout_ms);
 }
 
@@ -161,8 +170,10 @@ pk_executor_destroy(pk_executor *ex)
 {
     if (!ex)
         return;
+    CHECK(ex);
     if (ex->ops.destroy)
         ex->ops.destroy(ex->impl);
+    ex->magic = 0;
     pk__free(ex);
 }
 

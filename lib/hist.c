@@ -40,7 +40,7 @@ pk__hist_add(pk__hist *h, uint64_t ns)
 }
 
 uint64_t
-pk__hist_quantile(const pk__hist *h, double q)
+pk__hist_quantile(const pk__hist *h, double q, uint64_t zeros)
 {
     uint64_t total = 0, seen = 0, want;
     uint64_t c[PK__HIST_BUCKETS];
@@ -49,6 +49,8 @@ pk__hist_quantile(const pk__hist *h, double q)
         c[b] = atomic_load_explicit(&h->count[b], memory_order_relaxed);
         total += c[b];
     }
+    c[0] += zeros;
+    total += zeros;
     if (total == 0)
         return 0;
     want = (uint64_t)(q * (double)total);

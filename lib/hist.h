@@ -18,8 +18,9 @@ typedef struct pk__hist {
 
 void pk__hist_add(pk__hist *h, uint64_t ns);
 /* The value at quantile q (0..1), as the upper bound of its bucket;
- * 0 when empty. */
-uint64_t pk__hist_quantile(const pk__hist *h, double q);
+ * 0 when empty. `zeros` more samples of value 0 are counted as if they had
+ * been added (hot paths count their no-wait cases elsewhere, for free). */
+uint64_t pk__hist_quantile(const pk__hist *h, double q, uint64_t zeros);
 uint64_t pk__hist_max(const pk__hist *h);
 void pk__hist_clear(pk__hist *h);
 

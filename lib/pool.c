@@ -978,8 +978,8 @@ acquire_once(struct pk_pool *p, pk_lease *lease, uint64_t deadline,
     }
     s = pk__pool_take_idle_locked(p, file, line, &check);
     if (s) {
+        p->st_fast_acquires++;
         pk__pool_unlock(p);
-        pk__hist_add(&p->wait_hist, 0);
     } else if (deadline == 0) {
         pk__pool_unlock(p);
         return PK_EAGAIN;

@@ -248,8 +248,15 @@ pk__pool_async_service(struct pk_pool *p)
         pk__pool_unlock(p);
         int rc = pk__pool_check_lent(p, s);
         pk__mutex_lock(&p->lock);
-        if (rc == 0 && t->abandoned) {
+        if (rc == 0 && (t->abandoned || p->closed)) {
+            /* Nobody will take it, or the pool closed meanwhile: the
+             * release puts it back, or retires it if closed. */
             pk_lease l = { s->res, p, s, s->ticket };
+            t->w.slot = NULL;
+            if (!t->abandoned) {
+                t->w.err = PK_ESHUTDOWN;
+                pk__ticket_ready_locked(p, &t->w);
+            }
             pk__pool_unlock(p);
             pk_pool_release(p, &l, PK_RELEASE_OK);
             pk__mutex_lock(&p->lock);

@@ -9,7 +9,9 @@
  * empty. To make a unit, a queued waiter's arrival retires the
  * longest-idle resource of another member.
  *
- * Locks: the group lock and a pool lock are never held together. A grant
+ * Locks: the group lock is a leaf (lib/sync.h): a pool may call in with
+ * its lock held, and the group drops its lock before it locks a member to
+ * take an idle resource from it. A grant
  * wakes a waiter through its parking word: the grant sets `granted`, then
  * the word, both seq_cst; the waiter clears the word, then reads
  * `granted` before it parks (see acquire_wait), so no grant is lost. A

@@ -155,6 +155,9 @@ struct pk_pool {
     /* Stats (under lock) and the wait histogram (atomic). */
     uint64_t st_created, st_destroyed, st_detached, st_acquires,
         st_timeouts, st_check_failures, st_create_failures;
+    /* Acquires that waited go to wait_hist; those that did not are
+     * st_fast_acquires (under the lock, no atomic on the fast path). */
+    uint64_t st_fast_acquires, st_fast_at_reset;
     pk__hist wait_hist;
 };
 

@@ -416,6 +416,7 @@ pk_pool_close(pk_pool *p, int timeout_ms)
     fail_waiters_locked(p);
     p->evict_gen = ++p->generation; /* every idle one retires */
     retire_idle_and_unlock(p);
+    pk__pool_async_service(p); /* tickets whose slot awaits its check */
 
     pk__mutex_lock(&p->lock);
     p->close_waiters++;
@@ -436,6 +437,8 @@ pk_pool_close(pk_pool *p, int timeout_ms)
 int
 pk_pool_stats_get(pk_pool *p, pk_pool_stats *o)
 {
+    uint64_t zeros;
+
     if (!p || !o || p->magic != PK__POOL_MAGIC)
         return PK_EINVAL;
     if (pk__pool_forked(p))
@@ -456,9 +459,10 @@ pk_pool_stats_get(pk_pool *p, pk_pool_stats *o)
     o->timeouts = p->st_timeouts;
     o->check_failures = p->st_check_failures;
     o->create_failures = p->st_create_failures;
+    zeros = p->st_fast_acquires - p->st_fast_at_reset;
     pk__pool_unlock(p);
-    o->wait_p50_ns = pk__hist_quantile(&p->wait_hist, 0.50);
-    o->wait_p99_ns = pk__hist_quantile(&p->wait_hist, 0.99);
+    o->wait_p50_ns = pk__hist_quantile(&p->wait_hist, 0.50, zeros);
+    o->wait_p99_ns = pk__hist_quantile(&p->wait_hist, 0.99, zeros);
     o->wait_max_ns = pk__hist_max(&p->wait_hist);
     return 0;
 }
@@ -470,6 +474,9 @@ pk_pool_stats_reset_wait(pk_pool *p)
         return PK_EINVAL;
     if (pk__pool_forked(p))
         return PK_EFORKED;
+    pk__mutex_lock(&p->lock);
+    p->st_fast_at_reset = p->st_fast_acquires;
     pk__hist_clear(&p->wait_hist);
+    pk__pool_unlock(p);
     return 0;
 }

@@ -8,6 +8,7 @@
  * reference count. */
 #include <poolkit/executor.h>
 
+#include <assert.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -25,7 +26,11 @@ struct entry {
     char name[];           /* NUL-terminated copy */
 };
 
+#define REG_MAGIC 0x70675265u
+#define CHECK(r) assert((r)->magic == REG_MAGIC)
+
 struct pk_registry {
+    uint32_t magic;                     /* REG_MAGIC while alive */
     pthread_rwlock_t lock;              /* the buckets */
     struct entry *buckets[REG_BUCKETS];
 };
@@ -85,6 +90,7 @@ pk_registry_create(pk_registry **out)
         pk__free(reg);
         return rc == ENOMEM ? PK_ENOMEM : -rc;
     }
+    reg->magic = REG_MAGIC;
     *out = reg;
     return 0;
 }
@@ -109,6 +115,7 @@ pk_registry_register(pk_registry *reg, const char *name, pk_named_fn fn)
 
     if (!reg || !name || !fn)
         return PK_EINVAL;
+    CHECK(reg);
     len = name_len(name);
     if (len == 0)
         return PK_EINVAL;
@@ -140,6 +147,7 @@ pk_registry_lookup(const pk_registry *reg, const char *name, pk_named_fn *fn)
 
     if (!reg || !name || !fn || name_len(name) == 0)
         return PK_EINVAL;
+    CHECK(reg);
     RDLOCK(r);
     e = find(reg, name);
     if (e)
@@ -156,6 +164,7 @@ pk_registry_destroy(pk_registry *reg)
 
     if (!reg)
         return;
+    CHECK(reg);
     for (unsigned b = 0; b < REG_BUCKETS; b++) {
         for (e = reg->buckets[b]; e; e = next) {
             next = e->next;
@@ -163,5 +172,6 @@ pk_registry_destroy(pk_registry *reg)
         }
     }
     pthread_rwlock_destroy(&reg->lock);
+    reg->magic = 0;
     pk__free(reg);
 }

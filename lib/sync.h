@@ -3,12 +3,13 @@
  * deadlines, parking (spin briefly, then futex; a condvar off Linux) and
  * the process-wide fork counter.
  *
- * Lock order (one ranked list; never hold two pools' locks at once):
- *   1. pk_pool_group.lock   (never held while taking a pool lock)
- *   2. pk_pool.lock
- *   3. pk_future.lock
- * A pool lock is never held while a group lock is taken, and the reverse:
- * the group code drops one before taking the other. */
+ * Lock order, ranked (a thread holding one may take only a later one):
+ *   1. pk_pool.lock        never two pools' locks at once
+ *   2. pk_pool_group.lock  a leaf: its holder never takes a pool lock
+ *   3. pk_future.lock      a leaf
+ * So a pool may give a unit back to its group with its own lock held, but
+ * the group reaches into another member pool only after dropping its own
+ * lock. */
 #ifndef PK_LIB_SYNC_H
 #define PK_LIB_SYNC_H
 

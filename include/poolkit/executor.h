@@ -24,8 +24,11 @@ typedef struct pk_executor pk_executor; /* opaque */
 typedef struct pk_registry pk_registry; /* opaque */
 
 /* An in-process task: returns 0 and fills *out, or returns a negative code
- * (the future fails with it; err, if filled, gives the detail). The task
- * may poll pk_future_cancel_requested(self) when self is not NULL. */
+ * (the future fails with it; err, if filled, gives sys and the message).
+ * On failure *out is ignored: the task frees anything it put there. A
+ * positive return is a bug in the task and becomes PK_ETASK. The task may
+ * poll pk_future_cancel_requested(self) when self is not NULL, and return
+ * PK_ECANCELED when it sees it: the future then ends cancelled. */
 typedef int (*pk_task_fn)(void *arg, pk_future *self, pk_result *out,
                           pk_error *err);
 
@@ -106,7 +109,12 @@ PK_API int pk_executor_submit(pk_executor *ex, const pk_task *task,
                               pk_future **fut);
 
 /* Submits n tasks; futs (optional) is an array of n that gets one
- * reference each. All or nothing: on failure no task was queued.
+ * reference each. All or nothing: on failure no task was queued and futs
+ * holds no reference. For an implementation without submit_many, the
+ * wrapper submits one by one and, if one fails, cancels and drops the
+ * futures of those already queued: a queued task never runs, but one the
+ * executor already started cannot be taken back, so an executor that may
+ * start work before submit returns must implement submit_many.
  * Returns: as pk_executor_submit. Threads: safe. */
 PK_API int pk_executor_submit_many(pk_executor *ex, const pk_task *tasks,
                                    size_t n, pk_future **futs);
@@ -129,8 +137,12 @@ PK_API void pk_executor_destroy(pk_executor *ex);
 /* An executor that runs each task on the submitting thread, before submit
  * returns: the simplest correct executor, for tests and for code that
  * wants an executor without threads. Named tasks are looked up in reg
- * (borrowed; may be NULL if only fn tasks are used). event (optional)
+ * (borrowed; may be NULL if only fn tasks are used); their data is only
+ * borrowed, since the task is done before submit returns. event (optional)
  * hears failures of fire-and-forget tasks and unread failed futures.
+ * Capacity is SIZE_MAX. Shutdown (any `how`) refuses later submits and
+ * waits for submits running on other threads (called from inside one of
+ * its own tasks, it waits for that one too: give it a timeout).
  * Returns: 0, PK_EINVAL, PK_ENOMEM. Owner: *out returned owned
  * (pk_executor_destroy). Threads: safe. */
 PK_API int pk_inline_executor_create(pk_executor **out, pk_registry *reg,
@@ -138,9 +150,13 @@ PK_API int pk_inline_executor_create(pk_executor **out, pk_registry *reg,
 
 /* Runs a task once, as an executor's worker would: looks up a named task in
  * reg, moves fut (if not NULL) to running, calls the task, and completes
- * or fails fut. Without fut, a failure goes to event (optional).
+ * or fails fut. An invalid task or an unknown name fails fut with
+ * PK_EINVAL. Without fut, a result is freed and a failure goes to event
+ * (optional) as PK_EVENT_FUTURE_UNREAD with the error: a failure nobody
+ * can read.
  * Returns: 0 if the task ran and succeeded, else its code (PK_ECANCELED
- * if fut was cancelled first, PK_EINVAL if the name is unknown).
+ * if fut was cancelled first, PK_EINVAL if the name is unknown or fut was
+ * not pending).
  * Owner: borrows all. Threads: safe; the task runs on this thread. */
 PK_API int pk_task_run(const pk_task *task, const pk_registry *reg,
                        pk_future *fut, pk_event_fn event, void *event_user);

@@ -73,7 +73,10 @@ PK_API int pk_future_set_running(pk_future *f);
 PK_API int pk_future_complete(pk_future *f, const pk_result *res);
 
 /* Fails a pending or running future with code (negative), sys (errno,
- * exit status, signal; 0 if none) and an optional printf-style message.
+ * exit status, signal; 0 if none) and an optional printf-style message
+ * (NULL: pk_strerror(code)). A task that stops because it was asked to
+ * fails with PK_ECANCELED: if cancellation was requested, the future ends
+ * CANCELLED rather than FAILED (nobody has to read it).
  * Returns: 0, PK_EINVAL (already finished, or code >= 0).
  * Threads: safe; callbacks run on this thread. */
 PK_API int pk_future_fail(pk_future *f, int code, int sys, const char *fmt,
@@ -85,8 +88,10 @@ PK_API int pk_future_fail(pk_future *f, int code, int sys, const char *fmt,
 PK_API pk_future *pk_future_ref(pk_future *f);
 
 /* Drops a reference; the last one frees the future (and its result,
- * unless taken) and reports a failure nobody read. NULL is a no-op.
- * Threads: safe. */
+ * unless taken: free_fn(value) if both are set) and reports a failure
+ * nobody read to the event hook, on this thread (without a hook there is
+ * nobody to tell). Callbacks of a future that never finished are dropped
+ * uncalled. NULL is a no-op. Threads: safe. */
 PK_API void pk_future_release(pk_future *f);
 
 /* Asks for cancellation. A pending future becomes cancelled at once and
@@ -100,7 +105,8 @@ PK_API int pk_future_cancel(pk_future *f);
  * Threads: safe; cheap enough to poll in a task's loop. */
 PK_API int pk_future_cancel_requested(const pk_future *f);
 
-/* Returns the current state (PK_FUTURE_PENDING for NULL).
+/* Returns the current state (PK_FUTURE_PENDING for NULL). A future whose
+ * outcome is being written reads PK_FUTURE_RUNNING until it is published.
  * Threads: safe. */
 PK_API pk_future_state pk_future_state_get(const pk_future *f);
 
@@ -123,23 +129,29 @@ PK_API int pk_future_wait_any(pk_future *const *fs, size_t n, int timeout_ms,
 /* Reads the outcome without waiting. Marks a failure as read.
  * Returns: 0 (done; *res filled, if res is not NULL, and still owned by
  * the future), the task's code (failed), PK_ECANCELED, PK_EAGAIN (not
- * finished), PK_EINVAL. Threads: safe. */
+ * finished), PK_EINVAL (NULL f, or the result was taken).
+ * Threads: safe. */
 PK_API int pk_future_result(pk_future *f, pk_result *res);
 
 /* Like pk_future_result, but moves the result out: the caller now owns
  * res->value and frees it with res->free_fn. Returns as pk_future_result;
- * PK_EINVAL if the result was already taken. Threads: safe. */
+ * PK_EINVAL if res is NULL or the result was already taken.
+ * Threads: safe (exactly one of racing takers gets it). */
 PK_API int pk_future_take_result(pk_future *f, pk_result *res);
 
 /* Copies a failed future's detail into *err (code, sys, message) and
- * marks it read. Returns: 0 if failed or cancelled (err filled), PK_EAGAIN
- * if not finished, PK_EINVAL otherwise (done: no error).
+ * marks it read. Returns: 0 if failed or cancelled (err filled; code
+ * PK_ECANCELED for a cancelled one), PK_EAGAIN if not finished,
+ * PK_EINVAL otherwise (NULL argument; done: no error).
  * Threads: safe. */
 PK_API int pk_future_error(pk_future *f, pk_error *err);
 
 /* Registers a completion callback; runs it now, on this thread, if the
- * future already finished. Several may be registered; they run in order.
- * Returns: 0, PK_EINVAL, PK_ENOMEM. Threads: safe. */
+ * future already finished. Several may be registered; they run in order:
+ * if the finishing thread is still running earlier callbacks, cb is queued
+ * behind them and runs on that thread, before or after this returns.
+ * Returns: 0, PK_EINVAL, PK_ENOMEM (also when already finished: nothing
+ * ran). Threads: safe. */
 PK_API int pk_future_on_complete(pk_future *f, pk_future_fn cb, void *arg);
 
 #ifdef __cplusplus
