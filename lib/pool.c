@@ -301,6 +301,10 @@ pk__pool_finish_retire(struct pk_pool *p, struct pk__slot *s)
         p->destroy(p->user, res);
     if (p->group)
         pk__group_put(p->group);
+    /* Emitted while the slot still counts as retiring, so the pool cannot
+     * be freed (and user_free run) under the event hook, nor p read after
+     * a racing pk_pool_destroy freed it (test_pool_faults). */
+    emit_simple(p, PK_EVENT_DESTROYED, res, NULL);
     pk__mutex_lock(&p->lock);
     slot_put(p, s);
     p->retiring--;
@@ -308,7 +312,6 @@ pk__pool_finish_retire(struct pk_pool *p, struct pk__slot *s)
     pk__pool_wake_retry_locked(p);
     free_now = pk__pool_may_free_locked(p);
     pk__pool_unlock(p);
-    emit_simple(p, PK_EVENT_DESTROYED, res, NULL);
     if (free_now)
         pk__pool_free(p);
     return free_now;
@@ -401,7 +404,11 @@ pk__pool_can_create_locked(struct pk_pool *p, uint64_t now)
 {
     if (p->closed || p->paused)
         return false;
-    if (p->alive >= p->max_size || p->creating >= p->max_creating)
+    /* A resource being retired still exists until its destroy hook
+     * returns: count it, so max_size caps what exists (connections open
+     * to a server, say), as the group's budget does (stress_pool). */
+    if (p->alive + p->retiring >= p->max_size ||
+        p->creating >= p->max_creating)
         return false;
     return p->fail_streak == 0 || now >= p->backoff_until_ns;
 }
@@ -448,8 +455,11 @@ pk__pool_create_one(struct pk_pool *p, struct pk__waiter *self,
     int rc;
     uint64_t now;
 
+    /* A waiter that finds the budget spent is queued in the group in the
+     * same step (pk__group_take_or_queue: no lost unit, arrival order). */
     if (p->group && !(self && atomic_exchange(&self->granted, false)) &&
-        !pk__group_try_take(p->group))
+        !(self ? pk__group_take_or_queue(p->group, p, self)
+               : pk__group_try_take(p->group)))
         return PK_EAGAIN; /* the budget is spent */
     s = slot_get(p);
     if (!s) {
@@ -515,6 +525,11 @@ pk__pool_create_one(struct pk_pool *p, struct pk__waiter *self,
         s->expires_ns = now + p->max_lifetime_ns - j;
     }
     deliver_locked(p, s, now);
+    /* A create slot is free again (test_pool: max_creating): waiters that
+     * parked because max_creating creates were running are woken to make
+     * the next one; nothing else would wake them before their deadline. */
+    if (pk__pool_creates_wanted_locked(p) > 0)
+        pk__pool_wake_retry_locked(p);
     return 0;
 }
 
@@ -872,6 +887,13 @@ acquire_wait(struct pk_pool *p, struct pk__waiter *w, uint64_t deadline,
     int rc;
 
     for (;;) {
+        /* Cleared before the step, not after it (test_pool: max_creating):
+         * the step drops the lock around a create or a group wait, and a
+         * wake that comes meanwhile (close, a create slot freed, a
+         * retire) must stay in the word so the park below returns at
+         * once instead of sleeping to the deadline. seq_cst: pairs with
+         * the group's grant (pool_group.c). */
+        atomic_store(&w->park.word, 0);
         bool granted = atomic_load(&w->granted);
         rc = waiter_step(p, w, err);
         if (rc)
@@ -881,8 +903,6 @@ acquire_wait(struct pk_pool *p, struct pk__waiter *w, uint64_t deadline,
             p->st_timeouts++;
             return PK_ETIMEDOUT;
         }
-        /* seq_cst: pairs with the group's grant (pool_group.c). */
-        atomic_store(&w->park.word, 0);
         if (!granted && atomic_load(&w->granted))
             continue; /* a grant came while we looked: use it */
         uint64_t until = park_deadline(p, deadline);
@@ -908,8 +928,18 @@ pk__pool_check_lent(struct pk_pool *p, struct pk__slot *s)
         rc = p->check(p->user, s->res, &e);
     else
         rc = PK_ECHECK; /* evicted while lent, without a check hook */
-    if (rc == 0)
+    if (rc == 0) {
+        /* Healthy in this generation, as run_check records it
+         * (test_pool: checked after a bump): without this a resource of
+         * an older generation was checked again on every lend. One
+         * evicted meanwhile keeps its old generation and retires on
+         * release. */
+        pk__mutex_lock(&p->lock);
+        if (s->generation >= p->evict_gen)
+            s->generation = p->generation;
+        pk__pool_unlock(p);
         return 0;
+    }
     if (rc > 0)
         rc = PK_ECHECK;
     pk__mutex_lock(&p->lock);
@@ -1051,6 +1081,15 @@ release_detach(struct pk_pool *p, struct pk__slot *s)
     void *res = s->res;
     bool free_now;
 
+    /* The budget unit and the event go first, while the slot still counts
+     * as lent: once it stops counting, a racing pk_pool_destroy may free
+     * the pool, so nothing here may touch p after the last unlock
+     * (test_pool_faults). The lease is already stale (ticket bumped). */
+    pk__pool_unlock(p);
+    if (p->group)
+        pk__group_put(p->group);
+    emit_simple(p, PK_EVENT_DETACHED, res, NULL);
+    pk__mutex_lock(&p->lock);
     p->lent--;
     p->alive--;
     p->st_detached++;
@@ -1058,9 +1097,6 @@ release_detach(struct pk_pool *p, struct pk__slot *s)
     pk__pool_wake_retry_locked(p);
     free_now = pk__pool_may_free_locked(p);
     pk__pool_unlock(p);
-    if (p->group)
-        pk__group_put(p->group);
-    emit_simple(p, PK_EVENT_DETACHED, res, NULL);
     if (free_now)
         pk__pool_free(p);
     return 0;

@@ -60,7 +60,11 @@ pk__ticket_ready_locked(struct pk_pool *p, struct pk__waiter *w)
     struct pk_pool_ticket *t = w->ticket;
 
     if (w->slot && w->needs_check) {
-        /* Checked on the helper thread, never on the event loop. */
+        /* Checked on the helper thread, never on the event loop. The
+         * check list holds a reference of its own: pk_pool_ticket_free
+         * may drop the owner's while the ticket waits here (abandoned);
+         * without it the helper read a freed ticket (stress_pool). */
+        atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
         t->notify_next = p->check_head;
         p->check_head = t;
         pk__pool_bg_kick_locked(p);
@@ -244,7 +248,7 @@ pk__pool_async_service(struct pk_pool *p)
         struct pk_pool_ticket *t = p->check_head;
         struct pk__slot *s = t->w.slot;
         p->check_head = t->notify_next;
-        atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+        /* The check list's reference is ours now; dropped below. */
         pk__pool_unlock(p);
         int rc = pk__pool_check_lent(p, s);
         pk__mutex_lock(&p->lock);
@@ -266,14 +270,17 @@ pk__pool_async_service(struct pk_pool *p)
         } else {
             t->w.slot = NULL;
             t->w.needs_check = false;
-            if (p->closed || t->abandoned) {
+            if (t->abandoned) {
+                /* Freed by its owner: nobody to tell, and its callback
+                 * must not run after pk_pool_ticket_free. */
+            } else if (p->closed) {
                 t->w.err = PK_ESHUTDOWN;
                 pk__ticket_ready_locked(p, &t->w);
             } else {
                 pk__pool_waiter_enqueue(p, &t->w, true);
             }
         }
-        ticket_unref(t); /* cannot be the last: the owner holds one */
+        ticket_unref(t); /* the last one if the owner abandoned it */
     }
     pk__pool_unlock(p);
 }

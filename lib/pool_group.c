@@ -90,6 +90,46 @@ pk__group_try_take(struct pk_pool_group *g)
 }
 
 bool
+pk__group_take_or_queue(struct pk_pool_group *g, struct pk_pool *p,
+                        struct pk__waiter *w)
+{
+    size_t u;
+
+    pk__mutex_lock(&g->lock);
+    /* Under the group lock, a unit given back (pk__group_put) either went
+     * to the budget before this look, and is taken here, or finds w queued
+     * after it and is granted to w. With pk__group_try_take followed by a
+     * later pk__group_wait, a unit given back between the two went to the
+     * budget while w parked with nobody to grant it one, until its
+     * deadline (test_pool_group: lost wakeup). Queueing here, under the
+     * caller's pool lock, also puts w in the group queue in the order it
+     * became a visible waiter of its pool. */
+    if (!g->head) {
+        u = atomic_load(&g->used);
+        while (u < g->max_total) {
+            if (atomic_compare_exchange_weak(&g->used, &u, u + 1)) {
+                pk__mutex_unlock(&g->lock);
+                return true;
+            }
+        }
+    }
+    if (!w->gqueued && !atomic_load(&w->granted)) {
+        w->gpool = p;
+        w->gnext = NULL;
+        w->gprev = g->tail;
+        if (g->tail)
+            g->tail->gnext = w;
+        else
+            g->head = w;
+        g->tail = w;
+        w->gqueued = true;
+        atomic_fetch_add(&g->queued, 1);
+    }
+    pk__mutex_unlock(&g->lock);
+    return false;
+}
+
+bool
 pk__group_has_waiters(struct pk_pool_group *g)
 {
     return atomic_load(&g->queued) > 0;

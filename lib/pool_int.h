@@ -236,6 +236,11 @@ uint64_t pk__pool_async_next_deadline_locked(struct pk_pool *p);
 
 /* pool_group.c. None of these may be called with a pool lock held. */
 bool pk__group_try_take(struct pk_pool_group *g);
+/* For a waiter's create: takes a unit, or queues w for one, in one group
+ * lock section (so no unit given back meanwhile is lost). May be called
+ * with p's lock held (the group lock is a leaf). */
+bool pk__group_take_or_queue(struct pk_pool_group *g, struct pk_pool *p,
+                             struct pk__waiter *w);
 /* Returns a unit: to the longest budget waiter across keys, or to the
  * budget. */
 void pk__group_put(struct pk_pool_group *g);

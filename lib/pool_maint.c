@@ -108,6 +108,17 @@ run_check(struct pk_pool *p, struct pk__slot *s, uint64_t now)
     pk__mutex_lock(&p->lock);
     p->checking--;
     s->checked_ns = now;
+    /* Healthy but evicted (evict_all or close ran during the check:
+     * test_pool): retire it rather than make it idle in the new
+     * generation, where it was lent again after evict_all and, after a
+     * close, sat idle in the closed pool until pk_pool_destroy. */
+    if (rc == 0 && s->generation < p->evict_gen) {
+        p->checking++; /* unlink_retire counts it down */
+        pk__pool_unlink_retire_locked(p, s);
+        pk__pool_unlock(p);
+        pk__pool_finish_retire(p, s);
+        return;
+    }
     if (rc == 0) {
         s->generation = p->generation;
         s->idle_since_ns = now;

@@ -1,0 +1,66 @@
+#!/bin/sh
+# bench/peers/build.sh OUTDIR - builds every peer driver it can into OUTDIR.
+#
+# A peer whose toolchain or library is missing is reported as
+# `SKIP <peer>: <reason>` and the rest still build, so a bench run on a bare
+# machine still measures poolkit against whatever is there (exit 0).
+# bench/peers/setup.sh installs what is missing. Nothing is fetched and
+# nothing is written outside OUTDIR (Go's caches included).
+set -u
+[ $# -eq 1 ] || { echo "usage: $0 OUTDIR" >&2; exit 2; }
+src=$(cd "$(dirname "$0")" && pwd)
+mkdir -p "$1" || exit 1
+out=$(cd "$1" && pwd)
+CC=${CC:-gcc}
+CFLAGS="-std=c11 -O2 -Wall -Wextra -Werror -pthread"
+
+skip() { echo "SKIP $1: $2"; }
+
+# cpeer NAME SOURCE [PKG-CONFIG MODULES...]
+cpeer() {
+    name=$1 file=$2
+    shift 2
+    rm -f "$out/peer_$name"     # never leave a stale binary for list.sh
+    if [ $# -gt 0 ]; then
+        if ! pkg-config --exists "$@" 2>/dev/null; then
+            skip "$name" "pkg-config cannot find $* (run bench/peers/setup.sh)"
+            return
+        fi
+        flags=$(pkg-config --cflags "$@") libs=$(pkg-config --libs "$@")
+    else
+        flags='' libs=''
+    fi
+    # $flags/$libs split on purpose: they are lists of options.
+    # shellcheck disable=SC2086
+    if ! err=$($CC $CFLAGS $flags -o "$out/peer_$name" "$src/$file" $libs 2>&1); then
+        skip "$name" "$CC failed: $(echo "$err" | head -n 3 | tr '\n' ' ')"
+    fi
+}
+
+cpeer naive naive_threadpool.c
+cpeer glib peer_glib.c glib-2.0
+cpeer libuv peer_libuv.c libuv
+cpeer apr peer_apr.c apr-1 apr-util-1
+
+rm -rf "$out/java" "$out/peer_go"
+if ! command -v javac >/dev/null 2>&1 || ! command -v java >/dev/null 2>&1; then
+    skip java "no javac/java on PATH (Debian: openjdk-17-jdk-headless)"
+elif ! err=$(javac -d "$out/java" "$src/PeerJava.java" 2>&1); then
+    skip java "javac failed: $(echo "$err" | head -n 3 | tr '\n' ' ')"
+fi
+
+# Standard library only, so GOPROXY=off costs nothing and guarantees no
+# network; GOENV=off keeps go from reading or writing ~/.config/go/env.
+if ! command -v go >/dev/null 2>&1; then
+    skip go "no go on PATH (Debian: golang-go)"
+elif ! err=$(cd "$out" && GOCACHE="$out/go/cache" GOPATH="$out/go/path" \
+        GOENV=off GOPROXY=off GOFLAGS='' GOTOOLCHAIN=local \
+        go build -o "$out/peer_go" "$src/peer_go.go" 2>&1); then
+    skip go "go build failed: $(echo "$err" | head -n 3 | tr '\n' ' ')"
+fi
+
+# Python needs no build; check here so the skip shows up with the others.
+if ! /usr/bin/python3 -c 'import concurrent.futures' 2>/dev/null; then
+    skip python "/usr/bin/python3 missing or without concurrent.futures"
+fi
+exit 0

@@ -1,0 +1,25 @@
+#!/bin/sh
+# bench/peers/list.sh OUTDIR - one line per peer that build.sh built:
+#   <peer-name> <command prefix>
+# A runner appends `<case> <n>` to the prefix (see peer_common.h for the
+# CLI). Paths are absolute, so the commands work from any directory.
+set -u
+[ $# -eq 1 ] || { echo "usage: $0 OUTDIR" >&2; exit 2; }
+src=$(cd "$(dirname "$0")" && pwd)
+out=$(cd "$1" 2>/dev/null && pwd) || { echo "list.sh: no directory $1" >&2; exit 2; }
+
+for p in naive glib libuv apr; do
+    [ -x "$out/peer_$p" ] && echo "$p $out/peer_$p"
+done
+if [ -f "$out/java/PeerJava.class" ] && command -v java >/dev/null 2>&1; then
+    echo "java-tpe java -cp $out/java PeerJava tpe"
+    echo "java-fjp java -cp $out/java PeerJava fjp"
+fi
+if [ -x "$out/peer_go" ]; then
+    echo "go-goroutine $out/peer_go goroutine"
+    echo "go-chanpool $out/peer_go chanpool"
+fi
+if /usr/bin/python3 -c 'import concurrent.futures' 2>/dev/null; then
+    echo "python-tpe /usr/bin/python3 $src/peer_python.py"
+fi
+exit 0

@@ -1,0 +1,59 @@
+/* examples/demo_rows.h - how a row plugs into poolkit-demo.
+ *
+ * A row is the same work done two ways: making the resource for each use,
+ * and reusing one from a pool. The row sets itself up, hands the two
+ * one-operation functions to demo_measure() (which alternates timed
+ * batches of each, draws the progress bar and fills the result) and tears
+ * itself down. A row that cannot run here (no server binaries, say) sets
+ * skipped and says in note how to enable it.
+ *
+ * To add a row: write `int demo_row_<name>(struct demo_ctx *,
+ * struct demo_result *)` and add {name, what, function} to the rows[]
+ * table in poolkit-demo.c, in the order the rows should print. */
+#ifndef POOLKIT_DEMO_ROWS_H
+#define POOLKIT_DEMO_ROWS_H
+
+#include <stddef.h>
+
+struct demo_ctx; /* opaque: progress bar and time budget */
+
+struct demo_result {
+    double per_use_ns; /* one operation, the resource made for it */
+    double pooled_ns;  /* one operation, the resource from a pool */
+    long ops;          /* operations timed each way */
+    int skipped;       /* 1: the row could not run here (see note) */
+    char note[256];    /* why skipped and how to enable; or an error */
+};
+
+/* One operation. Returns 0, or nonzero on failure (after writing why into
+ * the result's note through demo_fail). */
+typedef int (*demo_op_fn)(void *arg);
+
+struct demo_pair {
+    demo_op_fn per_use; /* make, use once, unmake */
+    demo_op_fn pooled;  /* acquire, use once, release */
+    void *arg;
+};
+
+/* Times both functions in alternating batches for the row's budget and
+ * fills out->per_use_ns, pooled_ns and ops with the median batch.
+ * Returns 0, or the first nonzero code an operation returned. */
+int demo_measure(struct demo_ctx *ctx, const struct demo_pair *pair,
+                 struct demo_result *out);
+
+/* Writes a printf-style message into out->note (for errors and skips). */
+void demo_note(struct demo_result *out, const char *fmt, ...)
+#if defined(__GNUC__) || defined(__clang__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+struct demo_row {
+    const char *name; /* --only NAME; short, lower case */
+    const char *what; /* one line: the resource and the operation */
+    /* Returns 0 (out filled, or out->skipped set), nonzero on error
+     * (out->note says what failed). */
+    int (*run)(struct demo_ctx *ctx, struct demo_result *out);
+};
+
+#endif /* POOLKIT_DEMO_ROWS_H */
