@@ -62,7 +62,7 @@ pk__pool_wake_waiter_locked(struct pk_pool *p, struct pk__waiter *w,
 }
 
 void
-pk__pool_unlock(struct pk_pool *p)
+pk__pool_unlock_slow(struct pk_pool *p)
 {
     struct pk_pool_ticket *list = p->notify_head;
     pk__parker *kick[sizeof p->kick / sizeof p->kick[0]];
@@ -75,8 +75,8 @@ pk__pool_unlock(struct pk_pool *p)
     /* close() waits for the last lease, create, check and destroy. */
     if (p->close_waiters && p->lent == 0 && p->retiring == 0 &&
         p->creating == 0 && p->checking == 0)
-        pthread_cond_broadcast(&p->drained);
-    pk__mutex_unlock(&p->lock);
+        pk__cv_broadcast(&p->drained);
+    pk__lock_release(&p->lock);
     for (unsigned i = 0; i < n; i++)
         pk__park_kick(kick[i]);
     if (list)
@@ -199,6 +199,13 @@ idle_pop(struct pk_pool *p)
     return s;
 }
 
+void
+pk__pool_update_hot_locked(struct pk_pool *p)
+{
+    p->hot = !p->needs_clock && !p->reset && !p->max_uses && !p->group &&
+             !p->paused && !p->closed && p->min_idle == 0;
+}
+
 /* ---- slots ------------------------------------------------------------ */
 
 static struct pk__slot *
@@ -305,7 +312,7 @@ pk__pool_finish_retire(struct pk_pool *p, struct pk__slot *s)
      * be freed (and user_free run) under the event hook, nor p read after
      * a racing pk_pool_destroy freed it (test_pool_faults). */
     emit_simple(p, PK_EVENT_DESTROYED, res, NULL);
-    pk__mutex_lock(&p->lock);
+    pk__lock_acquire(&p->lock);
     slot_put(p, s);
     p->retiring--;
     p->st_destroyed++;
@@ -480,7 +487,7 @@ pk__pool_create_one(struct pk_pool *p, struct pk__waiter *self,
     if (rc == 0)
         emit_simple(p, PK_EVENT_CREATED, res, NULL);
 
-    pk__mutex_lock(&p->lock);
+    pk__lock_acquire(&p->lock);
     p->creating--;
     if (rc < 0) {
         p->alive--;
@@ -498,7 +505,7 @@ pk__pool_create_one(struct pk_pool *p, struct pk__waiter *self,
         if (p->group)
             pk__group_put(p->group);
         emit_simple(p, PK_EVENT_CREATE_FAILED, NULL, &e);
-        pk__mutex_lock(&p->lock);
+        pk__lock_acquire(&p->lock);
         return rc;
     }
     p->fail_streak = 0;
@@ -511,7 +518,7 @@ pk__pool_create_one(struct pk_pool *p, struct pk__waiter *self,
         p->retiring++;
         pk__pool_unlock(p);
         pk__pool_finish_retire(p, s);
-        pk__mutex_lock(&p->lock);
+        pk__lock_acquire(&p->lock);
         return 0;
     }
     s->uses = 0;
@@ -636,32 +643,12 @@ has_background_policy(const struct pk_pool *p)
            p->min_idle > 0;
 }
 
-static int
-pool_init_sync(struct pk_pool *p)
-{
-    int rc;
-
-    pk__mutex_init(&p->lock);
-    rc = pk__cond_init(&p->drained);
-    if (rc)
-        goto fail_mutex;
-    rc = pk__cond_init(&p->bg_cond);
-    if (rc)
-        goto fail_drained;
-    return 0;
-fail_drained:
-    pthread_cond_destroy(&p->drained);
-fail_mutex:
-    pk__mutex_destroy(&p->lock);
-    return rc;
-}
-
 /* Fills min_size / min_idle on the creating thread. Failures are left to
  * maintenance: the pool is usable while its backend is down. */
 static void
 prefill(struct pk_pool *p)
 {
-    pk__mutex_lock(&p->lock);
+    pk__lock_acquire(&p->lock);
     while (pk__pool_creates_wanted_locked(p) > 0 &&
            pk__pool_can_create_locked(p, pk__pool_now(p))) {
         if (pk__pool_create_one(p, NULL, NULL) != 0)
@@ -691,26 +678,25 @@ pk_pool_create(pk_pool **out, const pk_pool_options *opts)
     rc = copy_options(p, opts);
     if (rc)
         goto fail;
-    p->needs_clock = p->group || (p->check && p->check_after_ns != UINT64_MAX) ||
+    p->needs_clock = p->group ||
+                     (p->check && p->check_after_ns != UINT64_MAX) ||
                      p->held_ns != UINT64_MAX ||
                      p->idle_timeout_ns != UINT64_MAX ||
                      p->max_lifetime_ns != UINT64_MAX ||
                      p->check_interval_ns != UINT64_MAX;
+    pk__pool_update_hot_locked(p);
     p->rng = ((uint64_t)(uintptr_t)p ^ pk__now_ns()) | 1u;
     p->generation = 1;
-    rc = pool_init_sync(p);
-    if (rc)
-        goto fail;
     if (p->group) {
         rc = pk__group_join(p->group, p);
         if (rc)
-            goto fail_sync;
+            goto fail;
     }
     if (has_background_policy(p) &&
         !(p->flags & PK_POOL_MANUAL_MAINTENANCE)) {
-        pk__mutex_lock(&p->lock);
+        pk__lock_acquire(&p->lock);
         rc = pk__pool_bg_start_locked(p);
-        pk__mutex_unlock(&p->lock);
+        pk__lock_release(&p->lock);
         if (rc)
             goto fail_group;
     }
@@ -721,10 +707,6 @@ pk_pool_create(pk_pool **out, const pk_pool_options *opts)
 fail_group:
     if (p->group)
         pk__group_leave(p->group, p);
-fail_sync:
-    pthread_cond_destroy(&p->bg_cond);
-    pthread_cond_destroy(&p->drained);
-    pk__mutex_destroy(&p->lock);
 fail:
     pk__free(p);
     return rc;
@@ -745,9 +727,6 @@ pk__pool_free(struct pk_pool *p)
         pk__free(s);
         s = n;
     }
-    pthread_cond_destroy(&p->bg_cond);
-    pthread_cond_destroy(&p->drained);
-    pk__mutex_destroy(&p->lock);
     p->magic = 0;
     pk__free(p);
 }
@@ -787,7 +766,7 @@ pk_pool_destroy(pk_pool *p)
     pk__pool_bg_stop(p);
     if (p->group)
         pk__group_leave(p->group, p);
-    pk__mutex_lock(&p->lock);
+    pk__lock_acquire(&p->lock);
     p->destroyed = true;
     free_now = pk__pool_may_free_locked(p);
     pk__pool_unlock(p);
@@ -839,7 +818,7 @@ waiter_step(struct pk_pool *p, struct pk__waiter *w, pk_error *err)
              * idle resource for us. No pool lock across group calls. */
             pk__pool_unlock(p);
             pk__group_wait(p->group, p, w);
-            pk__mutex_lock(&p->lock);
+            pk__lock_acquire(&p->lock);
             if (w->slot)
                 return 1;
         }
@@ -910,7 +889,7 @@ acquire_wait(struct pk_pool *p, struct pk__waiter *w, uint64_t deadline,
         uint32_t v = pk__park(&w->park, until);
         if (v == PK__W_HANDED)
             return PK__GOT_UNLOCKED; /* slot set before the word */
-        pk__mutex_lock(&p->lock);
+        pk__lock_acquire(&p->lock);
     }
 }
 
@@ -934,7 +913,7 @@ pk__pool_check_lent(struct pk_pool *p, struct pk__slot *s)
          * an older generation was checked again on every lend. One
          * evicted meanwhile keeps its old generation and retires on
          * release. */
-        pk__mutex_lock(&p->lock);
+        pk__lock_acquire(&p->lock);
         if (s->generation >= p->evict_gen)
             s->generation = p->generation;
         pk__pool_unlock(p);
@@ -942,7 +921,7 @@ pk__pool_check_lent(struct pk_pool *p, struct pk__slot *s)
     }
     if (rc > 0)
         rc = PK_ECHECK;
-    pk__mutex_lock(&p->lock);
+    pk__lock_acquire(&p->lock);
     if (p->check)
         p->st_check_failures++;
     if (p->check && !(p->flags & PK_POOL_NO_GENERATION_BUMP) &&
@@ -957,18 +936,27 @@ pk__pool_check_lent(struct pk_pool *p, struct pk__slot *s)
 }
 
 static int
-acquire_args(pk_pool *p, pk_lease *lease, int timeout_ms,
-             uint64_t *deadline)
+acquire_args(pk_pool *p, pk_lease *lease, int timeout_ms)
 {
     if (!p || !lease || p->magic != PK__POOL_MAGIC)
         return PK_EINVAL;
+    if (timeout_ms < 0 && timeout_ms != PK_WAIT_FOREVER)
+        return PK_EINVAL;
     if (pk__pool_forked(p))
         return PK_EFORKED;
-    if (timeout_ms == 0) {
-        *deadline = 0;
-        return 0;
-    }
-    return pk__deadline(timeout_ms, deadline);
+    return 0;
+}
+
+/* The deadline is read from the clock only when a call has to wait: the
+ * fast path never reads the clock. */
+#define PK__DEADLINE_UNSET 1
+
+static uint64_t
+deadline_of(int timeout_ms, uint64_t *deadline)
+{
+    if (*deadline == PK__DEADLINE_UNSET)
+        pk__deadline(timeout_ms, deadline);
+    return *deadline;
 }
 
 /* Takes an idle resource if the fast path is open: no queue, not paused.
@@ -991,9 +979,31 @@ pk__pool_take_idle_locked(struct pk_pool *p, const char *file, int line,
     return s;
 }
 
+/* The fast path of acquire: an idle resource, no queue, no policy to
+ * evaluate (p->hot) and nothing to check (current generation). */
+static inline struct pk__slot *
+hot_take_locked(struct pk_pool *p, const char *file, int line)
+{
+    struct pk__slot *s = p->order == PK_POOL_FIFO ? p->idle_tail
+                                                  : p->idle_head;
+
+    if (!p->hot || p->wait_head || !s || s->generation != p->generation)
+        return NULL;
+    pk__pool_idle_remove_locked(p, s);
+    s->state = PK__S_LENT;
+    s->ticket++;
+    s->uses++;
+    s->file = file;
+    s->line = line;
+    p->lent++;
+    p->st_fast_acquires++;
+    return s;
+}
+
 static int
-acquire_once(struct pk_pool *p, pk_lease *lease, uint64_t deadline,
-             pk_error *err, const char *file, int line, bool front)
+acquire_once(struct pk_pool *p, pk_lease *lease, int timeout_ms,
+             uint64_t *deadline, pk_error *err, const char *file, int line,
+             bool front, bool locked)
 {
     struct pk__waiter w;
     struct pk__slot *s;
@@ -1001,16 +1011,17 @@ acquire_once(struct pk_pool *p, pk_lease *lease, uint64_t deadline,
     uint64_t t0;
     int rc;
 
-    pk__mutex_lock(&p->lock);
+    if (!locked)
+        pk__lock_acquire(&p->lock);
     if (p->closed) {
         pk__pool_unlock(p);
         return PK_ESHUTDOWN;
     }
     s = pk__pool_take_idle_locked(p, file, line, &check);
     if (s) {
-        p->st_fast_acquires++;
+        p->st_nowait_acquires++;
         pk__pool_unlock(p);
-    } else if (deadline == 0) {
+    } else if (timeout_ms == 0) {
         pk__pool_unlock(p);
         return PK_EAGAIN;
     } else {
@@ -1019,7 +1030,7 @@ acquire_once(struct pk_pool *p, pk_lease *lease, uint64_t deadline,
         w.file = file;
         w.line = line;
         pk__pool_waiter_enqueue(p, &w, front);
-        rc = acquire_wait(p, &w, deadline, err);
+        rc = acquire_wait(p, &w, deadline_of(timeout_ms, deadline), err);
         if (rc != PK__GOT_UNLOCKED)
             pk__pool_unlock(p);
         if (w.gpool)
@@ -1038,29 +1049,51 @@ acquire_once(struct pk_pool *p, pk_lease *lease, uint64_t deadline,
     return 0;
 }
 
-int
-pk_pool_acquire_at(pk_pool *p, pk_lease *lease, int timeout_ms,
-                   pk_error *err, const char *file, int line)
+/* Everything but the hot path, entered with the lock held. */
+static __attribute__((noinline)) int
+acquire_slow(struct pk_pool *p, pk_lease *lease, int timeout_ms,
+             pk_error *err, const char *file, int line)
 {
-    uint64_t deadline;
+    uint64_t deadline = PK__DEADLINE_UNSET;
+    bool front = false, locked = true;
     int rc;
-    bool front = false;
 
-    rc = acquire_args(p, lease, timeout_ms, &deadline);
-    if (rc)
-        return rc;
-    memset(lease, 0, sizeof *lease);
     for (;;) {
-        rc = acquire_once(p, lease, deadline, err, file, line, front);
+        rc = acquire_once(p, lease, timeout_ms, &deadline, err, file, line,
+                          front, locked);
         if (rc != 1)
             return rc;
         /* A check failed and retired what we got: try again, first in
          * line, within the same deadline. */
         front = true;
-        if (deadline != UINT64_MAX && deadline != 0 &&
-            pk__now_ns() >= deadline)
+        locked = false;
+        if (timeout_ms == 0)
+            return PK_EAGAIN;
+        if (pk__now_ns() >= deadline_of(timeout_ms, &deadline))
             return PK_ETIMEDOUT;
     }
+}
+
+int
+pk_pool_acquire_at(pk_pool *p, pk_lease *lease, int timeout_ms,
+                   pk_error *err, const char *file, int line)
+{
+    struct pk__slot *s;
+    int rc;
+
+    rc = acquire_args(p, lease, timeout_ms);
+    if (__builtin_expect(rc != 0, 0))
+        return rc;
+    lease->resource = NULL;
+    lease->pool_ = NULL;
+    lease->slot_ = NULL;
+    pk__lock_acquire(&p->lock);
+    s = hot_take_locked(p, file, line);
+    if (__builtin_expect(s == NULL, 0))
+        return acquire_slow(p, lease, timeout_ms, err, file, line);
+    pk__pool_unlock(p);
+    fill_lease(p, lease, s);
+    return 0;
 }
 
 /* ---- release ---------------------------------------------------------- */
@@ -1089,7 +1122,7 @@ release_detach(struct pk_pool *p, struct pk__slot *s)
     if (p->group)
         pk__group_put(p->group);
     emit_simple(p, PK_EVENT_DETACHED, res, NULL);
-    pk__mutex_lock(&p->lock);
+    pk__lock_acquire(&p->lock);
     p->lent--;
     p->alive--;
     p->st_detached++;
@@ -1129,33 +1162,19 @@ run_reset(struct pk_pool *p, struct pk__slot *s)
         pk_error_set(&e, PK_ECHECK, rc, "reset failed");
         emit_simple(p, PK_EVENT_CHECK_FAILED, s->res, &e);
     }
-    pk__mutex_lock(&p->lock);
+    pk__lock_acquire(&p->lock);
     if (rc != 0)
         p->st_check_failures++;
     return rc == 0;
 }
 
-int
-pk_pool_release(pk_pool *p, pk_lease *l, int status)
+/* Everything but the hot path, entered with the lock held and the lease
+ * validated and made stale. */
+static __attribute__((noinline)) int
+release_slow(struct pk_pool *p, struct pk__slot *s, int status)
 {
-    struct pk__slot *s;
     uint64_t now;
 
-    if (!p || !l || p->magic != PK__POOL_MAGIC || l->pool_ != p ||
-        !l->slot_)
-        return PK_EINVAL;
-    if (status < PK_RELEASE_OK || status > PK_RELEASE_DETACH)
-        return PK_EINVAL;
-    if (pk__pool_forked(p))
-        return PK_EFORKED;
-    s = l->slot_;
-    pk__mutex_lock(&p->lock);
-    if (s->state != PK__S_LENT || s->ticket != l->ticket_) {
-        pk__pool_unlock(p);
-        return PK_EINVAL;
-    }
-    s->ticket++;
-    memset(l, 0, sizeof *l);
     if (status == PK_RELEASE_DETACH)
         return release_detach(p, s);
     if (status == PK_RELEASE_OK && p->reset && !p->closed &&
@@ -1166,6 +1185,40 @@ pk_pool_release(pk_pool *p, pk_lease *l, int status)
         return release_retire(p, s, status == PK_RELEASE_BROKEN);
     p->lent--;
     deliver_locked(p, s, now);
+    pk__pool_unlock(p);
+    return 0;
+}
+
+int
+pk_pool_release(pk_pool *p, pk_lease *l, int status)
+{
+    struct pk__slot *s;
+
+    if (!p || !l || p->magic != PK__POOL_MAGIC || l->pool_ != p ||
+        !l->slot_)
+        return PK_EINVAL;
+    if (status < PK_RELEASE_OK || status > PK_RELEASE_DETACH)
+        return PK_EINVAL;
+    if (pk__pool_forked(p))
+        return PK_EFORKED;
+    s = l->slot_;
+    pk__lock_acquire(&p->lock);
+    if (s->state != PK__S_LENT || s->ticket != l->ticket_) {
+        pk__pool_unlock(p);
+        return PK_EINVAL;
+    }
+    s->ticket++;
+    l->resource = NULL;
+    l->pool_ = NULL;
+    l->slot_ = NULL;
+    if (__builtin_expect(status != PK_RELEASE_OK || !p->hot ||
+                             p->wait_head || s->generation < p->evict_gen ||
+                             p->alive > p->max_size,
+                         0))
+        return release_slow(p, s, status);
+    /* Hot path: no reset, no clock, no limit, nobody waiting. */
+    p->lent--;
+    pk__pool_idle_push_locked(p, s);
     pk__pool_unlock(p);
     return 0;
 }
@@ -1184,7 +1237,7 @@ pk_lease_info_get(const pk_lease *l, pk_lease_info *info)
     p = l->pool_;
     s = l->slot_;
     now = pk__pool_now(p);
-    pk__mutex_lock(&p->lock);
+    pk__lock_acquire(&p->lock);
     if (s->state == PK__S_LENT && s->ticket == l->ticket_) {
         info->age_ns = now > s->created_ns ? now - s->created_ns : 0;
         info->idle_ns = s->idle_ns;

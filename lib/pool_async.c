@@ -144,7 +144,7 @@ pk_pool_acquire_async_at(pk_pool *p, pk_pool_ticket **out, int timeout_ms,
     t->w.line = line;
     if (ready)
         *ready = 0;
-    pk__mutex_lock(&p->lock);
+    pk__lock_acquire(&p->lock);
     if (p->closed) {
         pk__pool_unlock(p);
         ticket_unref(t);
@@ -220,7 +220,7 @@ pk_pool_ticket_free(pk_pool_ticket *t)
     if (atomic_load_explicit(&t->state, memory_order_acquire) != T_READY) {
         /* Withdraw it: under the lock, it is queued, being checked, or
          * it just became ready. */
-        pk__mutex_lock(&p->lock);
+        pk__lock_acquire(&p->lock);
         if (t->w.queued)
             pk__pool_waiter_dequeue(p, &t->w);
         else if (atomic_load_explicit(&t->state, memory_order_relaxed) !=
@@ -243,7 +243,7 @@ pk_pool_ticket_free(pk_pool_ticket *t)
 void
 pk__pool_async_service(struct pk_pool *p)
 {
-    pk__mutex_lock(&p->lock);
+    pk__lock_acquire(&p->lock);
     while (p->check_head) {
         struct pk_pool_ticket *t = p->check_head;
         struct pk__slot *s = t->w.slot;
@@ -251,7 +251,7 @@ pk__pool_async_service(struct pk_pool *p)
         /* The check list's reference is ours now; dropped below. */
         pk__pool_unlock(p);
         int rc = pk__pool_check_lent(p, s);
-        pk__mutex_lock(&p->lock);
+        pk__lock_acquire(&p->lock);
         if (rc == 0 && (t->abandoned || p->closed)) {
             /* Nobody will take it, or the pool closed meanwhile: the
              * release puts it back, or retires it if closed. */
@@ -263,7 +263,7 @@ pk__pool_async_service(struct pk_pool *p)
             }
             pk__pool_unlock(p);
             pk_pool_release(p, &l, PK_RELEASE_OK);
-            pk__mutex_lock(&p->lock);
+            pk__lock_acquire(&p->lock);
         } else if (rc == 0) {
             t->w.needs_check = false;
             pk__ticket_ready_locked(p, &t->w);
@@ -315,7 +315,7 @@ pk__pool_async_expire(struct pk_pool *p, uint64_t now)
     size_t expired = 0;
     bool fail = false;
 
-    pk__mutex_lock(&p->lock);
+    pk__lock_acquire(&p->lock);
     if (p->async_waiters)
         fail = failing_fast_locked(p);
     for (struct pk__waiter *w = p->wait_head; w && p->async_waiters;) {

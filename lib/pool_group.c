@@ -203,7 +203,7 @@ retire_one_idle(struct pk_pool *victim)
 {
     struct pk__slot *s;
 
-    pk__mutex_lock(&victim->lock);
+    pk__lock_acquire(&victim->lock);
     s = victim->idle_tail;
     if (s)
         pk__pool_unlink_retire_locked(victim, s);

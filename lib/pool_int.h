@@ -80,7 +80,7 @@ struct pk__waiter {
 struct pk_pool {
     unsigned magic;
     unsigned fork_epoch;          /* immutable */
-    pthread_mutex_t lock;
+    pk__lock lock;
 
     /* Options, immutable after create except the sizes. */
     int (*create)(void *, void **, pk_error *);
@@ -134,7 +134,12 @@ struct pk_pool {
     pk_error last_err;
 
     bool paused, closed, destroyed;
-    pthread_cond_t drained;       /* close waits here for leases */
+    /* The hot paths may skip every policy: nothing reads the clock, no
+     * reset hook, no use limit, no group, not paused or closed, no
+     * min_idle to top up. Recomputed by pk__pool_update_hot_locked()
+     * whenever one of those changes. */
+    bool hot;
+    pk__cv drained;       /* close waits here for leases */
     size_t close_waiters;
 
     /* Tickets made ready under the lock, notified after it is dropped
@@ -150,14 +155,16 @@ struct pk_pool {
     /* Background thread (maintenance and async creates). */
     pthread_t bg;
     bool bg_running, bg_stop, bg_kick;
-    pthread_cond_t bg_cond;
+    pk__cv bg_cond;
 
     /* Stats (under lock) and the wait histogram (atomic). */
     uint64_t st_created, st_destroyed, st_detached, st_acquires,
         st_timeouts, st_check_failures, st_create_failures;
-    /* Acquires that waited go to wait_hist; those that did not are
-     * st_fast_acquires (under the lock, no atomic on the fast path). */
-    uint64_t st_fast_acquires, st_fast_at_reset;
+    /* st_acquires counts lends on the slow paths, st_fast_acquires those
+     * of the hot path. Acquires that waited go to wait_hist; those that
+     * did not are counted (under the lock, no atomic on the hot path) as
+     * st_fast_acquires + st_nowait_acquires. */
+    uint64_t st_fast_acquires, st_nowait_acquires, st_nowait_at_reset;
     pk__hist wait_hist;
 };
 
@@ -171,7 +178,7 @@ pk__pool_now(const struct pk_pool *p)
 static inline bool
 pk__pool_forked(const struct pk_pool *p)
 {
-    return p->fork_epoch != pk__fork_epoch();
+    return p->fork_epoch != pk__fork_epoch_fast();
 }
 
 /* Small event, emitted after the lock is dropped. */
@@ -185,9 +192,20 @@ struct pk__ev {
 };
 void pk__pool_emit(struct pk_pool *p, const struct pk__ev *ev);
 
-/* Drops the lock, then notifies tickets made ready while it was held:
- * every unlock in the pool goes through here. */
-void pk__pool_unlock(struct pk_pool *p);
+void pk__pool_update_hot_locked(struct pk_pool *p);
+
+/* Drops the lock, then kicks waiters and notifies tickets made ready
+ * while it was held: every unlock in the pool goes through here. */
+void pk__pool_unlock_slow(struct pk_pool *p);
+
+static inline void
+pk__pool_unlock(struct pk_pool *p)
+{
+    if (p->n_kick || p->notify_head || p->close_waiters)
+        pk__pool_unlock_slow(p);
+    else
+        pk__lock_release(&p->lock);
+}
 
 /* pool.c internals used by the other parts. Functions named *_locked
  * run with p->lock held. */

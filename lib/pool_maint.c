@@ -105,7 +105,7 @@ run_check(struct pk_pool *p, struct pk__slot *s, uint64_t now)
 
     pk_error_clear(&e);
     rc = p->check(p->user, s->res, &e);
-    pk__mutex_lock(&p->lock);
+    pk__lock_acquire(&p->lock);
     p->checking--;
     s->checked_ns = now;
     /* Healthy but evicted (evict_all or close ran during the check:
@@ -145,7 +145,7 @@ run_check(struct pk_pool *p, struct pk__slot *s, uint64_t now)
 static void
 top_up(struct pk_pool *p)
 {
-    pk__mutex_lock(&p->lock);
+    pk__lock_acquire(&p->lock);
     while (pk__pool_creates_wanted_locked(p) > 0 &&
            pk__pool_can_create_locked(p, pk__pool_now(p))) {
         if (pk__pool_create_one(p, NULL, NULL) != 0)
@@ -161,7 +161,7 @@ maintain_pass(struct pk_pool *p)
     uint64_t now;
 
     if (mw) {
-        pk__mutex_lock(&p->lock);
+        pk__lock_acquire(&p->lock);
         now = pk__pool_now(p);
         collect_idle_locked(p, mw, now);
         collect_held_locked(p, mw, now);
@@ -186,7 +186,7 @@ pk_pool_maintain(pk_pool *p)
         return PK_EINVAL;
     if (pk__pool_forked(p))
         return PK_EFORKED;
-    pk__mutex_lock(&p->lock);
+    pk__lock_acquire(&p->lock);
     if (p->closed) {
         pk__pool_unlock(p);
         return PK_ESHUTDOWN;
@@ -205,13 +205,13 @@ bg_main(void *arg)
     uint64_t next = pk__now_ns() + p->interval_ns;
 
     pthread_setname_np(pthread_self(), "pk-pool-maint");
-    pk__mutex_lock(&p->lock);
+    pk__lock_acquire(&p->lock);
     while (!p->bg_stop) {
         uint64_t until = next, d = pk__pool_async_next_deadline_locked(p);
         if (d < until)
             until = d;
         if (!p->bg_kick)
-            pk__cond_wait_until(&p->bg_cond, &p->lock, until);
+            pk__cv_wait_until(&p->bg_cond, &p->lock, until);
         if (p->bg_stop)
             break;
         bool kicked = p->bg_kick;
@@ -228,7 +228,7 @@ bg_main(void *arg)
         } else {
             pk__pool_async_expire(p, mono);
         }
-        pk__mutex_lock(&p->lock);
+        pk__lock_acquire(&p->lock);
     }
     pk__pool_unlock(p);
     return NULL;
@@ -254,7 +254,7 @@ pk__pool_bg_kick_locked(struct pk_pool *p)
 {
     if (p->bg_running) {
         p->bg_kick = true;
-        pthread_cond_signal(&p->bg_cond);
+        pk__cv_broadcast(&p->bg_cond);
     } else if (!(p->flags & PK_POOL_MANUAL_MAINTENANCE)) {
         /* Started on demand (async tickets); a failure leaves the work
          * to pk_pool_maintain and to deadlines checked by callers. */
@@ -268,11 +268,11 @@ pk__pool_bg_stop(struct pk_pool *p)
 {
     bool join;
 
-    pk__mutex_lock(&p->lock);
+    pk__lock_acquire(&p->lock);
     join = p->bg_running;
     p->bg_stop = true;
     p->bg_running = false;
-    pthread_cond_signal(&p->bg_cond);
+    pk__cv_broadcast(&p->bg_cond);
     pk__pool_unlock(p);
     if (join)
         pthread_join(p->bg, NULL);
@@ -287,7 +287,7 @@ enter(struct pk_pool *p)
         return PK_EINVAL;
     if (pk__pool_forked(p))
         return PK_EFORKED;
-    pk__mutex_lock(&p->lock);
+    pk__lock_acquire(&p->lock);
     if (p->closed) {
         pk__pool_unlock(p);
         return PK_ESHUTDOWN;
@@ -320,7 +320,7 @@ retire_idle_and_unlock(struct pk_pool *p)
             pk__pool_finish_retire(p, batch[i]);
         if (n < PK__MAINT_BATCH)
             return;
-        pk__mutex_lock(&p->lock);
+        pk__lock_acquire(&p->lock);
     }
 }
 
@@ -336,6 +336,7 @@ pk_pool_resize(pk_pool *p, size_t min_size, size_t min_idle, size_t max_size)
         return rc;
     p->min_size = min_size;
     p->min_idle = min_idle;
+    pk__pool_update_hot_locked(p);
     p->max_size = max_size;
     if (min_idle > 0 && !(p->flags & PK_POOL_MANUAL_MAINTENANCE))
         pk__pool_bg_kick_locked(p);
@@ -352,6 +353,7 @@ pk_pool_pause(pk_pool *p)
     if (rc)
         return rc;
     p->paused = true;
+    pk__pool_update_hot_locked(p);
     pk__pool_unlock(p);
     return 0;
 }
@@ -364,6 +366,7 @@ pk_pool_resume(pk_pool *p)
     if (rc)
         return rc;
     p->paused = false;
+    pk__pool_update_hot_locked(p);
     pk__pool_serve_waiters_locked(p);
     pk__pool_wake_retry_locked(p);
     pk__pool_unlock(p);
@@ -421,22 +424,23 @@ pk_pool_close(pk_pool *p, int timeout_ms)
         return PK_EINVAL;
     if (pk__pool_forked(p))
         return PK_EFORKED;
-    pk__mutex_lock(&p->lock);
+    pk__lock_acquire(&p->lock);
     p->closed = true;
     p->paused = false;
+    pk__pool_update_hot_locked(p);
     fail_waiters_locked(p);
     p->evict_gen = ++p->generation; /* every idle one retires */
     retire_idle_and_unlock(p);
     pk__pool_async_service(p); /* tickets whose slot awaits its check */
 
-    pk__mutex_lock(&p->lock);
+    pk__lock_acquire(&p->lock);
     p->close_waiters++;
     while (p->lent || p->retiring || p->creating || p->checking) {
         if (timeout_ms == 0 || pk__now_ns() >= deadline) {
             rc = PK_ETIMEDOUT;
             break;
         }
-        pk__cond_wait_until(&p->drained, &p->lock, deadline);
+        pk__cv_wait_until(&p->drained, &p->lock, deadline);
     }
     p->close_waiters--;
     pk__pool_unlock(p);
@@ -455,7 +459,7 @@ pk_pool_stats_get(pk_pool *p, pk_pool_stats *o)
     if (pk__pool_forked(p))
         return PK_EFORKED;
     memset(o, 0, sizeof *o);
-    pk__mutex_lock(&p->lock);
+    pk__lock_acquire(&p->lock);
     o->size = p->alive;
     o->idle = p->idle;
     o->lent = p->lent;
@@ -466,11 +470,12 @@ pk_pool_stats_get(pk_pool *p, pk_pool_stats *o)
     o->created = p->st_created;
     o->destroyed = p->st_destroyed;
     o->detached = p->st_detached;
-    o->acquires = p->st_acquires;
+    o->acquires = p->st_acquires + p->st_fast_acquires;
     o->timeouts = p->st_timeouts;
     o->check_failures = p->st_check_failures;
     o->create_failures = p->st_create_failures;
-    zeros = p->st_fast_acquires - p->st_fast_at_reset;
+    zeros = p->st_fast_acquires + p->st_nowait_acquires -
+            p->st_nowait_at_reset;
     pk__pool_unlock(p);
     o->wait_p50_ns = pk__hist_quantile(&p->wait_hist, 0.50, zeros);
     o->wait_p99_ns = pk__hist_quantile(&p->wait_hist, 0.99, zeros);
@@ -485,8 +490,8 @@ pk_pool_stats_reset_wait(pk_pool *p)
         return PK_EINVAL;
     if (pk__pool_forked(p))
         return PK_EFORKED;
-    pk__mutex_lock(&p->lock);
-    p->st_fast_at_reset = p->st_fast_acquires;
+    pk__lock_acquire(&p->lock);
+    p->st_nowait_at_reset = p->st_fast_acquires + p->st_nowait_acquires;
     pk__hist_clear(&p->wait_hist);
     pk__pool_unlock(p);
     return 0;

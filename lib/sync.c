@@ -146,7 +146,7 @@ cpu_relax(void)
 
 #ifdef __linux__
 static void
-futex_wait(_Atomic uint32_t *w, uint64_t deadline_ns)
+futex_wait_val(_Atomic uint32_t *w, uint32_t val, uint64_t deadline_ns)
 {
     struct timespec ts;
     struct timespec *tp = NULL;
@@ -157,13 +157,13 @@ futex_wait(_Atomic uint32_t *w, uint64_t deadline_ns)
     }
     /* Absolute CLOCK_MONOTONIC deadline: immune to early wakes. */
     syscall(SYS_futex, (uint32_t *)w, FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG,
-            PK__PARK_SLEEPING, tp, NULL, FUTEX_BITSET_MATCH_ANY);
+            val, tp, NULL, FUTEX_BITSET_MATCH_ANY);
 }
 
 static void
-futex_wake(_Atomic uint32_t *w)
+futex_wake_n(_Atomic uint32_t *w, int n)
 {
-    syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, 1,
+    syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, n,
             NULL, NULL, 0);
 }
 #else
@@ -192,20 +192,21 @@ bucket_of(void *p)
 }
 
 static void
-futex_wait(_Atomic uint32_t *w, uint64_t deadline_ns)
+futex_wait_val(_Atomic uint32_t *w, uint32_t val, uint64_t deadline_ns)
 {
     unsigned b;
     pthread_once(&buckets_once, buckets_init);
     b = bucket_of((void *)w);
     pk__mutex_lock(&buckets[b].m);
-    if (atomic_load_explicit(w, memory_order_acquire) == PK__PARK_SLEEPING)
+    if (atomic_load_explicit(w, memory_order_acquire) == val)
         pk__cond_wait_until(&buckets[b].c, &buckets[b].m, deadline_ns);
     pk__mutex_unlock(&buckets[b].m);
 }
 
 static void
-futex_wake(_Atomic uint32_t *w)
+futex_wake_n(_Atomic uint32_t *w, int n)
 {
+    (void)n;
     unsigned b;
     pthread_once(&buckets_once, buckets_init);
     b = bucket_of((void *)w);
@@ -214,6 +215,67 @@ futex_wake(_Atomic uint32_t *w)
     pk__mutex_unlock(&buckets[b].m);
 }
 #endif
+
+static void
+futex_wait(_Atomic uint32_t *w, uint64_t deadline_ns)
+{
+    futex_wait_val(w, PK__PARK_SLEEPING, deadline_ns);
+}
+
+static void
+futex_wake(_Atomic uint32_t *w)
+{
+    futex_wake_n(w, 1);
+}
+
+/* ---- the pool lock ---------------------------------------------------- */
+
+/* Spins this many times while the lock is held before sleeping: enough
+ * for a holder on the other core to finish a pool operation. */
+#define PK__LOCK_SPINS 20
+
+void
+pk__lock_slow(pk__lock *l)
+{
+    uint32_t z;
+
+    for (int i = 0; i < PK__LOCK_SPINS; i++) {
+        cpu_relax();
+        if (atomic_load_explicit(&l->v, memory_order_relaxed) == 0) {
+            z = 0;
+            if (atomic_compare_exchange_weak_explicit(
+                    &l->v, &z, 1, memory_order_acquire,
+                    memory_order_relaxed))
+                return;
+        }
+    }
+    /* Mark it contended; whoever releases a contended lock wakes one. */
+    while (atomic_exchange_explicit(&l->v, 2, memory_order_acquire) != 0)
+        futex_wait_val(&l->v, 2, UINT64_MAX);
+}
+
+void
+pk__lock_wake(pk__lock *l)
+{
+    futex_wake_n(&l->v, 1);
+}
+
+void
+pk__cv_broadcast(pk__cv *c)
+{
+    atomic_fetch_add_explicit(&c->seq, 1, memory_order_release);
+    futex_wake_n(&c->seq, INT_MAX);
+}
+
+void
+pk__cv_wait_until(pk__cv *c, pk__lock *l, uint64_t deadline_ns)
+{
+    uint32_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
+
+    pk__lock_release(l);
+    futex_wait_val(&c->seq, seq, deadline_ns);
+    pk__lock_acquire(l);
+}
 
 uint32_t
 pk__park(pk__parker *p, uint64_t deadline_ns)
@@ -270,13 +332,13 @@ pk__park_wake(pk__parker *p, uint32_t v)
  * from the process that created a pool. Relaxed: the child handler runs
  * single-threaded before the child's code, and the parent never changes
  * it. */
-static atomic_uint fork_epoch;
+_Atomic unsigned pk__fork_epoch_var;
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 
 static void
 on_fork_child(void)
 {
-    atomic_fetch_add_explicit(&fork_epoch, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&pk__fork_epoch_var, 1, memory_order_relaxed);
 }
 
 static void
@@ -289,5 +351,5 @@ unsigned
 pk__fork_epoch(void)
 {
     pthread_once(&fork_once, register_atfork);
-    return atomic_load_explicit(&fork_epoch, memory_order_relaxed);
+    return atomic_load_explicit(&pk__fork_epoch_var, memory_order_relaxed);
 }

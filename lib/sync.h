@@ -68,9 +68,79 @@ void pk__park_kick(pk__parker *p);
 /* pk__park_set, then pk__park_kick if needed. */
 void pk__park_wake(pk__parker *p, uint32_t v);
 
+/* The pool lock: a three-state futex mutex (0 free, 1 held, 2 held with
+ * sleepers; Drepper, "Futexes Are Tricky"), inline on the hot path, with
+ * a short spin before sleeping because its critical sections are tens of
+ * nanoseconds. Acquire pairs with the release in pk__lock_release. */
+typedef struct pk__lock {
+    _Atomic uint32_t v;
+} pk__lock;
+
+void pk__lock_slow(pk__lock *l);
+void pk__lock_wake(pk__lock *l);
+
+/* While the process has one thread, nobody else can see the lock: glibc
+ * says so in __libc_single_threaded (and its own mutexes skip their
+ * atomics then). It only ever goes from true to false, on the thread that
+ * calls pthread_create, so a lock taken the cheap way is released
+ * correctly the atomic way if a hook started a thread meanwhile. */
+#if defined(__has_include)
+#if __has_include(<sys/single_threaded.h>)
+#include <sys/single_threaded.h>
+#define PK__SINGLE_THREADED() (__libc_single_threaded != 0)
+#endif
+#endif
+#ifndef PK__SINGLE_THREADED
+#define PK__SINGLE_THREADED() 0
+#endif
+
+static inline void
+pk__lock_acquire(pk__lock *l)
+{
+    uint32_t z = 0;
+
+    if (PK__SINGLE_THREADED()) {
+        atomic_store_explicit(&l->v, 1, memory_order_relaxed);
+        return;
+    }
+    if (!atomic_compare_exchange_strong_explicit(
+            &l->v, &z, 1, memory_order_acquire, memory_order_relaxed))
+        pk__lock_slow(l);
+}
+
+static inline void
+pk__lock_release(pk__lock *l)
+{
+    if (PK__SINGLE_THREADED()) {
+        atomic_store_explicit(&l->v, 0, memory_order_relaxed);
+        return;
+    }
+    if (atomic_exchange_explicit(&l->v, 0, memory_order_release) == 2)
+        pk__lock_wake(l);
+}
+
+/* A condition variable for pk__lock: a sequence number futex. Waits may
+ * wake spuriously; callers loop on their predicate. */
+typedef struct pk__cv {
+    _Atomic uint32_t seq;
+} pk__cv;
+
+void pk__cv_broadcast(pk__cv *c);
+/* Called with l held; returns with l held. deadline_ns CLOCK_MONOTONIC,
+ * UINT64_MAX = none. */
+void pk__cv_wait_until(pk__cv *c, pk__lock *l, uint64_t deadline_ns);
+
 /* The process-wide fork counter: bumped by a pthread_atfork child
  * handler, the one documented global. pk__fork_epoch() also registers the
  * handler on first use. */
 unsigned pk__fork_epoch(void);
+/* The counter itself, for the hot path once pk__fork_epoch() has run. */
+extern _Atomic unsigned pk__fork_epoch_var;
+
+static inline unsigned
+pk__fork_epoch_fast(void)
+{
+    return atomic_load_explicit(&pk__fork_epoch_var, memory_order_relaxed);
+}
 
 #endif /* PK_LIB_SYNC_H */
