@@ -495,6 +495,7 @@ pk__pool_create_one(struct pk_pool *p, struct pk__waiter *self,
         record_create_failure(p, rc, &e, now);
         if (self && self->queued) {
             pk__pool_waiter_dequeue(p, self);
+            self->err = rc; /* tells an async caller it was this create */
             if (err)
                 *err = p->last_err;
         }
@@ -817,7 +818,7 @@ waiter_step(struct pk_pool *p, struct pk__waiter *w, pk_error *err)
             /* Queue for the group's budget; it may retire another key's
              * idle resource for us. No pool lock across group calls. */
             pk__pool_unlock(p);
-            pk__group_wait(p->group, p, w);
+            pk__group_steal(p->group, p);
             pk__lock_acquire(&p->lock);
             if (w->slot)
                 return 1;

@@ -59,6 +59,10 @@ pk__ticket_ready_locked(struct pk_pool *p, struct pk__waiter *w)
 {
     struct pk_pool_ticket *t = w->ticket;
 
+    /* Out of the group's budget queue first: a grant now would be lost
+     * (leave_wait gives an unused one back). Group lock is a leaf. */
+    if (w->gpool && p->group)
+        pk__group_leave_wait(p->group, w);
     if (w->slot && w->needs_check) {
         /* Checked on the helper thread, never on the event loop. The
          * check list holds a reference of its own: pk_pool_ticket_free
@@ -72,8 +76,11 @@ pk__ticket_ready_locked(struct pk_pool *p, struct pk__waiter *w)
     }
     if (w->err && !t->err.code)
         pk_error_set(&t->err, w->err, 0, NULL);
-    atomic_store_explicit(&t->state, T_READY, memory_order_release);
+    /* The notify reference first: once READY is visible, the owner may
+     * take or free the ticket without the lock, and its reference may be
+     * the last (stress_pool: a double free when READY came first). */
     push_notify(p, t);
+    atomic_store_explicit(&t->state, T_READY, memory_order_release);
 }
 
 void
@@ -221,8 +228,11 @@ pk_pool_ticket_free(pk_pool_ticket *t)
         /* Withdraw it: under the lock, it is queued, being checked, or
          * it just became ready. */
         pk__lock_acquire(&p->lock);
-        if (t->w.queued)
+        if (t->w.queued) {
             pk__pool_waiter_dequeue(p, &t->w);
+            if (t->w.gpool && p->group)
+                pk__group_leave_wait(p->group, &t->w);
+        }
         else if (atomic_load_explicit(&t->state, memory_order_relaxed) !=
                  T_READY)
             t->abandoned = true; /* being checked: the helper finishes */
@@ -236,6 +246,26 @@ pk_pool_ticket_free(pk_pool_ticket *t)
         return;
     }
     ticket_unref(t);
+}
+
+void
+pk__ticket_pin(struct pk_pool_ticket *t)
+{
+    atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
+}
+
+void
+pk__ticket_unpin(struct pk_pool_ticket *t)
+{
+    ticket_unref(t);
+}
+
+void
+pk__ticket_fail_locked(struct pk_pool *p, struct pk__waiter *w)
+{
+    w->ticket->err = p->last_err;
+    w->ticket->err.code = w->err;
+    pk__ticket_ready_locked(p, w);
 }
 
 /* Checks slots handed to tickets. Runs on the helper thread or in

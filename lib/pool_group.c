@@ -168,6 +168,14 @@ pk__group_put(struct pk_pool_group *g)
      * is set under the group lock (w cannot leave the queue meanwhile);
      * the futex kick after it touches only the address. */
     atomic_store(&w->granted, true);
+    if (w->ticket) {
+        /* A ticket's creates run on its pool's background thread. Woken
+         * under the group lock: the ticket leaves the queue (and its pool
+         * closes) only under it. The cv needs no pool lock. */
+        pk__cv_broadcast(&w->gpool->bg_cond);
+        pk__mutex_unlock(&g->lock);
+        return;
+    }
     bool kick = pk__park_set(&w->park, PK__W_RETRY);
     pk__mutex_unlock(&g->lock);
     if (kick)
@@ -213,24 +221,11 @@ retire_one_idle(struct pk_pool *victim)
 }
 
 void
-pk__group_wait(struct pk_pool_group *g, struct pk_pool *p,
-               struct pk__waiter *w)
+pk__group_steal(struct pk_pool_group *g, struct pk_pool *p)
 {
     struct pk_pool *victim;
 
     pk__mutex_lock(&g->lock);
-    if (!w->gqueued && !atomic_load(&w->granted)) {
-        w->gpool = p;
-        w->gnext = NULL;
-        w->gprev = g->tail;
-        if (g->tail)
-            g->tail->gnext = w;
-        else
-            g->head = w;
-        g->tail = w;
-        w->gqueued = true;
-        atomic_fetch_add(&g->queued, 1);
-    }
     victim = pick_victim_locked(g, p);
     if (victim)
         g->busy++;

@@ -248,6 +248,12 @@ void pk__pool_bg_stop(struct pk_pool *p);
  * it on p->notify_head. */
 void pk__ticket_ready_locked(struct pk_pool *p, struct pk__waiter *w);
 void pk__ticket_notify_list(struct pk_pool_ticket *t);
+/* Fails an async waiter (already dequeued) with w->err and the pool's
+ * last create error as detail. */
+void pk__ticket_fail_locked(struct pk_pool *p, struct pk__waiter *w);
+/* Holds a ticket's memory across a dropped lock. */
+void pk__ticket_pin(struct pk_pool_ticket *t);
+void pk__ticket_unpin(struct pk_pool_ticket *t);
 void pk__pool_async_service(struct pk_pool *p);
 void pk__pool_async_expire(struct pk_pool *p, uint64_t mono_now);
 uint64_t pk__pool_async_next_deadline_locked(struct pk_pool *p);
@@ -265,10 +271,10 @@ void pk__group_put(struct pk_pool_group *g);
 int pk__group_join(struct pk_pool_group *g, struct pk_pool *p);
 void pk__group_leave(struct pk_pool_group *g, struct pk_pool *p);
 bool pk__group_has_waiters(struct pk_pool_group *g);
-/* Queues w for a budget unit and retires another member's longest-idle
- * resource to make one. */
-void pk__group_wait(struct pk_pool_group *g, struct pk_pool *p,
-                    struct pk__waiter *w);
+/* Retires another member's longest-idle resource, making a unit for the
+ * head of the group queue (where pk__group_take_or_queue put the
+ * waiter). Takes no waiter: a ticket may be gone by the time it runs. */
+void pk__group_steal(struct pk_pool_group *g, struct pk_pool *p);
 /* Takes w out of the group queue; gives back a unit granted but unused. */
 void pk__group_leave_wait(struct pk_pool_group *g, struct pk__waiter *w);
 

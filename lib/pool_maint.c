@@ -142,14 +142,50 @@ run_check(struct pk_pool *p, struct pk__slot *s, uint64_t now)
     pk__pool_finish_retire(p, s);
 }
 
+/* The oldest async waiter: maintenance creates on its behalf, so that in
+ * a group it queues for the budget (and may make another key give up an
+ * idle resource) like a blocking acquirer. */
+static struct pk__waiter *
+first_ticket_locked(struct pk_pool *p)
+{
+    if (!p->async_waiters)
+        return NULL;
+    for (struct pk__waiter *w = p->wait_head; w; w = w->next)
+        if (w->ticket)
+            return w;
+    return NULL;
+}
+
 static void
 top_up(struct pk_pool *p)
 {
     pk__lock_acquire(&p->lock);
     while (pk__pool_creates_wanted_locked(p) > 0 &&
            pk__pool_can_create_locked(p, pk__pool_now(p))) {
-        if (pk__pool_create_one(p, NULL, NULL) != 0)
-            break;
+        struct pk__waiter *w = p->group ? first_ticket_locked(p) : NULL;
+        int rc;
+
+        /* The ticket may be served, expire or be freed by its owner while
+         * the create runs with the lock dropped: pin it, and fail it only
+         * if this create took it out of the queue (w->err). */
+        if (w) {
+            w->err = 0;
+            pk__ticket_pin(w->ticket);
+        }
+        rc = pk__pool_create_one(p, w, NULL);
+        if (w && rc < 0 && rc != PK_EAGAIN && w->err == rc)
+            pk__ticket_fail_locked(p, w); /* its create failed */
+        if (w)
+            pk__ticket_unpin(w->ticket);
+        if (rc == 0)
+            continue;
+        if (w && rc == PK_EAGAIN) {
+            /* Queued for the budget; a grant wakes this thread again. */
+            pk__pool_unlock(p);
+            pk__group_steal(p->group, p);
+            return;
+        }
+        break;
     }
     pk__pool_unlock(p);
 }
@@ -214,7 +250,8 @@ bg_main(void *arg)
             pk__cv_wait_until(&p->bg_cond, &p->lock, until);
         if (p->bg_stop)
             break;
-        bool kicked = p->bg_kick;
+        /* A group grant for a ticket wakes us without bg_kick. */
+        bool kicked = p->bg_kick || p->async_waiters;
         p->bg_kick = false;
         pk__pool_unlock(p);
         uint64_t mono = pk__now_ns();

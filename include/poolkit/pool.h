@@ -162,9 +162,15 @@ typedef struct pk_lease {
 /* Facts about a leased resource. */
 typedef struct pk_lease_info {
     uint64_t age_ns;        /* since it was created */
-    uint64_t idle_ns;       /* how long it sat idle before this lease */
+    uint64_t idle_ns;       /* how long it sat idle before this lease; 0
+                               unless a policy reads the clock (a check
+                               hook with check_after, idle_timeout,
+                               max_lifetime, check_interval,
+                               held_too_long, or a group): the hot path
+                               does not read the clock otherwise */
     unsigned long uses;     /* leases so far, this one included */
-    uint64_t generation;    /* the pool generation it was created in */
+    uint64_t generation;    /* the pool generation it was created in, or
+                               last passed a check in */
     const char *file;       /* acquire site (static string) */
     int line;
 } pk_lease_info;
@@ -329,10 +335,15 @@ PK_API int pk_pool_stats_reset_wait(pk_pool *pool);
 /* ---- groups ----------------------------------------------------------- */
 
 /* A group: keyed pools that draw on one budget of `max_total` resources.
- * Waiters are served in arrival order across keys. When the budget is
- * spent and a waiter's pool has nothing idle, the group retires the
- * longest-idle resource of another member and lets the waiter's pool
- * create one. Members are ordinary pools made with options.group set.
+ * Waiters that need a create while the budget is spent (blocking acquirers
+ * and async tickets alike) are served in arrival order across keys: a
+ * unit given back goes to the longest of them. When the budget is spent
+ * and a waiter's pool has nothing idle, the group retires the longest-idle
+ * resource of another member and lets the waiter's pool create one. A
+ * resource released to a key that has waiters of its own goes to them
+ * first, as in any pool (retiring it to serve an earlier waiter of another
+ * key would cost a destroy and a create at every alternation). Members
+ * are ordinary pools made with options.group set.
  * Returns: 0, PK_EINVAL (max_total 0), PK_ENOMEM.
  * Owner: *out returned owned (pk_pool_group_destroy). Threads: safe. */
 PK_API int pk_pool_group_create(pk_pool_group **out, size_t max_total);
