@@ -739,8 +739,11 @@ static void
 destroy_in_child(struct pk_pool *p)
 {
     for (struct pk__slot *s = p->all_slots; s; s = s->all_next) {
+        /* Not FREE or CREATING (no resource yet), nor RETIRING: its
+         * destroy hook was running in the parent at fork time, and the
+         * descriptors may already be half closed. */
         if (p->forget_in_child && s->state != PK__S_FREE &&
-            s->state != PK__S_CREATING)
+            s->state != PK__S_CREATING && s->state != PK__S_RETIRING)
             p->forget_in_child(p->user, s->res);
     }
     for (struct pk__slot *s = p->all_slots; s;) {

@@ -353,7 +353,9 @@ PK_API int pk_pool_group_create(pk_pool_group **out, size_t max_total);
 PK_API int pk_pool_group_usage(pk_pool_group *group, size_t *used,
                                size_t *max_total);
 
-/* Frees the group. Every member pool must have been destroyed first.
+/* Frees the group. Every member pool must have been destroyed first, and
+ * every lease of a member released (a late release gives its unit back
+ * to the group).
  * NULL is a no-op. Owner: takes group. Threads: exclusive. */
 PK_API void pk_pool_group_destroy(pk_pool_group *group);
 
