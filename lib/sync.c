@@ -260,21 +260,29 @@ pk__lock_wake(pk__lock *l)
     futex_wake_n(&l->v, 1);
 }
 
+/* No lost wake-up: a waiter counts itself and reads seq with the lock
+ * held; the broadcaster changed the predicate under the same lock before
+ * it bumps seq and reads `waiters` (all seq_cst). Either it sees the
+ * waiter, or the waiter read the new seq and does not sleep. */
 void
 pk__cv_broadcast(pk__cv *c)
 {
-    atomic_fetch_add_explicit(&c->seq, 1, memory_order_release);
-    futex_wake_n(&c->seq, INT_MAX);
+    atomic_fetch_add(&c->seq, 1);
+    if (atomic_load(&c->waiters))
+        futex_wake_n(&c->seq, INT_MAX);
 }
 
 void
 pk__cv_wait_until(pk__cv *c, pk__lock *l, uint64_t deadline_ns)
 {
-    uint32_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
+    uint32_t seq;
 
+    atomic_fetch_add(&c->waiters, 1);
+    seq = atomic_load(&c->seq);
     pk__lock_release(l);
     futex_wait_val(&c->seq, seq, deadline_ns);
     pk__lock_acquire(l);
+    atomic_fetch_sub(&c->waiters, 1);
 }
 
 uint32_t

@@ -123,6 +123,7 @@ pk__lock_release(pk__lock *l)
  * wake spuriously; callers loop on their predicate. */
 typedef struct pk__cv {
     _Atomic uint32_t seq;
+    _Atomic uint32_t waiters; /* a broadcast with none makes no syscall */
 } pk__cv;
 
 void pk__cv_broadcast(pk__cv *c);

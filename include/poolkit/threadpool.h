@@ -1,0 +1,120 @@
+/* poolkit/threadpool.h - a thread pool on the resource-pool core.
+ *
+ * The workers are pk_pool resources: spawning, keep-alive retirement and
+ * resizing go through the core (min_threads and max_threads are its
+ * min_size and max_size). The bounded task queue is this module's own hot
+ * path. A pool is a pk_executor too (pk_threadpool_executor), so map and
+ * the other executor algorithms run on it.
+ *
+ * Threads: every function is safe from any thread unless it says
+ * otherwise. Tasks run on worker threads named "pk-worker". */
+#ifndef POOLKIT_THREADPOOL_H
+#define POOLKIT_THREADPOOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <poolkit/error.h>
+#include <poolkit/executor.h>
+#include <poolkit/future.h>
+#include <poolkit/pool.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct pk_threadpool pk_threadpool; /* opaque */
+
+/* What submit does when the queue is full. */
+enum pk_full_policy {
+    PK_FULL_BLOCK = 0,   /* wait up to submit_timeout_ms, then PK_ETIMEDOUT */
+    PK_FULL_TRY = 1,     /* PK_EAGAIN at once */
+    PK_FULL_CALLER_RUNS = 2, /* run the task on the submitting thread */
+    PK_FULL_REJECT = 3   /* PK_EFULL at once */
+};
+
+/* Zero in any field means its default. */
+typedef struct pk_threadpool_options {
+    size_t min_threads;   /* kept even when idle; default 0 */
+    size_t max_threads;   /* default: the CPUs this process may use */
+    size_t queue_size;    /* queued tasks at most; default 65536 */
+    int full_policy;      /* enum pk_full_policy */
+    int submit_timeout_ms; /* PK_FULL_BLOCK's limit; default PK_WAIT_FOREVER
+                              (0 = default; PK_NEVER is not allowed) */
+    int keep_alive_ms;    /* an idle worker above min retires; default
+                             60000; PK_NEVER = never */
+    pk_registry *registry; /* for named tasks; borrowed, may be NULL */
+    pk_event_fn event;    /* failures nobody can read, worker events */
+    void *event_user;
+    void (*worker_init)(void *user); /* on each new worker, first */
+    void (*worker_exit)(void *user); /* on each worker, last */
+    void *user;
+} pk_threadpool_options;
+
+/* Makes a pool and starts min_threads workers.
+ * Returns: 0, PK_EINVAL (min above max, a bad policy or time), PK_ENOMEM,
+ * or the error of starting a thread.
+ * Owner: *out returned owned (pk_threadpool_destroy); opts borrowed.
+ * Threads: safe. */
+PK_API int pk_threadpool_create(pk_threadpool **out,
+                                const pk_threadpool_options *opts);
+
+/* Queues fn(arg). fut (optional) gets a future the caller releases;
+ * without it a failure reaches the event hook (fire and forget).
+ * Returns: 0, PK_EINVAL, PK_EAGAIN / PK_EFULL / PK_ETIMEDOUT (queue full,
+ * by policy), PK_ESHUTDOWN, PK_ENOMEM, PK_EFORKED.
+ * Owner: arg borrowed until the task ran. Threads: safe. */
+PK_API int pk_threadpool_submit(pk_threadpool *tp, pk_task_fn fn, void *arg,
+                                pk_future **fut);
+
+/* Queues a task of either kind (function, or registered name + bytes:
+ * copied unless PK_TASK_SHARED). Returns and owner as
+ * pk_threadpool_submit. Threads: safe. */
+PK_API int pk_threadpool_submit_task(pk_threadpool *tp, const pk_task *task,
+                                     pk_future **fut);
+
+/* Queues n tasks in one call; all or nothing (PK_EFULL/PK_EAGAIN if they
+ * do not all fit now, whatever the full policy). futs (optional) is an
+ * array of n. Returns as pk_threadpool_submit. Threads: safe. */
+PK_API int pk_threadpool_submit_many(pk_threadpool *tp, const pk_task *tasks,
+                                     size_t n, pk_future **futs);
+
+/* Changes the thread counts while the pool runs.
+ * Returns: 0, PK_EINVAL, PK_ESHUTDOWN, PK_EFORKED. Threads: safe. */
+PK_API int pk_threadpool_resize(pk_threadpool *tp, size_t min_threads,
+                                size_t max_threads);
+
+/* Stops accepting tasks; how is a pk_shutdown_how. DRAIN runs what is
+ * queued; CANCEL (and KILL: a thread cannot be killed) cancels what is
+ * queued. Waits up to timeout_ms for running tasks.
+ * Returns: 0, PK_ETIMEDOUT (tasks still running; the pool stays valid and
+ * the call may be repeated), PK_EINVAL, PK_EFORKED. Threads: safe. */
+PK_API int pk_threadpool_shutdown(pk_threadpool *tp, int how,
+                                  int timeout_ms);
+
+/* Cancels what is queued, waits for running tasks, stops the workers and
+ * frees the pool. NULL is a no-op. In a child after fork() it only frees
+ * memory. Owner: takes tp. Threads: exclusive. */
+PK_API void pk_threadpool_destroy(pk_threadpool *tp);
+
+/* An executor view of the pool, valid until pk_threadpool_destroy; its
+ * pk_executor_destroy frees only the view.
+ * Returns: 0, PK_EINVAL, PK_ENOMEM. Owner: *out returned owned.
+ * Threads: safe. */
+PK_API int pk_threadpool_executor(pk_threadpool *tp, pk_executor **out);
+
+typedef struct pk_threadpool_stats {
+    size_t threads;       /* alive workers */
+    size_t queued;        /* tasks waiting */
+    size_t running;       /* tasks running now */
+    uint64_t submitted, completed, failed, cancelled, rejected;
+} pk_threadpool_stats;
+
+/* Returns: 0, PK_EINVAL, PK_EFORKED. Threads: safe. */
+PK_API int pk_threadpool_stats_get(pk_threadpool *tp,
+                                   pk_threadpool_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* POOLKIT_THREADPOOL_H */

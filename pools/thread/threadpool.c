@@ -1,0 +1,802 @@
+/* pools/thread/threadpool.c - the thread pool: the core's pk_pool owns the
+ * workers, this file owns the task queue.
+ *
+ * Workers are pk_pool resources. An idle worker is an idle resource,
+ * parked on its own parking word; an active worker holds its own lease.
+ * To wake one, a submitter acquires an idle worker from the core (0
+ * timeout: never waits), stores the lease in the worker and wakes it.
+ * When none is idle and the core is below max, an async ticket makes the
+ * core spawn one on its helper thread; the ticket's callback hands it the
+ * lease. Keep-alive retirement is the core's idle_timeout; its destroy
+ * hook stops and joins the parked thread.
+ *
+ * The queue is a bounded ring under one lock. A worker runs tasks until
+ * the queue is empty, spins briefly, then gives its lease back and parks.
+ * No wake is lost: a submitter pushes, then reads `active`; a worker
+ * leaving decrements `active`, re-reads the queue, and after releasing
+ * itself looks once more and wakes a worker if work arrived (both sides
+ * use seq_cst, so one of them sees the other).
+ *
+ * Lifetime: the pool struct is reference counted by its handle and by
+ * each worker thread, so a worker finishing late never touches freed
+ * memory. */
+#define _GNU_SOURCE /* pthread_setname_np, sched_getaffinity */
+#include <poolkit/threadpool.h>
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "sync.h"
+
+#define PK__TP_MAGIC 0x74706f6fu
+/* Rounds a worker spins on an empty queue before it parks. */
+#define PK__TP_SPINS 2000
+
+struct tp_task {
+    pk_task task;
+    pk_future *fut;     /* the queue's reference, or NULL */
+    void *copy;         /* copied name-task bytes, freed after the run */
+};
+
+struct tp_worker {
+    struct pk_threadpool *tp;
+    pthread_t thread;
+    pk__parker park;    /* 1 = lease given, 2 = stop */
+    pk_lease lease;     /* written by the waker before the wake */
+    _Atomic bool self_exit; /* destroyed from its own thread: detach */
+};
+
+struct pk_threadpool {
+    unsigned magic;
+    unsigned fork_epoch;
+    _Atomic int refs;
+    pk_pool *workers;
+    pk_registry *registry;
+    pk_event_fn event;
+    void *event_user;
+    void (*worker_init)(void *);
+    void (*worker_exit)(void *);
+    void *user;
+    int full_policy;
+    int submit_timeout_ms;
+    _Atomic size_t max_threads; /* read unlocked by wake_one */
+
+    pk__lock qlock;
+    pk__cv not_full;           /* a slot freed */
+    pk__cv idle;               /* running reached 0 with an empty queue */
+    struct tp_task *ring;
+    size_t cap, head, count;   /* under qlock */
+    size_t running;            /* under qlock */
+    bool closed;               /* under qlock */
+    _Atomic size_t nq;         /* count, mirrored for spinning workers */
+    _Atomic size_t threads;    /* worker threads not yet exited */
+    pk__cv exited;             /* threads went down */
+
+    _Atomic size_t active;     /* workers holding their lease */
+    _Atomic size_t alive;      /* workers spawned and not yet stopped */
+    _Atomic bool growing;      /* an async ticket is out */
+
+    /* Stats, relaxed atomics. */
+    _Atomic uint64_t st_submitted, st_completed, st_failed, st_cancelled,
+        st_rejected;
+};
+
+static void tp_unref(struct pk_threadpool *tp);
+static void wake_one(struct pk_threadpool *tp);
+
+/* ---- the queue -------------------------------------------------------- */
+
+static bool
+pop_locked(struct pk_threadpool *tp, struct tp_task *out)
+{
+    if (tp->count == 0)
+        return false;
+    *out = tp->ring[tp->head];
+    tp->head = (tp->head + 1) % tp->cap;
+    tp->count--;
+    atomic_store_explicit(&tp->nq, tp->count, memory_order_relaxed);
+    tp->running++;
+    return true;
+}
+
+static void
+push_locked(struct pk_threadpool *tp, const struct tp_task *t)
+{
+    tp->ring[(tp->head + tp->count) % tp->cap] = *t;
+    tp->count++;
+    atomic_store_explicit(&tp->nq, tp->count, memory_order_relaxed);
+}
+
+static bool
+queue_nonempty(struct pk_threadpool *tp)
+{
+    bool r;
+
+    pk__lock_acquire(&tp->qlock);
+    r = tp->count > 0;
+    pk__lock_release(&tp->qlock);
+    return r;
+}
+
+static void
+run_task(struct pk_threadpool *tp, struct tp_task *t)
+{
+    int rc = pk_task_run(&t->task, tp->registry, t->fut, tp->event,
+                         tp->event_user);
+
+    if (rc == 0)
+        atomic_fetch_add_explicit(&tp->st_completed, 1, memory_order_relaxed);
+    else if (rc == PK_ECANCELED)
+        atomic_fetch_add_explicit(&tp->st_cancelled, 1, memory_order_relaxed);
+    else
+        atomic_fetch_add_explicit(&tp->st_failed, 1, memory_order_relaxed);
+    pk_future_release(t->fut);
+    pk__free(t->copy);
+}
+
+/* ---- workers ---------------------------------------------------------- */
+
+/* Runs queued tasks until the queue stays empty through a short spin. */
+static void
+drain(struct pk_threadpool *tp)
+{
+    struct tp_task t;
+    int idle_rounds = 0;
+
+    for (;;) {
+        pk__lock_acquire(&tp->qlock);
+        bool got = pop_locked(tp, &t);
+        pk__lock_release(&tp->qlock);
+        if (got) {
+            pk__cv_broadcast(&tp->not_full);
+            run_task(tp, &t);
+            pk__lock_acquire(&tp->qlock);
+            tp->running--;
+            bool quiet = tp->running == 0 && tp->count == 0;
+            pk__lock_release(&tp->qlock);
+            if (quiet)
+                pk__cv_broadcast(&tp->idle);
+            idle_rounds = 0;
+            continue;
+        }
+        /* Spin on the mirror, not the lock the submitter needs. */
+        while (atomic_load_explicit(&tp->nq, memory_order_relaxed) == 0) {
+            if (++idle_rounds > PK__TP_SPINS)
+                return;
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        }
+    }
+}
+
+/* Gives the worker's lease back; returns false if the worker must exit
+ * (the pool retired it on this very thread). */
+static bool
+go_idle(struct tp_worker *w)
+{
+    struct pk_threadpool *tp = w->tp;
+    pk_lease l = w->lease;
+
+    pk_pool_release(tp->workers, &l, PK_RELEASE_OK);
+    if (atomic_load(&w->self_exit))
+        return false;
+    /* Work that arrived while we left: make sure someone runs it. */
+    if (queue_nonempty(tp))
+        wake_one(tp);
+    return true;
+}
+
+static void *
+worker_main(void *arg)
+{
+    struct tp_worker *w = arg;
+    struct pk_threadpool *tp = w->tp;
+
+    pthread_setname_np(pthread_self(), "pk-worker");
+    if (tp->worker_init)
+        tp->worker_init(tp->user);
+    for (;;) {
+        uint32_t v = pk__park(&w->park, UINT64_MAX);
+        if (v == 2)
+            break;
+        atomic_store(&w->park.word, 0);
+        for (;;) {
+            drain(tp);
+            atomic_fetch_sub(&tp->active, 1);
+            if (!queue_nonempty(tp))
+                break;
+            atomic_fetch_add(&tp->active, 1);
+        }
+        if (!go_idle(w))
+            break;
+    }
+    if (tp->worker_exit)
+        tp->worker_exit(tp->user);
+    if (atomic_load(&w->self_exit)) {
+        pthread_detach(pthread_self());
+        pk__free(w);
+    }
+    /* pk_threadpool_destroy waits for this, so no hook runs after it. */
+    pk__lock_acquire(&tp->qlock);
+    atomic_fetch_sub(&tp->threads, 1);
+    pk__lock_release(&tp->qlock);
+    pk__cv_broadcast(&tp->exited);
+    tp_unref(tp);
+    return NULL;
+}
+
+static int
+worker_create(void *user, void **res, pk_error *err)
+{
+    struct pk_threadpool *tp = user;
+    struct tp_worker *w = pk__calloc(1, sizeof *w);
+    int rc;
+
+    if (!w)
+        return pk_error_set(err, PK_ENOMEM, ENOMEM, "no memory for a worker");
+    w->tp = tp;
+    atomic_fetch_add(&tp->refs, 1);
+    atomic_fetch_add(&tp->threads, 1);
+    rc = pthread_create(&w->thread, NULL, worker_main, w);
+    if (rc) {
+        atomic_fetch_sub(&tp->threads, 1);
+        atomic_fetch_sub(&tp->refs, 1);
+        pk__free(w);
+        return pk_error_set(err, PK_ECREATE, rc, "pthread_create: %s",
+                            strerror(rc));
+    }
+    atomic_fetch_add(&tp->alive, 1);
+    *res = w;
+    return 0;
+}
+
+static void
+worker_destroy(void *user, void *res)
+{
+    struct pk_threadpool *tp = user;
+    struct tp_worker *w = res;
+
+    atomic_fetch_sub(&tp->alive, 1);
+    if (pthread_equal(w->thread, pthread_self())) {
+        /* Retired on its own release (the pool closed or shrank while it
+         * ran): it exits and frees itself. */
+        atomic_store(&w->self_exit, true);
+        return;
+    }
+    pk__park_wake(&w->park, 2);
+    pthread_join(w->thread, NULL);
+    pk__free(w);
+}
+
+/* ---- waking ----------------------------------------------------------- */
+
+static void
+give(struct pk_threadpool *tp, pk_lease *l)
+{
+    struct tp_worker *w = l->resource;
+
+    w->lease = *l;
+    atomic_fetch_add(&tp->active, 1);
+    pk__park_wake(&w->park, 1);
+}
+
+static void
+on_new_worker(void *arg, pk_pool_ticket *t)
+{
+    struct pk_threadpool *tp = arg;
+    pk_lease l;
+
+    if (pk_pool_ticket_take(t, &l, NULL) == 0)
+        give(tp, &l);
+    atomic_store(&tp->growing, false);
+}
+
+static void
+wake_one(struct pk_threadpool *tp)
+{
+    pk_pool_ticket *t;
+    pk_lease l;
+    int ready = 0;
+
+    if (pk_pool_acquire(tp->workers, &l, 0, NULL) == 0) {
+        give(tp, &l);
+        return;
+    }
+    if (atomic_load(&tp->alive) >= atomic_load(&tp->max_threads) ||
+        atomic_exchange(&tp->growing, true))
+        return;
+    if (pk_pool_acquire_async(tp->workers, &t, PK_WAIT_FOREVER, on_new_worker,
+                              tp, &ready) != 0) {
+        atomic_store(&tp->growing, false);
+        return;
+    }
+    if (ready)
+        on_new_worker(tp, t);
+}
+
+/* Wakes a worker if fewer are active than tasks are queued. */
+static void
+maybe_wake(struct pk_threadpool *tp, size_t queued)
+{
+    if (atomic_load(&tp->active) < queued)
+        wake_one(tp);
+}
+
+/* ---- create / destroy ------------------------------------------------- */
+
+static size_t
+cpu_count(void)
+{
+    cpu_set_t set;
+
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+        return (size_t)CPU_COUNT(&set);
+    return 2;
+}
+
+static int
+check_options(const pk_threadpool_options *o)
+{
+    if (o->full_policy < PK_FULL_BLOCK || o->full_policy > PK_FULL_REJECT)
+        return PK_EINVAL;
+    if (o->submit_timeout_ms < 0 && o->submit_timeout_ms != PK_WAIT_FOREVER)
+        return PK_EINVAL;
+    if (o->keep_alive_ms < 0 && o->keep_alive_ms != PK_NEVER)
+        return PK_EINVAL;
+    if (o->max_threads && o->min_threads > o->max_threads)
+        return PK_EINVAL;
+    return 0;
+}
+
+static int
+start_workers(struct pk_threadpool *tp, const pk_threadpool_options *o)
+{
+    pk_pool_options po;
+
+    pk_pool_options_init(&po);
+    po.create = worker_create;
+    po.destroy = worker_destroy;
+    po.user = tp;
+    po.min_size = o->min_threads;
+    po.max_size = tp->max_threads;
+    po.max_creating = 1;
+    po.idle_timeout_ms = o->keep_alive_ms ? o->keep_alive_ms : 60000;
+    po.flags = PK_POOL_NO_GENERATION_BUMP;
+    po.event = o->event;
+    po.event_user = o->event_user;
+    return pk_pool_create(&tp->workers, &po);
+}
+
+int
+pk_threadpool_create(pk_threadpool **out, const pk_threadpool_options *opts)
+{
+    pk_threadpool_options defaults = { 0 };
+    struct pk_threadpool *tp;
+    int rc;
+
+    if (!out)
+        return PK_EINVAL;
+    *out = NULL;
+    if (!opts)
+        opts = &defaults;
+    rc = check_options(opts);
+    if (rc)
+        return rc;
+    tp = pk__calloc(1, sizeof *tp);
+    if (!tp)
+        return PK_ENOMEM;
+    tp->cap = opts->queue_size ? opts->queue_size : 65536;
+    tp->ring = pk__calloc(tp->cap, sizeof *tp->ring);
+    if (!tp->ring) {
+        pk__free(tp);
+        return PK_ENOMEM;
+    }
+    atomic_init(&tp->refs, 1);
+    tp->fork_epoch = pk__fork_epoch();
+    tp->registry = opts->registry;
+    tp->event = opts->event;
+    tp->event_user = opts->event_user;
+    tp->worker_init = opts->worker_init;
+    tp->worker_exit = opts->worker_exit;
+    tp->user = opts->user;
+    tp->full_policy = opts->full_policy;
+    tp->submit_timeout_ms = opts->submit_timeout_ms ? opts->submit_timeout_ms
+                                                    : PK_WAIT_FOREVER;
+    tp->max_threads = opts->max_threads ? opts->max_threads : cpu_count();
+    if (opts->min_threads > tp->max_threads) {
+        pk__free(tp->ring);
+        pk__free(tp);
+        return PK_EINVAL;
+    }
+    rc = start_workers(tp, opts);
+    if (rc) {
+        pk__free(tp->ring);
+        pk__free(tp);
+        return rc;
+    }
+    tp->magic = PK__TP_MAGIC;
+    *out = tp;
+    return 0;
+}
+
+static void
+tp_unref(struct pk_threadpool *tp)
+{
+    if (atomic_fetch_sub(&tp->refs, 1) != 1)
+        return;
+    pk__free(tp->ring);
+    pk__free(tp);
+}
+
+void
+pk_threadpool_destroy(pk_threadpool *tp)
+{
+    if (!tp || tp->magic != PK__TP_MAGIC)
+        return;
+    if (tp->fork_epoch != pk__fork_epoch()) {
+        /* In a child: the workers do not exist here; free memory only. */
+        pk_pool_destroy(tp->workers);
+        tp->magic = 0;
+        pk__free(tp->ring);
+        pk__free(tp);
+        return;
+    }
+    pk_threadpool_shutdown(tp, PK_SHUTDOWN_CANCEL, PK_WAIT_FOREVER);
+    pk_pool_destroy(tp->workers);
+    pk__lock_acquire(&tp->qlock);
+    while (atomic_load(&tp->threads) > 0)
+        pk__cv_wait_until(&tp->exited, &tp->qlock, UINT64_MAX);
+    pk__lock_release(&tp->qlock);
+    tp->magic = 0;
+    tp_unref(tp);
+}
+
+/* ---- submit ----------------------------------------------------------- */
+
+static int
+validate(struct pk_threadpool *tp)
+{
+    if (!tp || tp->magic != PK__TP_MAGIC)
+        return PK_EINVAL;
+    if (tp->fork_epoch != pk__fork_epoch())
+        return PK_EFORKED;
+    return 0;
+}
+
+static int
+task_ok(const pk_task *t)
+{
+    if (!t || (t->fn == NULL) == (t->name == NULL))
+        return PK_EINVAL;
+    if (t->name && t->len && !t->data)
+        return PK_EINVAL;
+    return 0;
+}
+
+/* Builds a queue record: a future (if asked) and a copy of the bytes. */
+static int
+prepare(const pk_task *task, pk_future **fut, struct tp_task *out,
+        struct pk_threadpool *tp)
+{
+    memset(out, 0, sizeof *out);
+    out->task = *task;
+    if (task->name && task->len && !(task->flags & PK_TASK_SHARED)) {
+        out->copy = pk__alloc(task->len);
+        if (!out->copy)
+            return PK_ENOMEM;
+        memcpy(out->copy, task->data, task->len);
+        out->task.data = out->copy;
+    }
+    if (fut) {
+        int rc = pk_future_create(&out->fut, tp->event, tp->event_user);
+        if (rc) {
+            pk__free(out->copy);
+            return rc;
+        }
+        *fut = pk_future_ref(out->fut);
+    }
+    return 0;
+}
+
+static void
+unprepare(struct tp_task *t, pk_future **fut)
+{
+    if (fut && *fut) {
+        pk_future_release(*fut);
+        *fut = NULL;
+    }
+    pk_future_release(t->fut);
+    pk__free(t->copy);
+}
+
+/* Waits for room (PK_FULL_BLOCK). Lock held on entry and return. */
+static int
+wait_for_room(struct pk_threadpool *tp, size_t need)
+{
+    uint64_t deadline;
+
+    if (pk__deadline(tp->submit_timeout_ms, &deadline))
+        return PK_EINVAL;
+    while (!tp->closed && tp->cap - tp->count < need) {
+        if (pk__now_ns() >= deadline)
+            return PK_ETIMEDOUT;
+        pk__cv_wait_until(&tp->not_full, &tp->qlock, deadline);
+    }
+    return tp->closed ? PK_ESHUTDOWN : 0;
+}
+
+static int
+full_locked(struct pk_threadpool *tp, size_t need, bool *caller_runs)
+{
+    *caller_runs = false;
+    switch (tp->full_policy) {
+    case PK_FULL_BLOCK:
+        return wait_for_room(tp, need);
+    case PK_FULL_TRY:
+        return PK_EAGAIN;
+    case PK_FULL_CALLER_RUNS:
+        *caller_runs = true;
+        return 0;
+    default:
+        return PK_EFULL;
+    }
+}
+
+static int
+enqueue(struct pk_threadpool *tp, struct tp_task *t)
+{
+    bool caller_runs = false;
+    size_t queued;
+    int rc = 0;
+
+    pk__lock_acquire(&tp->qlock);
+    if (tp->closed)
+        rc = PK_ESHUTDOWN;
+    else if (tp->count == tp->cap)
+        rc = full_locked(tp, 1, &caller_runs);
+    if (rc == 0 && !caller_runs)
+        push_locked(tp, t);
+    queued = tp->count;
+    pk__lock_release(&tp->qlock);
+    if (rc) {
+        atomic_fetch_add_explicit(&tp->st_rejected, 1, memory_order_relaxed);
+        return rc;
+    }
+    atomic_fetch_add_explicit(&tp->st_submitted, 1, memory_order_relaxed);
+    if (caller_runs)
+        run_task(tp, t);
+    else
+        maybe_wake(tp, queued);
+    return 0;
+}
+
+int
+pk_threadpool_submit_task(pk_threadpool *tp, const pk_task *task,
+                          pk_future **fut)
+{
+    struct tp_task t;
+    int rc = validate(tp);
+
+    if (rc == 0)
+        rc = task_ok(task);
+    if (rc)
+        return rc;
+    if (fut)
+        *fut = NULL;
+    rc = prepare(task, fut, &t, tp);
+    if (rc)
+        return rc;
+    rc = enqueue(tp, &t);
+    if (rc)
+        unprepare(&t, fut);
+    return rc;
+}
+
+int
+pk_threadpool_submit(pk_threadpool *tp, pk_task_fn fn, void *arg,
+                     pk_future **fut)
+{
+    pk_task t = { .fn = fn, .arg = arg };
+
+    return pk_threadpool_submit_task(tp, &t, fut);
+}
+
+int
+pk_threadpool_submit_many(pk_threadpool *tp, const pk_task *tasks, size_t n,
+                          pk_future **futs)
+{
+    struct tp_task *recs;
+    size_t i, queued;
+    int rc = validate(tp);
+
+    if (rc == 0 && (!tasks || n == 0))
+        rc = PK_EINVAL;
+    for (i = 0; rc == 0 && i < n; i++)
+        rc = task_ok(&tasks[i]);
+    if (rc)
+        return rc;
+    recs = pk__alloc(n * sizeof *recs);
+    if (!recs)
+        return PK_ENOMEM;
+    for (i = 0; i < n; i++) {
+        if (futs)
+            futs[i] = NULL;
+        rc = prepare(&tasks[i], futs ? &futs[i] : NULL, &recs[i], tp);
+        if (rc)
+            break;
+    }
+    if (rc == 0) {
+        pk__lock_acquire(&tp->qlock);
+        if (tp->closed)
+            rc = PK_ESHUTDOWN;
+        else if (tp->cap - tp->count < n)
+            rc = tp->full_policy == PK_FULL_TRY ? PK_EAGAIN : PK_EFULL;
+        for (size_t k = 0; rc == 0 && k < n; k++)
+            push_locked(tp, &recs[k]);
+        queued = tp->count;
+        pk__lock_release(&tp->qlock);
+    }
+    if (rc) {
+        for (size_t k = 0; k < i; k++)
+            unprepare(&recs[k], futs ? &futs[k] : NULL);
+        atomic_fetch_add_explicit(&tp->st_rejected, n, memory_order_relaxed);
+        pk__free(recs);
+        return rc;
+    }
+    pk__free(recs);
+    atomic_fetch_add_explicit(&tp->st_submitted, n, memory_order_relaxed);
+    for (size_t k = 0; k < n && atomic_load(&tp->active) < queued; k++)
+        wake_one(tp);
+    return 0;
+}
+
+/* ---- sizing, shutdown, stats ------------------------------------------ */
+
+int
+pk_threadpool_resize(pk_threadpool *tp, size_t min_threads,
+                     size_t max_threads)
+{
+    int rc = validate(tp);
+
+    if (rc)
+        return rc;
+    if (max_threads == 0 || min_threads > max_threads)
+        return PK_EINVAL;
+    atomic_store(&tp->max_threads, max_threads);
+    rc = pk_pool_resize(tp->workers, min_threads, 0, max_threads);
+    if (rc == 0 && queue_nonempty(tp))
+        wake_one(tp);
+    return rc;
+}
+
+static void
+cancel_queued(struct pk_threadpool *tp)
+{
+    struct tp_task t;
+
+    for (;;) {
+        pk__lock_acquire(&tp->qlock);
+        bool got = pop_locked(tp, &t);
+        if (got)
+            tp->running--; /* it never runs */
+        pk__lock_release(&tp->qlock);
+        if (!got)
+            break;
+        if (t.fut)
+            pk_future_cancel(t.fut);
+        atomic_fetch_add_explicit(&tp->st_cancelled, 1, memory_order_relaxed);
+        pk_future_release(t.fut);
+        pk__free(t.copy);
+    }
+    pk__cv_broadcast(&tp->not_full);
+}
+
+int
+pk_threadpool_shutdown(pk_threadpool *tp, int how, int timeout_ms)
+{
+    uint64_t deadline;
+    int rc = validate(tp);
+
+    if (rc)
+        return rc;
+    if (how < PK_SHUTDOWN_DRAIN || how > PK_SHUTDOWN_KILL ||
+        pk__deadline(timeout_ms, &deadline))
+        return PK_EINVAL;
+    pk__lock_acquire(&tp->qlock);
+    tp->closed = true;
+    pk__lock_release(&tp->qlock);
+    pk__cv_broadcast(&tp->not_full);
+    if (how != PK_SHUTDOWN_DRAIN)
+        cancel_queued(tp);
+    else if (queue_nonempty(tp))
+        wake_one(tp);
+    /* Woken by the last task's completion (drain broadcasts `idle`). */
+    pk__lock_acquire(&tp->qlock);
+    while (tp->count || tp->running) {
+        if (pk__now_ns() >= deadline) {
+            rc = PK_ETIMEDOUT;
+            break;
+        }
+        pk__cv_wait_until(&tp->idle, &tp->qlock, deadline);
+    }
+    pk__lock_release(&tp->qlock);
+    return rc;
+}
+
+int
+pk_threadpool_stats_get(pk_threadpool *tp, pk_threadpool_stats *o)
+{
+    int rc = validate(tp);
+
+    if (rc == 0 && !o)
+        rc = PK_EINVAL;
+    if (rc)
+        return rc;
+    memset(o, 0, sizeof *o);
+    pk__lock_acquire(&tp->qlock);
+    o->queued = tp->count;
+    o->running = tp->running;
+    pk__lock_release(&tp->qlock);
+    o->threads = atomic_load(&tp->alive);
+    o->submitted = atomic_load(&tp->st_submitted);
+    o->completed = atomic_load(&tp->st_completed);
+    o->failed = atomic_load(&tp->st_failed);
+    o->cancelled = atomic_load(&tp->st_cancelled);
+    o->rejected = atomic_load(&tp->st_rejected);
+    return 0;
+}
+
+/* ---- the executor view ------------------------------------------------ */
+
+static int
+ex_submit(void *impl, const pk_task *task, pk_future **fut)
+{
+    return pk_threadpool_submit_task(impl, task, fut);
+}
+
+static int
+ex_submit_many(void *impl, const pk_task *tasks, size_t n, pk_future **futs)
+{
+    return pk_threadpool_submit_many(impl, tasks, n, futs);
+}
+
+static int
+ex_capacity(void *impl, size_t *out)
+{
+    struct pk_threadpool *tp = impl;
+    int rc = 0;
+
+    pk__lock_acquire(&tp->qlock);
+    if (tp->closed)
+        rc = PK_ESHUTDOWN;
+    else
+        *out = tp->cap - tp->count;
+    pk__lock_release(&tp->qlock);
+    return rc;
+}
+
+static int
+ex_shutdown(void *impl, int how, int timeout_ms)
+{
+    return pk_threadpool_shutdown(impl, how, timeout_ms);
+}
+
+int
+pk_threadpool_executor(pk_threadpool *tp, pk_executor **out)
+{
+    static const pk_executor_ops ops = {
+        ex_submit, ex_submit_many, ex_capacity, ex_shutdown, NULL
+    };
+    int rc = validate(tp);
+
+    if (rc == 0 && !out)
+        rc = PK_EINVAL;
+    if (rc)
+        return rc;
+    return pk_executor_create(out, &ops, tp);
+}

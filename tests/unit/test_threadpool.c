@@ -1,0 +1,520 @@
+/* tests/unit/test_threadpool.c - the thread pool: results, both kinds of
+ * task, full-queue policies, shutdown, bad input, and many submitters. */
+#define _GNU_SOURCE /* glob-free /proc reading helpers use POSIX only */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <poolkit/threadpool.h>
+
+#include <dirent.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static int
+square(void *arg, pk_future *self, pk_result *out, pk_error *err)
+{
+    (void)self;
+    (void)err;
+    out->value = (void *)((uintptr_t)arg * (uintptr_t)arg);
+    return 0;
+}
+
+static int
+fail_task(void *arg, pk_future *self, pk_result *out, pk_error *err)
+{
+    (void)arg;
+    (void)self;
+    (void)out;
+    return pk_error_set(err, PK_ETASK, 7, "task says no");
+}
+
+static _Atomic int counter;
+
+static int
+count_task(void *arg, pk_future *self, pk_result *out, pk_error *err)
+{
+    (void)arg;
+    (void)self;
+    (void)out;
+    (void)err;
+    atomic_fetch_add(&counter, 1);
+    return 0;
+}
+
+/* A gate the test opens: tasks block on it. */
+static pthread_mutex_t gate_m = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_c = PTHREAD_COND_INITIALIZER;
+static int gate_open;
+static _Atomic int gate_waiting;
+
+static int
+gated_task(void *arg, pk_future *self, pk_result *out, pk_error *err)
+{
+    (void)arg;
+    (void)self;
+    (void)out;
+    (void)err;
+    pthread_mutex_lock(&gate_m);
+    atomic_fetch_add(&gate_waiting, 1);
+    while (!gate_open)
+        pthread_cond_wait(&gate_c, &gate_m);
+    pthread_mutex_unlock(&gate_m);
+    return 0;
+}
+
+static void
+gate_set(int open)
+{
+    pthread_mutex_lock(&gate_m);
+    gate_open = open;
+    pthread_cond_broadcast(&gate_c);
+    pthread_mutex_unlock(&gate_m);
+}
+
+static void
+wait_gate_waiting(int n)
+{
+    for (int i = 0; i < 5000 && atomic_load(&gate_waiting) < n; i++) {
+        struct timespec ts = { 0, 1000000 };
+        nanosleep(&ts, NULL);
+    }
+}
+
+static int
+setup(void **state)
+{
+    (void)state;
+    atomic_store(&counter, 0);
+    atomic_store(&gate_waiting, 0);
+    gate_set(0);
+    return 0;
+}
+
+static void
+test_submit_returns_results_through_futures(void **state)
+{
+    pk_threadpool *tp;
+    pk_future *f[100];
+    pk_threadpool_options o = { .max_threads = 2 };
+
+    (void)state;
+    assert_int_equal(pk_threadpool_create(&tp, &o), 0);
+    for (uintptr_t i = 0; i < 100; i++)
+        assert_int_equal(pk_threadpool_submit(tp, square, (void *)i, &f[i]),
+                         0);
+    assert_int_equal(pk_future_wait_all(f, 100, 10000), 0);
+    for (uintptr_t i = 0; i < 100; i++) {
+        pk_result r;
+        assert_int_equal(pk_future_result(f[i], &r), 0);
+        assert_int_equal((uintptr_t)r.value, i * i);
+        pk_future_release(f[i]);
+    }
+    pk_threadpool_destroy(tp);
+}
+
+static int
+named_sum(const void *data, size_t len, pk_future *self, pk_result *out,
+          pk_error *err)
+{
+    const unsigned char *b = data;
+    uintptr_t s = 0;
+
+    (void)self;
+    (void)err;
+    for (size_t i = 0; i < len; i++)
+        s += b[i];
+    out->value = (void *)s;
+    return 0;
+}
+
+static void
+test_named_task_runs_on_a_copy_of_its_bytes(void **state)
+{
+    pk_registry *reg;
+    pk_threadpool *tp;
+    pk_future *f;
+    pk_result r;
+    unsigned char bytes[4] = { 1, 2, 3, 4 };
+    pk_task t = { .name = "sum", .data = bytes, .len = sizeof bytes };
+
+    (void)state;
+    assert_int_equal(pk_registry_create(&reg), 0);
+    assert_int_equal(pk_registry_register(reg, "sum", named_sum), 0);
+    pk_threadpool_options o = { .max_threads = 2, .registry = reg };
+    assert_int_equal(pk_threadpool_create(&tp, &o), 0);
+    gate_set(0);
+    assert_int_equal(pk_threadpool_submit_task(tp, &t, &f), 0);
+    memset(bytes, 0, sizeof bytes); /* the pool copied them */
+    assert_int_equal(pk_future_wait(f, 10000), 0);
+    assert_int_equal(pk_future_result(f, &r), 0);
+    assert_int_equal((uintptr_t)r.value, 10);
+    pk_future_release(f);
+    pk_threadpool_destroy(tp);
+    pk_registry_destroy(reg);
+}
+
+static _Atomic int unread_events;
+
+static void
+on_event(void *user, const pk_event *ev)
+{
+    (void)user;
+    if (ev->kind == PK_EVENT_FUTURE_UNREAD)
+        atomic_fetch_add(&unread_events, 1);
+}
+
+static void
+test_fire_and_forget_failure_reaches_event_hook(void **state)
+{
+    pk_threadpool *tp;
+    pk_threadpool_options o = { .max_threads = 1, .event = on_event };
+
+    (void)state;
+    atomic_store(&unread_events, 0);
+    assert_int_equal(pk_threadpool_create(&tp, &o), 0);
+    assert_int_equal(pk_threadpool_submit(tp, fail_task, NULL, NULL), 0);
+    assert_int_equal(pk_threadpool_shutdown(tp, PK_SHUTDOWN_DRAIN, 10000), 0);
+    assert_int_equal(atomic_load(&unread_events), 1);
+    pk_threadpool_destroy(tp);
+}
+
+static void
+test_failed_task_reports_its_error(void **state)
+{
+    pk_threadpool *tp;
+    pk_future *f;
+    pk_error e;
+
+    (void)state;
+    assert_int_equal(pk_threadpool_create(&tp, NULL), 0);
+    assert_int_equal(pk_threadpool_submit(tp, fail_task, NULL, &f), 0);
+    assert_int_equal(pk_future_wait(f, 10000), 0);
+    assert_int_equal(pk_future_result(f, NULL), PK_ETASK);
+    assert_int_equal(pk_future_error(f, &e), 0);
+    assert_string_equal(e.msg, "task says no");
+    pk_future_release(f);
+    pk_threadpool_destroy(tp);
+}
+
+/* A pool of one worker and a queue of 2: the worker blocks on the gate,
+ * two tasks fill the queue, the next meets the full policy. */
+static pk_threadpool *
+full_pool(int policy, int timeout_ms)
+{
+    pk_threadpool *tp;
+    pk_threadpool_options o = { .max_threads = 1, .queue_size = 2,
+                                .full_policy = policy,
+                                .submit_timeout_ms = timeout_ms };
+
+    assert_int_equal(pk_threadpool_create(&tp, &o), 0);
+    assert_int_equal(pk_threadpool_submit(tp, gated_task, NULL, NULL), 0);
+    wait_gate_waiting(1);
+    assert_int_equal(atomic_load(&gate_waiting), 1);
+    assert_int_equal(pk_threadpool_submit(tp, count_task, NULL, NULL), 0);
+    assert_int_equal(pk_threadpool_submit(tp, count_task, NULL, NULL), 0);
+    return tp;
+}
+
+static void
+release_full_pool(pk_threadpool *tp)
+{
+    gate_set(1);
+    assert_int_equal(pk_threadpool_shutdown(tp, PK_SHUTDOWN_DRAIN, 10000), 0);
+    pk_threadpool_destroy(tp);
+}
+
+static void
+test_full_queue_policies(void **state)
+{
+    pk_threadpool *tp;
+    pk_threadpool_stats st;
+    struct timespec t0, t1;
+
+    (void)state;
+    tp = full_pool(PK_FULL_TRY, 0);
+    assert_int_equal(pk_threadpool_submit(tp, count_task, NULL, NULL),
+                     PK_EAGAIN);
+    release_full_pool(tp);
+    assert_int_equal(atomic_load(&counter), 2);
+
+    atomic_store(&counter, 0);
+    gate_set(0);
+    atomic_store(&gate_waiting, 0);
+    tp = full_pool(PK_FULL_REJECT, 0);
+    assert_int_equal(pk_threadpool_submit(tp, count_task, NULL, NULL),
+                     PK_EFULL);
+    assert_int_equal(pk_threadpool_stats_get(tp, &st), 0);
+    assert_int_equal(st.rejected, 1);
+    release_full_pool(tp);
+
+    atomic_store(&counter, 0);
+    gate_set(0);
+    atomic_store(&gate_waiting, 0);
+    tp = full_pool(PK_FULL_CALLER_RUNS, 0);
+    assert_int_equal(pk_threadpool_submit(tp, count_task, NULL, NULL), 0);
+    assert_int_equal(atomic_load(&counter), 1); /* ran here, at once */
+    release_full_pool(tp);
+
+    gate_set(0);
+    atomic_store(&gate_waiting, 0);
+    tp = full_pool(PK_FULL_BLOCK, 50);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(pk_threadpool_submit(tp, count_task, NULL, NULL),
+                     PK_ETIMEDOUT);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_true((t1.tv_sec - t0.tv_sec) * 1000000000L +
+                    (t1.tv_nsec - t0.tv_nsec) >= 50000000L);
+    release_full_pool(tp);
+}
+
+static void
+test_shutdown_cancel_cancels_queued_and_waits_for_running(void **state)
+{
+    pk_threadpool *tp;
+    pk_future *running, *queued;
+    pk_threadpool_options o = { .max_threads = 1 };
+
+    (void)state;
+    assert_int_equal(pk_threadpool_create(&tp, &o), 0);
+    assert_int_equal(pk_threadpool_submit(tp, gated_task, NULL, &running), 0);
+    wait_gate_waiting(1);
+    assert_int_equal(pk_threadpool_submit(tp, count_task, NULL, &queued), 0);
+    /* The running task outlives the deadline: PK_ETIMEDOUT, pool valid. */
+    assert_int_equal(pk_threadpool_shutdown(tp, PK_SHUTDOWN_CANCEL, 20),
+                     PK_ETIMEDOUT);
+    assert_int_equal(pk_future_state_get(queued), PK_FUTURE_CANCELLED);
+    assert_int_equal(pk_threadpool_submit(tp, count_task, NULL, NULL),
+                     PK_ESHUTDOWN);
+    gate_set(1);
+    assert_int_equal(pk_threadpool_shutdown(tp, PK_SHUTDOWN_CANCEL, 10000),
+                     0);
+    assert_int_equal(pk_future_state_get(running), PK_FUTURE_DONE);
+    assert_int_equal(atomic_load(&counter), 0);
+    pk_future_release(running);
+    pk_future_release(queued);
+    pk_threadpool_destroy(tp);
+}
+
+static void
+test_shutdown_drain_runs_everything_queued(void **state)
+{
+    pk_threadpool *tp;
+    pk_threadpool_stats st;
+    pk_task tasks[500];
+
+    (void)state;
+    assert_int_equal(pk_threadpool_create(&tp, NULL), 0);
+    for (int i = 0; i < 500; i++)
+        tasks[i] = (pk_task){ .fn = count_task };
+    assert_int_equal(pk_threadpool_submit_many(tp, tasks, 500, NULL), 0);
+    assert_int_equal(pk_threadpool_shutdown(tp, PK_SHUTDOWN_DRAIN, 10000), 0);
+    assert_int_equal(atomic_load(&counter), 500);
+    assert_int_equal(pk_threadpool_stats_get(tp, &st), 0);
+    assert_int_equal(st.submitted, 500);
+    assert_int_equal(st.completed, 500);
+    assert_int_equal(st.queued, 0);
+    assert_int_equal(st.running, 0);
+    pk_threadpool_destroy(tp);
+}
+
+static void
+test_submit_many_is_all_or_nothing(void **state)
+{
+    pk_threadpool *tp;
+    pk_task tasks[3] = { { .fn = count_task }, { .fn = count_task },
+                         { .fn = count_task } };
+    pk_future *f[3];
+    pk_threadpool_options o = { .max_threads = 1, .queue_size = 2,
+                                .full_policy = PK_FULL_REJECT };
+
+    (void)state;
+    assert_int_equal(pk_threadpool_create(&tp, &o), 0);
+    assert_int_equal(pk_threadpool_submit(tp, gated_task, NULL, NULL), 0);
+    wait_gate_waiting(1);
+    assert_int_equal(pk_threadpool_submit_many(tp, tasks, 3, f), PK_EFULL);
+    for (int i = 0; i < 3; i++)
+        assert_null(f[i]);
+    assert_int_equal(pk_threadpool_submit_many(tp, tasks, 2, f), 0);
+    gate_set(1);
+    assert_int_equal(pk_future_wait_all(f, 2, 10000), 0);
+    assert_int_equal(atomic_load(&counter), 2);
+    pk_future_release(f[0]);
+    pk_future_release(f[1]);
+    pk_threadpool_destroy(tp);
+}
+
+static void
+test_worker_threads_are_named(void **state)
+{
+    pk_threadpool *tp;
+    pk_future *f;
+    DIR *d;
+    struct dirent *e;
+    int named = 0;
+    pk_threadpool_options o = { .max_threads = 1 };
+
+    (void)state;
+    assert_int_equal(pk_threadpool_create(&tp, &o), 0);
+    assert_int_equal(pk_threadpool_submit(tp, gated_task, NULL, &f), 0);
+    wait_gate_waiting(1);
+    d = opendir("/proc/self/task");
+    assert_non_null(d);
+    while ((e = readdir(d))) {
+        char path[300], comm[64] = "";
+        FILE *fp;
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        fp = fopen(path, "r");
+        if (!fp)
+            continue;
+        if (fgets(comm, sizeof comm, fp) && strncmp(comm, "pk-worker", 9) == 0)
+            named++;
+        fclose(fp);
+    }
+    closedir(d);
+    assert_true(named >= 1);
+    gate_set(1);
+    assert_int_equal(pk_future_wait(f, 10000), 0);
+    pk_future_release(f);
+    pk_threadpool_destroy(tp);
+}
+
+static void
+test_bad_input_returns_einval(void **state)
+{
+    pk_threadpool *tp;
+    pk_threadpool_stats st;
+    pk_executor *ex;
+    pk_task bad = { 0 };
+    pk_threadpool_options o = { .min_threads = 3, .max_threads = 2 };
+
+    (void)state;
+    assert_int_equal(pk_threadpool_create(NULL, NULL), PK_EINVAL);
+    assert_int_equal(pk_threadpool_create(&tp, &o), PK_EINVAL);
+    o = (pk_threadpool_options){ .full_policy = 9 };
+    assert_int_equal(pk_threadpool_create(&tp, &o), PK_EINVAL);
+    o = (pk_threadpool_options){ .keep_alive_ms = -5 };
+    assert_int_equal(pk_threadpool_create(&tp, &o), PK_EINVAL);
+    assert_int_equal(pk_threadpool_submit(NULL, count_task, NULL, NULL),
+                     PK_EINVAL);
+    assert_int_equal(pk_threadpool_stats_get(NULL, &st), PK_EINVAL);
+    assert_int_equal(pk_threadpool_shutdown(NULL, 0, 0), PK_EINVAL);
+    assert_int_equal(pk_threadpool_executor(NULL, &ex), PK_EINVAL);
+    pk_threadpool_destroy(NULL);
+    assert_int_equal(pk_threadpool_create(&tp, NULL), 0);
+    assert_int_equal(pk_threadpool_submit(tp, NULL, NULL, NULL), PK_EINVAL);
+    assert_int_equal(pk_threadpool_submit_task(tp, &bad, NULL), PK_EINVAL);
+    assert_int_equal(pk_threadpool_submit_many(tp, NULL, 3, NULL), PK_EINVAL);
+    assert_int_equal(pk_threadpool_resize(tp, 3, 2), PK_EINVAL);
+    assert_int_equal(pk_threadpool_shutdown(tp, 7, 0), PK_EINVAL);
+    assert_int_equal(pk_threadpool_shutdown(tp, 0, -5), PK_EINVAL);
+    assert_int_equal(pk_threadpool_stats_get(tp, NULL), PK_EINVAL);
+    pk_threadpool_destroy(tp);
+}
+
+static void
+test_executor_view_runs_tasks(void **state)
+{
+    pk_threadpool *tp;
+    pk_executor *ex;
+    pk_future *f;
+    pk_result r;
+    pk_task t = { .fn = square, .arg = (void *)9 };
+
+    (void)state;
+    assert_int_equal(pk_threadpool_create(&tp, NULL), 0);
+    assert_int_equal(pk_threadpool_executor(tp, &ex), 0);
+    assert_int_equal(pk_executor_submit(ex, &t, &f), 0);
+    assert_int_equal(pk_future_wait(f, 10000), 0);
+    assert_int_equal(pk_future_result(f, &r), 0);
+    assert_int_equal((uintptr_t)r.value, 81);
+    pk_future_release(f);
+    pk_executor_destroy(ex);
+    pk_threadpool_destroy(tp);
+}
+
+/* Many submitters, resizes and waits at once: nothing lost, counts add
+ * up. Workers record nothing; the main thread checks after joining. */
+struct sub_arg {
+    pk_threadpool *tp;
+    int n;
+    _Atomic int *errors;
+};
+
+static void *
+submitter(void *p)
+{
+    struct sub_arg *a = p;
+    for (int i = 0; i < a->n; i++) {
+        pk_future *f = NULL;
+        int rc = pk_threadpool_submit(a->tp, count_task, NULL,
+                                      (i % 3) ? NULL : &f);
+        if (rc)
+            atomic_fetch_add(a->errors, 1);
+        if (f) {
+            if (pk_future_wait(f, 30000) != 0)
+                atomic_fetch_add(a->errors, 1);
+            pk_future_release(f);
+        }
+        if (i % 1000 == 0)
+            pk_threadpool_resize(a->tp, 0, 1 + (size_t)(i / 1000) % 3);
+    }
+    return NULL;
+}
+
+static void
+test_many_submitters_lose_nothing(void **state)
+{
+    pk_threadpool *tp;
+    pthread_t th[4];
+    struct sub_arg a[4];
+    _Atomic int errors = 0;
+    const char *sc = getenv("PK_STRESS_SCALE");
+    double scale = sc ? atof(sc) : 1.0;
+    int n = (int)(50000 * (scale > 0 ? scale : 1.0));
+    pk_threadpool_stats st;
+
+    (void)state;
+    assert_int_equal(pk_threadpool_create(&tp, NULL), 0);
+    for (int i = 0; i < 4; i++) {
+        a[i] = (struct sub_arg){ tp, n, &errors };
+        pthread_create(&th[i], NULL, submitter, &a[i]);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(pk_threadpool_shutdown(tp, PK_SHUTDOWN_DRAIN, 60000), 0);
+    assert_int_equal(atomic_load(&errors), 0);
+    assert_int_equal(atomic_load(&counter), 4 * n);
+    assert_int_equal(pk_threadpool_stats_get(tp, &st), 0);
+    assert_int_equal(st.submitted, (uint64_t)4 * n);
+    assert_int_equal(st.completed, (uint64_t)4 * n);
+    pk_threadpool_destroy(tp);
+}
+
+#define T(f) cmocka_unit_test_setup(f, setup)
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(test_submit_returns_results_through_futures),
+        T(test_named_task_runs_on_a_copy_of_its_bytes),
+        T(test_fire_and_forget_failure_reaches_event_hook),
+        T(test_failed_task_reports_its_error),
+        T(test_full_queue_policies),
+        T(test_shutdown_cancel_cancels_queued_and_waits_for_running),
+        T(test_shutdown_drain_runs_everything_queued),
+        T(test_submit_many_is_all_or_nothing),
+        T(test_worker_threads_are_named),
+        T(test_bad_input_returns_einval),
+        T(test_executor_view_runs_tasks),
+        T(test_many_submitters_lose_nothing),
+    };
+    return cmocka_run_group_tests_name("threadpool", tests, NULL, NULL);
+}
