@@ -1,12 +1,20 @@
 /* tests/support/pool_helpers.c - see pool_helpers.h. */
 #include "pool_helpers.h"
 
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "alloc.h"
 
 /* A gate wait gives up after this long, so a test bug (or a pool that
  * calls a hook where it must not) fails instead of hanging. */
@@ -420,4 +428,68 @@ void
 ph_acquirer_join(ph_acquirer *a)
 {
     pthread_join(a->thread, NULL);
+}
+
+/* ---- test-thread helpers ---------------------------------------------- */
+
+int
+ph_setup(void **state)
+{
+    ph_fixture *fx = *state;
+
+    for (int i = 0; i < fx->n; i++) {
+        ph_ctx_init(&fx->ctx[i]);
+        fx->ctx[i].tag = i;
+    }
+    ph_clock_init(fx->clk);
+    fx->live_at_start = pk__alloc_live();
+    return 0;
+}
+
+int
+ph_teardown(void **state)
+{
+    ph_fixture *fx = *state;
+
+    for (int i = 0; i < fx->n; i++) {
+        assert_int_equal(atomic_load(&fx->ctx[i].live), 0);
+        assert_int_equal(fx->ctx[i].gate_timeouts, 0);
+    }
+    assert_int_equal(pk__alloc_live(), fx->live_at_start);
+    for (int i = 0; i < fx->n; i++)
+        ph_ctx_fini(&fx->ctx[i]);
+    return 0;
+}
+
+pk_pool *
+ph_new_pool(const pk_pool_options *o)
+{
+    pk_pool *p = NULL;
+
+    assert_int_equal(pk_pool_create(&p, o), 0);
+    assert_non_null(p);
+    return p;
+}
+
+pk_pool_stats
+ph_stats(pk_pool *p)
+{
+    pk_pool_stats st;
+
+    assert_int_equal(pk_pool_stats_get(p, &st), 0);
+    return st;
+}
+
+void *
+ph_take(pk_pool *p, pk_lease *l)
+{
+    assert_int_equal(pk_pool_acquire(p, l, PH_LONG_MS, NULL), 0);
+    assert_non_null(l->resource);
+    return l->resource;
+}
+
+void
+ph_give(pk_pool *p, pk_lease *l)
+{
+    assert_int_equal(pk_pool_release(p, l, PK_RELEASE_OK), 0);
 }

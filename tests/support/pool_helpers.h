@@ -10,9 +10,10 @@
  *             events, and can be told to fail creates, to block creates or
  *             checks on a gate, or (per resource) to fail check or reset.
  *
- * Hooks run on pool threads, so nothing here asserts: everything is
+ * Hooks run on pool threads, so they never assert: everything is
  * recorded (atomics, or arrays under ctx->lock) and the test thread
- * asserts on it. */
+ * asserts on it. Only the "test-thread helpers" at the end assert
+ * (cmocka); call them from the test thread alone. */
 #ifndef PK_TESTS_POOL_HELPERS_H
 #define PK_TESTS_POOL_HELPERS_H
 
@@ -166,5 +167,33 @@ typedef struct ph_acquirer {
 int ph_acquirer_start(ph_acquirer *a, pk_pool *p, int timeout_ms,
                       bool release_at_once, _Atomic int *seq);
 void ph_acquirer_join(ph_acquirer *a);
+
+/* ---- test-thread helpers (these assert) ------------------------------ */
+
+/* A cmocka fixture: the test file keeps its contexts and clock and passes
+ * the fixture as the prestate, e.g.
+ *   static ph_fixture fx = { ctx, NCTX, &clk, 0 };
+ *   cmocka_unit_test_prestate_setup_teardown(f, ph_setup, ph_teardown, &fx)
+ * ph_setup inits the n contexts (tagged 0..n-1) and the clock and notes
+ * pk__alloc_live(); ph_teardown asserts that every context has no live
+ * resource and no gate timeout, that poolkit leaked nothing, and finis
+ * the contexts. */
+typedef struct ph_fixture {
+    ph_ctx *ctx;
+    int n;
+    ph_clock *clk;
+    long live_at_start;
+} ph_fixture;
+
+int ph_setup(void **state);
+int ph_teardown(void **state);
+
+/* Each asserts that the call returned 0 (and, where there is one, that
+ * the result is not NULL). ph_take waits up to PH_LONG_MS. */
+#define PH_LONG_MS 5000
+pk_pool *ph_new_pool(const pk_pool_options *o);
+pk_pool_stats ph_stats(pk_pool *p);
+void *ph_take(pk_pool *p, pk_lease *l);
+void ph_give(pk_pool *p, pk_lease *l);
 
 #endif /* PK_TESTS_POOL_HELPERS_H */

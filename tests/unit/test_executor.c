@@ -23,42 +23,7 @@
 #include <poolkit/executor.h>
 
 #include "alloc.h"
-
-static long live_at_start;
-
-static int
-setup(void **state)
-{
-    (void)state;
-    live_at_start = pk__alloc_live();
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    (void)state;
-    pk__alloc_fail_at(0);
-    assert_int_equal(pk__alloc_live(), live_at_start);
-    return 0;
-}
-
-static uint64_t
-now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static void
-sleep_us(long us)
-{
-    struct timespec ts = { us / 1000000, (us % 1000000) * 1000 };
-
-    nanosleep(&ts, NULL);
-}
+#include "future_helpers.h"
 
 /* ---- the tasks: one body, reachable as fn or by name ------------------- */
 
@@ -71,23 +36,15 @@ struct op {
 
 #define SLOTS 512
 static atomic_int ran[SLOTS];
-static atomic_int frees;
 static atomic_int block_started;
 static atomic_int block_release;
-
-static void
-count_free(void *value)
-{
-    atomic_fetch_add(&frees, 1);
-    free(value);
-}
 
 static void
 reset_counters(void)
 {
     for (int i = 0; i < SLOTS; i++)
         atomic_store(&ran[i], 0);
-    atomic_store(&frees, 0);
+    atomic_store(&fh_frees, 0);
     atomic_store(&block_started, 0);
     atomic_store(&block_release, 0);
 }
@@ -98,10 +55,7 @@ run_op(const struct op *op, pk_future *self, pk_result *out, pk_error *err)
     atomic_fetch_add(&ran[op->index], 1);
     switch (op->action) {
     case ACT_OK:
-        out->value = malloc(sizeof(int));
-        *(int *)out->value = op->index;
-        out->len = sizeof(int);
-        out->free_fn = count_free;
+        *out = fh_counted_result(op->index);
         return 0;
     case ACT_FAIL:
         return pk_error_set(err, PK_ETASK, 42, "op %d failed", op->index);
@@ -109,12 +63,12 @@ run_op(const struct op *op, pk_future *self, pk_result *out, pk_error *err)
         return 5;
     case ACT_UNTIL_CANCEL:
         while (self && !pk_future_cancel_requested(self))
-            sleep_us(100);
+            fh_sleep_us(100);
         return PK_ECANCELED;
     default: /* ACT_BLOCK */
         atomic_store(&block_started, 1);
         while (!atomic_load(&block_release))
-            sleep_us(100);
+            fh_sleep_us(100);
         return 0;
     }
 }
@@ -166,28 +120,6 @@ make_registry(void)
     assert_int_equal(pk_registry_create(&reg), 0);
     assert_int_equal(pk_registry_register(reg, "op", named_task), 0);
     return reg;
-}
-
-struct recorder {
-    atomic_int calls;
-    int kind;
-    int code;
-    int sys;
-    char msg[PK_ERROR_MSG_SIZE];
-};
-
-static void
-record_event(void *user, const pk_event *ev)
-{
-    struct recorder *r = user;
-
-    r->kind = ev->kind;
-    if (ev->error) {
-        r->code = ev->error->code;
-        r->sys = ev->error->sys;
-        memcpy(r->msg, ev->error->msg, sizeof r->msg);
-    }
-    atomic_fetch_add(&r->calls, 1);
 }
 
 /* ---- the manual executor ------------------------------------------------- */
@@ -358,7 +290,7 @@ static const pk_executor_ops manual_ops = {
 
 static struct manual *
 manual_create(pk_executor **ex, size_t cap, pk_registry *reg,
-              struct recorder *rec)
+              fh_recorder *rec)
 {
     struct manual *m = calloc(1, sizeof *m);
 
@@ -366,7 +298,7 @@ manual_create(pk_executor **ex, size_t cap, pk_registry *reg,
     pthread_cond_init(&m->cond, NULL);
     m->cap = cap;
     m->reg = reg;
-    m->event = rec ? record_event : NULL;
+    m->event = rec ? fh_record_event : NULL;
     m->event_user = rec;
     pthread_create(&m->worker, NULL, manual_worker, m);
     assert_int_equal(pk_executor_create(ex, &manual_ops, m), 0);
@@ -612,10 +544,10 @@ check_inline_runs_task(enum kind kind)
     assert_int_equal(pk_future_result(f, &res), 0);
     assert_int_equal(*(int *)res.value, 3);
     pk_future_release(f);
-    assert_int_equal(atomic_load(&frees), 1);
+    assert_int_equal(atomic_load(&fh_frees), 1);
     assert_int_equal(pk_executor_submit(ex, &t, NULL), 0); /* no future */
     assert_int_equal(atomic_load(&ran[3]), 2);
-    assert_int_equal(atomic_load(&frees), 2); /* nobody to read it */
+    assert_int_equal(atomic_load(&fh_frees), 2); /* nobody to read it */
     pk_executor_destroy(ex);
     pk_registry_destroy(reg);
 }
@@ -691,15 +623,15 @@ test_unknown_name_fails_future_with_einval(void **state)
 static void
 test_fire_and_forget_failure_reaches_event_hook(void **state)
 {
-    struct recorder rec = { 0 };
+    fh_recorder rec = { 0 };
     pk_registry *reg = make_registry();
     pk_executor *ex;
     struct op op = { ACT_FAIL, 2 };
     pk_task t = make_task(KIND_NAMED, &op);
 
     (void)state;
-    assert_int_equal(pk_inline_executor_create(&ex, reg, record_event, &rec),
-                     0);
+    assert_int_equal(pk_inline_executor_create(&ex, reg, fh_record_event,
+                                               &rec), 0);
     assert_int_equal(pk_executor_submit(ex, &t, NULL), 0);
     assert_int_equal(atomic_load(&rec.calls), 1);
     assert_int_equal(rec.kind, PK_EVENT_FUTURE_UNREAD);
@@ -717,15 +649,15 @@ test_fire_and_forget_failure_reaches_event_hook(void **state)
 static void
 test_unread_failed_future_reaches_event_hook(void **state)
 {
-    struct recorder rec = { 0 };
+    fh_recorder rec = { 0 };
     pk_executor *ex;
     struct op op = { ACT_FAIL, 0 };
     pk_task t = make_task(KIND_FN, &op);
     pk_future *f;
 
     (void)state;
-    assert_int_equal(pk_inline_executor_create(&ex, NULL, record_event, &rec),
-                     0);
+    assert_int_equal(pk_inline_executor_create(&ex, NULL, fh_record_event,
+                                               &rec), 0);
     assert_int_equal(pk_executor_submit(ex, &t, &f), 0);
     assert_int_equal(atomic_load(&rec.calls), 0);
     pk_future_release(f);
@@ -780,11 +712,11 @@ test_inline_shutdown_waits_for_running_submits(void **state)
     assert_int_equal(pk_inline_executor_create(&ex, NULL, NULL, NULL), 0);
     pthread_create(&th, NULL, submit_blocking, ex);
     while (!atomic_load(&block_started))
-        sleep_us(100);
-    t0 = now_ms();
+        fh_sleep_us(100);
+    t0 = fh_now_ms();
     assert_int_equal(pk_executor_shutdown(ex, PK_SHUTDOWN_DRAIN, 30),
                      PK_ETIMEDOUT);
-    assert_true(now_ms() - t0 >= 30);
+    assert_true(fh_now_ms() - t0 >= 30);
     atomic_store(&block_release, 1);
     assert_int_equal(
         pk_executor_shutdown(ex, PK_SHUTDOWN_DRAIN, PK_WAIT_FOREVER), 0);
@@ -903,7 +835,7 @@ test_fallback_submit_many_runs_all_on_success(void **state)
         assert_int_equal(atomic_load(&ran[i]), 2);
         pk_future_release(futs[i]);
     }
-    assert_int_equal(atomic_load(&frees), 6);
+    assert_int_equal(atomic_load(&fh_frees), 6);
     pk_executor_destroy(ex);
     pk_registry_destroy(reg);
 }
@@ -925,9 +857,9 @@ check_manual_waits(enum kind kind)
         pk_task t = make_task(kind, &ops[i]);
         assert_int_equal(pk_executor_submit(ex, &t, &fs[i]), 0);
     }
-    t0 = now_ms();
+    t0 = fh_now_ms();
     assert_int_equal(pk_future_wait(fs[0], 20), PK_ETIMEDOUT);
-    assert_true(now_ms() - t0 >= 20);
+    assert_true(fh_now_ms() - t0 >= 20);
     assert_int_equal(pk_future_wait_any(fs, 3, 10, &idx), PK_ETIMEDOUT);
     assert_int_equal(pk_future_wait_all(fs, 3, 10), PK_ETIMEDOUT);
     manual_open(m); /* the worker runs them now, in order */
@@ -1030,7 +962,7 @@ check_cancel_race(enum kind kind)
         t = make_task(kind, &ops[i]);
         assert_int_equal(pk_executor_submit(ex, &t, &fs[i]), 0);
         if (i % 4 == 1)
-            sleep_us(50); /* let the worker catch up sometimes */
+            fh_sleep_us(50); /* let the worker catch up sometimes */
         rc[i] = pk_future_cancel(fs[i]);
     }
     pk_executor_shutdown(ex, PK_SHUTDOWN_DRAIN, PK_WAIT_FOREVER);
@@ -1059,7 +991,7 @@ test_manual_cancel_races_the_worker_with_one_outcome(void **state)
 static void
 check_cooperative_cancel(enum kind kind)
 {
-    struct recorder rec = { 0 };
+    fh_recorder rec = { 0 };
     struct op op = { ACT_UNTIL_CANCEL, 0 };
     pk_task t = make_task(kind, &op);
     pk_registry *reg = make_registry();
@@ -1072,7 +1004,7 @@ check_cooperative_cancel(enum kind kind)
     manual_open(m);
     assert_int_equal(pk_executor_submit(ex, &t, &f), 0);
     while (!atomic_load(&ran[0]))
-        sleep_us(100); /* until it runs */
+        fh_sleep_us(100); /* until it runs */
     assert_int_equal(pk_future_cancel(f), PK_EAGAIN);
     assert_int_equal(pk_future_wait(f, PK_WAIT_FOREVER), 0);
     assert_int_equal(pk_future_state_get(f), PK_FUTURE_CANCELLED);
@@ -1094,7 +1026,7 @@ test_manual_running_task_stops_when_cancelled(void **state)
 static void
 check_manual_unread(enum kind kind, int read_it)
 {
-    struct recorder rec = { 0 };
+    fh_recorder rec = { 0 };
     struct op op = { ACT_FAIL, 5 };
     pk_task t = make_task(kind, &op);
     pk_registry *reg = make_registry();
@@ -1136,7 +1068,7 @@ test_manual_unread_failure_reported_once(void **state)
 static void
 test_manual_fire_and_forget_failure_reaches_event(void **state)
 {
-    struct recorder rec = { 0 };
+    fh_recorder rec = { 0 };
     struct op ops[2] = { { ACT_FAIL, 0 }, { ACT_FAIL, 1 } };
     pk_registry *reg = make_registry();
     pk_executor *ex;
@@ -1156,7 +1088,7 @@ test_manual_fire_and_forget_failure_reaches_event(void **state)
     pk_registry_destroy(reg);
 }
 
-#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+#define T(name) cmocka_unit_test_setup_teardown(name, fh_setup, fh_teardown)
 
 int
 main(void)

@@ -21,7 +21,6 @@
 
 #include <poolkit/pool.h>
 
-#include "alloc.h"
 #include "pool_helpers.h"
 
 /* Generous: only reached when the pool is broken. */
@@ -29,61 +28,7 @@
 
 static ph_ctx ctx;
 static ph_clock clk;
-static long live_at_start;
-
-static int
-setup(void **state)
-{
-    (void)state;
-    ph_ctx_init(&ctx);
-    ph_clock_init(&clk);
-    live_at_start = pk__alloc_live();
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    (void)state;
-    assert_int_equal(atomic_load(&ctx.live), 0);
-    assert_int_equal(ctx.gate_timeouts, 0);
-    assert_int_equal(pk__alloc_live(), live_at_start);
-    ph_ctx_fini(&ctx);
-    return 0;
-}
-
-static pk_pool *
-new_pool(const pk_pool_options *o)
-{
-    pk_pool *p = NULL;
-
-    assert_int_equal(pk_pool_create(&p, o), 0);
-    assert_non_null(p);
-    return p;
-}
-
-static pk_pool_stats
-stats(pk_pool *p)
-{
-    pk_pool_stats st;
-
-    assert_int_equal(pk_pool_stats_get(p, &st), 0);
-    return st;
-}
-
-static void *
-take(pk_pool *p, pk_lease *l)
-{
-    assert_int_equal(pk_pool_acquire(p, l, LONG_MS, NULL), 0);
-    assert_non_null(l->resource);
-    return l->resource;
-}
-
-static void
-give(pk_pool *p, pk_lease *l)
-{
-    assert_int_equal(pk_pool_release(p, l, PK_RELEASE_OK), 0);
-}
+static ph_fixture fx = { &ctx, 1, &clk, 0 };
 
 /* ---- arguments ---------------------------------------------------------- */
 
@@ -168,7 +113,7 @@ test_acquire_rejects_invalid_arguments(void **state)
 
     (void)state;
     ph_options(&o, &ctx, NULL);
-    p = new_pool(&o);
+    p = ph_new_pool(&o);
     assert_int_equal(pk_pool_acquire(NULL, &l, 10, NULL), PK_EINVAL);
     assert_int_equal(pk_pool_acquire(p, NULL, 10, NULL), PK_EINVAL);
     assert_int_equal(pk_pool_acquire(p, &l, -5, NULL), PK_EINVAL);
@@ -177,7 +122,7 @@ test_acquire_rejects_invalid_arguments(void **state)
                      PK_EINVAL);
     /* None of them lent or created anything. */
     assert_int_equal(atomic_load(&ctx.create_calls), 0);
-    assert_int_equal(stats(p).acquires, 0);
+    assert_int_equal(ph_stats(p).acquires, 0);
     pk_pool_destroy(p);
 }
 
@@ -191,8 +136,8 @@ test_release_rejects_null_and_bad_status_and_changes_nothing(void **state)
 
     (void)state;
     ph_options(&o, &ctx, NULL);
-    p = new_pool(&o);
-    take(p, &l);
+    p = ph_new_pool(&o);
+    ph_take(p, &l);
     copy = l;
     assert_int_equal(pk_pool_release(NULL, &l, PK_RELEASE_OK), PK_EINVAL);
     assert_int_equal(pk_pool_release(p, NULL, PK_RELEASE_OK), PK_EINVAL);
@@ -200,11 +145,11 @@ test_release_rejects_null_and_bad_status_and_changes_nothing(void **state)
     assert_int_equal(pk_pool_release(p, &l, -1), PK_EINVAL);
     /* The lease is untouched and still held. */
     assert_memory_equal(&l, &copy, sizeof l);
-    st = stats(p);
+    st = ph_stats(p);
     assert_int_equal(st.lent, 1);
     assert_int_equal(st.idle, 0);
     assert_int_equal(atomic_load(&ctx.destroy_calls), 0);
-    give(p, &l);
+    ph_give(p, &l);
     assert_null(l.resource); /* cleared on success */
     pk_pool_destroy(p);
 }
@@ -219,30 +164,30 @@ test_release_twice_is_einval_and_changes_nothing(void **state)
 
     (void)state;
     ph_options(&o, &ctx, NULL);
-    p = new_pool(&o);
-    take(p, &l);
+    p = ph_new_pool(&o);
+    ph_take(p, &l);
     stale = l;
-    give(p, &l);
+    ph_give(p, &l);
     /* The cleared lease, and a stale copy while the resource is idle. */
     assert_int_equal(pk_pool_release(p, &l, PK_RELEASE_OK), PK_EINVAL);
     assert_int_equal(pk_pool_release(p, &stale, PK_RELEASE_OK), PK_EINVAL);
     assert_int_equal(pk_pool_release(p, &stale, PK_RELEASE_BROKEN),
                      PK_EINVAL);
-    st = stats(p);
+    st = ph_stats(p);
     assert_int_equal(st.idle, 1);
     assert_int_equal(st.lent, 0);
     assert_int_equal(atomic_load(&ctx.destroy_calls), 0);
     /* The same resource lent again: the stale copy must not release the
      * new holder's lease. */
-    take(p, &again);
+    ph_take(p, &again);
     assert_ptr_equal(again.resource, stale.resource);
     assert_int_equal(pk_pool_release(p, &stale, PK_RELEASE_OK), PK_EINVAL);
     assert_int_equal(pk_pool_release(p, &stale, PK_RELEASE_DETACH),
                      PK_EINVAL);
-    st = stats(p);
+    st = ph_stats(p);
     assert_int_equal(st.lent, 1);
     assert_int_equal(st.detached, 0);
-    give(p, &again);
+    ph_give(p, &again);
     pk_pool_destroy(p);
 }
 
@@ -255,18 +200,18 @@ test_release_to_another_pool_is_einval(void **state)
 
     (void)state;
     ph_options(&o, &ctx, NULL);
-    p1 = new_pool(&o);
-    p2 = new_pool(&o);
-    take(p1, &l1);
-    take(p2, &l2);
+    p1 = ph_new_pool(&o);
+    p2 = ph_new_pool(&o);
+    ph_take(p1, &l1);
+    ph_take(p2, &l2);
     assert_int_equal(pk_pool_release(p1, &l2, PK_RELEASE_OK), PK_EINVAL);
     assert_int_equal(pk_pool_release(p2, &l1, PK_RELEASE_BROKEN), PK_EINVAL);
-    assert_int_equal(stats(p1).lent, 1);
-    assert_int_equal(stats(p2).lent, 1);
-    assert_int_equal(stats(p2).idle, 0);
+    assert_int_equal(ph_stats(p1).lent, 1);
+    assert_int_equal(ph_stats(p2).lent, 1);
+    assert_int_equal(ph_stats(p2).idle, 0);
     assert_int_equal(atomic_load(&ctx.destroy_calls), 0);
-    give(p1, &l1);
-    give(p2, &l2);
+    ph_give(p1, &l1);
+    ph_give(p2, &l2);
     pk_pool_destroy(p1);
     pk_pool_destroy(p2);
 }
@@ -281,14 +226,14 @@ test_lease_info_rejects_null_and_leases_not_held(void **state)
 
     (void)state;
     ph_options(&o, &ctx, NULL);
-    p = new_pool(&o);
-    take(p, &l);
+    p = ph_new_pool(&o);
+    ph_take(p, &l);
     assert_int_equal(pk_lease_info_get(NULL, &info), PK_EINVAL);
     assert_int_equal(pk_lease_info_get(&l, NULL), PK_EINVAL);
     memset(&empty, 0, sizeof empty);
     assert_int_equal(pk_lease_info_get(&empty, &info), PK_EINVAL);
     stale = l;
-    give(p, &l);
+    ph_give(p, &l);
     assert_int_equal(pk_lease_info_get(&l, &info), PK_EINVAL);
     assert_int_equal(pk_lease_info_get(&stale, &info), PK_EINVAL);
     pk_pool_destroy(p);
@@ -302,14 +247,14 @@ test_resize_rejects_invalid_sizes(void **state)
 
     (void)state;
     ph_options(&o, &ctx, NULL);
-    p = new_pool(&o);
+    p = ph_new_pool(&o);
     assert_int_equal(pk_pool_resize(NULL, 0, 0, 4), PK_EINVAL);
     assert_int_equal(pk_pool_resize(p, 0, 0, 0), PK_EINVAL);
     assert_int_equal(pk_pool_resize(p, 5, 0, 4), PK_EINVAL);
     assert_int_equal(pk_pool_resize(p, 0, 5, 4), PK_EINVAL);
-    assert_int_equal(stats(p).max_size, 8); /* unchanged */
+    assert_int_equal(ph_stats(p).max_size, 8); /* unchanged */
     assert_int_equal(pk_pool_resize(p, 1, 1, 4), 0);
-    assert_int_equal(stats(p).max_size, 4);
+    assert_int_equal(ph_stats(p).max_size, 4);
     pk_pool_destroy(p);
 }
 
@@ -343,14 +288,14 @@ test_calls_with_bad_arguments_on_live_pool_return_einval(void **state)
 
     (void)state;
     ph_options(&o, &ctx, NULL);
-    p = new_pool(&o);
+    p = ph_new_pool(&o);
     assert_int_equal(pk_pool_stats_get(p, NULL), PK_EINVAL);
     assert_int_equal(pk_pool_close(p, -5), PK_EINVAL);
     /* A rejected close did not close: the pool still lends. */
     {
         pk_lease l;
-        take(p, &l);
-        give(p, &l);
+        ph_take(p, &l);
+        ph_give(p, &l);
     }
     pk_pool_destroy(p);
 }
@@ -364,7 +309,7 @@ test_calls_after_close_return_eshutdown(void **state)
 
     (void)state;
     ph_options(&o, &ctx, NULL);
-    p = new_pool(&o);
+    p = ph_new_pool(&o);
     assert_int_equal(pk_pool_close(p, 0), 0);
     assert_int_equal(pk_pool_acquire(p, &l, 10, NULL), PK_ESHUTDOWN);
     assert_int_equal(pk_pool_acquire(p, &l, 0, NULL), PK_ESHUTDOWN);
@@ -391,8 +336,8 @@ test_create_prefills_min_size(void **state)
     ph_options(&o, &ctx, NULL);
     o.min_size = 2;
     o.flags = PK_POOL_MANUAL_MAINTENANCE;
-    p = new_pool(&o);
-    st = stats(p);
+    p = ph_new_pool(&o);
+    st = ph_stats(p);
     assert_int_equal(st.size, 2);
     assert_int_equal(st.idle, 2);
     assert_int_equal(st.created, 2);
@@ -411,13 +356,13 @@ test_create_succeeds_when_prefill_fails(void **state)
     o.min_size = 2;
     o.flags = PK_POOL_MANUAL_MAINTENANCE;
     ph_fail_creates(&ctx, 1, PK_ECONNECT, 111, "refused");
-    p = new_pool(&o);
-    assert_int_equal(stats(p).size, 0);
-    assert_int_equal(stats(p).create_failures, 1);
+    p = ph_new_pool(&o);
+    assert_int_equal(ph_stats(p).size, 0);
+    assert_int_equal(ph_stats(p).create_failures, 1);
     /* Maintenance retries once the backoff has passed. */
     ph_clock_advance_ms(&clk, 1000);
     assert_int_equal(pk_pool_maintain(p), 0);
-    assert_int_equal(stats(p).size, 2);
+    assert_int_equal(ph_stats(p).size, 2);
     pk_pool_destroy(p);
 }
 
@@ -434,23 +379,23 @@ test_acquire_times_out_when_exhausted(void **state)
     (void)state;
     ph_options(&o, &ctx, NULL);
     o.max_size = 2;
-    p = new_pool(&o);
-    take(p, &a);
-    take(p, &b);
+    p = ph_new_pool(&o);
+    ph_take(p, &a);
+    ph_take(p, &b);
     t0 = ph_now_ns();
     assert_int_equal(pk_pool_acquire(p, &c, 60, NULL), PK_ETIMEDOUT);
     waited = ph_now_ns() - t0;
     assert_true(waited >= 60 * PH_MS);
     /* No create while alive >= max_size. */
     assert_int_equal(atomic_load(&ctx.create_calls), 2);
-    st = stats(p);
+    st = ph_stats(p);
     assert_int_equal(st.timeouts, 1);
     assert_int_equal(st.waiters, 0);
     assert_int_equal(st.size, 2);
     assert_true(ph_find_event(&ctx, PK_EVENT_TIMEOUT, &ev));
     assert_int_equal(ph_count_events(&ctx, PK_EVENT_TIMEOUT), 1);
-    give(p, &a);
-    give(p, &b);
+    ph_give(p, &a);
+    ph_give(p, &b);
     pk_pool_destroy(p);
 }
 
@@ -463,14 +408,14 @@ test_zero_timeout_acquire_on_empty_pool_returns_eagain(void **state)
 
     (void)state;
     ph_options(&o, &ctx, NULL);
-    p = new_pool(&o);
+    p = ph_new_pool(&o);
     assert_int_equal(pk_pool_acquire(p, &l, 0, NULL), PK_EAGAIN);
     assert_int_equal(atomic_load(&ctx.create_calls), 0);
     /* With an idle one it is served at once. */
-    take(p, &l);
-    give(p, &l);
+    ph_take(p, &l);
+    ph_give(p, &l);
     assert_int_equal(pk_pool_acquire(p, &l, 0, NULL), 0);
-    give(p, &l);
+    ph_give(p, &l);
     pk_pool_destroy(p);
 }
 
@@ -485,7 +430,7 @@ test_zero_timeout_acquire_never_waits_for_a_create(void **state)
     (void)state;
     ph_options(&o, &ctx, NULL);
     o.max_size = 2;
-    p = new_pool(&o);
+    p = ph_new_pool(&o);
     /* Another thread's create is stuck behind the gate. */
     ph_create_gate(&ctx, true);
     assert_int_equal(ph_acquirer_start(&a, p, LONG_MS, false, NULL), 0);
@@ -496,7 +441,7 @@ test_zero_timeout_acquire_never_waits_for_a_create(void **state)
     ph_create_gate(&ctx, false);
     ph_acquirer_join(&a);
     assert_int_equal(a.rc, 0);
-    give(p, &a.lease);
+    ph_give(p, &a.lease);
     pk_pool_destroy(p);
 }
 
@@ -514,14 +459,14 @@ test_waiters_are_served_in_arrival_order(void **state)
     (void)state;
     ph_options(&o, &ctx, NULL);
     o.max_size = 1;
-    p = new_pool(&o);
-    res = take(p, &l);
+    p = ph_new_pool(&o);
+    res = ph_take(p, &l);
     /* Each waiter starts only once the previous one visibly waits. */
     for (int i = 0; i < N; i++) {
         assert_int_equal(ph_acquirer_start(&w[i], p, LONG_MS, true, &seq), 0);
         assert_true(ph_wait_waiters(p, (size_t)i + 1, LONG_MS));
     }
-    give(p, &l);
+    ph_give(p, &l);
     for (int i = 0; i < N; i++)
         ph_acquirer_join(&w[i]);
     for (int i = 0; i < N; i++) {
@@ -544,7 +489,7 @@ test_create_error_detail_reaches_acquirer(void **state)
 
     (void)state;
     ph_options(&o, &ctx, NULL);
-    p = new_pool(&o);
+    p = ph_new_pool(&o);
     ph_fail_creates(&ctx, 1, PK_ECONNECT, 28,
                     "password authentication failed for user \"bob\"");
     pk_error_clear(&err);
@@ -553,7 +498,7 @@ test_create_error_detail_reaches_acquirer(void **state)
     assert_int_equal(err.sys, 28);
     assert_string_equal(err.msg,
                         "password authentication failed for user \"bob\"");
-    assert_int_equal(stats(p).create_failures, 1);
+    assert_int_equal(ph_stats(p).create_failures, 1);
     assert_true(ph_find_event(&ctx, PK_EVENT_CREATE_FAILED, &ev));
     assert_int_equal(ev.err_code, PK_ECONNECT);
     assert_non_null(strstr(ev.msg, "password authentication failed"));
@@ -580,7 +525,7 @@ test_create_failure_without_detail_still_explains(void **state)
     (void)state;
     ph_options(&o, &ctx, NULL);
     o.create = create_positive; /* positive: poolkit calls it PK_ECREATE */
-    p = new_pool(&o);
+    p = ph_new_pool(&o);
     pk_error_clear(&err);
     assert_int_equal(pk_pool_acquire(p, &l, LONG_MS, &err), PK_ECREATE);
     assert_int_equal(err.code, PK_ECREATE);
@@ -600,7 +545,7 @@ test_create_backoff_fails_fast_until_clock_passes(void **state)
     ph_options(&o, &ctx, &clk);
     o.backoff_initial_ms = 100; /* streak 1: [50,100] ms; 2: [100,200] */
     o.max_backoff_ms = 10000;
-    p = new_pool(&o);
+    p = ph_new_pool(&o);
     ph_fail_creates(&ctx, -1, PK_ECONNECT, 111, "db down");
 
     assert_int_equal(pk_pool_acquire(p, &l, LONG_MS, &err), PK_ECONNECT);
@@ -626,9 +571,9 @@ test_create_backoff_fails_fast_until_clock_passes(void **state)
     ph_clock_advance_ms(&clk, 101);
     assert_int_equal(pk_pool_acquire(p, &l, LONG_MS, &err), 0);
     assert_int_equal(atomic_load(&ctx.create_calls), 3);
-    assert_int_equal(stats(p).create_failures, 2);
+    assert_int_equal(ph_stats(p).create_failures, 2);
     assert_int_equal(ph_count_events(&ctx, PK_EVENT_CREATE_FAILED), 2);
-    give(p, &l);
+    ph_give(p, &l);
     pk_pool_destroy(p);
 }
 
@@ -644,7 +589,7 @@ test_max_creating_limits_concurrent_creates(void **state)
     ph_options(&o, &ctx, NULL);
     o.max_size = 8;
     o.max_creating = 2;
-    p = new_pool(&o);
+    p = ph_new_pool(&o);
     ph_create_gate(&ctx, true);
     for (int i = 0; i < N; i++)
         assert_int_equal(ph_acquirer_start(&w[i], p, LONG_MS, false, NULL),
@@ -653,7 +598,7 @@ test_max_creating_limits_concurrent_creates(void **state)
     assert_true(ph_wait_atomic(&ctx.in_create, 2, LONG_MS));
     ph_sleep_ms(20); /* room for a third create, were one allowed */
     assert_int_equal(atomic_load(&ctx.max_in_create), 2);
-    assert_int_equal(stats(p).creating, 2);
+    assert_int_equal(ph_stats(p).creating, 2);
     ph_create_gate(&ctx, false);
     for (int i = 0; i < N; i++)
         ph_acquirer_join(&w[i]);
@@ -662,7 +607,7 @@ test_max_creating_limits_concurrent_creates(void **state)
     assert_int_equal(atomic_load(&ctx.max_in_create), 2);
     assert_int_equal(atomic_load(&ctx.created), N);
     for (int i = 0; i < N; i++)
-        give(p, &w[i].lease);
+        ph_give(p, &w[i].lease);
     pk_pool_destroy(p);
 }
 
@@ -677,17 +622,17 @@ idle_order(int order, int expect_first, int expect_second)
 
     ph_options(&o, &ctx, NULL);
     o.order = order;
-    p = new_pool(&o);
+    p = ph_new_pool(&o);
     for (int i = 0; i < 3; i++)
-        take(p, &l[i]);
+        ph_take(p, &l[i]);
     for (int i = 0; i < 3; i++) /* released 1, 2, 3 */
-        give(p, &l[i]);
-    take(p, &x);
-    take(p, &y);
+        ph_give(p, &l[i]);
+    ph_take(p, &x);
+    ph_take(p, &y);
     assert_int_equal(ph_id(x.resource), expect_first);
     assert_int_equal(ph_id(y.resource), expect_second);
-    give(p, &x);
-    give(p, &y);
+    ph_give(p, &x);
+    ph_give(p, &y);
     pk_pool_destroy(p);
 }
 
@@ -718,12 +663,12 @@ test_detach_forgets_resource_and_allows_replacement(void **state)
     (void)state;
     ph_options(&o, &ctx, NULL);
     o.max_size = 1;
-    p = new_pool(&o);
-    mine = take(p, &l);
+    p = ph_new_pool(&o);
+    mine = ph_take(p, &l);
     stale = l;
     assert_int_equal(pk_pool_release(p, &l, PK_RELEASE_DETACH), 0);
     assert_int_equal(atomic_load(&ctx.destroy_calls), 0);
-    st = stats(p);
+    st = ph_stats(p);
     assert_int_equal(st.detached, 1);
     assert_int_equal(st.size, 0);
     assert_int_equal(st.lent, 0);
@@ -731,10 +676,10 @@ test_detach_forgets_resource_and_allows_replacement(void **state)
     assert_ptr_equal(ev.resource, mine);
     assert_int_equal(pk_pool_release(p, &stale, PK_RELEASE_OK), PK_EINVAL);
     /* max_size 1 and the slot is free again: a replacement is made. */
-    take(p, &r);
+    ph_take(p, &r);
     assert_ptr_not_equal(r.resource, mine);
     assert_int_equal(atomic_load(&ctx.created), 2);
-    give(p, &r);
+    ph_give(p, &r);
     pk_pool_destroy(p);
     /* The pool never destroyed the detached one: it is still ours. */
     assert_int_equal(ph_destroyed_count(&ctx, mine), 0);
@@ -754,11 +699,11 @@ test_broken_release_destroys_resource(void **state)
 
     (void)state;
     ph_options(&o, &ctx, NULL);
-    p = new_pool(&o);
-    res = take(p, &l);
+    p = ph_new_pool(&o);
+    res = ph_take(p, &l);
     assert_int_equal(pk_pool_release(p, &l, PK_RELEASE_BROKEN), 0);
     assert_int_equal(ph_destroyed_count(&ctx, res), 1);
-    st = stats(p);
+    st = ph_stats(p);
     assert_int_equal(st.destroyed, 1);
     assert_int_equal(st.size, 0);
     assert_int_equal(st.idle, 0);
@@ -781,23 +726,23 @@ test_broken_release_bumps_generation_and_checks_idle(void **state)
     ph_options(&o, &ctx, &clk); /* the clock never moves: check_after is
                                    not what triggers the checks */
     o.check = ph_check;
-    p = new_pool(&o);
-    take(p, &a);
-    take(p, &b);
-    take(p, &c);
-    give(p, &a);
-    give(p, &b);
-    gen0 = stats(p).generation;
+    p = ph_new_pool(&o);
+    ph_take(p, &a);
+    ph_take(p, &b);
+    ph_take(p, &c);
+    ph_give(p, &a);
+    ph_give(p, &b);
+    gen0 = ph_stats(p).generation;
     assert_int_equal(pk_pool_release(p, &c, PK_RELEASE_BROKEN), 0);
-    assert_true(stats(p).generation > gen0);
+    assert_true(ph_stats(p).generation > gen0);
     assert_int_equal(atomic_load(&ctx.check_calls), 0);
-    take(p, &x);
-    take(p, &y);
+    ph_take(p, &x);
+    ph_take(p, &y);
     assert_int_equal(atomic_load(&ctx.check_calls), 2);
     assert_int_equal(ph_checked_count(&ctx, x.resource), 1);
     assert_int_equal(ph_checked_count(&ctx, y.resource), 1);
-    give(p, &x);
-    give(p, &y);
+    ph_give(p, &x);
+    ph_give(p, &y);
     pk_pool_destroy(p);
 }
 
@@ -811,17 +756,17 @@ test_resource_checked_after_bump_is_not_checked_again(void **state)
     (void)state;
     ph_options(&o, &ctx, &clk);
     o.check = ph_check;
-    p = new_pool(&o);
-    take(p, &a);
-    take(p, &b);
-    give(p, &a);
+    p = ph_new_pool(&o);
+    ph_take(p, &a);
+    ph_take(p, &b);
+    ph_give(p, &a);
     assert_int_equal(pk_pool_release(p, &b, PK_RELEASE_BROKEN), 0);
-    take(p, &a); /* older generation: checked */
+    ph_take(p, &a); /* older generation: checked */
     assert_int_equal(atomic_load(&ctx.check_calls), 1);
-    give(p, &a);
-    take(p, &a); /* healthy in this generation: not checked again */
+    ph_give(p, &a);
+    ph_take(p, &a); /* healthy in this generation: not checked again */
     assert_int_equal(atomic_load(&ctx.check_calls), 1);
-    give(p, &a);
+    ph_give(p, &a);
     pk_pool_destroy(p);
 }
 
@@ -837,16 +782,16 @@ test_no_generation_bump_flag_skips_checks(void **state)
     ph_options(&o, &ctx, &clk);
     o.check = ph_check;
     o.flags = PK_POOL_NO_GENERATION_BUMP;
-    p = new_pool(&o);
-    take(p, &a);
-    take(p, &b);
-    give(p, &a);
-    gen0 = stats(p).generation;
+    p = ph_new_pool(&o);
+    ph_take(p, &a);
+    ph_take(p, &b);
+    ph_give(p, &a);
+    gen0 = ph_stats(p).generation;
     assert_int_equal(pk_pool_release(p, &b, PK_RELEASE_BROKEN), 0);
-    assert_int_equal(stats(p).generation, gen0);
-    take(p, &a);
+    assert_int_equal(ph_stats(p).generation, gen0);
+    ph_take(p, &a);
     assert_int_equal(atomic_load(&ctx.check_calls), 0);
-    give(p, &a);
+    ph_give(p, &a);
     pk_pool_destroy(p);
 }
 
@@ -862,24 +807,24 @@ test_evict_all_retires_idle_now_and_lent_on_release(void **state)
 
     (void)state;
     ph_options(&o, &ctx, NULL);
-    p = new_pool(&o);
-    old[0] = take(p, &a);
-    old[1] = take(p, &b);
-    old[2] = take(p, &c);
-    give(p, &a);
-    give(p, &b);
-    gen0 = stats(p).generation;
+    p = ph_new_pool(&o);
+    old[0] = ph_take(p, &a);
+    old[1] = ph_take(p, &b);
+    old[2] = ph_take(p, &c);
+    ph_give(p, &a);
+    ph_give(p, &b);
+    gen0 = ph_stats(p).generation;
     assert_int_equal(pk_pool_evict_all(p), 0);
-    assert_true(stats(p).generation > gen0);
+    assert_true(ph_stats(p).generation > gen0);
     assert_int_equal(atomic_load(&ctx.destroy_calls), 2);
-    assert_int_equal(stats(p).idle, 0);
-    assert_int_equal(stats(p).lent, 1);
-    give(p, &c); /* made before the evict: retired on its way back */
+    assert_int_equal(ph_stats(p).idle, 0);
+    assert_int_equal(ph_stats(p).lent, 1);
+    ph_give(p, &c); /* made before the evict: retired on its way back */
     assert_int_equal(ph_destroyed_count(&ctx, old[2]), 1);
-    assert_int_equal(stats(p).size, 0);
-    take(p, &n);
+    assert_int_equal(ph_stats(p).size, 0);
+    ph_take(p, &n);
     assert_int_equal(ph_id(n.resource), 4); /* a new one */
-    give(p, &n);
+    ph_give(p, &n);
     pk_pool_destroy(p);
 }
 
@@ -897,71 +842,76 @@ maintainer_main(void *arg)
     return NULL;
 }
 
-static void
-test_evict_all_retires_resource_being_checked(void **state)
+/* A pool with one idle resource due for its check, and a maintenance pass
+ * on m's thread that is inside that check, held by the closed check gate.
+ * Returns the resource; *pp is the pool. */
+static void *
+start_blocked_maintenance_check(pk_pool **pp, struct maintainer *m)
 {
     pk_pool_options o;
-    pk_pool *p;
-    pk_lease a, n;
+    pk_lease a;
     void *old;
-    struct maintainer m;
 
-    (void)state;
     ph_options(&o, &ctx, &clk);
     o.check = ph_check;
     o.check_interval_ms = 1000;
     o.flags = PK_POOL_MANUAL_MAINTENANCE;
-    p = new_pool(&o);
-    old = take(p, &a);
-    give(p, &a);
+    *pp = ph_new_pool(&o);
+    old = ph_take(*pp, &a);
+    ph_give(*pp, &a);
     ph_clock_advance_ms(&clk, 1000);
     /* Maintenance checks the idle resource; the check blocks. */
     ph_check_gate(&ctx, true);
-    m.p = p;
-    assert_int_equal(pthread_create(&m.t, NULL, maintainer_main, &m), 0);
+    m->p = *pp;
+    assert_int_equal(pthread_create(&m->t, NULL, maintainer_main, m), 0);
     assert_true(ph_wait_atomic(&ctx.in_check, 1, LONG_MS));
-    assert_int_equal(pk_pool_evict_all(p), 0);
+    return old;
+}
+
+/* Opens the check gate and joins the maintenance pass, which succeeded. */
+static void
+finish_blocked_maintenance_check(struct maintainer *m)
+{
     ph_check_gate(&ctx, false);
-    pthread_join(m.t, NULL);
-    assert_int_equal(m.rc, 0);
+    pthread_join(m->t, NULL);
+    assert_int_equal(m->rc, 0);
+}
+
+static void
+test_evict_all_retires_resource_being_checked(void **state)
+{
+    pk_pool *p;
+    pk_lease n;
+    void *old;
+    struct maintainer m;
+
+    (void)state;
+    old = start_blocked_maintenance_check(&p, &m);
+    assert_int_equal(pk_pool_evict_all(p), 0);
+    finish_blocked_maintenance_check(&m);
     /* It passed its check, but it was made before the evict. */
     assert_int_equal(ph_destroyed_count(&ctx, old), 1);
-    take(p, &n);
+    ph_take(p, &n);
     assert_int_equal(ph_id(n.resource), 2); /* a new one */
-    give(p, &n);
+    ph_give(p, &n);
     pk_pool_destroy(p);
 }
 
 static void
 test_close_during_maintenance_check_destroys_resource(void **state)
 {
-    pk_pool_options o;
     pk_pool *p;
-    pk_lease a;
     void *old;
     struct maintainer m;
 
     (void)state;
-    ph_options(&o, &ctx, &clk);
-    o.check = ph_check;
-    o.check_interval_ms = 1000;
-    o.flags = PK_POOL_MANUAL_MAINTENANCE;
-    p = new_pool(&o);
-    old = take(p, &a);
-    give(p, &a);
-    ph_clock_advance_ms(&clk, 1000);
-    ph_check_gate(&ctx, true);
-    m.p = p;
-    assert_int_equal(pthread_create(&m.t, NULL, maintainer_main, &m), 0);
-    assert_true(ph_wait_atomic(&ctx.in_check, 1, LONG_MS));
+    old = start_blocked_maintenance_check(&p, &m);
     /* The check is still running: close cannot finish at once. */
     assert_int_equal(pk_pool_close(p, 0), PK_ETIMEDOUT);
-    ph_check_gate(&ctx, false);
-    pthread_join(m.t, NULL);
-    assert_int_equal(m.rc, 0);
+    finish_blocked_maintenance_check(&m);
     /* Healthy, but the pool is closed: destroyed, not made idle. */
     assert_int_equal(ph_destroyed_count(&ctx, old), 1);
-    assert_int_equal(stats(p).idle, 0);
+    assert_int_equal(ph_stats(p).idle, 0);
     assert_int_equal(pk_pool_close(p, 0), 0);
     pk_pool_destroy(p);
 }
@@ -979,22 +929,22 @@ test_pause_holds_acquirers_until_resume(void **state)
 
     (void)state;
     ph_options(&o, &ctx, NULL);
-    p = new_pool(&o);
-    res = take(p, &l);
-    give(p, &l);
+    p = ph_new_pool(&o);
+    res = ph_take(p, &l);
+    ph_give(p, &l);
     assert_int_equal(pk_pool_pause(p), 0);
     assert_int_equal(pk_pool_acquire(p, &l, 0, NULL), PK_EAGAIN);
     assert_int_equal(ph_acquirer_start(&w, p, LONG_MS, false, NULL), 0);
     assert_true(ph_wait_waiters(p, 1, LONG_MS));
     ph_sleep_ms(20);
     assert_int_equal(atomic_load(&w.done), 0);
-    assert_int_equal(stats(p).idle, 1);
+    assert_int_equal(ph_stats(p).idle, 1);
     assert_int_equal(pk_pool_resume(p), 0);
     ph_acquirer_join(&w);
     assert_int_equal(w.rc, 0);
     assert_ptr_equal(w.resource, res);
     assert_int_equal(atomic_load(&ctx.create_calls), 1);
-    give(p, &w.lease);
+    ph_give(p, &w.lease);
     pk_pool_destroy(p);
 }
 
@@ -1007,7 +957,7 @@ test_pause_holds_creates_until_resume(void **state)
 
     (void)state;
     ph_options(&o, &ctx, NULL);
-    p = new_pool(&o);
+    p = ph_new_pool(&o);
     assert_int_equal(pk_pool_pause(p), 0);
     assert_int_equal(ph_acquirer_start(&w, p, LONG_MS, false, NULL), 0);
     assert_true(ph_wait_waiters(p, 1, LONG_MS));
@@ -1016,7 +966,7 @@ test_pause_holds_creates_until_resume(void **state)
     assert_int_equal(pk_pool_resume(p), 0);
     ph_acquirer_join(&w);
     assert_int_equal(w.rc, 0);
-    give(p, &w.lease);
+    ph_give(p, &w.lease);
     pk_pool_destroy(p);
 }
 
@@ -1031,17 +981,17 @@ test_resize_grow_lets_waiter_create(void **state)
     (void)state;
     ph_options(&o, &ctx, NULL);
     o.max_size = 1;
-    p = new_pool(&o);
-    take(p, &l);
+    p = ph_new_pool(&o);
+    ph_take(p, &l);
     assert_int_equal(ph_acquirer_start(&w, p, LONG_MS, false, NULL), 0);
     assert_true(ph_wait_waiters(p, 1, LONG_MS));
     assert_int_equal(pk_pool_resize(p, 0, 0, 2), 0);
     ph_acquirer_join(&w);
     assert_int_equal(w.rc, 0);
     assert_ptr_not_equal(w.resource, l.resource);
-    assert_int_equal(stats(p).size, 2);
-    give(p, &w.lease);
-    give(p, &l);
+    assert_int_equal(ph_stats(p).size, 2);
+    ph_give(p, &w.lease);
+    ph_give(p, &l);
     pk_pool_destroy(p);
 }
 
@@ -1055,20 +1005,20 @@ test_resize_shrink_retires_idle_now_and_lent_on_release(void **state)
 
     (void)state;
     ph_options(&o, &ctx, NULL);
-    p = new_pool(&o);
+    p = ph_new_pool(&o);
     for (int i = 0; i < 4; i++)
-        take(p, &l[i]);
-    give(p, &l[0]);
-    give(p, &l[1]);
+        ph_take(p, &l[i]);
+    ph_give(p, &l[0]);
+    ph_give(p, &l[1]);
     assert_int_equal(pk_pool_resize(p, 0, 0, 1), 0);
-    st = stats(p);
+    st = ph_stats(p);
     assert_int_equal(atomic_load(&ctx.destroy_calls), 2);
     assert_int_equal(st.size, 2);
     assert_int_equal(st.max_size, 1);
-    give(p, &l[2]); /* above max_size: retired */
+    ph_give(p, &l[2]); /* above max_size: retired */
     assert_int_equal(atomic_load(&ctx.destroy_calls), 3);
-    give(p, &l[3]); /* within max_size: kept */
-    st = stats(p);
+    ph_give(p, &l[3]); /* within max_size: kept */
+    st = ph_stats(p);
     assert_int_equal(atomic_load(&ctx.destroy_calls), 3);
     assert_int_equal(st.size, 1);
     assert_int_equal(st.idle, 1);
@@ -1087,23 +1037,23 @@ test_maintain_tops_up_to_min_size_and_min_idle(void **state)
     ph_options(&o, &ctx, NULL);
     o.max_size = 4;
     o.flags = PK_POOL_MANUAL_MAINTENANCE;
-    p = new_pool(&o);
-    assert_int_equal(stats(p).size, 0);
+    p = ph_new_pool(&o);
+    assert_int_equal(ph_stats(p).size, 0);
     assert_int_equal(pk_pool_resize(p, 2, 0, 4), 0);
     assert_int_equal(pk_pool_maintain(p), 0);
-    st = stats(p);
+    st = ph_stats(p);
     assert_int_equal(st.size, 2);
     assert_int_equal(st.idle, 2);
     assert_int_equal(pk_pool_resize(p, 2, 3, 4), 0);
     assert_int_equal(pk_pool_maintain(p), 0);
-    assert_int_equal(stats(p).idle, 3);
-    take(p, &l);
+    assert_int_equal(ph_stats(p).idle, 3);
+    ph_take(p, &l);
     assert_int_equal(pk_pool_maintain(p), 0);
-    st = stats(p);
+    st = ph_stats(p);
     assert_int_equal(st.idle, 3);
     assert_int_equal(st.lent, 1);
     assert_int_equal(st.size, 4);
-    give(p, &l);
+    ph_give(p, &l);
     pk_pool_destroy(p);
 }
 
@@ -1121,23 +1071,23 @@ test_idle_timeout_retires_surplus_down_to_min_size(void **state)
     o.idle_timeout_ms = 1000;
     o.min_size = 1;
     o.flags = PK_POOL_MANUAL_MAINTENANCE;
-    p = new_pool(&o);
+    p = ph_new_pool(&o);
     for (int i = 0; i < 3; i++)
-        take(p, &l[i]);
+        ph_take(p, &l[i]);
     for (int i = 0; i < 3; i++)
-        give(p, &l[i]);
+        ph_give(p, &l[i]);
     assert_int_equal(pk_pool_maintain(p), 0);
-    assert_int_equal(stats(p).size, 3);
+    assert_int_equal(ph_stats(p).size, 3);
     ph_clock_advance_ms(&clk, 999);
     assert_int_equal(pk_pool_maintain(p), 0);
-    assert_int_equal(stats(p).size, 3);
+    assert_int_equal(ph_stats(p).size, 3);
     ph_clock_advance_ms(&clk, 1);
     assert_int_equal(pk_pool_maintain(p), 0);
-    assert_int_equal(stats(p).size, 1); /* the min_size floor stays */
+    assert_int_equal(ph_stats(p).size, 1); /* the min_size floor stays */
     assert_int_equal(atomic_load(&ctx.destroy_calls), 2);
     ph_clock_advance_ms(&clk, 100000);
     assert_int_equal(pk_pool_maintain(p), 0);
-    assert_int_equal(stats(p).size, 1);
+    assert_int_equal(ph_stats(p).size, 1);
     assert_int_equal(atomic_load(&ctx.create_calls), 3);
     pk_pool_destroy(p);
 }
@@ -1155,23 +1105,23 @@ test_min_idle_kept_on_top_of_lent(void **state)
     o.min_idle = 2;
     o.idle_timeout_ms = 1000;
     o.flags = PK_POOL_MANUAL_MAINTENANCE;
-    p = new_pool(&o);
-    assert_int_equal(stats(p).idle, 2);
-    take(p, &l);
+    p = ph_new_pool(&o);
+    assert_int_equal(ph_stats(p).idle, 2);
+    ph_take(p, &l);
     assert_int_equal(pk_pool_maintain(p), 0);
-    st = stats(p);
+    st = ph_stats(p);
     assert_int_equal(st.idle, 2);
     assert_int_equal(st.lent, 1);
     /* The idle timeout does not cut into min_idle. */
     ph_clock_advance_ms(&clk, 5000);
     assert_int_equal(pk_pool_maintain(p), 0);
-    assert_int_equal(stats(p).idle, 2);
+    assert_int_equal(ph_stats(p).idle, 2);
     /* One came back: now there is one idle too many. */
-    give(p, &l);
-    assert_int_equal(stats(p).idle, 3);
+    ph_give(p, &l);
+    assert_int_equal(ph_stats(p).idle, 3);
     ph_clock_advance_ms(&clk, 1000);
     assert_int_equal(pk_pool_maintain(p), 0);
-    st = stats(p);
+    st = ph_stats(p);
     assert_int_equal(st.idle, 2);
     assert_int_equal(st.size, 2);
     pk_pool_destroy(p);
@@ -1193,20 +1143,20 @@ test_lifetime_jitter_spreads_expiry_within_window(void **state)
     o.max_lifetime_ms = 1000;
     o.lifetime_jitter_ms = 500; /* expiry in [500, 1000] ms after birth */
     o.flags = PK_POOL_MANUAL_MAINTENANCE;
-    p = new_pool(&o);
+    p = ph_new_pool(&o);
     for (int i = 0; i < N; i++) /* all born at the same fake time */
-        take(p, &l[i]);
+        ph_take(p, &l[i]);
     for (int i = 0; i < N; i++)
-        give(p, &l[i]);
+        ph_give(p, &l[i]);
     ph_clock_advance_ms(&clk, 499);
     assert_int_equal(pk_pool_maintain(p), 0);
-    assert_int_equal(stats(p).size, N);
+    assert_int_equal(ph_stats(p).size, N);
     prev = N;
     ph_clock_advance_ms(&clk, 1);
     /* Ten steps of 50 ms from 500 to 950 ms, then 1000 ms. */
     for (int t = 500; t <= 1000; t += STEP_MS) {
         assert_int_equal(pk_pool_maintain(p), 0);
-        size = stats(p).size;
+        size = ph_stats(p).size;
         if (size < prev)
             steps_with_expiry++;
         prev = size;
@@ -1232,12 +1182,12 @@ test_expired_lent_resource_is_retired_on_release(void **state)
     o.max_lifetime_ms = 1000;
     o.lifetime_jitter_ms = 1;
     o.flags = PK_POOL_MANUAL_MAINTENANCE;
-    p = new_pool(&o);
-    res = take(p, &l);
+    p = ph_new_pool(&o);
+    res = ph_take(p, &l);
     ph_clock_advance_ms(&clk, 1000);
-    give(p, &l);
+    ph_give(p, &l);
     assert_int_equal(ph_destroyed_count(&ctx, res), 1);
-    assert_int_equal(stats(p).size, 0);
+    assert_int_equal(ph_stats(p).size, 0);
     pk_pool_destroy(p);
 }
 
@@ -1253,22 +1203,22 @@ test_max_uses_retires_after_limit(void **state)
     (void)state;
     ph_options(&o, &ctx, NULL);
     o.max_uses = 3;
-    p = new_pool(&o);
+    p = ph_new_pool(&o);
     for (unsigned long i = 1; i <= 3; i++) {
-        take(p, &l);
+        ph_take(p, &l);
         if (!first)
             first = l.resource;
         assert_ptr_equal(l.resource, first);
         assert_int_equal(pk_lease_info_get(&l, &info), 0);
         assert_int_equal(info.uses, i);
-        give(p, &l);
+        ph_give(p, &l);
     }
     assert_int_equal(ph_destroyed_count(&ctx, first), 1);
-    take(p, &l);
+    ph_take(p, &l);
     assert_int_equal(ph_id(l.resource), 2); /* a new one */
     assert_int_equal(pk_lease_info_get(&l, &info), 0);
     assert_int_equal(info.uses, 1);
-    give(p, &l);
+    ph_give(p, &l);
     pk_pool_destroy(p);
 }
 
@@ -1283,21 +1233,21 @@ test_check_after_checks_only_long_idle(void **state)
     ph_options(&o, &ctx, &clk);
     o.check = ph_check;
     o.check_after_ms = 1000;
-    p = new_pool(&o);
-    take(p, &l);
-    give(p, &l);
+    p = ph_new_pool(&o);
+    ph_take(p, &l);
+    ph_give(p, &l);
     ph_clock_advance_ms(&clk, 500);
-    take(p, &l); /* idle 500 ms: lent unchecked */
-    give(p, &l);
+    ph_take(p, &l); /* idle 500 ms: lent unchecked */
+    ph_give(p, &l);
     ph_clock_advance_ms(&clk, 999);
-    take(p, &l); /* idle 999 ms */
-    give(p, &l);
+    ph_take(p, &l); /* idle 999 ms */
+    ph_give(p, &l);
     assert_int_equal(atomic_load(&ctx.check_calls), 0);
     ph_clock_advance_ms(&clk, 1000);
-    take(p, &l); /* idle 1000 ms: checked first */
+    ph_take(p, &l); /* idle 1000 ms: checked first */
     assert_int_equal(atomic_load(&ctx.check_calls), 1);
     assert_int_equal(ph_checked_count(&ctx, l.resource), 1);
-    give(p, &l);
+    ph_give(p, &l);
     pk_pool_destroy(p);
 }
 
@@ -1313,13 +1263,13 @@ test_check_always_checks_every_borrow(void **state)
     ph_options(&o, &ctx, &clk);
     o.check = ph_check;
     o.check_after_ms = PK_ALWAYS;
-    p = new_pool(&o);
-    take(p, &l);
-    give(p, &l);
+    p = ph_new_pool(&o);
+    ph_take(p, &l);
+    ph_give(p, &l);
     base = atomic_load(&ctx.check_calls);
     for (int i = 0; i < 3; i++) {
-        take(p, &l);
-        give(p, &l);
+        ph_take(p, &l);
+        ph_give(p, &l);
     }
     assert_int_equal(atomic_load(&ctx.check_calls), base + 3);
     pk_pool_destroy(p);
@@ -1338,22 +1288,22 @@ test_failed_check_retires_and_acquirer_gets_a_good_one(void **state)
     ph_options(&o, &ctx, &clk);
     o.check = ph_check;
     o.check_after_ms = 1000;
-    p = new_pool(&o);
-    good = take(p, &a);
-    dead = take(p, &b);
-    give(p, &a);
+    p = ph_new_pool(&o);
+    good = ph_take(p, &a);
+    dead = ph_take(p, &b);
+    ph_give(p, &a);
     ((ph_item *)dead)->bad = 1;
-    give(p, &b); /* LIFO: the dead one is offered first */
+    ph_give(p, &b); /* LIFO: the dead one is offered first */
     ph_clock_advance_ms(&clk, 1000);
     assert_int_equal(pk_pool_acquire(p, &x, LONG_MS, NULL), 0);
     assert_ptr_equal(x.resource, good);
     assert_int_equal(ph_destroyed_count(&ctx, dead), 1);
-    assert_int_equal(stats(p).check_failures, 1);
+    assert_int_equal(ph_stats(p).check_failures, 1);
     assert_true(ph_find_event(&ctx, PK_EVENT_CHECK_FAILED, &ev));
     assert_ptr_equal(ev.resource, dead);
     assert_int_equal(ev.err_code, PK_ECHECK);
     assert_non_null(strstr(ev.msg, "is dead"));
-    give(p, &x);
+    ph_give(p, &x);
     pk_pool_destroy(p);
 }
 
@@ -1370,19 +1320,19 @@ test_failed_check_of_every_idle_one_creates_a_fresh_one(void **state)
     o.check = ph_check;
     o.check_after_ms = 1000;
     o.max_size = 2;
-    p = new_pool(&o);
-    old[0] = take(p, &a);
-    old[1] = take(p, &b);
+    p = ph_new_pool(&o);
+    old[0] = ph_take(p, &a);
+    old[1] = ph_take(p, &b);
     ((ph_item *)old[0])->bad = 1;
     ((ph_item *)old[1])->bad = 1;
-    give(p, &a);
-    give(p, &b);
+    ph_give(p, &a);
+    ph_give(p, &b);
     ph_clock_advance_ms(&clk, 1000);
     assert_int_equal(pk_pool_acquire(p, &x, LONG_MS, NULL), 0);
     assert_int_equal(ph_id(x.resource), 3); /* a new one */
     assert_int_equal(atomic_load(&ctx.destroy_calls), 2);
-    assert_int_equal(stats(p).check_failures, 2);
-    give(p, &x);
+    assert_int_equal(ph_stats(p).check_failures, 2);
+    ph_give(p, &x);
     pk_pool_destroy(p);
 }
 
@@ -1399,7 +1349,7 @@ test_held_too_long_reports_acquire_site(void **state)
     ph_options(&o, &ctx, &clk);
     o.held_too_long_ms = 1000;
     o.flags = PK_POOL_MANUAL_MAINTENANCE;
-    p = new_pool(&o);
+    p = ph_new_pool(&o);
     line = __LINE__; assert_int_equal(pk_pool_acquire(p, &l, LONG_MS, NULL), 0);
     ph_clock_advance_ms(&clk, 999);
     assert_int_equal(pk_pool_maintain(p), 0);
@@ -1417,7 +1367,7 @@ test_held_too_long_reports_acquire_site(void **state)
     ph_clock_advance_ms(&clk, 5000);
     assert_int_equal(pk_pool_maintain(p), 0);
     assert_int_equal(ph_count_events(&ctx, PK_EVENT_HELD_TOO_LONG), 1);
-    give(p, &l);
+    ph_give(p, &l);
     pk_pool_destroy(p);
 }
 
@@ -1433,19 +1383,19 @@ test_reset_failure_retires_resource(void **state)
     (void)state;
     ph_options(&o, &ctx, NULL);
     o.reset = ph_reset;
-    p = new_pool(&o);
-    res = take(p, &l);
-    give(p, &l); /* clean: back to idle */
+    p = ph_new_pool(&o);
+    res = ph_take(p, &l);
+    ph_give(p, &l); /* clean: back to idle */
     assert_int_equal(atomic_load(&ctx.reset_calls), 1);
-    assert_int_equal(stats(p).idle, 1);
-    take(p, &l);
+    assert_int_equal(ph_stats(p).idle, 1);
+    ph_take(p, &l);
     assert_ptr_equal(l.resource, res);
     ((ph_item *)res)->dirty = 1;
-    give(p, &l);
+    ph_give(p, &l);
     assert_int_equal(atomic_load(&ctx.reset_calls), 2);
     assert_int_equal(ph_destroyed_count(&ctx, res), 1);
-    assert_int_equal(stats(p).size, 0);
-    assert_int_equal(stats(p).check_failures, 1);
+    assert_int_equal(ph_stats(p).size, 0);
+    assert_int_equal(ph_stats(p).check_failures, 1);
     assert_true(ph_find_event(&ctx, PK_EVENT_CHECK_FAILED, &ev));
     assert_ptr_equal(ev.resource, res);
     pk_pool_destroy(p);
@@ -1465,18 +1415,18 @@ test_event_hook_reports_each_kind(void **state)
     o.check = ph_check;
     o.check_after_ms = PK_ALWAYS;
     o.max_size = 2;
-    p = new_pool(&o);
-    ra = take(p, &a);
+    p = ph_new_pool(&o);
+    ra = ph_take(p, &a);
     assert_true(ph_find_event(&ctx, PK_EVENT_CREATED, &ev));
     assert_ptr_equal(ev.resource, ra);
-    rb = take(p, &b);
+    rb = ph_take(p, &b);
     assert_int_equal(ph_count_events(&ctx, PK_EVENT_CREATED), 2);
     assert_int_equal(pk_pool_acquire(p, &c, 10, NULL), PK_ETIMEDOUT);
     assert_int_equal(ph_count_events(&ctx, PK_EVENT_TIMEOUT), 1);
     ((ph_item *)rb)->bad = 1;
-    give(p, &b);
-    give(p, &a); /* LIFO: a is offered first and is fine */
-    take(p, &a);
+    ph_give(p, &b);
+    ph_give(p, &a); /* LIFO: a is offered first and is fine */
+    ph_take(p, &a);
     assert_int_equal(ph_count_events(&ctx, PK_EVENT_CHECK_FAILED), 0);
     ph_fail_creates(&ctx, -1, PK_ECONNECT, 0, "no route");
     /* b fails its check and is destroyed; its replacement fails. */
@@ -1489,7 +1439,7 @@ test_event_hook_reports_each_kind(void **state)
     assert_true(ph_find_event(&ctx, PK_EVENT_CREATE_FAILED, &ev));
     assert_int_equal(ev.err_code, PK_ECONNECT);
     assert_string_equal(ev.msg, "no route");
-    give(p, &a);
+    ph_give(p, &a);
     pk_pool_destroy(p);
     assert_int_equal(ph_count_events(&ctx, PK_EVENT_DESTROYED), 2);
 }
@@ -1509,10 +1459,10 @@ test_stats_count_population_and_outcomes(void **state)
     ph_options(&o, &ctx, &clk);
     o.reset = ph_reset;
     o.max_size = 2;
-    p = new_pool(&o);
-    take(p, &a);
-    take(p, &b);
-    st = stats(p);
+    p = ph_new_pool(&o);
+    ph_take(p, &a);
+    ph_take(p, &b);
+    st = ph_stats(p);
     assert_int_equal(st.size, 2);
     assert_int_equal(st.lent, 2);
     assert_int_equal(st.idle, 0);
@@ -1522,13 +1472,13 @@ test_stats_count_population_and_outcomes(void **state)
     assert_int_equal(pk_pool_acquire(p, &c, 5, NULL), PK_ETIMEDOUT);
     assert_int_equal(ph_acquirer_start(&w, p, LONG_MS, false, NULL), 0);
     assert_true(ph_wait_waiters(p, 1, LONG_MS));
-    assert_int_equal(stats(p).waiters, 1);
-    give(p, &a); /* handed to the waiter */
+    assert_int_equal(ph_stats(p).waiters, 1);
+    ph_give(p, &a); /* handed to the waiter */
     ph_acquirer_join(&w);
     assert_int_equal(w.rc, 0);
     ((ph_item *)b.resource)->dirty = 1;
-    give(p, &b); /* reset fails: retired */
-    st = stats(p);
+    ph_give(p, &b); /* reset fails: retired */
+    st = ph_stats(p);
     assert_int_equal(st.size, 1);
     assert_int_equal(st.lent, 1);
     assert_int_equal(st.waiters, 0);
@@ -1538,12 +1488,12 @@ test_stats_count_population_and_outcomes(void **state)
     assert_int_equal(st.acquires, 3);
     ph_fail_creates(&ctx, 1, PK_ECONNECT, 0, NULL);
     assert_int_equal(pk_pool_acquire(p, &c, LONG_MS, NULL), PK_ECONNECT);
-    st = stats(p);
+    st = ph_stats(p);
     assert_int_equal(st.create_failures, 1);
     assert_int_equal(st.created, 2);
     assert_int_equal(st.acquires, 3);
-    give(p, &w.lease);
-    st = stats(p);
+    ph_give(p, &w.lease);
+    st = ph_stats(p);
     assert_int_equal(st.idle, 1);
     assert_int_equal(st.lent, 0);
     pk_pool_destroy(p);
@@ -1561,33 +1511,33 @@ test_wait_percentiles_reflect_waits(void **state)
     (void)state;
     ph_options(&o, &ctx, NULL);
     o.max_size = 1;
-    p = new_pool(&o);
-    take(p, &l); /* made by a create: that acquire waited for it */
-    give(p, &l);
+    p = ph_new_pool(&o);
+    ph_take(p, &l); /* made by a create: that acquire waited for it */
+    ph_give(p, &l);
     assert_int_equal(pk_pool_stats_reset_wait(p), 0);
     for (int i = 0; i < 5; i++) { /* acquires that do not wait */
-        take(p, &l);
-        give(p, &l);
+        ph_take(p, &l);
+        ph_give(p, &l);
     }
-    st = stats(p);
+    st = ph_stats(p);
     assert_int_equal(st.wait_p50_ns, 0);
     assert_int_equal(st.wait_p99_ns, 0);
     assert_int_equal(pk_pool_stats_reset_wait(p), 0);
-    take(p, &l);
+    ph_take(p, &l);
     assert_int_equal(ph_acquirer_start(&w, p, LONG_MS, true, NULL), 0);
     assert_true(ph_wait_waiters(p, 1, LONG_MS));
     ph_sleep_ms(10);
-    give(p, &l);
+    ph_give(p, &l);
     ph_acquirer_join(&w);
     assert_int_equal(w.rc, 0);
-    st = stats(p);
+    st = ph_stats(p);
     /* One fast acquire (ours) and one that waited at least 10 ms. */
     assert_true(st.wait_max_ns >= 10 * PH_MS);
     assert_true(st.wait_p99_ns >= 10 * PH_MS);
     assert_true(st.wait_p50_ns > 0);
     assert_true(st.wait_p50_ns <= st.wait_p99_ns);
     assert_int_equal(pk_pool_stats_reset_wait(p), 0);
-    st = stats(p);
+    st = ph_stats(p);
     assert_int_equal(st.wait_p50_ns, 0);
     assert_int_equal(st.wait_p99_ns, 0);
     assert_int_equal(st.wait_max_ns, 0);
@@ -1611,17 +1561,17 @@ test_lease_info_reports_age_idle_uses_generation_site(void **state)
      * reported to the lead); held_too_long is such a policy. */
     o.held_too_long_ms = 60000;
     o.flags = PK_POOL_MANUAL_MAINTENANCE;
-    p = new_pool(&o);
+    p = ph_new_pool(&o);
     line = __LINE__; assert_int_equal(pk_pool_acquire(p, &l, LONG_MS, NULL), 0);
     ph_clock_advance_ms(&clk, 250);
     assert_int_equal(pk_lease_info_get(&l, &info), 0);
     assert_int_equal(info.age_ns, 250 * PH_MS);
     assert_int_equal(info.uses, 1);
-    assert_int_equal(info.generation, stats(p).generation);
+    assert_int_equal(info.generation, ph_stats(p).generation);
     assert_non_null(info.file);
     assert_string_equal(info.file, __FILE__);
     assert_int_equal(info.line, line);
-    give(p, &l);
+    ph_give(p, &l);
     ph_clock_advance_ms(&clk, 100);
     line = __LINE__; assert_int_equal(pk_pool_acquire(p, &l, LONG_MS, NULL), 0);
     assert_int_equal(pk_lease_info_get(&l, &info), 0);
@@ -1629,7 +1579,7 @@ test_lease_info_reports_age_idle_uses_generation_site(void **state)
     assert_int_equal(info.idle_ns, 100 * PH_MS);
     assert_int_equal(info.uses, 2);
     assert_int_equal(info.line, line);
-    give(p, &l);
+    ph_give(p, &l);
     pk_pool_destroy(p);
 }
 
@@ -1645,16 +1595,16 @@ test_close_with_lent_times_out_and_destroys_on_release(void **state)
 
     (void)state;
     ph_options(&o, &ctx, NULL);
-    p = new_pool(&o);
-    ra = take(p, &a);
-    rb = take(p, &b);
-    give(p, &b);
+    p = ph_new_pool(&o);
+    ra = ph_take(p, &a);
+    rb = ph_take(p, &b);
+    ph_give(p, &b);
     assert_int_equal(pk_pool_close(p, 0), PK_ETIMEDOUT);
     assert_int_equal(ph_destroyed_count(&ctx, rb), 1); /* idle: at once */
     assert_int_equal(ph_destroyed_count(&ctx, ra), 0);
     assert_int_equal(pk_pool_release(p, &a, PK_RELEASE_OK), 0);
     assert_int_equal(ph_destroyed_count(&ctx, ra), 1);
-    assert_int_equal(stats(p).size, 0);
+    assert_int_equal(ph_stats(p).size, 0);
     assert_int_equal(pk_pool_close(p, 0), 0);
     pk_pool_destroy(p);
 }
@@ -1670,8 +1620,8 @@ test_close_wakes_waiters_with_eshutdown(void **state)
     (void)state;
     ph_options(&o, &ctx, NULL);
     o.max_size = 1;
-    p = new_pool(&o);
-    take(p, &l);
+    p = ph_new_pool(&o);
+    ph_take(p, &l);
     for (int i = 0; i < 2; i++) {
         assert_int_equal(ph_acquirer_start(&w[i], p, LONG_MS, false, NULL),
                          0);
@@ -1682,7 +1632,7 @@ test_close_wakes_waiters_with_eshutdown(void **state)
         ph_acquirer_join(&w[i]);
         assert_int_equal(w[i].rc, PK_ESHUTDOWN); /* not ETIMEDOUT */
     }
-    give(p, &l);
+    ph_give(p, &l);
     pk_pool_destroy(p);
 }
 
@@ -1695,7 +1645,7 @@ test_close_wakes_waiter_whose_create_was_running(void **state)
 
     (void)state;
     ph_options(&o, &ctx, NULL);
-    p = new_pool(&o);
+    p = ph_new_pool(&o);
     ph_create_gate(&ctx, true);
     assert_int_equal(ph_acquirer_start(&w, p, LONG_MS, false, NULL), 0);
     assert_true(ph_wait_atomic(&ctx.in_create, 1, LONG_MS));
@@ -1736,9 +1686,9 @@ test_close_returns_zero_when_leases_come_back_in_time(void **state)
 
     (void)state;
     ph_options(&o, &ctx, NULL);
-    p = new_pool(&o);
+    p = ph_new_pool(&o);
     r.p = p;
-    take(p, &r.l);
+    ph_take(p, &r.l);
     assert_int_equal(pthread_create(&r.t, NULL, late_release_main, &r), 0);
     assert_int_equal(pk_pool_close(p, LONG_MS), 0);
     /* close returned: the lease came back and was destroyed. */
@@ -1759,10 +1709,10 @@ test_destroy_with_lease_out_finishes_on_release(void **state)
     (void)state;
     ph_options(&o, &ctx, NULL);
     o.user_free = ph_user_free;
-    p = new_pool(&o);
-    ra = take(p, &a);
-    take(p, &b);
-    give(p, &b);
+    p = ph_new_pool(&o);
+    ra = ph_take(p, &a);
+    ph_take(p, &b);
+    ph_give(p, &b);
     pk_pool_destroy(p);
     assert_int_equal(atomic_load(&ctx.destroy_calls), 1);
     assert_int_equal(atomic_load(&ctx.user_free_calls), 0);
@@ -1783,15 +1733,16 @@ test_destroy_runs_user_free_once_after_last_destroy(void **state)
     (void)state;
     ph_options(&o, &ctx, NULL);
     o.user_free = ph_user_free;
-    p = new_pool(&o);
-    take(p, &l);
-    give(p, &l);
+    p = ph_new_pool(&o);
+    ph_take(p, &l);
+    ph_give(p, &l);
     pk_pool_destroy(p);
     assert_int_equal(atomic_load(&ctx.user_free_calls), 1);
     assert_int_equal(atomic_load(&ctx.destroys_at_user_free), 1);
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define T(f) \
+    cmocka_unit_test_prestate_setup_teardown(f, ph_setup, ph_teardown, &fx)
 
 int
 main(void)

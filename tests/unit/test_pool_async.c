@@ -18,66 +18,13 @@
 
 #include <poolkit/pool.h>
 
-#include "alloc.h"
 #include "pool_helpers.h"
 
 #define LONG_MS 5000
 
 static ph_ctx ctx;
 static ph_clock clk;
-static long live_at_start;
-
-static int
-setup(void **state)
-{
-    (void)state;
-    ph_ctx_init(&ctx);
-    ph_clock_init(&clk);
-    live_at_start = pk__alloc_live();
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    (void)state;
-    assert_int_equal(atomic_load(&ctx.live), 0);
-    assert_int_equal(ctx.gate_timeouts, 0);
-    assert_int_equal(pk__alloc_live(), live_at_start);
-    ph_ctx_fini(&ctx);
-    return 0;
-}
-
-static pk_pool *
-new_pool(const pk_pool_options *o)
-{
-    pk_pool *p = NULL;
-
-    assert_int_equal(pk_pool_create(&p, o), 0);
-    return p;
-}
-
-static pk_pool_stats
-stats(pk_pool *p)
-{
-    pk_pool_stats st;
-
-    assert_int_equal(pk_pool_stats_get(p, &st), 0);
-    return st;
-}
-
-static void *
-take(pk_pool *p, pk_lease *l)
-{
-    assert_int_equal(pk_pool_acquire(p, l, LONG_MS, NULL), 0);
-    return l->resource;
-}
-
-static void
-give(pk_pool *p, pk_lease *l)
-{
-    assert_int_equal(pk_pool_release(p, l, PK_RELEASE_OK), 0);
-}
+static ph_fixture fx = { &ctx, 1, &clk, 0 };
 
 /* What a ticket callback saw. */
 struct cb_rec {
@@ -100,6 +47,20 @@ record_cb(void *arg, pk_pool_ticket *t)
     atomic_fetch_add(&r->calls, 1); /* last: the test waits on it */
 }
 
+/* pk_pool_acquire_async with record_cb recording into cb; asserts that
+ * the ticket is not ready at once. */
+static pk_pool_ticket *
+acquire_pending(pk_pool *p, struct cb_rec *cb)
+{
+    pk_pool_ticket *t = NULL;
+    int ready = -1;
+
+    assert_int_equal(pk_pool_acquire_async(p, &t, LONG_MS, record_cb, cb,
+                                           &ready), 0);
+    assert_int_equal(ready, 0);
+    return t;
+}
+
 /* ---- arguments ---------------------------------------------------------- */
 
 static void
@@ -113,7 +74,7 @@ test_async_functions_reject_invalid_arguments(void **state)
 
     (void)state;
     ph_options(&o, &ctx, NULL);
-    p = new_pool(&o);
+    p = ph_new_pool(&o);
     assert_int_equal(pk_pool_acquire_async(NULL, &t, 10, NULL, NULL, &ready),
                      PK_EINVAL);
     assert_int_equal(pk_pool_acquire_async(p, NULL, 10, NULL, NULL, &ready),
@@ -121,18 +82,18 @@ test_async_functions_reject_invalid_arguments(void **state)
     assert_int_equal(pk_pool_acquire_async(p, &t, -5, NULL, NULL, &ready),
                      PK_EINVAL);
     assert_null(t);
-    assert_int_equal(stats(p).waiters, 0);
+    assert_int_equal(ph_stats(p).waiters, 0);
     assert_int_equal(pk_pool_ticket_fd(NULL), PK_EINVAL);
     assert_int_equal(pk_pool_ticket_take(NULL, &l, NULL), PK_EINVAL);
     pk_pool_ticket_free(NULL);
     /* A real ticket with no lease to fill: rejected, and it stays. */
-    take(p, &l);
-    give(p, &l);
+    ph_take(p, &l);
+    ph_give(p, &l);
     assert_int_equal(pk_pool_acquire_async(p, &t, 10, NULL, NULL, &ready), 0);
     assert_int_equal(ready, 1);
     assert_int_equal(pk_pool_ticket_take(t, NULL, NULL), PK_EINVAL);
     assert_int_equal(pk_pool_ticket_take(t, &l, NULL), 0);
-    give(p, &l);
+    ph_give(p, &l);
     pk_pool_destroy(p);
 }
 
@@ -145,7 +106,7 @@ test_async_acquire_on_closed_pool_returns_eshutdown(void **state)
 
     (void)state;
     ph_options(&o, &ctx, NULL);
-    p = new_pool(&o);
+    p = ph_new_pool(&o);
     assert_int_equal(pk_pool_close(p, 0), 0);
     assert_int_equal(pk_pool_acquire_async(p, &t, 10, NULL, NULL, NULL),
                      PK_ESHUTDOWN);
@@ -169,9 +130,9 @@ test_async_acquire_is_ready_at_once_when_idle(void **state)
     (void)state;
     memset(&cb, 0, sizeof cb);
     ph_options(&o, &ctx, NULL);
-    p = new_pool(&o);
-    res = take(p, &l);
-    give(p, &l);
+    p = ph_new_pool(&o);
+    res = ph_take(p, &l);
+    ph_give(p, &l);
     line = __LINE__; assert_int_equal(pk_pool_acquire_async(p, &t, LONG_MS, record_cb, &cb, &ready), 0);
     assert_int_equal(ready, 1);
     assert_true(pk_pool_ticket_fd(t) >= 0);
@@ -182,7 +143,7 @@ test_async_acquire_is_ready_at_once_when_idle(void **state)
     assert_int_equal(pk_lease_info_get(&l, &info), 0);
     assert_string_equal(info.file, __FILE__);
     assert_int_equal(info.line, line);
-    give(p, &l);
+    ph_give(p, &l);
     pk_pool_destroy(p);
 }
 
@@ -211,19 +172,16 @@ test_async_ticket_becomes_ready_when_another_thread_releases(void **state)
     struct cb_rec cb;
     struct releaser r;
     void *res;
-    int ready = -1;
 
     (void)state;
     memset(&cb, 0, sizeof cb);
     ph_options(&o, &ctx, NULL);
     o.max_size = 1;
-    p = new_pool(&o);
+    p = ph_new_pool(&o);
     r.p = p;
-    res = take(p, &r.l);
-    assert_int_equal(pk_pool_acquire_async(p, &t, LONG_MS, record_cb, &cb,
-                                           &ready), 0);
-    assert_int_equal(ready, 0);
-    assert_int_equal(stats(p).waiters, 1);
+    res = ph_take(p, &r.l);
+    t = acquire_pending(p, &cb);
+    assert_int_equal(ph_stats(p).waiters, 1);
     assert_false(ph_fd_readable(pk_pool_ticket_fd(t), 0));
     assert_int_equal(pk_pool_ticket_take(t, &l, NULL), PK_EAGAIN);
     assert_int_equal(pthread_create(&r.t, NULL, releaser_main, &r), 0);
@@ -235,7 +193,7 @@ test_async_ticket_becomes_ready_when_another_thread_releases(void **state)
     assert_true(pthread_equal(cb.thread, r.t)); /* on the releasing thread */
     assert_int_equal(pk_pool_ticket_take(t, &l, NULL), 0);
     assert_ptr_equal(l.resource, res);
-    give(p, &l);
+    ph_give(p, &l);
     pk_pool_destroy(p);
 }
 
@@ -247,15 +205,12 @@ test_async_create_runs_on_helper_thread_not_caller(void **state)
     pk_pool_ticket *t;
     pk_lease l;
     struct cb_rec cb;
-    int ready = -1;
 
     (void)state;
     memset(&cb, 0, sizeof cb);
     ph_options(&o, &ctx, NULL);
-    p = new_pool(&o);
-    assert_int_equal(pk_pool_acquire_async(p, &t, LONG_MS, record_cb, &cb,
-                                           &ready), 0);
-    assert_int_equal(ready, 0);
+    p = ph_new_pool(&o);
+    t = acquire_pending(p, &cb);
     assert_true(ph_fd_readable(pk_pool_ticket_fd(t), LONG_MS));
     assert_int_equal(atomic_load(&ctx.create_calls), 1);
     assert_false(pthread_equal(ph_create_thread(&ctx, 0), pthread_self()));
@@ -263,7 +218,7 @@ test_async_create_runs_on_helper_thread_not_caller(void **state)
     assert_false(pthread_equal(cb.thread, pthread_self()));
     assert_int_equal(pk_pool_ticket_take(t, &l, NULL), 0);
     assert_non_null(l.resource);
-    give(p, &l);
+    ph_give(p, &l);
     pk_pool_destroy(p);
 }
 
@@ -275,16 +230,13 @@ test_async_create_runs_inside_maintain_when_manual(void **state)
     pk_pool_ticket *t;
     pk_lease l;
     struct cb_rec cb;
-    int ready = -1;
 
     (void)state;
     memset(&cb, 0, sizeof cb);
     ph_options(&o, &ctx, NULL);
     o.flags = PK_POOL_MANUAL_MAINTENANCE;
-    p = new_pool(&o);
-    assert_int_equal(pk_pool_acquire_async(p, &t, LONG_MS, record_cb, &cb,
-                                           &ready), 0);
-    assert_int_equal(ready, 0);
+    p = ph_new_pool(&o);
+    t = acquire_pending(p, &cb);
     /* No helper thread: nothing happens until the embedder's loop. */
     assert_false(ph_fd_readable(pk_pool_ticket_fd(t), 30));
     assert_int_equal(atomic_load(&ctx.create_calls), 0);
@@ -294,7 +246,7 @@ test_async_create_runs_inside_maintain_when_manual(void **state)
     assert_true(ph_fd_readable(pk_pool_ticket_fd(t), 0));
     assert_int_equal(atomic_load(&cb.calls), 1);
     assert_int_equal(pk_pool_ticket_take(t, &l, NULL), 0);
-    give(p, &l);
+    ph_give(p, &l);
     pk_pool_destroy(p);
 }
 
@@ -313,8 +265,8 @@ test_async_ticket_times_out_with_etimedout(void **state)
     memset(&cb, 0, sizeof cb);
     ph_options(&o, &ctx, NULL);
     o.max_size = 1;
-    p = new_pool(&o);
-    take(p, &held);
+    p = ph_new_pool(&o);
+    ph_take(p, &held);
     t0 = ph_now_ns();
     assert_int_equal(pk_pool_acquire_async(p, &t, 50, record_cb, &cb, NULL),
                      0);
@@ -322,14 +274,14 @@ test_async_ticket_times_out_with_etimedout(void **state)
     assert_true(ph_now_ns() - t0 >= 50 * PH_MS);
     assert_int_equal(atomic_load(&cb.calls), 1);
     assert_int_equal(pk_pool_ticket_take(t, &l, NULL), PK_ETIMEDOUT);
-    st = stats(p);
+    st = ph_stats(p);
     assert_int_equal(st.timeouts, 1);
     assert_int_equal(st.waiters, 0);
     /* The helper emits the event just after it readies the ticket. */
     assert_true(ph_wait_events(&ctx, PK_EVENT_TIMEOUT, 1, LONG_MS));
     assert_int_equal(ph_count_events(&ctx, PK_EVENT_TIMEOUT), 1);
-    give(p, &held);
-    assert_int_equal(stats(p).idle, 1); /* not handed to the dead ticket */
+    ph_give(p, &held);
+    assert_int_equal(ph_stats(p).idle, 1); /* not handed to the dead ticket */
     pk_pool_destroy(p);
 }
 
@@ -346,14 +298,14 @@ test_async_zero_timeout_means_acquire_timeout_option(void **state)
     ph_options(&o, &ctx, NULL);
     o.max_size = 1;
     o.acquire_timeout_ms = 40;
-    p = new_pool(&o);
-    take(p, &held);
+    p = ph_new_pool(&o);
+    ph_take(p, &held);
     t0 = ph_now_ns();
     assert_int_equal(pk_pool_acquire_async(p, &t, 0, NULL, NULL, NULL), 0);
     assert_true(ph_fd_readable(pk_pool_ticket_fd(t), LONG_MS));
     assert_true(ph_now_ns() - t0 >= 40 * PH_MS);
     assert_int_equal(pk_pool_ticket_take(t, &l, NULL), PK_ETIMEDOUT);
-    give(p, &held);
+    ph_give(p, &held);
     pk_pool_destroy(p);
 }
 
@@ -368,7 +320,7 @@ test_async_create_error_reaches_ticket(void **state)
 
     (void)state;
     ph_options(&o, &ctx, NULL);
-    p = new_pool(&o);
+    p = ph_new_pool(&o);
     ph_fail_creates(&ctx, -1, PK_ECONNECT, 111, "connection refused");
     assert_int_equal(pk_pool_acquire_async(p, &t, LONG_MS, NULL, NULL, NULL),
                      0);
@@ -396,16 +348,16 @@ test_async_ticket_free_withdraws_pending_ticket(void **state)
     memset(&cb, 0, sizeof cb);
     ph_options(&o, &ctx, NULL);
     o.max_size = 1;
-    p = new_pool(&o);
-    take(p, &held);
+    p = ph_new_pool(&o);
+    ph_take(p, &held);
     assert_int_equal(pk_pool_acquire_async(p, &t, LONG_MS, record_cb, &cb,
                                            NULL), 0);
-    assert_int_equal(stats(p).waiters, 1);
+    assert_int_equal(ph_stats(p).waiters, 1);
     pk_pool_ticket_free(t);
-    assert_int_equal(stats(p).waiters, 0);
-    give(p, &held);
-    assert_int_equal(stats(p).idle, 1);
-    assert_int_equal(stats(p).lent, 0);
+    assert_int_equal(ph_stats(p).waiters, 0);
+    ph_give(p, &held);
+    assert_int_equal(ph_stats(p).idle, 1);
+    assert_int_equal(ph_stats(p).lent, 0);
     assert_int_equal(atomic_load(&cb.calls), 0);
     pk_pool_destroy(p);
 }
@@ -422,28 +374,28 @@ test_async_ticket_free_returns_a_ready_lease(void **state)
     (void)state;
     ph_options(&o, &ctx, NULL);
     o.max_size = 1;
-    p = new_pool(&o);
-    take(p, &l);
-    give(p, &l);
+    p = ph_new_pool(&o);
+    ph_take(p, &l);
+    ph_give(p, &l);
     /* Ready at once, never taken. */
     assert_int_equal(pk_pool_acquire_async(p, &t, LONG_MS, NULL, NULL,
                                            &ready), 0);
     assert_int_equal(ready, 1);
-    assert_int_equal(stats(p).lent, 1);
+    assert_int_equal(ph_stats(p).lent, 1);
     pk_pool_ticket_free(t);
-    assert_int_equal(stats(p).lent, 0);
-    assert_int_equal(stats(p).idle, 1);
+    assert_int_equal(ph_stats(p).lent, 0);
+    assert_int_equal(ph_stats(p).idle, 1);
     /* Served by a release later, never taken. */
-    take(p, &l);
+    ph_take(p, &l);
     assert_int_equal(pk_pool_acquire_async(p, &t, LONG_MS, NULL, NULL,
                                            &ready), 0);
     assert_int_equal(ready, 0);
-    give(p, &l);
+    ph_give(p, &l);
     assert_true(ph_fd_readable(pk_pool_ticket_fd(t), LONG_MS));
-    assert_int_equal(stats(p).lent, 1);
+    assert_int_equal(ph_stats(p).lent, 1);
     pk_pool_ticket_free(t);
-    assert_int_equal(stats(p).lent, 0);
-    assert_int_equal(stats(p).idle, 1);
+    assert_int_equal(ph_stats(p).lent, 0);
+    assert_int_equal(ph_stats(p).idle, 1);
     assert_int_equal(atomic_load(&ctx.created), 1);
     pk_pool_destroy(p);
 }
@@ -461,15 +413,15 @@ test_async_close_gives_pending_tickets_eshutdown(void **state)
     memset(&cb, 0, sizeof cb);
     ph_options(&o, &ctx, NULL);
     o.max_size = 1;
-    p = new_pool(&o);
-    take(p, &held);
+    p = ph_new_pool(&o);
+    ph_take(p, &held);
     assert_int_equal(pk_pool_acquire_async(p, &t, LONG_MS, record_cb, &cb,
                                            NULL), 0);
     assert_int_equal(pk_pool_close(p, 0), PK_ETIMEDOUT);
     assert_true(ph_fd_readable(pk_pool_ticket_fd(t), LONG_MS));
     assert_int_equal(atomic_load(&cb.calls), 1);
     assert_int_equal(pk_pool_ticket_take(t, &l, NULL), PK_ESHUTDOWN);
-    give(p, &held);
+    ph_give(p, &held);
     assert_int_equal(atomic_load(&ctx.destroy_calls), 1);
     pk_pool_destroy(p);
 }
@@ -492,22 +444,22 @@ test_async_and_blocking_waiters_share_arrival_order(void **state)
     cb.seq = &seq;
     ph_options(&o, &ctx, NULL);
     o.max_size = 1;
-    p = new_pool(&o);
-    take(p, &held);
+    p = ph_new_pool(&o);
+    ph_take(p, &held);
     /* Blocking, async, blocking: each queued before the next arrives. */
     assert_int_equal(ph_acquirer_start(&w1, p, LONG_MS, true, &seq), 0);
     assert_true(ph_wait_waiters(p, 1, LONG_MS));
     assert_int_equal(pk_pool_acquire_async(p, &t, LONG_MS, record_cb, &cb,
                                            NULL), 0);
-    assert_int_equal(stats(p).waiters, 2);
+    assert_int_equal(ph_stats(p).waiters, 2);
     assert_int_equal(ph_acquirer_start(&w3, p, LONG_MS, true, &seq), 0);
     assert_true(ph_wait_waiters(p, 3, LONG_MS));
-    give(p, &held);
+    ph_give(p, &held);
     ph_acquirer_join(&w1);
     assert_int_equal(w1.rc, 0);
     assert_true(ph_fd_readable(pk_pool_ticket_fd(t), LONG_MS));
     assert_int_equal(pk_pool_ticket_take(t, &l, NULL), 0);
-    give(p, &l);
+    ph_give(p, &l);
     ph_acquirer_join(&w3);
     assert_int_equal(w3.rc, 0);
     assert_int_equal(w1.order, 0);
@@ -516,7 +468,8 @@ test_async_and_blocking_waiters_share_arrival_order(void **state)
     pk_pool_destroy(p);
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define T(f) \
+    cmocka_unit_test_prestate_setup_teardown(f, ph_setup, ph_teardown, &fx)
 
 int
 main(void)

@@ -23,7 +23,6 @@
 
 #include <poolkit/pool.h>
 
-#include "alloc.h"
 #include "pool_helpers.h"
 
 #define LONG_MS 5000
@@ -31,33 +30,7 @@
 
 static ph_ctx ctx[NCTX];
 static ph_clock clk;
-static long live_at_start;
-
-static int
-setup(void **state)
-{
-    (void)state;
-    for (int i = 0; i < NCTX; i++) {
-        ph_ctx_init(&ctx[i]);
-        ctx[i].tag = i;
-    }
-    ph_clock_init(&clk);
-    live_at_start = pk__alloc_live();
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    (void)state;
-    for (int i = 0; i < NCTX; i++) {
-        assert_int_equal(atomic_load(&ctx[i].live), 0);
-        assert_int_equal(ctx[i].gate_timeouts, 0);
-        ph_ctx_fini(&ctx[i]);
-    }
-    assert_int_equal(pk__alloc_live(), live_at_start);
-    return 0;
-}
+static ph_fixture fx = { ctx, NCTX, &clk, 0 };
 
 static pk_pool_group *
 new_group(size_t max_total)
@@ -90,19 +63,6 @@ used(pk_pool_group *g)
 
     assert_int_equal(pk_pool_group_usage(g, &u, &max), 0);
     return u;
-}
-
-static void *
-take(pk_pool *p, pk_lease *l)
-{
-    assert_int_equal(pk_pool_acquire(p, l, LONG_MS, NULL), 0);
-    return l->resource;
-}
-
-static void
-give(pk_pool *p, pk_lease *l)
-{
-    assert_int_equal(pk_pool_release(p, l, PK_RELEASE_OK), 0);
 }
 
 static int
@@ -146,10 +106,10 @@ test_group_members_draw_on_one_budget(void **state)
     g = new_group(3);
     a = new_member(g, 0);
     b = new_member(g, 1);
-    take(a, &la[0]);
-    take(a, &la[1]);
+    ph_take(a, &la[0]);
+    ph_take(a, &la[1]);
     assert_int_equal(used(g), 2);
-    take(b, &lb);
+    ph_take(b, &lb);
     assert_int_equal(used(g), 3);
     /* Spent: neither member may create, though each has room. */
     assert_int_equal(pk_pool_acquire(b, &x, 30, NULL), PK_ETIMEDOUT);
@@ -157,9 +117,9 @@ test_group_members_draw_on_one_budget(void **state)
     assert_int_equal(atomic_load(&ctx[0].create_calls), 2);
     assert_int_equal(atomic_load(&ctx[1].create_calls), 1);
     /* Idle resources keep their units. */
-    give(a, &la[0]);
-    give(a, &la[1]);
-    give(b, &lb);
+    ph_give(a, &la[0]);
+    ph_give(a, &la[1]);
+    ph_give(b, &lb);
     assert_int_equal(used(g), 3);
     /* A destroyed member gives its units back. */
     pk_pool_destroy(a);
@@ -181,14 +141,14 @@ test_group_detach_and_broken_give_units_back(void **state)
     g = new_group(1);
     a = new_member(g, 0);
     b = new_member(g, 1);
-    mine = take(a, &l);
+    mine = ph_take(a, &l);
     assert_int_equal(pk_pool_release(a, &l, PK_RELEASE_DETACH), 0);
     assert_int_equal(used(g), 0);
-    take(b, &l);
+    ph_take(b, &l);
     assert_int_equal(pk_pool_release(b, &l, PK_RELEASE_BROKEN), 0);
     assert_int_equal(used(g), 0);
-    take(a, &l);
-    give(a, &l);
+    ph_take(a, &l);
+    ph_give(a, &l);
     pk_pool_destroy(a);
     pk_pool_destroy(b);
     pk_pool_group_destroy(g);
@@ -210,21 +170,21 @@ test_group_retires_longest_idle_of_another_key_for_waiter(void **state)
     a = new_member(g, 0);
     b = new_member(g, 1);
     c = new_member(g, 2);
-    a1 = take(a, &la1);
-    take(a, &la2);
-    c1 = take(c, &lc1);
+    a1 = ph_take(a, &la1);
+    ph_take(a, &la2);
+    c1 = ph_take(c, &lc1);
     /* Idle since: a1 at +100, c1 at +200, a2 at +300. */
     ph_clock_advance_ms(&clk, 100);
-    give(a, &la1);
+    ph_give(a, &la1);
     ph_clock_advance_ms(&clk, 100);
-    give(c, &lc1);
+    ph_give(c, &lc1);
     ph_clock_advance_ms(&clk, 100);
-    give(a, &la2);
+    ph_give(a, &la2);
     assert_int_equal(used(g), 3);
 
     /* B has nothing idle and the budget is spent: a1, the longest idle of
      * any other key, is retired and B makes its own. */
-    take(b, &lb1);
+    ph_take(b, &lb1);
     assert_int_equal(tag_of(lb1.resource), 1);
     assert_int_equal(atomic_load(&ctx[1].created), 1);
     assert_int_equal(atomic_load(&ctx[0].destroy_calls), 1);
@@ -233,14 +193,14 @@ test_group_retires_longest_idle_of_another_key_for_waiter(void **state)
     assert_int_equal(used(g), 3);
 
     /* Again: now c1 (+200) has been idle longer than a2 (+300). */
-    take(b, &lb2);
+    ph_take(b, &lb2);
     assert_int_equal(tag_of(lb2.resource), 1);
     assert_int_equal(ph_destroyed_count(&ctx[2], c1), 1);
     assert_int_equal(atomic_load(&ctx[0].destroy_calls), 1);
     assert_int_equal(used(g), 3);
 
-    give(b, &lb1);
-    give(b, &lb2);
+    ph_give(b, &lb1);
+    ph_give(b, &lb2);
     pk_pool_destroy(a);
     pk_pool_destroy(b);
     pk_pool_destroy(c);
@@ -312,15 +272,15 @@ test_group_steals_for_async_ticket(void **state)
     o.group = g;
     o.maintain_interval_ms = 60000; /* no periodic pass to paper over it */
     assert_int_equal(pk_pool_create(&b, &o), 0);
-    take(a, &l);
-    give(a, &l); /* A's idle resource holds the only unit */
+    ph_take(a, &l);
+    ph_give(a, &l); /* A's idle resource holds the only unit */
     assert_int_equal(pk_pool_acquire_async(b, &t, 300, NULL, NULL, &ready),
                      0);
     assert_int_equal(ready, 0);
     assert_true(ph_fd_readable(pk_pool_ticket_fd(t), LONG_MS));
     rc = pk_pool_ticket_take(t, &l, NULL);
     if (rc == 0)
-        give(b, &l);
+        ph_give(b, &l);
     pk_pool_destroy(a);
     pk_pool_destroy(b);
     pk_pool_group_destroy(g);
@@ -343,14 +303,14 @@ test_group_waiters_served_in_arrival_order_across_keys(void **state)
     g = new_group(1);
     for (int i = 0; i < NCTX; i++)
         p[i] = new_member(g, i);
-    take(p[0], &held); /* the one unit */
+    ph_take(p[0], &held); /* the one unit */
     /* Waiters on keys 1, 2, 3, each queued before the next arrives. */
     for (int i = 0; i < NCTX - 1; i++) {
         assert_int_equal(ph_acquirer_start(&w[i], p[i + 1], LONG_MS, true,
                                            &seq), 0);
         assert_true(ph_wait_waiters(p[i + 1], 1, LONG_MS));
     }
-    give(p[0], &held); /* another key waits: the unit moves on */
+    ph_give(p[0], &held); /* another key waits: the unit moves on */
     for (int i = 0; i < NCTX - 1; i++)
         ph_acquirer_join(&w[i]);
     for (int i = 0; i < NCTX - 1; i++) {
@@ -365,7 +325,8 @@ test_group_waiters_served_in_arrival_order_across_keys(void **state)
     pk_pool_group_destroy(g);
 }
 
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define T(f) \
+    cmocka_unit_test_prestate_setup_teardown(f, ph_setup, ph_teardown, &fx)
 
 int
 main(void)

@@ -1,0 +1,216 @@
+/* tests/unit/test_future_wait.c - pk_future waits: pk_future_wait,
+ * pk_future_wait_all and pk_future_wait_any, timing out or woken by
+ * another thread.
+ *
+ * Worker threads never assert: they record what they saw, and the test
+ * thread asserts after pthread_join (cmocka's assertions longjmp into the
+ * runner). Every test checks that it leaked nothing (fh_teardown). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <poolkit/future.h>
+
+#include "future_helpers.h"
+
+/* ---- waits --------------------------------------------------------------- */
+
+static void
+test_wait_times_out_no_earlier_than_timeout(void **state)
+{
+    pk_future *f;
+    uint64_t t0;
+
+    (void)state;
+    assert_int_equal(pk_future_create(&f, NULL, NULL), 0);
+    t0 = fh_now_ms();
+    assert_int_equal(pk_future_wait(f, 50), PK_ETIMEDOUT);
+    assert_true(fh_now_ms() - t0 >= 50);
+    pk_future_release(f);
+}
+
+static void
+test_wait_returns_when_another_thread_completes(void **state)
+{
+    fh_later l = { NULL, 20, 0 };
+    pthread_t th;
+
+    (void)state;
+    assert_int_equal(pk_future_create(&l.f, NULL, NULL), 0);
+    pthread_create(&th, NULL, fh_finish_later, &l);
+    assert_int_equal(pk_future_wait(l.f, PK_WAIT_FOREVER), 0);
+    assert_int_equal(pk_future_state_get(l.f), PK_FUTURE_DONE);
+    pthread_join(th, NULL);
+    pk_future_release(l.f);
+}
+
+struct waiter_arg {
+    pk_future *f;
+    int rc;
+};
+
+static void *
+wait_forever(void *arg)
+{
+    struct waiter_arg *w = arg;
+
+    w->rc = pk_future_wait(w->f, PK_WAIT_FOREVER);
+    return NULL;
+}
+
+static void
+test_completion_wakes_every_waiter(void **state)
+{
+    enum { N = 8 };
+    struct waiter_arg w[N];
+    pthread_t th[N];
+    pk_future *f;
+
+    (void)state;
+    assert_int_equal(pk_future_create(&f, NULL, NULL), 0);
+    for (int i = 0; i < N; i++) {
+        w[i].f = f;
+        w[i].rc = -1;
+        pthread_create(&th[i], NULL, wait_forever, &w[i]);
+    }
+    fh_sleep_ms(20); /* most are parked by now; the rest find it done */
+    assert_int_equal(pk_future_complete(f, NULL), 0);
+    for (int i = 0; i < N; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(w[i].rc, 0);
+    pk_future_release(f);
+}
+
+static void
+test_wait_all_returns_after_all_finish_elsewhere(void **state)
+{
+    enum { N = 4 };
+    pk_future *fs[N];
+    fh_later l[N];
+    pthread_t th[N];
+
+    (void)state;
+    fh_make_futures(fs, N);
+    assert_int_equal(pk_future_wait_all(fs, N, 0), PK_EAGAIN);
+    for (int i = 0; i < N; i++) {
+        l[i].f = fs[i];
+        l[i].delay_ms = 5 * (N - i);
+        l[i].fail = i == 1;
+        pthread_create(&th[i], NULL, fh_finish_later, &l[i]);
+    }
+    assert_int_equal(pk_future_wait_all(fs, N, PK_WAIT_FOREVER), 0);
+    for (int i = 0; i < N; i++)
+        assert_true(pk_future_wait(fs[i], 0) == 0);
+    for (int i = 0; i < N; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(pk_future_wait_all(fs, N, 0), 0);
+    fh_release_futures(fs, N);
+}
+
+static void
+test_wait_all_times_out_while_one_is_pending(void **state)
+{
+    pk_future *fs[3];
+    uint64_t t0;
+
+    (void)state;
+    fh_make_futures(fs, 3);
+    pk_future_complete(fs[0], NULL);
+    pk_future_complete(fs[2], NULL);
+    t0 = fh_now_ms();
+    assert_int_equal(pk_future_wait_all(fs, 3, 30), PK_ETIMEDOUT);
+    assert_true(fh_now_ms() - t0 >= 30);
+    fh_release_futures(fs, 3);
+}
+
+static void
+test_wait_any_returns_lowest_finished_index(void **state)
+{
+    pk_future *fs[4];
+    size_t idx = 99;
+
+    (void)state;
+    fh_make_futures(fs, 4);
+    assert_int_equal(pk_future_wait_any(fs, 4, 0, &idx), PK_EAGAIN);
+    assert_int_equal(idx, 99);
+    pk_future_complete(fs[3], NULL);
+    pk_future_cancel(fs[1]);
+    assert_int_equal(pk_future_wait_any(fs, 4, 0, &idx), 0);
+    assert_int_equal(idx, 1);
+    assert_int_equal(pk_future_wait_any(fs, 4, PK_WAIT_FOREVER, &idx), 0);
+    assert_int_equal(idx, 1);
+    fh_release_futures(fs, 4);
+}
+
+static void
+check_wait_any_wakes(size_t n)
+{
+    pk_future *fs[32];
+    fh_later l;
+    pthread_t th;
+    size_t idx = 99;
+
+    fh_make_futures(fs, n);
+    l.f = fs[n - 2];
+    l.delay_ms = 20;
+    l.fail = 0;
+    pthread_create(&th, NULL, fh_finish_later, &l);
+    assert_int_equal(pk_future_wait_any(fs, n, PK_WAIT_FOREVER, &idx), 0);
+    assert_int_equal(idx, n - 2);
+    pthread_join(th, NULL);
+    fh_release_futures(fs, n);
+}
+
+static void
+test_wait_any_wakes_when_another_thread_finishes_one(void **state)
+{
+    (void)state;
+    check_wait_any_wakes(3);  /* nodes on the stack */
+    check_wait_any_wakes(32); /* nodes allocated */
+}
+
+static void
+test_wait_any_times_out_no_earlier_than_timeout(void **state)
+{
+    pk_future *fs[12];
+    size_t idx = 99;
+    uint64_t t0;
+
+    (void)state;
+    fh_make_futures(fs, 12);
+    t0 = fh_now_ms();
+    assert_int_equal(pk_future_wait_any(fs, 12, 30, &idx), PK_ETIMEDOUT);
+    assert_true(fh_now_ms() - t0 >= 30);
+    assert_int_equal(idx, 99);
+    t0 = fh_now_ms();
+    assert_int_equal(pk_future_wait_any(fs, 2, 30, &idx), PK_ETIMEDOUT);
+    assert_true(fh_now_ms() - t0 >= 30);
+    fh_release_futures(fs, 12);
+}
+
+#define T(name) cmocka_unit_test_setup_teardown(name, fh_setup, fh_teardown)
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(test_wait_times_out_no_earlier_than_timeout),
+        T(test_wait_returns_when_another_thread_completes),
+        T(test_completion_wakes_every_waiter),
+        T(test_wait_all_returns_after_all_finish_elsewhere),
+        T(test_wait_all_times_out_while_one_is_pending),
+        T(test_wait_any_returns_lowest_finished_index),
+        T(test_wait_any_wakes_when_another_thread_finishes_one),
+        T(test_wait_any_times_out_no_earlier_than_timeout),
+    };
+
+    return cmocka_run_group_tests_name("future_wait", tests, NULL, NULL);
+}
