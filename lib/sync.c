@@ -286,6 +286,26 @@ pk__cv_wait_until(pk__cv *c, pk__lock *l, uint64_t deadline_ns)
 }
 
 uint32_t
+pk__cv_prepare(pk__cv *c)
+{
+    atomic_fetch_add(&c->waiters, 1);
+    return atomic_load(&c->seq);
+}
+
+void
+pk__cv_cancel(pk__cv *c)
+{
+    atomic_fetch_sub(&c->waiters, 1);
+}
+
+void
+pk__cv_wait_prepared(pk__cv *c, uint32_t seq, uint64_t deadline_ns)
+{
+    futex_wait_val(&c->seq, seq, deadline_ns);
+    atomic_fetch_sub(&c->waiters, 1);
+}
+
+uint32_t
 pk__park(pk__parker *p, uint64_t deadline_ns)
 {
     uint32_t v;

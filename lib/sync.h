@@ -131,6 +131,15 @@ void pk__cv_broadcast(pk__cv *c);
  * UINT64_MAX = none. */
 void pk__cv_wait_until(pk__cv *c, pk__lock *l, uint64_t deadline_ns);
 
+/* For predicates that change without the lock (lock-free counters): the
+ * waiter registers first (returns the sequence to wait on), then tests
+ * its predicate, then waits or cancels. A broadcaster changes the
+ * predicate with a seq_cst operation before pk__cv_broadcast. All seq_cst:
+ * either the broadcaster sees the waiter, or the waiter sees the change. */
+uint32_t pk__cv_prepare(pk__cv *c);
+void pk__cv_cancel(pk__cv *c);
+void pk__cv_wait_prepared(pk__cv *c, uint32_t seq, uint64_t deadline_ns);
+
 /* The process-wide fork counter: bumped by a pthread_atfork child
  * handler, the one documented global. pk__fork_epoch() also registers the
  * handler on first use. */

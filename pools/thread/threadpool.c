@@ -10,12 +10,21 @@
  * lease. Keep-alive retirement is the core's idle_timeout; its destroy
  * hook stops and joins the parked thread.
  *
- * The queue is a bounded ring under one lock. A worker runs tasks until
- * the queue is empty, spins briefly, then gives its lease back and parks.
- * No wake is lost: a submitter pushes, then reads `active`; a worker
- * leaving decrements `active`, re-reads the queue, and after releasing
- * itself looks once more and wakes a worker if work arrived (both sides
- * use seq_cst, so one of them sees the other).
+ * The queue is a lock-free bounded ring (ring.h). `used` reserves its
+ * cells, so a push that got a reservation never fails and submit_many is
+ * all or nothing. A worker takes up to half the queue at a time, runs it,
+ * and counts it in `finished`; everything pushed has run when finished
+ * equals the ring's tail, which is what shutdown waits for (woken by the
+ * worker that gets there, never by polling). `submitting` fences submits
+ * against shutdown: a submitter counts itself in before it reads
+ * `closed`, shutdown sets `closed` before it waits for `submitting` to
+ * drain (seq_cst both), so no task slips in after shutdown looked.
+ *
+ * A worker runs tasks until the queue is empty, spins briefly, then gives
+ * its lease back and parks. No wake is lost: a submitter pushes, then
+ * reads `active`; a worker leaving decrements `active`, re-reads the
+ * queue, and after releasing itself looks once more and wakes a worker if
+ * work arrived (both sides use seq_cst, so one of them sees the other).
  *
  * Lifetime: the pool struct is reference counted by its handle and by
  * each worker thread, so a worker finishing late never touches freed
@@ -30,17 +39,14 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "ring.h"
 #include "sync.h"
 
 #define PK__TP_MAGIC 0x74706f6fu
 /* Rounds a worker spins on an empty queue before it parks. */
-#define PK__TP_SPINS 2000
-
-struct tp_task {
-    pk_task task;
-    pk_future *fut;     /* the queue's reference, or NULL */
-    void *copy;         /* copied name-task bytes, freed after the run */
-};
+#define PK__TP_SPINS 200
+/* Tasks a worker takes from the queue in one lock section, at most. */
+#define PK__TP_BATCH 16
 
 struct tp_worker {
     struct pk_threadpool *tp;
@@ -65,24 +71,36 @@ struct pk_threadpool {
     int submit_timeout_ms;
     _Atomic size_t max_threads; /* read unlocked by wake_one */
 
-    pk__lock qlock;
-    pk__cv not_full;           /* a slot freed */
-    pk__cv idle;               /* running reached 0 with an empty queue */
-    struct tp_task *ring;
-    size_t cap, head, count;   /* under qlock */
-    size_t running;            /* under qlock */
-    bool closed;               /* under qlock */
-    _Atomic size_t nq;         /* count, mirrored for spinning workers */
+    /* The queue, its counters, and the waits on them. */
+    struct tp_ring q;
+    size_t cap;                /* tp_ring_capacity(&q) */
+    char pad0[64];
+    _Atomic size_t used;       /* cells reserved by submitters, not yet
+                                  given back by a worker's pop */
+    _Atomic size_t submitting; /* submits between their check of closed
+                                  and their push */
+    _Atomic bool closed;
+    char padf[64];
+    _Atomic size_t finished;   /* tasks run or cancelled after a pop */
+    pk__cv not_full;           /* a worker freed cells */
+    pk__cv idle;               /* finished caught up with the pushes */
+    pk__lock qlock;            /* only for `exited` */
     _Atomic size_t threads;    /* worker threads not yet exited */
     pk__cv exited;             /* threads went down */
 
+    char pad1[64];
     _Atomic size_t active;     /* workers holding their lease */
     _Atomic size_t alive;      /* workers spawned and not yet stopped */
     _Atomic bool growing;      /* an async ticket is out */
 
-    /* Stats, relaxed atomics. */
-    _Atomic uint64_t st_submitted, st_completed, st_failed, st_cancelled,
-        st_rejected;
+    /* Stats, relaxed atomics: submitters write the first line, workers
+     * the second (once per batch). */
+    char pad2[64];
+    _Atomic uint64_t st_submitted;
+    _Atomic uint64_t st_rejected;
+    char pad3[64];
+    _Atomic uint64_t st_completed;
+    _Atomic uint64_t st_failed, st_cancelled;
 };
 
 static void tp_unref(struct pk_threadpool *tp);
@@ -91,85 +109,138 @@ static void wake_one(struct pk_threadpool *tp);
 /* ---- the queue -------------------------------------------------------- */
 
 static bool
-pop_locked(struct pk_threadpool *tp, struct tp_task *out)
+queue_nonempty(struct pk_threadpool *tp)
 {
-    if (tp->count == 0)
-        return false;
-    *out = tp->ring[tp->head];
-    tp->head = (tp->head + 1) % tp->cap;
-    tp->count--;
-    atomic_store_explicit(&tp->nq, tp->count, memory_order_relaxed);
-    tp->running++;
+    return tp_ring_count(&tp->q) > 0;
+}
+
+/* Reserves n cells; false if they are not free now. */
+static bool
+reserve(struct pk_threadpool *tp, size_t n)
+{
+    size_t u = atomic_load_explicit(&tp->used, memory_order_relaxed);
+
+    do {
+        if (tp->cap - u < n)
+            return false;
+    } while (!atomic_compare_exchange_weak_explicit(
+        &tp->used, &u, u + n, memory_order_relaxed, memory_order_relaxed));
     return true;
 }
 
+/* Gives cells back after a pop; wakes submitters blocked on a full queue
+ * (best effort: they also wake every millisecond, see wait_for_room). */
 static void
-push_locked(struct pk_threadpool *tp, const struct tp_task *t)
+unreserve(struct pk_threadpool *tp, size_t n)
 {
-    tp->ring[(tp->head + tp->count) % tp->cap] = *t;
-    tp->count++;
-    atomic_store_explicit(&tp->nq, tp->count, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&tp->used, n, memory_order_relaxed);
+    if (atomic_load(&tp->not_full.waiters))
+        pk__cv_broadcast(&tp->not_full);
+}
+
+/* Counts n tasks as finished; the one that catches up with every push
+ * wakes shutdown. */
+static void
+finish(struct pk_threadpool *tp, size_t n)
+{
+    size_t f = atomic_fetch_add(&tp->finished, n) + n;
+
+    if (f == tp_ring_pushed(&tp->q))
+        pk__cv_broadcast(&tp->idle);
 }
 
 static bool
-queue_nonempty(struct pk_threadpool *tp)
+all_finished(struct pk_threadpool *tp)
 {
-    bool r;
-
-    pk__lock_acquire(&tp->qlock);
-    r = tp->count > 0;
-    pk__lock_release(&tp->qlock);
-    return r;
+    return atomic_load(&tp->finished) == tp_ring_pushed(&tp->q);
 }
 
+/* Outcome counts of a batch, added to the shared counters once. */
+struct tally {
+    uint64_t completed, cancelled, failed;
+};
+
 static void
-run_task(struct pk_threadpool *tp, struct tp_task *t)
+run_task(struct pk_threadpool *tp, struct tp_task *t, struct tally *n)
 {
     int rc = pk_task_run(&t->task, tp->registry, t->fut, tp->event,
                          tp->event_user);
 
     if (rc == 0)
-        atomic_fetch_add_explicit(&tp->st_completed, 1, memory_order_relaxed);
+        n->completed++;
     else if (rc == PK_ECANCELED)
-        atomic_fetch_add_explicit(&tp->st_cancelled, 1, memory_order_relaxed);
+        n->cancelled++;
     else
-        atomic_fetch_add_explicit(&tp->st_failed, 1, memory_order_relaxed);
+        n->failed++;
     pk_future_release(t->fut);
     pk__free(t->copy);
 }
 
+static void
+tally_add(struct pk_threadpool *tp, const struct tally *n)
+{
+    if (n->completed)
+        atomic_fetch_add_explicit(&tp->st_completed, n->completed,
+                                  memory_order_relaxed);
+    if (n->cancelled)
+        atomic_fetch_add_explicit(&tp->st_cancelled, n->cancelled,
+                                  memory_order_relaxed);
+    if (n->failed)
+        atomic_fetch_add_explicit(&tp->st_failed, n->failed,
+                                  memory_order_relaxed);
+}
+
 /* ---- workers ---------------------------------------------------------- */
+
+/* Takes up to half of the queue (at least one, at most PK__TP_BATCH):
+ * the other half stays for the other workers. Returns how many. */
+static size_t
+pop_batch(struct pk_threadpool *tp, struct tp_task *out)
+{
+    size_t k = (tp_ring_count(&tp->q) + 1) / 2, n = 0;
+
+    if (k > PK__TP_BATCH)
+        k = PK__TP_BATCH;
+    if (k == 0)
+        k = 1;
+    while (n < k && tp_ring_pop(&tp->q, &out[n]))
+        n++;
+    if (n)
+        unreserve(tp, n);
+    return n;
+}
 
 /* Runs queued tasks until the queue stays empty through a short spin. */
 static void
 drain(struct pk_threadpool *tp)
 {
-    struct tp_task t;
+    struct tp_task batch[PK__TP_BATCH];
     int idle_rounds = 0;
 
     for (;;) {
-        pk__lock_acquire(&tp->qlock);
-        bool got = pop_locked(tp, &t);
-        pk__lock_release(&tp->qlock);
-        if (got) {
-            pk__cv_broadcast(&tp->not_full);
-            run_task(tp, &t);
-            pk__lock_acquire(&tp->qlock);
-            tp->running--;
-            bool quiet = tp->running == 0 && tp->count == 0;
-            pk__lock_release(&tp->qlock);
-            if (quiet)
-                pk__cv_broadcast(&tp->idle);
+        size_t k = pop_batch(tp, batch);
+        if (k) {
+            struct tally n = { 0, 0, 0 };
+            for (size_t i = 0; i < k; i++)
+                run_task(tp, &batch[i], &n);
+            tally_add(tp, &n);
+            finish(tp, k);
             idle_rounds = 0;
             continue;
         }
-        /* Spin on the mirror, not the lock the submitter needs. */
-        while (atomic_load_explicit(&tp->nq, memory_order_relaxed) == 0) {
+        /* Wait for more, briefly: pause first (work often follows at
+         * once), then yield, so that a submitter sharing this core runs
+         * instead of us spinning against it. */
+        while (!queue_nonempty(tp)) {
             if (++idle_rounds > PK__TP_SPINS)
                 return;
+            if (idle_rounds < 64) {
 #if defined(__x86_64__) || defined(__i386__)
-            __builtin_ia32_pause();
+                __builtin_ia32_pause();
 #endif
+            } else {
+                sched_yield();
+            }
         }
     }
 }
@@ -321,9 +392,13 @@ wake_one(struct pk_threadpool *tp)
 
 /* Wakes a worker if fewer are active than tasks are queued. */
 static void
-maybe_wake(struct pk_threadpool *tp, size_t queued)
+maybe_wake(struct pk_threadpool *tp)
 {
-    if (atomic_load(&tp->active) < queued)
+    size_t active = atomic_load(&tp->active);
+
+    if (active < tp_ring_count(&tp->q) &&
+        active < atomic_load_explicit(&tp->max_threads,
+                                      memory_order_relaxed))
         wake_one(tp);
 }
 
@@ -390,12 +465,12 @@ pk_threadpool_create(pk_threadpool **out, const pk_threadpool_options *opts)
     tp = pk__calloc(1, sizeof *tp);
     if (!tp)
         return PK_ENOMEM;
-    tp->cap = opts->queue_size ? opts->queue_size : 65536;
-    tp->ring = pk__calloc(tp->cap, sizeof *tp->ring);
-    if (!tp->ring) {
+    rc = tp_ring_init(&tp->q, opts->queue_size ? opts->queue_size : 65536);
+    if (rc) {
         pk__free(tp);
-        return PK_ENOMEM;
+        return rc;
     }
+    tp->cap = tp_ring_capacity(&tp->q);
     atomic_init(&tp->refs, 1);
     tp->fork_epoch = pk__fork_epoch();
     tp->registry = opts->registry;
@@ -409,13 +484,13 @@ pk_threadpool_create(pk_threadpool **out, const pk_threadpool_options *opts)
                                                     : PK_WAIT_FOREVER;
     tp->max_threads = opts->max_threads ? opts->max_threads : cpu_count();
     if (opts->min_threads > tp->max_threads) {
-        pk__free(tp->ring);
+        tp_ring_fini(&tp->q);
         pk__free(tp);
         return PK_EINVAL;
     }
     rc = start_workers(tp, opts);
     if (rc) {
-        pk__free(tp->ring);
+        tp_ring_fini(&tp->q);
         pk__free(tp);
         return rc;
     }
@@ -429,7 +504,7 @@ tp_unref(struct pk_threadpool *tp)
 {
     if (atomic_fetch_sub(&tp->refs, 1) != 1)
         return;
-    pk__free(tp->ring);
+    tp_ring_fini(&tp->q);
     pk__free(tp);
 }
 
@@ -442,7 +517,7 @@ pk_threadpool_destroy(pk_threadpool *tp)
         /* In a child: the workers do not exist here; free memory only. */
         pk_pool_destroy(tp->workers);
         tp->magic = 0;
-        pk__free(tp->ring);
+        tp_ring_fini(&tp->q);
         pk__free(tp);
         return;
     }
@@ -514,64 +589,84 @@ unprepare(struct tp_task *t, pk_future **fut)
     pk__free(t->copy);
 }
 
-/* Waits for room (PK_FULL_BLOCK). Lock held on entry and return. */
+/* Waits for a reservation (PK_FULL_BLOCK). A worker's pop wakes us; the
+ * wake is best effort (the pop does not order itself against our
+ * registration), so the wait is also cut into 1 ms slices. */
 static int
-wait_for_room(struct pk_threadpool *tp, size_t need)
+wait_for_room(struct pk_threadpool *tp, size_t n)
 {
     uint64_t deadline;
 
     if (pk__deadline(tp->submit_timeout_ms, &deadline))
         return PK_EINVAL;
-    while (!tp->closed && tp->cap - tp->count < need) {
-        if (pk__now_ns() >= deadline)
+    for (;;) {
+        uint32_t seq = pk__cv_prepare(&tp->not_full);
+        if (atomic_load(&tp->closed)) {
+            pk__cv_cancel(&tp->not_full);
+            return PK_ESHUTDOWN;
+        }
+        if (reserve(tp, n)) {
+            pk__cv_cancel(&tp->not_full);
+            return 0;
+        }
+        uint64_t now = pk__now_ns();
+        if (now >= deadline) {
+            pk__cv_cancel(&tp->not_full);
             return PK_ETIMEDOUT;
-        pk__cv_wait_until(&tp->not_full, &tp->qlock, deadline);
+        }
+        uint64_t slice = now + 1000000u;
+        pk__cv_wait_prepared(&tp->not_full, seq,
+                             slice < deadline ? slice : deadline);
     }
-    return tp->closed ? PK_ESHUTDOWN : 0;
 }
 
+/* Gets room for n tasks by the full policy. Returns 0 (reserved), 1 (run
+ * on the caller: CALLER_RUNS), or an error. */
 static int
-full_locked(struct pk_threadpool *tp, size_t need, bool *caller_runs)
+make_room(struct pk_threadpool *tp, size_t n, int policy)
 {
-    *caller_runs = false;
-    switch (tp->full_policy) {
+    if (reserve(tp, n))
+        return 0;
+    switch (policy) {
     case PK_FULL_BLOCK:
-        return wait_for_room(tp, need);
+        return wait_for_room(tp, n);
     case PK_FULL_TRY:
         return PK_EAGAIN;
     case PK_FULL_CALLER_RUNS:
-        *caller_runs = true;
-        return 0;
+        return 1;
     default:
         return PK_EFULL;
     }
 }
 
+/* Pushes n prepared tasks, or refuses them all. */
 static int
-enqueue(struct pk_threadpool *tp, struct tp_task *t)
+enqueue(struct pk_threadpool *tp, struct tp_task *t, size_t n, int policy)
 {
-    bool caller_runs = false;
-    size_t queued;
-    int rc = 0;
+    int rc;
 
-    pk__lock_acquire(&tp->qlock);
-    if (tp->closed)
+    atomic_fetch_add(&tp->submitting, 1);
+    if (atomic_load(&tp->closed))
         rc = PK_ESHUTDOWN;
-    else if (tp->count == tp->cap)
-        rc = full_locked(tp, 1, &caller_runs);
-    if (rc == 0 && !caller_runs)
-        push_locked(tp, t);
-    queued = tp->count;
-    pk__lock_release(&tp->qlock);
-    if (rc) {
-        atomic_fetch_add_explicit(&tp->st_rejected, 1, memory_order_relaxed);
+    else
+        rc = make_room(tp, n, policy);
+    if (rc == 0) {
+        for (size_t i = 0; i < n; i++)
+            tp_ring_push(&tp->q, &t[i]); /* cannot fail: reserved */
+    }
+    atomic_fetch_sub(&tp->submitting, 1);
+    if (rc < 0) {
+        atomic_fetch_add_explicit(&tp->st_rejected, n, memory_order_relaxed);
         return rc;
     }
-    atomic_fetch_add_explicit(&tp->st_submitted, 1, memory_order_relaxed);
-    if (caller_runs)
-        run_task(tp, t);
-    else
-        maybe_wake(tp, queued);
+    atomic_fetch_add_explicit(&tp->st_submitted, n, memory_order_relaxed);
+    if (rc == 1) {
+        struct tally c = { 0, 0, 0 };
+        run_task(tp, t, &c);
+        tally_add(tp, &c);
+        return 0;
+    }
+    maybe_wake(tp);
     return 0;
 }
 
@@ -591,7 +686,7 @@ pk_threadpool_submit_task(pk_threadpool *tp, const pk_task *task,
     rc = prepare(task, fut, &t, tp);
     if (rc)
         return rc;
-    rc = enqueue(tp, &t);
+    rc = enqueue(tp, &t, 1, tp->full_policy);
     if (rc)
         unprepare(&t, fut);
     return rc;
@@ -611,7 +706,7 @@ pk_threadpool_submit_many(pk_threadpool *tp, const pk_task *tasks, size_t n,
                           pk_future **futs)
 {
     struct tp_task *recs;
-    size_t i, queued;
+    size_t i;
     int rc = validate(tp);
 
     if (rc == 0 && (!tasks || n == 0))
@@ -631,27 +726,22 @@ pk_threadpool_submit_many(pk_threadpool *tp, const pk_task *tasks, size_t n,
             break;
     }
     if (rc == 0) {
-        pk__lock_acquire(&tp->qlock);
-        if (tp->closed)
-            rc = PK_ESHUTDOWN;
-        else if (tp->cap - tp->count < n)
-            rc = tp->full_policy == PK_FULL_TRY ? PK_EAGAIN : PK_EFULL;
-        for (size_t k = 0; rc == 0 && k < n; k++)
-            push_locked(tp, &recs[k]);
-        queued = tp->count;
-        pk__lock_release(&tp->qlock);
+        /* All or nothing: never run on the caller, never half queued. */
+        int policy = tp->full_policy == PK_FULL_TRY ? PK_FULL_TRY
+                                                    : PK_FULL_REJECT;
+        if (tp->full_policy == PK_FULL_BLOCK)
+            policy = PK_FULL_BLOCK;
+        rc = enqueue(tp, recs, n, policy);
     }
     if (rc) {
         for (size_t k = 0; k < i; k++)
             unprepare(&recs[k], futs ? &futs[k] : NULL);
-        atomic_fetch_add_explicit(&tp->st_rejected, n, memory_order_relaxed);
         pk__free(recs);
         return rc;
     }
     pk__free(recs);
-    atomic_fetch_add_explicit(&tp->st_submitted, n, memory_order_relaxed);
-    for (size_t k = 0; k < n && atomic_load(&tp->active) < queued; k++)
-        wake_one(tp);
+    for (size_t k = 1; k < n && k < PK__TP_BATCH; k++)
+        maybe_wake(tp);
     return 0;
 }
 
@@ -678,22 +768,29 @@ static void
 cancel_queued(struct pk_threadpool *tp)
 {
     struct tp_task t;
+    size_t n = 0;
 
-    for (;;) {
-        pk__lock_acquire(&tp->qlock);
-        bool got = pop_locked(tp, &t);
-        if (got)
-            tp->running--; /* it never runs */
-        pk__lock_release(&tp->qlock);
-        if (!got)
-            break;
+    while (tp_ring_pop(&tp->q, &t)) {
+        unreserve(tp, 1);
         if (t.fut)
             pk_future_cancel(t.fut);
         atomic_fetch_add_explicit(&tp->st_cancelled, 1, memory_order_relaxed);
         pk_future_release(t.fut);
         pk__free(t.copy);
+        n++;
     }
-    pk__cv_broadcast(&tp->not_full);
+    if (n)
+        finish(tp, n);
+}
+
+/* Closes the door and waits for submits already past it. */
+static void
+close_door(struct pk_threadpool *tp)
+{
+    atomic_store(&tp->closed, true);
+    pk__cv_broadcast(&tp->not_full); /* blocked submitters see `closed` */
+    while (atomic_load(&tp->submitting) > 0)
+        sched_yield(); /* a submit holds it for a push, never a wait */
 }
 
 int
@@ -707,25 +804,24 @@ pk_threadpool_shutdown(pk_threadpool *tp, int how, int timeout_ms)
     if (how < PK_SHUTDOWN_DRAIN || how > PK_SHUTDOWN_KILL ||
         pk__deadline(timeout_ms, &deadline))
         return PK_EINVAL;
-    pk__lock_acquire(&tp->qlock);
-    tp->closed = true;
-    pk__lock_release(&tp->qlock);
-    pk__cv_broadcast(&tp->not_full);
+    close_door(tp);
     if (how != PK_SHUTDOWN_DRAIN)
         cancel_queued(tp);
     else if (queue_nonempty(tp))
         wake_one(tp);
-    /* Woken by the last task's completion (drain broadcasts `idle`). */
-    pk__lock_acquire(&tp->qlock);
-    while (tp->count || tp->running) {
-        if (pk__now_ns() >= deadline) {
-            rc = PK_ETIMEDOUT;
-            break;
+    /* Woken by the worker whose finish() catches up with the pushes. */
+    for (;;) {
+        uint32_t seq = pk__cv_prepare(&tp->idle);
+        if (all_finished(tp)) {
+            pk__cv_cancel(&tp->idle);
+            return 0;
         }
-        pk__cv_wait_until(&tp->idle, &tp->qlock, deadline);
+        if (pk__now_ns() >= deadline) {
+            pk__cv_cancel(&tp->idle);
+            return PK_ETIMEDOUT;
+        }
+        pk__cv_wait_prepared(&tp->idle, seq, deadline);
     }
-    pk__lock_release(&tp->qlock);
-    return rc;
 }
 
 int
@@ -738,10 +834,11 @@ pk_threadpool_stats_get(pk_threadpool *tp, pk_threadpool_stats *o)
     if (rc)
         return rc;
     memset(o, 0, sizeof *o);
-    pk__lock_acquire(&tp->qlock);
-    o->queued = tp->count;
-    o->running = tp->running;
-    pk__lock_release(&tp->qlock);
+    size_t pushed = tp_ring_pushed(&tp->q);
+    size_t fin = atomic_load(&tp->finished);
+    o->queued = tp_ring_count(&tp->q);
+    /* A snapshot of moving counters: popped and not yet finished. */
+    o->running = pushed - fin > o->queued ? pushed - fin - o->queued : 0;
     o->threads = atomic_load(&tp->alive);
     o->submitted = atomic_load(&tp->st_submitted);
     o->completed = atomic_load(&tp->st_completed);
@@ -769,15 +866,12 @@ static int
 ex_capacity(void *impl, size_t *out)
 {
     struct pk_threadpool *tp = impl;
-    int rc = 0;
+    size_t u = atomic_load(&tp->used);
 
-    pk__lock_acquire(&tp->qlock);
-    if (tp->closed)
-        rc = PK_ESHUTDOWN;
-    else
-        *out = tp->cap - tp->count;
-    pk__lock_release(&tp->qlock);
-    return rc;
+    if (atomic_load(&tp->closed))
+        return PK_ESHUTDOWN;
+    *out = tp->cap > u ? tp->cap - u : 0;
+    return 0;
 }
 
 static int
