@@ -111,8 +111,10 @@ MAKEFLAGS += --no-print-directory
 LIB_SRCS ?= $(wildcard lib/*.c pools/*/*.c)
 TEST_SRCS := $(wildcard tests/unit/test_*.c tests/stress/stress_*.c)
 SUPPORT_SRCS := $(wildcard tests/support/*.c)
-EXAMPLE_SRCS := $(filter-out examples/poolkit-demo.c,$(wildcard examples/*.c))
+# examples/demo_*.c hold poolkit-demo's rows: linked into it, not programs.
+EXAMPLE_SRCS := $(filter-out examples/poolkit-demo.c examples/demo_%.c,$(wildcard examples/*.c))
 DEMO_SRC := $(wildcard examples/poolkit-demo.c)
+DEMO_ROW_SRCS := $(wildcard examples/demo_*.c)
 BENCH_MAINS := $(wildcard bench/bench_*.c)
 BENCH_HELPERS := $(filter-out $(BENCH_MAINS),$(wildcard bench/*.c))
 
@@ -261,7 +263,7 @@ $(B)/examples/%: $(B)/obj/examples/%.o $(LIB_A)
 	@mkdir -p $(@D)
 	$(Q)$(MCC) -o $@ $^ $(ALL_LDFLAGS) -lm
 
-$(B)/poolkit-demo: $(B)/obj/examples/poolkit-demo.o $(LIB_A)
+$(B)/poolkit-demo: $(B)/obj/examples/poolkit-demo.o $(call obj,$(DEMO_ROW_SRCS)) $(LIB_A)
 	$(call say,LD,$@)
 	$(Q)$(MCC) -o $@ $^ $(ALL_LDFLAGS) -lm
 

@@ -10,6 +10,11 @@
 # (progress goes to stderr). They are shown and also written to
 # bench/last.txt (next to this script), with one `#` header line saying
 # when, where and how they were taken. `make bench` calls this script.
+#
+# bench_threadpool is the exception: a driver shaped like the peer drivers
+# in bench/peers/ (`<case> <n>`, one line), so this script sets the peers
+# up, builds them into DIR/peers and runs the interleaved rounds itself
+# (tp_bench below; bench/README.md lists its lines and knobs).
 set -euo pipefail
 
 dir=${1:-build/release/bench}
@@ -71,14 +76,357 @@ if [ "$want_all" = 0 ]; then
     done
 fi
 
+# ---- threadpool: poolkit's thread pool against other pools (issue #4) -----
+#
+# bench_threadpool is not a --rounds program: like the peer drivers in
+# bench/peers/ it runs one case once (`<case> <n>`, one line out), so the
+# rounds are run here. Per case, every round runs poolkit and every peer
+# one after the other, the order rotated by one each round; a ratio is
+# computed per round and the line gives the median of those ratios, as
+# bench_core does. Cases: ff future many roundtrip futex idle_cpu memory
+# map (BENCH=threadpool.ff,threadpool.roundtrip picks some).
+# PEERS=glib,naive keeps only the named peers. Sizes (override for a quick
+# look):
+TP_N=${TP_N:-1000000}         # tasks per throughput run: poolkit, C, Go, Java
+TP_PY_N=${TP_PY_N:-100000}    # the same for Python (~50x slower per task)
+TP_RT_N=${TP_RT_N:-10000}     # timed round trips per run, every pool
+TP_MEM_N=${TP_MEM_N:-4000000} # tasks of the memory case's endless input
+TP_TIMEOUT=${TP_TIMEOUT:-300} # seconds one run may take before it fails
+
+tp_line() { printf '%s\n' "$1" | tee -a "$tmp"; }
+tp_key() { printf '%s' "$1" | tr -c 'A-Za-z0-9_\n' _; }
+
+# Goal ratios of issue #4 for ff and future (poolkit's throughput over the
+# peer's); 1.00 means "ahead of".
+tp_goal() {
+    case $1 in
+        glib) echo 3.0 ;;
+        libuv) echo 3.5 ;;
+        python-tpe) echo 100 ;;
+        *) echo 1.0 ;;
+    esac
+}
+
+# tp_run LABEL RUNCASE ROUND IMPL N CMD...: runs `CMD RUNCASE N` once and
+# appends `LABEL ROUND IMPL n=N case=RUNCASE key=value...` to the data
+# file, or `LABEL ROUND IMPL FAIL <reason>`. A peer without futures
+# (future prints skip=) is measured with ff instead, marked case=ff.
+tp_run() {
+    local label=$1 rc=$2 r=$3 impl=$4 n=$5 line
+    shift 5
+    if line=$(timeout "$TP_TIMEOUT" "$@" "$rc" "$n" </dev/null \
+            2>"$tpwork/err" | tail -n 1) && [ -n "$line" ]; then
+        if [ "$rc" = future ] && [ "${line#skip=}" != "$line" ]; then
+            tp_run "$label" ff "$r" "$impl" "$n" "$@"
+            return
+        fi
+        echo "$label $r $impl n=$n case=$rc $line" >>"$tpwork/data"
+    else
+        echo "$label $r $impl FAIL exit or timeout (${TP_TIMEOUT}s): $(head -n 1 "$tpwork/err" | tr -d '\r')" >>"$tpwork/data"
+    fi
+}
+
+# tp_pair NAME LABEL PEER KEY_POOLKIT KEY_PEER BETTER FIG_POOLKIT FIG_PEER
+#         FMT GOAL: one line comparing poolkit with PEER over the rounds of
+# LABEL. BETTER: high (ratio = poolkit/peer) or low (peer/poolkit). GOAL
+# empty: no goal keys.
+tp_pair() {
+    awk -v NAME="$1" -v L="$2" -v B="$3" -v KA="$4" -v KB="$5" \
+        -v BETTER="$6" -v FA="$7" -v FB="$8" -v FMT="$9" -v GOAL="${10}" \
+        -v R="$rounds" -v PK="$(tp_key "$3")" '
+    function sortv(v, k,   i, j, t) {
+        for (i = 2; i <= k; i++) {
+            t = v[i]
+            for (j = i - 1; j >= 1 && v[j] > t; j--)
+                v[j + 1] = v[j]
+            v[j + 1] = t
+        }
+    }
+    function med(v, k) {
+        sortv(v, k)
+        return k % 2 ? v[(k + 1) / 2] : (v[k / 2] + v[k / 2 + 1]) / 2
+    }
+    function fig(name, v, k,   m) {
+        m = med(v, k)
+        return sprintf("%s_med=" FMT " %s_min=" FMT " %s_max=" FMT,
+                       name, m, name, v[1], name, v[k])
+    }
+    $1 == L && ($3 == "poolkit" || $3 == B) {
+        impl = $3; r = $2
+        if ($4 == "FAIL") { fail[impl] = substr($0, index($0, "FAIL") + 5); next }
+        if (index($0, " skip=")) { skip[impl] = substr($0, index($0, " skip=") + 6); next }
+        for (i = 4; i <= NF; i++)
+            if ((eq = index($i, "=")) > 0)
+                kv[impl, r, substr($i, 1, eq - 1)] = substr($i, eq + 1)
+    }
+    END {
+        if ("poolkit" in fail) { print NAME " skip=poolkit failed: " fail["poolkit"]; exit }
+        if (B in fail) { print NAME " skip=" B " failed: " fail[B]; exit }
+        if (B in skip) { print NAME " skip=" B ": " skip[B]; exit }
+        k = 0
+        for (r = 1; r <= R; r++) {
+            if (!(("poolkit", r, KA) in kv) || !((B, r, KB) in kv))
+                continue
+            a = kv["poolkit", r, KA] + 0; b = kv[B, r, KB] + 0
+            if (a <= 0 || b <= 0)
+                continue
+            k++; va[k] = a; vb[k] = b
+            vr[k] = BETTER == "high" ? a / b : b / a
+            na = kv["poolkit", r, "n"]; nb = kv[B, r, "n"]
+            ca = kv["poolkit", r, "case"]; cb = kv[B, r, "case"]
+        }
+        if (k == 0) { print NAME " skip=no figures"; exit }
+        line = NAME " " fig(FA, va, k) " " fig(FB, vb, k) " "
+        rm = med(vr, k)
+        line = line sprintf("ratio=%.2f ratio_min=%.2f ratio_max=%.2f", rm, vr[1], vr[k])
+        if (GOAL != "")
+            line = line sprintf(" goal_ratio=%.2f goal=%s", GOAL, rm >= GOAL + 0 ? "met" : "missed")
+        line = line " rounds=" k
+        line = line (na == nb ? " n=" na : " poolkit_n=" na " " PK "_n=" nb)
+        if (cb != ca)
+            line = line " " PK "_case=" cb
+        print line
+    }' "$tpwork/data"
+}
+
+# tp_stat LABEL IMPL KEY FIG FMT: `FIG_med=.. FIG_min=.. FIG_max=..` over
+# the rounds of LABEL, or nothing if there are no figures.
+tp_stat() {
+    awk -v L="$1" -v I="$2" -v K="$3" -v F="$4" -v FMT="$5" '
+    $1 == L && $3 == I {
+        for (i = 4; i <= NF; i++)
+            if ($i ~ ("^" K "=")) v[++k] = substr($i, length(K) + 2) + 0
+    }
+    END {
+        if (!k) exit
+        for (i = 2; i <= k; i++) {
+            t = v[i]
+            for (j = i - 1; j >= 1 && v[j] > t; j--) v[j + 1] = v[j]
+            v[j + 1] = t
+        }
+        m = k % 2 ? v[(k + 1) / 2] : (v[k / 2] + v[k / 2 + 1]) / 2
+        printf "%s_med=" FMT " %s_min=" FMT " %s_max=" FMT "\n", F, m, F, v[1], F, v[k]
+    }' "$tpwork/data"
+}
+
+# tp_rounds LABEL RUNCASE_POOLKIT NAMES...: ROUNDS rotated rounds of
+# poolkit and the named peers. Peers run RUNCASE_POOLKIT too, except that
+# the many case compares with the peers' ff (one submit call per task).
+tp_rounds() {
+    local label=$1 pkcase=$2 r i k nm n pcase
+    shift 2
+    local impls=(poolkit "$@")
+    for ((r = 1; r <= rounds; r++)); do
+        echo "threadpool: $label round $r/$rounds" >&2
+        k=${#impls[@]}
+        for ((i = 0; i < k; i++)); do
+            nm=${impls[(i + r - 1) % k]}
+            if [ "$nm" = poolkit ]; then
+                n=$TP_N
+                [ "$label" = roundtrip ] && n=$TP_RT_N
+                tp_run "$label" "$pkcase" "$r" poolkit "$n" "$tp_prog"
+            else
+                n=$TP_N pcase=$pkcase
+                case $nm in python*) n=$TP_PY_N ;; esac
+                [ "$label" = roundtrip ] && n=$TP_RT_N
+                [ "$label" = many ] && pcase=ff
+                # The prefix is a word list (list.sh prints no quoting).
+                # shellcheck disable=SC2086
+                tp_run "$label" "$pcase" "$r" "$nm" "$n" ${tp_cmd[$nm]}
+            fi
+        done
+    done
+}
+
+# tp_bench PROG WANT: the threadpool lines. WANT: ALL or a comma list of
+# cases.
+tp_bench() {
+    tp_prog=$1
+    local want=$2 c p k goal peers=() name cmd line
+    declare -gA tp_cmd=()
+    : >"$tpwork/data"
+    tp_want() { [ "$want" = ALL ] || [[ ",$want," == *",$1,"* ]]; }
+
+    if tp_want ff || tp_want future || tp_want many || tp_want roundtrip ||
+            tp_want futex; then
+        echo "threadpool: peer set-up (bench/peers/setup.sh)" >&2
+        if ! sh "$here/peers/setup.sh" >&2; then
+            echo "bench/run.sh: peer set-up failed or not allowed; peers that cannot build are skipped" >&2
+        fi
+        echo "threadpool: building peers into $dir/peers" >&2
+        while IFS= read -r line; do
+            case $line in
+                'SKIP '*:*)
+                    name=${line#SKIP }; name=${name%%:*}
+                    tp_line "threadpool.peer_$(tp_key "$name") skip=${line#*: }" ;;
+                *) [ -n "$line" ] && echo "$line" >&2 ;;
+            esac
+        done < <(sh "$here/peers/build.sh" "$dir/peers" 2>&1)
+        while read -r name cmd; do
+            [ -n "$name" ] || continue
+            if [ -n "${PEERS:-}" ] && [[ ",$PEERS," != *",$name,"* ]]; then
+                continue
+            fi
+            tp_cmd[$name]=$cmd
+            peers+=("$name")
+        done < <(sh "$here/peers/list.sh" "$dir/peers")
+        echo "threadpool: peers: ${peers[*]:-none}; n=$TP_N (python $TP_PY_N), roundtrip n=$TP_RT_N" >&2
+    fi
+
+    for c in ff future; do
+        tp_want "$c" || continue
+        tp_rounds "$c" "$c" "${peers[@]}"
+        for p in "${peers[@]}"; do
+            k=$(tp_key "$p")
+            tp_pair "threadpool.${c}_vs_$k" "$c" "$p" tasks_per_s tasks_per_s \
+                high poolkit_tps "${k}_tps" '%.0f' "$(tp_goal "$p")" |
+                tee -a "$tmp"
+        done
+    done
+
+    if tp_want many; then
+        if [ -n "${tp_cmd[glib]:-}" ]; then
+            tp_rounds many many glib
+            tp_pair threadpool.many_vs_glib many glib tasks_per_s tasks_per_s \
+                high poolkit_tps glib_tps '%.0f' 12 | tee -a "$tmp"
+        else
+            tp_line "threadpool.many_vs_glib skip=glib peer not built"
+        fi
+    fi
+
+    if tp_want roundtrip; then
+        tp_rounds roundtrip roundtrip "${peers[@]}"
+        for p in "${peers[@]}"; do
+            k=$(tp_key "$p")
+            if [ "$p" = glib ]; then
+                # Issue #4: p50 <= 0.25x GLib's p50; p99 <= GLib's p50.
+                tp_pair threadpool.roundtrip_p50_vs_glib roundtrip glib \
+                    p50_ns p50_ns low poolkit_p50_ns glib_p50_ns '%.0f' 4 |
+                    tee -a "$tmp"
+                tp_pair threadpool.roundtrip_p99_vs_glib_p50 roundtrip glib \
+                    p99_ns p50_ns low poolkit_p99_ns glib_p50_ns '%.0f' 1 |
+                    tee -a "$tmp"
+            else
+                # No goal in the issue: shown for reading only.
+                tp_pair "threadpool.roundtrip_p50_vs_$k" roundtrip "$p" \
+                    p50_ns p50_ns low poolkit_p50_ns "${k}_p50_ns" '%.0f' '' |
+                    tee -a "$tmp"
+                tp_pair "threadpool.roundtrip_p99_vs_$k" roundtrip "$p" \
+                    p99_ns p99_ns low poolkit_p99_ns "${k}_p99_ns" '%.0f' '' |
+                    tee -a "$tmp"
+            fi
+        done
+    fi
+
+    # Futex calls of a whole `ff` run (every thread; pool creation and
+    # drain included), GLib's alongside for reference.
+    if tp_want futex; then
+        tp_futex
+    fi
+
+    if tp_want idle_cpu; then
+        local secs=10
+        [ "$rounds" -lt 5 ] && secs=3
+        echo "threadpool: idle_cpu (${secs}s)" >&2
+        if line=$("$tp_prog" idle "$secs" 2>"$tpwork/err"); then
+            local pct=${line#cpu_pct=}
+            pct=${pct%% *}
+            goal=$(awk -v p="$pct" 'BEGIN { print (p <= 1.0 ? "met" : "missed") }')
+            tp_line "threadpool.idle_cpu poolkit_pct=$pct goal_pct=1.0 goal=$goal ${line#cpu_pct=* }"
+        else
+            tp_line "threadpool.idle_cpu skip=bench_threadpool idle failed: $(head -n 1 "$tpwork/err")"
+        fi
+    fi
+
+    if tp_want memory; then
+        echo "threadpool: memory (n=$TP_MEM_N)" >&2
+        if line=$("$tp_prog" memory "$TP_MEM_N" 2>"$tpwork/err"); then
+            local growth=${line##*rss_growth_kb=}
+            goal=$([ "$growth" -le 1024 ] && echo met || echo missed)
+            tp_line "threadpool.memory $line n=$TP_MEM_N goal_growth_kb=1024 goal=$goal"
+        else
+            tp_line "threadpool.memory skip=bench_threadpool memory failed: $(head -n 1 "$tpwork/err")"
+        fi
+    fi
+
+    # TODO(issue #4): the ordered-map case (within 10% of the unordered
+    # stream's throughput over 10^6 tiny tasks) once map lands.
+    if tp_want map; then
+        if grep -q 'pk_map_create' "$here/../include/poolkit/executor.h" 2>/dev/null; then
+            tp_line "threadpool.map skip=map landed (pk_map_create) but its bench case is still a TODO in bench/run.sh"
+        else
+            tp_line "threadpool.map skip=map not landed"
+        fi
+    fi
+    return 0
+}
+
+# perf stat -e syscalls:sys_enter_futex around bench_threadpool ff (and
+# peer_glib ff), ROUNDS times, interleaved.
+tp_futex() {
+    local r calls impl cmd reason="" med
+    if ! command -v perf >/dev/null 2>&1; then
+        tp_line "threadpool.futex skip=no perf on PATH (Debian: linux-perf); the pool keeps no count of its wakes"
+        return
+    fi
+    for ((r = 1; r <= rounds; r++)); do
+        echo "threadpool: futex round $r/$rounds" >&2
+        for impl in poolkit glib; do
+            if [ "$impl" = poolkit ]; then
+                cmd=$tp_prog
+            elif [ -n "${tp_cmd[glib]:-}" ]; then
+                cmd=${tp_cmd[glib]}
+            else
+                continue
+            fi
+            # shellcheck disable=SC2086
+            if ! timeout "$TP_TIMEOUT" perf stat -e syscalls:sys_enter_futex -x, \
+                    -o "$tpwork/perf" -- $cmd ff "$TP_N" >/dev/null 2>"$tpwork/err" </dev/null; then
+                [ "$impl" = poolkit ] &&
+                    reason="perf stat failed: $(cat "$tpwork/perf" "$tpwork/err" 2>/dev/null | grep -v '^#' | grep . | head -n 1)"
+                continue
+            fi
+            calls=$(awk -F, '$3 == "syscalls:sys_enter_futex" { print $1 }' "$tpwork/perf")
+            case $calls in
+                '' | *[!0-9]*)
+                    [ "$impl" = poolkit ] &&
+                        reason="perf stat could not count syscalls:sys_enter_futex (${calls:-no output}; perf_event_paranoid=$(cat /proc/sys/kernel/perf_event_paranoid 2>/dev/null))"
+                    continue ;;
+            esac
+            echo "futex $r $impl n=$TP_N calls=$calls" >>"$tpwork/data"
+        done
+        [ -n "$reason" ] && break
+    done
+    if [ -n "$reason" ]; then
+        tp_line "threadpool.futex skip=$reason"
+        return
+    fi
+    med=$(tp_stat futex poolkit calls poolkit_calls '%.0f')
+    local pm=${med#poolkit_calls_med=}
+    pm=${pm%% *}
+    goal=$([ "$pm" -le 10000 ] && echo met || echo missed)
+    tp_line "threadpool.futex $med $(tp_stat futex glib calls glib_calls '%.0f') goal_calls=10000 goal=$goal rounds=$rounds n=$TP_N"
+}
+
 tmp=$(mktemp "${TMPDIR:-/tmp}/pk-bench.XXXXXX")
-trap 'rm -f "$tmp"' EXIT
+tpwork=$(mktemp -d "${TMPDIR:-/tmp}/pk-bench-tp.XXXXXX")
+trap 'rm -f "$tmp"; rm -rf "$tpwork"' EXIT
+
 header="# poolkit bench $(date -u +%Y-%m-%dT%H:%M:%SZ) host=$(uname -n) cpus=$(getconf _NPROCESSORS_ONLN) kernel=$(uname -r) rounds=$rounds load=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null | tr ' ' ,)"
 echo "$header" | tee "$tmp"
 
 status=0
 for prog in "${progs[@]}"; do
     mod=${prog##*/bench_}
+    if [ "$mod" = threadpool ]; then
+        # Not a --rounds program: a driver like the peers'; see tp_bench.
+        if [ "$want_all" = 1 ]; then
+            tp_bench "$prog" ALL || status=1
+        else
+            tp_bench "$prog" "${want_cases[$mod]}" || status=1
+        fi
+        continue
+    fi
     args=(--rounds "$rounds")
     if [ "$want_all" = 0 ] && [ "${want_cases[$mod]}" != ALL ]; then
         args+=(--case "${want_cases[$mod]}")
@@ -91,6 +439,7 @@ for prog in "${progs[@]}"; do
     fi
 done
 mv "$tmp" "$out"
+rm -rf "$tpwork"
 trap - EXIT
 echo "bench/run.sh: figures written to $out" >&2
 exit $status

@@ -8,8 +8,10 @@
  * skipped and says in note how to enable it.
  *
  * To add a row: write `int demo_row_<name>(struct demo_ctx *,
- * struct demo_result *)` and add {name, what, function} to the rows[]
- * table in poolkit-demo.c, in the order the rows should print. */
+ * struct demo_result *)`, in poolkit-demo.c or in an examples/demo_*.c of
+ * its own (the Makefile links every demo_*.c into poolkit-demo; declare
+ * the function below), and add {name, what, function} to the rows[] table
+ * in poolkit-demo.c, in the order the rows should print. */
 #ifndef POOLKIT_DEMO_ROWS_H
 #define POOLKIT_DEMO_ROWS_H
 
@@ -26,7 +28,7 @@ struct demo_result {
 };
 
 /* One operation. Returns 0, or nonzero on failure (after writing why into
- * the result's note through demo_fail). */
+ * the result's note through demo_note). */
 typedef int (*demo_op_fn)(void *arg);
 
 struct demo_pair {
@@ -55,5 +57,11 @@ struct demo_row {
      * (out->note says what failed). */
     int (*run)(struct demo_ctx *ctx, struct demo_result *out);
 };
+
+/* Rows defined outside poolkit-demo.c. */
+/* demo_threads.c: thread, process, io-scaling */
+int demo_row_thread(struct demo_ctx *ctx, struct demo_result *out);
+int demo_row_process(struct demo_ctx *ctx, struct demo_result *out);
+int demo_row_io_scaling(struct demo_ctx *ctx, struct demo_result *out);
 
 #endif /* POOLKIT_DEMO_ROWS_H */

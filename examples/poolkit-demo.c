@@ -79,7 +79,7 @@ progress(struct demo_ctx *ctx, double frac)
     for (int i = 0; i < W; i++)
         bar[i] = i < fill ? '#' : '.';
     bar[W] = '\0';
-    fprintf(stderr, "\r  %-9s [%s] %3d%%", ctx->row, bar,
+    fprintf(stderr, "\r  %-10s [%s] %3d%%", ctx->row, bar,
             (int)(frac * 100 + 0.5));
     fflush(stderr);
     ctx->bar_shown = 1;
@@ -374,6 +374,12 @@ demo_row_socket(struct demo_ctx *ctx, struct demo_result *out)
 static const struct demo_row rows[] = {
     { "socket", "socketpair + handshake; one request/response per use",
       demo_row_socket },
+    { "thread", "pthread_create+join per task vs submit+wait on a "
+                "pk_threadpool", demo_row_thread },
+    { "process", "fork+waitpid per task vs a pooled thread (process pool: "
+                 "later)", demo_row_process },
+    { "io-scaling", "64 tasks each waiting 2 ms on a socket: 1 thread vs 16",
+      demo_row_io_scaling },
 };
 #define N_ROWS (sizeof rows / sizeof rows[0])
 
@@ -428,7 +434,7 @@ print_header(void)
     printf("poolkit-demo %s: what pooling saves on this machine "
            "(%ld CPU%s)\n\n",
            PK_VERSION_STRING, cpus, cpus == 1 ? "" : "s");
-    printf("  %-9s %14s %12s %9s   %s\n", "row", "made per use", "pooled",
+    printf("  %-10s %14s %12s %9s   %s\n", "row", "made per use", "pooled",
            "ratio", "per operation");
 }
 
@@ -437,7 +443,7 @@ print_row(const struct demo_row *row, const struct demo_result *r, int rc)
 {
     char a[32], b[32], x[32];
 
-    printf("  %-9s ", row->name);
+    printf("  %-10s ", row->name);
     if (rc) {
         printf("failed: %s\n", r->note);
     } else if (r->skipped) {
@@ -454,6 +460,37 @@ print_row(const struct demo_row *row, const struct demo_result *r, int rc)
         printf("   %s\n", row->what);
     }
     fflush(stdout);
+}
+
+/* The row's result if it ran and succeeded, else NULL. */
+static const struct demo_result *
+row_ok(const char *name, const int *ran, const struct demo_result *res,
+       const int *rcs)
+{
+    for (size_t i = 0; i < N_ROWS; i++)
+        if (strcmp(rows[i].name, name) == 0)
+            return ran[i] && !rcs[i] && !res[i].skipped ? &res[i] : NULL;
+    return NULL;
+}
+
+/* Lines that read across rows or explain one, under the table. */
+static void
+print_notes(const int *ran, const struct demo_result *res, const int *rcs)
+{
+    const struct demo_result *t = row_ok("thread", ran, res, rcs);
+    const struct demo_result *p = row_ok("process", ran, res, rcs);
+    char a[32], b[32];
+
+    if (t && p) {
+        fmt_time(a, sizeof a, p->per_use_ns);
+        fmt_time(b, sizeof b, t->per_use_ns);
+        printf("A new process (fork+waitpid, %s) costs %.1f\xc3\x97 a new "
+               "thread (pthread_create+join, %s) here.\n",
+               a, p->per_use_ns / t->per_use_ns, b);
+    }
+    if (row_ok("io-scaling", ran, res, rcs))
+        printf("io-scaling: wall time per task on a pool of 1 thread vs 16; "
+               "the ratio is the speed-up.\n");
 }
 
 /* ---- the chart ---------------------------------------------------------- */
@@ -590,7 +627,7 @@ usage(FILE *f)
             "  --help       this text\n"
             "rows:\n");
     for (size_t i = 0; i < N_ROWS; i++)
-        fprintf(f, "  %-9s %s\n", rows[i].name, rows[i].what);
+        fprintf(f, "  %-10s %s\n", rows[i].name, rows[i].what);
 }
 
 static int
@@ -690,6 +727,7 @@ main(int argc, char **argv)
            "pooled way is.\nEach figure is the median of alternating ~10 ms "
            "batches (about %.0f s per row).\n",
            ROW_BUDGET_S);
+    print_notes(ran, res, rcs);
     if (svg) {
         int e = write_svg(svg_file, ran, res, rcs);
         if (e) {

@@ -55,6 +55,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "future_int.h"
 #include "sync.h"
 
 #define ST_MASK 7u
@@ -496,8 +497,27 @@ del_waiter(pk_future *f, struct waiter *w)
     pk__mutex_unlock(&f->lock);
 }
 
+/* The wait helper of this thread (future_int.h): set by executors on
+ * their worker threads only. Thread-local, so not shared mutable state. */
+static _Thread_local const struct pk__wait_helper *tls_helper;
+
+const struct pk__wait_helper *
+pk__future_set_wait_helper(const struct pk__wait_helper *h)
+{
+    const struct pk__wait_helper *old = tls_helper;
+
+    tls_helper = h;
+    return old;
+}
+
+int
+pk__future_done(const pk_future *f)
+{
+    return is_terminal(load_word((pk_future *)f));
+}
+
 static int
-wait_one(pk_future *f, uint64_t deadline)
+park_on(pk_future *f, uint64_t deadline)
 {
     pk__parker p;
     struct waiter w;
@@ -509,6 +529,20 @@ wait_one(pk_future *f, uint64_t deadline)
     pk__park(&p, deadline);
     del_waiter(f, &w);
     return is_terminal(load_word(f)) ? 0 : PK_ETIMEDOUT;
+}
+
+int
+pk__future_wait_until(pk_future *f, uint64_t deadline)
+{
+    return is_terminal(load_word(f)) ? 0 : park_on(f, deadline);
+}
+
+static int
+wait_one(pk_future *f, uint64_t deadline)
+{
+    if (tls_helper && !is_terminal(load_word(f)))
+        return tls_helper->fn(tls_helper->ctx, f, deadline);
+    return park_on(f, deadline);
 }
 
 int

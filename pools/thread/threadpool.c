@@ -39,14 +39,17 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "future_int.h"
 #include "ring.h"
 #include "sync.h"
 
 #define PK__TP_MAGIC 0x74706f6fu
 /* Rounds a worker spins on an empty queue before it parks. */
 #define PK__TP_SPINS 200
-/* Tasks a worker takes from the queue in one lock section, at most. */
+/* Tasks a worker takes from the queue at once, at most. */
 #define PK__TP_BATCH 16
+/* Tasks a waiting worker runs nested on its stack, at most. */
+#define PK__TP_NEST 16
 
 struct tp_worker {
     struct pk_threadpool *tp;
@@ -54,6 +57,25 @@ struct tp_worker {
     pk__parker park;    /* 1 = lease given, 2 = stop */
     pk_lease lease;     /* written by the waker before the wake */
     _Atomic bool self_exit; /* destroyed from its own thread: detach */
+    /* Tasks popped but not yet run: the worker's own, so a task of the
+     * batch that waits on another of it runs that one itself. */
+    struct tp_task batch[PK__TP_BATCH];
+    size_t batch_next, batch_n;
+    /* For deadlock detection (read by other workers, hence atomic): the
+     * futures of the tasks on this worker's stack, innermost last, and
+     * the future it waits on. */
+    _Atomic(pk_future *) stack[PK__TP_NEST + 1];
+    _Atomic int depth;
+    _Atomic(pk_future *) waiting_on;
+    struct tp_worker *next_all;      /* tp->all_workers, under glock */
+    /* The "next" slot (Go's runnext): a task with a future submitted by
+     * the task running here goes here, so that when that task waits on
+     * it, it runs at once on this stack instead of behind the whole
+     * queue. 0 empty, 1 full, 2 being taken (by the owner, or by an idle
+     * worker stealing it). */
+    _Atomic int next_state;
+    struct tp_task next;
+    struct pk__wait_helper helper;
 };
 
 struct pk_threadpool {
@@ -82,9 +104,12 @@ struct pk_threadpool {
     _Atomic bool closed;
     char padf[64];
     _Atomic size_t finished;   /* tasks run or cancelled after a pop */
+    _Atomic size_t next_pushed; /* tasks that went to a "next" slot */
     pk__cv not_full;           /* a worker freed cells */
     pk__cv idle;               /* finished caught up with the pushes */
     pk__lock qlock;            /* only for `exited` */
+    pk__lock glock;            /* the list of workers, for cycle checks */
+    struct tp_worker *all_workers;
     _Atomic size_t threads;    /* worker threads not yet exited */
     pk__cv exited;             /* threads went down */
 
@@ -140,19 +165,72 @@ unreserve(struct pk_threadpool *tp, size_t n)
 
 /* Counts n tasks as finished; the one that catches up with every push
  * wakes shutdown. */
+static size_t
+all_pushed(struct pk_threadpool *tp)
+{
+    return tp_ring_pushed(&tp->q) + atomic_load(&tp->next_pushed);
+}
+
 static void
 finish(struct pk_threadpool *tp, size_t n)
 {
     size_t f = atomic_fetch_add(&tp->finished, n) + n;
 
-    if (f == tp_ring_pushed(&tp->q))
+    if (f == all_pushed(tp))
         pk__cv_broadcast(&tp->idle);
 }
 
 static bool
 all_finished(struct pk_threadpool *tp)
 {
-    return atomic_load(&tp->finished) == tp_ring_pushed(&tp->q);
+    return atomic_load(&tp->finished) == all_pushed(tp);
+}
+
+/* ---- the next slots --------------------------------------------------- */
+
+/* Puts t in w's next slot if it is empty. The count goes up before the
+ * task is visible, so finished never overtakes the pushes. */
+static bool
+put_next(struct pk_threadpool *tp, struct tp_worker *w,
+         const struct tp_task *t)
+{
+    if (atomic_load_explicit(&w->next_state, memory_order_relaxed) != 0)
+        return false;
+    w->next = *t;
+    atomic_fetch_add(&tp->next_pushed, 1);
+    atomic_store_explicit(&w->next_state, 1, memory_order_release);
+    return true;
+}
+
+/* Takes the task in w's next slot (any thread). */
+static bool
+take_next(struct tp_worker *w, struct tp_task *out)
+{
+    int full = 1;
+
+    if (atomic_load_explicit(&w->next_state, memory_order_relaxed) != 1 ||
+        !atomic_compare_exchange_strong_explicit(
+            &w->next_state, &full, 2, memory_order_acquire,
+            memory_order_relaxed))
+        return false;
+    *out = w->next;
+    atomic_store_explicit(&w->next_state, 0, memory_order_release);
+    return true;
+}
+
+/* An idle worker takes another's next task (that worker is busy). */
+static bool
+steal_next(struct pk_threadpool *tp, struct tp_worker *self,
+           struct tp_task *out)
+{
+    bool got = false;
+
+    pk__lock_acquire(&tp->glock);
+    for (struct tp_worker *r = tp->all_workers; r && !got; r = r->next_all)
+        if (r != self)
+            got = take_next(r, out);
+    pk__lock_release(&tp->glock);
+    return got;
 }
 
 /* Outcome counts of a batch, added to the shared counters once. */
@@ -160,12 +238,27 @@ struct tally {
     uint64_t completed, cancelled, failed;
 };
 
+/* The worker running on this thread, if any (thread-local, set by
+ * worker_main): tasks it runs are pushed on its stack for cycle checks. */
+static _Thread_local struct tp_worker *tls_worker;
+
 static void
 run_task(struct pk_threadpool *tp, struct tp_task *t, struct tally *n)
 {
-    int rc = pk_task_run(&t->task, tp->registry, t->fut, tp->event,
-                         tp->event_user);
+    struct tp_worker *w = tls_worker;
+    int d = 0, rc;
 
+    if (w && t->fut) {
+        d = atomic_load_explicit(&w->depth, memory_order_relaxed);
+        atomic_store(&w->stack[d], t->fut);
+        atomic_store(&w->depth, d + 1);
+    }
+    rc = pk_task_run(&t->task, tp->registry, t->fut, tp->event,
+                     tp->event_user);
+    if (w && t->fut) {
+        atomic_store(&w->depth, d);
+        atomic_store(&w->stack[d], NULL);
+    }
     if (rc == 0)
         n->completed++;
     else if (rc == PK_ECANCELED)
@@ -192,39 +285,74 @@ tally_add(struct pk_threadpool *tp, const struct tally *n)
 
 /* ---- workers ---------------------------------------------------------- */
 
-/* Takes up to half of the queue (at least one, at most PK__TP_BATCH):
- * the other half stays for the other workers. Returns how many. */
+/* Takes this worker's share of the queue (queued / max_threads, at least
+ * one, at most PK__TP_BATCH) into its batch: the rest stays for the other
+ * workers, so tasks that block (IO) still spread over every thread.
+ * Returns how many. */
 static size_t
-pop_batch(struct pk_threadpool *tp, struct tp_task *out)
+pop_batch(struct pk_threadpool *tp, struct tp_worker *w)
 {
-    size_t k = (tp_ring_count(&tp->q) + 1) / 2, n = 0;
+    size_t m = atomic_load_explicit(&tp->max_threads, memory_order_relaxed);
+    size_t k = (tp_ring_count(&tp->q) + m - 1) / (m ? m : 1), n = 0;
 
     if (k > PK__TP_BATCH)
         k = PK__TP_BATCH;
     if (k == 0)
         k = 1;
-    while (n < k && tp_ring_pop(&tp->q, &out[n]))
+    while (n < k && tp_ring_pop(&tp->q, &w->batch[n]))
         n++;
     if (n)
         unreserve(tp, n);
+    w->batch_next = 0;
+    w->batch_n = n;
     return n;
+}
+
+static void
+run_one(struct pk_threadpool *tp, struct tp_task *t)
+{
+    struct tally n = { 0, 0, 0 };
+
+    run_task(tp, t, &n);
+    tally_add(tp, &n);
+    finish(tp, 1);
+}
+
+/* Runs the rest of the worker's batch (a nested wait may run some). */
+static void
+run_batch(struct pk_threadpool *tp, struct tp_worker *w)
+{
+    struct tally n = { 0, 0, 0 };
+    size_t k = w->batch_n;
+
+    while (w->batch_next < w->batch_n) {
+        struct tp_task t = w->batch[w->batch_next++];
+        run_task(tp, &t, &n);
+    }
+    tally_add(tp, &n);
+    finish(tp, k);
 }
 
 /* Runs queued tasks until the queue stays empty through a short spin. */
 static void
-drain(struct pk_threadpool *tp)
+drain(struct pk_threadpool *tp, struct tp_worker *w)
 {
-    struct tp_task batch[PK__TP_BATCH];
     int idle_rounds = 0;
 
     for (;;) {
-        size_t k = pop_batch(tp, batch);
-        if (k) {
-            struct tally n = { 0, 0, 0 };
-            for (size_t i = 0; i < k; i++)
-                run_task(tp, &batch[i], &n);
-            tally_add(tp, &n);
-            finish(tp, k);
+        struct tp_task t;
+        if (take_next(w, &t)) {
+            run_one(tp, &t);
+            idle_rounds = 0;
+            continue;
+        }
+        if (pop_batch(tp, w)) {
+            run_batch(tp, w);
+            idle_rounds = 0;
+            continue;
+        }
+        if (steal_next(tp, w, &t)) {
+            run_one(tp, &t);
             idle_rounds = 0;
             continue;
         }
@@ -243,6 +371,124 @@ drain(struct pk_threadpool *tp)
             }
         }
     }
+}
+
+/* ---- waiting inside a task: help instead of blocking ------------------ */
+
+/* The worker whose stack holds f, or NULL. glock held. */
+static struct tp_worker *
+runner_of(struct pk_threadpool *tp, pk_future *f)
+{
+    for (struct tp_worker *r = tp->all_workers; r; r = r->next_all) {
+        int d = atomic_load(&r->depth);
+        for (int i = 0; i < d && i <= PK__TP_NEST; i++)
+            if (atomic_load(&r->stack[i]) == f)
+                return r;
+    }
+    return NULL;
+}
+
+/* Follows "f runs on R, R waits on g, g runs on ..." back to w: a cycle
+ * means f can never finish while w waits. Every future on the chain is
+ * unfinished, or the chain is already unwinding. */
+static bool
+cycle_once(struct pk_threadpool *tp, struct tp_worker *w, pk_future *f)
+{
+    bool cycle = false;
+
+    pk__lock_acquire(&tp->glock);
+    for (int hops = 0; f && hops < 64; hops++) {
+        struct tp_worker *r;
+        if (pk__future_done(f))
+            break;
+        r = runner_of(tp, f);
+        if (!r)
+            break;
+        if (r == w) {
+            cycle = true;
+            break;
+        }
+        f = atomic_load(&r->waiting_on);
+    }
+    pk__lock_release(&tp->glock);
+    return cycle;
+}
+
+static bool
+is_cycle(struct pk_threadpool *tp, struct tp_worker *w, pk_future *f)
+{
+    /* The chain is read while others move; a real cycle is stable (all
+     * its workers are blocked), so seeing it twice rules out a race. */
+    if (!cycle_once(tp, w, f))
+        return false;
+    sched_yield();
+    return cycle_once(tp, w, f);
+}
+
+/* Runs one task from the worker's own batch or from the queue, nested on
+ * this stack. Returns false if there was none. */
+static bool
+help_one(struct pk_threadpool *tp, struct tp_worker *w)
+{
+    struct tally n = { 0, 0, 0 };
+    struct tp_task t;
+
+    if (take_next(w, &t)) {
+        run_one(tp, &t);
+        return true;
+    }
+    if (w->batch_next < w->batch_n) {
+        t = w->batch[w->batch_next++];
+        run_task(tp, &t, &n); /* finished with the batch, in run_batch */
+        tally_add(tp, &n);
+        return true;
+    }
+    if (!tp_ring_pop(&tp->q, &t))
+        return false;
+    unreserve(tp, 1);
+    run_task(tp, &t, &n);
+    tally_add(tp, &n);
+    finish(tp, 1);
+    return true;
+}
+
+/* The wait helper of a worker thread (lib/future_int.h). */
+static int
+help_wait(void *ctx, pk_future *f, uint64_t deadline)
+{
+    struct tp_worker *w = ctx;
+    struct pk_threadpool *tp = w->tp;
+    int rc = 0;
+
+    /* Helping is bounded: past PK__TP_NEST tasks on this stack, park. */
+    bool may_help = atomic_load(&w->depth) < PK__TP_NEST;
+
+    atomic_store(&w->waiting_on, f);
+    while (!pk__future_done(f)) {
+        if (may_help && help_one(tp, w))
+            continue;
+        if (is_cycle(tp, w, f)) {
+            rc = PK_EDEADLK;
+            break;
+        }
+        uint64_t now = pk__now_ns();
+        if (now >= deadline) {
+            rc = PK_ETIMEDOUT;
+            break;
+        }
+        /* Nothing to help with: park, counted out of `active` so that a
+         * submitter wakes or starts another worker meanwhile. Re-look
+         * for work and cycles every 10 ms: both can appear without
+         * touching f. */
+        uint64_t until = now + 10000000u;
+        atomic_fetch_sub(&tp->active, 1);
+        if (queue_nonempty(tp))
+            wake_one(tp);
+        (void)pk__future_wait_until(f, until < deadline ? until : deadline);
+        atomic_fetch_add(&tp->active, 1);
+    }
+    atomic_store(&w->waiting_on, NULL);
+    return rc;
 }
 
 /* Gives the worker's lease back; returns false if the worker must exit
@@ -269,6 +515,14 @@ worker_main(void *arg)
     struct pk_threadpool *tp = w->tp;
 
     pthread_setname_np(pthread_self(), "pk-worker");
+    tls_worker = w;
+    w->helper.fn = help_wait;
+    w->helper.ctx = w;
+    pk__future_set_wait_helper(&w->helper);
+    pk__lock_acquire(&tp->glock);
+    w->next_all = tp->all_workers;
+    tp->all_workers = w;
+    pk__lock_release(&tp->glock);
     if (tp->worker_init)
         tp->worker_init(tp->user);
     for (;;) {
@@ -277,7 +531,7 @@ worker_main(void *arg)
             break;
         atomic_store(&w->park.word, 0);
         for (;;) {
-            drain(tp);
+            drain(tp, w);
             atomic_fetch_sub(&tp->active, 1);
             if (!queue_nonempty(tp))
                 break;
@@ -288,6 +542,17 @@ worker_main(void *arg)
     }
     if (tp->worker_exit)
         tp->worker_exit(tp->user);
+    pk__lock_acquire(&tp->glock);
+    for (struct tp_worker **pp = &tp->all_workers; *pp;
+         pp = &(*pp)->next_all) {
+        if (*pp == w) {
+            *pp = w->next_all;
+            break;
+        }
+    }
+    pk__lock_release(&tp->glock);
+    pk__future_set_wait_helper(NULL);
+    tls_worker = NULL;
     if (atomic_load(&w->self_exit)) {
         pthread_detach(pthread_self());
         pk__free(w);
@@ -670,6 +935,25 @@ enqueue(struct pk_threadpool *tp, struct tp_task *t, size_t n, int policy)
     return 0;
 }
 
+/* A task with a future, submitted from a task of this pool: into the
+ * submitting worker's next slot if it is free (see put_next). Returns
+ * PK_EAGAIN when it must take the queue. */
+static int
+enqueue_next(struct pk_threadpool *tp, struct tp_worker *w,
+             struct tp_task *t)
+{
+    int rc = PK_EAGAIN;
+
+    atomic_fetch_add(&tp->submitting, 1);
+    if (!atomic_load(&tp->closed) && put_next(tp, w, t))
+        rc = 0;
+    atomic_fetch_sub(&tp->submitting, 1);
+    if (rc == 0)
+        atomic_fetch_add_explicit(&tp->st_submitted, 1,
+                                  memory_order_relaxed);
+    return rc;
+}
+
 int
 pk_threadpool_submit_task(pk_threadpool *tp, const pk_task *task,
                           pk_future **fut)
@@ -686,6 +970,9 @@ pk_threadpool_submit_task(pk_threadpool *tp, const pk_task *task,
     rc = prepare(task, fut, &t, tp);
     if (rc)
         return rc;
+    if (fut && tls_worker && tls_worker->tp == tp &&
+        enqueue_next(tp, tls_worker, &t) == 0)
+        return 0;
     rc = enqueue(tp, &t, 1, tp->full_policy);
     if (rc)
         unprepare(&t, fut);
@@ -779,6 +1066,19 @@ cancel_queued(struct pk_threadpool *tp)
         pk__free(t.copy);
         n++;
     }
+    pk__lock_acquire(&tp->glock);
+    for (struct tp_worker *r = tp->all_workers; r; r = r->next_all) {
+        if (take_next(r, &t)) {
+            if (t.fut)
+                pk_future_cancel(t.fut);
+            atomic_fetch_add_explicit(&tp->st_cancelled, 1,
+                                      memory_order_relaxed);
+            pk_future_release(t.fut);
+            pk__free(t.copy);
+            n++;
+        }
+    }
+    pk__lock_release(&tp->glock);
     if (n)
         finish(tp, n);
 }

@@ -11,6 +11,7 @@
 
 #include <dirent.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -497,6 +498,127 @@ test_many_submitters_lose_nothing(void **state)
     pk_threadpool_destroy(tp);
 }
 
+/* ---- waiting on tasks of the same pool --------------------------------- */
+
+struct rec_arg {
+    pk_threadpool *tp;
+    int depth;
+};
+
+static struct rec_arg rec_args[8][11];
+
+/* Each task submits a child one level deeper and waits for it: with 2
+ * workers and 8 chains at once, every worker waits on a queued task. */
+static int
+recursive_task(void *arg, pk_future *self, pk_result *out, pk_error *err)
+{
+    struct rec_arg *a = arg;
+    pk_future *child;
+    pk_result r;
+    int rc;
+
+    (void)self;
+    if (a->depth == 0) {
+        out->value = (void *)(uintptr_t)1;
+        return 0;
+    }
+    rc = pk_threadpool_submit(a->tp, recursive_task, a + 1, &child);
+    if (rc)
+        return rc;
+    rc = pk_future_wait(child, 30000);
+    if (rc == 0)
+        rc = pk_future_result(child, &r);
+    pk_future_release(child);
+    if (rc)
+        return pk_error_set(err, rc, 0, "child failed: %s", pk_err_name(rc));
+    out->value = (void *)((uintptr_t)r.value + 1);
+    return 0;
+}
+
+static void
+test_workers_waiting_on_children_run_them_to_depth_10(void **state)
+{
+    pk_threadpool *tp;
+    pk_future *f[8];
+    pk_threadpool_options o = { .max_threads = 2 };
+
+    (void)state;
+    assert_int_equal(pk_threadpool_create(&tp, &o), 0);
+    for (int i = 0; i < 8; i++) {
+        for (int d = 0; d <= 10; d++)
+            rec_args[i][d] = (struct rec_arg){ tp, 10 - d };
+        assert_int_equal(
+            pk_threadpool_submit(tp, recursive_task, &rec_args[i][0], &f[i]),
+            0);
+    }
+    assert_int_equal(pk_future_wait_all(f, 8, 60000), 0);
+    for (int i = 0; i < 8; i++) {
+        pk_result r;
+        assert_int_equal(pk_future_result(f[i], &r), 0);
+        assert_int_equal((uintptr_t)r.value, 11);
+        pk_future_release(f[i]);
+    }
+    pk_threadpool_destroy(tp);
+}
+
+/* A waits on B's future and B on A's: a true cycle. */
+struct cyc {
+    pk_future *_Atomic other;
+    _Atomic int started;
+    int rc;
+};
+
+static struct cyc cyc_a, cyc_b;
+
+static int
+cycle_task(void *arg, pk_future *self, pk_result *out, pk_error *err)
+{
+    struct cyc *me = arg;
+    pk_future *other;
+
+    (void)self;
+    (void)out;
+    (void)err;
+    atomic_fetch_add(&me->started, 1);
+    while (!(other = atomic_load(&me->other)))
+        sched_yield();
+    me->rc = pk_future_wait(other, 10000);
+    return me->rc == 0 ? 0 : me->rc;
+}
+
+static void
+run_cycle(size_t threads)
+{
+    pk_threadpool *tp;
+    pk_future *fa, *fb;
+    pk_threadpool_options o = { .max_threads = threads };
+
+    memset(&cyc_a, 0, sizeof cyc_a);
+    memset(&cyc_b, 0, sizeof cyc_b);
+    assert_int_equal(pk_threadpool_create(&tp, &o), 0);
+    assert_int_equal(pk_threadpool_submit(tp, cycle_task, &cyc_a, &fa), 0);
+    assert_int_equal(pk_threadpool_submit(tp, cycle_task, &cyc_b, &fb), 0);
+    atomic_store(&cyc_a.other, fb);
+    atomic_store(&cyc_b.other, fa);
+    assert_int_equal(pk_future_wait(fa, 30000), 0);
+    assert_int_equal(pk_future_wait(fb, 30000), 0);
+    /* One of them saw the cycle; the other then saw its future fail. */
+    assert_true(cyc_a.rc == PK_EDEADLK || cyc_b.rc == PK_EDEADLK);
+    assert_int_not_equal(cyc_a.rc, PK_ETIMEDOUT);
+    assert_int_not_equal(cyc_b.rc, PK_ETIMEDOUT);
+    pk_future_release(fa);
+    pk_future_release(fb);
+    pk_threadpool_destroy(tp);
+}
+
+static void
+test_true_cycle_gets_edeadlk(void **state)
+{
+    (void)state;
+    run_cycle(1); /* B runs nested on A's stack, waits on A */
+    run_cycle(2); /* A and B on two workers, each waiting on the other */
+}
+
 #define T(f) cmocka_unit_test_setup(f, setup)
 
 int
@@ -515,6 +637,8 @@ main(void)
         T(test_bad_input_returns_einval),
         T(test_executor_view_runs_tasks),
         T(test_many_submitters_lose_nothing),
+        T(test_workers_waiting_on_children_run_them_to_depth_10),
+        T(test_true_cycle_gets_edeadlk),
     };
     return cmocka_run_group_tests_name("threadpool", tests, NULL, NULL);
 }

@@ -1,0 +1,381 @@
+/* bench/bench_threadpool.c - poolkit's thread pool, driven exactly like the
+ * peer drivers in bench/peers/ (issue #4), so bench/run.sh can interleave
+ * it with them and read every program the same way.
+ *
+ *   bench_threadpool ff <n>         tasks_per_s=<float>
+ *   bench_threadpool future <n>     tasks_per_s=<float>
+ *   bench_threadpool many <n>       tasks_per_s=<float>
+ *   bench_threadpool roundtrip <n>  p50_ns=<int> p99_ns=<int>
+ *   bench_threadpool idle <s>       cpu_pct=<float> seconds=<int> ticks=<int>
+ *                                   hz=<int> workers=<int>
+ *   bench_threadpool memory <n>     rss_kb_first=<int> rss_kb_max=<int>
+ *                                   rss_growth_kb=<int>
+ *
+ * One line on stdout; a bad command line exits 2. The pool is made with
+ * the default options except max_threads = 2 (the peers' 2 workers; the
+ * submitting thread is the third). As in the C peers, the clock starts
+ * before the pool is created:
+ *   ff         one pk_threadpool_submit per no-op task, no future; stops
+ *              when pk_threadpool_shutdown(DRAIN) returns (all ran, as
+ *              GLib's g_thread_pool_free(p, FALSE, TRUE)). destroy is not
+ *              timed.
+ *   future     the same with a pk_future per task, all kept; then each is
+ *              waited for and released, in submit order (as Java's get()
+ *              loop); stops after the last release. Shutdown is not timed.
+ *   many       pk_threadpool_submit_many in batches of MANY_BATCH tasks,
+ *              no futures. A batch is all or nothing: when the bounded
+ *              queue (default 65536) cannot take a whole batch, the
+ *              submitter queues the batch's first task with the ordinary
+ *              blocking submit (it sleeps until a worker frees a slot) and
+ *              goes on with the rest. Stops as ff.
+ *   roundtrip  an idle pool; PEER_RT_WARMUP untimed round trips, then n
+ *              timed ones: submit one task with a future, wait for it,
+ *              release it. Nearest-rank percentiles, as peer_common.h.
+ *   idle       warm the pool (both workers spawned: a burst of tasks and
+ *              some round trips), then sleep s seconds and report the
+ *              process's CPU time over that sleep (utime + stime from
+ *              /proc/self/stat, every thread of the process) as a percent
+ *              of one CPU.
+ *   memory     an endless input cut at n: ff's loop, reading VmRSS from
+ *              /proc/self/status every n/20 tasks once MEM_SETTLE tasks
+ *              (4x the default queue; n/4 if n is smaller) went in, so the
+ *              bounded queue has filled and its ring is all touched;
+ *              growth is the largest reading minus the first.
+ *
+ * Usage: bench_threadpool ff|future|many|roundtrip|idle|memory <n>
+ *        bench_threadpool --help */
+#include <poolkit/threadpool.h>
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* The same warm-up as bench/peers/peer_common.h. */
+#define PEER_RT_WARMUP 200
+/* Tasks per pk_threadpool_submit_many call in the many case. */
+#define MANY_BATCH 256
+/* Tasks the memory case submits before its first reading. */
+#define MEM_SETTLE 262144L
+
+static _Noreturn void
+die(const char *what, int rc)
+{
+    fprintf(stderr, "bench_threadpool: %s failed: %d (%s)\n", what, rc,
+            rc < 0 ? pk_strerror(rc) : strerror(rc));
+    exit(1);
+}
+
+static int64_t
+now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int
+noop(void *arg, pk_future *self, pk_result *out, pk_error *err)
+{
+    (void)arg;
+    (void)self;
+    (void)out;
+    (void)err;
+    return 0;
+}
+
+static pk_threadpool *
+make_pool(void)
+{
+    pk_threadpool_options o;
+    pk_threadpool *tp;
+    int rc;
+
+    memset(&o, 0, sizeof o);
+    o.max_threads = 2;
+    rc = pk_threadpool_create(&tp, &o);
+    if (rc)
+        die("pk_threadpool_create", rc);
+    return tp;
+}
+
+static void
+drain_pool(pk_threadpool *tp)
+{
+    int rc = pk_threadpool_shutdown(tp, PK_SHUTDOWN_DRAIN, PK_WAIT_FOREVER);
+    if (rc)
+        die("pk_threadpool_shutdown", rc);
+}
+
+static void
+submit_one(pk_threadpool *tp, pk_future **fut)
+{
+    int rc = pk_threadpool_submit(tp, noop, NULL, fut);
+    if (rc)
+        die("pk_threadpool_submit", rc);
+}
+
+/* ---- throughput cases: return the time taken, pool creation included -- */
+
+static int64_t
+run_ff(long n)
+{
+    int64_t t0 = now_ns();
+    pk_threadpool *tp = make_pool();
+    for (long i = 0; i < n; i++)
+        submit_one(tp, NULL);
+    drain_pool(tp);
+    int64_t t1 = now_ns();
+    pk_threadpool_destroy(tp);
+    return t1 - t0;
+}
+
+static int64_t
+run_future(long n)
+{
+    pk_future **fs = malloc((size_t)n * sizeof *fs);
+    if (!fs)
+        die("malloc", ENOMEM);
+    int64_t t0 = now_ns();
+    pk_threadpool *tp = make_pool();
+    for (long i = 0; i < n; i++)
+        submit_one(tp, &fs[i]);
+    for (long i = 0; i < n; i++) {
+        int rc = pk_future_wait(fs[i], PK_WAIT_FOREVER);
+        if (rc)
+            die("pk_future_wait", rc);
+        pk_future_release(fs[i]);
+    }
+    int64_t t1 = now_ns();
+    drain_pool(tp);
+    pk_threadpool_destroy(tp);
+    free(fs);
+    return t1 - t0;
+}
+
+static int64_t
+run_many(long n)
+{
+    pk_task batch[MANY_BATCH];
+    memset(batch, 0, sizeof batch);
+    for (int i = 0; i < MANY_BATCH; i++)
+        batch[i].fn = noop;
+
+    int64_t t0 = now_ns();
+    pk_threadpool *tp = make_pool();
+    long left = n;
+    while (left > 0) {
+        size_t k = left < MANY_BATCH ? (size_t)left : MANY_BATCH;
+        int rc = pk_threadpool_submit_many(tp, batch, k, NULL);
+        if (rc == 0) {
+            left -= (long)k;
+        } else if (rc == PK_EFULL || rc == PK_EAGAIN) {
+            /* Queue full: wait for room the ordinary way (one blocking
+             * submit), then carry on in batches. */
+            submit_one(tp, NULL);
+            left--;
+        } else {
+            die("pk_threadpool_submit_many", rc);
+        }
+    }
+    drain_pool(tp);
+    int64_t t1 = now_ns();
+    pk_threadpool_destroy(tp);
+    return t1 - t0;
+}
+
+/* ---- round trips -------------------------------------------------------- */
+
+static void
+roundtrip_one(pk_threadpool *tp)
+{
+    pk_future *f;
+    submit_one(tp, &f);
+    int rc = pk_future_wait(f, PK_WAIT_FOREVER);
+    if (rc)
+        die("pk_future_wait", rc);
+    pk_future_release(f);
+}
+
+static int
+cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Nearest rank, as peer_pct in bench/peers/peer_common.h. */
+static int64_t
+pct(const int64_t *s, long n, int p)
+{
+    long k = (n * p + 99) / 100;
+    return s[k > 0 ? k - 1 : 0];
+}
+
+static void
+run_roundtrip(long n)
+{
+    int64_t *s = malloc((size_t)n * sizeof *s);
+    if (!s)
+        die("malloc", ENOMEM);
+    pk_threadpool *tp = make_pool();
+    for (int i = 0; i < PEER_RT_WARMUP; i++)
+        roundtrip_one(tp);
+    for (long i = 0; i < n; i++) {
+        int64_t t0 = now_ns();
+        roundtrip_one(tp);
+        s[i] = now_ns() - t0;
+    }
+    drain_pool(tp);
+    pk_threadpool_destroy(tp);
+    qsort(s, (size_t)n, sizeof *s, cmp_i64);
+    printf("p50_ns=%lld p99_ns=%lld\n", (long long)pct(s, n, 50),
+           (long long)pct(s, n, 99));
+    free(s);
+}
+
+/* ---- idle CPU, memory ---------------------------------------------------- */
+
+/* utime + stime of the whole process, in clock ticks. */
+static long long
+proc_cpu_ticks(void)
+{
+    char buf[4096];
+    FILE *f = fopen("/proc/self/stat", "r");
+    if (!f)
+        die("fopen /proc/self/stat", errno);
+    size_t len = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[len] = '\0';
+    /* Fields after the command name, which may hold spaces: state is
+     * field 3, utime 14, stime 15. */
+    char *p = strrchr(buf, ')');
+    unsigned long long ut = 0, st = 0;
+    if (!p || sscanf(p + 2,
+                     "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
+                     &ut, &st) != 2)
+        die("parse /proc/self/stat", EINVAL);
+    return (long long)(ut + st);
+}
+
+static void
+run_idle(long seconds)
+{
+    pk_threadpool *tp = make_pool();
+    /* Spawn both workers (bursts until the pool has two, up to 50) and
+     * let them settle into their idle state. */
+    pk_threadpool_stats st = { 0 };
+    for (int burst = 0; burst < 50; burst++) {
+        for (int i = 0; i < 20000; i++)
+            submit_one(tp, NULL);
+        for (int i = 0; i < PEER_RT_WARMUP; i++)
+            roundtrip_one(tp);
+        if (pk_threadpool_stats_get(tp, &st) == 0 && st.threads >= 2)
+            break;
+    }
+    if (st.threads < 2)
+        fprintf(stderr, "bench_threadpool: idle: only %zu worker(s) up\n",
+                st.threads);
+
+    long hz = sysconf(_SC_CLK_TCK);
+    long long c0 = proc_cpu_ticks();
+    int64_t t0 = now_ns();
+    struct timespec d = { seconds, 0 };
+    while (nanosleep(&d, &d) != 0 && errno == EINTR)
+        ;
+    long long c1 = proc_cpu_ticks();
+    int64_t t1 = now_ns();
+    double cpu_s = (double)(c1 - c0) / (double)hz;
+    double wall_s = (double)(t1 - t0) / 1e9;
+    printf("cpu_pct=%.3f seconds=%ld ticks=%lld hz=%ld workers=%zu\n",
+           100.0 * cpu_s / wall_s, seconds, c1 - c0, hz, st.threads);
+    drain_pool(tp);
+    pk_threadpool_destroy(tp);
+}
+
+static long
+rss_kb(void)
+{
+    char line[256];
+    long kb = -1;
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f)
+        die("fopen /proc/self/status", errno);
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+            break;
+    fclose(f);
+    return kb;
+}
+
+static void
+run_memory(long n)
+{
+    long step = n / 20 > 0 ? n / 20 : 1, first = -1, max = -1;
+    long settle = n / 4 < MEM_SETTLE ? n / 4 : MEM_SETTLE;
+    pk_threadpool *tp = make_pool();
+    for (long i = 1; i <= n; i++) {
+        submit_one(tp, NULL);
+        if (i >= settle && (i % step == 0 || i == n)) {
+            long kb = rss_kb();
+            if (first < 0)
+                first = kb;
+            if (kb > max)
+                max = kb;
+        }
+    }
+    drain_pool(tp);
+    pk_threadpool_destroy(tp);
+    printf("rss_kb_first=%ld rss_kb_max=%ld rss_growth_kb=%ld\n", first, max,
+           max - first);
+}
+
+static void
+usage(FILE *to)
+{
+    fprintf(to,
+            "usage: bench_threadpool ff|future|many|roundtrip <n>\n"
+            "       bench_threadpool idle <seconds>\n"
+            "       bench_threadpool memory <n>\n"
+            "One line on stdout, as the peer drivers in bench/peers/. "
+            "bench/run.sh runs\nthis program interleaved with the peers "
+            "(make bench BENCH=threadpool).\n");
+}
+
+int
+main(int argc, char **argv)
+{
+    if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        usage(stdout);
+        return 0;
+    }
+    char *end = NULL;
+    long n = argc == 3 ? strtol(argv[2], &end, 10) : 0;
+    if (argc != 3 || *end != '\0' || n <= 0) {
+        usage(stderr);
+        return 2;
+    }
+    const char *c = argv[1];
+    int64_t (*tput)(long) = !strcmp(c, "ff")       ? run_ff
+                            : !strcmp(c, "future") ? run_future
+                            : !strcmp(c, "many")   ? run_many
+                                                   : NULL;
+    if (tput) {
+        int64_t ns = tput(n);
+        printf("tasks_per_s=%.1f\n", (double)n * 1e9 / (double)ns);
+    } else if (!strcmp(c, "roundtrip")) {
+        run_roundtrip(n);
+    } else if (!strcmp(c, "idle")) {
+        run_idle(n);
+    } else if (!strcmp(c, "memory")) {
+        run_memory(n);
+    } else {
+        fprintf(stderr, "bench_threadpool: unknown case '%s'\n", c);
+        usage(stderr);
+        return 2;
+    }
+    return 0;
+}

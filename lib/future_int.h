@@ -1,0 +1,33 @@
+/* lib/future_int.h - what executors need from futures beyond the public
+ * API: a per-thread wait helper, so that a worker that waits on a future
+ * can run queued work (the awaited task among it) instead of blocking the
+ * pool it belongs to. */
+#ifndef PK_LIB_FUTURE_INT_H
+#define PK_LIB_FUTURE_INT_H
+
+#include <stdint.h>
+
+#include <poolkit/future.h>
+
+struct pk__wait_helper {
+    /* Waits until f finished or deadline (CLOCK_MONOTONIC, UINT64_MAX =
+     * none) passes, helping meanwhile. Returns 0, PK_ETIMEDOUT or
+     * PK_EDEADLK. */
+    int (*fn)(void *ctx, pk_future *f, uint64_t deadline);
+    void *ctx;
+};
+
+/* Installs h (NULL removes) as this thread's wait helper: every blocking
+ * pk_future_wait / pk_future_wait_all on this thread goes through it.
+ * Returns the previous one. Thread-local state, documented in future.c. */
+const struct pk__wait_helper *
+pk__future_set_wait_helper(const struct pk__wait_helper *h);
+
+/* Waits without the helper (what a helper uses to park). Returns 0 or
+ * PK_ETIMEDOUT. */
+int pk__future_wait_until(pk_future *f, uint64_t deadline);
+
+/* Non-zero once f reached a terminal state. */
+int pk__future_done(const pk_future *f);
+
+#endif /* PK_LIB_FUTURE_INT_H */
