@@ -161,6 +161,131 @@ PK_API int pk_inline_executor_create(pk_executor **out, pk_registry *reg,
 PK_API int pk_task_run(const pk_task *task, const pk_registry *reg,
                        pk_future *fut, pk_event_fn event, void *event_user);
 
+/* ---- map: many tasks, results streamed back (lib/map.c) ---------------- */
+
+/* A map reads tasks lazily from a pk_map_next_fn and streams their results
+ * back, in input order (like Python's Executor.map) or in completion order
+ * (as_completed). At most `window` items are read and not yet delivered,
+ * so memory stays flat however long the input is. Many small fn tasks are
+ * packed into one executor task ("chunking"): automatically, or with an
+ * explicit chunk size. Works on any pk_executor.
+ *
+ * Items are numbered from 0 in the order the next function returns them.
+ * Each item's outcome is delivered once, by pk_map_next: a result, or the
+ * item's own error code (the map goes on). Errors of the map itself (its
+ * timeout, the input failing, the executor refusing work) carry the index
+ * PK_MAP_NO_INDEX and end the map. */
+
+typedef struct pk_map pk_map; /* opaque */
+
+/* The index pk_map_next reports for an error of the map, not of an item. */
+#define PK_MAP_NO_INDEX ((size_t)-1)
+
+/* Fills *task with the next input item (it comes zeroed).
+ * Returns 0 (task filled), 1 (no more input), or a negative code (the map
+ * stops reading and, after the items already read were delivered,
+ * pk_map_next returns that code). Runs on the thread calling pk_map_create
+ * or pk_map_next, with no poolkit lock held. What the task points at (arg,
+ * name, data) must stay valid until `release` is called for it, or until
+ * pk_map_destroy returns when there is no release hook. */
+typedef int (*pk_map_next_fn)(void *user, pk_task *task);
+
+/* Progress: done items (finished: succeeded, failed or cancelled) out of
+ * total (total_hint until the input ends, then the exact count; 0 while
+ * unknown). Runs on the thread calling pk_map_next, with no poolkit lock
+ * held, when done or total changed since the last call: done never goes
+ * down, and a map that delivered every item has reported (n, n). */
+typedef void (*pk_map_progress_fn)(void *user, size_t done, size_t total);
+
+enum pk_map_order {
+    PK_MAP_ORDERED = 0,  /* results in input order (default) */
+    PK_MAP_UNORDERED = 1 /* results as they complete (as_completed) */
+};
+
+/* Zero in any field means its default. */
+typedef struct pk_map_options {
+    size_t window;     /* items read and not yet delivered, at most;
+                          default max(1024, 8 * chunk) */
+    size_t chunk;      /* items per executor task: 0 = automatic (grow
+                          while each task carries under ~100 us of work,
+                          up to max(1, window / 8) and 1024), 1 = one
+                          executor task per item, n = n items (at most
+                          window). Only fn tasks are chunked: a named task
+                          is always submitted alone, as it is. */
+    int order;         /* enum pk_map_order */
+    int timeout_ms;    /* for the whole map, from pk_map_create: once it
+                          passed, a pk_map_next that would wait returns
+                          PK_ETIMEDOUT and the map cancels the rest.
+                          0 (default) or PK_NEVER = none; PK_ALWAYS = 0 ms */
+    pk_map_progress_fn progress; /* optional */
+    void *progress_user;
+    size_t total_hint; /* the input's length if known, for progress */
+    void (*release)(void *user, pk_task *task); /* optional: called once
+                          per item read, with the next function's user,
+                          when the map no longer needs the task (after its
+                          outcome was delivered, or when it is dropped);
+                          on the thread calling pk_map_next or
+                          pk_map_destroy, no poolkit lock held */
+} pk_map_options;
+
+/* Starts a map: reads up to a window of tasks from next and submits them
+ * to ex. o may be NULL (all defaults).
+ * Returns: 0, PK_EINVAL (NULL out, ex or next; order or timeout out of
+ * range), PK_ENOMEM. A failing first read or submit is not returned here:
+ * pk_map_next reports it.
+ * Owner: *out returned owned (pk_map_destroy); ex and user borrowed until
+ * pk_map_destroy returns; o borrowed.
+ * Threads: safe; next runs on this thread. */
+PK_API int pk_map_create(pk_map **out, pk_executor *ex, pk_map_next_fn next,
+                         void *user, const pk_map_options *o);
+
+/* pk_map_create with order PK_MAP_UNORDERED: a stream of results in the
+ * order the items complete. Returns, owner, threads: as pk_map_create. */
+PK_API int pk_as_completed_create(pk_map **out, pk_executor *ex,
+                                  pk_map_next_fn next, void *user,
+                                  const pk_map_options *o);
+
+/* Delivers the next item's outcome, waiting for it if needed (at most
+ * until the map's timeout), reading more input as room frees up. *index
+ * (optional) gets the item's number; *res (optional) its result; err
+ * (optional) is filled whenever an item or the map failed.
+ * Returns: 0 (*res filled), 1 (every item was delivered; repeats),
+ * a negative code with *index < PK_MAP_NO_INDEX (that item failed with
+ * this code, PK_ECANCELED if it was cancelled; the map goes on), or a
+ * negative code with *index == PK_MAP_NO_INDEX (the map ended: PK_ETIMEDOUT
+ * for its timeout, the next function's code, or the executor's submit
+ * error such as PK_ESHUTDOWN; what was in flight is cancelled, and every
+ * later call returns the same code), PK_EINVAL (NULL m).
+ * Owner: the caller owns res->value and frees it with res->free_fn (if
+ * set); with a NULL res the map frees it.
+ * Threads: one at a time (one consumer); next, progress and release run
+ * on this thread. */
+PK_API int pk_map_next(pk_map *m, pk_result *res, size_t *index,
+                       pk_error *err);
+
+/* Stops the map: cancels what is queued, asks running tasks to stop
+ * (pk_future_cancel_requested), waits for them to finish, frees results
+ * never delivered (their free_fn), calls release for every item still
+ * held and frees the map. NULL is a no-op.
+ * Owner: takes m. Threads: exclusive. */
+PK_API void pk_map_destroy(pk_map *m);
+
+/* Runs fn over args[0..n-1] on ex and waits for all: results[i] gets item
+ * i's value, or NULL if it failed; codes (optional, n entries) gets each
+ * item's code (0 or negative). Every item runs even if others fail.
+ * Returns: 0 (all succeeded), the code of the first item (in input order)
+ * that failed, a map error (PK_ETIMEDOUT, the executor's submit error:
+ * the items not delivered get that code and NULL), PK_EINVAL (NULL ex, fn
+ * or results; args NULL with n > 0), PK_ENOMEM.
+ * o (optional) is used as in pk_map_create, except that release is
+ * ignored and total_hint defaults to n.
+ * Owner: args borrowed; the caller owns every non-NULL results[i] (free it
+ * as fn's contract says; the result's free_fn is not kept).
+ * Threads: safe; progress runs on this thread. */
+PK_API int pk_map_array(pk_executor *ex, pk_task_fn fn, void *const *args,
+                        size_t n, void **results, int *codes,
+                        const pk_map_options *o);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,867 @@
+/* lib/map.c - map, as_completed and chunking, written once on pk_executor.
+ *
+ * A map reads input items through the caller's next function, packs them
+ * into "units" and submits each unit as one executor task. A unit is
+ * either one named task, submitted as it is (so it can cross a process),
+ * or up to `chunk` fn tasks run in turn by `runner`, which stores each
+ * item's result or error in the unit. The unit's future gets a completion
+ * callback (on_done) that marks the unit done under m->lock, counts its
+ * items as finished and wakes the consumer: nothing polls.
+ *
+ * The window. `nread - ndelivered` (items read and not yet handed to the
+ * consumer) never exceeds `window`: that is the reorder buffer in ordered
+ * mode and the bound on memory in both modes, however long the input. A
+ * fn unit is started only when a whole chunk fits, so an explicit chunk
+ * size is kept exactly (only the input's end or a named item cuts a unit
+ * short).
+ *
+ * Delivery. Ordered: the oldest live unit (m->head; units are made in
+ * input order) is delivered once it is done. Unordered: units are
+ * delivered in the order their callbacks ran (m->done_head). The unit
+ * being delivered is m->cur; it is freed after its last item.
+ *
+ * Automatic chunking. runner times each unit and stores the time per item
+ * in m->est_ns; the next unit gets enough items for about CHUNK_TARGET_NS
+ * of work, between 1 and chunk_cap. The first units, made before any
+ * timing exists, carry one item each.
+ *
+ * Which thread touches what. Everything outside the "m->lock" fields
+ * belongs to the consumer (the thread in pk_map_create, pk_map_next or
+ * pk_map_destroy: one at a time). A unit's items are written by the
+ * consumer before submit (the executor's queue publishes them to the
+ * worker), by runner while it runs, and read by the consumer only after it
+ * saw u->done under m->lock, which on_done set after the future finished:
+ * the future's release/acquire and the lock order those accesses. No user
+ * code (next, progress, release, the tasks) runs with m->lock held, and
+ * m->lock is a leaf: its holder calls nothing in poolkit.
+ *
+ * End of life. pk_map_destroy cancels every live unit's future and waits
+ * until m->pending (units whose callback has not run) is 0; after that no
+ * thread can reach the map, so it is freed. on_done touches neither the
+ * unit nor the map after it unlocks m->lock. */
+#include <poolkit/executor.h>
+
+#include <assert.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "sync.h"
+
+#define MAP_MAGIC 0x70614d70u
+#define CHECK(m) assert((m)->magic == MAP_MAGIC)
+
+#define DEFAULT_WINDOW 1024
+#define CHUNK_MAX 1024
+/* Automatic chunking aims at this much work per executor task: enough
+ * that the executor's per-task cost (a few microseconds) stays small. */
+#define CHUNK_TARGET_NS 100000u
+#define TASK_NAME_MAX 127
+/* item.code before the item ran: the unit's future says what happened. */
+#define NOT_RUN 1
+
+struct item {
+    pk_task task;   /* as read; consumer */
+    pk_result res;  /* runner writes, consumer moves out */
+    pk_error *err;  /* runner: a failure's detail, or NULL */
+    int code;       /* runner: 0 or the item's code; NOT_RUN before */
+    int skip;       /* an invalid task: code preset, never run */
+};
+
+struct unit {
+    struct pk_map *m;
+    struct unit *prev, *next; /* live units in input order; consumer */
+    struct unit *done_next;   /* m->done_head list; m->lock */
+    pk_future *fut;           /* our reference; NULL until submitted */
+    size_t first;             /* index of items[0] */
+    size_t n, cap;            /* items placed, items allocated */
+    size_t pos;               /* next item to deliver; consumer */
+    int named;                /* one named task, submitted as it is */
+    int done;                 /* m->lock: its future finished */
+    struct item items[];
+};
+
+struct pk_map {
+    uint32_t magic;
+    pk_executor *ex;
+    pk_map_next_fn next;
+    void *user;
+    pk_map_progress_fn progress;
+    void *progress_user;
+    void (*release)(void *user, pk_task *task);
+    size_t window;
+    size_t chunk;       /* fixed chunk, or 0 for automatic */
+    size_t chunk_cap;   /* automatic chunk's ceiling */
+    size_t total_hint;
+    int unordered;
+    uint64_t deadline;  /* CLOCK_MONOTONIC ns; UINT64_MAX = none */
+
+    /* The consumer's. */
+    size_t nread;       /* items taken from next */
+    size_t nplaced;     /* items put into units (the next index) */
+    size_t ndelivered;  /* items handed out (or dropped after an end) */
+    int input_end;      /* next said 1 or failed, or reading stopped */
+    int defer_code;     /* a map error reported once the rest is out */
+    char defer_msg[PK_ERROR_MSG_SIZE];
+    int fatal;          /* the map ended with this code (sticky) */
+    struct unit *head, *tail; /* live units (submitted), input order */
+    struct unit *cur;   /* being delivered */
+    struct unit *held;  /* made, submit said EAGAIN/EFULL: retried */
+    pk_task la;         /* an item read but not placed yet */
+    int has_la;
+    size_t rep_done, rep_total; /* last progress reported */
+    int reported;
+
+    pthread_mutex_t lock;
+    pthread_cond_t cond;       /* seq moved */
+    struct unit *done_head;    /* m->lock; unordered only */
+    struct unit *done_tail;    /* m->lock */
+    size_t pending;            /* m->lock: submitted, callback not run */
+    size_t items_done;         /* m->lock: items whose unit finished */
+    uint64_t seq;              /* m->lock: completions so far */
+    _Atomic uint64_t est_ns;   /* time per item; relaxed: a hint only */
+};
+
+/* ---- units ------------------------------------------------------------- */
+
+static struct unit *
+unit_new(struct pk_map *m, size_t cap)
+{
+    struct unit *u;
+
+    if (cap > (SIZE_MAX - sizeof *u) / sizeof u->items[0])
+        return NULL;
+    u = pk__alloc(sizeof *u + cap * sizeof u->items[0]);
+    if (!u)
+        return NULL;
+    memset(u, 0, sizeof *u);
+    u->m = m;
+    u->cap = cap;
+    u->first = m->nplaced;
+    return u;
+}
+
+/* Frees a unit the consumer owns (done, or never submitted): results not
+ * delivered, error details, the future, and tells release about each
+ * item. */
+static void
+unit_free(struct pk_map *m, struct unit *u)
+{
+    for (size_t i = 0; i < u->n; i++) {
+        struct item *it = &u->items[i];
+
+        if (it->res.value && it->res.free_fn)
+            it->res.free_fn(it->res.value);
+        pk__free(it->err);
+        if (m->release)
+            m->release(m->user, &it->task);
+    }
+    pk_future_release(u->fut);
+    pk__free(u);
+}
+
+static void
+link_unit(struct pk_map *m, struct unit *u)
+{
+    u->prev = m->tail;
+    u->next = NULL;
+    if (m->tail)
+        m->tail->next = u;
+    else
+        m->head = u;
+    m->tail = u;
+}
+
+static void
+unlink_unit(struct pk_map *m, struct unit *u)
+{
+    if (u->prev)
+        u->prev->next = u->next;
+    else
+        m->head = u->next;
+    if (u->next)
+        u->next->prev = u->prev;
+    else
+        m->tail = u->prev;
+    u->prev = u->next = NULL;
+}
+
+/* ---- running: on a worker thread --------------------------------------- */
+
+static void
+run_item(struct item *it, pk_future *self)
+{
+    pk_result out;
+    pk_error e;
+    int rc;
+
+    memset(&out, 0, sizeof out);
+    pk_error_clear(&e);
+    rc = it->task.fn(it->task.arg, self, &out, &e);
+    if (rc == 0) {
+        it->res = out;
+        it->code = 0;
+        return;
+    }
+    if (rc > 0) /* a bug in the task, as pk_task_run reports it */
+        rc = pk_error_set(&e, PK_ETASK, rc,
+                          "task returned %d: tasks return 0 or a negative "
+                          "code", rc);
+    it->code = rc;
+    if (e.msg[0] || e.sys) {
+        /* Without memory the code alone still says what happened. */
+        it->err = pk__alloc(sizeof *it->err);
+        if (it->err) {
+            *it->err = e;
+            it->err->code = rc;
+        }
+    }
+}
+
+/* The executor task of a fn unit: runs its items in turn, stopping
+ * between items once cancellation was asked for (the rest stay NOT_RUN
+ * and are reported as the future's outcome: cancelled). */
+static int
+runner(void *arg, pk_future *self, pk_result *out, pk_error *err)
+{
+    struct unit *u = arg;
+    uint64_t t0 = pk__now_ns();
+    size_t ran = 0;
+
+    (void)out;
+    (void)err;
+    for (size_t i = 0; i < u->n; i++) {
+        if (u->items[i].skip)
+            continue;
+        if (pk_future_cancel_requested(self))
+            return PK_ECANCELED;
+        run_item(&u->items[i], self);
+        ran++;
+    }
+    if (ran) {
+        uint64_t per = (pk__now_ns() - t0) / ran;
+
+        atomic_store_explicit(&u->m->est_ns, per ? per : 1,
+                              memory_order_relaxed);
+    }
+    return 0;
+}
+
+/* The completion callback: on the finishing thread, no poolkit lock held.
+ * After the unlock it must not touch u or m: destroy may free them. */
+static void
+on_done(void *arg, pk_future *f)
+{
+    struct unit *u = arg;
+    struct pk_map *m = u->m;
+
+    (void)f;
+    pk__mutex_lock(&m->lock);
+    u->done = 1;
+    if (m->unordered) {
+        u->done_next = NULL;
+        if (m->done_tail)
+            m->done_tail->done_next = u;
+        else
+            m->done_head = u;
+        m->done_tail = u;
+    }
+    m->items_done += u->n;
+    m->pending--;
+    m->seq++;
+    pthread_cond_signal(&m->cond);
+    pk__mutex_unlock(&m->lock);
+}
+
+/* ---- reading and submitting: the consumer ------------------------------ */
+
+static void
+defer_error(struct pk_map *m, int code, const char *what)
+{
+    m->input_end = 1;
+    if (m->defer_code)
+        return;
+    m->defer_code = code;
+    snprintf(m->defer_msg, sizeof m->defer_msg, "map stopped: %s: %s", what,
+             pk_strerror(code));
+}
+
+/* Items for the next fn unit. */
+static size_t
+chunk_size(struct pk_map *m)
+{
+    uint64_t est, k;
+
+    if (m->chunk)
+        return m->chunk;
+    est = atomic_load_explicit(&m->est_ns, memory_order_relaxed);
+    if (est == 0)
+        return 1; /* nothing timed yet */
+    k = (CHUNK_TARGET_NS + est - 1) / est;
+    return k < m->chunk_cap ? (size_t)k : m->chunk_cap;
+}
+
+static int
+is_named(const pk_task *t)
+{
+    return t->name != NULL && t->fn == NULL;
+}
+
+/* Mirrors the executor's check, so a bad item fails alone instead of
+ * ending the map at submit. */
+static int
+task_valid(const pk_task *t)
+{
+    size_t len;
+
+    if ((t->fn != NULL) == (t->name != NULL))
+        return 0;
+    if (t->flags & ~(unsigned)PK_TASK_SHARED)
+        return 0;
+    if (t->fn)
+        return 1;
+    len = strnlen(t->name, TASK_NAME_MAX + 1);
+    return len >= 1 && len <= TASK_NAME_MAX && (t->data || !t->len);
+}
+
+/* Takes the next item: the one held back, or a new one from next.
+ * Returns 0 (*t filled) or 1 (no more input: ended, failed or stopped). */
+static int
+take_item(struct pk_map *m, pk_task *t)
+{
+    int rc;
+
+    if (m->has_la) {
+        *t = m->la;
+        m->has_la = 0;
+        return 0;
+    }
+    if (m->input_end)
+        return 1;
+    memset(t, 0, sizeof *t);
+    rc = m->next(m->user, t);
+    if (rc > 0) {
+        m->input_end = 1;
+        return 1;
+    }
+    if (rc < 0) {
+        defer_error(m, rc, "the input's next function failed");
+        return 1;
+    }
+    m->nread++;
+    return 0;
+}
+
+static void
+place(struct pk_map *m, struct unit *u, const pk_task *t)
+{
+    struct item *it = &u->items[u->n++];
+
+    memset(it, 0, sizeof *it);
+    it->task = *t;
+    it->code = NOT_RUN;
+    if (!task_valid(t)) {
+        it->skip = 1;
+        it->code = PK_EINVAL;
+    }
+    m->nplaced++;
+}
+
+/* Room for k more items in the window, counting the held-back one as
+ * already read. */
+static int
+room_for(struct pk_map *m, size_t k)
+{
+    size_t used = m->nread - m->ndelivered;
+
+    return used <= m->window && m->window - used + (size_t)m->has_la >= k;
+}
+
+/* Makes the next unit from the input. Returns 0 with *out (NULL when
+ * there is no room or no input), or PK_ENOMEM (the item stays held). */
+static int
+build(struct pk_map *m, struct unit **out)
+{
+    size_t k = chunk_size(m);
+    struct unit *u = NULL;
+    pk_task t;
+
+    *out = NULL;
+    if (!room_for(m, k) && !(m->has_la && is_named(&m->la)))
+        return 0;
+    while (!u || u->n < u->cap) {
+        if (take_item(m, &t))
+            break;
+        if (u && is_named(&t) && task_valid(&t)) {
+            m->la = t; /* a named task goes alone: next unit */
+            m->has_la = 1;
+            break;
+        }
+        if (!u) {
+            int named = is_named(&t) && task_valid(&t);
+
+            u = unit_new(m, named ? 1 : k);
+            if (!u) {
+                m->la = t;
+                m->has_la = 1;
+                return PK_ENOMEM;
+            }
+            u->named = named;
+        }
+        place(m, u, &t);
+    }
+    *out = u;
+    return 0;
+}
+
+/* Submits u and hooks its completion. Returns 0 or submit's code (then
+ * nothing changed hands). */
+static int
+submit(struct pk_map *m, struct unit *u)
+{
+    pk_task t;
+    int rc;
+
+    if (u->named) {
+        t = u->items[0].task;
+    } else {
+        memset(&t, 0, sizeof t);
+        t.fn = runner;
+        t.arg = u;
+    }
+    rc = pk_executor_submit(m->ex, &t, &u->fut);
+    if (rc)
+        return rc;
+    link_unit(m, u);
+    pk__mutex_lock(&m->lock);
+    m->pending++; /* before the callback can run */
+    pk__mutex_unlock(&m->lock);
+    if (pk_future_on_complete(u->fut, on_done, u) != 0) {
+        /* No memory for the callback node: wait here instead, so the
+         * unit still finishes through on_done. Slow, but correct. */
+        pk_future_wait(u->fut, PK_WAIT_FOREVER);
+        on_done(u, u->fut);
+    }
+    return 0;
+}
+
+/* Forgets a unit that was never submitted, and every read-ahead item. */
+static void
+drop_unsubmitted(struct pk_map *m)
+{
+    if (m->held) {
+        m->ndelivered += m->held->n;
+        unit_free(m, m->held);
+        m->held = NULL;
+    }
+    if (m->has_la) {
+        m->has_la = 0;
+        m->ndelivered++;
+        if (m->release)
+            m->release(m->user, &m->la);
+    }
+}
+
+/* Submits a unit; on EAGAIN/EFULL with work in flight it is held and
+ * retried after the next completion. Returns 0 if the caller may go on. */
+static int
+try_submit(struct pk_map *m, struct unit *u)
+{
+    int rc = submit(m, u);
+
+    if (rc == 0)
+        return 0;
+    m->held = u;
+    if ((rc == PK_EAGAIN || rc == PK_EFULL) && m->head)
+        return -1; /* retry later */
+    defer_error(m, rc, "the executor refused a task");
+    drop_unsubmitted(m);
+    return -1;
+}
+
+/* Reads and submits until the window is full or the input ends. */
+static void
+refill(struct pk_map *m)
+{
+    struct unit *u;
+    int rc;
+
+    if (m->fatal)
+        return;
+    if (m->held) {
+        u = m->held;
+        m->held = NULL;
+        if (try_submit(m, u))
+            return;
+    }
+    for (;;) {
+        rc = build(m, &u);
+        if (rc) {
+            defer_error(m, rc, "no memory for the next chunk");
+            drop_unsubmitted(m);
+            return;
+        }
+        if (!u || try_submit(m, u))
+            return;
+    }
+}
+
+/* ---- delivering: the consumer ----------------------------------------- */
+
+static void
+report_progress(struct pk_map *m)
+{
+    size_t done, total;
+
+    if (!m->progress)
+        return;
+    pk__mutex_lock(&m->lock);
+    done = m->items_done;
+    pk__mutex_unlock(&m->lock);
+    total = m->input_end && !m->defer_code ? m->nplaced : m->total_hint;
+    if (m->reported && done == m->rep_done && total == m->rep_total)
+        return;
+    m->reported = 1;
+    m->rep_done = done;
+    m->rep_total = total;
+    m->progress(m->progress_user, done, total);
+}
+
+/* The item's outcome when it never ran: what happened to the unit's
+ * future (cancelled, or failed by the executor, e.g. a worker died). */
+static int
+not_run(struct unit *u, pk_error *err)
+{
+    pk_error e;
+
+    if (pk_future_error(u->fut, &e) != 0 || e.code == 0)
+        pk_error_set(&e, PK_ECANCELED, 0, NULL);
+    if (err)
+        *err = e;
+    return e.code;
+}
+
+/* Hands out u's next item. */
+static int
+deliver(struct pk_map *m, pk_result *res, size_t *index, pk_error *err)
+{
+    struct unit *u = m->cur;
+    struct item *it = &u->items[u->pos];
+    pk_error scratch;
+    pk_result r;
+    int rc;
+
+    memset(&r, 0, sizeof r);
+    if (index)
+        *index = u->first + u->pos;
+    u->pos++;
+    m->ndelivered++;
+    if (u->named) {
+        rc = pk_future_take_result(u->fut, &r);
+        if (rc) /* fills err, and marks the failure read */
+            pk_future_error(u->fut, err ? err : &scratch);
+    } else if (it->code == NOT_RUN) {
+        rc = not_run(u, err);
+    } else {
+        rc = it->code;
+        r = it->res;
+        memset(&it->res, 0, sizeof it->res);
+        if (rc && err && it->err)
+            *err = *it->err;
+        else if (rc)
+            pk_error_set(err, rc, 0, NULL);
+    }
+    if (rc == 0 && res)
+        *res = r;
+    else if (r.value && r.free_fn)
+        r.free_fn(r.value);
+    return rc;
+}
+
+enum { GOT_UNIT, NO_UNITS, WOKE, TIMED_OUT };
+
+/* Under m->lock: the unit to deliver next, if it is done. */
+static struct unit *
+ready_locked(struct pk_map *m)
+{
+    struct unit *u;
+
+    if (!m->unordered)
+        return m->head && m->head->done ? m->head : NULL;
+    u = m->done_head;
+    if (u) {
+        m->done_head = u->done_next;
+        if (!m->done_head)
+            m->done_tail = NULL;
+    }
+    return u;
+}
+
+/* Makes the next done unit m->cur, or waits once for a completion. */
+static int
+next_unit(struct pk_map *m)
+{
+    struct unit *u;
+    uint64_t seq;
+    int rc = WOKE;
+
+    if (!m->head)
+        return NO_UNITS;
+    pk__mutex_lock(&m->lock);
+    u = ready_locked(m);
+    seq = m->seq;
+    while (!u && m->seq == seq && rc == WOKE)
+        if (pk__cond_wait_until(&m->cond, &m->lock, m->deadline) ==
+                ETIMEDOUT &&
+            m->seq == seq)
+            rc = TIMED_OUT;
+    pk__mutex_unlock(&m->lock);
+    if (!u)
+        return rc;
+    unlink_unit(m, u);
+    m->cur = u;
+    return GOT_UNIT;
+}
+
+/* Cancels every live unit (pending ones finish now, through on_done on
+ * this thread; running ones see the flag) and drops what was not
+ * submitted. */
+static void
+cancel_all(struct pk_map *m)
+{
+    for (struct unit *u = m->head; u; u = u->next)
+        pk_future_cancel(u->fut);
+    drop_unsubmitted(m);
+    m->input_end = 1;
+}
+
+static int
+fail_map(struct pk_map *m, size_t *index, pk_error *err)
+{
+    if (index)
+        *index = PK_MAP_NO_INDEX;
+    pk_error_set(err, m->fatal, 0, "%s", m->defer_msg);
+    return m->fatal;
+}
+
+int
+pk_map_next(pk_map *m, pk_result *res, size_t *index, pk_error *err)
+{
+    if (!m)
+        return PK_EINVAL;
+    CHECK(m);
+    for (;;) {
+        if (m->fatal)
+            return fail_map(m, index, err);
+        if (m->cur && m->cur->pos < m->cur->n)
+            return deliver(m, res, index, err);
+        if (m->cur) {
+            unit_free(m, m->cur);
+            m->cur = NULL;
+        }
+        refill(m);
+        report_progress(m);
+        switch (next_unit(m)) {
+        case NO_UNITS:
+            if (m->defer_code) {
+                m->fatal = m->defer_code;
+                continue;
+            }
+            return 1;
+        case TIMED_OUT:
+            m->fatal = PK_ETIMEDOUT;
+            snprintf(m->defer_msg, sizeof m->defer_msg,
+                     "map stopped: its timeout passed");
+            cancel_all(m);
+            continue;
+        default: /* GOT_UNIT, WOKE */
+            continue;
+        }
+    }
+}
+
+/* ---- create and destroy ------------------------------------------------ */
+
+static int
+configure(struct pk_map *m, const pk_map_options *o)
+{
+    uint64_t ns;
+
+    if (o->order != PK_MAP_ORDERED && o->order != PK_MAP_UNORDERED)
+        return PK_EINVAL;
+    if (pk__option_ns(o->timeout_ms, PK_NEVER, &ns))
+        return PK_EINVAL;
+    m->deadline = ns == UINT64_MAX ? UINT64_MAX : pk__now_ns() + ns;
+    m->unordered = o->order == PK_MAP_UNORDERED;
+    m->window = o->window;
+    if (!m->window)
+        m->window = o->chunk > DEFAULT_WINDOW / 8
+                        ? (o->chunk > SIZE_MAX / 8 ? SIZE_MAX : o->chunk * 8)
+                        : DEFAULT_WINDOW;
+    m->chunk = o->chunk < m->window ? o->chunk : m->window;
+    m->chunk_cap = m->window / 8 < CHUNK_MAX ? m->window / 8 : CHUNK_MAX;
+    if (!m->chunk_cap)
+        m->chunk_cap = 1;
+    m->progress = o->progress;
+    m->progress_user = o->progress_user;
+    m->total_hint = o->total_hint;
+    m->release = o->release;
+    return 0;
+}
+
+int
+pk_map_create(pk_map **out, pk_executor *ex, pk_map_next_fn next, void *user,
+              const pk_map_options *o)
+{
+    static const pk_map_options defaults;
+    struct pk_map *m;
+    int rc;
+
+    if (!out || !ex || !next)
+        return PK_EINVAL;
+    m = pk__calloc(1, sizeof *m);
+    if (!m)
+        return PK_ENOMEM;
+    rc = configure(m, o ? o : &defaults);
+    if (rc == 0)
+        rc = pk__cond_init(&m->cond);
+    if (rc) {
+        pk__free(m);
+        return rc;
+    }
+    pk__mutex_init(&m->lock);
+    m->magic = MAP_MAGIC;
+    m->ex = ex;
+    m->next = next;
+    m->user = user;
+    atomic_init(&m->est_ns, 0);
+    refill(m); /* start the work now; failures wait for pk_map_next */
+    *out = m;
+    return 0;
+}
+
+int
+pk_as_completed_create(pk_map **out, pk_executor *ex, pk_map_next_fn next,
+                       void *user, const pk_map_options *o)
+{
+    pk_map_options uo;
+
+    if (o)
+        uo = *o;
+    else
+        memset(&uo, 0, sizeof uo);
+    uo.order = PK_MAP_UNORDERED;
+    return pk_map_create(out, ex, next, user, &uo);
+}
+
+void
+pk_map_destroy(pk_map *m)
+{
+    struct unit *u;
+
+    if (!m)
+        return;
+    CHECK(m);
+    cancel_all(m);
+    pk__mutex_lock(&m->lock);
+    while (m->pending > 0)
+        pk__cond_wait_until(&m->cond, &m->lock, UINT64_MAX);
+    pk__mutex_unlock(&m->lock);
+    /* No callback can reach the map any more. */
+    if (m->cur)
+        unit_free(m, m->cur);
+    while ((u = m->head) != NULL) {
+        unlink_unit(m, u);
+        unit_free(m, u);
+    }
+    pthread_cond_destroy(&m->cond);
+    pk__mutex_destroy(&m->lock);
+    m->magic = 0;
+    pk__free(m);
+}
+
+/* ---- the array convenience --------------------------------------------- */
+
+struct array_input {
+    pk_task_fn fn;
+    void *const *args;
+    size_t n, i;
+};
+
+static int
+array_next(void *user, pk_task *task)
+{
+    struct array_input *in = user;
+
+    if (in->i == in->n)
+        return 1;
+    task->fn = in->fn;
+    task->arg = in->args[in->i++];
+    return 0;
+}
+
+/* Collects every outcome into results and codes. Returns 0, the first
+ * failed item's code, or the map's error. */
+static int
+collect(pk_map *m, size_t n, void **results, int *codes)
+{
+    size_t first_bad = n, idx;
+    int bad = 0, rc;
+    pk_result r;
+
+    for (;;) {
+        memset(&r, 0, sizeof r);
+        rc = pk_map_next(m, &r, &idx, NULL);
+        if (rc == 1)
+            return first_bad < n ? bad : 0;
+        if (idx == PK_MAP_NO_INDEX) {
+            for (size_t i = 0; codes && i < n; i++)
+                if (codes[i] == NOT_RUN)
+                    codes[i] = rc;
+            return rc;
+        }
+        results[idx] = rc == 0 ? r.value : NULL;
+        if (codes)
+            codes[idx] = rc;
+        if (rc && idx < first_bad) {
+            first_bad = idx;
+            bad = rc;
+        }
+    }
+}
+
+int
+pk_map_array(pk_executor *ex, pk_task_fn fn, void *const *args, size_t n,
+             void **results, int *codes, const pk_map_options *o)
+{
+    struct array_input in = { fn, args, n, 0 };
+    pk_map_options ao;
+    pk_map *m;
+    int rc, end;
+
+    if (!ex || !fn || (n && (!args || !results)))
+        return PK_EINVAL;
+    if (n == 0)
+        return 0;
+    if (o)
+        ao = *o;
+    else
+        memset(&ao, 0, sizeof ao);
+    ao.release = NULL; /* the tasks are ours */
+    if (!ao.total_hint)
+        ao.total_hint = n;
+    rc = pk_map_create(&m, ex, array_next, &in, &ao);
+    if (rc)
+        return rc;
+    /* NOT_RUN marks what the map never delivered. */
+    for (size_t i = 0; i < n; i++) {
+        results[i] = NULL;
+        if (codes)
+            codes[i] = NOT_RUN;
+    }
+    end = collect(m, n, results, codes);
+    pk_map_destroy(m);
+    return end;
+}
