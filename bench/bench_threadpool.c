@@ -10,6 +10,9 @@
  *                                   hz=<int> workers=<int>
  *   bench_threadpool memory <n>     rss_kb_first=<int> rss_kb_max=<int>
  *                                   rss_growth_kb=<int>
+ *   bench_threadpool map_ordered <n>    tasks_per_s=<float>
+ *   bench_threadpool map_unordered <n>  tasks_per_s=<float>
+ *   bench_threadpool map_memory <n>     vmhwm_kb=<int> n=<int> read_ahead=<int>
  *
  * One line on stdout; a bad command line exits 2. The pool is made with
  * the default options except max_threads = 2 (the peers' 2 workers; the
@@ -41,8 +44,23 @@
  *              (4x the default queue; n/4 if n is smaller) went in, so the
  *              bounded queue has filled and its ring is all touched;
  *              growth is the largest reading minus the first.
+ *   map_ordered, map_unordered
+ *              n tiny fn tasks (each returns its own index as the result,
+ *              nothing allocated) read lazily by a pk_map over the pool's
+ *              executor (pk_threadpool_executor), default map options
+ *              (automatic chunking, default window) except the order;
+ *              the consumer takes every result with pk_map_next and checks
+ *              it (ordered: index i is the i-th delivered). Stops when
+ *              pk_map_next says 1 (all delivered); map, executor view and
+ *              pool teardown are not timed.
+ *   map_memory an endless input (the next function never says "no more")
+ *              through an ordered map as above; after n results were
+ *              delivered it reads VmHWM (peak RSS) from /proc/self/status,
+ *              then destroys the map. bench/run.sh compares n = 10^6 with
+ *              n = 10^7, each in its own process.
  *
- * Usage: bench_threadpool ff|future|many|roundtrip|idle|memory <n>
+ * Usage: bench_threadpool ff|future|many|roundtrip|idle|memory|
+ *                         map_ordered|map_unordered|map_memory <n>
  *        bench_threadpool --help */
 #include <poolkit/threadpool.h>
 
@@ -333,6 +351,159 @@ run_memory(long n)
            max - first);
 }
 
+/* ---- map ---------------------------------------------------------------- */
+
+/* A tiny task: its result is its own index (no allocation). */
+static int
+tiny(void *arg, pk_future *self, pk_result *out, pk_error *err)
+{
+    (void)self;
+    (void)err;
+    out->value = arg;
+    return 0;
+}
+
+/* The map's input: items 0, 1, ... up to limit (limit < 0: endless). */
+struct map_input {
+    long i, limit;
+};
+
+static int
+map_input_next(void *user, pk_task *task)
+{
+    struct map_input *in = user;
+
+    if (in->limit >= 0 && in->i >= in->limit)
+        return 1;
+    task->fn = tiny;
+    task->arg = (void *)(uintptr_t)in->i++;
+    return 0;
+}
+
+/* Takes one result from m; dies on anything but a delivered item. */
+static size_t
+map_take(pk_map *m, int ordered, long expect)
+{
+    pk_result r;
+    pk_error e;
+    size_t idx = 0;
+    int rc;
+
+    pk_error_clear(&e);
+    rc = pk_map_next(m, &r, &idx, &e);
+    if (rc != 0) {
+        fprintf(stderr, "bench_threadpool: pk_map_next at item %ld: %s%s%s\n",
+                expect, rc == 1 ? "ended early" : pk_strerror(rc),
+                e.msg[0] ? ": " : "", e.msg);
+        exit(1);
+    }
+    if ((uintptr_t)r.value != idx || (ordered && idx != (size_t)expect)) {
+        fprintf(stderr, "bench_threadpool: map delivered index %zu (value "
+                "%zu) as result %ld\n", idx, (size_t)(uintptr_t)r.value,
+                expect);
+        exit(1);
+    }
+    return idx;
+}
+
+static pk_executor *
+make_executor(pk_threadpool *tp)
+{
+    pk_executor *ex;
+    int rc = pk_threadpool_executor(tp, &ex);
+    if (rc)
+        die("pk_threadpool_executor", rc);
+    return ex;
+}
+
+static pk_map *
+make_map(pk_executor *ex, struct map_input *in, int order)
+{
+    pk_map_options o;
+    pk_map *m;
+    int rc;
+
+    memset(&o, 0, sizeof o);
+    o.order = order;
+    rc = pk_map_create(&m, ex, map_input_next, in, &o);
+    if (rc)
+        die("pk_map_create", rc);
+    return m;
+}
+
+static int64_t
+run_map(long n, int order)
+{
+    struct map_input in = { 0, n };
+    int ordered = order == PK_MAP_ORDERED;
+    int64_t t0 = now_ns();
+    pk_threadpool *tp = make_pool();
+    pk_executor *ex = make_executor(tp);
+    pk_map *m = make_map(ex, &in, order);
+    for (long i = 0; i < n; i++)
+        map_take(m, ordered, i);
+    int rc = pk_map_next(m, NULL, NULL, NULL);
+    if (rc != 1) {
+        fprintf(stderr, "bench_threadpool: pk_map_next after %ld items: %d "
+                "(want 1: all delivered)\n", n, rc);
+        exit(1);
+    }
+    int64_t t1 = now_ns();
+    pk_map_destroy(m);
+    pk_executor_destroy(ex);
+    drain_pool(tp);
+    pk_threadpool_destroy(tp);
+    return t1 - t0;
+}
+
+static int64_t
+run_map_ordered(long n)
+{
+    return run_map(n, PK_MAP_ORDERED);
+}
+
+static int64_t
+run_map_unordered(long n)
+{
+    return run_map(n, PK_MAP_UNORDERED);
+}
+
+static long
+status_kb(const char *key)
+{
+    char line[256];
+    size_t klen = strlen(key);
+    long kb = -1;
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f)
+        die("fopen /proc/self/status", errno);
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, key, klen) && line[klen] == ':' &&
+            sscanf(line + klen + 1, "%ld", &kb) == 1)
+            break;
+    fclose(f);
+    return kb;
+}
+
+static void
+run_map_memory(long n)
+{
+    struct map_input in = { 0, -1 }; /* endless */
+    pk_threadpool *tp = make_pool();
+    pk_executor *ex = make_executor(tp);
+    pk_map *m = make_map(ex, &in, PK_MAP_ORDERED);
+    for (long i = 0; i < n; i++)
+        map_take(m, 1, i);
+    long hwm = status_kb("VmHWM");
+    long read = in.i;
+    pk_map_destroy(m);
+    pk_executor_destroy(ex);
+    drain_pool(tp);
+    pk_threadpool_destroy(tp);
+    /* read - n: items read ahead (in flight) when the reading was taken. */
+    printf("vmhwm_kb=%ld n=%ld read_ahead=%ld\n", hwm, n, read - n);
+}
+
 static void
 usage(FILE *to)
 {
@@ -340,6 +511,7 @@ usage(FILE *to)
             "usage: bench_threadpool ff|future|many|roundtrip <n>\n"
             "       bench_threadpool idle <seconds>\n"
             "       bench_threadpool memory <n>\n"
+            "       bench_threadpool map_ordered|map_unordered|map_memory <n>\n"
             "One line on stdout, as the peer drivers in bench/peers/. "
             "bench/run.sh runs\nthis program interleaved with the peers "
             "(make bench BENCH=threadpool).\n");
@@ -362,6 +534,8 @@ main(int argc, char **argv)
     int64_t (*tput)(long) = !strcmp(c, "ff")       ? run_ff
                             : !strcmp(c, "future") ? run_future
                             : !strcmp(c, "many")   ? run_many
+                            : !strcmp(c, "map_ordered") ? run_map_ordered
+                            : !strcmp(c, "map_unordered") ? run_map_unordered
                                                    : NULL;
     if (tput) {
         int64_t ns = tput(n);
@@ -372,6 +546,8 @@ main(int argc, char **argv)
         run_idle(n);
     } else if (!strcmp(c, "memory")) {
         run_memory(n);
+    } else if (!strcmp(c, "map_memory")) {
+        run_map_memory(n);
     } else {
         fprintf(stderr, "bench_threadpool: unknown case '%s'\n", c);
         usage(stderr);

@@ -84,13 +84,17 @@ fi
 # one after the other, the order rotated by one each round; a ratio is
 # computed per round and the line gives the median of those ratios, as
 # bench_core does. Cases: ff future many roundtrip futex idle_cpu memory
-# map (BENCH=threadpool.ff,threadpool.roundtrip picks some).
+# map_ordered_vs_unordered map_memory (`map` picks both map cases;
+# BENCH=threadpool.ff,threadpool.roundtrip picks some).
 # PEERS=glib,naive keeps only the named peers. Sizes (override for a quick
 # look):
 TP_N=${TP_N:-1000000}         # tasks per throughput run: poolkit, C, Go, Java
 TP_PY_N=${TP_PY_N:-100000}    # the same for Python (~50x slower per task)
 TP_RT_N=${TP_RT_N:-10000}     # timed round trips per run, every pool
 TP_MEM_N=${TP_MEM_N:-4000000} # tasks of the memory case's endless input
+TP_MAP_N=${TP_MAP_N:-1000000} # tiny tasks per map run (ordered, unordered)
+TP_MAP_MEM_N1=${TP_MAP_MEM_N1:-1000000}   # map_memory: the short run's inputs
+TP_MAP_MEM_N2=${TP_MAP_MEM_N2:-10000000}  # map_memory: the long run's inputs
 TP_TIMEOUT=${TP_TIMEOUT:-300} # seconds one run may take before it fails
 
 tp_line() { printf '%s\n' "$1" | tee -a "$tmp"; }
@@ -127,13 +131,15 @@ tp_run() {
 }
 
 # tp_pair NAME LABEL PEER KEY_POOLKIT KEY_PEER BETTER FIG_POOLKIT FIG_PEER
-#         FMT GOAL: one line comparing poolkit with PEER over the rounds of
-# LABEL. BETTER: high (ratio = poolkit/peer) or low (peer/poolkit). GOAL
-# empty: no goal keys.
+#         FMT GOAL [SELF]: one line comparing poolkit with PEER over the
+# rounds of LABEL. BETTER: high (ratio = poolkit/peer) or low
+# (peer/poolkit). GOAL empty: no goal keys. SELF (default poolkit) is the
+# impl name of the first side in the data file, for lines that compare
+# two poolkit variants (the map case: ordered against unordered).
 tp_pair() {
     awk -v NAME="$1" -v L="$2" -v B="$3" -v KA="$4" -v KB="$5" \
         -v BETTER="$6" -v FA="$7" -v FB="$8" -v FMT="$9" -v GOAL="${10}" \
-        -v R="$rounds" -v PK="$(tp_key "$3")" '
+        -v R="$rounds" -v PK="$(tp_key "$3")" -v A="${11:-poolkit}" '
     function sortv(v, k,   i, j, t) {
         for (i = 2; i <= k; i++) {
             t = v[i]
@@ -151,7 +157,7 @@ tp_pair() {
         return sprintf("%s_med=" FMT " %s_min=" FMT " %s_max=" FMT,
                        name, m, name, v[1], name, v[k])
     }
-    $1 == L && ($3 == "poolkit" || $3 == B) {
+    $1 == L && ($3 == A || $3 == B) {
         impl = $3; r = $2
         if ($4 == "FAIL") { fail[impl] = substr($0, index($0, "FAIL") + 5); next }
         if (index($0, " skip=")) { skip[impl] = substr($0, index($0, " skip=") + 6); next }
@@ -160,20 +166,20 @@ tp_pair() {
                 kv[impl, r, substr($i, 1, eq - 1)] = substr($i, eq + 1)
     }
     END {
-        if ("poolkit" in fail) { print NAME " skip=poolkit failed: " fail["poolkit"]; exit }
+        if (A in fail) { print NAME " skip=" A " failed: " fail[A]; exit }
         if (B in fail) { print NAME " skip=" B " failed: " fail[B]; exit }
         if (B in skip) { print NAME " skip=" B ": " skip[B]; exit }
         k = 0
         for (r = 1; r <= R; r++) {
-            if (!(("poolkit", r, KA) in kv) || !((B, r, KB) in kv))
+            if (!((A, r, KA) in kv) || !((B, r, KB) in kv))
                 continue
-            a = kv["poolkit", r, KA] + 0; b = kv[B, r, KB] + 0
+            a = kv[A, r, KA] + 0; b = kv[B, r, KB] + 0
             if (a <= 0 || b <= 0)
                 continue
             k++; va[k] = a; vb[k] = b
             vr[k] = BETTER == "high" ? a / b : b / a
-            na = kv["poolkit", r, "n"]; nb = kv[B, r, "n"]
-            ca = kv["poolkit", r, "case"]; cb = kv[B, r, "case"]
+            na = kv[A, r, "n"]; nb = kv[B, r, "n"]
+            ca = kv[A, r, "case"]; cb = kv[B, r, "case"]
         }
         if (k == 0) { print NAME " skip=no figures"; exit }
         line = NAME " " fig(FA, va, k) " " fig(FB, vb, k) " "
@@ -182,8 +188,8 @@ tp_pair() {
         if (GOAL != "")
             line = line sprintf(" goal_ratio=%.2f goal=%s", GOAL, rm >= GOAL + 0 ? "met" : "missed")
         line = line " rounds=" k
-        line = line (na == nb ? " n=" na : " poolkit_n=" na " " PK "_n=" nb)
-        if (cb != ca)
+        line = line (na == nb ? " n=" na : " " A "_n=" na " " PK "_n=" nb)
+        if (cb != ca && A == "poolkit") # a peer measured with another case
             line = line " " PK "_case=" cb
         print line
     }' "$tpwork/data"
@@ -349,16 +355,69 @@ tp_bench() {
         fi
     fi
 
-    # TODO(issue #4): the ordered-map case (within 10% of the unordered
-    # stream's throughput over 10^6 tiny tasks) once map lands.
-    if tp_want map; then
-        if grep -q 'pk_map_create' "$here/../include/poolkit/executor.h" 2>/dev/null; then
-            tp_line "threadpool.map skip=map landed (pk_map_create) but its bench case is still a TODO in bench/run.sh"
-        else
-            tp_line "threadpool.map skip=map not landed"
-        fi
+    # Issue #4: an ordered map over 10^6 tiny tasks within 10% of the
+    # unordered stream's throughput. Both are poolkit (bench_threadpool
+    # map_ordered / map_unordered), run back to back in each round, the
+    # order swapped every round; ratio = ordered / unordered per round.
+    if tp_want map || tp_want map_ordered_vs_unordered; then
+        tp_map_rounds
+        tp_pair threadpool.map_ordered_vs_unordered map unordered \
+            tasks_per_s tasks_per_s high ordered_tps unordered_tps '%.0f' \
+            0.90 ordered | tee -a "$tmp"
+    fi
+
+    # Issue #4: memory flat on an endless input: peak RSS (VmHWM) after
+    # 10^7 inputs within 1 MiB of that after 10^6, each its own process.
+    if tp_want map || tp_want map_memory; then
+        tp_map_memory
     fi
     return 0
+}
+
+# ROUNDS rounds of bench_threadpool map_ordered and map_unordered (impl
+# names ordered and unordered in the data file, label map), which one goes
+# first alternating by round.
+tp_map_rounds() {
+    local r impl impls
+    echo "threadpool: map n=$TP_MAP_N" >&2
+    for ((r = 1; r <= rounds; r++)); do
+        echo "threadpool: map round $r/$rounds" >&2
+        if ((r % 2)); then impls=(ordered unordered); else impls=(unordered ordered); fi
+        for impl in "${impls[@]}"; do
+            tp_run map "map_$impl" "$r" "$impl" "$TP_MAP_N" "$tp_prog"
+        done
+    done
+}
+
+# bench_threadpool map_memory at TP_MAP_MEM_N1 and TP_MAP_MEM_N2 inputs
+# (10^6 and 10^7 unless overridden): VmHWM of each, growth = long - short.
+tp_map_memory() {
+    local n line hwm=() growth goal t0 t1 secs=""
+    for n in "$TP_MAP_MEM_N1" "$TP_MAP_MEM_N2"; do
+        echo "threadpool: map_memory n=$n" >&2
+        t0=$(date +%s.%N)
+        if ! line=$(timeout "$TP_TIMEOUT" "$tp_prog" map_memory "$n" \
+                </dev/null 2>"$tpwork/err"); then
+            tp_line "threadpool.map_memory skip=bench_threadpool map_memory $n failed: $(head -n 1 "$tpwork/err")"
+            return
+        fi
+        t1=$(date +%s.%N)
+        line=${line#vmhwm_kb=}
+        hwm+=("${line%% *}")
+        secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+    done
+    growth=$((hwm[1] - hwm[0]))
+    goal=$([ "$growth" -le 1024 ] && echo met || echo missed)
+    # seconds_long: the long run's wall time (the brief: under ~20 s).
+    tp_line "threadpool.map_memory hwm_$(tp_exp "$TP_MAP_MEM_N1")_kb=${hwm[0]} hwm_$(tp_exp "$TP_MAP_MEM_N2")_kb=${hwm[1]} growth_kb=$growth goal_kb=1024 goal=$goal seconds_long=$secs"
+}
+
+# tp_exp N: 1e6 for 1000000, 1e7 for 10000000; N itself otherwise.
+tp_exp() {
+    case $1 in
+        1[0-9]*) local z=${1#1}; [ -z "${z//0/}" ] && { echo "1e${#z}"; return; } ;;
+    esac
+    echo "$1"
 }
 
 # perf stat -e syscalls:sys_enter_futex around bench_threadpool ff (and

@@ -1,27 +1,27 @@
-/* examples/threads_map.c - map over a thread pool: results in input order,
- * with one timeout for the whole map.
+/* examples/threads_map.c - map over a thread pool with pk_map: results in
+ * input order, with one timeout for the whole map.
  *
  *   threads_map
  *
- * map_ordered() below submits every item at once, then hands the results
- * back in the order of the input, whatever order they finish in: it waits
- * for item 0, then item 1, and so on. One overall timeout bounds the whole
- * map: each wait gets what is left of it. When the time is up (or an item
- * fails) it stops there and cancels the rest: queued items never run, and
- * running ones see pk_future_cancel_requested() and stop early. That is
- * what Python's Executor.map(fn, items, timeout=...) does.
+ * pk_map_create() reads the items through a next function and submits
+ * them to the pool's executor (pk_threadpool_executor); pk_map_next()
+ * hands the results back in the order of the input, whatever order they
+ * finish in (order PK_MAP_ORDERED). The map's timeout_ms option bounds the
+ * whole map, from pk_map_create(): once it has passed, a pk_map_next()
+ * that would wait returns PK_ETIMEDOUT (with index PK_MAP_NO_INDEX: an
+ * error of the map, not of an item) and the map cancels the rest: queued
+ * items never run, and running ones see pk_future_cancel_requested() and
+ * stop early. pk_map_destroy() waits for them. That is what Python's
+ * Executor.map(fn, items, timeout=...) does.
  *
  * It shows two runs: one that completes (items finish out of order but
  * are yielded in order), and one with a slow item that makes the map time
- * out.
- *
- * TODO: switch to poolkit's own map (pk_map, being written in lib/) when
- * it lands; map_ordered() is the same algorithm written by hand on
- * threadpool.h and future.h.
+ * out; the slow item notices the cancellation and stops.
  *
  * Exit status: 0 when both runs behave as described, 1 otherwise. */
 #include <poolkit/threadpool.h>
 
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,103 +36,24 @@ now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* ---- the map ------------------------------------------------------------ */
-
-/* Called for each result, in input order. */
-typedef void (*map_each_fn)(void *user, size_t index, const pk_result *res);
-
-struct map_report {
-    size_t yielded;        /* results handed to each() */
-    size_t never_ran;      /* cancelled while still queued */
-    size_t stopped;        /* running when cancelled: asked to stop */
-    size_t discarded;      /* finished after the stop: result dropped */
-    pk_error err;          /* the failing item's error, if one failed */
-};
-
-/* Runs fn(args[i]) for i < n on tp and calls each() with the results in
- * input order. timeout_ms bounds the whole map (PK_WAIT_FOREVER: none).
- * Returns: 0 (all n yielded), PK_ETIMEDOUT (time ran out waiting for item
- * rep->yielded), the error of the first failing item in input order
- * (rep->err says more), or a submit error. Either way no task is left
- * queued, and running ones have been asked to stop. */
-static int
-map_ordered(pk_threadpool *tp, pk_task_fn fn, void *const *args, size_t n,
-            int timeout_ms, map_each_fn each, void *user,
-            struct map_report *rep)
+static double
+ms_since(uint64_t t0)
 {
-    pk_future **futs = calloc(n ? n : 1, sizeof *futs);
-    uint64_t deadline = 0;
-    size_t submitted = 0, i = 0;
-    int rc = 0;
-
-    memset(rep, 0, sizeof *rep);
-    if (!futs)
-        return PK_ENOMEM;
-    for (; submitted < n; submitted++) {
-        rc = pk_threadpool_submit(tp, fn, args[submitted], &futs[submitted]);
-        if (rc) {
-            pk_error_set(&rep->err, rc, 0, "submitting item %zu: %s",
-                         submitted, pk_strerror(rc));
-            break;
-        }
-    }
-    if (timeout_ms != PK_WAIT_FOREVER)
-        deadline = now_ns() + (uint64_t)timeout_ms * 1000000u;
-    for (; rc == 0 && i < submitted; i++) {
-        int left = PK_WAIT_FOREVER;
-        pk_result res;
-
-        if (timeout_ms != PK_WAIT_FOREVER) {
-            uint64_t now = now_ns();
-            /* Round up, so a wait never ends just before the deadline. */
-            left = now >= deadline
-                       ? 0
-                       : (int)((deadline - now + 999999) / 1000000);
-        }
-        rc = pk_future_wait(futs[i], left);
-        if (rc == PK_EAGAIN) /* timeout 0 and not finished */
-            rc = PK_ETIMEDOUT;
-        if (rc)
-            break;
-        rc = pk_future_result(futs[i], &res);
-        if (rc) { /* the item failed (or was cancelled by someone else) */
-            pk_future_error(futs[i], &rep->err);
-            break;
-        }
-        each(user, i, &res);
-        rep->yielded++;
-    }
-    /* Stop: cancel item i (unless it is the one that failed) and the rest.
-     * pk_future_cancel returns 0 if the task had not started (it never
-     * will), PK_EAGAIN if it is running (its cancel flag is raised). */
-    for (size_t j = rc == PK_ETIMEDOUT ? i : i + 1; j < submitted; j++) {
-        pk_future_state st = pk_future_state_get(futs[j]);
-        if (st == PK_FUTURE_DONE || st == PK_FUTURE_FAILED)
-            rep->discarded++;
-        else if (pk_future_cancel(futs[j]) == 0)
-            rep->never_ran++;
-        else
-            rep->stopped++;
-    }
-    for (size_t j = 0; j < submitted; j++) {
-        pk_error ignored;
-        /* A late failure after the stop is part of the outcome the map
-         * already returned: mark it read so it is not reported again. */
-        if (j > i)
-            pk_future_error(futs[j], &ignored);
-        pk_future_release(futs[j]);
-    }
-    free(futs);
-    return rc;
+    return (double)(now_ns() - t0) / 1e6;
 }
 
 /* ---- the work ----------------------------------------------------------- */
 
+/* What became of an item; written by the worker that ran it, read after
+ * pk_map_destroy() (which waits for every running task). */
+enum item_fate { NOT_STARTED, FINISHED, STOPPED };
+
 struct item {
-    int value;       /* the input */
-    int ms;          /* how long the "work" takes */
-    uint64_t t0;     /* when the run started */
-    double ready_ms; /* when it finished, from t0 */
+    int value;        /* the input */
+    int ms;           /* how long the "work" takes */
+    uint64_t t0;      /* when the run started */
+    double ready_ms;  /* when it finished, from t0 */
+    _Atomic int fate; /* enum item_fate */
 };
 
 /* A pk_task_fn: "works" for item->ms (sleeping in 5 ms slices, checking
@@ -149,8 +70,11 @@ square_slowly(void *arg, pk_future *self, pk_result *out, pk_error *err)
         uint64_t now = now_ns();
         if (now >= end)
             break;
-        if (pk_future_cancel_requested(self))
+        if (pk_future_cancel_requested(self)) {
+            it->ready_ms = ms_since(it->t0);
+            atomic_store(&it->fate, STOPPED);
             return PK_ECANCELED;
+        }
         uint64_t step = end - now < 5000000u ? end - now : 5000000u;
         struct timespec ts = { 0, (long)step };
         nanosleep(&ts, NULL);
@@ -159,64 +83,131 @@ square_slowly(void *arg, pk_future *self, pk_result *out, pk_error *err)
     if (!sq)
         return PK_ENOMEM;
     *sq = (long)it->value * it->value;
-    it->ready_ms = (double)(now_ns() - it->t0) / 1e6;
+    it->ready_ms = ms_since(it->t0);
+    atomic_store(&it->fate, FINISHED);
     out->value = sq;
     out->len = sizeof *sq;
     out->free_fn = free;
     return 0;
 }
 
-struct printer {
-    struct item *items;
-    uint64_t t0;
-};
-
-static void
-print_result(void *user, size_t i, const pk_result *res)
-{
-    struct printer *p = user;
-    printf("  item %zu: %2d\xc2\xb2 = %4ld   ready at %5.1f ms, yielded at "
-           "%5.1f ms\n",
-           i, p->items[i].value, *(const long *)res->value,
-           p->items[i].ready_ms, (double)(now_ns() - p->t0) / 1e6);
-}
-
 #define N_ITEMS 10
 #define THREADS 4
 
-/* Maps square_slowly over items that take ms[i] each, with timeout_ms.
- * Returns map_ordered's code; *rep gets its report. */
+/* The map's input: the items, one by one. */
+struct input {
+    struct item *items;
+    size_t i;
+};
+
 static int
-run(pk_threadpool *tp, const int *ms, int timeout_ms, struct map_report *rep)
+next_item(void *user, pk_task *task)
+{
+    struct input *in = user;
+
+    if (in->i == N_ITEMS)
+        return 1; /* no more input */
+    task->fn = square_slowly;
+    task->arg = &in->items[in->i++];
+    return 0;
+}
+
+struct outcome {
+    int rc;             /* 0, or how the map ended */
+    size_t yielded;     /* results handed out, in input order */
+    size_t failed;      /* items that failed (none should) */
+    size_t not_started, stopped, dropped; /* the rest, after the end */
+};
+
+/* Maps square_slowly over items that take ms[i] each, with timeout_ms for
+ * the whole map, printing each result as pk_map_next() yields it. */
+static void
+run(pk_executor *ex, const int *ms, int timeout_ms, struct outcome *oc)
 {
     struct item items[N_ITEMS];
-    void *args[N_ITEMS];
-    struct printer p = { items, now_ns() };
-    uint64_t end;
+    struct input in = { items, 0 };
+    uint64_t t0 = now_ns();
+    pk_map_options o;
+    pk_map *m;
     int rc;
 
+    memset(oc, 0, sizeof *oc);
     for (int i = 0; i < N_ITEMS; i++) {
-        items[i] = (struct item){ .value = i + 1, .ms = ms[i], .t0 = p.t0 };
-        args[i] = &items[i];
+        items[i] = (struct item){ .value = i + 1, .ms = ms[i], .t0 = t0 };
+        atomic_init(&items[i].fate, NOT_STARTED);
     }
-    rc = map_ordered(tp, square_slowly, args, N_ITEMS, timeout_ms,
-                     print_result, &p, rep);
-    end = now_ns();
-    if (rc == 0) {
-        printf("  all %zu results in input order after %.1f ms\n",
-               rep->yielded, (double)(end - p.t0) / 1e6);
-    } else if (rc == PK_ETIMEDOUT) {
-        printf("  timed out after %.1f ms waiting for item %zu "
-               "(%s)\n", (double)(end - p.t0) / 1e6, rep->yielded,
-               pk_err_name(rc));
-        printf("  the rest: %zu cancelled before running, %zu asked to "
-               "stop while running,\n  %zu finished but dropped\n",
-               rep->never_ran, rep->stopped, rep->discarded);
-    } else {
-        printf("  failed at item %zu: %s (%s)\n", rep->yielded,
-               rep->err.msg, pk_err_name(rc));
+    memset(&o, 0, sizeof o);
+    o.order = PK_MAP_ORDERED;
+    o.timeout_ms = timeout_ms;
+    /* Each item is many ms of work: one executor task per item, so they
+     * run side by side (automatic chunking would find the same). */
+    o.chunk = 1;
+    rc = pk_map_create(&m, ex, next_item, &in, &o);
+    if (rc) {
+        printf("  pk_map_create: %s\n", pk_strerror(rc));
+        oc->rc = rc;
+        return;
     }
-    return rc;
+
+    for (;;) {
+        pk_result res;
+        pk_error err;
+        size_t i;
+
+        pk_error_clear(&err);
+        rc = pk_map_next(m, &res, &i, &err);
+        if (rc == 1) { /* every item was delivered */
+            rc = 0;
+            printf("  all %zu results in input order after %.1f ms\n",
+                   oc->yielded, ms_since(t0));
+            break;
+        }
+        if (rc < 0 && i == PK_MAP_NO_INDEX) { /* the map itself ended */
+            printf("  map ended after %.1f ms, waiting for item %zu: %s "
+                   "(%s)\n", ms_since(t0), oc->yielded, err.msg,
+                   pk_err_name(rc));
+            break;
+        }
+        if (rc < 0) { /* this item failed; the map goes on */
+            printf("  item %zu failed: %s (%s)\n", i,
+                   err.msg[0] ? err.msg : pk_strerror(rc), pk_err_name(rc));
+            oc->failed++;
+            continue;
+        }
+        printf("  item %zu: %2d\xc2\xb2 = %4ld   ready at %5.1f ms, yielded at "
+               "%5.1f ms\n",
+               i, items[i].value, *(const long *)res.value,
+               items[i].ready_ms, ms_since(t0));
+        if (res.free_fn)
+            res.free_fn(res.value);
+        oc->yielded++;
+    }
+    oc->rc = rc;
+
+    /* Cancels what is left (nothing, after a complete run) and waits for
+     * running items: the slow one sees its cancel flag within 5 ms. */
+    uint64_t d0 = now_ns();
+    pk_map_destroy(m);
+    double destroy_ms = ms_since(d0);
+
+    for (size_t j = oc->yielded + oc->failed; j < N_ITEMS; j++) {
+        switch (atomic_load(&items[j].fate)) {
+        case NOT_STARTED: oc->not_started++; break;
+        case STOPPED: oc->stopped++; break;
+        default: oc->dropped++; break;
+        }
+    }
+    if (rc != 0) {
+        printf("  the rest: %zu cancelled before running, %zu stopped "
+               "early when asked,\n  %zu finished but dropped\n",
+               oc->not_started, oc->stopped, oc->dropped);
+        for (size_t j = oc->yielded + oc->failed; j < N_ITEMS; j++)
+            if (atomic_load(&items[j].fate) == STOPPED)
+                printf("  item %zu (%d ms of work) stopped at %.1f ms\n", j,
+                       items[j].ms, items[j].ready_ms);
+        printf("  pk_map_destroy took %.1f ms (it waits for running "
+               "items)\n", destroy_ms);
+    }
 }
 
 int
@@ -229,32 +220,41 @@ main(void)
                                        70, 30 };
     pk_threadpool_options o = { .min_threads = THREADS,
                                 .max_threads = THREADS };
-    struct map_report rep;
+    struct outcome oc;
     pk_threadpool *tp;
+    pk_executor *ex;
     uint64_t t0;
     int rc, ok = 1;
 
     rc = pk_threadpool_create(&tp, &o);
+    if (rc == 0) {
+        rc = pk_threadpool_executor(tp, &ex);
+        if (rc)
+            pk_threadpool_destroy(tp);
+    }
     if (rc) {
-        fprintf(stderr, "threads_map: pk_threadpool_create: %s\n",
+        fprintf(stderr, "threads_map: making the pool: %s\n",
                 pk_strerror(rc));
         return 1;
     }
 
-    printf("map of %d items on %d threads, timeout 2000 ms:\n", N_ITEMS,
-           THREADS);
-    rc = run(tp, fast, 2000, &rep);
-    ok &= rc == 0 && rep.yielded == N_ITEMS;
+    printf("ordered map of %d items on %d threads, timeout 2000 ms:\n",
+           N_ITEMS, THREADS);
+    run(ex, fast, 2000, &oc);
+    ok &= oc.rc == 0 && oc.yielded == N_ITEMS && oc.failed == 0;
 
     printf("\nthe same map with item 5 taking 5 s, timeout 500 ms:\n");
-    rc = run(tp, slow, 500, &rep);
-    ok &= rc == PK_ETIMEDOUT && rep.yielded == 5;
+    t0 = now_ns();
+    run(ex, slow, 500, &oc);
+    /* Items 0-4 are yielded, the map times out waiting for item 5, and
+     * item 5 stops early when cancelled (well before its 5 s). */
+    ok &= oc.rc == PK_ETIMEDOUT && oc.yielded == 5 && oc.failed == 0 &&
+          oc.stopped == 1 && ms_since(t0) < 2000;
 
-    /* The slow item sees its cancel flag within 5 ms, so this is quick. */
+    pk_executor_destroy(ex); /* the view only */
     t0 = now_ns();
     pk_threadpool_destroy(tp);
-    printf("  pool destroyed %.1f ms later (the slow item stopped "
-           "early)\n", (double)(now_ns() - t0) / 1e6);
+    printf("\npool destroyed in %.1f ms\n", ms_since(t0));
     if (!ok) {
         fprintf(stderr, "threads_map: a run did not end as expected\n");
         return 1;

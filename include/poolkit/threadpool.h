@@ -46,6 +46,14 @@ typedef struct pk_threadpool_options {
     pk_registry *registry; /* for named tasks; borrowed, may be NULL */
     pk_event_fn event;    /* failures nobody can read, worker events */
     void *event_user;
+    int slow_task_ms;     /* PK_EVENT_SLOW_TASK once for a task running
+                             longer; 0 or PK_NEVER = off */
+    int stuck_after_ms;   /* a worker running one task longer is given
+                             up: PK_EVENT_HELD_TOO_LONG, then it is
+                             detached from the pool, a replacement keeps
+                             the pool at strength, and the thread exits
+                             (and is waited for by destroy) once its task
+                             returns; 0 or PK_NEVER = off */
     void (*worker_init)(void *user); /* on each new worker, first */
     void (*worker_exit)(void *user); /* on each worker, last */
     void *user;
@@ -71,6 +79,21 @@ PK_API int pk_threadpool_submit(pk_threadpool *tp, pk_task_fn fn, void *arg,
  * copied unless PK_TASK_SHARED). Returns and owner as
  * pk_threadpool_submit. Threads: safe. */
 PK_API int pk_threadpool_submit_task(pk_threadpool *tp, const pk_task *task,
+                                     pk_future **fut);
+
+/* Limits of one task. */
+typedef struct pk_task_options {
+    int start_within_ms; /* not started within this: dropped, and its
+                            future fails with PK_ETIMEDOUT; 0 = no limit */
+    int run_limit_ms;    /* running longer: its cancel flag is raised
+                            (pk_future_cancel_requested); 0 = no limit */
+} pk_task_options;
+
+/* Queues a task with limits (opts may be NULL: none). Returns and owner
+ * as pk_threadpool_submit; PK_EINVAL for a negative limit.
+ * Threads: safe. */
+PK_API int pk_threadpool_submit_opts(pk_threadpool *tp, const pk_task *task,
+                                     const pk_task_options *opts,
                                      pk_future **fut);
 
 /* Queues n tasks in one call; all or nothing (PK_EFULL/PK_EAGAIN if they
@@ -108,6 +131,12 @@ typedef struct pk_threadpool_stats {
     size_t queued;        /* tasks waiting */
     size_t running;       /* tasks running now */
     uint64_t submitted, completed, failed, cancelled, rejected;
+    uint64_t expired;     /* dropped: not started within start_within_ms */
+    uint64_t detached;    /* stuck workers given up */
+    /* Queue wait and run time, from a sample of one task in eight (and
+     * every task with limits): the clock is not read for the others. */
+    uint64_t queue_wait_p50_ns, queue_wait_p99_ns;
+    uint64_t run_p50_ns, run_p99_ns;
 } pk_threadpool_stats;
 
 /* Returns: 0, PK_EINVAL, PK_EFORKED. Threads: safe. */

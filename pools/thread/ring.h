@@ -22,6 +22,8 @@ struct tp_task {
     pk_task task;
     pk_future *fut;     /* the queue's reference, or NULL */
     void *copy;         /* copied name-task bytes, freed after the run */
+    uint64_t enq_ns;    /* when queued, for sampled or limited tasks; 0 */
+    uint32_t start_within_ms, run_limit_ms;
 };
 
 struct tp_cell {

@@ -40,6 +40,7 @@
 
 #include "alloc.h"
 #include "future_int.h"
+#include "hist.h"
 #include "ring.h"
 #include "sync.h"
 
@@ -68,6 +69,13 @@ struct tp_worker {
     _Atomic int depth;
     _Atomic(pk_future *) waiting_on;
     struct tp_worker *next_all;      /* tp->all_workers, under glock */
+    /* The running task, for the watchdog (under glock, set only while
+     * the watchdog runs or the task has a run limit). */
+    uint64_t cur_start;              /* 0: nothing watched */
+    uint64_t cur_limit_ns;
+    pk_future *cur_fut;
+    bool cur_flagged, cur_slow;
+    _Atomic bool detached;           /* given up as stuck */
     /* The "next" slot (Go's runnext): a task with a future submitted by
      * the task running here goes here, so that when that task waits on
      * it, it runs at once on this stack instead of behind the whole
@@ -105,6 +113,14 @@ struct pk_threadpool {
     char padf[64];
     _Atomic size_t finished;   /* tasks run or cancelled after a pop */
     _Atomic size_t next_pushed; /* tasks that went to a "next" slot */
+    pk__hist wait_hist, run_hist;   /* sampled */
+    _Atomic uint64_t st_expired, st_detached;
+    /* The watchdog: slow tasks, stuck workers, run limits. */
+    uint64_t slow_ns, stuck_ns;    /* UINT64_MAX: off */
+    _Atomic bool watch;            /* workers publish their running task */
+    bool wd_running, wd_stop;      /* under glock */
+    pthread_t wd;
+    pk__cv wd_cv;
     pk__cv not_full;           /* a worker freed cells */
     pk__cv idle;               /* finished caught up with the pushes */
     pk__lock qlock;            /* only for `exited` */
@@ -242,29 +258,96 @@ struct tally {
  * worker_main): tasks it runs are pushed on its stack for cycle checks. */
 static _Thread_local struct tp_worker *tls_worker;
 
+/* Drops a task that was not started in time. */
 static void
-run_task(struct pk_threadpool *tp, struct tp_task *t, struct tally *n)
+expire(struct pk_threadpool *tp, struct tp_task *t)
 {
-    struct tp_worker *w = tls_worker;
-    int d = 0, rc;
+    atomic_fetch_add_explicit(&tp->st_expired, 1, memory_order_relaxed);
+    if (t->fut) {
+        pk_future_fail(t->fut, PK_ETIMEDOUT, 0,
+                       "not started within %u ms", t->start_within_ms);
+    } else if (tp->event) {
+        pk_error e;
+        pk_event ev = { PK_EVENT_FUTURE_UNREAD, NULL, NULL, 0, 0, &e };
+        pk_error_set(&e, PK_ETIMEDOUT, 0, "not started within %u ms",
+                     t->start_within_ms);
+        tp->event(tp->event_user, &ev);
+    }
+}
 
-    if (w && t->fut) {
-        d = atomic_load_explicit(&w->depth, memory_order_relaxed);
-        atomic_store(&w->stack[d], t->fut);
-        atomic_store(&w->depth, d + 1);
-    }
-    rc = pk_task_run(&t->task, tp->registry, t->fut, tp->event,
-                     tp->event_user);
-    if (w && t->fut) {
-        atomic_store(&w->depth, d);
-        atomic_store(&w->stack[d], NULL);
-    }
+/* Shows the running task to the watchdog (or hides it: start 0). */
+static void
+publish(struct pk_threadpool *tp, struct tp_worker *w, uint64_t start,
+        const struct tp_task *t)
+{
+    pk__lock_acquire(&tp->glock);
+    w->cur_start = start;
+    w->cur_fut = start ? t->fut : NULL;
+    w->cur_limit_ns = start ? (uint64_t)t->run_limit_ms * 1000000u : 0;
+    w->cur_flagged = false;
+    w->cur_slow = false;
+    pk__lock_release(&tp->glock);
+}
+
+static void
+push_stack(struct tp_worker *w, pk_future *f, int *d)
+{
+    *d = atomic_load_explicit(&w->depth, memory_order_relaxed);
+    atomic_store(&w->stack[*d], f);
+    atomic_store(&w->depth, *d + 1);
+}
+
+static void
+pop_stack(struct tp_worker *w, int d)
+{
+    atomic_store(&w->depth, d);
+    atomic_store(&w->stack[d], NULL);
+}
+
+static void
+count(struct tally *n, int rc)
+{
     if (rc == 0)
         n->completed++;
     else if (rc == PK_ECANCELED)
         n->cancelled++;
     else
         n->failed++;
+}
+
+static void
+run_task(struct pk_threadpool *tp, struct tp_task *t, struct tally *n)
+{
+    struct tp_worker *w = tls_worker;
+    bool watch = w && (t->run_limit_ms || atomic_load_explicit(
+                                              &tp->watch,
+                                              memory_order_relaxed));
+    uint64_t t0 = (t->enq_ns || watch) ? pk__now_ns() : 0;
+    int d = 0, rc;
+
+    if (t->enq_ns) {
+        pk__hist_add(&tp->wait_hist, t0 - t->enq_ns);
+        if (t->start_within_ms &&
+            t0 - t->enq_ns > (uint64_t)t->start_within_ms * 1000000u) {
+            expire(tp, t);
+            n->failed++; /* its future failed: expired is part of failed */
+            goto out;
+        }
+    }
+    if (watch)
+        publish(tp, w, t0, t);
+    if (w && t->fut)
+        push_stack(w, t->fut, &d);
+    rc = pk_task_run(&t->task, tp->registry, t->fut, tp->event,
+                     tp->event_user);
+    if (w && t->fut)
+        pop_stack(w, d);
+    if (watch)
+        publish(tp, w, 0, t);
+    if (t->enq_ns)
+        pk__hist_add(&tp->run_hist, pk__now_ns() - t0);
+    count(n, rc);
+out:
     pk_future_release(t->fut);
     pk__free(t->copy);
 }
@@ -341,6 +424,8 @@ drain(struct pk_threadpool *tp, struct tp_worker *w)
 
     for (;;) {
         struct tp_task t;
+        if (atomic_load_explicit(&w->detached, memory_order_relaxed))
+            return; /* given up as stuck: the pool has a replacement */
         if (take_next(w, &t)) {
             run_one(tp, &t);
             idle_rounds = 0;
@@ -532,6 +617,13 @@ worker_main(void *arg)
         atomic_store(&w->park.word, 0);
         for (;;) {
             drain(tp, w);
+            if (atomic_load(&w->detached)) {
+                struct tp_task t;
+                while (take_next(w, &t)) /* ours: run before leaving */
+                    run_one(tp, &t);
+                atomic_fetch_sub(&tp->active, 1);
+                goto out;
+            }
             atomic_fetch_sub(&tp->active, 1);
             if (!queue_nonempty(tp))
                 break;
@@ -540,6 +632,7 @@ worker_main(void *arg)
         if (!go_idle(w))
             break;
     }
+out:
     if (tp->worker_exit)
         tp->worker_exit(tp->user);
     pk__lock_acquire(&tp->glock);
@@ -553,7 +646,9 @@ worker_main(void *arg)
     pk__lock_release(&tp->glock);
     pk__future_set_wait_helper(NULL);
     tls_worker = NULL;
-    if (atomic_load(&w->self_exit)) {
+    if (atomic_load(&w->self_exit) || atomic_load(&w->detached)) {
+        /* Nobody joins us: the pool retired us on our own thread, or
+         * forgot us as stuck. destroy waits on `threads` instead. */
         pthread_detach(pthread_self());
         pk__free(w);
     }
@@ -607,6 +702,127 @@ worker_destroy(void *user, void *res)
     pk__park_wake(&w->park, 2);
     pthread_join(w->thread, NULL);
     pk__free(w);
+}
+
+/* ---- the watchdog ----------------------------------------------------- */
+
+#define PK__WD_BATCH 32
+
+struct wd_work {
+    pk_event ev[PK__WD_BATCH];
+    size_t n_ev;
+    struct tp_worker *stuck[PK__WD_BATCH];
+    pk_lease lease[PK__WD_BATCH];
+    size_t n_stuck;
+};
+
+/* Looks at one running task. glock held. */
+static void
+watch_one(struct pk_threadpool *tp, struct tp_worker *w, uint64_t now,
+          struct wd_work *wk)
+{
+    uint64_t ran = now - w->cur_start;
+
+    if (w->cur_limit_ns && ran >= w->cur_limit_ns && !w->cur_flagged) {
+        w->cur_flagged = true;
+        if (w->cur_fut)
+            pk_future_cancel(w->cur_fut); /* running: raises its flag */
+    }
+    if (ran >= tp->slow_ns && !w->cur_slow && wk->n_ev < PK__WD_BATCH) {
+        w->cur_slow = true;
+        wk->ev[wk->n_ev++] = (pk_event){ PK_EVENT_SLOW_TASK, w, NULL, 0,
+                                         ran, NULL };
+    }
+    if (ran >= tp->stuck_ns && !atomic_load(&w->detached) &&
+        wk->n_stuck < PK__WD_BATCH && wk->n_ev < PK__WD_BATCH) {
+        atomic_store(&w->detached, true);
+        wk->stuck[wk->n_stuck] = w;
+        wk->lease[wk->n_stuck++] = w->lease;
+        wk->ev[wk->n_ev++] = (pk_event){ PK_EVENT_HELD_TOO_LONG, w, NULL,
+                                         0, ran, NULL };
+    }
+}
+
+/* Gives up stuck workers: the core forgets them (DETACH), which makes
+ * room for a replacement, woken at once if work waits. */
+static void
+give_up(struct pk_threadpool *tp, struct wd_work *wk)
+{
+    for (size_t i = 0; i < wk->n_stuck; i++) {
+        pk_pool_release(tp->workers, &wk->lease[i], PK_RELEASE_DETACH);
+        atomic_fetch_sub(&tp->alive, 1);
+        atomic_fetch_add_explicit(&tp->st_detached, 1, memory_order_relaxed);
+    }
+    if (wk->n_stuck && queue_nonempty(tp))
+        wake_one(tp);
+}
+
+static uint64_t
+wd_period(struct pk_threadpool *tp)
+{
+    uint64_t p = tp->slow_ns < tp->stuck_ns ? tp->slow_ns : tp->stuck_ns;
+
+    p = p == UINT64_MAX ? 5000000u : p / 4; /* run limits: 5 ms steps */
+    if (p < 1000000u)
+        p = 1000000u;
+    return p > 100000000u ? 100000000u : p;
+}
+
+static void *
+wd_main(void *arg)
+{
+    struct pk_threadpool *tp = arg;
+    struct wd_work wk;
+    uint64_t period = wd_period(tp);
+
+    pthread_setname_np(pthread_self(), "pk-watchdog");
+    pk__lock_acquire(&tp->glock);
+    while (!tp->wd_stop) {
+        uint64_t now = pk__now_ns();
+        wk.n_ev = wk.n_stuck = 0;
+        for (struct tp_worker *w = tp->all_workers; w; w = w->next_all)
+            if (w->cur_start)
+                watch_one(tp, w, now, &wk);
+        pk__lock_release(&tp->glock);
+        give_up(tp, &wk);
+        for (size_t i = 0; tp->event && i < wk.n_ev; i++)
+            tp->event(tp->event_user, &wk.ev[i]);
+        pk__lock_acquire(&tp->glock);
+        if (!tp->wd_stop)
+            pk__cv_wait_until(&tp->wd_cv, &tp->glock, pk__now_ns() + period);
+    }
+    pk__lock_release(&tp->glock);
+    return NULL;
+}
+
+/* Starts the watchdog once. glock held. */
+static int
+wd_start_locked(struct pk_threadpool *tp)
+{
+    int rc;
+
+    if (tp->wd_running)
+        return 0;
+    rc = pthread_create(&tp->wd, NULL, wd_main, tp);
+    if (rc)
+        return -rc;
+    tp->wd_running = true;
+    return 0;
+}
+
+static void
+wd_stop(struct pk_threadpool *tp)
+{
+    bool join;
+
+    pk__lock_acquire(&tp->glock);
+    join = tp->wd_running;
+    tp->wd_stop = true;
+    tp->wd_running = false;
+    pk__lock_release(&tp->glock);
+    pk__cv_broadcast(&tp->wd_cv);
+    if (join)
+        pthread_join(tp->wd, NULL);
 }
 
 /* ---- waking ----------------------------------------------------------- */
@@ -690,7 +906,16 @@ check_options(const pk_threadpool_options *o)
         return PK_EINVAL;
     if (o->max_threads && o->min_threads > o->max_threads)
         return PK_EINVAL;
+    if ((o->slow_task_ms < 0 && o->slow_task_ms != PK_NEVER) ||
+        (o->stuck_after_ms < 0 && o->stuck_after_ms != PK_NEVER))
+        return PK_EINVAL;
     return 0;
+}
+
+static uint64_t
+limit_ns(int ms)
+{
+    return ms > 0 ? (uint64_t)ms * 1000000u : UINT64_MAX;
 }
 
 static int
@@ -753,11 +978,25 @@ pk_threadpool_create(pk_threadpool **out, const pk_threadpool_options *opts)
         pk__free(tp);
         return PK_EINVAL;
     }
+    tp->slow_ns = limit_ns(opts->slow_task_ms);
+    tp->stuck_ns = limit_ns(opts->stuck_after_ms);
     rc = start_workers(tp, opts);
     if (rc) {
         tp_ring_fini(&tp->q);
         pk__free(tp);
         return rc;
+    }
+    if (tp->slow_ns != UINT64_MAX || tp->stuck_ns != UINT64_MAX) {
+        atomic_store(&tp->watch, true);
+        pk__lock_acquire(&tp->glock);
+        rc = wd_start_locked(tp);
+        pk__lock_release(&tp->glock);
+        if (rc) {
+            pk_pool_destroy(tp->workers);
+            tp_ring_fini(&tp->q);
+            pk__free(tp);
+            return rc;
+        }
     }
     tp->magic = PK__TP_MAGIC;
     *out = tp;
@@ -787,6 +1026,7 @@ pk_threadpool_destroy(pk_threadpool *tp)
         return;
     }
     pk_threadpool_shutdown(tp, PK_SHUTDOWN_CANCEL, PK_WAIT_FOREVER);
+    wd_stop(tp);
     pk_pool_destroy(tp->workers);
     pk__lock_acquire(&tp->qlock);
     while (atomic_load(&tp->threads) > 0)
@@ -819,12 +1059,19 @@ task_ok(const pk_task *t)
 }
 
 /* Builds a queue record: a future (if asked) and a copy of the bytes. */
+/* One task in eight is timed (queue wait, run time): reading the clock
+ * for every task would cost more than the rest of a no-op's trip. The
+ * counter is per thread, so submitters share nothing for it. */
+static _Thread_local unsigned tls_sample;
+
 static int
 prepare(const pk_task *task, pk_future **fut, struct tp_task *out,
         struct pk_threadpool *tp)
 {
     memset(out, 0, sizeof *out);
     out->task = *task;
+    if ((++tls_sample & 7u) == 0)
+        out->enq_ns = pk__now_ns();
     if (task->name && task->len && !(task->flags & PK_TASK_SHARED)) {
         out->copy = pk__alloc(task->len);
         if (!out->copy)
@@ -954,15 +1201,17 @@ enqueue_next(struct pk_threadpool *tp, struct tp_worker *w,
     return rc;
 }
 
-int
-pk_threadpool_submit_task(pk_threadpool *tp, const pk_task *task,
-                          pk_future **fut)
+static int
+submit(pk_threadpool *tp, const pk_task *task, const pk_task_options *o,
+       pk_future **fut)
 {
     struct tp_task t;
     int rc = validate(tp);
 
     if (rc == 0)
         rc = task_ok(task);
+    if (rc == 0 && o && (o->start_within_ms < 0 || o->run_limit_ms < 0))
+        rc = PK_EINVAL;
     if (rc)
         return rc;
     if (fut)
@@ -970,6 +1219,20 @@ pk_threadpool_submit_task(pk_threadpool *tp, const pk_task *task,
     rc = prepare(task, fut, &t, tp);
     if (rc)
         return rc;
+    if (o && (o->start_within_ms || o->run_limit_ms)) {
+        t.enq_ns = pk__now_ns();
+        t.start_within_ms = (uint32_t)o->start_within_ms;
+        t.run_limit_ms = (uint32_t)o->run_limit_ms;
+        if (o->run_limit_ms) {
+            pk__lock_acquire(&tp->glock);
+            rc = wd_start_locked(tp);
+            pk__lock_release(&tp->glock);
+            if (rc) {
+                unprepare(&t, fut);
+                return rc;
+            }
+        }
+    }
     if (fut && tls_worker && tls_worker->tp == tp &&
         enqueue_next(tp, tls_worker, &t) == 0)
         return 0;
@@ -977,6 +1240,20 @@ pk_threadpool_submit_task(pk_threadpool *tp, const pk_task *task,
     if (rc)
         unprepare(&t, fut);
     return rc;
+}
+
+int
+pk_threadpool_submit_task(pk_threadpool *tp, const pk_task *task,
+                          pk_future **fut)
+{
+    return submit(tp, task, NULL, fut);
+}
+
+int
+pk_threadpool_submit_opts(pk_threadpool *tp, const pk_task *task,
+                          const pk_task_options *opts, pk_future **fut)
+{
+    return submit(tp, task, opts, fut);
 }
 
 int
@@ -1145,6 +1422,12 @@ pk_threadpool_stats_get(pk_threadpool *tp, pk_threadpool_stats *o)
     o->failed = atomic_load(&tp->st_failed);
     o->cancelled = atomic_load(&tp->st_cancelled);
     o->rejected = atomic_load(&tp->st_rejected);
+    o->expired = atomic_load(&tp->st_expired);
+    o->detached = atomic_load(&tp->st_detached);
+    o->queue_wait_p50_ns = pk__hist_quantile(&tp->wait_hist, 0.50, 0);
+    o->queue_wait_p99_ns = pk__hist_quantile(&tp->wait_hist, 0.99, 0);
+    o->run_p50_ns = pk__hist_quantile(&tp->run_hist, 0.50, 0);
+    o->run_p99_ns = pk__hist_quantile(&tp->run_hist, 0.99, 0);
     return 0;
 }
 

@@ -619,6 +619,178 @@ test_true_cycle_gets_edeadlk(void **state)
     run_cycle(2); /* A and B on two workers, each waiting on the other */
 }
 
+/* ---- per-task limits, slow and stuck tasks, timing stats ------------- */
+
+static void
+sleep_ms(long ms)
+{
+    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+    nanosleep(&ts, NULL);
+}
+
+static void
+test_task_not_started_in_time_is_dropped(void **state)
+{
+    pk_threadpool *tp;
+    pk_future *f;
+    pk_threadpool_stats st;
+    pk_task t = { .fn = count_task };
+    pk_task_options lim = { .start_within_ms = 20 };
+    pk_threadpool_options o = { .max_threads = 1 };
+
+    (void)state;
+    assert_int_equal(pk_threadpool_create(&tp, &o), 0);
+    assert_int_equal(pk_threadpool_submit(tp, gated_task, NULL, NULL), 0);
+    wait_gate_waiting(1);
+    assert_int_equal(pk_threadpool_submit_opts(tp, &t, &lim, &f), 0);
+    sleep_ms(60);
+    gate_set(1);
+    assert_int_equal(pk_future_wait(f, 10000), 0);
+    assert_int_equal(pk_future_result(f, NULL), PK_ETIMEDOUT);
+    assert_int_equal(atomic_load(&counter), 0); /* it never ran */
+    assert_int_equal(pk_threadpool_stats_get(tp, &st), 0);
+    assert_int_equal(st.expired, 1);
+    pk_future_release(f);
+    lim.start_within_ms = -1;
+    assert_int_equal(pk_threadpool_submit_opts(tp, &t, &lim, NULL),
+                     PK_EINVAL);
+    pk_threadpool_destroy(tp);
+}
+
+static _Atomic int saw_flag;
+
+static int
+until_cancelled(void *arg, pk_future *self, pk_result *out, pk_error *err)
+{
+    (void)arg;
+    (void)out;
+    (void)err;
+    for (int i = 0; i < 10000; i++) { /* at most ~10 s */
+        if (pk_future_cancel_requested(self)) {
+            atomic_store(&saw_flag, 1);
+            return PK_ECANCELED;
+        }
+        sleep_ms(1);
+    }
+    return 0;
+}
+
+static void
+test_task_running_past_its_limit_is_flagged(void **state)
+{
+    pk_threadpool *tp;
+    pk_future *f;
+    pk_task t = { .fn = until_cancelled };
+    pk_task_options lim = { .run_limit_ms = 30 };
+
+    (void)state;
+    atomic_store(&saw_flag, 0);
+    assert_int_equal(pk_threadpool_create(&tp, NULL), 0);
+    assert_int_equal(pk_threadpool_submit_opts(tp, &t, &lim, &f), 0);
+    assert_int_equal(pk_future_wait(f, 20000), 0);
+    assert_int_equal(atomic_load(&saw_flag), 1);
+    assert_int_equal(pk_future_state_get(f), PK_FUTURE_CANCELLED);
+    pk_future_release(f);
+    pk_threadpool_destroy(tp);
+}
+
+static _Atomic int slow_events, stuck_events;
+
+static void
+on_watch_event(void *user, const pk_event *ev)
+{
+    (void)user;
+    if (ev->kind == PK_EVENT_SLOW_TASK)
+        atomic_fetch_add(&slow_events, 1);
+    if (ev->kind == PK_EVENT_HELD_TOO_LONG)
+        atomic_fetch_add(&stuck_events, 1);
+}
+
+static int
+sleepy_task(void *arg, pk_future *self, pk_result *out, pk_error *err)
+{
+    (void)self;
+    (void)out;
+    (void)err;
+    sleep_ms((long)(uintptr_t)arg);
+    return 0;
+}
+
+static void
+test_slow_task_raises_one_event(void **state)
+{
+    pk_threadpool *tp;
+    pk_future *f;
+    pk_threadpool_options o = { .max_threads = 1, .slow_task_ms = 20,
+                                .event = on_watch_event };
+
+    (void)state;
+    atomic_store(&slow_events, 0);
+    assert_int_equal(pk_threadpool_create(&tp, &o), 0);
+    assert_int_equal(pk_threadpool_submit(tp, sleepy_task, (void *)150, &f),
+                     0);
+    assert_int_equal(pk_future_wait(f, 10000), 0);
+    pk_future_release(f);
+    assert_int_equal(pk_threadpool_submit(tp, sleepy_task, (void *)0, &f), 0);
+    assert_int_equal(pk_future_wait(f, 10000), 0);
+    pk_future_release(f);
+    pk_threadpool_destroy(tp);
+    assert_int_equal(atomic_load(&slow_events), 1);
+}
+
+static void
+test_stuck_worker_is_replaced(void **state)
+{
+    pk_threadpool *tp;
+    pk_future *stuck, *next;
+    pk_threadpool_stats st;
+    pk_threadpool_options o = { .max_threads = 1, .stuck_after_ms = 50,
+                                .event = on_watch_event };
+
+    (void)state;
+    atomic_store(&stuck_events, 0);
+    assert_int_equal(pk_threadpool_create(&tp, &o), 0);
+    assert_int_equal(pk_threadpool_submit(tp, gated_task, NULL, &stuck), 0);
+    wait_gate_waiting(1);
+    assert_int_equal(pk_threadpool_submit(tp, count_task, NULL, &next), 0);
+    /* With one thread, only a replacement can run it while the first
+     * is stuck on the gate. */
+    assert_int_equal(pk_future_wait(next, 20000), 0);
+    assert_int_equal(atomic_load(&counter), 1);
+    assert_int_equal(pk_future_state_get(stuck), PK_FUTURE_RUNNING);
+    assert_int_equal(atomic_load(&stuck_events), 1);
+    assert_int_equal(pk_threadpool_stats_get(tp, &st), 0);
+    assert_int_equal(st.detached, 1);
+    gate_set(1);
+    assert_int_equal(pk_future_wait(stuck, 10000), 0);
+    assert_int_equal(pk_future_state_get(stuck), PK_FUTURE_DONE);
+    pk_future_release(stuck);
+    pk_future_release(next);
+    pk_threadpool_destroy(tp); /* waits for the stuck thread to exit */
+}
+
+static void
+test_stats_time_queue_wait_and_run(void **state)
+{
+    pk_threadpool *tp;
+    pk_threadpool_stats st;
+    pk_threadpool_options o = { .max_threads = 2 };
+
+    (void)state;
+    assert_int_equal(pk_threadpool_create(&tp, &o), 0);
+    for (int i = 0; i < 64; i++)
+        assert_int_equal(
+            pk_threadpool_submit(tp, sleepy_task, (void *)1, NULL), 0);
+    assert_int_equal(pk_threadpool_shutdown(tp, PK_SHUTDOWN_DRAIN, 20000),
+                     0);
+    assert_int_equal(pk_threadpool_stats_get(tp, &st), 0);
+    assert_true(st.run_p50_ns >= 1000000u); /* each slept 1 ms */
+    assert_true(st.run_p99_ns >= st.run_p50_ns);
+    assert_true(st.queue_wait_p99_ns >= st.queue_wait_p50_ns);
+    assert_true(st.queue_wait_p99_ns > 0); /* 64 tasks, 2 threads */
+    pk_threadpool_destroy(tp);
+}
+
 #define T(f) cmocka_unit_test_setup(f, setup)
 
 int
@@ -639,6 +811,11 @@ main(void)
         T(test_many_submitters_lose_nothing),
         T(test_workers_waiting_on_children_run_them_to_depth_10),
         T(test_true_cycle_gets_edeadlk),
+        T(test_task_not_started_in_time_is_dropped),
+        T(test_task_running_past_its_limit_is_flagged),
+        T(test_slow_task_raises_one_event),
+        T(test_stuck_worker_is_replaced),
+        T(test_stats_time_queue_wait_and_run),
     };
     return cmocka_run_group_tests_name("threadpool", tests, NULL, NULL);
 }
