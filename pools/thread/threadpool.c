@@ -62,10 +62,11 @@ struct tp_worker {
      * batch that waits on another of it runs that one itself. */
     struct tp_task batch[PK__TP_BATCH];
     size_t batch_next, batch_n;
+    size_t batch_ran;        /* of the batch, run here (not given back) */
     /* For deadlock detection (read by other workers, hence atomic): the
      * futures of the tasks on this worker's stack, innermost last, and
      * the future it waits on. */
-    _Atomic(pk_future *) stack[PK__TP_NEST + 1];
+    _Atomic(pk_future *) stack[2 * PK__TP_NEST + 2];
     _Atomic int depth;
     _Atomic(pk_future *) waiting_on;
     struct tp_worker *next_all;      /* tp->all_workers, under glock */
@@ -100,6 +101,10 @@ struct pk_threadpool {
     int full_policy;
     int submit_timeout_ms;
     _Atomic size_t max_threads; /* read unlocked by wake_one */
+    size_t min_threads;        /* under rlock */
+    size_t comp;               /* compensating workers allowed, rlock */
+    _Atomic size_t ncomp;      /* the same, for wake_one's unlocked read */
+    pk__lock rlock;            /* serialises sizing of the core pool */
 
     /* The queue, its counters, and the waits on them. */
     struct tp_ring q;
@@ -131,6 +136,7 @@ struct pk_threadpool {
 
     char pad1[64];
     _Atomic size_t active;     /* workers holding their lease */
+    _Atomic size_t spinning;   /* awake workers looking for work */
     _Atomic size_t alive;      /* workers spawned and not yet stopped */
     _Atomic bool growing;      /* an async ticket is out */
 
@@ -146,6 +152,7 @@ struct pk_threadpool {
 
 static void tp_unref(struct pk_threadpool *tp);
 static void wake_one(struct pk_threadpool *tp);
+static void maybe_wake(struct pk_threadpool *tp);
 
 /* ---- the queue -------------------------------------------------------- */
 
@@ -368,15 +375,17 @@ tally_add(struct pk_threadpool *tp, const struct tally *n)
 
 /* ---- workers ---------------------------------------------------------- */
 
-/* Takes this worker's share of the queue (queued / max_threads, at least
- * one, at most PK__TP_BATCH) into its batch: the rest stays for the other
- * workers, so tasks that block (IO) still spread over every thread.
- * Returns how many. */
+/* Takes tasks into the worker's batch: one, unless the queue is long (at
+ * least 4 tasks per thread), then up to PK__TP_BATCH. A private batch
+ * hides its tasks from idle workers, new workers and resizes behind a
+ * task that blocks; with a short queue that would cost parallelism, with
+ * a long one there is work for everybody anyway, and batches save the
+ * counters' cache-line traffic. Returns how many. */
 static size_t
 pop_batch(struct pk_threadpool *tp, struct tp_worker *w)
 {
     size_t m = atomic_load_explicit(&tp->max_threads, memory_order_relaxed);
-    size_t k = (tp_ring_count(&tp->q) + m - 1) / (m ? m : 1), n = 0;
+    size_t k = tp_ring_count(&tp->q) / (4 * (m ? m : 1)), n = 0;
 
     if (k > PK__TP_BATCH)
         k = PK__TP_BATCH;
@@ -406,14 +415,27 @@ static void
 run_batch(struct pk_threadpool *tp, struct tp_worker *w)
 {
     struct tally n = { 0, 0, 0 };
-    size_t k = w->batch_n;
 
+    w->batch_ran = 0;
     while (w->batch_next < w->batch_n) {
         struct tp_task t = w->batch[w->batch_next++];
+        w->batch_ran++;
         run_task(tp, &t, &n);
     }
     tally_add(tp, &n);
-    finish(tp, k);
+    finish(tp, w->batch_ran);
+}
+
+/* Gives the unrun part of the batch back to the queue (where room is):
+ * a worker that may not help any more must not sit on tasks that others
+ * could run, its own awaited ones among them. */
+static void
+give_back_batch(struct pk_threadpool *tp, struct tp_worker *w)
+{
+    while (w->batch_next < w->batch_n && reserve(tp, 1)) {
+        tp_ring_push(&tp->q, &w->batch[w->batch_n - 1]);
+        w->batch_n--;
+    }
 }
 
 /* Runs queued tasks until the queue stays empty through a short spin. */
@@ -444,9 +466,13 @@ drain(struct pk_threadpool *tp, struct tp_worker *w)
         /* Wait for more, briefly: pause first (work often follows at
          * once), then yield, so that a submitter sharing this core runs
          * instead of us spinning against it. */
+        atomic_fetch_add(&tp->spinning, 1);
+        atomic_thread_fence(memory_order_seq_cst);
         while (!queue_nonempty(tp)) {
-            if (++idle_rounds > PK__TP_SPINS)
+            if (++idle_rounds > PK__TP_SPINS) {
+                atomic_fetch_sub(&tp->spinning, 1);
                 return;
+            }
             if (idle_rounds < 64) {
 #if defined(__x86_64__) || defined(__i386__)
                 __builtin_ia32_pause();
@@ -455,6 +481,7 @@ drain(struct pk_threadpool *tp, struct tp_worker *w)
                 sched_yield();
             }
         }
+        atomic_fetch_sub(&tp->spinning, 1);
     }
 }
 
@@ -466,7 +493,7 @@ runner_of(struct pk_threadpool *tp, pk_future *f)
 {
     for (struct tp_worker *r = tp->all_workers; r; r = r->next_all) {
         int d = atomic_load(&r->depth);
-        for (int i = 0; i < d && i <= PK__TP_NEST; i++)
+        for (int i = 0; i < d && i <= 2 * PK__TP_NEST + 1; i++)
             if (atomic_load(&r->stack[i]) == f)
                 return r;
     }
@@ -524,6 +551,7 @@ help_one(struct pk_threadpool *tp, struct tp_worker *w)
     }
     if (w->batch_next < w->batch_n) {
         t = w->batch[w->batch_next++];
+        w->batch_ran++;
         run_task(tp, &t, &n); /* finished with the batch, in run_batch */
         tally_add(tp, &n);
         return true;
@@ -537,6 +565,47 @@ help_one(struct pk_threadpool *tp, struct tp_worker *w)
     return true;
 }
 
+/* True if some worker's next slot holds a task (spinning workers steal
+ * them; a parked one does not). */
+static bool
+next_waiting(struct pk_threadpool *tp)
+{
+    bool any = false;
+
+    pk__lock_acquire(&tp->glock);
+    for (struct tp_worker *r = tp->all_workers; r && !any; r = r->next_all)
+        any = atomic_load_explicit(&r->next_state,
+                                   memory_order_relaxed) == 1;
+    pk__lock_release(&tp->glock);
+    return any;
+}
+
+/* Applies min/max (plus compensation) to the core pool. rlock held. */
+static int
+apply_size_locked(struct pk_threadpool *tp)
+{
+    size_t max = atomic_load(&tp->max_threads) + tp->comp;
+
+    return pk_pool_resize(tp->workers, tp->min_threads, 0, max);
+}
+
+/* A worker that must park while work is queued (it may not help: its
+ * stack is full) lets one more worker exist meanwhile, as Java's
+ * ForkJoinPool compensates a blocked worker: otherwise every worker could
+ * wait on children that sit behind the tasks none of them may run. The
+ * extra worker retires when it next goes idle above max. */
+static void
+compensate(struct pk_threadpool *tp, int delta)
+{
+    pk__lock_acquire(&tp->rlock);
+    tp->comp = delta > 0 ? tp->comp + 1 : tp->comp - 1;
+    atomic_store(&tp->ncomp, tp->comp);
+    apply_size_locked(tp);
+    pk__lock_release(&tp->rlock);
+    if (delta > 0)
+        wake_one(tp);
+}
+
 /* The wait helper of a worker thread (lib/future_int.h). */
 static int
 help_wait(void *ctx, pk_future *f, uint64_t deadline)
@@ -545,13 +614,26 @@ help_wait(void *ctx, pk_future *f, uint64_t deadline)
     struct pk_threadpool *tp = w->tp;
     int rc = 0;
 
-    /* Helping is bounded: past PK__TP_NEST tasks on this stack, park. */
-    bool may_help = atomic_load(&w->depth) < PK__TP_NEST;
+    /* Helping is bounded: past PK__TP_NEST tasks on this stack, only the
+     * next slot (most often the very child awaited) is run, up to twice
+     * that depth; past that, park. */
+    int depth = atomic_load(&w->depth);
+    bool may_help = depth < PK__TP_NEST;
+    bool may_take_next = depth < 2 * PK__TP_NEST;
 
     atomic_store(&w->waiting_on, f);
+    if (!may_help)
+        give_back_batch(tp, w);
     while (!pk__future_done(f)) {
         if (may_help && help_one(tp, w))
             continue;
+        if (!may_help && may_take_next) {
+            struct tp_task t;
+            if (take_next(w, &t)) {
+                run_one(tp, &t);
+                continue;
+            }
+        }
         if (is_cycle(tp, w, f)) {
             rc = PK_EDEADLK;
             break;
@@ -566,10 +648,13 @@ help_wait(void *ctx, pk_future *f, uint64_t deadline)
          * for work and cycles every 10 ms: both can appear without
          * touching f. */
         uint64_t until = now + 10000000u;
+        bool comp = queue_nonempty(tp) || next_waiting(tp);
         atomic_fetch_sub(&tp->active, 1);
-        if (queue_nonempty(tp))
-            wake_one(tp);
+        if (comp)
+            compensate(tp, 1); /* queued work, and we may not help */
         (void)pk__future_wait_until(f, until < deadline ? until : deadline);
+        if (comp)
+            compensate(tp, -1);
         atomic_fetch_add(&tp->active, 1);
     }
     atomic_store(&w->waiting_on, NULL);
@@ -625,6 +710,7 @@ worker_main(void *arg)
                 goto out;
             }
             atomic_fetch_sub(&tp->active, 1);
+            atomic_thread_fence(memory_order_seq_cst); /* see maybe_wake */
             if (!queue_nonempty(tp))
                 break;
             atomic_fetch_add(&tp->active, 1);
@@ -837,15 +923,37 @@ give(struct pk_threadpool *tp, pk_lease *l)
     pk__park_wake(&w->park, 1);
 }
 
+/* When no worker exists and none can be started (thread creation or
+ * memory failed), the thread that learned it runs what is queued, so a
+ * task whose submit returned 0 is never stranded. */
+static void
+run_queued_here(struct pk_threadpool *tp)
+{
+    struct tp_task t;
+
+    while (atomic_load(&tp->alive) == 0 && tp_ring_pop(&tp->q, &t)) {
+        unreserve(tp, 1);
+        run_one(tp, &t);
+    }
+}
+
 static void
 on_new_worker(void *arg, pk_pool_ticket *t)
 {
     struct pk_threadpool *tp = arg;
     pk_lease l;
+    int rc = pk_pool_ticket_take(t, &l, NULL);
 
-    if (pk_pool_ticket_take(t, &l, NULL) == 0)
+    if (rc == 0)
         give(tp, &l);
     atomic_store(&tp->growing, false);
+    if (rc != 0 && rc != PK_ESHUTDOWN) {
+        run_queued_here(tp);
+        return;
+    }
+    /* Pushes that came while this worker was being made found `growing`
+     * set and did not start another: look again for them. */
+    maybe_wake(tp);
 }
 
 static void
@@ -859,12 +967,14 @@ wake_one(struct pk_threadpool *tp)
         give(tp, &l);
         return;
     }
-    if (atomic_load(&tp->alive) >= atomic_load(&tp->max_threads) ||
+    if (atomic_load(&tp->alive) >=
+            atomic_load(&tp->max_threads) + atomic_load(&tp->ncomp) ||
         atomic_exchange(&tp->growing, true))
         return;
     if (pk_pool_acquire_async(tp->workers, &t, PK_WAIT_FOREVER, on_new_worker,
                               tp, &ready) != 0) {
         atomic_store(&tp->growing, false);
+        run_queued_here(tp); /* only if no worker exists at all */
         return;
     }
     if (ready)
@@ -872,14 +982,22 @@ wake_one(struct pk_threadpool *tp)
 }
 
 /* Wakes a worker if fewer are active than tasks are queued. */
+/* After a push: makes sure a worker will take the task. A spinning
+ * worker will; otherwise, if not every worker is busy, an idle one is
+ * woken or a new one started (before anything waits: a new worker
+ * starts whenever the pool is below max and none is free). The fence
+ * pairs with the one in drain(): either we see the spinner, or it sees
+ * our push. */
 static void
 maybe_wake(struct pk_threadpool *tp)
 {
-    size_t active = atomic_load(&tp->active);
-
-    if (active < tp_ring_count(&tp->q) &&
-        active < atomic_load_explicit(&tp->max_threads,
-                                      memory_order_relaxed))
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&tp->spinning, memory_order_relaxed) > 0)
+        return;
+    if (atomic_load_explicit(&tp->active, memory_order_relaxed) >=
+        atomic_load_explicit(&tp->max_threads, memory_order_relaxed))
+        return; /* all busy: the next to finish takes it */
+    if (queue_nonempty(tp))
         wake_one(tp);
 }
 
@@ -978,6 +1096,7 @@ pk_threadpool_create(pk_threadpool **out, const pk_threadpool_options *opts)
         pk__free(tp);
         return PK_EINVAL;
     }
+    tp->min_threads = opts->min_threads;
     tp->slow_ns = limit_ns(opts->slow_task_ms);
     tp->stuck_ns = limit_ns(opts->stuck_after_ms);
     rc = start_workers(tp, opts);
@@ -1321,8 +1440,11 @@ pk_threadpool_resize(pk_threadpool *tp, size_t min_threads,
         return rc;
     if (max_threads == 0 || min_threads > max_threads)
         return PK_EINVAL;
+    pk__lock_acquire(&tp->rlock);
     atomic_store(&tp->max_threads, max_threads);
-    rc = pk_pool_resize(tp->workers, min_threads, 0, max_threads);
+    tp->min_threads = min_threads;
+    rc = apply_size_locked(tp);
+    pk__lock_release(&tp->rlock);
     if (rc == 0 && queue_nonempty(tp))
         wake_one(tp);
     return rc;
@@ -1411,7 +1533,7 @@ pk_threadpool_stats_get(pk_threadpool *tp, pk_threadpool_stats *o)
     if (rc)
         return rc;
     memset(o, 0, sizeof *o);
-    size_t pushed = tp_ring_pushed(&tp->q);
+    size_t pushed = all_pushed(tp);
     size_t fin = atomic_load(&tp->finished);
     o->queued = tp_ring_count(&tp->q);
     /* A snapshot of moving counters: popped and not yet finished. */
