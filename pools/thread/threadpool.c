@@ -556,13 +556,20 @@ help_one(struct pk_threadpool *tp, struct tp_worker *w)
         tally_add(tp, &n);
         return true;
     }
-    if (!tp_ring_pop(&tp->q, &t))
-        return false;
-    unreserve(tp, 1);
-    run_task(tp, &t, &n);
-    tally_add(tp, &n);
-    finish(tp, 1);
-    return true;
+    if (tp_ring_pop(&tp->q, &t)) {
+        unreserve(tp, 1);
+        run_task(tp, &t, &n);
+        tally_add(tp, &n);
+        finish(tp, 1);
+        return true;
+    }
+    /* Another worker's next slot: that worker may be parked waiting too,
+     * and nothing else would run it (stress_threadpool). */
+    if (steal_next(tp, w, &t)) {
+        run_one(tp, &t);
+        return true;
+    }
+    return false;
 }
 
 /* True if some worker's next slot holds a task (spinning workers steal
@@ -621,6 +628,8 @@ help_wait(void *ctx, pk_future *f, uint64_t deadline)
     bool may_help = depth < PK__TP_NEST;
     bool may_take_next = depth < 2 * PK__TP_NEST;
 
+    pk_future *outer = atomic_load(&w->waiting_on); /* nested waits */
+
     atomic_store(&w->waiting_on, f);
     if (!may_help)
         give_back_batch(tp, w);
@@ -629,7 +638,7 @@ help_wait(void *ctx, pk_future *f, uint64_t deadline)
             continue;
         if (!may_help && may_take_next) {
             struct tp_task t;
-            if (take_next(w, &t)) {
+            if (take_next(w, &t) || steal_next(tp, w, &t)) {
                 run_one(tp, &t);
                 continue;
             }
@@ -657,7 +666,7 @@ help_wait(void *ctx, pk_future *f, uint64_t deadline)
             compensate(tp, -1);
         atomic_fetch_add(&tp->active, 1);
     }
-    atomic_store(&w->waiting_on, NULL);
+    atomic_store(&w->waiting_on, outer);
     return rc;
 }
 
