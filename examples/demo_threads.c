@@ -141,11 +141,13 @@ thread_per_use(void *arg)
     return 0;
 }
 
-int
-demo_row_thread(struct demo_ctx *ctx, struct demo_result *out)
+/* Measures per_use against the same tiny task on a pooled thread. */
+static int
+tiny_row_run(struct demo_ctx *ctx, struct demo_result *out,
+             demo_op_fn per_use)
 {
     struct tiny_row r = { NULL, out, 1 };
-    struct demo_pair pair = { thread_per_use, tiny_pooled, &r };
+    struct demo_pair pair = { per_use, tiny_pooled, &r };
     int rc;
 
     if (tiny_pool(&r, out))
@@ -153,6 +155,12 @@ demo_row_thread(struct demo_ctx *ctx, struct demo_result *out)
     rc = demo_measure(ctx, &pair, out);
     pk_threadpool_destroy(r.tp);
     return rc;
+}
+
+int
+demo_row_thread(struct demo_ctx *ctx, struct demo_result *out)
+{
+    return tiny_row_run(ctx, out, thread_per_use);
 }
 
 /* ---- row: process ------------------------------------------------------- */
@@ -188,15 +196,7 @@ process_per_use(void *arg)
 int
 demo_row_process(struct demo_ctx *ctx, struct demo_result *out)
 {
-    struct tiny_row r = { NULL, out, 1 };
-    struct demo_pair pair = { process_per_use, tiny_pooled, &r };
-    int rc;
-
-    if (tiny_pool(&r, out))
-        return -1;
-    rc = demo_measure(ctx, &pair, out);
-    pk_threadpool_destroy(r.tp);
-    return rc;
+    return tiny_row_run(ctx, out, process_per_use);
 }
 
 /* ---- row: io-scaling ---------------------------------------------------- */

@@ -9,6 +9,8 @@
 
 #include <poolkit/threadpool.h>
 
+#include "test_util.h"
+
 #include <dirent.h>
 #include <pthread.h>
 #include <sched.h>
@@ -621,12 +623,6 @@ test_true_cycle_gets_edeadlk(void **state)
 
 /* ---- per-task limits, slow and stuck tasks, timing stats ------------- */
 
-static void
-sleep_ms(long ms)
-{
-    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-    nanosleep(&ts, NULL);
-}
 
 static void
 test_task_not_started_in_time_is_dropped(void **state)

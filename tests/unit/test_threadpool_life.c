@@ -33,27 +33,8 @@
 
 #include "alloc.h"
 
-/* A child forked from a threaded parent can hang in the sanitizer's
- * allocator, so under ASan/TSan such a child only checks PK_EFORKED
- * (as in test_pool_faults.c). */
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define SANITIZED 1
-#endif
-#endif
-#ifndef SANITIZED
-#define SANITIZED 0
-#endif
+#include "test_util.h"
 
-static void
-sleep_ms(long ms)
-{
-    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-    while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
-        ;
-}
 
 /* ---- tasks ------------------------------------------------------------- */
 
