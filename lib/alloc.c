@@ -4,7 +4,6 @@
 #include "alloc.h"
 
 #include <stdlib.h>
-#include <string.h>
 
 #ifdef PK_TESTING
 #include <stdatomic.h>
@@ -72,15 +71,4 @@ pk__free(void *p)
         atomic_fetch_sub(&live, 1);
 #endif
     free(p);
-}
-
-char *
-pk__strdup(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *d = pk__alloc(n);
-
-    if (d)
-        memcpy(d, s, n);
-    return d;
 }

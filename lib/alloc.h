@@ -11,7 +11,6 @@
 void *pk__alloc(size_t size);
 void *pk__calloc(size_t n, size_t size);
 void pk__free(void *p);
-char *pk__strdup(const char *s);
 
 #ifdef PK_TESTING
 /* Test-only, never in an installed library: fail the k-th allocation from
