@@ -9,6 +9,7 @@
 #ifndef PK_POOLS_THREAD_RING_H
 #define PK_POOLS_THREAD_RING_H
 
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -73,11 +74,17 @@ tp_ring_capacity(const struct tp_ring *r)
     return r->mask + 1;
 }
 
-/* Returns false if the ring is full. */
-static inline bool
+/* Pushes into a cell the caller has reserved (threadpool.c: `used`
+ * never exceeds the capacity), so it cannot fail. The cell at the tail
+ * may still be held by a popper of the previous lap that has claimed it
+ * but not yet handed it back (it was preempted between the two steps),
+ * while pops of later cells already freed the reservation count: then
+ * wait for that popper instead of calling the ring full. */
+static inline void
 tp_ring_push(struct tp_ring *r, const struct tp_task *t)
 {
     size_t pos = atomic_load_explicit(&r->tail, memory_order_relaxed);
+    unsigned spins = 0;
 
     for (;;) {
         struct tp_cell *c = &r->cells[pos & r->mask];
@@ -90,13 +97,13 @@ tp_ring_push(struct tp_ring *r, const struct tp_task *t)
                 c->t = *t;
                 atomic_store_explicit(&c->seq, pos + 1,
                                       memory_order_release);
-                return true;
+                return;
             }
-        } else if (dif < 0) {
-            return false;
-        } else {
-            pos = atomic_load_explicit(&r->tail, memory_order_relaxed);
+            continue;
         }
+        if (dif < 0 && ++spins > 64)
+            sched_yield(); /* the popper of this cell is off the CPU */
+        pos = atomic_load_explicit(&r->tail, memory_order_relaxed);
     }
 }
 

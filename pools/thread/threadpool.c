@@ -68,6 +68,8 @@ struct tp_worker {
      * the future it waits on. */
     _Atomic(pk_future *) stack[2 * PK__TP_NEST + 2];
     _Atomic int depth;
+    int nest;                        /* tasks on this thread's stack, with
+                                        or without a future (owner only) */
     _Atomic(pk_future *) waiting_on;
     struct tp_worker *next_all;      /* tp->all_workers, under glock */
     /* The running task, for the watchdog (under glock, set only while
@@ -217,7 +219,8 @@ static bool
 put_next(struct pk_threadpool *tp, struct tp_worker *w,
          const struct tp_task *t)
 {
-    if (atomic_load_explicit(&w->next_state, memory_order_relaxed) != 0)
+    /* acquire: a thief's copy out of the slot is done before we refill */
+    if (atomic_load_explicit(&w->next_state, memory_order_acquire) != 0)
         return false;
     w->next = *t;
     atomic_fetch_add(&tp->next_pushed, 1);
@@ -296,10 +299,17 @@ publish(struct pk_threadpool *tp, struct tp_worker *w, uint64_t start,
     pk__lock_release(&tp->glock);
 }
 
+/* Helping stops at twice PK__TP_NEST, but caller-runs submits from a
+ * task nest without bound: those past the stack's end are not recorded
+ * (*d = -1), so cycle checks cannot see them. */
 static void
 push_stack(struct tp_worker *w, pk_future *f, int *d)
 {
     *d = atomic_load_explicit(&w->depth, memory_order_relaxed);
+    if (*d >= (int)(sizeof w->stack / sizeof w->stack[0])) {
+        *d = -1;
+        return;
+    }
     atomic_store(&w->stack[*d], f);
     atomic_store(&w->depth, *d + 1);
 }
@@ -307,6 +317,8 @@ push_stack(struct tp_worker *w, pk_future *f, int *d)
 static void
 pop_stack(struct tp_worker *w, int d)
 {
+    if (d < 0)
+        return;
     atomic_store(&w->depth, d);
     atomic_store(&w->stack[d], NULL);
 }
@@ -343,12 +355,18 @@ run_task(struct pk_threadpool *tp, struct tp_task *t, struct tally *n)
     }
     if (watch)
         publish(tp, w, t0, t);
-    if (w && t->fut)
-        push_stack(w, t->fut, &d);
+    if (w) {
+        w->nest++;
+        if (t->fut)
+            push_stack(w, t->fut, &d);
+    }
     rc = pk_task_run(&t->task, tp->registry, t->fut, tp->event,
                      tp->event_user);
-    if (w && t->fut)
-        pop_stack(w, d);
+    if (w) {
+        w->nest--;
+        if (t->fut)
+            pop_stack(w, d);
+    }
     if (watch)
         publish(tp, w, 0, t);
     if (t->enq_ns)
@@ -432,9 +450,19 @@ run_batch(struct pk_threadpool *tp, struct tp_worker *w)
 static void
 give_back_batch(struct pk_threadpool *tp, struct tp_worker *w)
 {
+    size_t n = 0;
+
     while (w->batch_next < w->batch_n && reserve(tp, 1)) {
         tp_ring_push(&tp->q, &w->batch[w->batch_n - 1]);
         w->batch_n--;
+        n++;
+    }
+    /* Each was counted once when first pushed: the push just made counts
+     * it again, so count it finished once here (after the push, so that
+     * finished never overtakes the pushes). */
+    if (n) {
+        finish(tp, n);
+        maybe_wake(tp);
     }
 }
 
@@ -493,7 +521,7 @@ runner_of(struct pk_threadpool *tp, pk_future *f)
 {
     for (struct tp_worker *r = tp->all_workers; r; r = r->next_all) {
         int d = atomic_load(&r->depth);
-        for (int i = 0; i < d && i <= 2 * PK__TP_NEST + 1; i++)
+        for (int i = 0; i < d; i++)
             if (atomic_load(&r->stack[i]) == f)
                 return r;
     }
@@ -613,6 +641,64 @@ compensate(struct pk_threadpool *tp, int delta)
         wake_one(tp);
 }
 
+/* Sets what w is blocked on. Under glock: a cycle check reads other
+ * workers' waiting_on and looks into those futures, so one must stay
+ * alive (its waiter holds it until this reset) while a check that saw it
+ * runs. */
+static void
+set_waiting_on(struct pk_threadpool *tp, struct tp_worker *w, pk_future *f)
+{
+    pk__lock_acquire(&tp->glock);
+    atomic_store(&w->waiting_on, f);
+    pk__lock_release(&tp->glock);
+}
+
+/* Runs one task that may help f finish, within the nesting bounds:
+ * below PK__TP_NEST tasks on this stack anything; below twice that only
+ * next slots (most often the very child awaited). */
+static bool
+help_within_bounds(struct pk_threadpool *tp, struct tp_worker *w)
+{
+    struct tp_task t;
+
+    if (w->nest < PK__TP_NEST)
+        return help_one(tp, w);
+    if (w->nest < 2 * PK__TP_NEST &&
+        (take_next(w, &t) || steal_next(tp, w, &t))) {
+        run_one(tp, &t);
+        return true;
+    }
+    return false;
+}
+
+/* Blocks on f for up to 10 ms (re-looking for work and cycles then: both
+ * can appear without touching f), counted out of `active` so that a
+ * submitter wakes or starts another worker meanwhile. Returns
+ * PK_EDEADLK, PK_ETIMEDOUT or 0. */
+static int
+block_on(struct pk_threadpool *tp, struct tp_worker *w, pk_future *f,
+         uint64_t deadline)
+{
+    uint64_t now, until;
+    bool comp;
+
+    if (is_cycle(tp, w, f))
+        return PK_EDEADLK;
+    now = pk__now_ns();
+    if (now >= deadline)
+        return PK_ETIMEDOUT;
+    until = now + 10000000u;
+    comp = queue_nonempty(tp) || next_waiting(tp);
+    atomic_fetch_sub(&tp->active, 1);
+    if (comp)
+        compensate(tp, 1); /* queued work, and we may not help */
+    (void)pk__future_wait_until(f, until < deadline ? until : deadline);
+    if (comp)
+        compensate(tp, -1);
+    atomic_fetch_add(&tp->active, 1);
+    return 0;
+}
+
 /* The wait helper of a worker thread (lib/future_int.h). */
 static int
 help_wait(void *ctx, pk_future *f, uint64_t deadline)
@@ -621,52 +707,18 @@ help_wait(void *ctx, pk_future *f, uint64_t deadline)
     struct pk_threadpool *tp = w->tp;
     int rc = 0;
 
-    /* Helping is bounded: past PK__TP_NEST tasks on this stack, only the
-     * next slot (most often the very child awaited) is run, up to twice
-     * that depth; past that, park. */
-    int depth = atomic_load(&w->depth);
-    bool may_help = depth < PK__TP_NEST;
-    bool may_take_next = depth < 2 * PK__TP_NEST;
-
-    pk_future *outer = atomic_load(&w->waiting_on); /* nested waits */
-
-    atomic_store(&w->waiting_on, f);
-    if (!may_help)
+    if (w->nest >= PK__TP_NEST)
         give_back_batch(tp, w);
-    while (!pk__future_done(f)) {
-        if (may_help && help_one(tp, w))
+    while (rc == 0 && !pk__future_done(f)) {
+        if (help_within_bounds(tp, w))
             continue;
-        if (!may_help && may_take_next) {
-            struct tp_task t;
-            if (take_next(w, &t) || steal_next(tp, w, &t)) {
-                run_one(tp, &t);
-                continue;
-            }
-        }
-        if (is_cycle(tp, w, f)) {
-            rc = PK_EDEADLK;
-            break;
-        }
-        uint64_t now = pk__now_ns();
-        if (now >= deadline) {
-            rc = PK_ETIMEDOUT;
-            break;
-        }
-        /* Nothing to help with: park, counted out of `active` so that a
-         * submitter wakes or starts another worker meanwhile. Re-look
-         * for work and cycles every 10 ms: both can appear without
-         * touching f. */
-        uint64_t until = now + 10000000u;
-        bool comp = queue_nonempty(tp) || next_waiting(tp);
-        atomic_fetch_sub(&tp->active, 1);
-        if (comp)
-            compensate(tp, 1); /* queued work, and we may not help */
-        (void)pk__future_wait_until(f, until < deadline ? until : deadline);
-        if (comp)
-            compensate(tp, -1);
-        atomic_fetch_add(&tp->active, 1);
+        /* Shown to cycle checks only while blocked: while this worker
+         * runs a helped task it is not stuck on f, and a chain followed
+         * through it would find a cycle that is not there. */
+        set_waiting_on(tp, w, f);
+        rc = block_on(tp, w, f, deadline);
+        set_waiting_on(tp, w, NULL);
     }
-    atomic_store(&w->waiting_on, outer);
     return rc;
 }
 

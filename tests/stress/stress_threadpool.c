@@ -431,30 +431,10 @@ do_stats(struct worker *w)
     *p = st;
 }
 
-static bool
-cancel_enabled(void)
-{
-    static atomic_flag said = ATOMIC_FLAG_INIT;
-    const char *e = getenv("PK_STRESS_TP_CANCEL");
-
-    if (e && *e == '1')
-        return true;
-    if (!atomic_flag_test_and_set(&said))
-        printf("stress_threadpool: mid-run CANCEL shutdown off (known "
-               "lost-task bug, issue #4); PK_STRESS_TP_CANCEL=1 turns it "
-               "on\n");
-    return false;
-}
-
 static void
 do_shutdown(struct worker *w)
 {
-    /* A CANCEL shutdown while other threads still submit, wait and
-     * resize loses a few tasks now and then (a future never completes;
-     * seen about once in four plain runs; not found yet, issue #4 stays
-     * open): until it is fixed the mid-run shutdown drains. CANCEL is
-     * covered by test_threadpool.c and test_threadpool_life.c. */
-    bool cancel = cancel_enabled() && pk_prng_chance(&w->rng, 500);
+    bool cancel = pk_prng_chance(&w->rng, 500);
     int rc = pk_threadpool_shutdown(w->ep->tp,
                                     cancel ? PK_SHUTDOWN_CANCEL
                                            : PK_SHUTDOWN_DRAIN,
