@@ -1,0 +1,167 @@
+/* pools/thread/tp_int.h - the thread pool's parts, shared by its files:
+ * queue.c (lanes, reservations, next slots), worker.c (running tasks,
+ * helping while waiting, waking), watchdog.c, and threadpool.c (the
+ * public calls). Not installed. */
+#ifndef PK_POOLS_THREAD_TP_INT_H
+#define PK_POOLS_THREAD_TP_INT_H
+
+#include <poolkit/threadpool.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "future_int.h"
+#include "hist.h"
+#include "ring.h"
+#include "sync.h"
+
+#define PK__TP_MAGIC 0x74706f6fu
+/* Rounds a worker spins on an empty queue before it parks. */
+#define PK__TP_SPINS 200
+/* Tasks a worker takes from the queue at once, at most. */
+#define PK__TP_BATCH 16
+/* Tasks a waiting worker runs nested on its stack, at most. */
+#define PK__TP_NEST 16
+
+struct tp_worker {
+    struct pk_threadpool *tp;
+    pthread_t thread;
+    pk__parker park;    /* 1 = lease given, 2 = stop */
+    pk_lease lease;     /* written by the waker before the wake */
+    _Atomic bool self_exit; /* destroyed from its own thread: detach */
+    /* Tasks popped but not yet run: the worker's own, so a task of the
+     * batch that waits on another of it runs that one itself. */
+    struct tp_task batch[PK__TP_BATCH];
+    size_t batch_next, batch_n;
+    size_t batch_ran;        /* of the batch, run here (not given back) */
+    /* For deadlock detection (read by other workers, hence atomic): the
+     * futures of the tasks on this worker's stack, innermost last, and
+     * the future it waits on. */
+    _Atomic(pk_future *) stack[2 * PK__TP_NEST + 2];
+    _Atomic int depth;
+    int nest;                        /* tasks on this thread's stack, with
+                                        or without a future (owner only) */
+    _Atomic(pk_future *) waiting_on;
+    struct tp_worker *next_all;      /* tp->all_workers, under glock */
+    /* The running task, for the watchdog (under glock, set only while
+     * the watchdog runs or the task has a run limit). */
+    uint64_t cur_start;              /* 0: nothing watched */
+    uint64_t cur_limit_ns;
+    pk_future *cur_fut;
+    bool cur_flagged, cur_slow;
+    _Atomic bool detached;           /* given up as stuck */
+    /* The "next" slot (Go's runnext): a task with a future submitted by
+     * the task running here goes here, so that when that task waits on
+     * it, it runs at once on this stack instead of behind the whole
+     * queue. 0 empty, 1 full, 2 being taken (by the owner, or by an idle
+     * worker stealing it). */
+    _Atomic int next_state;
+    struct tp_task next;
+    struct pk__wait_helper helper;
+};
+
+struct pk_threadpool {
+    unsigned magic;
+    unsigned fork_epoch;
+    _Atomic int refs;
+    pk_pool *workers;
+    pk_registry *registry;
+    pk_event_fn event;
+    void *event_user;
+    void (*worker_init)(void *);
+    void (*worker_exit)(void *);
+    void *user;
+    int full_policy;
+    int submit_timeout_ms;
+    _Atomic size_t max_threads; /* read unlocked by pk__tp_wake_one */
+    size_t min_threads;        /* under rlock */
+    size_t comp;               /* compensating workers allowed, rlock */
+    _Atomic size_t ncomp;      /* the same, for pk__tp_wake_one's unlocked read */
+    pk__lock rlock;            /* serialises sizing of the core pool */
+
+    /* The queue, its counters, and the waits on them. */
+    struct tp_ring q;
+    size_t cap;                /* tp_ring_capacity(&q) */
+    char pad0[64];
+    _Atomic size_t used;       /* cells reserved by submitters, not yet
+                                  given back by a worker's pop */
+    _Atomic size_t submitting; /* submits between their check of closed
+                                  and their push */
+    _Atomic bool closed;
+    char padf[64];
+    _Atomic size_t finished;   /* tasks run or cancelled after a pop */
+    _Atomic size_t next_pushed; /* tasks that went to a "next" slot */
+    pk__hist wait_hist, run_hist;   /* sampled */
+    _Atomic uint64_t st_expired, st_detached;
+    /* The watchdog: slow tasks, stuck workers, run limits. */
+    uint64_t slow_ns, stuck_ns;    /* UINT64_MAX: off */
+    _Atomic bool watch;            /* workers publish their running task */
+    bool wd_running, pk__tp_wd_stop;      /* under glock */
+    pthread_t wd;
+    pk__cv wd_cv;
+    pk__cv not_full;           /* a worker freed cells */
+    pk__cv idle;               /* finished caught up with the pushes */
+    pk__lock qlock;            /* only for `exited` */
+    pk__lock glock;            /* the list of workers, for cycle checks */
+    struct tp_worker *all_workers;
+    _Atomic size_t threads;    /* worker threads not yet exited */
+    pk__cv exited;             /* threads went down */
+
+    char pad1[64];
+    _Atomic size_t active;     /* workers holding their lease */
+    _Atomic size_t spinning;   /* awake workers looking for work */
+    _Atomic size_t alive;      /* workers spawned and not yet stopped */
+    _Atomic bool growing;      /* an async ticket is out */
+
+    /* Stats, relaxed atomics: submitters write the first line, workers
+     * the second (once per batch). */
+    char pad2[64];
+    _Atomic uint64_t st_submitted;
+    _Atomic uint64_t st_rejected;
+    char pad3[64];
+    _Atomic uint64_t st_completed;
+    _Atomic uint64_t st_failed, st_cancelled;
+};
+
+
+struct tally {
+    uint64_t completed, cancelled, failed;
+};
+
+/* The worker running on this thread, if any (thread-local, set by
+ * worker_main): tasks it runs are pushed on its stack for cycle checks. */
+extern _Thread_local struct tp_worker *pk__tp_self;
+
+/* queue.c */
+bool pk__tp_queue_nonempty(struct pk_threadpool *tp);
+bool pk__tp_reserve(struct pk_threadpool *tp, size_t n);
+void pk__tp_unreserve(struct pk_threadpool *tp, size_t n);
+size_t pk__tp_all_pushed(struct pk_threadpool *tp);
+void pk__tp_finish(struct pk_threadpool *tp, size_t n);
+bool pk__tp_all_finished(struct pk_threadpool *tp);
+bool pk__tp_put_next(struct pk_threadpool *tp, struct tp_worker *w,
+                     const struct tp_task *t);
+bool pk__tp_take_next(struct tp_worker *w, struct tp_task *out);
+bool pk__tp_steal_next(struct pk_threadpool *tp, struct tp_worker *self,
+                       struct tp_task *out);
+
+/* worker.c */
+void pk__tp_run_task(struct pk_threadpool *tp, struct tp_task *t,
+                     struct tally *n);
+void pk__tp_tally_add(struct pk_threadpool *tp, const struct tally *n);
+int pk__tp_apply_size_locked(struct pk_threadpool *tp);
+int pk__tp_worker_create(void *user, void **res, pk_error *err);
+void pk__tp_worker_destroy(void *user, void *res);
+void pk__tp_wake_one(struct pk_threadpool *tp);
+void pk__tp_maybe_wake(struct pk_threadpool *tp);
+
+/* watchdog.c */
+int pk__tp_wd_start_locked(struct pk_threadpool *tp);
+void pk__tp_wd_stop(struct pk_threadpool *tp);
+
+/* threadpool.c */
+void pk__tp_unref(struct pk_threadpool *tp);
+
+#endif /* PK_POOLS_THREAD_TP_INT_H */

@@ -1,0 +1,125 @@
+/* pools/thread/watchdog.c - slow tasks, stuck workers and run limits. */
+#define _GNU_SOURCE /* pthread_setname_np */
+#include "alloc.h"
+#include "tp_int.h"
+
+/* ---- the watchdog ----------------------------------------------------- */
+
+#define PK__WD_BATCH 32
+
+struct wd_work {
+    pk_event ev[PK__WD_BATCH];
+    size_t n_ev;
+    struct tp_worker *stuck[PK__WD_BATCH];
+    pk_lease lease[PK__WD_BATCH];
+    size_t n_stuck;
+};
+
+/* Looks at one running task. glock held. */
+static void
+watch_one(struct pk_threadpool *tp, struct tp_worker *w, uint64_t now,
+          struct wd_work *wk)
+{
+    uint64_t ran = now - w->cur_start;
+
+    if (w->cur_limit_ns && ran >= w->cur_limit_ns && !w->cur_flagged) {
+        w->cur_flagged = true;
+        if (w->cur_fut)
+            pk_future_cancel(w->cur_fut); /* running: raises its flag */
+    }
+    if (ran >= tp->slow_ns && !w->cur_slow && wk->n_ev < PK__WD_BATCH) {
+        w->cur_slow = true;
+        wk->ev[wk->n_ev++] = (pk_event){ PK_EVENT_SLOW_TASK, w, NULL, 0,
+                                         ran, NULL };
+    }
+    if (ran >= tp->stuck_ns && !atomic_load(&w->detached) &&
+        wk->n_stuck < PK__WD_BATCH && wk->n_ev < PK__WD_BATCH) {
+        atomic_store(&w->detached, true);
+        wk->stuck[wk->n_stuck] = w;
+        wk->lease[wk->n_stuck++] = w->lease;
+        wk->ev[wk->n_ev++] = (pk_event){ PK_EVENT_HELD_TOO_LONG, w, NULL,
+                                         0, ran, NULL };
+    }
+}
+
+/* Gives up stuck workers: the core forgets them (DETACH), which makes
+ * room for a replacement, woken at once if work waits. */
+static void
+give_up(struct pk_threadpool *tp, struct wd_work *wk)
+{
+    for (size_t i = 0; i < wk->n_stuck; i++) {
+        pk_pool_release(tp->workers, &wk->lease[i], PK_RELEASE_DETACH);
+        atomic_fetch_sub(&tp->alive, 1);
+        atomic_fetch_add_explicit(&tp->st_detached, 1, memory_order_relaxed);
+    }
+    if (wk->n_stuck && pk__tp_queue_nonempty(tp))
+        pk__tp_wake_one(tp);
+}
+
+static uint64_t
+wd_period(struct pk_threadpool *tp)
+{
+    uint64_t p = tp->slow_ns < tp->stuck_ns ? tp->slow_ns : tp->stuck_ns;
+
+    p = p == UINT64_MAX ? 5000000u : p / 4; /* run limits: 5 ms steps */
+    if (p < 1000000u)
+        p = 1000000u;
+    return p > 100000000u ? 100000000u : p;
+}
+
+static void *
+wd_main(void *arg)
+{
+    struct pk_threadpool *tp = arg;
+    struct wd_work wk;
+    uint64_t period = wd_period(tp);
+
+    pthread_setname_np(pthread_self(), "pk-watchdog");
+    pk__lock_acquire(&tp->glock);
+    while (!tp->pk__tp_wd_stop) {
+        uint64_t now = pk__now_ns();
+        wk.n_ev = wk.n_stuck = 0;
+        for (struct tp_worker *w = tp->all_workers; w; w = w->next_all)
+            if (w->cur_start)
+                watch_one(tp, w, now, &wk);
+        pk__lock_release(&tp->glock);
+        give_up(tp, &wk);
+        for (size_t i = 0; tp->event && i < wk.n_ev; i++)
+            tp->event(tp->event_user, &wk.ev[i]);
+        pk__lock_acquire(&tp->glock);
+        if (!tp->pk__tp_wd_stop)
+            pk__cv_wait_until(&tp->wd_cv, &tp->glock, pk__now_ns() + period);
+    }
+    pk__lock_release(&tp->glock);
+    return NULL;
+}
+
+/* Starts the watchdog once. glock held. */
+int
+pk__tp_wd_start_locked(struct pk_threadpool *tp)
+{
+    int rc;
+
+    if (tp->wd_running)
+        return 0;
+    rc = pthread_create(&tp->wd, NULL, wd_main, tp);
+    if (rc)
+        return -rc;
+    tp->wd_running = true;
+    return 0;
+}
+
+void
+pk__tp_wd_stop(struct pk_threadpool *tp)
+{
+    bool join;
+
+    pk__lock_acquire(&tp->glock);
+    join = tp->wd_running;
+    tp->pk__tp_wd_stop = true;
+    tp->wd_running = false;
+    pk__lock_release(&tp->glock);
+    pk__cv_broadcast(&tp->wd_cv);
+    if (join)
+        pthread_join(tp->wd, NULL);
+}

@@ -1,0 +1,684 @@
+/* pools/thread/worker.c - worker threads: running tasks, helping while
+ * waiting on a future of the same pool, and waking. */
+#define _GNU_SOURCE /* pthread_setname_np */
+#include <sched.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "tp_int.h"
+
+_Thread_local struct tp_worker *pk__tp_self;
+
+/* Drops a task that was not started in time. */
+static void
+expire(struct pk_threadpool *tp, struct tp_task *t)
+{
+    atomic_fetch_add_explicit(&tp->st_expired, 1, memory_order_relaxed);
+    if (t->fut) {
+        pk_future_fail(t->fut, PK_ETIMEDOUT, 0,
+                       "not started within %u ms", t->start_within_ms);
+    } else if (tp->event) {
+        pk_error e;
+        pk_event ev = { PK_EVENT_FUTURE_UNREAD, NULL, NULL, 0, 0, &e };
+        pk_error_set(&e, PK_ETIMEDOUT, 0, "not started within %u ms",
+                     t->start_within_ms);
+        tp->event(tp->event_user, &ev);
+    }
+}
+
+/* Shows the running task to the watchdog (or hides it: start 0). */
+static void
+publish(struct pk_threadpool *tp, struct tp_worker *w, uint64_t start,
+        const struct tp_task *t)
+{
+    pk__lock_acquire(&tp->glock);
+    w->cur_start = start;
+    w->cur_fut = start ? t->fut : NULL;
+    w->cur_limit_ns = start ? (uint64_t)t->run_limit_ms * 1000000u : 0;
+    w->cur_flagged = false;
+    w->cur_slow = false;
+    pk__lock_release(&tp->glock);
+}
+
+/* Helping stops at twice PK__TP_NEST, but caller-runs submits from a
+ * task nest without bound: those past the stack's end are not recorded
+ * (*d = -1), so cycle checks cannot see them. */
+static void
+push_stack(struct tp_worker *w, pk_future *f, int *d)
+{
+    *d = atomic_load_explicit(&w->depth, memory_order_relaxed);
+    if (*d >= (int)(sizeof w->stack / sizeof w->stack[0])) {
+        *d = -1;
+        return;
+    }
+    atomic_store(&w->stack[*d], f);
+    atomic_store(&w->depth, *d + 1);
+}
+
+static void
+pop_stack(struct tp_worker *w, int d)
+{
+    if (d < 0)
+        return;
+    atomic_store(&w->depth, d);
+    atomic_store(&w->stack[d], NULL);
+}
+
+static void
+count(struct tally *n, int rc)
+{
+    if (rc == 0)
+        n->completed++;
+    else if (rc == PK_ECANCELED)
+        n->cancelled++;
+    else
+        n->failed++;
+}
+
+void
+pk__tp_run_task(struct pk_threadpool *tp, struct tp_task *t, struct tally *n)
+{
+    struct tp_worker *w = pk__tp_self;
+    bool watch = w && (t->run_limit_ms || atomic_load_explicit(
+                                              &tp->watch,
+                                              memory_order_relaxed));
+    uint64_t t0 = (t->enq_ns || watch) ? pk__now_ns() : 0;
+    int d = 0, rc;
+
+    if (t->enq_ns) {
+        pk__hist_add(&tp->wait_hist, t0 - t->enq_ns);
+        if (t->start_within_ms &&
+            t0 - t->enq_ns > (uint64_t)t->start_within_ms * 1000000u) {
+            expire(tp, t);
+            n->failed++; /* its future failed: expired is part of failed */
+            goto out;
+        }
+    }
+    if (watch)
+        publish(tp, w, t0, t);
+    if (w) {
+        w->nest++;
+        if (t->fut)
+            push_stack(w, t->fut, &d);
+    }
+    rc = pk_task_run(&t->task, tp->registry, t->fut, tp->event,
+                     tp->event_user);
+    if (w) {
+        w->nest--;
+        if (t->fut)
+            pop_stack(w, d);
+    }
+    if (watch)
+        publish(tp, w, 0, t);
+    if (t->enq_ns)
+        pk__hist_add(&tp->run_hist, pk__now_ns() - t0);
+    count(n, rc);
+out:
+    pk_future_release(t->fut);
+    pk__free(t->copy);
+}
+
+void
+pk__tp_tally_add(struct pk_threadpool *tp, const struct tally *n)
+{
+    if (n->completed)
+        atomic_fetch_add_explicit(&tp->st_completed, n->completed,
+                                  memory_order_relaxed);
+    if (n->cancelled)
+        atomic_fetch_add_explicit(&tp->st_cancelled, n->cancelled,
+                                  memory_order_relaxed);
+    if (n->failed)
+        atomic_fetch_add_explicit(&tp->st_failed, n->failed,
+                                  memory_order_relaxed);
+}
+
+/* ---- workers ---------------------------------------------------------- */
+
+/* Takes tasks into the worker's batch: one, unless the queue is long (at
+ * least 4 tasks per thread), then up to PK__TP_BATCH. A private batch
+ * hides its tasks from idle workers, new workers and resizes behind a
+ * task that blocks; with a short queue that would cost parallelism, with
+ * a long one there is work for everybody anyway, and batches save the
+ * counters' cache-line traffic. Returns how many. */
+static size_t
+pop_batch(struct pk_threadpool *tp, struct tp_worker *w)
+{
+    size_t m = atomic_load_explicit(&tp->max_threads, memory_order_relaxed);
+    size_t k = tp_ring_count(&tp->q) / (4 * (m ? m : 1)), n = 0;
+
+    if (k > PK__TP_BATCH)
+        k = PK__TP_BATCH;
+    if (k == 0)
+        k = 1;
+    while (n < k && tp_ring_pop(&tp->q, &w->batch[n]))
+        n++;
+    if (n)
+        pk__tp_unreserve(tp, n);
+    w->batch_next = 0;
+    w->batch_n = n;
+    return n;
+}
+
+static void
+run_one(struct pk_threadpool *tp, struct tp_task *t)
+{
+    struct tally n = { 0, 0, 0 };
+
+    pk__tp_run_task(tp, t, &n);
+    pk__tp_tally_add(tp, &n);
+    pk__tp_finish(tp, 1);
+}
+
+/* Runs the rest of the worker's batch (a nested wait may run some). */
+static void
+run_batch(struct pk_threadpool *tp, struct tp_worker *w)
+{
+    struct tally n = { 0, 0, 0 };
+
+    w->batch_ran = 0;
+    while (w->batch_next < w->batch_n) {
+        struct tp_task t = w->batch[w->batch_next++];
+        w->batch_ran++;
+        pk__tp_run_task(tp, &t, &n);
+    }
+    pk__tp_tally_add(tp, &n);
+    pk__tp_finish(tp, w->batch_ran);
+}
+
+/* Gives the unrun part of the batch back to the queue (where room is):
+ * a worker that may not help any more must not sit on tasks that others
+ * could run, its own awaited ones among them. */
+static void
+give_back_batch(struct pk_threadpool *tp, struct tp_worker *w)
+{
+    size_t n = 0;
+
+    while (w->batch_next < w->batch_n && pk__tp_reserve(tp, 1)) {
+        tp_ring_push(&tp->q, &w->batch[w->batch_n - 1]);
+        w->batch_n--;
+        n++;
+    }
+    /* Each was counted once when first pushed: the push just made counts
+     * it again, so count it finished once here (after the push, so that
+     * finished never overtakes the pushes). */
+    if (n) {
+        pk__tp_finish(tp, n);
+        pk__tp_maybe_wake(tp);
+    }
+}
+
+/* Runs queued tasks until the queue stays empty through a short spin. */
+static void
+drain(struct pk_threadpool *tp, struct tp_worker *w)
+{
+    int idle_rounds = 0;
+
+    for (;;) {
+        struct tp_task t;
+        if (atomic_load_explicit(&w->detached, memory_order_relaxed))
+            return; /* given up as stuck: the pool has a replacement */
+        if (pk__tp_take_next(w, &t)) {
+            run_one(tp, &t);
+            idle_rounds = 0;
+            continue;
+        }
+        if (pop_batch(tp, w)) {
+            run_batch(tp, w);
+            idle_rounds = 0;
+            continue;
+        }
+        if (pk__tp_steal_next(tp, w, &t)) {
+            run_one(tp, &t);
+            idle_rounds = 0;
+            continue;
+        }
+        /* Wait for more, briefly: pause first (work often follows at
+         * once), then yield, so that a submitter sharing this core runs
+         * instead of us spinning against it. */
+        atomic_fetch_add(&tp->spinning, 1);
+        atomic_thread_fence(memory_order_seq_cst);
+        while (!pk__tp_queue_nonempty(tp)) {
+            if (++idle_rounds > PK__TP_SPINS) {
+                atomic_fetch_sub(&tp->spinning, 1);
+                return;
+            }
+            if (idle_rounds < 64) {
+#if defined(__x86_64__) || defined(__i386__)
+                __builtin_ia32_pause();
+#endif
+            } else {
+                sched_yield();
+            }
+        }
+        atomic_fetch_sub(&tp->spinning, 1);
+    }
+}
+
+/* ---- waiting inside a task: help instead of blocking ------------------ */
+
+/* The worker whose stack holds f, or NULL. glock held. */
+static struct tp_worker *
+runner_of(struct pk_threadpool *tp, pk_future *f)
+{
+    for (struct tp_worker *r = tp->all_workers; r; r = r->next_all) {
+        int d = atomic_load(&r->depth);
+        for (int i = 0; i < d; i++)
+            if (atomic_load(&r->stack[i]) == f)
+                return r;
+    }
+    return NULL;
+}
+
+/* Follows "f runs on R, R waits on g, g runs on ..." back to w: a cycle
+ * means f can never pk__tp_finish while w waits. Every future on the chain is
+ * unfinished, or the chain is already unwinding. */
+static bool
+cycle_once(struct pk_threadpool *tp, struct tp_worker *w, pk_future *f)
+{
+    bool cycle = false;
+
+    pk__lock_acquire(&tp->glock);
+    for (int hops = 0; f && hops < 64; hops++) {
+        struct tp_worker *r;
+        if (pk__future_done(f))
+            break;
+        r = runner_of(tp, f);
+        if (!r)
+            break;
+        if (r == w) {
+            cycle = true;
+            break;
+        }
+        f = atomic_load(&r->waiting_on);
+    }
+    pk__lock_release(&tp->glock);
+    return cycle;
+}
+
+static bool
+is_cycle(struct pk_threadpool *tp, struct tp_worker *w, pk_future *f)
+{
+    /* The chain is read while others move; a real cycle is stable (all
+     * its workers are blocked), so seeing it twice rules out a race. */
+    if (!cycle_once(tp, w, f))
+        return false;
+    sched_yield();
+    return cycle_once(tp, w, f);
+}
+
+/* Runs one task from the worker's own batch or from the queue, nested on
+ * this stack. Returns false if there was none. */
+static bool
+help_one(struct pk_threadpool *tp, struct tp_worker *w)
+{
+    struct tally n = { 0, 0, 0 };
+    struct tp_task t;
+
+    if (pk__tp_take_next(w, &t)) {
+        run_one(tp, &t);
+        return true;
+    }
+    if (w->batch_next < w->batch_n) {
+        t = w->batch[w->batch_next++];
+        w->batch_ran++;
+        pk__tp_run_task(tp, &t, &n); /* finished with the batch, in run_batch */
+        pk__tp_tally_add(tp, &n);
+        return true;
+    }
+    if (tp_ring_pop(&tp->q, &t)) {
+        pk__tp_unreserve(tp, 1);
+        pk__tp_run_task(tp, &t, &n);
+        pk__tp_tally_add(tp, &n);
+        pk__tp_finish(tp, 1);
+        return true;
+    }
+    /* Another worker's next slot: that worker may be parked waiting too,
+     * and nothing else would run it (stress_threadpool). */
+    if (pk__tp_steal_next(tp, w, &t)) {
+        run_one(tp, &t);
+        return true;
+    }
+    return false;
+}
+
+/* True if some worker's next slot holds a task (spinning workers steal
+ * them; a parked one does not). */
+static bool
+next_waiting(struct pk_threadpool *tp)
+{
+    bool any = false;
+
+    pk__lock_acquire(&tp->glock);
+    for (struct tp_worker *r = tp->all_workers; r && !any; r = r->next_all)
+        any = atomic_load_explicit(&r->next_state,
+                                   memory_order_relaxed) == 1;
+    pk__lock_release(&tp->glock);
+    return any;
+}
+
+/* Applies min/max (plus compensation) to the core pool. rlock held. */
+int
+pk__tp_apply_size_locked(struct pk_threadpool *tp)
+{
+    size_t max = atomic_load(&tp->max_threads) + tp->comp;
+
+    return pk_pool_resize(tp->workers, tp->min_threads, 0, max);
+}
+
+/* A worker that must park while work is queued (it may not help: its
+ * stack is full) lets one more worker exist meanwhile, as Java's
+ * ForkJoinPool compensates a blocked worker: otherwise every worker could
+ * wait on children that sit behind the tasks none of them may run. The
+ * extra worker retires when it next goes idle above max. */
+static void
+compensate(struct pk_threadpool *tp, int delta)
+{
+    pk__lock_acquire(&tp->rlock);
+    tp->comp = delta > 0 ? tp->comp + 1 : tp->comp - 1;
+    atomic_store(&tp->ncomp, tp->comp);
+    pk__tp_apply_size_locked(tp);
+    pk__lock_release(&tp->rlock);
+    if (delta > 0)
+        pk__tp_wake_one(tp);
+}
+
+/* Sets what w is blocked on. Under glock: a cycle check reads other
+ * workers' waiting_on and looks into those futures, so one must stay
+ * alive (its waiter holds it until this reset) while a check that saw it
+ * runs. */
+static void
+set_waiting_on(struct pk_threadpool *tp, struct tp_worker *w, pk_future *f)
+{
+    pk__lock_acquire(&tp->glock);
+    atomic_store(&w->waiting_on, f);
+    pk__lock_release(&tp->glock);
+}
+
+/* Runs one task that may help f pk__tp_finish, within the nesting bounds:
+ * below PK__TP_NEST tasks on this stack anything; below twice that only
+ * next slots (most often the very child awaited). */
+static bool
+help_within_bounds(struct pk_threadpool *tp, struct tp_worker *w)
+{
+    struct tp_task t;
+
+    if (w->nest < PK__TP_NEST)
+        return help_one(tp, w);
+    if (w->nest < 2 * PK__TP_NEST &&
+        (pk__tp_take_next(w, &t) || pk__tp_steal_next(tp, w, &t))) {
+        run_one(tp, &t);
+        return true;
+    }
+    return false;
+}
+
+/* Blocks on f for up to 10 ms (re-looking for work and cycles then: both
+ * can appear without touching f), counted out of `active` so that a
+ * submitter wakes or starts another worker meanwhile. Returns
+ * PK_EDEADLK, PK_ETIMEDOUT or 0. */
+static int
+block_on(struct pk_threadpool *tp, struct tp_worker *w, pk_future *f,
+         uint64_t deadline)
+{
+    uint64_t now, until;
+    bool comp;
+
+    if (is_cycle(tp, w, f))
+        return PK_EDEADLK;
+    now = pk__now_ns();
+    if (now >= deadline)
+        return PK_ETIMEDOUT;
+    until = now + 10000000u;
+    comp = pk__tp_queue_nonempty(tp) || next_waiting(tp);
+    atomic_fetch_sub(&tp->active, 1);
+    if (comp)
+        compensate(tp, 1); /* queued work, and we may not help */
+    (void)pk__future_wait_until(f, until < deadline ? until : deadline);
+    if (comp)
+        compensate(tp, -1);
+    atomic_fetch_add(&tp->active, 1);
+    return 0;
+}
+
+/* The wait helper of a worker thread (lib/future_int.h). */
+static int
+help_wait(void *ctx, pk_future *f, uint64_t deadline)
+{
+    struct tp_worker *w = ctx;
+    struct pk_threadpool *tp = w->tp;
+    int rc = 0;
+
+    if (w->nest >= PK__TP_NEST)
+        give_back_batch(tp, w);
+    while (rc == 0 && !pk__future_done(f)) {
+        if (help_within_bounds(tp, w))
+            continue;
+        /* Shown to cycle checks only while blocked: while this worker
+         * runs a helped task it is not stuck on f, and a chain followed
+         * through it would find a cycle that is not there. */
+        set_waiting_on(tp, w, f);
+        rc = block_on(tp, w, f, deadline);
+        set_waiting_on(tp, w, NULL);
+    }
+    return rc;
+}
+
+/* Gives the worker's lease back; returns false if the worker must exit
+ * (the pool retired it on this very thread). */
+static bool
+go_idle(struct tp_worker *w)
+{
+    struct pk_threadpool *tp = w->tp;
+    pk_lease l = w->lease;
+
+    pk_pool_release(tp->workers, &l, PK_RELEASE_OK);
+    if (atomic_load(&w->self_exit))
+        return false;
+    /* Work that arrived while we left: make sure someone runs it. */
+    if (pk__tp_queue_nonempty(tp))
+        pk__tp_wake_one(tp);
+    return true;
+}
+
+static void *
+worker_main(void *arg)
+{
+    struct tp_worker *w = arg;
+    struct pk_threadpool *tp = w->tp;
+
+    pthread_setname_np(pthread_self(), "pk-worker");
+    pk__tp_self = w;
+    w->helper.fn = help_wait;
+    w->helper.ctx = w;
+    pk__future_set_wait_helper(&w->helper);
+    pk__lock_acquire(&tp->glock);
+    w->next_all = tp->all_workers;
+    tp->all_workers = w;
+    pk__lock_release(&tp->glock);
+    if (tp->worker_init)
+        tp->worker_init(tp->user);
+    for (;;) {
+        uint32_t v = pk__park(&w->park, UINT64_MAX);
+        if (v == 2)
+            break;
+        atomic_store(&w->park.word, 0);
+        for (;;) {
+            drain(tp, w);
+            if (atomic_load(&w->detached)) {
+                struct tp_task t;
+                while (pk__tp_take_next(w, &t)) /* ours: run before leaving */
+                    run_one(tp, &t);
+                atomic_fetch_sub(&tp->active, 1);
+                goto out;
+            }
+            atomic_fetch_sub(&tp->active, 1);
+            atomic_thread_fence(memory_order_seq_cst); /* see pk__tp_maybe_wake */
+            if (!pk__tp_queue_nonempty(tp))
+                break;
+            atomic_fetch_add(&tp->active, 1);
+        }
+        if (!go_idle(w))
+            break;
+    }
+out:
+    if (tp->worker_exit)
+        tp->worker_exit(tp->user);
+    pk__lock_acquire(&tp->glock);
+    for (struct tp_worker **pp = &tp->all_workers; *pp;
+         pp = &(*pp)->next_all) {
+        if (*pp == w) {
+            *pp = w->next_all;
+            break;
+        }
+    }
+    pk__lock_release(&tp->glock);
+    pk__future_set_wait_helper(NULL);
+    pk__tp_self = NULL;
+    if (atomic_load(&w->self_exit) || atomic_load(&w->detached)) {
+        /* Nobody joins us: the pool retired us on our own thread, or
+         * forgot us as stuck. destroy waits on `threads` instead. */
+        pthread_detach(pthread_self());
+        pk__free(w);
+    }
+    /* pk_threadpool_destroy waits for this, so no hook runs after it. */
+    pk__lock_acquire(&tp->qlock);
+    atomic_fetch_sub(&tp->threads, 1);
+    pk__lock_release(&tp->qlock);
+    pk__cv_broadcast(&tp->exited);
+    pk__tp_unref(tp);
+    return NULL;
+}
+
+int
+pk__tp_worker_create(void *user, void **res, pk_error *err)
+{
+    struct pk_threadpool *tp = user;
+    struct tp_worker *w = pk__calloc(1, sizeof *w);
+    int rc;
+
+    if (!w)
+        return pk_error_set(err, PK_ENOMEM, ENOMEM, "no memory for a worker");
+    w->tp = tp;
+    atomic_fetch_add(&tp->refs, 1);
+    atomic_fetch_add(&tp->threads, 1);
+    rc = pthread_create(&w->thread, NULL, worker_main, w);
+    if (rc) {
+        atomic_fetch_sub(&tp->threads, 1);
+        atomic_fetch_sub(&tp->refs, 1);
+        pk__free(w);
+        return pk_error_set(err, PK_ECREATE, rc, "pthread_create: %s",
+                            strerror(rc));
+    }
+    atomic_fetch_add(&tp->alive, 1);
+    *res = w;
+    return 0;
+}
+
+void
+pk__tp_worker_destroy(void *user, void *res)
+{
+    struct pk_threadpool *tp = user;
+    struct tp_worker *w = res;
+
+    atomic_fetch_sub(&tp->alive, 1);
+    if (pthread_equal(w->thread, pthread_self())) {
+        /* Retired on its own release (the pool closed or shrank while it
+         * ran): it exits and frees itself. */
+        atomic_store(&w->self_exit, true);
+        return;
+    }
+    pk__park_wake(&w->park, 2);
+    pthread_join(w->thread, NULL);
+    pk__free(w);
+}
+
+
+/* ---- waking ----------------------------------------------------------- */
+
+static void
+give(struct pk_threadpool *tp, pk_lease *l)
+{
+    struct tp_worker *w = l->resource;
+
+    w->lease = *l;
+    atomic_fetch_add(&tp->active, 1);
+    pk__park_wake(&w->park, 1);
+}
+
+/* When no worker exists and none can be started (thread creation or
+ * memory failed), the thread that learned it runs what is queued, so a
+ * task whose submit returned 0 is never stranded. */
+static void
+run_queued_here(struct pk_threadpool *tp)
+{
+    struct tp_task t;
+
+    while (atomic_load(&tp->alive) == 0 && tp_ring_pop(&tp->q, &t)) {
+        pk__tp_unreserve(tp, 1);
+        run_one(tp, &t);
+    }
+}
+
+static void
+on_new_worker(void *arg, pk_pool_ticket *t)
+{
+    struct pk_threadpool *tp = arg;
+    pk_lease l;
+    int rc = pk_pool_ticket_take(t, &l, NULL);
+
+    if (rc == 0)
+        give(tp, &l);
+    atomic_store(&tp->growing, false);
+    if (rc != 0 && rc != PK_ESHUTDOWN) {
+        run_queued_here(tp);
+        return;
+    }
+    /* Pushes that came while this worker was being made found `growing`
+     * set and did not start another: look again for them. */
+    pk__tp_maybe_wake(tp);
+}
+
+void
+pk__tp_wake_one(struct pk_threadpool *tp)
+{
+    pk_pool_ticket *t;
+    pk_lease l;
+    int ready = 0;
+
+    if (pk_pool_acquire(tp->workers, &l, 0, NULL) == 0) {
+        give(tp, &l);
+        return;
+    }
+    if (atomic_load(&tp->alive) >=
+            atomic_load(&tp->max_threads) + atomic_load(&tp->ncomp) ||
+        atomic_exchange(&tp->growing, true))
+        return;
+    if (pk_pool_acquire_async(tp->workers, &t, PK_WAIT_FOREVER, on_new_worker,
+                              tp, &ready) != 0) {
+        atomic_store(&tp->growing, false);
+        run_queued_here(tp); /* only if no worker exists at all */
+        return;
+    }
+    if (ready)
+        on_new_worker(tp, t);
+}
+
+/* Wakes a worker if fewer are active than tasks are queued. */
+/* After a push: makes sure a worker will take the task. A spinning
+ * worker will; otherwise, if not every worker is busy, an idle one is
+ * woken or a new one started (before anything waits: a new worker
+ * starts whenever the pool is below max and none is free). The fence
+ * pairs with the one in drain(): either we see the spinner, or it sees
+ * our push. */
+void
+pk__tp_maybe_wake(struct pk_threadpool *tp)
+{
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&tp->spinning, memory_order_relaxed) > 0)
+        return;
+    if (atomic_load_explicit(&tp->active, memory_order_relaxed) >=
+        atomic_load_explicit(&tp->max_threads, memory_order_relaxed))
+        return; /* all busy: the next to pk__tp_finish takes it */
+    if (pk__tp_queue_nonempty(tp))
+        pk__tp_wake_one(tp);
+}
