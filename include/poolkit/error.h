@@ -32,7 +32,8 @@ extern "C" {
     X(ETIMEDOUT, -ETIMEDOUT, "timed out")                                   \
     X(EAGAIN, -EAGAIN, "would block: nothing available without waiting")   \
     X(ECANCELED, -ECANCELED, "canceled")                                    \
-    X(EDEADLK, -EDEADLK, "deadlock: the wait could never end")
+    X(EDEADLK, -EDEADLK, "deadlock: the wait could never end")             \
+    X(ENOENT, -ENOENT, "not found: nothing has that name")
 
 #define PK_OWN_LIST(X)                                                      \
     X(ESHUTDOWN, -3000, "closed: the pool or executor is shut down")        \

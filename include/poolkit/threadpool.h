@@ -33,6 +33,25 @@ enum pk_full_policy {
     PK_FULL_REJECT = 3   /* PK_EFULL at once */
 };
 
+/* Lanes: named sub-queues, each with its own cap on the workers running
+ * its tasks at once and a priority, so that slow work in one lane (DNS
+ * lookups, disk IO) cannot occupy every worker and starve quick work in
+ * another. Lane 0 is the default lane: no cap, priority 0, the pool's
+ * queue_size. A free worker takes the next task from the lane of highest
+ * priority that has tasks queued and room under its cap (ties: the lane
+ * listed first); within a lane, tasks start in submission order. */
+#define PK_LANES_MAX 16
+#define PK_LANE_NAME_MAX 32 /* with the terminating NUL */
+
+typedef struct pk_lane_options {
+    const char *name;     /* required, unique, shorter than
+                             PK_LANE_NAME_MAX; copied */
+    size_t max_threads;   /* workers running its tasks at once, at most;
+                             0 = no cap but the pool's */
+    int priority;         /* higher is taken first; the default lane's is 0 */
+    size_t queue_size;    /* its queued tasks, at most; 0 = the pool's */
+} pk_lane_options;
+
 /* Zero in any field means its default. */
 typedef struct pk_threadpool_options {
     size_t min_threads;   /* kept even when idle; default 0 */
@@ -57,6 +76,9 @@ typedef struct pk_threadpool_options {
     void (*worker_init)(void *user); /* on each new worker, first */
     void (*worker_exit)(void *user); /* on each worker, last */
     void *user;
+    const pk_lane_options *lanes; /* lanes 1..n_lanes, in this order;
+                                     borrowed for the call */
+    size_t n_lanes;               /* at most PK_LANES_MAX - 1 */
 } pk_threadpool_options;
 
 /* Makes a pool and starts min_threads workers.
@@ -87,11 +109,12 @@ typedef struct pk_task_options {
                             future fails with PK_ETIMEDOUT; 0 = no limit */
     int run_limit_ms;    /* running longer: its cancel flag is raised
                             (pk_future_cancel_requested); 0 = no limit */
+    int lane;            /* the lane it queues in; 0 = the default lane */
 } pk_task_options;
 
-/* Queues a task with limits (opts may be NULL: none). Returns and owner
- * as pk_threadpool_submit; PK_EINVAL for a negative limit.
- * Threads: safe. */
+/* Queues a task with limits or in a lane (opts may be NULL: none).
+ * Returns and owner as pk_threadpool_submit; PK_EINVAL for a negative
+ * limit or a lane that does not exist. Threads: safe. */
 PK_API int pk_threadpool_submit_opts(pk_threadpool *tp, const pk_task *task,
                                      const pk_task_options *opts,
                                      pk_future **fut);
@@ -101,6 +124,44 @@ PK_API int pk_threadpool_submit_opts(pk_threadpool *tp, const pk_task *task,
  * array of n. Returns as pk_threadpool_submit. Threads: safe. */
 PK_API int pk_threadpool_submit_many(pk_threadpool *tp, const pk_task *tasks,
                                      size_t n, pk_future **futs);
+
+/* Queues n tasks in one call with the same options (opts may be NULL),
+ * all or nothing as pk_threadpool_submit_many. Threads: safe. */
+PK_API int pk_threadpool_submit_many_opts(pk_threadpool *tp,
+                                          const pk_task *tasks, size_t n,
+                                          const pk_task_options *opts,
+                                          pk_future **futs);
+
+/* Finds a lane by name (the default lane has none: it is 0).
+ * Returns: 0 (*lane set), PK_ENOENT, PK_EINVAL, PK_EFORKED.
+ * Threads: safe. */
+PK_API int pk_threadpool_lane(pk_threadpool *tp, const char *name,
+                              int *lane);
+
+/* Changes a lane's cap while the pool runs (0 = no cap but the pool's).
+ * Tasks already running are not stopped: a lower cap takes effect as they
+ * finish. Returns: 0, PK_EINVAL, PK_ESHUTDOWN, PK_EFORKED.
+ * Threads: safe. */
+PK_API int pk_threadpool_lane_set_cap(pk_threadpool *tp, int lane,
+                                      size_t max_threads);
+
+typedef struct pk_lane_stats {
+    size_t queued;        /* its tasks waiting */
+    size_t running;       /* its tasks' workers now (lanes with a cap) */
+    size_t max_threads;   /* its cap; 0 = none */
+    uint64_t submitted;   /* tasks accepted into it */
+} pk_lane_stats;
+
+/* Returns: 0, PK_EINVAL (no such lane), PK_EFORKED. Threads: safe. */
+PK_API int pk_threadpool_lane_stats_get(pk_threadpool *tp, int lane,
+                                        pk_lane_stats *out);
+
+/* An executor view whose tasks queue in one lane (as
+ * pk_threadpool_executor otherwise), e.g. to map IO-bound work on a lane.
+ * Returns: 0, PK_EINVAL, PK_ENOMEM. Owner: *out returned owned.
+ * Threads: safe. */
+PK_API int pk_threadpool_lane_executor(pk_threadpool *tp, int lane,
+                                       pk_executor **out);
 
 /* Changes the thread counts while the pool runs.
  * Returns: 0, PK_EINVAL, PK_ESHUTDOWN, PK_EFORKED. Threads: safe. */

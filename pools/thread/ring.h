@@ -25,6 +25,7 @@ struct tp_task {
     void *copy;         /* copied name-task bytes, freed after the run */
     uint64_t enq_ns;    /* when queued, for sampled or limited tasks; 0 */
     uint32_t start_within_ms, run_limit_ms;
+    int lane;           /* threadpool.h's lanes */
 };
 
 struct tp_cell {

@@ -90,6 +90,13 @@ start_workers(struct pk_threadpool *tp, const pk_threadpool_options *o)
     return pk_pool_create(&tp->workers, &po);
 }
 
+static void
+free_pool(struct pk_threadpool *tp)
+{
+    pk__tp_lanes_fini(tp);
+    pk__free(tp);
+}
+
 int
 pk_threadpool_create(pk_threadpool **out, const pk_threadpool_options *opts)
 {
@@ -108,12 +115,11 @@ pk_threadpool_create(pk_threadpool **out, const pk_threadpool_options *opts)
     tp = pk__calloc(1, sizeof *tp);
     if (!tp)
         return PK_ENOMEM;
-    rc = tp_ring_init(&tp->q, opts->queue_size ? opts->queue_size : 65536);
+    rc = pk__tp_lanes_init(tp, opts);
     if (rc) {
         pk__free(tp);
         return rc;
     }
-    tp->cap = tp_ring_capacity(&tp->q);
     atomic_init(&tp->refs, 1);
     tp->fork_epoch = pk__fork_epoch();
     tp->registry = opts->registry;
@@ -127,8 +133,7 @@ pk_threadpool_create(pk_threadpool **out, const pk_threadpool_options *opts)
                                                     : PK_WAIT_FOREVER;
     tp->max_threads = opts->max_threads ? opts->max_threads : cpu_count();
     if (opts->min_threads > tp->max_threads) {
-        tp_ring_fini(&tp->q);
-        pk__free(tp);
+        free_pool(tp);
         return PK_EINVAL;
     }
     tp->min_threads = opts->min_threads;
@@ -136,8 +141,7 @@ pk_threadpool_create(pk_threadpool **out, const pk_threadpool_options *opts)
     tp->stuck_ns = limit_ns(opts->stuck_after_ms);
     rc = start_workers(tp, opts);
     if (rc) {
-        tp_ring_fini(&tp->q);
-        pk__free(tp);
+        free_pool(tp);
         return rc;
     }
     if (tp->slow_ns != UINT64_MAX || tp->stuck_ns != UINT64_MAX) {
@@ -147,8 +151,7 @@ pk_threadpool_create(pk_threadpool **out, const pk_threadpool_options *opts)
         pk__lock_release(&tp->glock);
         if (rc) {
             pk_pool_destroy(tp->workers);
-            tp_ring_fini(&tp->q);
-            pk__free(tp);
+            free_pool(tp);
             return rc;
         }
     }
@@ -162,8 +165,7 @@ pk__tp_unref(struct pk_threadpool *tp)
 {
     if (atomic_fetch_sub(&tp->refs, 1) != 1)
         return;
-    tp_ring_fini(&tp->q);
-    pk__free(tp);
+    free_pool(tp);
 }
 
 void
@@ -175,8 +177,7 @@ pk_threadpool_destroy(pk_threadpool *tp)
         /* In a child: the workers do not exist here; free memory only. */
         pk_pool_destroy(tp->workers);
         tp->magic = 0;
-        tp_ring_fini(&tp->q);
-        pk__free(tp);
+        free_pool(tp);
         return;
     }
     pk_threadpool_shutdown(tp, PK_SHUTDOWN_CANCEL, PK_WAIT_FOREVER);
@@ -259,7 +260,7 @@ unprepare(struct tp_task *t, pk_future **fut)
  * wake is best effort (the pop does not order itself against our
  * registration), so the wait is also cut into 1 ms slices. */
 static int
-wait_for_room(struct pk_threadpool *tp, size_t n)
+wait_for_room(struct pk_threadpool *tp, struct tp_lane *l, size_t n)
 {
     uint64_t deadline;
 
@@ -271,7 +272,7 @@ wait_for_room(struct pk_threadpool *tp, size_t n)
             pk__cv_cancel(&tp->not_full);
             return PK_ESHUTDOWN;
         }
-        if (pk__tp_reserve(tp, n)) {
+        if (pk__tp_reserve(l, n)) {
             pk__cv_cancel(&tp->not_full);
             return 0;
         }
@@ -289,13 +290,13 @@ wait_for_room(struct pk_threadpool *tp, size_t n)
 /* Gets room for n tasks by the full policy. Returns 0 (reserved), 1 (run
  * on the caller: CALLER_RUNS), or an error. */
 static int
-make_room(struct pk_threadpool *tp, size_t n, int policy)
+make_room(struct pk_threadpool *tp, struct tp_lane *l, size_t n, int policy)
 {
-    if (pk__tp_reserve(tp, n))
+    if (pk__tp_reserve(l, n))
         return 0;
     switch (policy) {
     case PK_FULL_BLOCK:
-        return wait_for_room(tp, n);
+        return wait_for_room(tp, l, n);
     case PK_FULL_TRY:
         return PK_EAGAIN;
     case PK_FULL_CALLER_RUNS:
@@ -305,27 +306,28 @@ make_room(struct pk_threadpool *tp, size_t n, int policy)
     }
 }
 
-/* Pushes n prepared tasks, or refuses them all. */
+/* Pushes n prepared tasks of one lane, or refuses them all. */
 static int
 enqueue(struct pk_threadpool *tp, struct tp_task *t, size_t n, int policy)
 {
+    struct tp_lane *l = &tp->lanes[t->lane];
     int rc;
 
     atomic_fetch_add(&tp->submitting, 1);
     if (atomic_load(&tp->closed))
         rc = PK_ESHUTDOWN;
     else
-        rc = make_room(tp, n, policy);
+        rc = make_room(tp, l, n, policy);
     if (rc == 0) {
         for (size_t i = 0; i < n; i++)
-            tp_ring_push(&tp->q, &t[i]); /* cannot fail: reserved */
+            pk__tp_push(tp, &t[i]);
     }
     atomic_fetch_sub(&tp->submitting, 1);
     if (rc < 0) {
         atomic_fetch_add_explicit(&tp->st_rejected, n, memory_order_relaxed);
         return rc;
     }
-    atomic_fetch_add_explicit(&tp->st_submitted, n, memory_order_relaxed);
+    atomic_fetch_add_explicit(&l->st_submitted, n, memory_order_relaxed);
     if (rc == 1) {
         struct tally c = { 0, 0, 0 };
         pk__tp_run_task(tp, t, &c);
@@ -337,21 +339,56 @@ enqueue(struct pk_threadpool *tp, struct tp_task *t, size_t n, int policy)
 }
 
 /* A task with a future, submitted from a task of this pool: into the
- * submitting worker's next slot if it is free (see pk__tp_put_next). Returns
- * PK_EAGAIN when it must take the queue. */
+ * submitting worker's next slot if it is free (see pk__tp_put_next).
+ * Not for a lane with a cap: a next slot is taken without a place in the
+ * lane. Returns PK_EAGAIN when it must take the queue. */
 static int
 enqueue_next(struct pk_threadpool *tp, struct tp_worker *w,
              struct tp_task *t)
 {
+    struct tp_lane *l = &tp->lanes[t->lane];
     int rc = PK_EAGAIN;
 
+    if (atomic_load_explicit(&l->max_workers, memory_order_relaxed))
+        return rc;
     atomic_fetch_add(&tp->submitting, 1);
     if (!atomic_load(&tp->closed) && pk__tp_put_next(tp, w, t))
         rc = 0;
     atomic_fetch_sub(&tp->submitting, 1);
     if (rc == 0)
-        atomic_fetch_add_explicit(&tp->st_submitted, 1,
-                                  memory_order_relaxed);
+        atomic_fetch_add_explicit(&l->st_submitted, 1, memory_order_relaxed);
+    return rc;
+}
+
+static int
+check_task_options(struct pk_threadpool *tp, const pk_task_options *o)
+{
+    if (o && (o->start_within_ms < 0 || o->run_limit_ms < 0 ||
+              o->lane < 0 || (size_t)o->lane >= tp->nlanes))
+        return PK_EINVAL;
+    return 0;
+}
+
+/* Gives a prepared task its options; a run limit needs the watchdog. */
+static int
+apply_task_options(struct pk_threadpool *tp, const pk_task_options *o,
+                   struct tp_task *t)
+{
+    int rc = 0;
+
+    if (!o)
+        return 0;
+    t->lane = o->lane;
+    if (o->start_within_ms || o->run_limit_ms) {
+        t->enq_ns = pk__now_ns();
+        t->start_within_ms = (uint32_t)o->start_within_ms;
+        t->run_limit_ms = (uint32_t)o->run_limit_ms;
+    }
+    if (o->run_limit_ms) {
+        pk__lock_acquire(&tp->glock);
+        rc = pk__tp_wd_start_locked(tp);
+        pk__lock_release(&tp->glock);
+    }
     return rc;
 }
 
@@ -364,8 +401,8 @@ submit(pk_threadpool *tp, const pk_task *task, const pk_task_options *o,
 
     if (rc == 0)
         rc = task_ok(task);
-    if (rc == 0 && o && (o->start_within_ms < 0 || o->run_limit_ms < 0))
-        rc = PK_EINVAL;
+    if (rc == 0)
+        rc = check_task_options(tp, o);
     if (rc)
         return rc;
     if (fut)
@@ -373,19 +410,10 @@ submit(pk_threadpool *tp, const pk_task *task, const pk_task_options *o,
     rc = prepare(task, fut, &t, tp);
     if (rc)
         return rc;
-    if (o && (o->start_within_ms || o->run_limit_ms)) {
-        t.enq_ns = pk__now_ns();
-        t.start_within_ms = (uint32_t)o->start_within_ms;
-        t.run_limit_ms = (uint32_t)o->run_limit_ms;
-        if (o->run_limit_ms) {
-            pk__lock_acquire(&tp->glock);
-            rc = pk__tp_wd_start_locked(tp);
-            pk__lock_release(&tp->glock);
-            if (rc) {
-                unprepare(&t, fut);
-                return rc;
-            }
-        }
+    rc = apply_task_options(tp, o, &t);
+    if (rc) {
+        unprepare(&t, fut);
+        return rc;
     }
     if (fut && pk__tp_self && pk__tp_self->tp == tp &&
         enqueue_next(tp, pk__tp_self, &t) == 0)
@@ -423,12 +451,22 @@ int
 pk_threadpool_submit_many(pk_threadpool *tp, const pk_task *tasks, size_t n,
                           pk_future **futs)
 {
+    return pk_threadpool_submit_many_opts(tp, tasks, n, NULL, futs);
+}
+
+int
+pk_threadpool_submit_many_opts(pk_threadpool *tp, const pk_task *tasks,
+                               size_t n, const pk_task_options *opts,
+                               pk_future **futs)
+{
     struct tp_task *recs;
     size_t i;
     int rc = validate(tp);
 
-    if (rc == 0 && (!tasks || n == 0))
+    if (rc == 0 && (!tasks || n == 0 || n > SIZE_MAX / sizeof *recs))
         rc = PK_EINVAL;
+    if (rc == 0)
+        rc = check_task_options(tp, opts);
     for (i = 0; rc == 0 && i < n; i++)
         rc = task_ok(&tasks[i]);
     if (rc)
@@ -442,6 +480,11 @@ pk_threadpool_submit_many(pk_threadpool *tp, const pk_task *tasks, size_t n,
         rc = prepare(&tasks[i], futs ? &futs[i] : NULL, &recs[i], tp);
         if (rc)
             break;
+        rc = apply_task_options(tp, opts, &recs[i]);
+        if (rc) {
+            i++; /* prepared: undone below */
+            break;
+        }
     }
     if (rc == 0) {
         /* All or nothing: never run on the caller, never half queued. */
@@ -480,9 +523,19 @@ pk_threadpool_resize(pk_threadpool *tp, size_t min_threads,
     tp->min_threads = min_threads;
     rc = pk__tp_apply_size_locked(tp);
     pk__lock_release(&tp->rlock);
-    if (rc == 0 && pk__tp_queue_nonempty(tp))
+    if (rc == 0 && pk__tp_work_ready(tp))
         pk__tp_wake_one(tp);
     return rc;
+}
+
+static void
+cancel_one(struct pk_threadpool *tp, struct tp_task *t)
+{
+    if (t->fut)
+        pk_future_cancel(t->fut);
+    atomic_fetch_add_explicit(&tp->st_cancelled, 1, memory_order_relaxed);
+    pk_future_release(t->fut);
+    pk__free(t->copy);
 }
 
 static void
@@ -490,25 +543,17 @@ cancel_queued(struct pk_threadpool *tp)
 {
     struct tp_task t;
     size_t n = 0;
+    bool counted;
+    int lane;
 
-    while (tp_ring_pop(&tp->q, &t)) {
-        pk__tp_unreserve(tp, 1);
-        if (t.fut)
-            pk_future_cancel(t.fut);
-        atomic_fetch_add_explicit(&tp->st_cancelled, 1, memory_order_relaxed);
-        pk_future_release(t.fut);
-        pk__free(t.copy);
+    while (pk__tp_pop(tp, NULL, &t, 1, &lane, &counted)) {
+        cancel_one(tp, &t);
         n++;
     }
     pk__lock_acquire(&tp->glock);
     for (struct tp_worker *r = tp->all_workers; r; r = r->next_all) {
         if (pk__tp_take_next(r, &t)) {
-            if (t.fut)
-                pk_future_cancel(t.fut);
-            atomic_fetch_add_explicit(&tp->st_cancelled, 1,
-                                      memory_order_relaxed);
-            pk_future_release(t.fut);
-            pk__free(t.copy);
+            cancel_one(tp, &t);
             n++;
         }
     }
@@ -541,7 +586,7 @@ pk_threadpool_shutdown(pk_threadpool *tp, int how, int timeout_ms)
     close_door(tp);
     if (how != PK_SHUTDOWN_DRAIN)
         cancel_queued(tp);
-    else if (pk__tp_queue_nonempty(tp))
+    else if (pk__tp_work_ready(tp))
         pk__tp_wake_one(tp);
     /* Woken by the worker whose pk__tp_finish() catches up with the pushes. */
     for (;;) {
@@ -570,11 +615,12 @@ pk_threadpool_stats_get(pk_threadpool *tp, pk_threadpool_stats *o)
     memset(o, 0, sizeof *o);
     size_t pushed = pk__tp_all_pushed(tp);
     size_t fin = atomic_load(&tp->finished);
-    o->queued = tp_ring_count(&tp->q);
+    o->queued = pk__tp_queued(tp);
     /* A snapshot of moving counters: popped and not yet finished. */
     o->running = pushed - fin > o->queued ? pushed - fin - o->queued : 0;
     o->threads = atomic_load(&tp->alive);
-    o->submitted = atomic_load(&tp->st_submitted);
+    for (size_t i = 0; i < tp->nlanes; i++)
+        o->submitted += atomic_load(&tp->lanes[i].st_submitted);
     o->completed = atomic_load(&tp->st_completed);
     o->failed = atomic_load(&tp->st_failed);
     o->cancelled = atomic_load(&tp->st_cancelled);
@@ -588,49 +634,167 @@ pk_threadpool_stats_get(pk_threadpool *tp, pk_threadpool_stats *o)
     return 0;
 }
 
+/* ---- lanes ------------------------------------------------------------ */
+
+int
+pk_threadpool_lane(pk_threadpool *tp, const char *name, int *lane)
+{
+    int rc = validate(tp);
+
+    if (rc == 0 && (!name || !lane))
+        rc = PK_EINVAL;
+    if (rc)
+        return rc;
+    for (size_t i = 1; i < tp->nlanes; i++) {
+        if (strcmp(tp->lanes[i].name, name) == 0) {
+            *lane = (int)i;
+            return 0;
+        }
+    }
+    return PK_ENOENT;
+}
+
+static int
+check_lane(struct pk_threadpool *tp, int lane)
+{
+    int rc = validate(tp);
+
+    if (rc == 0 && (lane < 0 || (size_t)lane >= tp->nlanes))
+        rc = PK_EINVAL;
+    return rc;
+}
+
+/* A higher cap lets queued tasks start now: a worker for each (a push
+ * wakes one per task; here nothing else would). */
+static void
+wake_for_cap(struct pk_threadpool *tp, struct tp_lane *l, size_t old,
+             size_t cap)
+{
+    size_t more = cap == 0 ? SIZE_MAX : cap > old ? cap - old : 0;
+    size_t queued = tp_ring_count(&l->q);
+
+    if (old == 0)
+        return; /* it had no cap: nothing waited for one */
+    for (size_t i = 0; i < more && i < queued; i++) {
+        if (atomic_load(&tp->active) >= atomic_load(&tp->max_threads))
+            break;
+        pk__tp_wake_one(tp);
+    }
+}
+
+int
+pk_threadpool_lane_set_cap(pk_threadpool *tp, int lane, size_t max_threads)
+{
+    int rc = check_lane(tp, lane);
+
+    if (rc == 0 && lane == 0 && max_threads)
+        rc = PK_EINVAL; /* the default lane has no cap */
+    if (rc == 0 && atomic_load(&tp->closed))
+        rc = PK_ESHUTDOWN;
+    if (rc)
+        return rc;
+    wake_for_cap(tp, &tp->lanes[lane],
+                 atomic_exchange(&tp->lanes[lane].max_workers, max_threads),
+                 max_threads);
+    return 0;
+}
+
+int
+pk_threadpool_lane_stats_get(pk_threadpool *tp, int lane, pk_lane_stats *out)
+{
+    int rc = check_lane(tp, lane);
+    struct tp_lane *l;
+
+    if (rc == 0 && !out)
+        rc = PK_EINVAL;
+    if (rc)
+        return rc;
+    l = &tp->lanes[lane];
+    out->queued = tp_ring_count(&l->q);
+    out->running = atomic_load(&l->running);
+    out->max_threads = atomic_load(&l->max_workers);
+    out->submitted = atomic_load(&l->st_submitted);
+    return 0;
+}
+
 /* ---- the executor view ------------------------------------------------ */
+
+/* What an executor view refers to: the pool, and the lane its tasks
+ * queue in. */
+struct tp_view {
+    struct pk_threadpool *tp;
+    pk_task_options opts;
+};
 
 static int
 ex_submit(void *impl, const pk_task *task, pk_future **fut)
 {
-    return pk_threadpool_submit_task(impl, task, fut);
+    struct tp_view *v = impl;
+
+    return submit(v->tp, task, &v->opts, fut);
 }
 
 static int
 ex_submit_many(void *impl, const pk_task *tasks, size_t n, pk_future **futs)
 {
-    return pk_threadpool_submit_many(impl, tasks, n, futs);
+    struct tp_view *v = impl;
+
+    return pk_threadpool_submit_many_opts(v->tp, tasks, n, &v->opts, futs);
 }
 
 static int
 ex_capacity(void *impl, size_t *out)
 {
-    struct pk_threadpool *tp = impl;
-    size_t u = atomic_load(&tp->used);
+    struct tp_view *v = impl;
+    struct tp_lane *l = &v->tp->lanes[v->opts.lane];
+    size_t u = atomic_load(&l->used);
 
-    if (atomic_load(&tp->closed))
+    if (atomic_load(&v->tp->closed))
         return PK_ESHUTDOWN;
-    *out = tp->cap > u ? tp->cap - u : 0;
+    *out = l->cap > u ? l->cap - u : 0;
     return 0;
 }
 
 static int
 ex_shutdown(void *impl, int how, int timeout_ms)
 {
-    return pk_threadpool_shutdown(impl, how, timeout_ms);
+    struct tp_view *v = impl;
+
+    return pk_threadpool_shutdown(v->tp, how, timeout_ms);
+}
+
+static void
+ex_destroy(void *impl)
+{
+    pk__free(impl);
 }
 
 int
-pk_threadpool_executor(pk_threadpool *tp, pk_executor **out)
+pk_threadpool_lane_executor(pk_threadpool *tp, int lane, pk_executor **out)
 {
     static const pk_executor_ops ops = {
-        ex_submit, ex_submit_many, ex_capacity, ex_shutdown, NULL
+        ex_submit, ex_submit_many, ex_capacity, ex_shutdown, ex_destroy
     };
-    int rc = validate(tp);
+    struct tp_view *v;
+    int rc = check_lane(tp, lane);
 
     if (rc == 0 && !out)
         rc = PK_EINVAL;
     if (rc)
         return rc;
-    return pk_executor_create(out, &ops, tp);
+    v = pk__calloc(1, sizeof *v);
+    if (!v)
+        return PK_ENOMEM;
+    v->tp = tp;
+    v->opts.lane = lane;
+    rc = pk_executor_create(out, &ops, v);
+    if (rc)
+        pk__free(v);
+    return rc;
+}
+
+int
+pk_threadpool_executor(pk_threadpool *tp, pk_executor **out)
+{
+    return pk_threadpool_lane_executor(tp, 0, out);
 }

@@ -25,6 +25,24 @@
 /* Tasks a waiting worker runs nested on its stack, at most. */
 #define PK__TP_NEST 16
 
+/* A lane (threadpool.h): its own ring, reservations and cap. */
+struct tp_lane {
+    struct tp_ring q;
+    size_t cap;                 /* tp_ring_capacity(&q) */
+    int priority;
+    char name[PK_LANE_NAME_MAX];
+    char pad0[64];
+    _Atomic size_t used;        /* cells reserved by submitters, not yet
+                                   given back by a worker's pop */
+    _Atomic uint64_t st_submitted;
+    char pad1[64];
+    /* The cap: workers inside the lane (holding one of its places) and
+     * the most allowed, 0 for none. Without a cap nothing is counted. */
+    _Atomic size_t running;
+    _Atomic size_t max_workers;
+    char pad2[64];
+};
+
 struct tp_worker {
     struct pk_threadpool *tp;
     pthread_t thread;
@@ -36,6 +54,12 @@ struct tp_worker {
     struct tp_task batch[PK__TP_BATCH];
     size_t batch_next, batch_n;
     size_t batch_ran;        /* of the batch, run here (not given back) */
+    int batch_lane;
+    bool batch_counted;      /* the batch holds a place in its lane */
+    /* Places held in capped lanes, by nesting depth (owner only): tasks
+     * of a lane nested on a worker already inside it take no new place,
+     * so a task waiting on a child in its own full lane runs it here. */
+    int in_lane[PK_LANES_MAX];
     /* For deadlock detection (read by other workers, hence atomic): the
      * futures of the tasks on this worker's stack, innermost last, and
      * the future it waits on. */
@@ -81,12 +105,12 @@ struct pk_threadpool {
     _Atomic size_t ncomp;      /* the same, for pk__tp_wake_one's unlocked read */
     pk__lock rlock;            /* serialises sizing of the core pool */
 
-    /* The queue, its counters, and the waits on them. */
-    struct tp_ring q;
-    size_t cap;                /* tp_ring_capacity(&q) */
+    /* The lanes (0 the default), their order of priority, and the
+     * counters and waits on them. */
+    struct tp_lane *lanes;
+    size_t nlanes;
+    int order[PK_LANES_MAX];   /* lane indices, highest priority first */
     char pad0[64];
-    _Atomic size_t used;       /* cells reserved by submitters, not yet
-                                  given back by a worker's pop */
     _Atomic size_t submitting; /* submits between their check of closed
                                   and their push */
     _Atomic bool closed;
@@ -98,7 +122,7 @@ struct pk_threadpool {
     /* The watchdog: slow tasks, stuck workers, run limits. */
     uint64_t slow_ns, stuck_ns;    /* UINT64_MAX: off */
     _Atomic bool watch;            /* workers publish their running task */
-    bool wd_running, pk__tp_wd_stop;      /* under glock */
+    bool wd_running, wd_quit;    /* under glock */
     pthread_t wd;
     pk__cv wd_cv;
     pk__cv not_full;           /* a worker freed cells */
@@ -115,17 +139,16 @@ struct pk_threadpool {
     _Atomic size_t alive;      /* workers spawned and not yet stopped */
     _Atomic bool growing;      /* an async ticket is out */
 
-    /* Stats, relaxed atomics: submitters write the first line, workers
-     * the second (once per batch). */
+    /* Stats, relaxed atomics: submitters write the first line (and their
+     * lane's st_submitted), workers the second (once per batch). */
     char pad2[64];
-    _Atomic uint64_t st_submitted;
     _Atomic uint64_t st_rejected;
     char pad3[64];
     _Atomic uint64_t st_completed;
     _Atomic uint64_t st_failed, st_cancelled;
 };
 
-
+/* Outcome counts of a batch, added to the shared counters once. */
 struct tally {
     uint64_t completed, cancelled, failed;
 };
@@ -135,9 +158,18 @@ struct tally {
 extern _Thread_local struct tp_worker *pk__tp_self;
 
 /* queue.c */
-bool pk__tp_queue_nonempty(struct pk_threadpool *tp);
-bool pk__tp_reserve(struct pk_threadpool *tp, size_t n);
-void pk__tp_unreserve(struct pk_threadpool *tp, size_t n);
+int pk__tp_lanes_init(struct pk_threadpool *tp,
+                      const pk_threadpool_options *o);
+void pk__tp_lanes_fini(struct pk_threadpool *tp);
+bool pk__tp_work_ready(struct pk_threadpool *tp);
+size_t pk__tp_queued(struct pk_threadpool *tp);
+bool pk__tp_reserve(struct tp_lane *l, size_t n);
+void pk__tp_unreserve(struct pk_threadpool *tp, struct tp_lane *l, size_t n);
+void pk__tp_push(struct pk_threadpool *tp, const struct tp_task *t);
+size_t pk__tp_pop(struct pk_threadpool *tp, struct tp_worker *w,
+                  struct tp_task *out, size_t max, int *lane, bool *counted);
+void pk__tp_lane_leave(struct pk_threadpool *tp, struct tp_worker *w,
+                       int lane, bool counted);
 size_t pk__tp_all_pushed(struct pk_threadpool *tp);
 void pk__tp_finish(struct pk_threadpool *tp, size_t n);
 bool pk__tp_all_finished(struct pk_threadpool *tp);

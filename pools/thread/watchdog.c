@@ -52,7 +52,7 @@ give_up(struct pk_threadpool *tp, struct wd_work *wk)
         atomic_fetch_sub(&tp->alive, 1);
         atomic_fetch_add_explicit(&tp->st_detached, 1, memory_order_relaxed);
     }
-    if (wk->n_stuck && pk__tp_queue_nonempty(tp))
+    if (wk->n_stuck && pk__tp_work_ready(tp))
         pk__tp_wake_one(tp);
 }
 
@@ -76,7 +76,7 @@ wd_main(void *arg)
 
     pthread_setname_np(pthread_self(), "pk-watchdog");
     pk__lock_acquire(&tp->glock);
-    while (!tp->pk__tp_wd_stop) {
+    while (!tp->wd_quit) {
         uint64_t now = pk__now_ns();
         wk.n_ev = wk.n_stuck = 0;
         for (struct tp_worker *w = tp->all_workers; w; w = w->next_all)
@@ -87,7 +87,7 @@ wd_main(void *arg)
         for (size_t i = 0; tp->event && i < wk.n_ev; i++)
             tp->event(tp->event_user, &wk.ev[i]);
         pk__lock_acquire(&tp->glock);
-        if (!tp->pk__tp_wd_stop)
+        if (!tp->wd_quit)
             pk__cv_wait_until(&tp->wd_cv, &tp->glock, pk__now_ns() + period);
     }
     pk__lock_release(&tp->glock);
@@ -116,7 +116,7 @@ pk__tp_wd_stop(struct pk_threadpool *tp)
 
     pk__lock_acquire(&tp->glock);
     join = tp->wd_running;
-    tp->pk__tp_wd_stop = true;
+    tp->wd_quit = true;
     tp->wd_running = false;
     pk__lock_release(&tp->glock);
     pk__cv_broadcast(&tp->wd_cv);

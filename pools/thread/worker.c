@@ -78,7 +78,8 @@ count(struct tally *n, int rc)
 void
 pk__tp_run_task(struct pk_threadpool *tp, struct tp_task *t, struct tally *n)
 {
-    struct tp_worker *w = pk__tp_self;
+    struct tp_worker *w = pk__tp_self && pk__tp_self->tp == tp ? pk__tp_self
+                                                                : NULL;
     bool watch = w && (t->run_limit_ms || atomic_load_explicit(
                                               &tp->watch,
                                               memory_order_relaxed));
@@ -134,26 +135,14 @@ pk__tp_tally_add(struct pk_threadpool *tp, const struct tally *n)
 
 /* ---- workers ---------------------------------------------------------- */
 
-/* Takes tasks into the worker's batch: one, unless the queue is long (at
- * least 4 tasks per thread), then up to PK__TP_BATCH. A private batch
- * hides its tasks from idle workers, new workers and resizes behind a
- * task that blocks; with a short queue that would cost parallelism, with
- * a long one there is work for everybody anyway, and batches save the
- * counters' cache-line traffic. Returns how many. */
+/* Takes tasks into the worker's batch (pk__tp_pop says how many).
+ * Returns how many. */
 static size_t
 pop_batch(struct pk_threadpool *tp, struct tp_worker *w)
 {
-    size_t m = atomic_load_explicit(&tp->max_threads, memory_order_relaxed);
-    size_t k = tp_ring_count(&tp->q) / (4 * (m ? m : 1)), n = 0;
+    size_t n = pk__tp_pop(tp, w, w->batch, PK__TP_BATCH, &w->batch_lane,
+                          &w->batch_counted);
 
-    if (k > PK__TP_BATCH)
-        k = PK__TP_BATCH;
-    if (k == 0)
-        k = 1;
-    while (n < k && tp_ring_pop(&tp->q, &w->batch[n]))
-        n++;
-    if (n)
-        pk__tp_unreserve(tp, n);
     w->batch_next = 0;
     w->batch_n = n;
     return n;
@@ -183,6 +172,7 @@ run_batch(struct pk_threadpool *tp, struct tp_worker *w)
     }
     pk__tp_tally_add(tp, &n);
     pk__tp_finish(tp, w->batch_ran);
+    pk__tp_lane_leave(tp, w, w->batch_lane, w->batch_counted);
 }
 
 /* Gives the unrun part of the batch back to the queue (where room is):
@@ -193,8 +183,9 @@ give_back_batch(struct pk_threadpool *tp, struct tp_worker *w)
 {
     size_t n = 0;
 
-    while (w->batch_next < w->batch_n && pk__tp_reserve(tp, 1)) {
-        tp_ring_push(&tp->q, &w->batch[w->batch_n - 1]);
+    while (w->batch_next < w->batch_n &&
+           pk__tp_reserve(&tp->lanes[w->batch_lane], 1)) {
+        pk__tp_push(tp, &w->batch[w->batch_n - 1]);
         w->batch_n--;
         n++;
     }
@@ -237,7 +228,7 @@ drain(struct pk_threadpool *tp, struct tp_worker *w)
          * instead of us spinning against it. */
         atomic_fetch_add(&tp->spinning, 1);
         atomic_thread_fence(memory_order_seq_cst);
-        while (!pk__tp_queue_nonempty(tp)) {
+        while (!pk__tp_work_ready(tp)) {
             if (++idle_rounds > PK__TP_SPINS) {
                 atomic_fetch_sub(&tp->spinning, 1);
                 return;
@@ -313,6 +304,8 @@ help_one(struct pk_threadpool *tp, struct tp_worker *w)
 {
     struct tally n = { 0, 0, 0 };
     struct tp_task t;
+    bool counted;
+    int lane;
 
     if (pk__tp_take_next(w, &t)) {
         run_one(tp, &t);
@@ -325,11 +318,9 @@ help_one(struct pk_threadpool *tp, struct tp_worker *w)
         pk__tp_tally_add(tp, &n);
         return true;
     }
-    if (tp_ring_pop(&tp->q, &t)) {
-        pk__tp_unreserve(tp, 1);
-        pk__tp_run_task(tp, &t, &n);
-        pk__tp_tally_add(tp, &n);
-        pk__tp_finish(tp, 1);
+    if (pk__tp_pop(tp, w, &t, 1, &lane, &counted)) {
+        run_one(tp, &t);
+        pk__tp_lane_leave(tp, w, lane, counted);
         return true;
     }
     /* Another worker's next slot: that worker may be parked waiting too,
@@ -429,7 +420,7 @@ block_on(struct pk_threadpool *tp, struct tp_worker *w, pk_future *f,
     if (now >= deadline)
         return PK_ETIMEDOUT;
     until = now + 10000000u;
-    comp = pk__tp_queue_nonempty(tp) || next_waiting(tp);
+    comp = pk__tp_work_ready(tp) || next_waiting(tp);
     atomic_fetch_sub(&tp->active, 1);
     if (comp)
         compensate(tp, 1); /* queued work, and we may not help */
@@ -475,7 +466,7 @@ go_idle(struct tp_worker *w)
     if (atomic_load(&w->self_exit))
         return false;
     /* Work that arrived while we left: make sure someone runs it. */
-    if (pk__tp_queue_nonempty(tp))
+    if (pk__tp_work_ready(tp))
         pk__tp_wake_one(tp);
     return true;
 }
@@ -513,7 +504,7 @@ worker_main(void *arg)
             }
             atomic_fetch_sub(&tp->active, 1);
             atomic_thread_fence(memory_order_seq_cst); /* see pk__tp_maybe_wake */
-            if (!pk__tp_queue_nonempty(tp))
+            if (!pk__tp_work_ready(tp))
                 break;
             atomic_fetch_add(&tp->active, 1);
         }
@@ -612,11 +603,12 @@ static void
 run_queued_here(struct pk_threadpool *tp)
 {
     struct tp_task t;
+    bool counted;
+    int lane;
 
-    while (atomic_load(&tp->alive) == 0 && tp_ring_pop(&tp->q, &t)) {
-        pk__tp_unreserve(tp, 1);
+    while (atomic_load(&tp->alive) == 0 &&
+           pk__tp_pop(tp, NULL, &t, 1, &lane, &counted))
         run_one(tp, &t);
-    }
 }
 
 static void
@@ -679,6 +671,6 @@ pk__tp_maybe_wake(struct pk_threadpool *tp)
     if (atomic_load_explicit(&tp->active, memory_order_relaxed) >=
         atomic_load_explicit(&tp->max_threads, memory_order_relaxed))
         return; /* all busy: the next to pk__tp_finish takes it */
-    if (pk__tp_queue_nonempty(tp))
+    if (pk__tp_work_ready(tp))
         pk__tp_wake_one(tp);
 }

@@ -1,0 +1,412 @@
+/* tests/unit/test_threadpool_lanes.c - lanes: a slow lane with a cap
+ * cannot starve quick work, priorities order the start of queued tasks,
+ * nested tasks in a full lane run on their parent's worker, caps change
+ * while the pool runs, lane executors and submit_many, stats, and bad
+ * input. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <poolkit/threadpool.h>
+
+#include "test_util.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+/* ---- a gate the test opens, and how many tasks sit in it ---------------- */
+
+static pthread_mutex_t gate_m = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_c = PTHREAD_COND_INITIALIZER;
+static int gate_open;
+static _Atomic int in_gate, most_in_gate, gate_done;
+
+static void
+note_most(_Atomic int *most, int now)
+{
+    int m = atomic_load(most);
+
+    while (now > m && !atomic_compare_exchange_weak(most, &m, now))
+        ;
+}
+
+static int
+gated_task(void *arg, pk_future *self, pk_result *out, pk_error *err)
+{
+    (void)arg;
+    (void)self;
+    (void)out;
+    (void)err;
+    pthread_mutex_lock(&gate_m);
+    note_most(&most_in_gate, atomic_fetch_add(&in_gate, 1) + 1);
+    while (!gate_open)
+        pthread_cond_wait(&gate_c, &gate_m);
+    atomic_fetch_sub(&in_gate, 1);
+    pthread_mutex_unlock(&gate_m);
+    atomic_fetch_add(&gate_done, 1);
+    return 0;
+}
+
+static void
+gate_set(int open)
+{
+    pthread_mutex_lock(&gate_m);
+    gate_open = open;
+    pthread_cond_broadcast(&gate_c);
+    pthread_mutex_unlock(&gate_m);
+}
+
+static int
+gate_reset(void **state)
+{
+    (void)state;
+    gate_set(0);
+    atomic_store(&in_gate, 0);
+    atomic_store(&most_in_gate, 0);
+    atomic_store(&gate_done, 0);
+    return 0;
+}
+
+/* Polls until `*v == want`, up to 10 s; returns the last value. */
+static int
+wait_value(_Atomic int *v, int want)
+{
+    for (int i = 0; i < 10000 && atomic_load(v) != want; i++)
+        sleep_ms(1);
+    return atomic_load(v);
+}
+
+static int
+square(void *arg, pk_future *self, pk_result *out, pk_error *err)
+{
+    (void)self;
+    (void)err;
+    out->value = (void *)((uintptr_t)arg * (uintptr_t)arg);
+    return 0;
+}
+
+static uintptr_t
+result_of(pk_future *f)
+{
+    pk_result r = { 0 };
+
+    assert_int_equal(pk_future_wait(f, 10000), 0);
+    assert_int_equal(pk_future_result(f, &r), 0);
+    return (uintptr_t)r.value;
+}
+
+/* ---- a slow lane cannot take every worker ------------------------------ */
+
+/* libuv's trap: slow DNS lookups fill its 4 threads and quick file work
+ * waits behind them. Here 20 blocked tasks in a lane capped at 2 leave
+ * the other workers to the default lane. */
+static void
+test_slow_lane_cannot_starve_quick_work(void **state)
+{
+    pk_lane_options io = { .name = "io", .max_threads = 2 };
+    pk_threadpool_options o = { .max_threads = 4, .lanes = &io,
+                                .n_lanes = 1 };
+    pk_task_options in_io = { 0 };
+    pk_task gated = { .fn = gated_task };
+    pk_threadpool *tp;
+    pk_future *quick;
+    pk_lane_stats ls;
+
+    (void)state;
+    assert_int_equal(pk_threadpool_create(&tp, &o), 0);
+    assert_int_equal(pk_threadpool_lane(tp, "io", &in_io.lane), 0);
+    assert_int_equal(in_io.lane, 1);
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(pk_threadpool_submit_opts(tp, &gated, &in_io, NULL),
+                         0);
+    assert_int_equal(wait_value(&in_gate, 2), 2);
+    assert_int_equal(pk_threadpool_submit(tp, square, (void *)7, &quick), 0);
+    assert_int_equal(result_of(quick), 49);
+    pk_future_release(quick);
+    /* The quick task finished while the lane still held its 18. */
+    assert_int_equal(atomic_load(&gate_done), 0);
+    assert_int_equal(pk_threadpool_lane_stats_get(tp, in_io.lane, &ls), 0);
+    assert_int_equal(ls.running, 2);
+    assert_int_equal(ls.queued, 18);
+    assert_int_equal(ls.max_threads, 2);
+    assert_int_equal(ls.submitted, 20);
+    gate_set(1);
+    assert_int_equal(pk_threadpool_shutdown(tp, PK_SHUTDOWN_DRAIN, 10000), 0);
+    assert_int_equal(atomic_load(&gate_done), 20);
+    assert_int_equal(atomic_load(&most_in_gate), 2);
+    pk_threadpool_destroy(tp);
+}
+
+/* ---- priorities --------------------------------------------------------- */
+
+static _Atomic int order_next;
+static int order[15];
+
+static int
+record_task(void *arg, pk_future *self, pk_result *out, pk_error *err)
+{
+    (void)self;
+    (void)out;
+    (void)err;
+    order[atomic_fetch_add(&order_next, 1)] = (int)(uintptr_t)arg;
+    return 0;
+}
+
+/* One worker, blocked; then five tasks each in a low, the default and a
+ * high lane (submitted low first). Opened, it runs high, default, low. */
+static void
+test_higher_priority_lane_starts_first(void **state)
+{
+    pk_lane_options lanes[] = { { .name = "low", .priority = -1 },
+                                { .name = "high", .priority = 10 } };
+    pk_threadpool_options o = { .max_threads = 1, .lanes = lanes,
+                                .n_lanes = 2 };
+    pk_task gated = { .fn = gated_task };
+    pk_threadpool *tp;
+    int by_lane[3] = { 0, 1, 2 }; /* default, low, high */
+    int submit_order[3] = { 1, 0, 2 };
+
+    (void)state;
+    atomic_store(&order_next, 0);
+    assert_int_equal(pk_threadpool_create(&tp, &o), 0);
+    assert_int_equal(pk_threadpool_submit_task(tp, &gated, NULL), 0);
+    assert_int_equal(wait_value(&in_gate, 1), 1);
+    for (int k = 0; k < 3; k++) {
+        pk_task_options to = { .lane = by_lane[submit_order[k]] };
+        pk_task t = { .fn = record_task,
+                      .arg = (void *)(uintptr_t)to.lane };
+        for (int i = 0; i < 5; i++)
+            assert_int_equal(pk_threadpool_submit_opts(tp, &t, &to, NULL), 0);
+    }
+    gate_set(1);
+    assert_int_equal(pk_threadpool_shutdown(tp, PK_SHUTDOWN_DRAIN, 10000), 0);
+    assert_int_equal(atomic_load(&order_next), 15);
+    for (int i = 0; i < 15; i++) {
+        int want = i < 5 ? 2 : i < 10 ? 0 : 1; /* high, default, low */
+        if (order[i] != want)
+            fail_msg("task %d started from lane %d, wanted lane %d", i,
+                     order[i], want);
+    }
+    pk_threadpool_destroy(tp);
+}
+
+/* ---- nested tasks in a full lane ---------------------------------------- */
+
+static pk_threadpool *nest_tp;
+
+/* Waits on a child in its own lane (capped at 1, so no other worker may
+ * run it) and on one in the default lane. */
+static int
+parent_task(void *arg, pk_future *self, pk_result *out, pk_error *err)
+{
+    pk_task_options same = { .lane = (int)(uintptr_t)arg };
+    pk_task child = { .fn = square, .arg = (void *)3 };
+    pk_future *a, *b;
+    int rc;
+
+    (void)self;
+    (void)err;
+    rc = pk_threadpool_submit_opts(nest_tp, &child, &same, &a);
+    if (rc)
+        return rc;
+    child.arg = (void *)4;
+    rc = pk_threadpool_submit_task(nest_tp, &child, &b);
+    if (rc) {
+        pk_future_release(a);
+        return rc;
+    }
+    out->value = (void *)(result_of(a) + result_of(b));
+    pk_future_release(a);
+    pk_future_release(b);
+    return 0;
+}
+
+static void
+test_child_in_a_full_lane_runs_on_its_parents_worker(void **state)
+{
+    pk_lane_options one = { .name = "one", .max_threads = 1 };
+    pk_threadpool_options o = { .max_threads = 3, .lanes = &one,
+                                .n_lanes = 1 };
+    pk_task_options in_one = { .lane = 1 };
+    pk_task parent = { .fn = parent_task, .arg = (void *)1 };
+    pk_future *f[4];
+
+    (void)state;
+    assert_int_equal(pk_threadpool_create(&nest_tp, &o), 0);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(
+            pk_threadpool_submit_opts(nest_tp, &parent, &in_one, &f[i]), 0);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(result_of(f[i]), 9 + 16);
+        pk_future_release(f[i]);
+    }
+    pk_threadpool_destroy(nest_tp);
+}
+
+/* ---- caps change while the pool runs ------------------------------------ */
+
+static void
+test_raising_a_cap_starts_queued_tasks(void **state)
+{
+    pk_lane_options slow = { .name = "slow", .max_threads = 1 };
+    pk_threadpool_options o = { .max_threads = 4, .lanes = &slow,
+                                .n_lanes = 1 };
+    pk_task_options in_slow = { .lane = 1 };
+    pk_task gated = { .fn = gated_task };
+    pk_threadpool *tp;
+    pk_lane_stats ls;
+
+    (void)state;
+    assert_int_equal(pk_threadpool_create(&tp, &o), 0);
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(pk_threadpool_submit_opts(tp, &gated, &in_slow, NULL),
+                         0);
+    assert_int_equal(wait_value(&in_gate, 1), 1);
+    sleep_ms(20); /* time for a wrong second start to show */
+    assert_int_equal(atomic_load(&in_gate), 1);
+    assert_int_equal(pk_threadpool_lane_set_cap(tp, 1, 3), 0);
+    assert_int_equal(wait_value(&in_gate, 3), 3);
+    assert_int_equal(pk_threadpool_lane_stats_get(tp, 1, &ls), 0);
+    assert_int_equal(ls.running, 3);
+    assert_int_equal(ls.max_threads, 3);
+    /* No cap but the pool's: all four workers. */
+    assert_int_equal(pk_threadpool_lane_set_cap(tp, 1, 0), 0);
+    assert_int_equal(wait_value(&in_gate, 4), 4);
+    gate_set(1);
+    assert_int_equal(pk_threadpool_shutdown(tp, PK_SHUTDOWN_DRAIN, 10000), 0);
+    assert_int_equal(atomic_load(&gate_done), 6);
+    assert_int_equal(pk_threadpool_lane_stats_get(tp, 1, &ls), 0);
+    assert_int_equal(ls.running, 0);
+    assert_int_equal(ls.queued, 0);
+    pk_threadpool_destroy(tp);
+}
+
+/* ---- lane executors and submit_many ------------------------------------- */
+
+static void
+test_lane_executor_and_submit_many_queue_in_the_lane(void **state)
+{
+    pk_lane_options lanes[] = { { .name = "a" },
+                                { .name = "b", .queue_size = 8 } };
+    pk_threadpool_options o = { .max_threads = 2, .lanes = lanes,
+                                .n_lanes = 2 };
+    pk_task_options in_b = { .lane = 2 };
+    pk_task sq = { .fn = square, .arg = (void *)5 };
+    pk_task many[8];
+    pk_future *f, *fs[8];
+    pk_executor *ex;
+    pk_lane_stats ls;
+    size_t room;
+    pk_threadpool *tp;
+
+    (void)state;
+    assert_int_equal(pk_threadpool_create(&tp, &o), 0);
+    assert_int_equal(pk_threadpool_lane_executor(tp, 1, &ex), 0);
+    assert_int_equal(pk_executor_submit(ex, &sq, &f), 0);
+    assert_int_equal(result_of(f), 25);
+    pk_future_release(f);
+    assert_int_equal(pk_threadpool_lane_stats_get(tp, 1, &ls), 0);
+    assert_int_equal(ls.submitted, 1);
+    pk_executor_destroy(ex);
+    /* Lane b's own queue holds 8: nine at once do not fit. */
+    assert_int_equal(pk_threadpool_lane_executor(tp, 2, &ex), 0);
+    assert_int_equal(pk_executor_capacity(ex, &room), 0);
+    assert_int_equal(room, 8);
+    pk_executor_destroy(ex);
+    for (int i = 0; i < 8; i++)
+        many[i] = (pk_task){ .fn = square, .arg = (void *)(uintptr_t)i };
+    assert_int_equal(
+        pk_threadpool_submit_many_opts(tp, many, 8, &in_b, fs), 0);
+    for (int i = 0; i < 8; i++) {
+        assert_int_equal(result_of(fs[i]), (uintptr_t)(i * i));
+        pk_future_release(fs[i]);
+    }
+    assert_int_equal(pk_threadpool_lane_stats_get(tp, 2, &ls), 0);
+    assert_int_equal(ls.submitted, 8);
+    pk_threadpool_stats st;
+    assert_int_equal(pk_threadpool_stats_get(tp, &st), 0);
+    assert_int_equal(st.submitted, 9);
+    pk_threadpool_destroy(tp);
+}
+
+/* ---- bad input ---------------------------------------------------------- */
+
+static void
+test_lane_bad_input_returns_einval(void **state)
+{
+    char long_name[PK_LANE_NAME_MAX + 1];
+    pk_lane_options lanes[PK_LANES_MAX] = { { .name = "x" } };
+    pk_threadpool_options o = { .max_threads = 1, .lanes = lanes,
+                                .n_lanes = 1 };
+    pk_task sq = { .fn = square };
+    pk_task_options bad = { .lane = 2 };
+    pk_threadpool *tp;
+    pk_executor *ex;
+    pk_lane_stats ls;
+    int lane = -7;
+
+    (void)state;
+    memset(long_name, 'n', sizeof long_name - 1);
+    long_name[sizeof long_name - 1] = '\0';
+    for (int i = 0; i < PK_LANES_MAX; i++)
+        lanes[i].name = "dup";
+    o.n_lanes = 2; /* two named "dup" */
+    assert_int_equal(pk_threadpool_create(&tp, &o), PK_EINVAL);
+    o.n_lanes = PK_LANES_MAX; /* one more than there is room for */
+    assert_int_equal(pk_threadpool_create(&tp, &o), PK_EINVAL);
+    o.n_lanes = 1;
+    lanes[0].name = "";
+    assert_int_equal(pk_threadpool_create(&tp, &o), PK_EINVAL);
+    lanes[0].name = NULL;
+    assert_int_equal(pk_threadpool_create(&tp, &o), PK_EINVAL);
+    lanes[0].name = long_name;
+    assert_int_equal(pk_threadpool_create(&tp, &o), PK_EINVAL);
+    o.lanes = NULL;
+    assert_int_equal(pk_threadpool_create(&tp, &o), PK_EINVAL);
+    o.lanes = lanes;
+    lanes[0].name = "x";
+    assert_int_equal(pk_threadpool_create(&tp, &o), 0);
+
+    assert_int_equal(pk_threadpool_lane(tp, "nope", &lane), PK_ENOENT);
+    assert_int_equal(lane, -7);
+    assert_int_equal(pk_threadpool_lane(tp, NULL, &lane), PK_EINVAL);
+    assert_int_equal(pk_threadpool_lane(tp, "x", NULL), PK_EINVAL);
+    assert_int_equal(pk_threadpool_lane(NULL, "x", &lane), PK_EINVAL);
+    assert_int_equal(pk_threadpool_submit_opts(tp, &sq, &bad, NULL),
+                     PK_EINVAL);
+    bad.lane = -1;
+    assert_int_equal(pk_threadpool_submit_opts(tp, &sq, &bad, NULL),
+                     PK_EINVAL);
+    assert_int_equal(pk_threadpool_submit_many_opts(tp, &sq, 1, &bad, NULL),
+                     PK_EINVAL);
+    assert_int_equal(pk_threadpool_lane_set_cap(tp, 0, 1), PK_EINVAL);
+    assert_int_equal(pk_threadpool_lane_set_cap(tp, 2, 1), PK_EINVAL);
+    assert_int_equal(pk_threadpool_lane_set_cap(NULL, 1, 1), PK_EINVAL);
+    assert_int_equal(pk_threadpool_lane_stats_get(tp, 2, &ls), PK_EINVAL);
+    assert_int_equal(pk_threadpool_lane_stats_get(tp, 1, NULL), PK_EINVAL);
+    assert_int_equal(pk_threadpool_lane_executor(tp, 2, &ex), PK_EINVAL);
+    assert_int_equal(pk_threadpool_lane_executor(tp, 1, NULL), PK_EINVAL);
+    assert_int_equal(pk_threadpool_shutdown(tp, PK_SHUTDOWN_DRAIN, 1000), 0);
+    assert_int_equal(pk_threadpool_lane_set_cap(tp, 1, 1), PK_ESHUTDOWN);
+    pk_threadpool_destroy(tp);
+}
+
+int
+main(void)
+{
+#define T(f) cmocka_unit_test_setup(f, gate_reset)
+    const struct CMUnitTest tests[] = {
+        T(test_slow_lane_cannot_starve_quick_work),
+        T(test_higher_priority_lane_starts_first),
+        T(test_child_in_a_full_lane_runs_on_its_parents_worker),
+        T(test_raising_a_cap_starts_queued_tasks),
+        T(test_lane_executor_and_submit_many_queue_in_the_lane),
+        T(test_lane_bad_input_returns_einval),
+    };
+#undef T
+    return cmocka_run_group_tests_name("threadpool_lanes", tests, NULL, NULL);
+}
