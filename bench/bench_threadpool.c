@@ -6,6 +6,8 @@
  *   bench_threadpool future <n>     tasks_per_s=<float>
  *   bench_threadpool many <n>       tasks_per_s=<float>
  *   bench_threadpool roundtrip <n>  p50_ns=<int> p99_ns=<int>
+ *   bench_threadpool close <n>      p50_ns=<int> p99_ns=<int> max_ns=<int>
+ *                                   unverified=<int>
  *   bench_threadpool idle <s>       cpu_pct=<float> seconds=<int> ticks=<int>
  *                                   hz=<int> workers=<int>
  *   bench_threadpool memory <n>     rss_kb_first=<int> rss_kb_max=<int>
@@ -34,6 +36,14 @@
  *   roundtrip  an idle pool; PEER_RT_WARMUP untimed round trips, then n
  *              timed ones: submit one task with a future, wait for it,
  *              release it. Nearest-rank percentiles, as peer_common.h.
+ *   close      CLOSE_WARMUP untimed closes, then n timed ones, each of a
+ *              fresh pool: one task that spins (holding a worker) until
+ *              this thread is asleep in pk_threadpool_shutdown(DRAIN),
+ *              then returns at t0; t1 is shutdown's return; the sample is
+ *              t1 - t0, the time a close takes to notice its last task.
+ *              unverified: closes whose task gave up seeing this thread
+ *              asleep (CLOSE_VERIFY_NS) and let go anyway; their sample
+ *              may time a late shutdown call rather than the pool's wake.
  *   idle       warm the pool (both workers spawned: a burst of tasks and
  *              some round trips), then sleep s seconds and report the
  *              process's CPU time over that sleep (utime + stime from
@@ -59,12 +69,15 @@
  *              then destroys the map. bench/run.sh compares n = 10^6 with
  *              n = 10^7, each in its own process.
  *
- * Usage: bench_threadpool ff|future|many|roundtrip|idle|memory|
+ * Usage: bench_threadpool ff|future|many|roundtrip|close|idle|memory|
  *                         map_ordered|map_unordered|map_memory <n>
  *        bench_threadpool --help */
 #include <poolkit/threadpool.h>
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,6 +91,14 @@
 #define MANY_BATCH 256
 /* Tasks the memory case submits before its first reading. */
 #define MEM_SETTLE 262144L
+/* The close case: how long the task holds its worker after main went to
+ * shut down (shutdown is asleep long before), how much longer it waits to
+ * see main asleep, untimed closes first, and shutdown's own timeout (far
+ * above a close; a hang fails the run instead of hitting run.sh's). */
+#define CLOSE_HOLD_NS 1000000
+#define CLOSE_VERIFY_NS 100000000
+#define CLOSE_WARMUP 10
+#define CLOSE_TIMEOUT_MS 10000
 
 static _Noreturn void
 die(const char *what, int rc)
@@ -252,6 +273,128 @@ run_roundtrip(long n)
     qsort(s, (size_t)n, sizeof *s, cmp_i64);
     printf("p50_ns=%lld p99_ns=%lld\n", (long long)pct(s, n, 50),
            (long long)pct(s, n, 99));
+    free(s);
+}
+
+/* ---- close latency ------------------------------------------------------ */
+
+/* One close: the blocking task and the thread that shuts the pool down
+ * meet through these. */
+struct close_round {
+    atomic_int started;     /* the task is running */
+    _Atomic int64_t go;     /* when main went to shut down; 0: not yet */
+    _Atomic int64_t t0;     /* when the task let go (its return) */
+    atomic_int unverified;  /* 1: main was not seen asleep before t0, so
+                               shutdown may not have been waiting */
+};
+
+/* Whether the main thread is asleep: state S in /proc, read by the task.
+ * After `go` the only place main sleeps is shutdown's wait (the door's
+ * sched_yield loop shows R), so S means shutdown is surely waiting and the
+ * sample times a wake, not a late call. The main thread's tid is the pid.
+ * -1: /proc cannot tell. */
+static int
+main_asleep(void)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/self/task/%ld/stat", (long)getpid());
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return -1;
+    ssize_t len = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (len <= 0)
+        return -1;
+    buf[len] = '\0';
+    char *p = strrchr(buf, ')'); /* the name may hold spaces */
+    return p && p[1] == ' ' ? p[2] == 'S' : -1;
+}
+
+/* The pool's only task: holds its worker until main has been in shutdown
+ * for CLOSE_HOLD_NS and is seen asleep there, then lets go. It spins
+ * rather than blocks, so t0 is the moment it returns, with no wake of its
+ * own inside the timed span. */
+static int
+close_blocker(void *arg, pk_future *self, pk_result *out, pk_error *err)
+{
+    struct close_round *cr = arg;
+    int64_t go;
+    (void)self;
+    (void)out;
+    (void)err;
+
+    atomic_store(&cr->started, 1);
+    while ((go = atomic_load(&cr->go)) == 0)
+        ;
+    while (now_ns() < go + CLOSE_HOLD_NS)
+        ;
+    int64_t give_up = now_ns() + CLOSE_VERIFY_NS;
+    int asleep;
+    do
+        asleep = main_asleep();
+    while (asleep == 0 && now_ns() < give_up);
+    /* Relaxed: published by the release store of t0 below. */
+    if (asleep != 1)
+        atomic_store_explicit(&cr->unverified, 1, memory_order_relaxed);
+    /* Release: pairs with main's acquire load after shutdown returned. */
+    atomic_store_explicit(&cr->t0, now_ns(), memory_order_release);
+    return 0;
+}
+
+/* A fresh pool with one blocking task, drained by shutdown on this
+ * thread: returns t1 - t0, the task's return to shutdown's. Creating,
+ * and destroying after shutdown, are not timed. */
+static int64_t
+close_one(struct close_round *cr)
+{
+    atomic_init(&cr->started, 0);
+    atomic_init(&cr->go, 0);
+    atomic_init(&cr->t0, 0);
+    atomic_init(&cr->unverified, 0);
+    pk_threadpool *tp = make_pool();
+    int rc = pk_threadpool_submit(tp, close_blocker, cr, NULL);
+    if (rc)
+        die("pk_threadpool_submit", rc);
+    /* A worker holds the task before shutdown starts, as in a real close
+     * of a busy pool (and the worker's spawn stays out of the figure). */
+    while (!atomic_load(&cr->started))
+        sched_yield();
+    atomic_store(&cr->go, now_ns());
+    rc = pk_threadpool_shutdown(tp, PK_SHUTDOWN_DRAIN, CLOSE_TIMEOUT_MS);
+    int64_t t1 = now_ns();
+    if (rc)
+        die("pk_threadpool_shutdown", rc);
+    int64_t t0 = atomic_load_explicit(&cr->t0, memory_order_acquire);
+    pk_threadpool_destroy(tp);
+    if (t0 == 0) {
+        fprintf(stderr, "bench_threadpool: close: shutdown returned before "
+                "its last task did\n");
+        exit(1);
+    }
+    return t1 - t0;
+}
+
+static void
+run_close(long n)
+{
+    struct close_round cr;
+    long unverified = 0;
+    int64_t *s = malloc((size_t)n * sizeof *s);
+    if (!s)
+        die("malloc", ENOMEM);
+    for (int i = 0; i < CLOSE_WARMUP; i++)
+        close_one(&cr);
+    for (long i = 0; i < n; i++) {
+        s[i] = close_one(&cr);
+        /* Relaxed: the task stored it before t0, which close_one
+         * read with acquire. */
+        unverified += atomic_load_explicit(&cr.unverified,
+                                           memory_order_relaxed);
+    }
+    qsort(s, (size_t)n, sizeof *s, cmp_i64);
+    printf("p50_ns=%lld p99_ns=%lld max_ns=%lld unverified=%ld\n",
+           (long long)pct(s, n, 50), (long long)pct(s, n, 99),
+           (long long)s[n - 1], unverified);
     free(s);
 }
 
@@ -508,7 +651,7 @@ static void
 usage(FILE *to)
 {
     fprintf(to,
-            "usage: bench_threadpool ff|future|many|roundtrip <n>\n"
+            "usage: bench_threadpool ff|future|many|roundtrip|close <n>\n"
             "       bench_threadpool idle <seconds>\n"
             "       bench_threadpool memory <n>\n"
             "       bench_threadpool map_ordered|map_unordered|map_memory <n>\n"
@@ -542,6 +685,8 @@ main(int argc, char **argv)
         printf("tasks_per_s=%.1f\n", (double)n * 1e9 / (double)ns);
     } else if (!strcmp(c, "roundtrip")) {
         run_roundtrip(n);
+    } else if (!strcmp(c, "close")) {
+        run_close(n);
     } else if (!strcmp(c, "idle")) {
         run_idle(n);
     } else if (!strcmp(c, "memory")) {

@@ -83,14 +83,16 @@ fi
 # rounds are run here. Per case, every round runs poolkit and every peer
 # one after the other, the order rotated by one each round; a ratio is
 # computed per round and the line gives the median of those ratios, as
-# bench_core does. Cases: ff future many roundtrip futex idle_cpu memory
-# map_ordered_vs_unordered map_memory (`map` picks both map cases;
-# BENCH=threadpool.ff,threadpool.roundtrip picks some).
+# bench_core does. Cases: ff future many roundtrip futex close_latency
+# (or close; poolkit alone) idle_cpu memory map_ordered_vs_unordered
+# map_memory (`map` picks both map cases; BENCH=threadpool.ff,
+# threadpool.roundtrip picks some).
 # PEERS=glib,naive keeps only the named peers. Sizes (override for a quick
 # look):
 TP_N=${TP_N:-1000000}         # tasks per throughput run: poolkit, C, Go, Java
 TP_PY_N=${TP_PY_N:-100000}    # the same for Python (~50x slower per task)
 TP_RT_N=${TP_RT_N:-10000}     # timed round trips per run, every pool
+TP_CLOSE_N=${TP_CLOSE_N:-300} # timed closes per run (close_latency)
 TP_MEM_N=${TP_MEM_N:-4000000} # tasks of the memory case's endless input
 TP_MAP_N=${TP_MAP_N:-1000000} # tiny tasks per map run (ordered, unordered)
 TP_MAP_MEM_N1=${TP_MAP_MEM_N1:-1000000}   # map_memory: the short run's inputs
@@ -230,6 +232,7 @@ tp_rounds() {
             if [ "$nm" = poolkit ]; then
                 n=$TP_N
                 [ "$label" = roundtrip ] && n=$TP_RT_N
+                [ "$label" = close ] && n=$TP_CLOSE_N
                 tp_run "$label" "$pkcase" "$r" poolkit "$n" "$tp_prog"
             else
                 n=$TP_N pcase=$pkcase
@@ -330,6 +333,10 @@ tp_bench() {
         tp_futex
     fi
 
+    if tp_want close || tp_want close_latency; then
+        tp_close
+    fi
+
     if tp_want idle_cpu; then
         local secs=10
         [ "$rounds" -lt 5 ] && secs=3
@@ -418,6 +425,32 @@ tp_exp() {
         1[0-9]*) local z=${1#1}; [ -z "${z//0/}" ] && { echo "1e${#z}"; return; } ;;
     esac
     echo "$1"
+}
+
+# Issue: "close is woken by the last task's completion, never by a
+# polling sleep ... p99 <= 1 ms". ROUNDS runs of bench_threadpool close
+# (TP_CLOSE_N closes each, a fresh pool per close); each run gives a p50
+# and a p99 of (shutdown returns) - (its last task returns), and the line
+# takes their medians over the runs. No peer: poolkit alone, as idle_cpu.
+# unverified: closes, over all runs, whose task let go without having seen
+# shutdown asleep (bench_threadpool.c says why that matters).
+tp_close() {
+    local p99 goal k fail unver s50 s99
+    echo "threadpool: close n=$TP_CLOSE_N" >&2
+    tp_rounds close close
+    fail=$(awk '$1 == "close" && $4 == "FAIL" { print substr($0, index($0, "FAIL") + 5); exit }' "$tpwork/data")
+    k=$(awk '$1 == "close" && / p99_ns=/ { k++ } END { print k + 0 }' "$tpwork/data")
+    if [ -n "$fail" ] || [ "$k" -eq 0 ]; then
+        tp_line "threadpool.close_latency skip=bench_threadpool close failed: ${fail:-no figures}"
+        return
+    fi
+    s50=$(tp_stat close poolkit p50_ns poolkit_p50_ns '%.0f')
+    s99=$(tp_stat close poolkit p99_ns poolkit_p99_ns '%.0f')
+    p99=${s99#poolkit_p99_ns_med=}
+    p99=${p99%% *}
+    goal=$([ "$p99" -le 1000000 ] && echo met || echo missed)
+    unver=$(awk '$1 == "close" { for (i = 4; i <= NF; i++) if ($i ~ /^unverified=/) u += substr($i, 12) } END { print u + 0 }' "$tpwork/data")
+    tp_line "threadpool.close_latency $s50 $s99 goal_p99_ns=1000000 goal=$goal rounds=$k n=$TP_CLOSE_N unverified=$unver"
 }
 
 # perf stat -e syscalls:sys_enter_futex around bench_threadpool ff (and
