@@ -1,8 +1,10 @@
-/* lib/alloc.c - the one allocation path. In a PK_TESTING build a counter
- * fails the k-th allocation (curl's torture mode, SQLite's malloc tests).
+/* lib/alloc.c - the one allocation path, and the one way threads start.
+ * In a PK_TESTING build a counter fails the k-th allocation (curl's
+ * torture mode, SQLite's malloc tests), another the next n threads.
  * The counters are test-only globals, compiled out of real builds. */
 #include "alloc.h"
 
+#include <errno.h>
 #include <stdlib.h>
 
 #ifdef PK_TESTING
@@ -34,7 +36,26 @@ should_fail(void)
 }
 #define PK__COUNT(p) \
     do { if (p) atomic_fetch_add(&live, 1); } while (0)
+
+static atomic_ulong thread_fails; /* thread creations still to fail */
+
+unsigned long
+pk__thread_fail_next(unsigned long n)
+{
+    return atomic_exchange(&thread_fails, n);
+}
+
+static int
+thread_should_fail(void)
+{
+    unsigned long n = atomic_load(&thread_fails);
+
+    while (n && !atomic_compare_exchange_weak(&thread_fails, &n, n - 1))
+        ;
+    return n != 0;
+}
 #else
+#define thread_should_fail() 0
 #define should_fail() 0
 #define PK__COUNT(p) ((void)0)
 #endif
@@ -71,4 +92,12 @@ pk__free(void *p)
         atomic_fetch_sub(&live, 1);
 #endif
     free(p);
+}
+
+int
+pk__thread_create(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+    if (thread_should_fail())
+        return EAGAIN;
+    return pthread_create(t, NULL, fn, arg);
 }

@@ -129,6 +129,20 @@ ticket_new(struct pk_pool_ticket **out, struct pk_pool *p, int timeout_ms,
     return 0;
 }
 
+/* A ticket's creates run on the helper thread: without it (it could not
+ * be started) the ticket would wait for a release that may never come, so
+ * the acquire fails now instead. Under manual maintenance the caller's
+ * pk_pool_maintain does that work. (A resource to check before reuse is
+ * queued for the helper all the same: pk__pool_bg_kick_locked retries to
+ * start it, and the ticket's deadline still holds.) */
+static int
+helper_running_locked(struct pk_pool *p)
+{
+    if (p->bg_running || (p->flags & PK_POOL_MANUAL_MAINTENANCE))
+        return 0;
+    return pk__pool_bg_start_locked(p);
+}
+
 int
 pk_pool_acquire_async_at(pk_pool *p, pk_pool_ticket **out, int timeout_ms,
                          pk_ticket_fn cb, void *arg, int *ready,
@@ -170,6 +184,12 @@ pk_pool_acquire_async_at(pk_pool *p, pk_pool_ticket **out, int timeout_ms,
             *ready = 1;
         *out = t;
         return 0;
+    }
+    rc = s ? 0 : helper_running_locked(p);
+    if (rc) {
+        pk__pool_unlock(p);
+        ticket_unref(t);
+        return rc;
     }
     if (s) {
         t->w.slot = s;

@@ -279,9 +279,9 @@ pk__pool_bg_start_locked(struct pk_pool *p)
     if (p->bg_running || p->closed)
         return 0;
     p->bg_stop = false;
-    rc = pthread_create(&p->bg, NULL, bg_main, p);
+    rc = pk__thread_create(&p->bg, bg_main, p);
     if (rc)
-        return -rc;
+        return PK_ECREATE; /* no helper thread (errno rc) */
     p->bg_running = true;
     return 0;
 }

@@ -230,7 +230,8 @@ typedef void (*pk_ticket_fn)(void *arg, pk_pool_ticket *ticket);
  * PK_POOL_MANUAL_MAINTENANCE), never on the caller. When it is served,
  * times out (timeout_ms; 0 = acquire_timeout_ms) or fails, cb runs (if
  * given) and the ticket's eventfd becomes readable.
- * Returns: 0, PK_EINVAL, PK_ENOMEM, PK_ESHUTDOWN, PK_EFORKED, or the
+ * Returns: 0, PK_EINVAL, PK_ENOMEM, PK_ESHUTDOWN, PK_EFORKED, PK_ECREATE
+ * (it must wait, and the helper thread could not be started), or the
  * error of making the eventfd.
  * Owner: *out returned owned (pk_pool_ticket_take or pk_pool_ticket_free).
  * Threads: safe. */

@@ -158,6 +158,37 @@ pk__tp_lane_leave(struct pk_threadpool *tp, struct tp_worker *w, int lane,
         pk__tp_maybe_wake(tp);
 }
 
+/* A worker about to block gives back the places it holds (it runs
+ * nothing while blocked), as the pool's max is compensated for it: with
+ * its nesting bound reached it may not run the child it waits on, and
+ * nobody else could while it held the lane's last place. Returns whether
+ * it held any. */
+bool
+pk__tp_lanes_step_out(struct pk_threadpool *tp, struct tp_worker *w)
+{
+    bool any = false;
+
+    for (size_t i = 1; i < tp->nlanes; i++) {
+        if (w->in_lane[i] == 0)
+            continue;
+        atomic_fetch_sub_explicit(&tp->lanes[i].running, 1,
+                                  memory_order_relaxed);
+        any = true;
+    }
+    return any;
+}
+
+/* Takes them back, above the cap if others filled it meanwhile (as a
+ * compensated pool goes above max for a while). */
+void
+pk__tp_lanes_step_in(struct pk_threadpool *tp, struct tp_worker *w)
+{
+    for (size_t i = 1; i < tp->nlanes; i++)
+        if (w->in_lane[i] > 0)
+            atomic_fetch_add_explicit(&tp->lanes[i].running, 1,
+                                      memory_order_relaxed);
+}
+
 /* ---- the queue -------------------------------------------------------- */
 
 /* True if some lane has a task queued and room to start it. */

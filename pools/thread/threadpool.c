@@ -84,6 +84,11 @@ start_workers(struct pk_threadpool *tp, const pk_threadpool_options *o)
     po.max_size = tp->max_threads;
     po.max_creating = 1;
     po.idle_timeout_ms = o->keep_alive_ms ? o->keep_alive_ms : 60000;
+    /* A thread that cannot start (EAGAIN at the process's limit) is soon
+     * retried: a try is cheap, and meanwhile a worker may be blocked
+     * waiting for one (compensation), or submitters run the queue. */
+    po.backoff_initial_ms = 1;
+    po.max_backoff_ms = 100;
     po.flags = PK_POOL_NO_GENERATION_BUMP;
     po.event = o->event;
     po.event_user = o->event_user;

@@ -170,6 +170,8 @@ size_t pk__tp_pop(struct pk_threadpool *tp, struct tp_worker *w,
                   struct tp_task *out, size_t max, int *lane, bool *counted);
 void pk__tp_lane_leave(struct pk_threadpool *tp, struct tp_worker *w,
                        int lane, bool counted);
+bool pk__tp_lanes_step_out(struct pk_threadpool *tp, struct tp_worker *w);
+void pk__tp_lanes_step_in(struct pk_threadpool *tp, struct tp_worker *w);
 size_t pk__tp_all_pushed(struct pk_threadpool *tp);
 void pk__tp_finish(struct pk_threadpool *tp, size_t n);
 bool pk__tp_all_finished(struct pk_threadpool *tp);

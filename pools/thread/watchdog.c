@@ -102,9 +102,9 @@ pk__tp_wd_start_locked(struct pk_threadpool *tp)
 
     if (tp->wd_running)
         return 0;
-    rc = pthread_create(&tp->wd, NULL, wd_main, tp);
+    rc = pk__thread_create(&tp->wd, wd_main, tp);
     if (rc)
-        return -rc;
+        return PK_ECREATE; /* no watchdog thread (errno rc) */
     tp->wd_running = true;
     return 0;
 }

@@ -412,7 +412,7 @@ block_on(struct pk_threadpool *tp, struct tp_worker *w, pk_future *f,
          uint64_t deadline)
 {
     uint64_t now, until;
-    bool comp;
+    bool comp, stepped_out;
 
     if (is_cycle(tp, w, f))
         return PK_EDEADLK;
@@ -420,6 +420,7 @@ block_on(struct pk_threadpool *tp, struct tp_worker *w, pk_future *f,
     if (now >= deadline)
         return PK_ETIMEDOUT;
     until = now + 10000000u;
+    stepped_out = pk__tp_lanes_step_out(tp, w);
     comp = pk__tp_work_ready(tp) || next_waiting(tp);
     atomic_fetch_sub(&tp->active, 1);
     if (comp)
@@ -428,6 +429,8 @@ block_on(struct pk_threadpool *tp, struct tp_worker *w, pk_future *f,
     if (comp)
         compensate(tp, -1);
     atomic_fetch_add(&tp->active, 1);
+    if (stepped_out)
+        pk__tp_lanes_step_in(tp, w);
     return 0;
 }
 
@@ -471,6 +474,40 @@ go_idle(struct tp_worker *w)
     return true;
 }
 
+/* Makes this thread run tp's tasks as w: w is its pool worker (tasks it
+ * runs go on w's stack and next slot), its wait helper, and in the list
+ * that cycle checks and next-slot steals read. Returns the helper it
+ * replaced. */
+static const struct pk__wait_helper *
+enter_pool(struct pk_threadpool *tp, struct tp_worker *w)
+{
+    pk__tp_self = w;
+    w->helper.fn = help_wait;
+    w->helper.ctx = w;
+    pk__lock_acquire(&tp->glock);
+    w->next_all = tp->all_workers;
+    tp->all_workers = w;
+    pk__lock_release(&tp->glock);
+    return pk__future_set_wait_helper(&w->helper);
+}
+
+static void
+leave_pool(struct pk_threadpool *tp, struct tp_worker *w,
+           struct tp_worker *outer, const struct pk__wait_helper *helper)
+{
+    pk__lock_acquire(&tp->glock);
+    for (struct tp_worker **pp = &tp->all_workers; *pp;
+         pp = &(*pp)->next_all) {
+        if (*pp == w) {
+            *pp = w->next_all;
+            break;
+        }
+    }
+    pk__lock_release(&tp->glock);
+    pk__future_set_wait_helper(helper);
+    pk__tp_self = outer;
+}
+
 static void *
 worker_main(void *arg)
 {
@@ -478,14 +515,7 @@ worker_main(void *arg)
     struct pk_threadpool *tp = w->tp;
 
     pthread_setname_np(pthread_self(), "pk-worker");
-    pk__tp_self = w;
-    w->helper.fn = help_wait;
-    w->helper.ctx = w;
-    pk__future_set_wait_helper(&w->helper);
-    pk__lock_acquire(&tp->glock);
-    w->next_all = tp->all_workers;
-    tp->all_workers = w;
-    pk__lock_release(&tp->glock);
+    (void)enter_pool(tp, w);
     if (tp->worker_init)
         tp->worker_init(tp->user);
     for (;;) {
@@ -514,17 +544,7 @@ worker_main(void *arg)
 out:
     if (tp->worker_exit)
         tp->worker_exit(tp->user);
-    pk__lock_acquire(&tp->glock);
-    for (struct tp_worker **pp = &tp->all_workers; *pp;
-         pp = &(*pp)->next_all) {
-        if (*pp == w) {
-            *pp = w->next_all;
-            break;
-        }
-    }
-    pk__lock_release(&tp->glock);
-    pk__future_set_wait_helper(NULL);
-    pk__tp_self = NULL;
+    leave_pool(tp, w, NULL, NULL);
     if (atomic_load(&w->self_exit) || atomic_load(&w->detached)) {
         /* Nobody joins us: the pool retired us on our own thread, or
          * forgot us as stuck. destroy waits on `threads` instead. */
@@ -552,7 +572,7 @@ pk__tp_worker_create(void *user, void **res, pk_error *err)
     w->tp = tp;
     atomic_fetch_add(&tp->refs, 1);
     atomic_fetch_add(&tp->threads, 1);
-    rc = pthread_create(&w->thread, NULL, worker_main, w);
+    rc = pk__thread_create(&w->thread, worker_main, w);
     if (rc) {
         atomic_fetch_sub(&tp->threads, 1);
         atomic_fetch_sub(&tp->refs, 1);
@@ -598,17 +618,35 @@ give(struct pk_threadpool *tp, pk_lease *l)
 
 /* When no worker exists and none can be started (thread creation or
  * memory failed), the thread that learned it runs what is queued, so a
- * task whose submit returned 0 is never stranded. */
+ * task whose submit returned 0 is never stranded. It does so as a
+ * stand-in worker of its own stack: a task that waits on a child then
+ * helps run it, where blocking would leave nobody to (stress_threadpool:
+ * a hang when this ran on the core's helper thread, which also makes the
+ * workers). */
 static void
 run_queued_here(struct pk_threadpool *tp)
 {
+    struct tp_worker *outer = pk__tp_self;
+    const struct pk__wait_helper *helper;
+    struct tp_worker me;
     struct tp_task t;
-    bool counted;
-    int lane;
 
-    while (atomic_load(&tp->alive) == 0 &&
-           pk__tp_pop(tp, NULL, &t, 1, &lane, &counted))
-        run_one(tp, &t);
+    if ((outer && outer->tp == tp) || atomic_load(&tp->alive) != 0)
+        return; /* a worker of tp runs the queue anyway */
+    memset(&me, 0, sizeof me);
+    me.tp = tp;
+    helper = enter_pool(tp, &me);
+    atomic_fetch_add(&tp->active, 1);
+    for (;;) {
+        if (pk__tp_take_next(&me, &t))
+            run_one(tp, &t); /* submitted by a task that ran here */
+        else if (atomic_load(&tp->alive) == 0 && pop_batch(tp, &me))
+            run_batch(tp, &me);
+        else
+            break;
+    }
+    atomic_fetch_sub(&tp->active, 1);
+    leave_pool(tp, &me, outer, helper);
 }
 
 static void

@@ -6,7 +6,8 @@
  * submit with a future, submit_many, a task that submits children to the
  * same pool and waits on them (depth <= 3), cancel, wait with a 0-2 ms
  * timeout, wait_any / wait_all, dropping a future unread, resize (1..4
- * threads, and a lane's cap), a stats snapshot, and, in three epochs of four, one thread's
+ * threads, and a lane's cap; now and then the next thread starts fail),
+ * a stats snapshot, and, in three epochs of four, one thread's
  * shutdown DRAIN or CANCEL with a short timeout near its end while the
  * others keep submitting. Tasks go to lanes by their salt (the block
  * policy case has a capped lane and a low one). One task in ten
@@ -528,6 +529,10 @@ worker_main(void *arg)
             int rc = pk_threadpool_resize(w->ep->tp, min, max);
             if (rc && rc != PK_ESHUTDOWN)
                 violation("resize returned %s", pk_err_name(rc));
+            /* now and then, the next thread starts fail (a process at
+             * its limit): no task may be lost or stranded */
+            if (pk_prng_chance(&w->rng, 100))
+                pk__thread_fail_next(1 + pk_prng_below(&w->rng, 3));
             /* and a lane's cap: 0 (none) to 2 */
             if (w->ep->lanes > 1) {
                 int lane = 1 + (int)pk_prng_below(&w->rng,
@@ -609,6 +614,11 @@ watchdog_main(void *arg)
                     (unsigned long long)st.failed,
                     (unsigned long long)st.cancelled,
                     (unsigned long long)st.rejected);
+        pk_lane_stats ls;
+        for (int lane = 0; tp && pk_threadpool_lane_stats_get(tp, lane, &ls) == 0;
+             lane++)
+            fprintf(stderr, "  lane %d: queued %zu running %zu cap %zu\n",
+                    lane, ls.queued, ls.running, ls.max_threads);
         abort();
     }
     return NULL;
@@ -749,6 +759,7 @@ run_epoch(uint64_t seed, int e, unsigned long ops,
     }
     for (int i = 0; i < N_THREADS; i++)
         assert_int_equal(pthread_join(ws[i].tid, NULL), 0);
+    pk__thread_fail_next(0);
     atomic_store(&phase, 2);
     assert_int_equal(pk_threadpool_shutdown(ep.tp, PK_SHUTDOWN_DRAIN,
                                             PK_WAIT_FOREVER), 0);
@@ -838,7 +849,7 @@ test_stress_threadpool_block_policy_keeps_invariants(void **state)
      * small queue (resizes change the caps). */
     pk_lane_options lanes[] = {
         { .name = "capped", .max_threads = 1, .priority = 1 },
-        { .name = "low", .priority = -1, .queue_size = 32 },
+        { .name = "low", .priority = -1, .queue_size = 64 },
     };
     pk_threadpool_options o = { .max_threads = 4, .queue_size = 256,
                                 .full_policy = PK_FULL_BLOCK,

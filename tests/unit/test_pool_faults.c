@@ -1009,6 +1009,52 @@ test_destroy_in_child_calls_only_forget_in_child(void **state)
     free(c);
 }
 
+/* ---- the helper thread cannot start ------------------------------------ */
+
+/* A process at its thread limit: a pool that needs its helper thread
+ * says so at create, and a non-blocking acquire that would wait for a
+ * create on it fails at once instead of waiting for ever. */
+static void
+test_helper_thread_that_cannot_start_fails_cleanly(void **state)
+{
+    long live0 = pk__alloc_live();
+    struct fctx *c = fctx_new();
+    pk_pool_options o = f_options(c, 2);
+    pk_pool_ticket *t;
+    pk_pool *p;
+    pk_lease l;
+    int ready = 0;
+
+    (void)state;
+    o.idle_timeout_ms = 60000; /* a policy the helper thread runs */
+    pk__thread_fail_next(1);
+    assert_int_equal(pk_pool_create(&p, &o), PK_ECREATE);
+    assert_int_equal(pk__thread_fail_next(0), 0);
+    assert_int_equal(pk__alloc_live(), live0);
+
+    o.idle_timeout_ms = 0; /* no helper until a ticket needs one */
+    assert_int_equal(pk_pool_create(&p, &o), 0);
+    pk__thread_fail_next(1);
+    assert_int_equal(pk_pool_acquire_async(p, &t, 1000, NULL, NULL, &ready),
+                     PK_ECREATE);
+    assert_int_equal(pk__thread_fail_next(0), 0);
+    /* Thread creation works again: so does the ticket. */
+    assert_int_equal(pk_pool_acquire_async(p, &t, 5000, NULL, NULL, &ready),
+                     0);
+    int rc = PK_EAGAIN;
+    for (int i = 0; i < 5000 && rc == PK_EAGAIN; i++) {
+        rc = pk_pool_ticket_take(t, &l, NULL);
+        if (rc == PK_EAGAIN)
+            sleep_ms(1);
+    }
+    assert_int_equal(rc, 0);
+    assert_int_equal(pk_pool_release(p, &l, PK_RELEASE_OK), 0);
+    pk_pool_destroy(p);
+    assert_each_destroyed_once(c);
+    free(c);
+    assert_int_equal(pk__alloc_live(), live0);
+}
+
 int
 main(void)
 {
@@ -1024,6 +1070,7 @@ main(void)
         cmocka_unit_test(test_event_hook_never_outlives_pool),
         cmocka_unit_test(test_fork_while_in_use_child_gets_eforked),
         cmocka_unit_test(test_destroy_in_child_calls_only_forget_in_child),
+        cmocka_unit_test(test_helper_thread_that_cannot_start_fails_cleanly),
     };
 
     return cmocka_run_group_tests_name("pool_faults", tests, NULL, NULL);

@@ -651,6 +651,96 @@ test_alloc_failures_min1_return_enomem_and_leak_nothing(void **state)
     alloc_failure_loop(1);
 }
 
+/* ---- thread creation fails --------------------------------------------- */
+
+static void
+wait_all_counted(pk_future **f, int n)
+{
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(pk_future_wait(f[i], 10000), 0);
+        assert_int_equal(pk_future_result(f[i], NULL), 0);
+        pk_future_release(f[i]);
+    }
+}
+
+/* A process at its thread limit: create says so when min_threads cannot
+ * start, and an accepted task is never stranded: while no worker can
+ * start, the submitting thread runs it; once threads can start again,
+ * workers do. */
+static void
+test_thread_creation_failures_strand_no_task(void **state)
+{
+    long live0 = settled_live(0);
+    pk_threadpool_options o = { .min_threads = 2, .max_threads = 2 };
+    pk_threadpool_stats st;
+    pk_threadpool *tp;
+    pk_future *f[20];
+
+    (void)state;
+    atomic_store(&counter, 0);
+    pk__thread_fail_next(1);
+    assert_int_equal(pk_threadpool_create(&tp, &o), PK_ECREATE);
+    pk__thread_fail_next(0);
+    assert_int_equal(settled_live(live0), live0);
+
+    o.min_threads = 0;
+    assert_int_equal(pk_threadpool_create(&tp, &o), 0);
+    pk__thread_fail_next(1000000);
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(pk_threadpool_submit(tp, count_task, NULL, &f[i]),
+                         0);
+    wait_all_counted(f, 20);
+    assert_int_equal(pk_threadpool_stats_get(tp, &st), 0);
+    assert_int_equal(st.threads, 0);
+    /* Threads start again once the core's create backoff (1 s at most
+     * here) has passed; until then submitters keep running the tasks. */
+    pk__thread_fail_next(0);
+    int done = 20;
+    for (int round = 0; round < 500 && st.threads == 0; round++) {
+        assert_int_equal(pk_threadpool_submit(tp, count_task, NULL, &f[0]),
+                         0);
+        wait_all_counted(f, 1);
+        done++;
+        sleep_ms(10);
+        assert_int_equal(pk_threadpool_stats_get(tp, &st), 0);
+    }
+    assert_true(st.threads > 0);
+    assert_int_equal(st.completed, (uint64_t)done);
+    assert_int_equal(atomic_load(&counter), done);
+    pk_threadpool_destroy(tp);
+    assert_int_equal(settled_live(live0), live0);
+}
+
+/* The watchdog thread cannot start: create fails, and so does a submit
+ * with a run limit (nothing queued, no future left). */
+static void
+test_watchdog_that_cannot_start_refuses_cleanly(void **state)
+{
+    long live0 = settled_live(0);
+    pk_threadpool_options o = { .max_threads = 1, .slow_task_ms = 100 };
+    pk_task_options limit = { .run_limit_ms = 100 };
+    pk_task t = { .fn = count_task };
+    pk_threadpool_stats st;
+    pk_threadpool *tp;
+    pk_future *f = (pk_future *)&f;
+
+    (void)state;
+    pk__thread_fail_next(1);
+    assert_int_equal(pk_threadpool_create(&tp, &o), PK_ECREATE);
+    pk__thread_fail_next(0);
+    o.slow_task_ms = 0;
+    assert_int_equal(pk_threadpool_create(&tp, &o), 0);
+    pk__thread_fail_next(1);
+    assert_int_equal(pk_threadpool_submit_opts(tp, &t, &limit, &f),
+                     PK_ECREATE);
+    pk__thread_fail_next(0);
+    assert_null(f);
+    assert_int_equal(pk_threadpool_stats_get(tp, &st), 0);
+    assert_int_equal(st.submitted, 0);
+    pk_threadpool_destroy(tp);
+    assert_int_equal(settled_live(live0), live0);
+}
+
 /* ---- failures nobody reads --------------------------------------------- */
 
 static atomic_int unread_events, other_events;
@@ -798,6 +888,8 @@ main(void)
         T(test_submit_many_starts_a_worker_per_task_while_below_max),
         T(test_worker_hooks_run_once_per_worker),
         T(test_resize_while_running_grows_and_shrinks),
+        T(test_thread_creation_failures_strand_no_task),
+        T(test_watchdog_that_cannot_start_refuses_cleanly),
         T(test_alloc_failures_min0_return_enomem_and_leak_nothing),
         T(test_alloc_failures_min1_return_enomem_and_leak_nothing),
         T(test_fire_and_forget_failure_without_hook_is_harmless),
