@@ -225,7 +225,8 @@ pk_pool_ticket_take(pk_pool_ticket *t, pk_lease *lease, pk_error *err)
         lease->resource = s->res;
         lease->pool_ = t->pool;
         lease->slot_ = s;
-        lease->ticket_ = s->ticket;
+        lease->ticket_ = pk__ticket_lease(
+            atomic_load_explicit(&s->ticket, memory_order_relaxed));
         rc = 0;
     } else {
         rc = t->w.err ? t->w.err : PK_ECREATE;
@@ -305,7 +306,9 @@ pk__pool_async_service(struct pk_pool *p)
         if (rc == 0 && (t->abandoned || p->closed)) {
             /* Nobody will take it, or the pool closed meanwhile: the
              * release puts it back, or retires it if closed. */
-            pk_lease l = { s->res, p, s, s->ticket };
+            pk_lease l = { s->res, p, s,
+                           pk__ticket_lease(atomic_load_explicit(
+                               &s->ticket, memory_order_relaxed)) };
             t->w.slot = NULL;
             if (!t->abandoned) {
                 t->w.err = PK_ESHUTDOWN;

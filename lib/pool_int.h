@@ -1,6 +1,8 @@
 /* lib/pool_int.h - the pool's private structures, shared by the files
- * that make up the core pool (pool.c: lending; pool_maint.c: maintenance,
- * sizing and closing; pool_async.c: tickets; pool_group.c: groups).
+ * that make up the core pool (pool.c: lending; pool_wait.c: the queue and
+ * hand-off; pool_create.c: creating resources and pools; pool_cache.c: the
+ * release cache; pool_maint.c: maintenance, sizing and closing;
+ * pool_async.c: tickets; pool_group.c: groups).
  *
  * Every field below `lock` is protected by it unless its comment says
  * otherwise. */
@@ -21,7 +23,10 @@
 
 /* Slot states. A slot struct outlives its resource: it goes back to the
  * pool's free list and is freed only with the pool, so a stale lease never
- * points at freed memory.
+ * points at freed memory. A slot parked in the release cache
+ * (pool_cache.c) stays LENT and counted in p->lent: it is lent to the
+ * cache, and only the thread whose CAS on its ticket takes it out of the
+ * cache may touch it.
  *   FREE     -> CREATING (reserve_create)
  *   CREATING -> IDLE or LENT (deliver) | FREE (create failed)
  *   IDLE     -> LENT (acquire) | RETIRING (maintenance, evict, resize)
@@ -44,7 +49,17 @@ struct pk__slot {
     void *res;
     int state;
     bool held_reported;
-    uint64_t ticket;              /* bumped at each lend */
+    /* The ticket word: a counter (in PK__T_STEP units) bumped at each lend
+     * and each release, so it names one lease, and the cache's flags
+     * (PK__T_PARKED, PK__T_NOPARK). A release validates and ends its lease
+     * with one CAS on it, and parks the slot in the same CAS; an acquire
+     * takes a parked slot with one CAS. */
+    _Atomic uint64_t ticket;
+    unsigned in_set;              /* under the lock: 1 + index in
+                                     p->cset.set, or 0 */
+    /* Lends from the release cache, written only by the slot's owner of
+     * the moment (relaxed load + store, no RMW), summed by the stats. */
+    _Atomic uint64_t cache_lends;
     uint64_t created_ns;          /* policy clock */
     uint64_t expires_ns;          /* lifetime end, jitter applied */
     uint64_t idle_since_ns;       /* policy clock, when it went idle */
@@ -55,6 +70,7 @@ struct pk__slot {
     uint64_t generation;
     const char *file;             /* acquire site of the current lease */
     int line;
+    void *mem;                    /* the allocation (line-aligned slot) */
 };
 
 /* Parking word values. */
@@ -77,9 +93,58 @@ struct pk__waiter {
     _Atomic bool granted;         /* a budget unit waits for this waiter */
 };
 
+/* The ticket word's flags (pool_cache.c).
+ *   PARKED  released into the cache: LENT to the cache, up for a CAS.
+ *   NOPARK  a release may not park it (the cache is closed, or the slot is
+ *           not in p->cset); set and cleared under the lock only.
+ * A lease's ticket is the word without flags. */
+#define PK__T_PARKED 1u
+#define PK__T_NOPARK 2u
+#define PK__T_FLAGS 3u
+#define PK__T_STEP 4u
+
+static inline uint64_t
+pk__ticket_lease(uint64_t w)
+{
+    return w & ~(uint64_t)PK__T_FLAGS;
+}
+
+/* One stripe of the release cache: the slot its threads parked last, a
+ * hint (the slot's ticket word says whether it is still parked). Padded
+ * to a cache line so that two threads' stripes never share one. */
+#define PK__CACHE_LINE 64
+struct pk__stripe {
+    _Atomic(struct pk__slot *) hint;
+    char pad[PK__CACHE_LINE - sizeof(void *)];
+};
+
+struct pk__cache {
+    /* p->generation, mirrored for the lock-free paths: relaxed, as
+     * coherence is all a caller that saw the bump needs. */
+    _Atomic uint64_t gen;
+    struct pk__stripe *stripe;    /* mask + 1 of them, line aligned; NULL
+                                     if the pool can never be hot */
+    unsigned mask;
+    void *mem;                    /* the allocation stripe points into */
+};
+
+/* The cache's state under the lock, away from the line the lock-free
+ * paths read. */
+struct pk__cache_set {
+    /* The slots whose NOPARK flag is clear, i.e. those a release may park
+     * (lent while the cache was open), at most cap; in cache.mem. */
+    struct pk__slot **set;
+    unsigned n, cap;
+    bool open;
+};
+
 struct pk_pool {
+    /* Read by every lock-free acquire and release: kept apart from the
+     * lock and the fields written under it (pad). */
     unsigned magic;
     unsigned fork_epoch;          /* immutable */
+    struct pk__cache cache;
+    char pad_[PK__CACHE_LINE];
     pk__lock lock;
 
     /* Options, immutable after create except the sizes. */
@@ -108,6 +173,8 @@ struct pk_pool {
      * relaxed atomics written under this pool's lock, read without it. */
     _Atomic size_t idle_hint;
     _Atomic uint64_t oldest_idle_hint;
+
+    struct pk__cache_set cset;
 
     /* Population. */
     struct pk__slot *idle_head, *idle_tail; /* head = most recently idle */
@@ -194,6 +261,16 @@ void pk__pool_emit(struct pk_pool *p, const struct pk__ev *ev);
 
 void pk__pool_update_hot_locked(struct pk_pool *p);
 
+/* Every change of p->generation goes through here, so the cache's mirror
+ * follows. */
+static inline void
+pk__pool_gen_bump_locked(struct pk_pool *p)
+{
+    p->generation++;
+    atomic_store_explicit(&p->cache.gen, p->generation,
+                          memory_order_relaxed);
+}
+
 /* Drops the lock, then kicks waiters and notifies tickets made ready
  * while it was held: every unlock in the pool goes through here. */
 void pk__pool_unlock_slow(struct pk_pool *p);
@@ -207,8 +284,37 @@ pk__pool_unlock(struct pk_pool *p)
         pk__lock_release(&p->lock);
 }
 
-/* pool.c internals used by the other parts. Functions named *_locked
+/* Internals shared by the parts of the pool. Functions named *_locked
  * run with p->lock held. */
+
+/* pool.c */
+void pk__pool_emit_simple(struct pk_pool *p, pk_event_kind kind, void *res,
+                          const pk_error *err);
+/* A slot from the free list or a new one (NULL: out of memory), and back. */
+struct pk__slot *pk__pool_slot_get(struct pk_pool *p);
+void pk__pool_slot_put(struct pk_pool *p, struct pk__slot *s);
+/* Lends s to the holder of a lease being filled now (counts it lent). */
+void pk__pool_slot_lend(struct pk_pool *p, struct pk__slot *s, uint64_t now,
+                        const char *file, int line);
+bool pk__pool_slot_needs_check(const struct pk_pool *p,
+                               const struct pk__slot *s, uint64_t now);
+/* Takes the next idle slot in the pool's order; NULL if none. */
+struct pk__slot *pk__pool_idle_pop_locked(struct pk_pool *p);
+
+/* pool_wait.c */
+/* Gives a slot that stopped being lent (release OK, create, check passed)
+ * to the longest waiter, or makes it idle. */
+void pk__pool_deliver_locked(struct pk_pool *p, struct pk__slot *s,
+                             uint64_t now);
+/* pk__pool_acquire_wait's results besides error codes: GOT_LOCKED returns
+ * with the lock held, GOT_UNLOCKED without. */
+enum { PK__GOT_LOCKED = 1, PK__GOT_UNLOCKED = 2 };
+/* Waits in the queue (w enqueued, lock held) for a slot, a create of its
+ * own, an error or the deadline. */
+int pk__pool_acquire_wait(struct pk_pool *p, struct pk__waiter *w,
+                          uint64_t deadline, pk_error *err);
+
+/* pool_create.c and the rest */
 int pk__pool_create_one(struct pk_pool *p, struct pk__waiter *self,
                         pk_error *err);
 void pk__pool_serve_waiters_locked(struct pk_pool *p);
@@ -237,6 +343,37 @@ struct pk__slot *pk__pool_take_idle_locked(struct pk_pool *p,
 /* Checks a lent slot with no lock held; on failure retires it and returns
  * the check's code. */
 int pk__pool_check_lent(struct pk_pool *p, struct pk__slot *s);
+
+/* Ends a release whose lease pk_pool_release already made stale, the
+ * lock held on entry; drops it. (The cache hands back through here.) */
+int pk__pool_release_locked(struct pk_pool *p, struct pk__slot *s,
+                            int status);
+
+/* pool_cache.c */
+int pk__cache_init(struct pk_pool *p);
+void pk__cache_fini(struct pk_pool *p);
+/* Recomputes cset.open from the pool's state; when it closes, sets
+ * NOPARK on every slot, moves every parked one back to the idle list and
+ * serves waiters. Call after any change to p->hot, the queue, alive or
+ * max_size. */
+void pk__cache_update_locked(struct pk_pool *p);
+/* Moves every parked slot to the idle list (and serves waiters, should
+ * any be queued). Returns how many. */
+size_t pk__cache_flush_locked(struct pk_pool *p);
+/* The ticket word of a slot lent under the lock now: the next counter,
+ * and NOPARK unless the cache is open and takes s into its set. Returns
+ * the lease's ticket. */
+uint64_t pk__cache_lend_locked(struct pk_pool *p, struct pk__slot *s);
+/* Takes s (lent, its lease ended, owned by the caller) out of the set:
+ * NOPARK from now on. */
+void pk__cache_forget_locked(struct pk_pool *p, struct pk__slot *s);
+/* Parks s (owned by the caller) under the lock, in the caller's stripe,
+ * moving the slot parked there before to the idle list, so a thread's
+ * last release is its next acquire (LIFO). False if the cache cannot
+ * take it (closed, older generation, set full). */
+bool pk__cache_park_locked(struct pk_pool *p, struct pk__slot *s);
+/* Lends from the cache, summed over slots (stats). */
+uint64_t pk__cache_lends_locked(struct pk_pool *p);
 
 /* pool_maint.c */
 int pk__pool_bg_start_locked(struct pk_pool *p);

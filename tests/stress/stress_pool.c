@@ -10,6 +10,11 @@
  * the time, check (run on every borrow: check_after PK_ALWAYS) 5%, reset
  * 2%. The operation count is 10^6 scaled by PK_STRESS_SCALE.
  *
+ * One case drops the check and reset hooks, so the pool takes its hot
+ * path and its release cache (pool_cache.c): parked slots race waiters,
+ * pause, resize (min_idle 1 turns the cache off, 0 on again), evict_all,
+ * stats and close, with 16 threads sharing fewer stripes than threads.
+ *
  * Threads never call cmocka: they count violations in atomics (and keep
  * the first message), and the main thread asserts after joining them
  * (STYLE.md section 5). A watchdog in the main thread reports a thread
@@ -273,14 +278,15 @@ ctx_init(struct ctx *c, int idx, uint64_t seed, size_t max_size,
     c->group = g;
 }
 
-/* backoff_ms: 1, or PK_ALWAYS for none. With a backoff, a failed create
+/* hot: no check or reset hook (the release cache's case).
+ * backoff_ms: 1, or PK_ALWAYS for none. With a backoff, a failed create
  * makes acquirers that need one fail fast for up to 1 ms, which at these
  * speeds is most of them; without, creates retry at once and hand-offs,
  * checks and steals get the traffic, and a maintenance thread runs every
  * millisecond. Each case runs one or the other. */
 static pk_pool_options
 stress_options(struct ctx *c, size_t max_size, pk_pool_group *group,
-               int backoff_ms)
+               int backoff_ms, bool hot)
 {
     pk_pool_options o = {
         .create = h_create,
@@ -297,7 +303,11 @@ stress_options(struct ctx *c, size_t max_size, pk_pool_group *group,
         .acquire_timeout_ms = 1,
         .group = group,
     };
-    if (backoff_ms == PK_ALWAYS) {
+    if (hot) {
+        /* No hook or policy keeps the pool off its hot path. */
+        o.check = NULL;
+        o.reset = NULL;
+    } else if (backoff_ms == PK_ALWAYS) {
         /* A maintenance thread that checks idle resources every
          * millisecond, racing lends, evicts and resizes. */
         o.check_interval_ms = 1;
@@ -804,7 +814,7 @@ assert_no_violations(void)
 /* ---- the tests -------------------------------------------------------- */
 
 static void
-stress_one_pool(const char *name, int backoff_ms, double share)
+stress_one_pool(const char *name, int backoff_ms, bool hot, double share)
 {
     static struct ctx c;
     struct shared sh;
@@ -816,7 +826,7 @@ stress_one_pool(const char *name, int backoff_ms, double share)
 
     reset_violations();
     ctx_init(&c, 0, seed, 6, NULL);
-    o = stress_options(&c, 6, NULL, backoff_ms);
+    o = stress_options(&c, 6, NULL, backoff_ms, hot);
     assert_int_equal(pk_pool_create(&pool, &o), 0);
     memset(&sh, 0, sizeof sh);
     sh.pools[0] = pool;
@@ -835,19 +845,26 @@ stress_one_pool(const char *name, int backoff_ms, double share)
     assert_int_equal(pk__alloc_live(), live0);
 }
 
-/* Operation shares of the three cases: 10^6 in all at scale 1. */
+/* Operation shares of the four cases: 10^6 in all at scale 1. */
 static void
 test_stress_pool_keeps_invariants_with_create_backoff(void **state)
 {
     (void)state;
-    stress_one_pool("stress_pool backoff", 1, 0.4);
+    stress_one_pool("stress_pool backoff", 1, false, 0.3);
 }
 
 static void
 test_stress_pool_keeps_invariants_without_backoff(void **state)
 {
     (void)state;
-    stress_one_pool("stress_pool no-backoff", PK_ALWAYS, 0.3);
+    stress_one_pool("stress_pool no-backoff", PK_ALWAYS, false, 0.2);
+}
+
+static void
+test_stress_hot_pool_keeps_invariants_with_its_cache(void **state)
+{
+    (void)state;
+    stress_one_pool("stress_pool hot", PK_ALWAYS, true, 0.2);
 }
 
 static void
@@ -871,7 +888,7 @@ test_stress_group_never_exceeds_budget(void **state)
     for (int i = 0; i < N_MEMBERS; i++) {
         pk_pool_options o;
         ctx_init(&cs[i], i, seed, member_max[i], &gc);
-        o = stress_options(&cs[i], member_max[i], g, PK_ALWAYS);
+        o = stress_options(&cs[i], member_max[i], g, PK_ALWAYS, false);
         assert_int_equal(pk_pool_create(&sh.pools[i], &o), 0);
         sh.ctxs[i] = &cs[i];
     }
@@ -907,6 +924,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stress_pool_keeps_invariants_with_create_backoff),
         cmocka_unit_test(test_stress_pool_keeps_invariants_without_backoff),
+        cmocka_unit_test(test_stress_hot_pool_keeps_invariants_with_its_cache),
         cmocka_unit_test(test_stress_group_never_exceeds_budget),
     };
 

@@ -1,0 +1,254 @@
+/* lib/pool_wait.c - the pool's waiters: the arrival-order queue, the
+ * hand-off of a resource to the longest waiter, and the loop a blocking
+ * acquire waits in.
+ *
+ * Waiters queue in arrival order. A release hands its resource straight to
+ * the head waiter (state stays LENT, the waiter's parking word goes to
+ * W_HANDED), so a newcomer can never barge past a waiter: with a queue,
+ * the fast path and the release cache are closed to newcomers (queueing
+ * closes the cache and hands what it held to the queue, pool_cache.c). A
+ * waiter that sees that creates are wanted and allowed runs one itself
+ * and delivers the result to the head of the queue, which is usually
+ * itself.
+ *
+ * Invariant: when the pool is not paused, idle resources and waiters never
+ * coexist once the lock is dropped; whoever makes a resource idle calls
+ * pk__pool_serve_waiters_locked (pk__pool_deliver_locked does). */
+#include "pool_int.h"
+
+/* ---- the queue -------------------------------------------------------- */
+
+void
+pk__pool_wake_waiter_locked(struct pk_pool *p, struct pk__waiter *w,
+                            uint32_t v)
+{
+    if (!pk__park_set(&w->park, v))
+        return; /* still spinning: it sees v without a syscall */
+    if (p->n_kick < sizeof p->kick / sizeof p->kick[0])
+        p->kick[p->n_kick++] = &w->park;
+    else
+        pk__park_kick(&w->park);
+}
+
+void
+pk__pool_waiter_enqueue(struct pk_pool *p, struct pk__waiter *w, bool front)
+{
+    w->queued = true;
+    if (front) {
+        w->prev = NULL;
+        w->next = p->wait_head;
+        if (p->wait_head)
+            p->wait_head->prev = w;
+        else
+            p->wait_tail = w;
+        p->wait_head = w;
+    } else {
+        w->next = NULL;
+        w->prev = p->wait_tail;
+        if (p->wait_tail)
+            p->wait_tail->next = w;
+        else
+            p->wait_head = w;
+        p->wait_tail = w;
+    }
+    p->waiters++;
+    if (w->ticket)
+        p->async_waiters++;
+    /* Closes the cache: a slot parked there now is handed to the queue
+     * (arrival order), and no release parks one while we wait. */
+    pk__cache_update_locked(p);
+}
+
+void
+pk__pool_waiter_dequeue(struct pk_pool *p, struct pk__waiter *w)
+{
+    if (!w->queued)
+        return;
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        p->wait_head = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    else
+        p->wait_tail = w->prev;
+    w->prev = w->next = NULL;
+    w->queued = false;
+    p->waiters--;
+    if (w->ticket)
+        p->async_waiters--;
+    pk__cache_update_locked(p);
+}
+
+/* ---- hand-off --------------------------------------------------------- */
+
+/* Hands s (already counted as lent) to waiter w, which leaves the queue. */
+static void
+hand_to(struct pk_pool *p, struct pk__waiter *w, struct pk__slot *s,
+        uint64_t now)
+{
+    bool check = pk__pool_slot_needs_check(p, s, now);
+
+    pk__pool_waiter_dequeue(p, w);
+    p->lent--; /* pk__pool_slot_lend counts it again */
+    pk__pool_slot_lend(p, s, now, w->file, w->line);
+    w->slot = s;
+    w->needs_check = check;
+    if (w->ticket)
+        pk__ticket_ready_locked(p, w);
+    else
+        pk__pool_wake_waiter_locked(p, w, PK__W_HANDED);
+}
+
+void
+pk__pool_serve_waiters_locked(struct pk_pool *p)
+{
+    uint64_t now;
+
+    if (p->paused || !p->wait_head || !p->idle_head)
+        return;
+    now = p->needs_clock ? pk__pool_now(p) : 0;
+    while (p->wait_head && p->idle_head) {
+        struct pk__slot *s = pk__pool_idle_pop_locked(p);
+        p->lent++;
+        hand_to(p, p->wait_head, s, now);
+    }
+}
+
+void
+pk__pool_wake_retry_locked(struct pk_pool *p)
+{
+    bool async = false;
+
+    for (struct pk__waiter *w = p->wait_head; w; w = w->next) {
+        uint32_t v = atomic_load_explicit(&w->park.word,
+                                          memory_order_relaxed);
+        if (w->ticket)
+            async = true;
+        else if (v == 0 || v == PK__PARK_SLEEPING)
+            pk__pool_wake_waiter_locked(p, w, PK__W_RETRY);
+    }
+    if (async)
+        pk__pool_bg_kick_locked(p);
+}
+
+/* Gives a slot that stopped being lent (release OK, create, check passed)
+ * to the longest waiter, or makes it idle. */
+void
+pk__pool_deliver_locked(struct pk_pool *p, struct pk__slot *s,
+                        uint64_t now)
+{
+    s->idle_since_ns = now;
+    if (p->wait_head && !p->paused) {
+        p->lent++;
+        hand_to(p, p->wait_head, s, now);
+        return;
+    }
+    pk__pool_idle_push_locked(p, s);
+}
+
+/* ---- the waiting acquire --------------------------------------------- */
+
+static bool
+fail_fast_locked(struct pk_pool *p, uint64_t now)
+{
+    /* Creates are failing and in backoff, nothing is being made, and the
+     * pool has room: waiting would only wait out the backoff. */
+    return p->fail_streak > 0 && now < p->backoff_until_ns &&
+           p->creating == 0 && p->alive < p->max_size && !p->paused;
+}
+
+/* One evaluation of a queued waiter. Returns 1 when w has a slot, a
+ * negative code when it must give up, 0 to keep waiting. */
+static int
+waiter_step(struct pk_pool *p, struct pk__waiter *w, pk_error *err)
+{
+    uint64_t now;
+
+    if (w->slot)
+        return 1;
+    if (p->closed) {
+        pk__pool_waiter_dequeue(p, w);
+        return PK_ESHUTDOWN;
+    }
+    now = pk__pool_now(p);
+    if (pk__pool_creates_wanted_locked(p) > 0 &&
+        pk__pool_can_create_locked(p, now)) {
+        int rc = pk__pool_create_one(p, w, err);
+        if (w->slot)
+            return 1;
+        if (rc == PK_EAGAIN && p->group) {
+            /* Queue for the group's budget; it may retire another key's
+             * idle resource for us. No pool lock across group calls. */
+            pk__pool_unlock(p);
+            pk__group_steal(p->group, p);
+            pk__lock_acquire(&p->lock);
+            if (w->slot)
+                return 1;
+        }
+        if (rc < 0 && rc != PK_EAGAIN && !w->queued)
+            return rc;
+        if (rc == PK_ENOMEM) {
+            pk__pool_waiter_dequeue(p, w);
+            return rc;
+        }
+        now = pk__pool_now(p);
+    }
+    if (fail_fast_locked(p, now)) {
+        pk__pool_waiter_dequeue(p, w);
+        if (err)
+            *err = p->last_err;
+        return p->last_err.code;
+    }
+    return 0;
+}
+
+/* How long a parked waiter sleeps: to its deadline, or to the end of the
+ * create backoff if a create will then be wanted. */
+static uint64_t
+park_deadline(struct pk_pool *p, uint64_t deadline)
+{
+    uint64_t now, mono;
+
+    if (p->fail_streak == 0 || p->clock)
+        return deadline;
+    now = pk__pool_now(p);
+    if (p->backoff_until_ns <= now)
+        return deadline;
+    mono = pk__now_ns() + (p->backoff_until_ns - now);
+    return mono < deadline ? mono : deadline;
+}
+
+int
+pk__pool_acquire_wait(struct pk_pool *p, struct pk__waiter *w,
+                      uint64_t deadline, pk_error *err)
+{
+    int rc;
+
+    for (;;) {
+        /* Cleared before the step, not after it (test_pool: max_creating):
+         * the step drops the lock around a create or a group wait, and a
+         * wake that comes meanwhile (close, a create slot freed, a
+         * retire) must stay in the word so the park below returns at
+         * once instead of sleeping to the deadline. seq_cst: pairs with
+         * the group's grant (pool_group.c). */
+        atomic_store(&w->park.word, 0);
+        bool granted = atomic_load(&w->granted);
+        rc = waiter_step(p, w, err);
+        if (rc)
+            return rc;
+        if (pk__now_ns() >= deadline) {
+            pk__pool_waiter_dequeue(p, w);
+            p->st_timeouts++;
+            return PK_ETIMEDOUT;
+        }
+        if (!granted && atomic_load(&w->granted))
+            continue; /* a grant came while we looked: use it */
+        uint64_t until = park_deadline(p, deadline);
+        pk__pool_unlock(p);
+        uint32_t v = pk__park(&w->park, until);
+        if (v == PK__W_HANDED)
+            return PK__GOT_UNLOCKED; /* slot set before the word */
+        pk__lock_acquire(&p->lock);
+    }
+}
