@@ -66,7 +66,9 @@ typedef void (*pk_event_fn)(void *user, const pk_event *ev);
 /* ---- options ---------------------------------------------------------- */
 
 enum pk_pool_order {
-    PK_POOL_LIFO = 0, /* reuse the warmest idle resource first (default) */
+    PK_POOL_LIFO = 0, /* reuse the warmest idle resource first (default);
+                         a thread gets back the one it released last
+                         before others' (the release cache) */
     PK_POOL_FIFO = 1  /* rotate through idle resources */
 };
 
