@@ -356,14 +356,10 @@ fail:
 /* Frees the handle's memory. The last lease, the last destroy hook and
  * pk_pool_destroy race to get here; only the one that sees
  * pk__pool_may_free_locked() true (under the lock) calls it. */
-void
-pk__pool_free(struct pk_pool *p)
+static void
+free_memory(struct pk_pool *p)
 {
-    struct pk__slot *s = p->all_slots;
-
-    if (p->user_free)
-        p->user_free(p->user);
-    while (s) {
+    for (struct pk__slot *s = p->all_slots; s;) {
         struct pk__slot *n = s->all_next;
         pk__free(s->mem);
         s = n;
@@ -371,6 +367,14 @@ pk__pool_free(struct pk_pool *p)
     pk__cache_fini(p);
     p->magic = 0;
     pk__free(p);
+}
+
+void
+pk__pool_free(struct pk_pool *p)
+{
+    if (p->user_free)
+        p->user_free(p->user);
+    free_memory(p);
 }
 
 /* In a child after fork(): no lock may be taken (its owner may not exist
@@ -387,14 +391,7 @@ destroy_in_child(struct pk_pool *p)
             s->state != PK__S_CREATING && s->state != PK__S_RETIRING)
             p->forget_in_child(p->user, s->res);
     }
-    for (struct pk__slot *s = p->all_slots; s;) {
-        struct pk__slot *n = s->all_next;
-        pk__free(s->mem);
-        s = n;
-    }
-    pk__cache_fini(p);
-    p->magic = 0;
-    pk__free(p);
+    free_memory(p);
 }
 
 void
