@@ -56,37 +56,12 @@
 
 #include "alloc.h"
 #include "prng.h"
+#include "violations.h"
 
 #define N_THREADS 16
 #define MAX_HELD 2
 #define BASE_OPS 1000000.0
 #define N_MEMBERS 3
-
-/* ---- violations: recorded by any thread, asserted by the main one ---- */
-
-static atomic_ulong violations;
-static atomic_flag first_taken = ATOMIC_FLAG_INIT;
-static char first_msg[256];
-
-static void
-violation(const char *fmt, ...)
-{
-    atomic_fetch_add(&violations, 1);
-    if (!atomic_flag_test_and_set(&first_taken)) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(first_msg, sizeof first_msg, fmt, ap);
-        va_end(ap);
-    }
-}
-
-static void
-reset_violations(void)
-{
-    atomic_store(&violations, 0);
-    atomic_flag_clear(&first_taken);
-    first_msg[0] = 0;
-}
 
 /* ---- resources and hooks --------------------------------------------- */
 
@@ -802,15 +777,6 @@ check_quiet_pool(pk_pool *pool, struct ctx *c)
     print_ctx(c);
 }
 
-static void
-assert_no_violations(void)
-{
-    unsigned long v = atomic_load(&violations);
-    if (v)
-        fprintf(stderr, "%lu violations; first: %s\n", v, first_msg);
-    assert_int_equal(v, 0);
-}
-
 /* ---- the tests -------------------------------------------------------- */
 
 static void
@@ -824,7 +790,7 @@ stress_one_pool(const char *name, int backoff_ms, bool hot, double share)
     uint64_t seed = pk_test_seed(name);
     unsigned long ops = (unsigned long)((double)total_ops() * share);
 
-    reset_violations();
+    violations_reset();
     ctx_init(&c, 0, seed, 6, NULL);
     o = stress_options(&c, 6, NULL, backoff_ms, hot);
     assert_int_equal(pk_pool_create(&pool, &o), 0);
@@ -841,7 +807,7 @@ stress_one_pool(const char *name, int backoff_ms, bool hot, double share)
     pthread_mutex_destroy(&sh.admin);
     assert_int_equal(atomic_load(&c.user_frees), 1);
     check_and_free_registry(&c);
-    assert_no_violations();
+    assert_int_equal(violations_report(seed), 0);
     assert_int_equal(pk__alloc_live(), live0);
 }
 
@@ -880,7 +846,7 @@ test_stress_group_never_exceeds_budget(void **state)
     unsigned long ops = (unsigned long)((double)total_ops() * 0.3);
 
     (void)state;
-    reset_violations();
+    violations_reset();
     memset(&gc, 0, sizeof gc);
     gc.max_total = 8;
     assert_int_equal(pk_pool_group_create(&g, gc.max_total), 0);
@@ -914,7 +880,7 @@ test_stress_group_never_exceeds_budget(void **state)
         check_and_free_registry(&cs[i]);
     }
     assert_int_equal(atomic_load(&gc.alive), 0);
-    assert_no_violations();
+    assert_int_equal(violations_report(seed), 0);
     assert_int_equal(pk__alloc_live(), live0);
 }
 

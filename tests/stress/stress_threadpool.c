@@ -50,30 +50,13 @@
 
 #include "alloc.h"
 #include "prng.h"
+#include "violations.h"
 
 #define N_THREADS 16
 #define BASE_OPS 1000000.0
 #define MAX_HELD 8
 #define MAX_MANY 8
 #define MAX_DEPTH 3
-
-/* ---- violations ------------------------------------------------------- */
-
-static atomic_ulong violations;
-static atomic_flag first_taken = ATOMIC_FLAG_INIT;
-static char first_msg[256];
-
-static void
-violation(const char *fmt, ...)
-{
-    atomic_fetch_add(&violations, 1);
-    if (!atomic_flag_test_and_set(&first_taken)) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(first_msg, sizeof first_msg, fmt, ap);
-        va_end(ap);
-    }
-}
 
 static atomic_ulong progress; /* anything that moved: ops, task runs */
 
@@ -712,17 +695,6 @@ total_ops(void)
     return n < N_THREADS ? N_THREADS : (unsigned long)n;
 }
 
-static void
-assert_no_violations(void)
-{
-    unsigned long v = atomic_load(&violations);
-
-    if (v)
-        fprintf(stderr, "%lu violations (seed %llu); first: %s\n", v,
-                (unsigned long long)run_seed, first_msg);
-    assert_int_equal(v, 0);
-}
-
 /* One epoch: a fresh pool, the threads' share of ops, then the checks. */
 static void
 run_epoch(uint64_t seed, int e, unsigned long ops,
@@ -812,7 +784,7 @@ run_epoch(uint64_t seed, int e, unsigned long ops,
     atomic_store(&current_tp, NULL);
     pk_threadpool_destroy(ep.tp);
     pthread_mutex_destroy(&ep.child_lock);
-    assert_no_violations();
+    assert_int_equal(violations_report(run_seed), 0);
 }
 
 static void
@@ -825,8 +797,7 @@ stress(const char *name, const pk_threadpool_options *o, double share)
     enum { EPOCHS = 4 };
 
     run_seed = seed;
-    atomic_store(&violations, 0);
-    atomic_flag_clear(&first_taken);
+    violations_reset();
     atomic_store(&watchdog_stop, 0);
     assert_int_equal(pthread_create(&wd, NULL, watchdog_main, NULL), 0);
     for (int e = 0; e < EPOCHS; e++)
