@@ -7,7 +7,11 @@
  * the other executor algorithms run on it.
  *
  * Threads: every function is safe from any thread unless it says
- * otherwise. Tasks run on worker threads named "pk-worker". */
+ * otherwise. Tasks run on worker threads named "pk-worker". When no
+ * worker exists and none can be started (the process is at its thread
+ * limit, or out of memory), a task is not stranded: the thread that finds
+ * out (the submitter, or the core's helper thread) runs the queue until a
+ * worker can start, retried after 1 ms and backing off to 100 ms. */
 #ifndef POOLKIT_THREADPOOL_H
 #define POOLKIT_THREADPOOL_H
 
