@@ -129,18 +129,52 @@ ticket_new(struct pk_pool_ticket **out, struct pk_pool *p, int timeout_ms,
     return 0;
 }
 
-/* A ticket's creates run on the helper thread: without it (it could not
- * be started) the ticket would wait for a release that may never come, so
+/* A ticket's creates, checks and deadline run on the helper thread:
+ * without it (it could not be started) the ticket would wait for ever, so
  * the acquire fails now instead. Under manual maintenance the caller's
- * pk_pool_maintain does that work. (A resource to check before reuse is
- * queued for the helper all the same: pk__pool_bg_kick_locked retries to
- * start it, and the ticket's deadline still holds.) */
+ * pk_pool_maintain does that work. */
 static int
 helper_running_locked(struct pk_pool *p)
 {
     if (p->bg_running || (p->flags & PK_POOL_MANUAL_MAINTENANCE))
         return 0;
     return pk__pool_bg_start_locked(p);
+}
+
+/* A ticket ready within the call: the caller learns it from *ready, and
+ * its callback is not called (pool.h). */
+static void
+ready_at_once(struct pk_pool_ticket *t, pk_pool_ticket **out, int *ready)
+{
+    uint64_t one = 1;
+
+    if (write(t->efd, &one, sizeof one) < 0) {
+        /* cannot overflow: see pk__ticket_notify_list */
+    }
+    if (ready)
+        *ready = 1;
+    *out = t;
+}
+
+/* True if queueing t served it at once: queueing closes the release
+ * cache, and a slot parked there a moment ago goes to the queue, whose
+ * last (and so newest) member t is. Its announcement is taken back from
+ * the notify list: the unlock would run the callback on this thread,
+ * inside the call, before the caller has the ticket. */
+static bool
+served_in_place_locked(struct pk_pool *p, struct pk_pool_ticket *t)
+{
+    if (atomic_load_explicit(&t->state, memory_order_relaxed) != T_READY)
+        return false;
+    for (struct pk_pool_ticket **pp = &p->notify_head; *pp;
+         pp = &(*pp)->notify_next) {
+        if (*pp == t) {
+            *pp = t->notify_next;
+            atomic_fetch_sub_explicit(&t->refs, 1, memory_order_relaxed);
+            return true;
+        }
+    }
+    return false; /* cannot be: READY is set after the push */
 }
 
 int
@@ -171,21 +205,20 @@ pk_pool_acquire_async_at(pk_pool *p, pk_pool_ticket **out, int timeout_ms,
         ticket_unref(t);
         return PK_ESHUTDOWN;
     }
-    s = pk__pool_take_idle_locked(p, file, line, &check);
+    /* With a check hook, the resource taken below may need the helper
+     * thread: make sure it is there first (failing is better than a
+     * ticket nobody will ever serve). */
+    rc = p->check ? helper_running_locked(p) : 0;
+    s = rc ? NULL : pk__pool_take_idle_locked(p, file, line, &check);
     if (s && !check) {
-        uint64_t one = 1;
         t->w.slot = s;
         atomic_store_explicit(&t->state, T_READY, memory_order_relaxed);
         pk__pool_unlock(p);
-        if (write(t->efd, &one, sizeof one) < 0) {
-            /* cannot overflow: see pk__ticket_notify_list */
-        }
-        if (ready)
-            *ready = 1;
-        *out = t;
+        ready_at_once(t, out, ready);
         return 0;
     }
-    rc = s ? 0 : helper_running_locked(p);
+    if (!s && rc == 0)
+        rc = helper_running_locked(p);
     if (rc) {
         pk__pool_unlock(p);
         ticket_unref(t);
@@ -198,6 +231,11 @@ pk_pool_acquire_async_at(pk_pool *p, pk_pool_ticket **out, int timeout_ms,
     } else {
         pk__pool_waiter_enqueue(p, &t->w, false);
         pk__pool_bg_kick_locked(p);
+    }
+    if (served_in_place_locked(p, t)) {
+        pk__pool_unlock(p);
+        ready_at_once(t, out, ready);
+        return 0;
     }
     pk__pool_unlock(p);
     *out = t;

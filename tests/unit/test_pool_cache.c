@@ -697,6 +697,66 @@ test_many_threads_never_share_a_resource(void **state)
     pk_pool_destroy(p);
 }
 
+/* ---- the non-blocking acquire ----------------------------------------- */
+
+static _Thread_local bool in_async_call;
+static atomic_int cb_inside_call;
+static atomic_bool lender_stop;
+
+static void
+note_cb(void *arg, pk_pool_ticket *t)
+{
+    (void)arg;
+    (void)t;
+    if (in_async_call)
+        atomic_fetch_add(&cb_inside_call, 1);
+}
+
+static void *
+lender_main(void *arg)
+{
+    pk_pool *p = arg;
+    pk_lease l;
+
+    while (!atomic_load(&lender_stop))
+        if (pk_pool_acquire(p, &l, 1, NULL) == 0)
+            ph_give(p, &l);
+    return NULL;
+}
+
+/* A ticket queued just as another thread parks the only resource is
+ * served by the queueing itself: it must come back ready (*ready = 1),
+ * never with its callback run inside the call, before the caller has the
+ * ticket (review: 1 in 60 calls did). */
+static void
+test_ticket_served_while_queueing_is_ready_without_callback(void **state)
+{
+    pk_pool *p = hot_pool(1);
+    pthread_t th;
+
+    (void)state;
+    atomic_store(&cb_inside_call, 0);
+    atomic_store(&lender_stop, false);
+    assert_int_equal(pthread_create(&th, NULL, lender_main, p), 0);
+    for (int i = 0; i < 20000; i++) {
+        pk_pool_ticket *t;
+        pk_lease l;
+        int ready = 0, rc;
+        in_async_call = true;
+        rc = pk_pool_acquire_async(p, &t, LONG_MS, note_cb, NULL, &ready);
+        in_async_call = false;
+        assert_int_equal(rc, 0);
+        while ((rc = pk_pool_ticket_take(t, &l, NULL)) == PK_EAGAIN)
+            sched_yield();
+        assert_int_equal(rc, 0);
+        ph_give(p, &l);
+    }
+    atomic_store(&lender_stop, true);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(atomic_load(&cb_inside_call), 0);
+    pk_pool_destroy(p);
+}
+
 #define T(f) \
     cmocka_unit_test_prestate_setup_teardown(f, ph_setup, ph_teardown, &fx)
 
@@ -721,6 +781,7 @@ main(void)
         T(test_resize_below_population_retires_parked_slots),
         T(test_pause_empties_the_cache_and_resume_reopens_it),
         T(test_many_threads_never_share_a_resource),
+        T(test_ticket_served_while_queueing_is_ready_without_callback),
     };
     return cmocka_run_group_tests_name("pool_cache", tests, NULL, NULL);
 }
