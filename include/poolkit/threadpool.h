@@ -60,7 +60,8 @@ typedef struct pk_lane_options {
 typedef struct pk_threadpool_options {
     size_t min_threads;   /* kept even when idle; default 0 */
     size_t max_threads;   /* default: the CPUs this process may use */
-    size_t queue_size;    /* queued tasks at most; default 65536 */
+    size_t queue_size;    /* queued tasks at most; default 65536, at most
+                             2^30 (its ring is made at create) */
     int full_policy;      /* enum pk_full_policy */
     int submit_timeout_ms; /* PK_FULL_BLOCK's limit; default PK_WAIT_FOREVER
                               (0 = default; PK_NEVER is not allowed) */
@@ -124,8 +125,9 @@ PK_API int pk_threadpool_submit_opts(pk_threadpool *tp, const pk_task *task,
                                      pk_future **fut);
 
 /* Queues n tasks in one call; all or nothing (PK_EFULL/PK_EAGAIN if they
- * do not all fit now, whatever the full policy). futs (optional) is an
- * array of n. Returns as pk_threadpool_submit. Threads: safe. */
+ * do not all fit now, whatever the full policy; PK_EFULL at once if n is
+ * more than the queue holds). futs (optional) is an array of n, all NULL
+ * after a failure. Returns as pk_threadpool_submit. Threads: safe. */
 PK_API int pk_threadpool_submit_many(pk_threadpool *tp, const pk_task *tasks,
                                      size_t n, pk_future **futs);
 

@@ -17,7 +17,8 @@ check_lanes(const pk_threadpool_options *o)
         return PK_EINVAL;
     for (size_t i = 0; i < o->n_lanes; i++) {
         const char *name = o->lanes[i].name;
-        if (!name || !*name || strlen(name) >= PK_LANE_NAME_MAX)
+        if (!name || !*name || strlen(name) >= PK_LANE_NAME_MAX ||
+            o->lanes[i].queue_size > PK__TP_QUEUE_MAX)
             return PK_EINVAL;
         for (size_t j = 0; j < i; j++)
             if (strcmp(o->lanes[j].name, name) == 0)
@@ -112,8 +113,7 @@ has_room(struct tp_lane *l)
 
 /* Enters lane L to run its tasks on w: takes a place if the lane has a
  * cap and w is not inside it already. False if the lane is full. Without
- * a worker (a thread that runs the queue because none can start) caps do
- * not apply. */
+ * a worker (cancel_queued emptying the queue) caps do not apply. */
 static bool
 lane_enter(struct pk_threadpool *tp, struct tp_worker *w, int lane,
            bool *counted)
@@ -153,7 +153,9 @@ pk__tp_lane_leave(struct pk_threadpool *tp, struct tp_worker *w, int lane,
 
     if (!counted || --w->in_lane[lane] > 0)
         return;
-    atomic_fetch_sub_explicit(&l->running, 1, memory_order_relaxed);
+    /* seq_cst: pairs with the pusher's fence in pk__tp_maybe_wake, so
+     * either it sees the place free or we see its task. */
+    atomic_fetch_sub_explicit(&l->running, 1, memory_order_seq_cst);
     if (tp_ring_count(&l->q) > 0)
         pk__tp_maybe_wake(tp);
 }
@@ -343,7 +345,8 @@ pk__tp_take_next(struct tp_worker *w, struct tp_task *out)
     return true;
 }
 
-/* An idle worker takes another's next task (that worker is busy). */
+/* An idle worker takes another's next task (that worker is busy); with
+ * self NULL, any worker's. */
 bool
 pk__tp_steal_next(struct pk_threadpool *tp, struct tp_worker *self,
                   struct tp_task *out)

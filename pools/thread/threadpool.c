@@ -59,6 +59,8 @@ check_options(const pk_threadpool_options *o)
         return PK_EINVAL;
     if (o->max_threads && o->min_threads > o->max_threads)
         return PK_EINVAL;
+    if (o->queue_size > PK__TP_QUEUE_MAX)
+        return PK_EINVAL;
     if ((o->slow_task_ms < 0 && o->slow_task_ms != PK_NEVER) ||
         (o->stuck_after_ms < 0 && o->stuck_after_ms != PK_NEVER))
         return PK_EINVAL;
@@ -472,6 +474,10 @@ pk_threadpool_submit_many_opts(pk_threadpool *tp, const pk_task *tasks,
         rc = PK_EINVAL;
     if (rc == 0)
         rc = check_task_options(tp, opts);
+    for (i = 0; futs && rc == 0 && i < n; i++)
+        futs[i] = NULL;
+    if (rc == 0 && n > tp->lanes[opts ? opts->lane : 0].cap)
+        rc = PK_EFULL; /* can never fit: do not wait for room */
     for (i = 0; rc == 0 && i < n; i++)
         rc = task_ok(&tasks[i]);
     if (rc)
@@ -480,8 +486,6 @@ pk_threadpool_submit_many_opts(pk_threadpool *tp, const pk_task *tasks,
     if (!recs)
         return PK_ENOMEM;
     for (i = 0; i < n; i++) {
-        if (futs)
-            futs[i] = NULL;
         rc = prepare(&tasks[i], futs ? &futs[i] : NULL, &recs[i], tp);
         if (rc)
             break;
@@ -555,14 +559,12 @@ cancel_queued(struct pk_threadpool *tp)
         cancel_one(tp, &t);
         n++;
     }
-    pk__lock_acquire(&tp->glock);
-    for (struct tp_worker *r = tp->all_workers; r; r = r->next_all) {
-        if (pk__tp_take_next(r, &t)) {
-            cancel_one(tp, &t);
-            n++;
-        }
+    /* Next slots, one at a time: the cancel runs completion callbacks,
+     * which must not run under glock (a callback may submit or wait). */
+    while (pk__tp_steal_next(tp, NULL, &t)) {
+        cancel_one(tp, &t);
+        n++;
     }
-    pk__lock_release(&tp->glock);
     if (n)
         pk__tp_finish(tp, n);
 }
@@ -574,7 +576,7 @@ close_door(struct pk_threadpool *tp)
     atomic_store(&tp->closed, true);
     pk__cv_broadcast(&tp->not_full); /* blocked submitters see `closed` */
     while (atomic_load(&tp->submitting) > 0)
-        sched_yield(); /* a submit holds it for a push, never a wait */
+        sched_yield(); /* a blocked submit sees `closed` within 1 ms */
 }
 
 int

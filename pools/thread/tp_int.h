@@ -24,6 +24,8 @@
 #define PK__TP_BATCH 16
 /* Tasks a waiting worker runs nested on its stack, at most. */
 #define PK__TP_NEST 16
+/* The largest queue_size (pool or lane): its ring is made at once. */
+#define PK__TP_QUEUE_MAX ((size_t)1 << 30)
 
 /* A lane (threadpool.h): its own ring, reservations and cap. */
 struct tp_lane {
@@ -74,7 +76,8 @@ struct tp_worker {
     uint64_t cur_start;              /* 0: nothing watched */
     uint64_t cur_limit_ns;
     pk_future *cur_fut;
-    bool cur_flagged, cur_slow;
+    bool cur_flagged, cur_slow, cur_stuck;
+    bool stand_in;                   /* run_queued_here's, on its stack */
     _Atomic bool detached;           /* given up as stuck */
     /* The "next" slot (Go's runnext): a task with a future submitted by
      * the task running here goes here, so that when that task waits on

@@ -27,12 +27,22 @@ watch_one(struct pk_threadpool *tp, struct tp_worker *w, uint64_t now,
         if (w->cur_fut)
             pk_future_cancel(w->cur_fut); /* running: raises its flag */
     }
+    /* A stand-in (run_queued_here) lives on its thread's stack and holds
+     * no lease: it is reported without itself and never detached. */
+    void *res = w->stand_in ? NULL : w;
+
     if (ran >= tp->slow_ns && !w->cur_slow && wk->n_ev < PK__WD_BATCH) {
         w->cur_slow = true;
-        wk->ev[wk->n_ev++] = (pk_event){ PK_EVENT_SLOW_TASK, w, NULL, 0,
+        wk->ev[wk->n_ev++] = (pk_event){ PK_EVENT_SLOW_TASK, res, NULL, 0,
                                          ran, NULL };
     }
-    if (ran >= tp->stuck_ns && !atomic_load(&w->detached) &&
+    if (ran >= tp->stuck_ns && w->stand_in && !w->cur_stuck &&
+        wk->n_ev < PK__WD_BATCH) {
+        w->cur_stuck = true;
+        wk->ev[wk->n_ev++] = (pk_event){ PK_EVENT_HELD_TOO_LONG, NULL, NULL,
+                                         0, ran, NULL };
+    }
+    if (ran >= tp->stuck_ns && !w->stand_in && !atomic_load(&w->detached) &&
         wk->n_stuck < PK__WD_BATCH && wk->n_ev < PK__WD_BATCH) {
         atomic_store(&w->detached, true);
         wk->stuck[wk->n_stuck] = w;
@@ -48,7 +58,8 @@ static void
 give_up(struct pk_threadpool *tp, struct wd_work *wk)
 {
     for (size_t i = 0; i < wk->n_stuck; i++) {
-        pk_pool_release(tp->workers, &wk->lease[i], PK_RELEASE_DETACH);
+        if (pk_pool_release(tp->workers, &wk->lease[i], PK_RELEASE_DETACH))
+            continue; /* not a lease any more: nothing was detached */
         atomic_fetch_sub(&tp->alive, 1);
         atomic_fetch_add_explicit(&tp->st_detached, 1, memory_order_relaxed);
     }

@@ -37,6 +37,7 @@ publish(struct pk_threadpool *tp, struct tp_worker *w, uint64_t start,
     w->cur_limit_ns = start ? (uint64_t)t->run_limit_ms * 1000000u : 0;
     w->cur_flagged = false;
     w->cur_slow = false;
+    w->cur_stuck = false;
     pk__lock_release(&tp->glock);
 }
 
@@ -442,11 +443,13 @@ help_wait(void *ctx, pk_future *f, uint64_t deadline)
     struct pk_threadpool *tp = w->tp;
     int rc = 0;
 
-    if (w->nest >= PK__TP_NEST)
-        give_back_batch(tp, w);
     while (rc == 0 && !pk__future_done(f)) {
         if (help_within_bounds(tp, w))
             continue;
+        /* Past the bound our batch is others' to run: given back each
+         * time round, as the ring may have been full before. */
+        if (w->nest >= PK__TP_NEST)
+            give_back_batch(tp, w);
         /* Shown to cycle checks only while blocked: while this worker
          * runs a helped task it is not stuck on f, and a chain followed
          * through it would find a cycle that is not there. */
@@ -515,9 +518,11 @@ worker_main(void *arg)
     struct pk_threadpool *tp = w->tp;
 
     pthread_setname_np(pthread_self(), "pk-worker");
-    (void)enter_pool(tp, w);
+    /* The hooks run outside the pool: a wait in them must not run tasks
+     * on a worker that is not counted active yet (or any more). */
     if (tp->worker_init)
         tp->worker_init(tp->user);
+    (void)enter_pool(tp, w);
     for (;;) {
         uint32_t v = pk__park(&w->park, UINT64_MAX);
         if (v == 2)
@@ -542,9 +547,9 @@ worker_main(void *arg)
             break;
     }
 out:
+    leave_pool(tp, w, NULL, NULL);
     if (tp->worker_exit)
         tp->worker_exit(tp->user);
-    leave_pool(tp, w, NULL, NULL);
     if (atomic_load(&w->self_exit) || atomic_load(&w->detached)) {
         /* Nobody joins us: the pool retired us on our own thread, or
          * forgot us as stuck. destroy waits on `threads` instead. */
@@ -635,6 +640,7 @@ run_queued_here(struct pk_threadpool *tp)
         return; /* a worker of tp runs the queue anyway */
     memset(&me, 0, sizeof me);
     me.tp = tp;
+    me.stand_in = true;
     helper = enter_pool(tp, &me);
     atomic_fetch_add(&tp->active, 1);
     for (;;) {

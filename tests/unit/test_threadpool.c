@@ -344,6 +344,14 @@ test_submit_many_is_all_or_nothing(void **state)
     assert_int_equal(pk_threadpool_submit_many(tp, tasks, 3, f), PK_EFULL);
     for (int i = 0; i < 3; i++)
         assert_null(f[i]);
+    /* More than the queue holds never fits: at once, even if it blocks. */
+    o.full_policy = PK_FULL_BLOCK;
+    pk_threadpool *blocking;
+    assert_int_equal(pk_threadpool_create(&blocking, &o), 0);
+    assert_int_equal(pk_threadpool_submit_many(blocking, tasks, 3, f),
+                     PK_EFULL);
+    assert_null(f[0]);
+    pk_threadpool_destroy(blocking);
     assert_int_equal(pk_threadpool_submit_many(tp, tasks, 2, f), 0);
     gate_set(1);
     assert_int_equal(pk_future_wait_all(f, 2, 10000), 0);

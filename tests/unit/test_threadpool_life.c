@@ -746,6 +746,69 @@ test_watchdog_that_cannot_start_refuses_cleanly(void **state)
     assert_int_equal(settled_live(live0), live0);
 }
 
+static int
+sleepy_task(void *arg, pk_future *self, pk_result *out, pk_error *err)
+{
+    (void)self;
+    (void)out;
+    (void)err;
+    sleep_ms((long)(uintptr_t)arg);
+    atomic_fetch_add(&counter, 1);
+    return 0;
+}
+
+static atomic_int stuck_events, stuck_with_resource;
+
+static void
+on_stuck(void *user, const pk_event *ev)
+{
+    (void)user;
+    if (ev->kind != PK_EVENT_HELD_TOO_LONG)
+        return;
+    atomic_fetch_add(&stuck_events, 1);
+    if (ev->resource)
+        atomic_fetch_add(&stuck_with_resource, 1);
+}
+
+/* A task run by the submitting thread, because no worker can start, that
+ * runs past stuck_after: reported, but there is no worker to give up
+ * (review: the count of threads wrapped below zero and nothing ran
+ * again). */
+static void
+test_stuck_task_on_a_stand_in_is_reported_not_detached(void **state)
+{
+    pk_threadpool_options o = { .max_threads = 1, .stuck_after_ms = 30,
+                                .event = on_stuck };
+    pk_threadpool_stats st;
+    pk_threadpool *tp;
+    pk_future *f;
+
+    (void)state;
+    atomic_store(&counter, 0);
+    atomic_store(&stuck_events, 0);
+    atomic_store(&stuck_with_resource, 0);
+    assert_int_equal(pk_threadpool_create(&tp, &o), 0); /* + watchdog */
+    pk__thread_fail_next(1000000);
+    assert_int_equal(pk_threadpool_submit(tp, sleepy_task, (void *)200, &f),
+                     0);
+    wait_all_counted(&f, 1);
+    pk__thread_fail_next(0);
+    assert_int_equal(pk_threadpool_stats_get(tp, &st), 0);
+    assert_int_equal(st.detached, 0);
+    assert_int_equal(st.threads, 0);
+    assert_int_equal(atomic_load(&stuck_events), 1);
+    assert_int_equal(atomic_load(&stuck_with_resource), 0);
+    /* Workers start again and run what comes next. */
+    for (int round = 0; round < 500 && st.threads == 0; round++) {
+        assert_int_equal(pk_threadpool_submit(tp, count_task, NULL, &f), 0);
+        wait_all_counted(&f, 1);
+        sleep_ms(2);
+        assert_int_equal(pk_threadpool_stats_get(tp, &st), 0);
+    }
+    assert_int_equal(st.threads, 1);
+    pk_threadpool_destroy(tp);
+}
+
 /* ---- failures nobody reads --------------------------------------------- */
 
 static atomic_int unread_events, other_events;
@@ -895,6 +958,7 @@ main(void)
         T(test_resize_while_running_grows_and_shrinks),
         T(test_thread_creation_failures_strand_no_task),
         T(test_watchdog_that_cannot_start_refuses_cleanly),
+        T(test_stuck_task_on_a_stand_in_is_reported_not_detached),
         T(test_alloc_failures_min0_return_enomem_and_leak_nothing),
         T(test_alloc_failures_min1_return_enomem_and_leak_nothing),
         T(test_fire_and_forget_failure_without_hook_is_harmless),
