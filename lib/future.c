@@ -22,6 +22,9 @@
  *   PENDING | RUNNING -> SETTLING           pk_future_complete, _fail
  *   SETTLING          -> DONE | FAILED | CANCELLED   the same caller, after
  *                                           writing the outcome (release)
+ *   PENDING | RUNNING -> DONE               pk_future_complete with an
+ *                                           empty result (nothing to
+ *                                           write: it is zero from create)
  *
  * A terminal state is never left. The outcome fields are written only by
  * the thread that moved the word to SETTLING, before the release CAS that
@@ -90,22 +93,26 @@ struct callback {
 struct pk_future {
     _Atomic uint32_t word;      /* state | W_LISTEN; RMW acq_rel, see top */
     _Atomic uint32_t flags;     /* F_*; acq_rel, read by the last release */
-    _Atomic unsigned long refs; /* decrement acq_rel: the last one sees all */
+    _Atomic uint32_t refs;      /* decrement acq_rel: the last one sees all */
     uint32_t magic;
     pk_event_fn event;          /* immutable after create */
     void *event_user;
 
-    pthread_mutex_t lock;       /* the four fields below */
+    pk__lock lock;              /* the four fields below */
+    int draining;               /* a finisher is running callbacks */
     struct waiter *waiters;
     struct callback *cbs;
     struct callback **cbs_tail;
-    int draining;               /* a finisher is running callbacks */
 
-    /* The outcome: written by the SETTLING owner, published by release. */
+    /* The outcome: written by the SETTLING owner, published by release.
+     * The message is allocated by a failure (NULL: none, or no memory;
+     * readers then use pk_strerror(code)): an executor keeps a future per
+     * task, often a million at once, and most never fail, so the future
+     * stays small (its size is most of a task's memory). */
     pk_result result;
     int code;
     int sys;
-    char msg[PK_ERROR_MSG_SIZE];
+    char *msg;
 };
 
 static inline uint32_t
@@ -222,15 +229,15 @@ notify(pk_future *f)
 {
     struct callback *cb;
 
-    pk__mutex_lock(&f->lock);
+    pk__lock_acquire(&f->lock);
     wake_waiters_locked(f);
     cb = take_callbacks_locked(f);
-    pk__mutex_unlock(&f->lock);
+    pk__lock_release(&f->lock);
     while (cb) {
         run_callbacks(f, cb);
-        pk__mutex_lock(&f->lock);
+        pk__lock_acquire(&f->lock);
         cb = take_callbacks_locked(f);
-        pk__mutex_unlock(&f->lock);
+        pk__lock_release(&f->lock);
     }
 }
 
@@ -251,22 +258,23 @@ finish(pk_future *f, uint32_t s)
 /* ---- producer side ----------------------------------------------------- */
 
 int
-pk_future_create(pk_future **out, pk_event_fn event, void *event_user)
+pk__future_create_refs(pk_future **out, pk_event_fn event, void *event_user,
+                       uint32_t refs)
 {
     pk_future *f;
 
-    if (!out)
+    if (!out || refs == 0)
         return PK_EINVAL;
     f = pk__alloc(sizeof *f);
     if (!f)
         return PK_ENOMEM;
     atomic_init(&f->word, PK_FUTURE_PENDING);
     atomic_init(&f->flags, 0);
-    atomic_init(&f->refs, 1);
+    atomic_init(&f->refs, refs);
     f->magic = FUTURE_MAGIC;
     f->event = event;
     f->event_user = event_user;
-    pk__mutex_init(&f->lock);
+    atomic_init(&f->lock.v, 0);
     f->waiters = NULL;
     f->cbs = NULL;
     f->cbs_tail = &f->cbs;
@@ -274,9 +282,15 @@ pk_future_create(pk_future **out, pk_event_fn event, void *event_user)
     memset(&f->result, 0, sizeof f->result);
     f->code = 0;
     f->sys = 0;
-    f->msg[0] = '\0';
+    f->msg = NULL;
     *out = f;
     return 0;
+}
+
+int
+pk_future_create(pk_future **out, pk_event_fn event, void *event_user)
+{
+    return pk__future_create_refs(out, event, event_user, 1);
 }
 
 int
@@ -301,13 +315,47 @@ pk_future_complete(pk_future *f, const pk_result *res)
     if (!f)
         return PK_EINVAL;
     CHECK(f);
+    if (!res || (!res->value && !res->len && !res->free_fn)) {
+        /* Nothing to write (the result is zero since create): straight
+         * to DONE, one CAS instead of two. */
+        if (!move(f, BIT(PK_FUTURE_PENDING) | BIT(PK_FUTURE_RUNNING),
+                  PK_FUTURE_DONE, &old))
+            return PK_EINVAL;
+        if (old & W_LISTEN)
+            notify(f);
+        return 0;
+    }
     if (!move(f, BIT(PK_FUTURE_PENDING) | BIT(PK_FUTURE_RUNNING),
               ST_SETTLING, &old))
         return PK_EINVAL;
-    if (res)
-        f->result = *res;
+    f->result = *res;
     finish(f, PK_FUTURE_DONE);
     return 0;
+}
+
+/* A copy of the formatted message, or NULL (no memory: readers fall
+ * back on pk_strerror). */
+static char *
+format_msg(const char *fmt, va_list ap)
+{
+    char buf[PK_ERROR_MSG_SIZE];
+    size_t n;
+    char *m;
+
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    n = strlen(buf) + 1;
+    m = pk__alloc(n);
+    if (m)
+        memcpy(m, buf, n);
+    return m;
+}
+
+/* Copies f's message (or the code's text) into a pk_error's buffer. */
+static void
+copy_msg(const pk_future *f, int code, char *dst)
+{
+    snprintf(dst, PK_ERROR_MSG_SIZE, "%s",
+             f->msg && f->msg[0] ? f->msg : pk_strerror(code));
 }
 
 int
@@ -327,10 +375,8 @@ pk_future_fail(pk_future *f, int code, int sys, const char *fmt, ...)
     f->sys = sys;
     if (fmt) {
         va_start(ap, fmt);
-        vsnprintf(f->msg, sizeof f->msg, fmt, ap);
+        f->msg = format_msg(fmt, ap);
         va_end(ap);
-    } else {
-        snprintf(f->msg, sizeof f->msg, "%s", pk_strerror(code));
     }
     /* A task that stopped because it was asked to ends cancelled: that is
      * what the canceller expects to see, and nobody has to read it. */
@@ -370,7 +416,7 @@ report_unread(pk_future *f)
         return;
     err.code = f->code;
     err.sys = f->sys;
-    memcpy(err.msg, f->msg, sizeof err.msg);
+    copy_msg(f, f->code, err.msg);
     memset(&ev, 0, sizeof ev);
     ev.kind = PK_EVENT_FUTURE_UNREAD;
     ev.error = &err;
@@ -394,7 +440,7 @@ free_future(pk_future *f)
         pk__free(cb);
     }
     assert(!f->waiters); /* a waiter holds a reference */
-    pk__mutex_destroy(&f->lock);
+    pk__free(f->msg);
     f->magic = 0;
     pk__free(f);
 }
@@ -465,7 +511,7 @@ add_waiter(pk_future *f, struct waiter *w)
 {
     int linked;
 
-    pk__mutex_lock(&f->lock);
+    pk__lock_acquire(&f->lock);
     linked = listen_locked(f);
     if (linked) {
         w->prev = NULL;
@@ -475,7 +521,7 @@ add_waiter(pk_future *f, struct waiter *w)
         f->waiters = w;
         w->linked = 1;
     }
-    pk__mutex_unlock(&f->lock);
+    pk__lock_release(&f->lock);
     return linked;
 }
 
@@ -484,7 +530,7 @@ add_waiter(pk_future *f, struct waiter *w)
 static void
 del_waiter(pk_future *f, struct waiter *w)
 {
-    pk__mutex_lock(&f->lock);
+    pk__lock_acquire(&f->lock);
     if (w->linked) {
         if (w->prev)
             w->prev->next = w->next;
@@ -494,7 +540,7 @@ del_waiter(pk_future *f, struct waiter *w)
             w->next->prev = w->prev;
         w->linked = 0;
     }
-    pk__mutex_unlock(&f->lock);
+    pk__lock_release(&f->lock);
 }
 
 /* The wait helper of this thread (future_int.h): set by executors on
@@ -743,10 +789,7 @@ pk_future_error(pk_future *f, pk_error *err)
         atomic_fetch_or_explicit(&f->flags, F_READ, memory_order_acq_rel);
     err->code = s == PK_FUTURE_FAILED ? f->code : PK_ECANCELED;
     err->sys = f->sys;
-    if (f->msg[0])
-        memcpy(err->msg, f->msg, sizeof err->msg);
-    else
-        snprintf(err->msg, sizeof err->msg, "%s", pk_strerror(err->code));
+    copy_msg(f, err->code, err->msg);
     return 0;
 }
 
@@ -764,17 +807,17 @@ pk_future_on_complete(pk_future *f, pk_future_fn cb, void *arg)
     node->next = NULL;
     node->fn = cb;
     node->arg = arg;
-    pk__mutex_lock(&f->lock);
+    pk__lock_acquire(&f->lock);
     /* Queue it if the future is unfinished, or if a finisher has earlier
      * callbacks still to run (queued, or running now): it runs this one
      * after them, which keeps the order against a racing completion. */
     if (listen_locked(f) || f->draining || f->cbs) {
         *f->cbs_tail = node;
         f->cbs_tail = &node->next;
-        pk__mutex_unlock(&f->lock);
+        pk__lock_release(&f->lock);
         return 0;
     }
-    pk__mutex_unlock(&f->lock);
+    pk__lock_release(&f->lock);
     pk__free(node);
     cb(arg, f);
     return 0;

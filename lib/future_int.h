@@ -27,6 +27,11 @@ pk__future_set_wait_helper(const struct pk__wait_helper *h);
  * PK_ETIMEDOUT. */
 int pk__future_wait_until(pk_future *f, uint64_t deadline);
 
+/* pk_future_create with `refs` references at once (an executor's own
+ * and its caller's): one atomic increment less than a pk_future_ref. */
+int pk__future_create_refs(pk_future **out, pk_event_fn event,
+                           void *event_user, uint32_t refs);
+
 /* Non-zero once f reached a terminal state. */
 int pk__future_done(const pk_future *f);
 

@@ -1,6 +1,5 @@
-/* pools/thread/queue.c - the task queue: lanes and their caps,
- * reservations, the count of finished tasks, and the workers' next
- * slots. */
+/* pools/thread/queue.c - the task queue: lanes and their caps, pushes
+ * and pops, the count of finished tasks, and the workers' next slots. */
 #include <string.h>
 
 #include "alloc.h"
@@ -39,8 +38,8 @@ lane_init(struct tp_lane *l, size_t queue_size, size_t max_workers,
     l->priority = priority;
     if (name)
         strcpy(l->name, name); /* length checked by check_lanes */
-    atomic_init(&l->used, 0);
-    atomic_init(&l->st_submitted, 0);
+    atomic_init(&l->st_extra, 0);
+    atomic_init(&l->st_seen, 0);
     atomic_init(&l->running, 0);
     atomic_init(&l->max_workers, max_workers);
     return 0;
@@ -153,9 +152,11 @@ pk__tp_lane_leave(struct pk_threadpool *tp, struct tp_worker *w, int lane,
 
     if (!counted || --w->in_lane[lane] > 0)
         return;
-    /* seq_cst: pairs with the pusher's fence in pk__tp_maybe_wake, so
-     * either it sees the place free or we see its task. */
-    atomic_fetch_sub_explicit(&l->running, 1, memory_order_seq_cst);
+    atomic_fetch_sub_explicit(&l->running, 1, memory_order_relaxed);
+    /* Pairs with the fence in pk__tp_maybe_wake: either a submitter
+     * whose push met the lane full sees the place free, or we see its
+     * push. */
+    atomic_thread_fence(memory_order_seq_cst);
     if (tp_ring_count(&l->q) > 0)
         pk__tp_maybe_wake(tp);
 }
@@ -193,12 +194,28 @@ pk__tp_lanes_step_in(struct pk_threadpool *tp, struct tp_worker *w)
 
 /* ---- the queue -------------------------------------------------------- */
 
-/* True if some lane has a task queued and room to start it. */
+/* True if some lane has a task queued and room to start it. A claimed
+ * cell counts before its submitter has filled it: the wake decisions
+ * this serves must not leave that task to the submitter's own look,
+ * which may come before the room (a lane's place) was made. */
 bool
 pk__tp_work_ready(struct pk_threadpool *tp)
 {
     for (size_t i = 0; i < tp->nlanes; i++)
         if (tp_ring_count(&tp->lanes[i].q) > 0 && has_room(&tp->lanes[i]))
+            return true;
+    return false;
+}
+
+/* pk__tp_work_ready for a spinning worker: looks at the cells at the
+ * heads, not at the tails that submitters write on every push. A task
+ * claimed but not yet filled is missed here; the worker's last look
+ * before it parks is pk__tp_work_ready. */
+bool
+pk__tp_work_seen(struct pk_threadpool *tp)
+{
+    for (size_t i = 0; i < tp->nlanes; i++)
+        if (tp_ring_ready(&tp->lanes[i].q) && has_room(&tp->lanes[i]))
             return true;
     return false;
 }
@@ -213,35 +230,76 @@ pk__tp_queued(struct pk_threadpool *tp)
     return n;
 }
 
-/* Reserves n cells of l; false if they are not free now. */
+/* Pushes n tasks of lane l, all or none. Returns 0, PK_EAGAIN (they do
+ * not fit now) or PK_ESHUTDOWN (closed). */
+int
+pk__tp_push(struct tp_lane *l, const struct tp_task *t, size_t n)
+{
+    return tp_ring_push(&l->q, t, n, false);
+}
+
+/* Gives back a task a worker popped (closed or not: it was submitted
+ * before). Returns 0 or PK_EAGAIN (full). */
+int
+pk__tp_push_back(struct tp_lane *l, const struct tp_task *t)
+{
+    return tp_ring_push(&l->q, t, 1, true);
+}
+
+/* Closes every lane's ring to pushes (shutdown). */
+void
+pk__tp_close_lanes(struct pk_threadpool *tp)
+{
+    for (size_t i = 0; i < tp->nlanes; i++)
+        tp_ring_close(&tp->lanes[i].q);
+}
+
+/* Once the rings are closed: takes a task pushed before, waiting for a
+ * submitter that claimed its cell but has not filled it yet, so that
+ * none escapes a cancelling shutdown. False when all lanes are empty. */
 bool
-pk__tp_reserve(struct tp_lane *l, size_t n)
+pk__tp_pop_closed(struct pk_threadpool *tp, struct tp_task *out)
 {
-    size_t u = atomic_load_explicit(&l->used, memory_order_relaxed);
-
-    do {
-        if (l->cap - u < n)
-            return false;
-    } while (!atomic_compare_exchange_weak_explicit(
-        &l->used, &u, u + n, memory_order_relaxed, memory_order_relaxed));
-    return true;
+    for (size_t i = 0; i < tp->nlanes; i++) {
+        struct tp_ring *q = &tp->lanes[i].q;
+        while (tp_ring_unpopped(q)) {
+            if (tp_ring_pop(q, out))
+                return true;
+            sched_yield(); /* its submitter is filling it */
+        }
+    }
+    return false;
 }
 
-/* Gives cells back after a pop; wakes submitters blocked on a full queue
- * (best effort: they also wake every millisecond, see wait_for_room). */
-void
-pk__tp_unreserve(struct pk_threadpool *tp, struct tp_lane *l, size_t n)
+/* Tasks accepted into l: the ring's pushes plus st_extra. A give-back
+ * takes one off st_extra before it pushes, and the tail is read first,
+ * so a reader can count one too few for a moment, never one too many;
+ * st_seen keeps the figure from going down meanwhile, and at quiescence
+ * it is exact. */
+uint64_t
+pk__tp_lane_submitted(struct tp_lane *l)
 {
-    atomic_fetch_sub_explicit(&l->used, n, memory_order_relaxed);
-    if (atomic_load(&tp->not_full.waiters))
+    uint64_t n = tp_ring_pushed(&l->q);
+    uint64_t seen = atomic_load(&l->st_seen);
+
+    n += atomic_load(&l->st_extra);
+    while (n > seen &&
+           !atomic_compare_exchange_weak(&l->st_seen, &seen, n))
+        ;
+    return n > seen ? n : seen;
+}
+
+/* Wakes submitters blocked on a full queue after a pop from l, once it
+ * is half empty: a wake per pop would cost a futex call per task while a
+ * fast submitter keeps the queue full, and the workers have half a queue
+ * of work meanwhile. Best effort: they also wake every millisecond (see
+ * wait_for_room). */
+static void
+wake_full_waiters(struct pk_threadpool *tp, struct tp_lane *l)
+{
+    if (atomic_load(&tp->not_full.waiters) &&
+        tp_ring_count(&l->q) <= l->cap / 2)
         pk__cv_broadcast(&tp->not_full);
-}
-
-/* Pushes a task into the cell its submitter reserved in its lane. */
-void
-pk__tp_push(struct pk_threadpool *tp, const struct tp_task *t)
-{
-    tp_ring_push(&tp->lanes[t->lane].q, t);
 }
 
 /* How many to take from l at once: one, unless the lane's queue is long
@@ -261,7 +319,10 @@ batch_size(struct pk_threadpool *tp, struct tp_lane *l, size_t max)
 
 /* Takes up to max tasks for w (NULL: a thread that is not a worker) from
  * the lane of highest priority with tasks queued and room, and enters
- * that lane (pk__tp_lane_leave when they have run). Returns how many. */
+ * that lane (pk__tp_lane_leave when they have run). Returns how many.
+ * The batch is sized (which reads the tail) only when a second task
+ * waits behind the first: a short queue, the common case when workers
+ * keep up, costs no read of the line submitters write. */
 size_t
 pk__tp_pop(struct pk_threadpool *tp, struct tp_worker *w,
            struct tp_task *out, size_t max, int *lane, bool *counted)
@@ -269,14 +330,16 @@ pk__tp_pop(struct pk_threadpool *tp, struct tp_worker *w,
     for (size_t i = 0; i < tp->nlanes; i++) {
         int L = tp->order[i];
         struct tp_lane *l = &tp->lanes[L];
-        size_t k, n = 0;
-        if (tp_ring_count(&l->q) == 0 || !lane_enter(tp, w, L, counted))
+        size_t n = 0;
+        if (!tp_ring_ready(&l->q) || !lane_enter(tp, w, L, counted))
             continue;
-        k = batch_size(tp, l, max);
-        while (n < k && tp_ring_pop(&l->q, &out[n]))
-            n++;
+        if (tp_ring_pop(&l->q, &out[0])) {
+            size_t k = max > 1 && tp_ring_ready(&l->q)
+                           ? batch_size(tp, l, max) : 1;
+            n = 1 + (k > 1 ? tp_ring_pop_n(&l->q, &out[1], k - 1) : 0);
+        }
         if (n) {
-            pk__tp_unreserve(tp, l, n);
+            wake_full_waiters(tp, l);
             *lane = L;
             return n;
         }
@@ -285,24 +348,29 @@ pk__tp_pop(struct pk_threadpool *tp, struct tp_worker *w,
     return 0;
 }
 
-/* Counts n tasks as finished; the one that catches up with every push
- * wakes shutdown. */
+/* Tasks ever pushed: into the lanes' rings and into next slots. */
 size_t
 pk__tp_all_pushed(struct pk_threadpool *tp)
 {
     size_t n = atomic_load(&tp->next_pushed);
 
     for (size_t i = 0; i < tp->nlanes; i++)
-        n += tp_ring_pushed(&tp->lanes[i].q);
+        n += (size_t)tp_ring_pushed(&tp->lanes[i].q);
     return n;
 }
 
+/* Counts n tasks as finished; the one that catches up with every push
+ * wakes shutdown. Only shutdown waits for that, and it sets `closed`
+ * before it first compares: if this reads `closed` false, our add came
+ * before that store (seq_cst both), so shutdown's compare sees it. Until
+ * then the pushes (the tails, which submitters write all the time) are
+ * not read. */
 void
 pk__tp_finish(struct pk_threadpool *tp, size_t n)
 {
     size_t f = atomic_fetch_add(&tp->finished, n) + n;
 
-    if (f == pk__tp_all_pushed(tp))
+    if (atomic_load(&tp->closed) && f == pk__tp_all_pushed(tp))
         pk__cv_broadcast(&tp->idle);
 }
 

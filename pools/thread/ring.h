@@ -5,7 +5,13 @@
  * seq == pos + 1. Producers and consumers meet only on the cells and on
  * their own counter (tail, head), each on a cache line of its own. The
  * cell's seq is released after the task is written and acquired before
- * it is read, so the task needs no other synchronisation. */
+ * it is read, so the task needs no other synchronisation.
+ *
+ * Closing sets the top bit of the tail: a producer's claim is a CAS on
+ * the tail, so every claim either came before the close (and is counted
+ * in the tail shutdown reads) or fails. That makes the close a fence
+ * against submits at no cost to them. Positions are 64 bits wide on
+ * every platform, so the bit is never reached. */
 #ifndef PK_POOLS_THREAD_RING_H
 #define PK_POOLS_THREAD_RING_H
 
@@ -19,6 +25,8 @@
 
 #include "alloc.h"
 
+#define TP_RING_CLOSED (UINT64_C(1) << 63)
+
 struct tp_task {
     pk_task task;
     pk_future *fut;     /* the queue's reference, or NULL */
@@ -29,17 +37,17 @@ struct tp_task {
 };
 
 struct tp_cell {
-    _Atomic size_t seq;
+    _Atomic uint64_t seq;
     struct tp_task t;
 };
 
 struct tp_ring {
     struct tp_cell *cells;
-    size_t mask;                 /* capacity - 1, a power of two minus 1 */
+    uint64_t mask;               /* capacity - 1, a power of two minus 1 */
     char pad0[64];
-    _Atomic size_t tail;         /* next cell to fill */
+    _Atomic uint64_t tail;       /* next cell to fill | TP_RING_CLOSED */
     char pad1[64];
-    _Atomic size_t head;         /* next cell to empty */
+    _Atomic uint64_t head;       /* next cell to empty */
     char pad2[64];
 };
 
@@ -72,52 +80,102 @@ tp_ring_fini(struct tp_ring *r)
 static inline size_t
 tp_ring_capacity(const struct tp_ring *r)
 {
-    return r->mask + 1;
+    return (size_t)r->mask + 1;
 }
 
-/* Pushes into a cell the caller has reserved (threadpool.c: `used`
- * never exceeds the capacity), so it cannot fail. The cell at the tail
- * may still be held by a popper of the previous lap that has claimed it
- * but not yet handed it back (it was preempted between the two steps),
- * while pops of later cells already freed the reservation count: then
- * wait for that popper instead of calling the ring full. */
-static inline void
-tp_ring_push(struct tp_ring *r, const struct tp_task *t)
+/* Claims n consecutive cells at the tail, all or none, and returns the
+ * first in *first. Returns 0, PK_EAGAIN (full: the tail is a lap ahead
+ * of the head) or PK_ESHUTDOWN (closed, unless closed_ok: a task given
+ * back by a worker was pushed before the close, and must stay runnable
+ * by others while that worker waits). A cell can also look taken
+ * while the ring has room: the popper of the previous lap claimed it
+ * (head moved) but was preempted before handing it back. Calling that
+ * "full" would fail a try-submit, or a give-back, that fits; the popper
+ * is about to finish, so wait for it instead. Release on success: a
+ * reader of the tail (stats, shutdown) sees what the claimer did before. */
+static inline int
+tp_ring_claim(struct tp_ring *r, size_t n, uint64_t *first, bool closed_ok)
 {
-    size_t pos = atomic_load_explicit(&r->tail, memory_order_relaxed);
+    uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
     unsigned spins = 0;
 
     for (;;) {
-        struct tp_cell *c = &r->cells[pos & r->mask];
-        size_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
-        intptr_t dif = (intptr_t)seq - (intptr_t)pos;
-        if (dif == 0) {
+        uint64_t closed = tail & TP_RING_CLOSED;
+        uint64_t pos = tail & ~TP_RING_CLOSED, seq = pos;
+        size_t i;
+        if (closed && !closed_ok)
+            return PK_ESHUTDOWN;
+        for (i = 0; i < n; i++) {
+            seq = atomic_load_explicit(&r->cells[(pos + i) & r->mask].seq,
+                                       memory_order_acquire);
+            if (seq != pos + i)
+                break;
+        }
+        if (i == n) {
             if (atomic_compare_exchange_weak_explicit(
-                    &r->tail, &pos, pos + 1, memory_order_relaxed,
-                    memory_order_relaxed)) {
-                c->t = *t;
-                atomic_store_explicit(&c->seq, pos + 1,
-                                      memory_order_release);
-                return;
+                    &r->tail, &tail, (pos + n) | closed,
+                    memory_order_release, memory_order_relaxed)) {
+                *first = pos;
+                return 0;
             }
             continue;
         }
-        if (dif < 0 && ++spins > 64)
-            sched_yield(); /* the popper of this cell is off the CPU */
-        pos = atomic_load_explicit(&r->tail, memory_order_relaxed);
+        if ((int64_t)(seq - (pos + i)) < 0) {
+            uint64_t head = atomic_load_explicit(&r->head,
+                                                 memory_order_relaxed);
+            if ((int64_t)(head + r->mask + 1 - (pos + n)) < 0)
+                return PK_EAGAIN;
+            if (++spins > 64)
+                sched_yield(); /* the popper of this cell is off the CPU */
+        }
+        tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
     }
+}
+
+/* Fills cell pos (claimed by tp_ring_claim) and hands it to poppers. */
+static inline void
+tp_ring_fill(struct tp_ring *r, uint64_t pos, const struct tp_task *t)
+{
+    struct tp_cell *c = &r->cells[pos & r->mask];
+
+    c->t = *t;
+    atomic_store_explicit(&c->seq, pos + 1, memory_order_release);
+}
+
+/* Pushes n tasks, all or none. Returns 0, PK_EAGAIN or PK_ESHUTDOWN
+ * (tp_ring_claim). */
+static inline int
+tp_ring_push(struct tp_ring *r, const struct tp_task *t, size_t n,
+             bool closed_ok)
+{
+    uint64_t pos;
+    int rc = tp_ring_claim(r, n, &pos, closed_ok);
+
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < n; i++)
+        tp_ring_fill(r, pos + i, &t[i]);
+    return 0;
+}
+
+/* Refuses every later claim. Claims made before are counted in the tail
+ * (tp_ring_pushed) and are filled soon: their claimers cannot fail. */
+static inline void
+tp_ring_close(struct tp_ring *r)
+{
+    atomic_fetch_or(&r->tail, TP_RING_CLOSED);
 }
 
 /* Returns false if the ring is empty. */
 static inline bool
 tp_ring_pop(struct tp_ring *r, struct tp_task *out)
 {
-    size_t pos = atomic_load_explicit(&r->head, memory_order_relaxed);
+    uint64_t pos = atomic_load_explicit(&r->head, memory_order_relaxed);
 
     for (;;) {
         struct tp_cell *c = &r->cells[pos & r->mask];
-        size_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
-        intptr_t dif = (intptr_t)seq - (intptr_t)(pos + 1);
+        uint64_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
+        int64_t dif = (int64_t)(seq - (pos + 1));
         if (dif == 0) {
             if (atomic_compare_exchange_weak_explicit(
                     &r->head, &pos, pos + 1, memory_order_relaxed,
@@ -135,20 +193,85 @@ tp_ring_pop(struct tp_ring *r, struct tp_task *out)
     }
 }
 
-/* Tasks in the ring now (a snapshot). */
+/* Pops up to max tasks at once, one CAS on the head for all of them (the
+ * head is the line consumers contend for): the filled cells from the
+ * head on, stopping at the first that is not. Returns how many. */
 static inline size_t
-tp_ring_count(struct tp_ring *r)
+tp_ring_pop_n(struct tp_ring *r, struct tp_task *out, size_t max)
 {
-    size_t t = atomic_load(&r->tail), h = atomic_load(&r->head);
-    return t > h ? t - h : 0;
+    uint64_t pos = atomic_load_explicit(&r->head, memory_order_relaxed);
+
+    for (;;) {
+        size_t n = 0;
+        while (n < max &&
+               atomic_load_explicit(&r->cells[(pos + n) & r->mask].seq,
+                                    memory_order_acquire) == pos + n + 1)
+            n++;
+        if (n == 0) {
+            uint64_t seq = atomic_load_explicit(
+                &r->cells[pos & r->mask].seq, memory_order_acquire);
+            if ((int64_t)(seq - (pos + 1)) < 0)
+                return 0; /* empty (or its head not filled yet) */
+            pos = atomic_load_explicit(&r->head, memory_order_relaxed);
+            continue;
+        }
+        if (atomic_compare_exchange_weak_explicit(
+                &r->head, &pos, pos + n, memory_order_relaxed,
+                memory_order_relaxed)) {
+            for (size_t i = 0; i < n; i++) {
+                struct tp_cell *c = &r->cells[(pos + i) & r->mask];
+                out[i] = c->t;
+                atomic_store_explicit(&c->seq, pos + i + r->mask + 1,
+                                      memory_order_release);
+            }
+            return n;
+        }
+    }
 }
 
 /* Cells ever claimed by producers: with a count of finished tasks, says
  * when everything pushed has run. seq_cst, see threadpool.c. */
-static inline size_t
+static inline uint64_t
 tp_ring_pushed(struct tp_ring *r)
 {
-    return atomic_load(&r->tail);
+    return atomic_load(&r->tail) & ~TP_RING_CLOSED;
+}
+
+/* Tasks in the ring now (a snapshot). */
+static inline size_t
+tp_ring_count(struct tp_ring *r)
+{
+    uint64_t t = tp_ring_pushed(r), h = atomic_load(&r->head);
+
+    return t > h ? (size_t)(t - h) : 0;
+}
+
+/* True if the cell at the head holds a task. Pollers use this rather
+ * than tp_ring_count: it reads the head's cell, which a submitter writes
+ * once per task anyway, and not the tail, which it writes on every push
+ * and would then have to fetch back from the poller's cache. */
+static inline bool
+tp_ring_ready(struct tp_ring *r)
+{
+    uint64_t pos = atomic_load_explicit(&r->head, memory_order_relaxed);
+    uint64_t seq = atomic_load_explicit(&r->cells[pos & r->mask].seq,
+                                        memory_order_acquire);
+    int64_t dif = (int64_t)(seq - (pos + 1));
+
+    if (dif == 0)
+        return true;
+    if (dif < 0)
+        return false;
+    return tp_ring_count(r) > 0; /* popped since we read the head */
+}
+
+/* True while cells claimed before now remain to be popped: a claimed
+ * cell that its producer has not filled yet counts (tp_ring_pop does not
+ * see it until then). */
+static inline bool
+tp_ring_unpopped(struct tp_ring *r)
+{
+    return tp_ring_count(r) > 0;
 }
 
 #endif /* PK_POOLS_THREAD_RING_H */

@@ -10,21 +10,29 @@
  * lease. Keep-alive retirement is the core's idle_timeout; its destroy
  * hook stops and joins the parked thread.
  *
- * The queue is a lock-free bounded ring (ring.h). `used` reserves its
- * cells, so a push that got a reservation never fails and submit_many is
- * all or nothing. A worker takes one task at a time (a batch when the
- * queue is long), runs it, and counts it in `finished`; everything pushed has run when finished
- * equals the ring's tail, which is what shutdown waits for (woken by the
- * worker that gets there, never by polling). `submitting` fences submits
- * against shutdown: a submitter counts itself in before it reads
- * `closed`, shutdown sets `closed` before it waits for `submitting` to
- * drain (seq_cst both), so no task slips in after shutdown looked.
+ * The queue is a lock-free bounded ring (ring.h) per lane. A push claims
+ * all its cells at once or none (the ring is full when its tail is a lap
+ * ahead of its head), so submit_many is all or nothing. A worker takes
+ * one task at a time (a batch when the queue is long), runs it, and
+ * counts it in `finished`; everything pushed has run when finished
+ * equals the rings' tails, which is what shutdown waits for (woken by
+ * the worker that gets there, never by polling). Shutdown closes each
+ * ring by setting a bit in its tail: a push is a CAS on the tail, so it
+ * either came before the close (and is counted in the tail shutdown
+ * reads) or is refused, and a submit pays no fence for it. Submits into
+ * next slots, which bypass the rings, count themselves in `submitting`,
+ * which shutdown waits to drain. A submit writes no counter either: the
+ * tails count submitted tasks (pk__tp_lane_submitted).
  *
  * A worker runs tasks until the queue is empty, spins briefly, then gives
  * its lease back and parks. No wake is lost: a submitter pushes, then
  * reads `active`; a worker leaving decrements `active`, re-reads the
  * queue, and after releasing itself looks once more and wakes a worker if
- * work arrived (both sides use seq_cst, so one of them sees the other).
+ * work arrived. One of the two sees the other: the worker's side is a
+ * membarrier (a barrier on every thread of the process, the submitter's
+ * included), so the submitter, whose fence would stall on the cell it
+ * just wrote, needs none (pk__tp_wake_after_push); without membarrier
+ * both sides fence (seq_cst).
  *
  * Lifetime: the pool struct is reference counted by its handle and by
  * each worker thread, so a worker finishing late never touches freed
@@ -144,6 +152,7 @@ pk_threadpool_create(pk_threadpool **out, const pk_threadpool_options *opts)
         return PK_EINVAL;
     }
     tp->min_threads = opts->min_threads;
+    atomic_init(&tp->asym, pk__tp_asym_init());
     tp->slow_ns = limit_ns(opts->slow_task_ms);
     tp->stuck_ns = limit_ns(opts->stuck_after_ms);
     rc = start_workers(tp, opts);
@@ -205,7 +214,7 @@ validate(struct pk_threadpool *tp)
 {
     if (!tp || tp->magic != PK__TP_MAGIC)
         return PK_EINVAL;
-    if (tp->fork_epoch != pk__fork_epoch())
+    if (tp->fork_epoch != pk__fork_epoch_fast())
         return PK_EFORKED;
     return 0;
 }
@@ -242,12 +251,13 @@ prepare(const pk_task *task, pk_future **fut, struct tp_task *out,
         out->task.data = out->copy;
     }
     if (fut) {
-        int rc = pk_future_create(&out->fut, tp->event, tp->event_user);
+        int rc = pk__future_create_refs(&out->fut, tp->event,
+                                        tp->event_user, 2);
         if (rc) {
             pk__free(out->copy);
             return rc;
         }
-        *fut = pk_future_ref(out->fut);
+        *fut = out->fut; /* the caller's reference */
     }
     return 0;
 }
@@ -263,11 +273,12 @@ unprepare(struct tp_task *t, pk_future **fut)
     pk__free(t->copy);
 }
 
-/* Waits for a reservation (PK_FULL_BLOCK). A worker's pop wakes us; the
- * wake is best effort (the pop does not order itself against our
+/* Waits for room, then pushes (PK_FULL_BLOCK). A worker's pop wakes us;
+ * the wake is best effort (the pop does not order itself against our
  * registration), so the wait is also cut into 1 ms slices. */
 static int
-wait_for_room(struct pk_threadpool *tp, struct tp_lane *l, size_t n)
+wait_for_room(struct pk_threadpool *tp, struct tp_lane *l,
+              const struct tp_task *t, size_t n)
 {
     uint64_t deadline;
 
@@ -275,13 +286,11 @@ wait_for_room(struct pk_threadpool *tp, struct tp_lane *l, size_t n)
         return PK_EINVAL;
     for (;;) {
         uint32_t seq = pk__cv_prepare(&tp->not_full);
-        if (atomic_load(&tp->closed)) {
+        int rc = atomic_load(&tp->closed) ? PK_ESHUTDOWN
+                                          : pk__tp_push(l, t, n);
+        if (rc != PK_EAGAIN) {
             pk__cv_cancel(&tp->not_full);
-            return PK_ESHUTDOWN;
-        }
-        if (pk__tp_reserve(l, n)) {
-            pk__cv_cancel(&tp->not_full);
-            return 0;
+            return rc;
         }
         uint64_t now = pk__now_ns();
         if (now >= deadline) {
@@ -294,16 +303,19 @@ wait_for_room(struct pk_threadpool *tp, struct tp_lane *l, size_t n)
     }
 }
 
-/* Gets room for n tasks by the full policy. Returns 0 (reserved), 1 (run
- * on the caller: CALLER_RUNS), or an error. */
+/* Pushes n tasks, all or none, or applies the full policy. Returns 0
+ * (pushed), 1 (run on the caller: CALLER_RUNS), or an error. */
 static int
-make_room(struct pk_threadpool *tp, struct tp_lane *l, size_t n, int policy)
+push(struct pk_threadpool *tp, struct tp_lane *l, const struct tp_task *t,
+     size_t n, int policy)
 {
-    if (pk__tp_reserve(l, n))
-        return 0;
+    int rc = pk__tp_push(l, t, n);
+
+    if (rc != PK_EAGAIN)
+        return rc; /* pushed, or closed */
     switch (policy) {
     case PK_FULL_BLOCK:
-        return wait_for_room(tp, l, n);
+        return wait_for_room(tp, l, t, n);
     case PK_FULL_TRY:
         return PK_EAGAIN;
     case PK_FULL_CALLER_RUNS:
@@ -313,35 +325,29 @@ make_room(struct pk_threadpool *tp, struct tp_lane *l, size_t n, int policy)
     }
 }
 
-/* Pushes n prepared tasks of one lane, or refuses them all. */
+/* Pushes n prepared tasks of one lane, or refuses them all. No fence
+ * against shutdown here: a ring refuses pushes once closed (ring.h), and
+ * counts the ones before in its tail, which is also what counts them as
+ * submitted (pk__tp_lane_submitted). */
 static int
 enqueue(struct pk_threadpool *tp, struct tp_task *t, size_t n, int policy)
 {
     struct tp_lane *l = &tp->lanes[t->lane];
-    int rc;
+    int rc = atomic_load(&tp->closed) ? PK_ESHUTDOWN
+                                      : push(tp, l, t, n, policy);
 
-    atomic_fetch_add(&tp->submitting, 1);
-    if (atomic_load(&tp->closed))
-        rc = PK_ESHUTDOWN;
-    else
-        rc = make_room(tp, l, n, policy);
-    if (rc == 0) {
-        for (size_t i = 0; i < n; i++)
-            pk__tp_push(tp, &t[i]);
-    }
-    atomic_fetch_sub(&tp->submitting, 1);
     if (rc < 0) {
         atomic_fetch_add_explicit(&tp->st_rejected, n, memory_order_relaxed);
         return rc;
     }
-    atomic_fetch_add_explicit(&l->st_submitted, n, memory_order_relaxed);
     if (rc == 1) {
+        atomic_fetch_add(&l->st_extra, n);
         struct tally c = { 0, 0, 0 };
         pk__tp_run_task(tp, t, &c);
         pk__tp_tally_add(tp, &c);
         return 0;
     }
-    pk__tp_maybe_wake(tp);
+    pk__tp_wake_after_push(tp, l);
     return 0;
 }
 
@@ -363,7 +369,7 @@ enqueue_next(struct pk_threadpool *tp, struct tp_worker *w,
         rc = 0;
     atomic_fetch_sub(&tp->submitting, 1);
     if (rc == 0)
-        atomic_fetch_add_explicit(&l->st_submitted, 1, memory_order_relaxed);
+        atomic_fetch_add(&l->st_extra, 1);
     return rc;
 }
 
@@ -552,10 +558,8 @@ cancel_queued(struct pk_threadpool *tp)
 {
     struct tp_task t;
     size_t n = 0;
-    bool counted;
-    int lane;
 
-    while (pk__tp_pop(tp, NULL, &t, 1, &lane, &counted)) {
+    while (pk__tp_pop_closed(tp, &t)) {
         cancel_one(tp, &t);
         n++;
     }
@@ -574,6 +578,7 @@ static void
 close_door(struct pk_threadpool *tp)
 {
     atomic_store(&tp->closed, true);
+    pk__tp_close_lanes(tp);
     pk__cv_broadcast(&tp->not_full); /* blocked submitters see `closed` */
     while (atomic_load(&tp->submitting) > 0)
         sched_yield(); /* a blocked submit sees `closed` within 1 ms */
@@ -627,7 +632,7 @@ pk_threadpool_stats_get(pk_threadpool *tp, pk_threadpool_stats *o)
     o->running = pushed - fin > o->queued ? pushed - fin - o->queued : 0;
     o->threads = atomic_load(&tp->alive);
     for (size_t i = 0; i < tp->nlanes; i++)
-        o->submitted += atomic_load(&tp->lanes[i].st_submitted);
+        o->submitted += pk__tp_lane_submitted(&tp->lanes[i]);
     o->completed = atomic_load(&tp->st_completed);
     o->failed = atomic_load(&tp->st_failed);
     o->cancelled = atomic_load(&tp->st_cancelled);
@@ -720,7 +725,7 @@ pk_threadpool_lane_stats_get(pk_threadpool *tp, int lane, pk_lane_stats *out)
     out->queued = tp_ring_count(&l->q);
     out->running = atomic_load(&l->running);
     out->max_threads = atomic_load(&l->max_workers);
-    out->submitted = atomic_load(&l->st_submitted);
+    out->submitted = pk__tp_lane_submitted(l);
     return 0;
 }
 
@@ -754,7 +759,7 @@ ex_capacity(void *impl, size_t *out)
 {
     struct tp_view *v = impl;
     struct tp_lane *l = &v->tp->lanes[v->opts.lane];
-    size_t u = atomic_load(&l->used);
+    size_t u = tp_ring_count(&l->q);
 
     if (atomic_load(&v->tp->closed))
         return PK_ESHUTDOWN;

@@ -1,5 +1,5 @@
 /* pools/thread/tp_int.h - the thread pool's parts, shared by its files:
- * queue.c (lanes, reservations, next slots), worker.c (running tasks,
+ * queue.c (lanes, pushes and pops, next slots), worker.c (running tasks,
  * helping while waiting, waking), watchdog.c, and threadpool.c (the
  * public calls). Not installed. */
 #ifndef PK_POOLS_THREAD_TP_INT_H
@@ -27,16 +27,18 @@
 /* The largest queue_size (pool or lane): its ring is made at once. */
 #define PK__TP_QUEUE_MAX ((size_t)1 << 30)
 
-/* A lane (threadpool.h): its own ring, reservations and cap. */
+/* A lane (threadpool.h): its own ring and cap. */
 struct tp_lane {
     struct tp_ring q;
     size_t cap;                 /* tp_ring_capacity(&q) */
     int priority;
     char name[PK_LANE_NAME_MAX];
     char pad0[64];
-    _Atomic size_t used;        /* cells reserved by submitters, not yet
-                                   given back by a worker's pop */
-    _Atomic uint64_t st_submitted;
+    /* Submitted: the ring counts pushes in its tail; these count the
+     * rest (pk__tp_lane_submitted), so a submit writes no counter. */
+    _Atomic uint64_t st_extra;  /* next slots and caller-runs, less
+                                   give-backs (pushed twice); modular */
+    _Atomic uint64_t st_seen;   /* the most pk__tp_lane_submitted said */
     char pad1[64];
     /* The cap: workers inside the lane (holding one of its places) and
      * the most allowed, 0 for none. Without a cap nothing is counted. */
@@ -113,10 +115,16 @@ struct pk_threadpool {
     struct tp_lane *lanes;
     size_t nlanes;
     int order[PK_LANES_MAX];   /* lane indices, highest priority first */
-    char pad0[64];
-    _Atomic size_t submitting; /* submits between their check of closed
-                                  and their push */
+    /* Read by every submit and every finish, written once: with the
+     * fields above that only change on resizes, never with a counter. */
     _Atomic bool closed;
+    /* Submitters skip their fence, workers make up for it with
+     * membarrier (pk__tp_wake_after_push); false if it is unavailable. */
+    _Atomic bool asym;
+    char pad0[64];
+    _Atomic size_t submitting; /* submits into next slots between their
+                                  check of closed and their push (the
+                                  rings fence themselves: ring.h) */
     char padf[64];
     _Atomic size_t finished;   /* tasks run or cancelled after a pop */
     _Atomic size_t next_pushed; /* tasks that went to a "next" slot */
@@ -138,9 +146,12 @@ struct pk_threadpool {
 
     char pad1[64];
     _Atomic size_t active;     /* workers holding their lease */
-    _Atomic size_t spinning;   /* awake workers looking for work */
     _Atomic size_t alive;      /* workers spawned and not yet stopped */
     _Atomic bool growing;      /* an async ticket is out */
+    char pad1s[64];
+    /* Apart: it changes whenever a worker finds the queue empty, while
+     * the line above stays put under load (pk__tp_maybe_wake reads it). */
+    _Atomic size_t spinning;   /* awake workers looking for work */
 
     /* Stats, relaxed atomics: submitters write the first line (and their
      * lane's st_submitted), workers the second (once per batch). */
@@ -165,10 +176,13 @@ int pk__tp_lanes_init(struct pk_threadpool *tp,
                       const pk_threadpool_options *o);
 void pk__tp_lanes_fini(struct pk_threadpool *tp);
 bool pk__tp_work_ready(struct pk_threadpool *tp);
+bool pk__tp_work_seen(struct pk_threadpool *tp);
 size_t pk__tp_queued(struct pk_threadpool *tp);
-bool pk__tp_reserve(struct tp_lane *l, size_t n);
-void pk__tp_unreserve(struct pk_threadpool *tp, struct tp_lane *l, size_t n);
-void pk__tp_push(struct pk_threadpool *tp, const struct tp_task *t);
+int pk__tp_push(struct tp_lane *l, const struct tp_task *t, size_t n);
+int pk__tp_push_back(struct tp_lane *l, const struct tp_task *t);
+void pk__tp_close_lanes(struct pk_threadpool *tp);
+bool pk__tp_pop_closed(struct pk_threadpool *tp, struct tp_task *out);
+uint64_t pk__tp_lane_submitted(struct tp_lane *l);
 size_t pk__tp_pop(struct pk_threadpool *tp, struct tp_worker *w,
                   struct tp_task *out, size_t max, int *lane, bool *counted);
 void pk__tp_lane_leave(struct pk_threadpool *tp, struct tp_worker *w,
@@ -193,6 +207,8 @@ int pk__tp_worker_create(void *user, void **res, pk_error *err);
 void pk__tp_worker_destroy(void *user, void *res);
 void pk__tp_wake_one(struct pk_threadpool *tp);
 void pk__tp_maybe_wake(struct pk_threadpool *tp);
+void pk__tp_wake_after_push(struct pk_threadpool *tp, struct tp_lane *l);
+bool pk__tp_asym_init(void);
 
 /* watchdog.c */
 int pk__tp_wd_start_locked(struct pk_threadpool *tp);

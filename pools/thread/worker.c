@@ -1,8 +1,11 @@
 /* pools/thread/worker.c - worker threads: running tasks, helping while
  * waiting on a future of the same pool, and waking. */
 #define _GNU_SOURCE /* pthread_setname_np */
+#include <linux/membarrier.h>
 #include <sched.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "alloc.h"
 #include "tp_int.h"
@@ -52,8 +55,11 @@ push_stack(struct tp_worker *w, pk_future *f, int *d)
         *d = -1;
         return;
     }
-    atomic_store(&w->stack[*d], f);
-    atomic_store(&w->depth, *d + 1);
+    /* Release, not seq_cst: a cycle check only needs to see the entry
+     * whole, and two locked stores per task cost more than the rest of
+     * the bookkeeping. */
+    atomic_store_explicit(&w->stack[*d], f, memory_order_release);
+    atomic_store_explicit(&w->depth, *d + 1, memory_order_release);
 }
 
 static void
@@ -61,8 +67,8 @@ pop_stack(struct tp_worker *w, int d)
 {
     if (d < 0)
         return;
-    atomic_store(&w->depth, d);
-    atomic_store(&w->stack[d], NULL);
+    atomic_store_explicit(&w->depth, d, memory_order_release);
+    atomic_store_explicit(&w->stack[d], NULL, memory_order_release);
 }
 
 static void
@@ -182,11 +188,16 @@ run_batch(struct pk_threadpool *tp, struct tp_worker *w)
 static void
 give_back_batch(struct pk_threadpool *tp, struct tp_worker *w)
 {
+    struct tp_lane *l = &tp->lanes[w->batch_lane];
     size_t n = 0;
 
-    while (w->batch_next < w->batch_n &&
-           pk__tp_reserve(&tp->lanes[w->batch_lane], 1)) {
-        pk__tp_push(tp, &w->batch[w->batch_n - 1]);
+    while (w->batch_next < w->batch_n) {
+        /* Off the count before the push: see pk__tp_lane_submitted. */
+        atomic_fetch_sub(&l->st_extra, 1);
+        if (pk__tp_push_back(l, &w->batch[w->batch_n - 1]) != 0) {
+            atomic_fetch_add(&l->st_extra, 1);
+            break;
+        }
         w->batch_n--;
         n++;
     }
@@ -199,50 +210,72 @@ give_back_batch(struct pk_threadpool *tp, struct tp_worker *w)
     }
 }
 
+/* Waits for work, briefly; false if none came (or the pool closed: no
+ * submit can come then, a give-back wakes a worker itself, and a spin
+ * would only delay the shutdown this worker may just have woken, on a
+ * CPU it may share with it). The first spinner pauses (work often
+ * follows at once), then yields. Another spinner yields from the start:
+ * one is enough to see the next push (pk__tp_maybe_wake wakes nobody
+ * while one spins), and a second would spin against a submitter that
+ * shares its core. */
+static bool
+spin(struct pk_threadpool *tp, int *rounds)
+{
+    bool first = atomic_fetch_add(&tp->spinning, 1) == 0;
+    bool found = true;
+
+    atomic_thread_fence(memory_order_seq_cst);
+    while (!pk__tp_work_seen(tp)) {
+        if (++*rounds > PK__TP_SPINS || atomic_load(&tp->closed)) {
+            found = false;
+            break;
+        }
+        if (first && *rounds < 64) {
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        } else {
+            sched_yield();
+        }
+    }
+    atomic_fetch_sub(&tp->spinning, 1);
+    return found;
+}
+
+/* Runs one task or batch if there is one; false if there was none. */
+static bool
+run_some(struct pk_threadpool *tp, struct tp_worker *w)
+{
+    struct tp_task t;
+
+    if (pk__tp_take_next(w, &t)) {
+        run_one(tp, &t);
+        return true;
+    }
+    if (pop_batch(tp, w)) {
+        run_batch(tp, w);
+        return true;
+    }
+    if (pk__tp_steal_next(tp, w, &t)) {
+        run_one(tp, &t);
+        return true;
+    }
+    return false;
+}
+
 /* Runs queued tasks until the queue stays empty through a short spin. */
 static void
 drain(struct pk_threadpool *tp, struct tp_worker *w)
 {
-    int idle_rounds = 0;
+    int rounds = 0;
 
     for (;;) {
-        struct tp_task t;
         if (atomic_load_explicit(&w->detached, memory_order_relaxed))
             return; /* given up as stuck: the pool has a replacement */
-        if (pk__tp_take_next(w, &t)) {
-            run_one(tp, &t);
-            idle_rounds = 0;
-            continue;
-        }
-        if (pop_batch(tp, w)) {
-            run_batch(tp, w);
-            idle_rounds = 0;
-            continue;
-        }
-        if (pk__tp_steal_next(tp, w, &t)) {
-            run_one(tp, &t);
-            idle_rounds = 0;
-            continue;
-        }
-        /* Wait for more, briefly: pause first (work often follows at
-         * once), then yield, so that a submitter sharing this core runs
-         * instead of us spinning against it. */
-        atomic_fetch_add(&tp->spinning, 1);
-        atomic_thread_fence(memory_order_seq_cst);
-        while (!pk__tp_work_ready(tp)) {
-            if (++idle_rounds > PK__TP_SPINS) {
-                atomic_fetch_sub(&tp->spinning, 1);
-                return;
-            }
-            if (idle_rounds < 64) {
-#if defined(__x86_64__) || defined(__i386__)
-                __builtin_ia32_pause();
-#endif
-            } else {
-                sched_yield();
-            }
-        }
-        atomic_fetch_sub(&tp->spinning, 1);
+        if (run_some(tp, w))
+            rounds = 0;
+        else if (atomic_load(&tp->closed) || !spin(tp, &rounds))
+            return;
     }
 }
 
@@ -405,9 +438,9 @@ help_within_bounds(struct pk_threadpool *tp, struct tp_worker *w)
 }
 
 /* Blocks on f for up to 10 ms (re-looking for work and cycles then: both
- * can appear without touching f), counted out of `active` so that a
- * submitter wakes or starts another worker meanwhile. Returns
- * PK_EDEADLK, PK_ETIMEDOUT or 0. */
+ * can appear without touching f), counted out of `active` and out of its
+ * lanes so that a submitter wakes or starts another worker meanwhile.
+ * Returns PK_EDEADLK, PK_ETIMEDOUT or 0. */
 static int
 block_on(struct pk_threadpool *tp, struct tp_worker *w, pk_future *f,
          uint64_t deadline)
@@ -511,6 +544,52 @@ leave_pool(struct pk_threadpool *tp, struct tp_worker *w,
     pk__tp_self = outer;
 }
 
+/* The fork epoch (+1) whose process registered for membarrier: a child
+ * must register anew. Process-wide, written once per epoch, so a global
+ * (like sync.c's epoch itself). */
+static _Atomic unsigned mb_registered;
+
+bool
+pk__tp_asym_init(void)
+{
+    unsigned e = pk__fork_epoch() + 1;
+
+    if (atomic_load(&mb_registered) == e)
+        return true;
+    if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+                0, 0) != 0)
+        return false;
+    atomic_store(&mb_registered, e);
+    return true;
+}
+
+/* The other half of pk__tp_wake_after_push: a full barrier on every
+ * running thread of the process, so a submitter's push is visible here
+ * or our store is visible to its next look. Should membarrier ever fail,
+ * submitters go back to fencing themselves; the pushes of the moment are
+ * long visible by the time this worker takes its second look (go_idle). */
+static void
+heavy_fence(struct pk_threadpool *tp)
+{
+    if (atomic_load_explicit(&tp->asym, memory_order_relaxed) &&
+        syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0)
+        return;
+    atomic_store(&tp->asym, false);
+    atomic_thread_fence(memory_order_seq_cst);
+}
+
+/* Counts a retired worker out of `alive` once its worker_exit hook has
+ * run, so that stats.threads reaching 0 means every hook has. A push
+ * meanwhile saw it counted and may have started no other worker: look
+ * again for one. */
+static void
+counted_out(struct pk_threadpool *tp)
+{
+    atomic_fetch_sub(&tp->alive, 1);
+    if (pk__tp_work_ready(tp))
+        pk__tp_wake_one(tp);
+}
+
 static void *
 worker_main(void *arg)
 {
@@ -538,7 +617,7 @@ worker_main(void *arg)
                 goto out;
             }
             atomic_fetch_sub(&tp->active, 1);
-            atomic_thread_fence(memory_order_seq_cst); /* see pk__tp_maybe_wake */
+            heavy_fence(tp); /* see pk__tp_wake_after_push */
             if (!pk__tp_work_ready(tp))
                 break;
             atomic_fetch_add(&tp->active, 1);
@@ -550,6 +629,8 @@ out:
     leave_pool(tp, w, NULL, NULL);
     if (tp->worker_exit)
         tp->worker_exit(tp->user);
+    if (atomic_load(&w->self_exit))
+        counted_out(tp);
     if (atomic_load(&w->self_exit) || atomic_load(&w->detached)) {
         /* Nobody joins us: the pool retired us on our own thread, or
          * forgot us as stuck. destroy waits on `threads` instead. */
@@ -596,7 +677,6 @@ pk__tp_worker_destroy(void *user, void *res)
     struct pk_threadpool *tp = user;
     struct tp_worker *w = res;
 
-    atomic_fetch_sub(&tp->alive, 1);
     if (pthread_equal(w->thread, pthread_self())) {
         /* Retired on its own release (the pool closed or shrank while it
          * ran): it exits and frees itself. */
@@ -606,6 +686,7 @@ pk__tp_worker_destroy(void *user, void *res)
     pk__park_wake(&w->park, 2);
     pthread_join(w->thread, NULL);
     pk__free(w);
+    counted_out(tp);
 }
 
 
@@ -699,22 +780,48 @@ pk__tp_wake_one(struct pk_threadpool *tp)
         on_new_worker(tp, t);
 }
 
-/* Wakes a worker if fewer are active than tasks are queued. */
 /* After a push: makes sure a worker will take the task. A spinning
  * worker will; otherwise, if not every worker is busy, an idle one is
  * woken or a new one started (before anything waits: a new worker
- * starts whenever the pool is below max and none is free). The fence
- * pairs with the one in drain(): either we see the spinner, or it sees
- * our push. */
+ * starts whenever the pool is below max and none is free). The caller
+ * fenced: either we see a worker still counted, or its last look before
+ * it parks (worker_main) sees our push. */
+static void
+wake_if_needed(struct pk_threadpool *tp)
+{
+    /* `active` first: under load every worker is active, and that line
+     * stays put, while `spinning` changes each time a worker finds the
+     * queue empty. */
+    if (atomic_load_explicit(&tp->active, memory_order_relaxed) >=
+        atomic_load_explicit(&tp->max_threads, memory_order_relaxed))
+        return; /* all busy: the next to pk__tp_finish takes it */
+    if (atomic_load_explicit(&tp->spinning, memory_order_relaxed) > 0)
+        return;
+    if (pk__tp_work_ready(tp))
+        pk__tp_wake_one(tp);
+}
+
 void
 pk__tp_maybe_wake(struct pk_threadpool *tp)
 {
     atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(&tp->spinning, memory_order_relaxed) > 0)
-        return;
-    if (atomic_load_explicit(&tp->active, memory_order_relaxed) >=
-        atomic_load_explicit(&tp->max_threads, memory_order_relaxed))
-        return; /* all busy: the next to pk__tp_finish takes it */
-    if (pk__tp_work_ready(tp))
-        pk__tp_wake_one(tp);
+    wake_if_needed(tp);
 }
+
+/* pk__tp_maybe_wake for a submit. Its fence would wait for the task's
+ * cell to reach this core (the worker that emptied the cell last has
+ * it): most of a submit's cost. With membarrier the worker side pays
+ * instead, and only when it is about to park (heavy_fence); a spinner
+ * needs nothing, since it polls until its last look before parking. A
+ * capped lane keeps the fence: pk__tp_lane_leave pairs with it. */
+void
+pk__tp_wake_after_push(struct pk_threadpool *tp, struct tp_lane *l)
+{
+    if (atomic_load_explicit(&tp->asym, memory_order_relaxed) &&
+        !atomic_load_explicit(&l->max_workers, memory_order_relaxed))
+        atomic_signal_fence(memory_order_seq_cst);
+    else
+        atomic_thread_fence(memory_order_seq_cst);
+    wake_if_needed(tp);
+}
+
