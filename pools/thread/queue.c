@@ -307,14 +307,31 @@ wake_full_waiters(struct pk_threadpool *tp, struct tp_lane *l)
  * its tasks from idle workers, new workers and resizes behind a task
  * that blocks; with a short queue that would cost parallelism, with a
  * long one there is work for everybody anyway, and batches save the
- * counters' cache-line traffic. */
+ * counters' cache-line traffic. The length is read off the cells, not
+ * off the tail: k batches' worth are queued when the cell k steps past
+ * the head is filled. The tail is the line each push writes; a worker
+ * reading it at every pop cost the next push a cache miss (a fifth of
+ * the throughput of tasks with futures). The cells looked at are ones a
+ * worker reads anyway to pop them. Cells filled out of order (a claim
+ * not yet filled) only make the batch smaller. */
 static size_t
 batch_size(struct pk_threadpool *tp, struct tp_lane *l, size_t max)
 {
     size_t m = atomic_load_explicit(&tp->max_threads, memory_order_relaxed);
-    size_t k = max > 1 ? tp_ring_count(&l->q) / (4 * (m ? m : 1)) : 1;
+    size_t step = 4 * (m ? m : 1);
+    uint64_t head;
+    size_t k = 1;
 
-    return k < 1 ? 1 : k > max ? max : k;
+    if (max > l->cap / step)
+        max = l->cap / step;
+    if (max <= 1)
+        return 1;
+    head = atomic_load_explicit(&l->q.head, memory_order_relaxed);
+    if (tp_ring_filled(&l->q, head + max * step - 1))
+        return max; /* a long queue: one look */
+    while (k + 1 < max && tp_ring_filled(&l->q, head + (k + 1) * step - 1))
+        k++;
+    return k;
 }
 
 /* Takes up to max tasks for w (NULL: a thread that is not a worker) from

@@ -27,13 +27,32 @@
 
 #define TP_RING_CLOSED (UINT64_C(1) << 63)
 
+/* A queued task: 56 bytes on LP64, so that a cell is one cache line of
+ * its own (a submitter filling one cell and a worker emptying the one
+ * before share no line). The pk_task is packed: a task runs either
+ * fn(arg) or the named function on (data, len), never both (the submit
+ * checks that exactly one of fn and name is set), so those share fields
+ * and a bit says which (tp_task_set / tp_task_get). */
+#define TP_T_NAMED 1u /* fn.name and a.data; otherwise fn.fn and a.arg */
+#define TP_T_COPY 2u  /* a.copy is our copy of the data, freed after */
+
 struct tp_task {
-    pk_task task;
+    union {
+        pk_task_fn fn;
+        const char *name;
+    } fn;
+    union {
+        void *arg;
+        const void *data;
+        void *copy;
+    } a;
+    size_t len;         /* named tasks */
     pk_future *fut;     /* the queue's reference, or NULL */
-    void *copy;         /* copied name-task bytes, freed after the run */
     uint64_t enq_ns;    /* when queued, for sampled or limited tasks; 0 */
     uint32_t start_within_ms, run_limit_ms;
-    int lane;           /* threadpool.h's lanes */
+    unsigned flags;     /* the pk_task's, as given */
+    uint16_t lane;      /* threadpool.h's lanes */
+    uint16_t bits;      /* TP_T_* */
 };
 
 struct tp_cell {
@@ -41,8 +60,58 @@ struct tp_cell {
     struct tp_task t;
 };
 
+_Static_assert(sizeof(void *) != 8 || sizeof(struct tp_cell) == 64,
+               "a ring cell is one line");
+
+/* Fills t's task fields from task (the rest is the caller's). */
+static inline void
+tp_task_set(struct tp_task *t, const pk_task *task)
+{
+    if (task->name) {
+        t->fn.name = task->name;
+        t->a.data = task->data;
+        t->len = task->len;
+        t->bits = TP_T_NAMED;
+    } else {
+        t->fn.fn = task->fn;
+        t->a.arg = task->arg;
+        t->len = 0;
+        t->bits = 0;
+    }
+    t->flags = task->flags;
+}
+
+/* The pk_task to run (what tp_task_set took, less the fields the kind
+ * of task does not use). */
+static inline void
+tp_task_get(const struct tp_task *t, pk_task *out)
+{
+    if (t->bits & TP_T_NAMED) {
+        out->fn = NULL;
+        out->arg = NULL;
+        out->name = t->fn.name;
+        out->data = t->a.data;
+        out->len = t->len;
+    } else {
+        out->fn = t->fn.fn;
+        out->arg = t->a.arg;
+        out->name = NULL;
+        out->data = NULL;
+        out->len = 0;
+    }
+    out->flags = t->flags;
+}
+
+/* Our copy of a named task's data, or NULL: freed once it ran. */
+static inline void *
+tp_task_copy(const struct tp_task *t)
+{
+    return (t->bits & TP_T_COPY) ? t->a.copy : NULL;
+}
+
 struct tp_ring {
-    struct tp_cell *cells;
+    struct tp_cell *cells;       /* line-aligned, in raw */
+    void *raw;
     uint64_t mask;               /* capacity - 1, a power of two minus 1 */
     char pad0[64];
     _Atomic uint64_t tail;       /* next cell to fill | TP_RING_CLOSED */
@@ -59,9 +128,10 @@ tp_ring_init(struct tp_ring *r, size_t cap)
 
     while (n < cap)
         n <<= 1;
-    r->cells = pk__calloc(n, sizeof *r->cells);
-    if (!r->cells)
+    r->raw = pk__calloc(n + 1, sizeof *r->cells);
+    if (!r->raw)
         return PK_ENOMEM;
+    r->cells = (struct tp_cell *)(((uintptr_t)r->raw + 63) & ~(uintptr_t)63);
     for (size_t i = 0; i < n; i++)
         atomic_init(&r->cells[i].seq, i);
     r->mask = n - 1;
@@ -73,7 +143,8 @@ tp_ring_init(struct tp_ring *r, size_t cap)
 static inline void
 tp_ring_fini(struct tp_ring *r)
 {
-    pk__free(r->cells);
+    pk__free(r->raw);
+    r->raw = NULL;
     r->cells = NULL;
 }
 
@@ -244,6 +315,15 @@ tp_ring_count(struct tp_ring *r)
     uint64_t t = tp_ring_pushed(r), h = atomic_load(&r->head);
 
     return t > h ? (size_t)(t - h) : 0;
+}
+
+/* True if cell pos holds the task pushed at pos (a snapshot, no
+ * ordering: for estimates only). */
+static inline bool
+tp_ring_filled(struct tp_ring *r, uint64_t pos)
+{
+    return atomic_load_explicit(&r->cells[pos & r->mask].seq,
+                                memory_order_relaxed) == pos + 1;
 }
 
 /* True if the cell at the head holds a task. Pollers use this rather

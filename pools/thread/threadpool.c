@@ -239,22 +239,29 @@ static int
 prepare(const pk_task *task, pk_future **fut, struct tp_task *out,
         struct pk_threadpool *tp)
 {
-    memset(out, 0, sizeof *out);
-    out->task = *task;
+    /* Field by field: a memset of the record compiles to rep stos, whose
+     * start-up cost was a tenth of a no-op task's submit. */
+    tp_task_set(out, task);
+    out->fut = NULL;
+    out->enq_ns = 0;
+    out->start_within_ms = 0;
+    out->run_limit_ms = 0;
+    out->lane = 0;
     if ((++tls_sample & 7u) == 0)
         out->enq_ns = pk__now_ns();
     if (task->name && task->len && !(task->flags & PK_TASK_SHARED)) {
-        out->copy = pk__alloc(task->len);
-        if (!out->copy)
+        void *copy = pk__alloc(task->len);
+        if (!copy)
             return PK_ENOMEM;
-        memcpy(out->copy, task->data, task->len);
-        out->task.data = out->copy;
+        memcpy(copy, task->data, task->len);
+        out->a.copy = copy;
+        out->bits |= TP_T_COPY;
     }
     if (fut) {
         int rc = pk__future_create_refs(&out->fut, tp->event,
                                         tp->event_user, 2);
         if (rc) {
-            pk__free(out->copy);
+            pk__free(tp_task_copy(out));
             return rc;
         }
         *fut = out->fut; /* the caller's reference */
@@ -270,7 +277,7 @@ unprepare(struct tp_task *t, pk_future **fut)
         *fut = NULL;
     }
     pk_future_release(t->fut);
-    pk__free(t->copy);
+    pk__free(tp_task_copy(t));
 }
 
 /* Waits for room, then pushes (PK_FULL_BLOCK). A worker's pop wakes us;
@@ -391,7 +398,7 @@ apply_task_options(struct pk_threadpool *tp, const pk_task_options *o,
 
     if (!o)
         return 0;
-    t->lane = o->lane;
+    t->lane = (uint16_t)o->lane;
     if (o->start_within_ms || o->run_limit_ms) {
         t->enq_ns = pk__now_ns();
         t->start_within_ms = (uint32_t)o->start_within_ms;
@@ -550,7 +557,7 @@ cancel_one(struct pk_threadpool *tp, struct tp_task *t)
         pk_future_cancel(t->fut);
     atomic_fetch_add_explicit(&tp->st_cancelled, 1, memory_order_relaxed);
     pk_future_release(t->fut);
-    pk__free(t->copy);
+    pk__free(tp_task_copy(t));
 }
 
 static void

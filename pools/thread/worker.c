@@ -92,6 +92,7 @@ pk__tp_run_task(struct pk_threadpool *tp, struct tp_task *t, struct tally *n)
                                               memory_order_relaxed));
     uint64_t t0 = (t->enq_ns || watch) ? pk__now_ns() : 0;
     int d = 0, rc;
+    pk_task task;
 
     if (t->enq_ns) {
         pk__hist_add(&tp->wait_hist, t0 - t->enq_ns);
@@ -109,7 +110,8 @@ pk__tp_run_task(struct pk_threadpool *tp, struct tp_task *t, struct tally *n)
         if (t->fut)
             push_stack(w, t->fut, &d);
     }
-    rc = pk_task_run(&t->task, tp->registry, t->fut, tp->event,
+    tp_task_get(t, &task);
+    rc = pk_task_run(&task, tp->registry, t->fut, tp->event,
                      tp->event_user);
     if (w) {
         w->nest--;
@@ -123,7 +125,7 @@ pk__tp_run_task(struct pk_threadpool *tp, struct tp_task *t, struct tally *n)
     count(n, rc);
 out:
     pk_future_release(t->fut);
-    pk__free(t->copy);
+    pk__free(tp_task_copy(t));
 }
 
 void

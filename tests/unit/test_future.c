@@ -23,6 +23,7 @@
 
 #include "alloc.h"
 #include "future_helpers.h"
+#include "future_int.h"
 
 #define RACE_ROUNDS 2000
 #define RACE_THREADS 4
@@ -676,6 +677,146 @@ test_wait_any_fails_cleanly_without_memory(void **state)
     fh_release_futures(c.fs, 16);
 }
 
+/* ---- slabs (future.c): what test builds turn on only here ---------------- */
+
+static void
+test_slab_is_freed_with_its_last_future(void **state)
+{
+    pk_future *fs[20];
+    long live = pk__alloc_live();
+
+    (void)state;
+    assert_int_equal(pk__future_slab_set(8), 1);
+    for (int i = 0; i < 20; i++) {
+        assert_int_equal(pk_future_create(&fs[i], NULL, NULL), 0);
+        assert_int_equal((uintptr_t)fs[i] % 32, 0); /* see future.c */
+        for (int j = 0; j < i; j++)
+            assert_ptr_not_equal(fs[i], fs[j]);
+    }
+    assert_int_equal(pk__alloc_live(), live + 3); /* 8 + 8 + 4 of 8 */
+    for (int i = 0; i < 8; i++)
+        pk_future_release(fs[i]);
+    assert_int_equal(pk__alloc_live(), live + 2);
+    for (int i = 9; i < 16; i++)
+        pk_future_release(fs[i]);
+    assert_int_equal(pk__alloc_live(), live + 2); /* fs[8] holds it */
+    assert_int_equal(pk_future_complete(fs[8], NULL), 0);
+    pk_future_release(fs[8]);
+    assert_int_equal(pk__alloc_live(), live + 1);
+    for (int i = 16; i < 20; i++)
+        pk_future_release(fs[i]);
+    assert_int_equal(pk__alloc_live(), live + 1); /* 4 slots uncarved */
+    pk__future_slab_drop();
+    assert_int_equal(pk__alloc_live(), live);
+    assert_int_equal(pk__future_slab_set(1), 8);
+}
+
+static void
+test_slab_uncarved_slots_given_back_on_drop(void **state)
+{
+    pk_future *f;
+    long live = pk__alloc_live();
+
+    (void)state;
+    pk__future_slab_set(16);
+    assert_int_equal(pk_future_create(&f, NULL, NULL), 0);
+    pk__future_slab_drop(); /* the slab lives on for f */
+    assert_int_equal(pk__alloc_live(), live + 1);
+    pk_future_release(f);
+    assert_int_equal(pk__alloc_live(), live);
+    pk__future_slab_set(1);
+}
+
+static int
+op_create_drop(void *ctx)
+{
+    int rc = pk_future_create(ctx, NULL, NULL);
+
+    pk__future_slab_drop();
+    return rc;
+}
+
+static void
+test_slab_create_fails_cleanly_without_memory(void **state)
+{
+    pk_future *f = NULL;
+
+    (void)state;
+    pk__future_slab_set(4);
+    fail_each_allocation(op_create_drop, undo_create, &f);
+    pk__future_slab_set(1);
+}
+
+/* Threads make futures from their slabs and exit (their uncarved slots
+ * go back through the key's destructor); others release them, slabs
+ * shared between releasing threads. */
+#define SLAB_THREADS 4
+#define SLAB_EACH 1000
+
+struct slab_ctx {
+    pk_future *fs[SLAB_THREADS][SLAB_EACH];
+    int bad;
+};
+
+static void *
+slab_maker(void *arg)
+{
+    struct slab_ctx *c = arg;
+    static atomic_int next;
+    int me = atomic_fetch_add(&next, 1) % SLAB_THREADS;
+
+    for (int i = 0; i < SLAB_EACH; i++) {
+        if (pk_future_create(&c->fs[me][i], NULL, NULL) != 0)
+            c->bad = 1;
+        else if (pk_future_complete(c->fs[me][i], NULL) != 0)
+            c->bad = 1;
+    }
+    return NULL;
+}
+
+static struct slab_ctx slab_c;
+static atomic_int slab_turn;
+
+static void *
+slab_releaser(void *arg)
+{
+    int me = (int)(intptr_t)arg;
+
+    /* Every other future of every maker: two threads per slab. */
+    for (int t = 0; t < SLAB_THREADS; t++)
+        for (int i = me; i < SLAB_EACH; i += 2)
+            pk_future_release(slab_c.fs[t][i]);
+    atomic_fetch_add(&slab_turn, 1);
+    return NULL;
+}
+
+static void
+test_slab_threads_make_and_release(void **state)
+{
+    pthread_t th[SLAB_THREADS];
+    long live = pk__alloc_live();
+
+    (void)state;
+    pk__future_slab_set(64);
+    memset(&slab_c, 0, sizeof slab_c);
+    for (int i = 0; i < SLAB_THREADS; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, slab_maker, &slab_c),
+                         0);
+    for (int i = 0; i < SLAB_THREADS; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(slab_c.bad, 0);
+    assert_true(pk__alloc_live() > live);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, slab_releaser,
+                                        (void *)(intptr_t)i),
+                         0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(atomic_load(&slab_turn) % 2, 0);
+    assert_int_equal(pk__alloc_live(), live); /* makers' exits gave back */
+    pk__future_slab_set(1);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, fh_setup, fh_teardown)
 
 int
@@ -683,6 +824,10 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         T(test_null_arguments_return_einval),
+        T(test_slab_is_freed_with_its_last_future),
+        T(test_slab_uncarved_slots_given_back_on_drop),
+        T(test_slab_create_fails_cleanly_without_memory),
+        T(test_slab_threads_make_and_release),
         T(test_invalid_values_return_einval),
         T(test_new_future_is_pending_and_unfinished),
         T(test_set_running_only_from_pending),
