@@ -24,6 +24,8 @@
 #define PK__TP_BATCH 16
 /* Tasks a waiting worker runs nested on its stack, at most. */
 #define PK__TP_NEST 16
+/* The same for a stand-in worker (worker.c, run_queued_here). */
+#define PK__TP_STANDIN_NEST 256
 /* The largest queue_size (pool or lane): its ring is made at once. */
 #define PK__TP_QUEUE_MAX ((size_t)1 << 30)
 

@@ -297,7 +297,7 @@ runner_of(struct pk_threadpool *tp, pk_future *f)
 }
 
 /* Follows "f runs on R, R waits on g, g runs on ..." back to w: a cycle
- * means f can never pk__tp_finish while w waits. Every future on the chain is
+ * means f can never finish while w waits. Every future on the chain is
  * unfinished, or the chain is already unwinding. */
 static bool
 cycle_once(struct pk_threadpool *tp, struct tp_worker *w, pk_future *f)
@@ -421,15 +421,19 @@ set_waiting_on(struct pk_threadpool *tp, struct tp_worker *w, pk_future *f)
     pk__lock_release(&tp->glock);
 }
 
-/* Runs one task that may help f pk__tp_finish, within the nesting bounds:
+/* Runs one task that may help f finish, within the nesting bounds:
  * below PK__TP_NEST tasks on this stack anything; below twice that only
- * next slots (most often the very child awaited). */
+ * next slots (most often the very child awaited). A stand-in (no worker
+ * could start) helps up to PK__TP_STANDIN_NEST: parked, it would wait for
+ * a worker that its own thread may have to make (the core's helper
+ * thread runs stand-ins), a deadlock stress_threadpool found. */
 static bool
 help_within_bounds(struct pk_threadpool *tp, struct tp_worker *w)
 {
     struct tp_task t;
 
-    if (w->nest < PK__TP_NEST)
+    if (w->nest < PK__TP_NEST ||
+        (w->stand_in && w->nest < PK__TP_STANDIN_NEST))
         return help_one(tp, w);
     if (w->nest < 2 * PK__TP_NEST &&
         (pk__tp_take_next(w, &t) || pk__tp_steal_next(tp, w, &t))) {
@@ -796,7 +800,7 @@ wake_if_needed(struct pk_threadpool *tp)
      * queue empty. */
     if (atomic_load_explicit(&tp->active, memory_order_relaxed) >=
         atomic_load_explicit(&tp->max_threads, memory_order_relaxed))
-        return; /* all busy: the next to pk__tp_finish takes it */
+        return; /* all busy: the next to finish takes it */
     if (atomic_load_explicit(&tp->spinning, memory_order_relaxed) > 0)
         return;
     if (pk__tp_work_ready(tp))
