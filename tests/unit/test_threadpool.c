@@ -10,6 +10,7 @@
 #include <poolkit/threadpool.h>
 
 #include "test_util.h"
+#include "tp_tasks.h"
 
 #include <dirent.h>
 #include <pthread.h>
@@ -21,82 +22,10 @@
 #include <time.h>
 
 static int
-square(void *arg, pk_future *self, pk_result *out, pk_error *err)
-{
-    (void)self;
-    (void)err;
-    out->value = (void *)((uintptr_t)arg * (uintptr_t)arg);
-    return 0;
-}
-
-static int
-fail_task(void *arg, pk_future *self, pk_result *out, pk_error *err)
-{
-    (void)arg;
-    (void)self;
-    (void)out;
-    return pk_error_set(err, PK_ETASK, 7, "task says no");
-}
-
-static _Atomic int counter;
-
-static int
-count_task(void *arg, pk_future *self, pk_result *out, pk_error *err)
-{
-    (void)arg;
-    (void)self;
-    (void)out;
-    (void)err;
-    atomic_fetch_add(&counter, 1);
-    return 0;
-}
-
-/* A gate the test opens: tasks block on it. */
-static pthread_mutex_t gate_m = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t gate_c = PTHREAD_COND_INITIALIZER;
-static int gate_open;
-static _Atomic int gate_waiting;
-
-static int
-gated_task(void *arg, pk_future *self, pk_result *out, pk_error *err)
-{
-    (void)arg;
-    (void)self;
-    (void)out;
-    (void)err;
-    pthread_mutex_lock(&gate_m);
-    atomic_fetch_add(&gate_waiting, 1);
-    while (!gate_open)
-        pthread_cond_wait(&gate_c, &gate_m);
-    pthread_mutex_unlock(&gate_m);
-    return 0;
-}
-
-static void
-gate_set(int open)
-{
-    pthread_mutex_lock(&gate_m);
-    gate_open = open;
-    pthread_cond_broadcast(&gate_c);
-    pthread_mutex_unlock(&gate_m);
-}
-
-static void
-wait_gate_waiting(int n)
-{
-    for (int i = 0; i < 5000 && atomic_load(&gate_waiting) < n; i++) {
-        struct timespec ts = { 0, 1000000 };
-        nanosleep(&ts, NULL);
-    }
-}
-
-static int
 setup(void **state)
 {
     (void)state;
-    atomic_store(&counter, 0);
-    atomic_store(&gate_waiting, 0);
-    gate_set(0);
+    tp_gate_reset();
     return 0;
 }
 
@@ -110,7 +39,7 @@ test_submit_returns_results_through_futures(void **state)
     (void)state;
     assert_int_equal(pk_threadpool_create(&tp, &o), 0);
     for (uintptr_t i = 0; i < 100; i++)
-        assert_int_equal(pk_threadpool_submit(tp, square, (void *)i, &f[i]),
+        assert_int_equal(pk_threadpool_submit(tp, tp_square, (void *)i, &f[i]),
                          0);
     assert_int_equal(pk_future_wait_all(f, 100, 10000), 0);
     for (uintptr_t i = 0; i < 100; i++) {
@@ -152,7 +81,7 @@ test_named_task_runs_on_a_copy_of_its_bytes(void **state)
     assert_int_equal(pk_registry_register(reg, "sum", named_sum), 0);
     pk_threadpool_options o = { .max_threads = 2, .registry = reg };
     assert_int_equal(pk_threadpool_create(&tp, &o), 0);
-    gate_set(0);
+    tp_gate_set(0);
     assert_int_equal(pk_threadpool_submit_task(tp, &t, &f), 0);
     memset(bytes, 0, sizeof bytes); /* the pool copied them */
     assert_int_equal(pk_future_wait(f, 10000), 0);
@@ -182,7 +111,7 @@ test_fire_and_forget_failure_reaches_event_hook(void **state)
     (void)state;
     atomic_store(&unread_events, 0);
     assert_int_equal(pk_threadpool_create(&tp, &o), 0);
-    assert_int_equal(pk_threadpool_submit(tp, fail_task, NULL, NULL), 0);
+    assert_int_equal(pk_threadpool_submit(tp, tp_fail_task, NULL, NULL), 0);
     assert_int_equal(pk_threadpool_shutdown(tp, PK_SHUTDOWN_DRAIN, 10000), 0);
     assert_int_equal(atomic_load(&unread_events), 1);
     pk_threadpool_destroy(tp);
@@ -197,7 +126,7 @@ test_failed_task_reports_its_error(void **state)
 
     (void)state;
     assert_int_equal(pk_threadpool_create(&tp, NULL), 0);
-    assert_int_equal(pk_threadpool_submit(tp, fail_task, NULL, &f), 0);
+    assert_int_equal(pk_threadpool_submit(tp, tp_fail_task, NULL, &f), 0);
     assert_int_equal(pk_future_wait(f, 10000), 0);
     assert_int_equal(pk_future_result(f, NULL), PK_ETASK);
     assert_int_equal(pk_future_error(f, &e), 0);
@@ -217,18 +146,18 @@ full_pool(int policy, int timeout_ms)
                                 .submit_timeout_ms = timeout_ms };
 
     assert_int_equal(pk_threadpool_create(&tp, &o), 0);
-    assert_int_equal(pk_threadpool_submit(tp, gated_task, NULL, NULL), 0);
-    wait_gate_waiting(1);
-    assert_int_equal(atomic_load(&gate_waiting), 1);
-    assert_int_equal(pk_threadpool_submit(tp, count_task, NULL, NULL), 0);
-    assert_int_equal(pk_threadpool_submit(tp, count_task, NULL, NULL), 0);
+    assert_int_equal(pk_threadpool_submit(tp, tp_gated_task, NULL, NULL), 0);
+    tp_wait_at_least(&tp_gate_arrived, 1);
+    assert_int_equal(atomic_load(&tp_gate_arrived), 1);
+    assert_int_equal(pk_threadpool_submit(tp, tp_count_task, NULL, NULL), 0);
+    assert_int_equal(pk_threadpool_submit(tp, tp_count_task, NULL, NULL), 0);
     return tp;
 }
 
 static void
 release_full_pool(pk_threadpool *tp)
 {
-    gate_set(1);
+    tp_gate_set(1);
     assert_int_equal(pk_threadpool_shutdown(tp, PK_SHUTDOWN_DRAIN, 10000), 0);
     pk_threadpool_destroy(tp);
 }
@@ -242,34 +171,34 @@ test_full_queue_policies(void **state)
 
     (void)state;
     tp = full_pool(PK_FULL_TRY, 0);
-    assert_int_equal(pk_threadpool_submit(tp, count_task, NULL, NULL),
+    assert_int_equal(pk_threadpool_submit(tp, tp_count_task, NULL, NULL),
                      PK_EAGAIN);
     release_full_pool(tp);
-    assert_int_equal(atomic_load(&counter), 2);
+    assert_int_equal(atomic_load(&tp_counter), 2);
 
-    atomic_store(&counter, 0);
-    gate_set(0);
-    atomic_store(&gate_waiting, 0);
+    atomic_store(&tp_counter, 0);
+    tp_gate_set(0);
+    atomic_store(&tp_gate_arrived, 0);
     tp = full_pool(PK_FULL_REJECT, 0);
-    assert_int_equal(pk_threadpool_submit(tp, count_task, NULL, NULL),
+    assert_int_equal(pk_threadpool_submit(tp, tp_count_task, NULL, NULL),
                      PK_EFULL);
     assert_int_equal(pk_threadpool_stats_get(tp, &st), 0);
     assert_int_equal(st.rejected, 1);
     release_full_pool(tp);
 
-    atomic_store(&counter, 0);
-    gate_set(0);
-    atomic_store(&gate_waiting, 0);
+    atomic_store(&tp_counter, 0);
+    tp_gate_set(0);
+    atomic_store(&tp_gate_arrived, 0);
     tp = full_pool(PK_FULL_CALLER_RUNS, 0);
-    assert_int_equal(pk_threadpool_submit(tp, count_task, NULL, NULL), 0);
-    assert_int_equal(atomic_load(&counter), 1); /* ran here, at once */
+    assert_int_equal(pk_threadpool_submit(tp, tp_count_task, NULL, NULL), 0);
+    assert_int_equal(atomic_load(&tp_counter), 1); /* ran here, at once */
     release_full_pool(tp);
 
-    gate_set(0);
-    atomic_store(&gate_waiting, 0);
+    tp_gate_set(0);
+    atomic_store(&tp_gate_arrived, 0);
     tp = full_pool(PK_FULL_BLOCK, 50);
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    assert_int_equal(pk_threadpool_submit(tp, count_task, NULL, NULL),
+    assert_int_equal(pk_threadpool_submit(tp, tp_count_task, NULL, NULL),
                      PK_ETIMEDOUT);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     assert_true((t1.tv_sec - t0.tv_sec) * 1000000000L +
@@ -286,20 +215,20 @@ test_shutdown_cancel_cancels_queued_and_waits_for_running(void **state)
 
     (void)state;
     assert_int_equal(pk_threadpool_create(&tp, &o), 0);
-    assert_int_equal(pk_threadpool_submit(tp, gated_task, NULL, &running), 0);
-    wait_gate_waiting(1);
-    assert_int_equal(pk_threadpool_submit(tp, count_task, NULL, &queued), 0);
+    assert_int_equal(pk_threadpool_submit(tp, tp_gated_task, NULL, &running), 0);
+    tp_wait_at_least(&tp_gate_arrived, 1);
+    assert_int_equal(pk_threadpool_submit(tp, tp_count_task, NULL, &queued), 0);
     /* The running task outlives the deadline: PK_ETIMEDOUT, pool valid. */
     assert_int_equal(pk_threadpool_shutdown(tp, PK_SHUTDOWN_CANCEL, 20),
                      PK_ETIMEDOUT);
     assert_int_equal(pk_future_state_get(queued), PK_FUTURE_CANCELLED);
-    assert_int_equal(pk_threadpool_submit(tp, count_task, NULL, NULL),
+    assert_int_equal(pk_threadpool_submit(tp, tp_count_task, NULL, NULL),
                      PK_ESHUTDOWN);
-    gate_set(1);
+    tp_gate_set(1);
     assert_int_equal(pk_threadpool_shutdown(tp, PK_SHUTDOWN_CANCEL, 10000),
                      0);
     assert_int_equal(pk_future_state_get(running), PK_FUTURE_DONE);
-    assert_int_equal(atomic_load(&counter), 0);
+    assert_int_equal(atomic_load(&tp_counter), 0);
     pk_future_release(running);
     pk_future_release(queued);
     pk_threadpool_destroy(tp);
@@ -315,10 +244,10 @@ test_shutdown_drain_runs_everything_queued(void **state)
     (void)state;
     assert_int_equal(pk_threadpool_create(&tp, NULL), 0);
     for (int i = 0; i < 500; i++)
-        tasks[i] = (pk_task){ .fn = count_task };
+        tasks[i] = (pk_task){ .fn = tp_count_task };
     assert_int_equal(pk_threadpool_submit_many(tp, tasks, 500, NULL), 0);
     assert_int_equal(pk_threadpool_shutdown(tp, PK_SHUTDOWN_DRAIN, 10000), 0);
-    assert_int_equal(atomic_load(&counter), 500);
+    assert_int_equal(atomic_load(&tp_counter), 500);
     assert_int_equal(pk_threadpool_stats_get(tp, &st), 0);
     assert_int_equal(st.submitted, 500);
     assert_int_equal(st.completed, 500);
@@ -331,16 +260,16 @@ static void
 test_submit_many_is_all_or_nothing(void **state)
 {
     pk_threadpool *tp;
-    pk_task tasks[3] = { { .fn = count_task }, { .fn = count_task },
-                         { .fn = count_task } };
+    pk_task tasks[3] = { { .fn = tp_count_task }, { .fn = tp_count_task },
+                         { .fn = tp_count_task } };
     pk_future *f[3];
     pk_threadpool_options o = { .max_threads = 1, .queue_size = 2,
                                 .full_policy = PK_FULL_REJECT };
 
     (void)state;
     assert_int_equal(pk_threadpool_create(&tp, &o), 0);
-    assert_int_equal(pk_threadpool_submit(tp, gated_task, NULL, NULL), 0);
-    wait_gate_waiting(1);
+    assert_int_equal(pk_threadpool_submit(tp, tp_gated_task, NULL, NULL), 0);
+    tp_wait_at_least(&tp_gate_arrived, 1);
     assert_int_equal(pk_threadpool_submit_many(tp, tasks, 3, f), PK_EFULL);
     for (int i = 0; i < 3; i++)
         assert_null(f[i]);
@@ -353,9 +282,9 @@ test_submit_many_is_all_or_nothing(void **state)
     assert_null(f[0]);
     pk_threadpool_destroy(blocking);
     assert_int_equal(pk_threadpool_submit_many(tp, tasks, 2, f), 0);
-    gate_set(1);
+    tp_gate_set(1);
     assert_int_equal(pk_future_wait_all(f, 2, 10000), 0);
-    assert_int_equal(atomic_load(&counter), 2);
+    assert_int_equal(atomic_load(&tp_counter), 2);
     pk_future_release(f[0]);
     pk_future_release(f[1]);
     pk_threadpool_destroy(tp);
@@ -373,8 +302,8 @@ test_worker_threads_are_named(void **state)
 
     (void)state;
     assert_int_equal(pk_threadpool_create(&tp, &o), 0);
-    assert_int_equal(pk_threadpool_submit(tp, gated_task, NULL, &f), 0);
-    wait_gate_waiting(1);
+    assert_int_equal(pk_threadpool_submit(tp, tp_gated_task, NULL, &f), 0);
+    tp_wait_at_least(&tp_gate_arrived, 1);
     d = opendir("/proc/self/task");
     assert_non_null(d);
     while ((e = readdir(d))) {
@@ -390,7 +319,7 @@ test_worker_threads_are_named(void **state)
     }
     closedir(d);
     assert_true(named >= 1);
-    gate_set(1);
+    tp_gate_set(1);
     assert_int_equal(pk_future_wait(f, 10000), 0);
     pk_future_release(f);
     pk_threadpool_destroy(tp);
@@ -412,7 +341,7 @@ test_bad_input_returns_einval(void **state)
     assert_int_equal(pk_threadpool_create(&tp, &o), PK_EINVAL);
     o = (pk_threadpool_options){ .keep_alive_ms = -5 };
     assert_int_equal(pk_threadpool_create(&tp, &o), PK_EINVAL);
-    assert_int_equal(pk_threadpool_submit(NULL, count_task, NULL, NULL),
+    assert_int_equal(pk_threadpool_submit(NULL, tp_count_task, NULL, NULL),
                      PK_EINVAL);
     assert_int_equal(pk_threadpool_stats_get(NULL, &st), PK_EINVAL);
     assert_int_equal(pk_threadpool_shutdown(NULL, 0, 0), PK_EINVAL);
@@ -436,7 +365,7 @@ test_executor_view_runs_tasks(void **state)
     pk_executor *ex;
     pk_future *f;
     pk_result r;
-    pk_task t = { .fn = square, .arg = (void *)9 };
+    pk_task t = { .fn = tp_square, .arg = (void *)9 };
 
     (void)state;
     assert_int_equal(pk_threadpool_create(&tp, NULL), 0);
@@ -464,7 +393,7 @@ submitter(void *p)
     struct sub_arg *a = p;
     for (int i = 0; i < a->n; i++) {
         pk_future *f = NULL;
-        int rc = pk_threadpool_submit(a->tp, count_task, NULL,
+        int rc = pk_threadpool_submit(a->tp, tp_count_task, NULL,
                                       (i % 3) ? NULL : &f);
         if (rc)
             atomic_fetch_add(a->errors, 1);
@@ -501,7 +430,7 @@ test_many_submitters_lose_nothing(void **state)
         pthread_join(th[i], NULL);
     assert_int_equal(pk_threadpool_shutdown(tp, PK_SHUTDOWN_DRAIN, 60000), 0);
     assert_int_equal(atomic_load(&errors), 0);
-    assert_int_equal(atomic_load(&counter), 4 * n);
+    assert_int_equal(atomic_load(&tp_counter), 4 * n);
     assert_int_equal(pk_threadpool_stats_get(tp, &st), 0);
     assert_int_equal(st.submitted, (uint64_t)4 * n);
     assert_int_equal(st.completed, (uint64_t)4 * n);
@@ -631,27 +560,26 @@ test_true_cycle_gets_edeadlk(void **state)
 
 /* ---- per-task limits, slow and stuck tasks, timing stats ------------- */
 
-
 static void
 test_task_not_started_in_time_is_dropped(void **state)
 {
     pk_threadpool *tp;
     pk_future *f;
     pk_threadpool_stats st;
-    pk_task t = { .fn = count_task };
+    pk_task t = { .fn = tp_count_task };
     pk_task_options lim = { .start_within_ms = 20 };
     pk_threadpool_options o = { .max_threads = 1 };
 
     (void)state;
     assert_int_equal(pk_threadpool_create(&tp, &o), 0);
-    assert_int_equal(pk_threadpool_submit(tp, gated_task, NULL, NULL), 0);
-    wait_gate_waiting(1);
+    assert_int_equal(pk_threadpool_submit(tp, tp_gated_task, NULL, NULL), 0);
+    tp_wait_at_least(&tp_gate_arrived, 1);
     assert_int_equal(pk_threadpool_submit_opts(tp, &t, &lim, &f), 0);
     sleep_ms(60);
-    gate_set(1);
+    tp_gate_set(1);
     assert_int_equal(pk_future_wait(f, 10000), 0);
     assert_int_equal(pk_future_result(f, NULL), PK_ETIMEDOUT);
-    assert_int_equal(atomic_load(&counter), 0); /* it never ran */
+    assert_int_equal(atomic_load(&tp_counter), 0); /* it never ran */
     assert_int_equal(pk_threadpool_stats_get(tp, &st), 0);
     assert_int_equal(st.expired, 1);
     pk_future_release(f);
@@ -754,18 +682,18 @@ test_stuck_worker_is_replaced(void **state)
     (void)state;
     atomic_store(&stuck_events, 0);
     assert_int_equal(pk_threadpool_create(&tp, &o), 0);
-    assert_int_equal(pk_threadpool_submit(tp, gated_task, NULL, &stuck), 0);
-    wait_gate_waiting(1);
-    assert_int_equal(pk_threadpool_submit(tp, count_task, NULL, &next), 0);
+    assert_int_equal(pk_threadpool_submit(tp, tp_gated_task, NULL, &stuck), 0);
+    tp_wait_at_least(&tp_gate_arrived, 1);
+    assert_int_equal(pk_threadpool_submit(tp, tp_count_task, NULL, &next), 0);
     /* With one thread, only a replacement can run it while the first
      * is stuck on the gate. */
     assert_int_equal(pk_future_wait(next, 20000), 0);
-    assert_int_equal(atomic_load(&counter), 1);
+    assert_int_equal(atomic_load(&tp_counter), 1);
     assert_int_equal(pk_future_state_get(stuck), PK_FUTURE_RUNNING);
     assert_int_equal(atomic_load(&stuck_events), 1);
     assert_int_equal(pk_threadpool_stats_get(tp, &st), 0);
     assert_int_equal(st.detached, 1);
-    gate_set(1);
+    tp_gate_set(1);
     assert_int_equal(pk_future_wait(stuck, 10000), 0);
     assert_int_equal(pk_future_state_get(stuck), PK_FUTURE_DONE);
     pk_future_release(stuck);

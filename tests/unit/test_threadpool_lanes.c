@@ -12,80 +12,18 @@
 #include <poolkit/threadpool.h>
 
 #include "test_util.h"
+#include "tp_tasks.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
-/* ---- a gate the test opens, and how many tasks sit in it ---------------- */
-
-static pthread_mutex_t gate_m = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t gate_c = PTHREAD_COND_INITIALIZER;
-static int gate_open;
-static _Atomic int in_gate, most_in_gate, gate_done;
-
-static void
-note_most(_Atomic int *most, int now)
-{
-    int m = atomic_load(most);
-
-    while (now > m && !atomic_compare_exchange_weak(most, &m, now))
-        ;
-}
-
 static int
-gated_task(void *arg, pk_future *self, pk_result *out, pk_error *err)
-{
-    (void)arg;
-    (void)self;
-    (void)out;
-    (void)err;
-    pthread_mutex_lock(&gate_m);
-    note_most(&most_in_gate, atomic_fetch_add(&in_gate, 1) + 1);
-    while (!gate_open)
-        pthread_cond_wait(&gate_c, &gate_m);
-    atomic_fetch_sub(&in_gate, 1);
-    pthread_mutex_unlock(&gate_m);
-    atomic_fetch_add(&gate_done, 1);
-    return 0;
-}
-
-static void
-gate_set(int open)
-{
-    pthread_mutex_lock(&gate_m);
-    gate_open = open;
-    pthread_cond_broadcast(&gate_c);
-    pthread_mutex_unlock(&gate_m);
-}
-
-static int
-gate_reset(void **state)
+reset(void **state)
 {
     (void)state;
-    gate_set(0);
-    atomic_store(&in_gate, 0);
-    atomic_store(&most_in_gate, 0);
-    atomic_store(&gate_done, 0);
-    return 0;
-}
-
-/* Polls until `*v == want`, up to 10 s; returns the last value. */
-static int
-wait_value(_Atomic int *v, int want)
-{
-    for (int i = 0; i < 10000 && atomic_load(v) != want; i++)
-        sleep_ms(1);
-    return atomic_load(v);
-}
-
-static int
-square(void *arg, pk_future *self, pk_result *out, pk_error *err)
-{
-    (void)self;
-    (void)err;
-    out->value = (void *)((uintptr_t)arg * (uintptr_t)arg);
+    tp_gate_reset();
     return 0;
 }
 
@@ -111,7 +49,7 @@ test_slow_lane_cannot_starve_quick_work(void **state)
     pk_threadpool_options o = { .max_threads = 4, .lanes = &io,
                                 .n_lanes = 1 };
     pk_task_options in_io = { 0 };
-    pk_task gated = { .fn = gated_task };
+    pk_task gated = { .fn = tp_gated_task };
     pk_threadpool *tp;
     pk_future *quick;
     pk_lane_stats ls;
@@ -123,21 +61,21 @@ test_slow_lane_cannot_starve_quick_work(void **state)
     for (int i = 0; i < 20; i++)
         assert_int_equal(pk_threadpool_submit_opts(tp, &gated, &in_io, NULL),
                          0);
-    assert_int_equal(wait_value(&in_gate, 2), 2);
-    assert_int_equal(pk_threadpool_submit(tp, square, (void *)7, &quick), 0);
+    assert_int_equal(tp_wait_at_least(&tp_gate_inside, 2), 2);
+    assert_int_equal(pk_threadpool_submit(tp, tp_square, (void *)7, &quick), 0);
     assert_int_equal(result_of(quick), 49);
     pk_future_release(quick);
     /* The quick task finished while the lane still held its 18. */
-    assert_int_equal(atomic_load(&gate_done), 0);
+    assert_int_equal(atomic_load(&tp_gate_done), 0);
     assert_int_equal(pk_threadpool_lane_stats_get(tp, in_io.lane, &ls), 0);
     assert_int_equal(ls.running, 2);
     assert_int_equal(ls.queued, 18);
     assert_int_equal(ls.max_threads, 2);
     assert_int_equal(ls.submitted, 20);
-    gate_set(1);
+    tp_gate_set(1);
     assert_int_equal(pk_threadpool_shutdown(tp, PK_SHUTDOWN_DRAIN, 10000), 0);
-    assert_int_equal(atomic_load(&gate_done), 20);
-    assert_int_equal(atomic_load(&most_in_gate), 2);
+    assert_int_equal(atomic_load(&tp_gate_done), 20);
+    assert_int_equal(atomic_load(&tp_gate_most), 2);
     pk_threadpool_destroy(tp);
 }
 
@@ -165,7 +103,7 @@ test_higher_priority_lane_starts_first(void **state)
                                 { .name = "high", .priority = 10 } };
     pk_threadpool_options o = { .max_threads = 1, .lanes = lanes,
                                 .n_lanes = 2 };
-    pk_task gated = { .fn = gated_task };
+    pk_task gated = { .fn = tp_gated_task };
     pk_threadpool *tp;
     int by_lane[3] = { 0, 1, 2 }; /* default, low, high */
     int submit_order[3] = { 1, 0, 2 };
@@ -174,7 +112,7 @@ test_higher_priority_lane_starts_first(void **state)
     atomic_store(&order_next, 0);
     assert_int_equal(pk_threadpool_create(&tp, &o), 0);
     assert_int_equal(pk_threadpool_submit_task(tp, &gated, NULL), 0);
-    assert_int_equal(wait_value(&in_gate, 1), 1);
+    assert_int_equal(tp_wait_at_least(&tp_gate_inside, 1), 1);
     for (int k = 0; k < 3; k++) {
         pk_task_options to = { .lane = by_lane[submit_order[k]] };
         pk_task t = { .fn = record_task,
@@ -182,7 +120,7 @@ test_higher_priority_lane_starts_first(void **state)
         for (int i = 0; i < 5; i++)
             assert_int_equal(pk_threadpool_submit_opts(tp, &t, &to, NULL), 0);
     }
-    gate_set(1);
+    tp_gate_set(1);
     assert_int_equal(pk_threadpool_shutdown(tp, PK_SHUTDOWN_DRAIN, 10000), 0);
     assert_int_equal(atomic_load(&order_next), 15);
     for (int i = 0; i < 15; i++) {
@@ -204,7 +142,7 @@ static int
 parent_task(void *arg, pk_future *self, pk_result *out, pk_error *err)
 {
     pk_task_options same = { .lane = (int)(uintptr_t)arg };
-    pk_task child = { .fn = square, .arg = (void *)3 };
+    pk_task child = { .fn = tp_square, .arg = (void *)3 };
     pk_future *a, *b;
     int rc;
 
@@ -256,7 +194,7 @@ test_raising_a_cap_starts_queued_tasks(void **state)
     pk_threadpool_options o = { .max_threads = 4, .lanes = &slow,
                                 .n_lanes = 1 };
     pk_task_options in_slow = { .lane = 1 };
-    pk_task gated = { .fn = gated_task };
+    pk_task gated = { .fn = tp_gated_task };
     pk_threadpool *tp;
     pk_lane_stats ls;
 
@@ -265,20 +203,20 @@ test_raising_a_cap_starts_queued_tasks(void **state)
     for (int i = 0; i < 6; i++)
         assert_int_equal(pk_threadpool_submit_opts(tp, &gated, &in_slow, NULL),
                          0);
-    assert_int_equal(wait_value(&in_gate, 1), 1);
+    assert_int_equal(tp_wait_at_least(&tp_gate_inside, 1), 1);
     sleep_ms(20); /* time for a wrong second start to show */
-    assert_int_equal(atomic_load(&in_gate), 1);
+    assert_int_equal(atomic_load(&tp_gate_inside), 1);
     assert_int_equal(pk_threadpool_lane_set_cap(tp, 1, 3), 0);
-    assert_int_equal(wait_value(&in_gate, 3), 3);
+    assert_int_equal(tp_wait_at_least(&tp_gate_inside, 3), 3);
     assert_int_equal(pk_threadpool_lane_stats_get(tp, 1, &ls), 0);
     assert_int_equal(ls.running, 3);
     assert_int_equal(ls.max_threads, 3);
     /* No cap but the pool's: all four workers. */
     assert_int_equal(pk_threadpool_lane_set_cap(tp, 1, 0), 0);
-    assert_int_equal(wait_value(&in_gate, 4), 4);
-    gate_set(1);
+    assert_int_equal(tp_wait_at_least(&tp_gate_inside, 4), 4);
+    tp_gate_set(1);
     assert_int_equal(pk_threadpool_shutdown(tp, PK_SHUTDOWN_DRAIN, 10000), 0);
-    assert_int_equal(atomic_load(&gate_done), 6);
+    assert_int_equal(atomic_load(&tp_gate_done), 6);
     assert_int_equal(pk_threadpool_lane_stats_get(tp, 1, &ls), 0);
     assert_int_equal(ls.running, 0);
     assert_int_equal(ls.queued, 0);
@@ -295,7 +233,7 @@ test_lane_executor_and_submit_many_queue_in_the_lane(void **state)
     pk_threadpool_options o = { .max_threads = 2, .lanes = lanes,
                                 .n_lanes = 2 };
     pk_task_options in_b = { .lane = 2 };
-    pk_task sq = { .fn = square, .arg = (void *)5 };
+    pk_task sq = { .fn = tp_square, .arg = (void *)5 };
     pk_task many[8];
     pk_future *f, *fs[8];
     pk_executor *ex;
@@ -318,7 +256,7 @@ test_lane_executor_and_submit_many_queue_in_the_lane(void **state)
     assert_int_equal(room, 8);
     pk_executor_destroy(ex);
     for (int i = 0; i < 8; i++)
-        many[i] = (pk_task){ .fn = square, .arg = (void *)(uintptr_t)i };
+        many[i] = (pk_task){ .fn = tp_square, .arg = (void *)(uintptr_t)i };
     assert_int_equal(
         pk_threadpool_submit_many_opts(tp, many, 8, &in_b, fs), 0);
     for (int i = 0; i < 8; i++) {
@@ -342,7 +280,7 @@ test_lane_bad_input_returns_einval(void **state)
     pk_lane_options lanes[PK_LANES_MAX] = { { .name = "x" } };
     pk_threadpool_options o = { .max_threads = 1, .lanes = lanes,
                                 .n_lanes = 1 };
-    pk_task sq = { .fn = square };
+    pk_task sq = { .fn = tp_square };
     pk_task_options bad = { .lane = 2 };
     pk_threadpool *tp;
     pk_executor *ex;
@@ -398,7 +336,7 @@ test_lane_bad_input_returns_einval(void **state)
 int
 main(void)
 {
-#define T(f) cmocka_unit_test_setup(f, gate_reset)
+#define T(f) cmocka_unit_test_setup(f, reset)
     const struct CMUnitTest tests[] = {
         T(test_slow_lane_cannot_starve_quick_work),
         T(test_higher_priority_lane_starts_first),

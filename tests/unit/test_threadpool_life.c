@@ -35,79 +35,9 @@
 #include "future_int.h"
 
 #include "test_util.h"
-
+#include "tp_tasks.h"
 
 /* ---- tasks ------------------------------------------------------------- */
-
-static atomic_int counter;
-
-static int
-count_task(void *arg, pk_future *self, pk_result *out, pk_error *err)
-{
-    (void)arg;
-    (void)self;
-    (void)out;
-    (void)err;
-    atomic_fetch_add(&counter, 1);
-    return 0;
-}
-
-static int
-fail_task(void *arg, pk_future *self, pk_result *out, pk_error *err)
-{
-    (void)arg;
-    (void)self;
-    (void)out;
-    return pk_error_set(err, PK_ETASK, 7, "task says no");
-}
-
-/* A gate the test opens; gated tasks count themselves in (waiting) and
- * record how many ran at once at most. */
-static pthread_mutex_t gate_m = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t gate_c = PTHREAD_COND_INITIALIZER;
-static int gate_open;
-static atomic_int gate_waiting;  /* tasks that reached the gate, ever */
-static atomic_int gate_inside;   /* tasks inside a gated task now */
-static atomic_int gate_max;      /* the most inside at once */
-
-static int
-gated_task(void *arg, pk_future *self, pk_result *out, pk_error *err)
-{
-    int in = atomic_fetch_add(&gate_inside, 1) + 1;
-    int m = atomic_load(&gate_max);
-
-    (void)arg;
-    (void)self;
-    (void)out;
-    (void)err;
-    while (in > m && !atomic_compare_exchange_weak(&gate_max, &m, in))
-        ;
-    pthread_mutex_lock(&gate_m);
-    atomic_fetch_add(&gate_waiting, 1);
-    while (!gate_open)
-        pthread_cond_wait(&gate_c, &gate_m);
-    pthread_mutex_unlock(&gate_m);
-    atomic_fetch_sub(&gate_inside, 1);
-    return 0;
-}
-
-static void
-gate_set(int open)
-{
-    pthread_mutex_lock(&gate_m);
-    gate_open = open;
-    pthread_cond_broadcast(&gate_c);
-    pthread_mutex_unlock(&gate_m);
-}
-
-/* Polls until at least n gated tasks are waiting, for up to 10 s. */
-static int
-wait_gate_waiting(int n)
-{
-    for (int i = 0; i < 10000 && atomic_load(&gate_waiting) < n; i++)
-        sleep_ms(1);
-    return atomic_load(&gate_waiting);
-}
 
 static size_t
 threads_of(pk_threadpool *tp)
@@ -150,11 +80,7 @@ static int
 setup(void **state)
 {
     (void)state;
-    atomic_store(&counter, 0);
-    atomic_store(&gate_waiting, 0);
-    atomic_store(&gate_inside, 0);
-    atomic_store(&gate_max, 0);
-    gate_set(0);
+    tp_gate_reset();
     return 0;
 }
 
@@ -175,7 +101,7 @@ churn_main(void *arg)
     while (!atomic_load(&c->stop)) {
         pk_future *f = NULL;
         bool with_future = atomic_load(&c->ops) % 2;
-        int rc = pk_threadpool_submit(c->tp, count_task, NULL,
+        int rc = pk_threadpool_submit(c->tp, tp_count_task, NULL,
                                       with_future ? &f : NULL);
         if (rc)
             atomic_store(&c->bad, rc);
@@ -195,15 +121,15 @@ churn_main(void *arg)
 static int
 child_checks(pk_threadpool *tp)
 {
-    pk_task t = { .fn = count_task };
-    pk_task many[2] = { { .fn = count_task }, { .fn = count_task } };
+    pk_task t = { .fn = tp_count_task };
+    pk_task many[2] = { { .fn = tp_count_task }, { .fn = tp_count_task } };
     pk_threadpool_stats st;
     pk_executor *ex = NULL;
     pk_future *f = NULL;
 
-    if (pk_threadpool_submit(tp, count_task, NULL, NULL) != PK_EFORKED)
+    if (pk_threadpool_submit(tp, tp_count_task, NULL, NULL) != PK_EFORKED)
         return 1;
-    if (pk_threadpool_submit(tp, count_task, NULL, &f) != PK_EFORKED)
+    if (pk_threadpool_submit(tp, tp_count_task, NULL, &f) != PK_EFORKED)
         return 2;
     if (pk_threadpool_submit_task(tp, &t, NULL) != PK_EFORKED)
         return 3;
@@ -235,7 +161,7 @@ child_destroy_and_new_pool(pk_threadpool *tp)
     pk_threadpool_destroy(tp);
     if (pk_threadpool_create(&q, &o) != 0)
         return 20;
-    if (pk_threadpool_submit(q, fail_task, NULL, &f) != 0)
+    if (pk_threadpool_submit(q, tp_fail_task, NULL, &f) != 0)
         return 21;
     if (pk_future_wait(f, 3000) != 0)
         return 22;
@@ -297,11 +223,11 @@ test_fork_while_running_child_gets_eforked(void **state)
     assert_int_equal(pk_threadpool_create(&tp, &o), 0);
     /* Both workers block on the gate; the queued tasks wait behind. */
     for (int i = 0; i < 2; i++)
-        assert_int_equal(pk_threadpool_submit(tp, gated_task, NULL,
+        assert_int_equal(pk_threadpool_submit(tp, tp_gated_task, NULL,
                                               &gated[i]), 0);
-    assert_int_equal(wait_gate_waiting(2), 2);
+    assert_int_equal(tp_wait_at_least(&tp_gate_arrived, 2), 2);
     for (int i = 0; i < QUEUED; i++)
-        assert_int_equal(pk_threadpool_submit(tp, count_task, NULL,
+        assert_int_equal(pk_threadpool_submit(tp, tp_count_task, NULL,
                                               &queued[i]), 0);
     c.tp = tp;
     atomic_init(&c.stop, 0);
@@ -314,7 +240,7 @@ test_fork_while_running_child_gets_eforked(void **state)
         while (atomic_load(&c.ops) < before + 20)
             sched_yield();
         if (round == 2)
-            gate_set(1); /* later forks happen while tasks run */
+            tp_gate_set(1); /* later forks happen while tasks run */
         fork_and_check(tp, destroy);
     }
     atomic_store(&c.stop, 1);
@@ -330,13 +256,13 @@ test_fork_while_running_child_gets_eforked(void **state)
     }
     pk_future_release(gated[0]);
     pk_future_release(gated[1]);
-    assert_int_equal(pk_threadpool_submit(tp, count_task, NULL, NULL), 0);
+    assert_int_equal(pk_threadpool_submit(tp, tp_count_task, NULL, NULL), 0);
     assert_int_equal(pk_threadpool_shutdown(tp, PK_SHUTDOWN_DRAIN, 10000), 0);
     pk_threadpool_stats st;
     assert_int_equal(pk_threadpool_stats_get(tp, &st), 0);
     assert_int_equal(st.submitted, st.completed);
     assert_int_equal(st.failed + st.cancelled, 0);
-    assert_int_equal((uint64_t)atomic_load(&counter), st.completed - 2);
+    assert_int_equal((uint64_t)atomic_load(&tp_counter), st.completed - 2);
     pk_threadpool_destroy(tp);
     assert_int_equal(settled_live(live0), live0);
 }
@@ -353,12 +279,12 @@ keep_alive_case(size_t min_threads)
 
     assert_int_equal(pk_threadpool_create(&tp, &o), 0);
     for (int i = 0; i < 3; i++)
-        assert_int_equal(pk_threadpool_submit(tp, gated_task, NULL, &f[i]),
+        assert_int_equal(pk_threadpool_submit(tp, tp_gated_task, NULL, &f[i]),
                          0);
     /* The burst makes three workers (wait until they all run). */
-    assert_int_equal(wait_gate_waiting(3), 3);
+    assert_int_equal(tp_wait_at_least(&tp_gate_arrived, 3), 3);
     assert_int_equal(threads_of(tp), 3);
-    gate_set(1);
+    tp_gate_set(1);
     assert_int_equal(pk_future_wait_all(f, 3, 10000), 0);
     for (int i = 0; i < 3; i++)
         pk_future_release(f[i]);
@@ -370,9 +296,9 @@ keep_alive_case(size_t min_threads)
     sleep_ms(2200);
     assert_int_equal(threads_of(tp), min_threads);
     /* The pool still runs work afterwards. */
-    assert_int_equal(pk_threadpool_submit(tp, count_task, NULL, NULL), 0);
+    assert_int_equal(pk_threadpool_submit(tp, tp_count_task, NULL, NULL), 0);
     assert_int_equal(pk_threadpool_shutdown(tp, PK_SHUTDOWN_DRAIN, 10000), 0);
-    assert_int_equal(atomic_load(&counter), 1);
+    assert_int_equal(atomic_load(&tp_counter), 1);
     pk_threadpool_destroy(tp);
 }
 
@@ -405,14 +331,14 @@ test_each_task_gets_a_new_worker_while_below_max(void **state)
     (void)state;
     assert_int_equal(pk_threadpool_create(&tp, &o), 0);
     for (int i = 0; i < 4; i++)
-        assert_int_equal(pk_threadpool_submit(tp, gated_task, NULL, NULL), 0);
-    seen = wait_gate_waiting(4);
+        assert_int_equal(pk_threadpool_submit(tp, tp_gated_task, NULL, NULL), 0);
+    seen = tp_wait_at_least(&tp_gate_arrived, 4);
     if (seen != 4)
         printf("  only %d of 4 gated tasks started (threads %zu)\n", seen,
                threads_of(tp));
     assert_int_equal(seen, 4);
     assert_int_equal(threads_of(tp), 4);
-    gate_set(1);
+    tp_gate_set(1);
     assert_int_equal(pk_threadpool_shutdown(tp, PK_SHUTDOWN_DRAIN, 10000), 0);
     pk_threadpool_destroy(tp);
 }
@@ -428,15 +354,15 @@ test_submit_many_starts_a_worker_per_task_while_below_max(void **state)
 
     (void)state;
     for (int i = 0; i < 4; i++)
-        t[i] = (pk_task){ .fn = gated_task };
+        t[i] = (pk_task){ .fn = tp_gated_task };
     assert_int_equal(pk_threadpool_create(&tp, &o), 0);
     assert_int_equal(pk_threadpool_submit_many(tp, t, 4, NULL), 0);
-    seen = wait_gate_waiting(4);
+    seen = tp_wait_at_least(&tp_gate_arrived, 4);
     if (seen != 4)
         printf("  only %d of 4 gated tasks started (threads %zu)\n", seen,
                threads_of(tp));
     assert_int_equal(seen, 4);
-    gate_set(1);
+    tp_gate_set(1);
     assert_int_equal(pk_threadpool_shutdown(tp, PK_SHUTDOWN_DRAIN, 10000), 0);
     pk_threadpool_destroy(tp);
 }
@@ -472,7 +398,7 @@ hooked_task(void *arg, pk_future *self, pk_result *out, pk_error *err)
     (void)err;
     if (tls_inited != 1 || tls_exited)
         atomic_fetch_add(&hook_bad, 1);
-    return gated_task(arg, self, out, err);
+    return tp_gated_task(arg, self, out, err);
 }
 
 static void
@@ -490,13 +416,13 @@ test_worker_hooks_run_once_per_worker(void **state)
     atomic_store(&hook_bad, 0);
     assert_int_equal(pk_threadpool_create(&tp, &o), 0);
     for (int round = 0; round < 2; round++) {
-        atomic_store(&gate_waiting, 0);
-        gate_set(0);
+        atomic_store(&tp_gate_arrived, 0);
+        tp_gate_set(0);
         for (int i = 0; i < 3; i++)
             assert_int_equal(pk_threadpool_submit(tp, hooked_task, NULL,
                                                   NULL), 0);
-        assert_int_equal(wait_gate_waiting(3), 3);
-        gate_set(1);
+        assert_int_equal(tp_wait_at_least(&tp_gate_arrived, 3), 3);
+        tp_gate_set(1);
         /* Let keep-alive retire them, so round 2 starts new workers. */
         assert_int_equal(wait_threads_at_most(tp, 0, 5000), 0);
         /* A retired worker leaves the count before its thread runs the
@@ -525,38 +451,38 @@ test_resize_while_running_grows_and_shrinks(void **state)
     (void)state;
     assert_int_equal(pk_threadpool_create(&tp, &o), 0);
     for (int i = 0; i < 3; i++)
-        assert_int_equal(pk_threadpool_submit(tp, gated_task, NULL, &f[i]),
+        assert_int_equal(pk_threadpool_submit(tp, tp_gated_task, NULL, &f[i]),
                          0);
-    assert_int_equal(wait_gate_waiting(1), 1);
+    assert_int_equal(tp_wait_at_least(&tp_gate_arrived, 1), 1);
     sleep_ms(50);
-    assert_int_equal(atomic_load(&gate_waiting), 1); /* max 1 holds */
+    assert_int_equal(atomic_load(&tp_gate_arrived), 1); /* max 1 holds */
     assert_int_equal(pk_threadpool_resize(tp, 0, 3), 0);
-    seen = wait_gate_waiting(3);
+    seen = tp_wait_at_least(&tp_gate_arrived, 3);
     if (seen != 3)
         printf("  after growing to 3: only %d of 3 gated tasks started "
                "(threads %zu)\n", seen, threads_of(tp));
     assert_int_equal(seen, 3);
-    assert_int_equal(atomic_load(&gate_max), 3);
+    assert_int_equal(atomic_load(&tp_gate_most), 3);
     /* Shrink while all three run: they finish, then go. */
     assert_int_equal(pk_threadpool_resize(tp, 0, 1), 0);
-    gate_set(1);
+    tp_gate_set(1);
     assert_int_equal(pk_future_wait_all(f, 3, 10000), 0);
     for (int i = 0; i < 3; i++)
         pk_future_release(f[i]);
     assert_true(wait_threads_at_most(tp, 1, 5000) <= 1);
     /* One at a time again. */
-    atomic_store(&gate_waiting, 0);
-    atomic_store(&gate_max, 0);
-    gate_set(0);
+    atomic_store(&tp_gate_arrived, 0);
+    atomic_store(&tp_gate_most, 0);
+    tp_gate_set(0);
     for (int i = 0; i < 3; i++)
-        assert_int_equal(pk_threadpool_submit(tp, gated_task, NULL, &f[i]),
+        assert_int_equal(pk_threadpool_submit(tp, tp_gated_task, NULL, &f[i]),
                          0);
-    assert_int_equal(wait_gate_waiting(1), 1);
+    assert_int_equal(tp_wait_at_least(&tp_gate_arrived, 1), 1);
     sleep_ms(50);
-    assert_int_equal(atomic_load(&gate_waiting), 1);
-    gate_set(1);
+    assert_int_equal(atomic_load(&tp_gate_arrived), 1);
+    tp_gate_set(1);
     assert_int_equal(pk_future_wait_all(f, 3, 10000), 0);
-    assert_int_equal(atomic_load(&gate_max), 1);
+    assert_int_equal(atomic_load(&tp_gate_most), 1);
     for (int i = 0; i < 3; i++)
         pk_future_release(f[i]);
     pk_threadpool_destroy(tp);
@@ -591,7 +517,7 @@ alloc_scenario(unsigned long k, size_t min_threads, int *why)
         *why = 2;
         return 0;
     }
-    rc = pk_threadpool_submit(tp, count_task, NULL, &f);
+    rc = pk_threadpool_submit(tp, tp_count_task, NULL, &f);
     if (rc == 0) {
         /* Accepted: it must run, even if a worker could not be made on
          * the first try. */
@@ -683,7 +609,7 @@ test_thread_creation_failures_strand_no_task(void **state)
     pk_future *f[20];
 
     (void)state;
-    atomic_store(&counter, 0);
+    atomic_store(&tp_counter, 0);
     pk__thread_fail_next(1);
     assert_int_equal(pk_threadpool_create(&tp, &o), PK_ECREATE);
     pk__thread_fail_next(0);
@@ -693,7 +619,7 @@ test_thread_creation_failures_strand_no_task(void **state)
     assert_int_equal(pk_threadpool_create(&tp, &o), 0);
     pk__thread_fail_next(1000000);
     for (int i = 0; i < 20; i++)
-        assert_int_equal(pk_threadpool_submit(tp, count_task, NULL, &f[i]),
+        assert_int_equal(pk_threadpool_submit(tp, tp_count_task, NULL, &f[i]),
                          0);
     wait_all_counted(f, 20);
     assert_int_equal(pk_threadpool_stats_get(tp, &st), 0);
@@ -703,7 +629,7 @@ test_thread_creation_failures_strand_no_task(void **state)
     pk__thread_fail_next(0);
     int done = 20;
     for (int round = 0; round < 500 && st.threads == 0; round++) {
-        assert_int_equal(pk_threadpool_submit(tp, count_task, NULL, &f[0]),
+        assert_int_equal(pk_threadpool_submit(tp, tp_count_task, NULL, &f[0]),
                          0);
         wait_all_counted(f, 1);
         done++;
@@ -712,7 +638,7 @@ test_thread_creation_failures_strand_no_task(void **state)
     }
     assert_true(st.threads > 0);
     assert_int_equal(st.completed, (uint64_t)done);
-    assert_int_equal(atomic_load(&counter), done);
+    assert_int_equal(atomic_load(&tp_counter), done);
     pk_threadpool_destroy(tp);
     assert_int_equal(settled_live(live0), live0);
 }
@@ -725,7 +651,7 @@ test_watchdog_that_cannot_start_refuses_cleanly(void **state)
     long live0 = settled_live(0);
     pk_threadpool_options o = { .max_threads = 1, .slow_task_ms = 100 };
     pk_task_options limit = { .run_limit_ms = 100 };
-    pk_task t = { .fn = count_task };
+    pk_task t = { .fn = tp_count_task };
     pk_threadpool_stats st;
     pk_threadpool *tp;
     pk_future *f = (pk_future *)&f;
@@ -754,7 +680,7 @@ sleepy_task(void *arg, pk_future *self, pk_result *out, pk_error *err)
     (void)out;
     (void)err;
     sleep_ms((long)(uintptr_t)arg);
-    atomic_fetch_add(&counter, 1);
+    atomic_fetch_add(&tp_counter, 1);
     return 0;
 }
 
@@ -785,7 +711,7 @@ test_stuck_task_on_a_stand_in_is_reported_not_detached(void **state)
     pk_future *f;
 
     (void)state;
-    atomic_store(&counter, 0);
+    atomic_store(&tp_counter, 0);
     atomic_store(&stuck_events, 0);
     atomic_store(&stuck_with_resource, 0);
     assert_int_equal(pk_threadpool_create(&tp, &o), 0); /* + watchdog */
@@ -801,7 +727,7 @@ test_stuck_task_on_a_stand_in_is_reported_not_detached(void **state)
     assert_int_equal(atomic_load(&stuck_with_resource), 0);
     /* Workers start again and run what comes next. */
     for (int round = 0; round < 500 && st.threads == 0; round++) {
-        assert_int_equal(pk_threadpool_submit(tp, count_task, NULL, &f), 0);
+        assert_int_equal(pk_threadpool_submit(tp, tp_count_task, NULL, &f), 0);
         wait_all_counted(&f, 1);
         sleep_ms(2);
         assert_int_equal(pk_threadpool_stats_get(tp, &st), 0);
@@ -833,9 +759,9 @@ test_fire_and_forget_failure_without_hook_is_harmless(void **state)
     (void)state;
     assert_int_equal(pk_threadpool_create(&tp, &o), 0);
     for (int i = 0; i < 50; i++)
-        assert_int_equal(pk_threadpool_submit(tp, fail_task, NULL, NULL), 0);
+        assert_int_equal(pk_threadpool_submit(tp, tp_fail_task, NULL, NULL), 0);
     /* A failed future released unread, no hook either. */
-    assert_int_equal(pk_threadpool_submit(tp, fail_task, NULL, &f), 0);
+    assert_int_equal(pk_threadpool_submit(tp, tp_fail_task, NULL, &f), 0);
     assert_int_equal(pk_future_wait(f, 10000), 0);
     pk_future_release(f);
     assert_int_equal(pk_threadpool_shutdown(tp, PK_SHUTDOWN_DRAIN, 10000), 0);
@@ -857,9 +783,9 @@ test_failed_future_released_unread_reaches_event_hook(void **state)
     atomic_store(&unread_events, 0);
     atomic_store(&other_events, 0);
     assert_int_equal(pk_threadpool_create(&tp, &o), 0);
-    assert_int_equal(pk_threadpool_submit(tp, fail_task, NULL, &unread), 0);
-    assert_int_equal(pk_threadpool_submit(tp, fail_task, NULL, &read), 0);
-    assert_int_equal(pk_threadpool_submit(tp, count_task, NULL, &ok), 0);
+    assert_int_equal(pk_threadpool_submit(tp, tp_fail_task, NULL, &unread), 0);
+    assert_int_equal(pk_threadpool_submit(tp, tp_fail_task, NULL, &read), 0);
+    assert_int_equal(pk_threadpool_submit(tp, tp_count_task, NULL, &ok), 0);
     assert_int_equal(pk_future_wait(unread, 10000), 0);
     assert_int_equal(pk_future_wait(read, 10000), 0);
     assert_int_equal(pk_future_wait(ok, 10000), 0);
@@ -885,23 +811,23 @@ default_size_case(int cpus)
     pk_threadpool *tp;
     int n = cpus + 2;
 
-    atomic_store(&gate_waiting, 0);
-    atomic_store(&gate_max, 0);
-    gate_set(0);
+    atomic_store(&tp_gate_arrived, 0);
+    atomic_store(&tp_gate_most, 0);
+    tp_gate_set(0);
     assert_int_equal(pk_threadpool_create(&tp, NULL), 0);
     for (int i = 0; i < n; i++)
-        assert_int_equal(pk_threadpool_submit(tp, gated_task, NULL, NULL), 0);
-    int seen = wait_gate_waiting(cpus);
+        assert_int_equal(pk_threadpool_submit(tp, tp_gated_task, NULL, NULL), 0);
+    int seen = tp_wait_at_least(&tp_gate_arrived, cpus);
     if (seen != cpus)
         printf("  %d CPUs: only %d gated tasks started (threads %zu)\n",
                cpus, seen, threads_of(tp));
     assert_int_equal(seen, cpus);
     sleep_ms(100);
-    assert_int_equal(atomic_load(&gate_waiting), cpus); /* no more */
+    assert_int_equal(atomic_load(&tp_gate_arrived), cpus); /* no more */
     assert_int_equal(threads_of(tp), (size_t)cpus);
-    gate_set(1);
+    tp_gate_set(1);
     assert_int_equal(pk_threadpool_shutdown(tp, PK_SHUTDOWN_DRAIN, 10000), 0);
-    assert_int_equal(atomic_load(&gate_max), cpus);
+    assert_int_equal(atomic_load(&tp_gate_most), cpus);
     pk_threadpool_destroy(tp);
 }
 
@@ -948,7 +874,7 @@ parent_task(void *arg, pk_future *self, pk_result *out, pk_error *err)
 
     (void)self;
     (void)out;
-    rc = pk_threadpool_submit(tp, count_task, NULL, &child);
+    rc = pk_threadpool_submit(tp, tp_count_task, NULL, &child);
     if (rc)
         return pk_error_set(err, rc, 0, "child submit");
     rc = pk_future_wait(child, PK_WAIT_FOREVER);
@@ -970,7 +896,7 @@ slab_submitter(void *arg)
     int me = atomic_fetch_add(&next, 1) % SLAB_SUBMITTERS;
 
     for (int i = 0; i < SLAB_TASKS; i++)
-        if (pk_threadpool_submit(c->tp, i % 3 ? count_task : parent_task,
+        if (pk_threadpool_submit(c->tp, i % 3 ? tp_count_task : parent_task,
                                  c->tp, &fs[me][i]) != 0) {
             atomic_store(&c->bad, 1);
             fs[me][i] = NULL;
@@ -1010,7 +936,7 @@ test_slab_futures_leak_nothing_once_threads_exit(void **state)
     for (int i = 0; i < SLAB_SUBMITTERS; i++)
         pthread_join(th[i], NULL);
     assert_int_equal(atomic_load(&c.bad), 0);
-    assert_int_equal(atomic_load(&counter),
+    assert_int_equal(atomic_load(&tp_counter),
                      SLAB_SUBMITTERS * SLAB_TASKS); /* 1/3 parents */
     pk_threadpool_destroy(c.tp);
     pk__future_slab_set(old);
@@ -1023,8 +949,8 @@ static int
 teardown(void **state)
 {
     (void)state;
-    gate_set(1);
-    for (int i = 0; i < 2000 && atomic_load(&gate_inside) > 0; i++)
+    tp_gate_set(1);
+    for (int i = 0; i < 2000 && atomic_load(&tp_gate_inside) > 0; i++)
         sleep_ms(1);
     return 0;
 }
