@@ -38,6 +38,10 @@
  * the lock) the listener's node, or the listener sees the terminal state
  * and acts on it itself. Nothing is missed and nothing is polled.
  *
+ * Waiters and callbacks are listeners on one list, f->listeners: a ring
+ * (doubly linked, circular, the head the oldest node) under f->lock, so a
+ * node is appended and unlinked in O(1) with one pointer in the future.
+ *
  * Waiters park on a pk__parker (spin, then futex). A waiter's nodes live in
  * its own frame (or one allocation for a long wait_any) and are linked on
  * each future it waits for; the finisher unlinks and wakes them while it
@@ -46,9 +50,12 @@
  * the waiter to drop its nodes afterwards.
  *
  * Callbacks run in registration order, on the finishing thread, with no
- * lock held. While the finisher runs them (f->draining), a callback
+ * lock held. While the finisher runs them (F_DRAINING), a callback
  * registered by another thread is appended instead of run at once, so the
- * order holds even against a racing registration. */
+ * order holds even against a racing registration.
+ *
+ * The future is one cache line on LP64 (64 bytes, in a 64-byte slot
+ * aligned to 64: see the slabs below); fields earn their place there. */
 #include <poolkit/future.h>
 
 #include <assert.h>
@@ -68,43 +75,46 @@
 #define W_LISTEN 8u
 #define BIT(s) (1u << (s))
 
-/* f->flags */
-#define F_CANCEL 1u /* cancellation was asked for */
-#define F_READ 2u   /* a failure was read (result, take_result, error) */
-#define F_TAKEN 4u  /* the result was moved out by take_result */
+/* f->flags: flag bits low, set by RMWs that touch nothing else; above
+ * them two fields written once at create, before the future is published,
+ * and kept by those RMWs: the slot's index in its slab (what the last
+ * release frees it by) and a tag that catches a pointer that is not a
+ * live future (cleared when it is freed; SQLite's magic, in 16 bits). */
+#define F_CANCEL 1u   /* cancellation was asked for */
+#define F_READ 2u     /* a failure was read (result, take_result, error) */
+#define F_TAKEN 4u    /* the result was moved out by take_result */
+#define F_DRAINING 8u /* f->lock: a finisher is running callbacks */
+#define F_SLOT_SHIFT 4
+#define F_SLOT_MAX 4096u /* slots per slab, at most: 12 bits */
+#define F_SLOT(flags) (((flags) >> F_SLOT_SHIFT) & (F_SLOT_MAX - 1))
+#define F_TAG_SHIFT 16
+#define F_TAG 0x7066u /* "pf" */
 
-#define FUTURE_MAGIC 0x70664675u
-#define CHECK(f) assert((f)->magic == FUTURE_MAGIC)
+#define CHECK(f) assert(load_flags(f) >> F_TAG_SHIFT == F_TAG)
 
 /* wait_any keeps this many waiter nodes on its stack, allocating above. */
 #define WAIT_ANY_STACK 8
 
-struct waiter {
-    struct waiter *prev;   /* f->lock */
-    struct waiter *next;   /* f->lock */
-    int linked;            /* f->lock: still on f->waiters */
-    pk__parker *parker;    /* shared by all the nodes of one wait */
-};
-
-struct callback {
-    struct callback *next;
-    pk_future_fn fn;
-    void *arg;
+/* A waiter's node (fn NULL: on its stack, parker shared by all the nodes
+ * of one wait) or a callback (allocated by pk_future_on_complete). */
+struct listener {
+    struct listener *next;  /* f->lock; NULL: not linked (a waiter) */
+    struct listener *prev;  /* f->lock */
+    pk_future_fn fn;        /* a callback; NULL: a waiter */
+    union {
+        void *arg;          /* a callback's */
+        pk__parker *parker; /* a waiter's */
+    };
 };
 
 struct pk_future {
     _Atomic uint32_t word;      /* state | W_LISTEN; RMW acq_rel, see top */
     _Atomic uint32_t flags;     /* F_*; acq_rel, read by the last release */
     _Atomic uint32_t refs;      /* decrement acq_rel: the last one sees all */
-    uint32_t magic;
+    pk__lock lock;              /* listeners and F_DRAINING */
     pk_event_fn event;          /* immutable after create */
     void *event_user;
-
-    pk__lock lock;              /* the four fields below */
-    int draining;               /* a finisher is running callbacks */
-    struct waiter *waiters;
-    struct callback *cbs;
-    struct callback **cbs_tail;
+    struct listener *listeners; /* f->lock: the ring's oldest node */
 
     /* The outcome: written by the SETTLING owner, published by release.
      * The message is allocated by a failure (NULL: none, or no memory;
@@ -122,8 +132,20 @@ struct pk_future {
             char *msg;
         };
     };
-    struct fslab *slab;         /* the block this future lives in */
 };
+
+/* One line: 16 + 16 + 8 + 24 bytes on LP64, 40 on ILP32. */
+_Static_assert(sizeof(struct pk_future) <= 64, "pk_future is one line");
+
+static inline uint32_t
+load_flags(const pk_future *f)
+{
+    /* Relaxed: for the fields set at create (the caller got f through
+     * something that ordered it after create); flag readers that need
+     * ordering load with acquire themselves. */
+    return atomic_load_explicit(&((pk_future *)f)->flags,
+                                memory_order_relaxed);
+}
 
 static inline uint32_t
 load_word(const pk_future *f)
@@ -188,41 +210,89 @@ listen_locked(pk_future *f)
 
 /* ---- waking ------------------------------------------------------------ */
 
-/* f->lock held. Each node is unlinked before its thread is woken; the
- * waiter re-takes f->lock before it frees the node, so touching it here
- * is safe. */
+/* f->lock held. Appends n to the ring. */
 static void
-wake_waiters_locked(pk_future *f)
+link_locked(pk_future *f, struct listener *n)
 {
-    struct waiter *w = f->waiters;
-    struct waiter *next;
+    struct listener *head = f->listeners;
 
-    for (; w; w = next) {
-        next = w->next;
-        w->linked = 0;
-        w->prev = w->next = NULL;
-        pk__park_wake(w->parker, 1);
+    if (!head) {
+        n->next = n->prev = n;
+        f->listeners = n;
+        return;
     }
-    f->waiters = NULL;
+    n->next = head;
+    n->prev = head->prev;
+    head->prev->next = n;
+    head->prev = n;
 }
 
-/* f->lock held. Detaches the callback list; draining stays set while a
- * batch is out so racing registrations queue behind it. */
-static struct callback *
-take_callbacks_locked(pk_future *f)
+/* f->lock held. Takes n, which is linked, off the ring. */
+static void
+unlink_locked(pk_future *f, struct listener *n)
 {
-    struct callback *cb = f->cbs;
+    if (n->next == n) {
+        f->listeners = NULL;
+    } else {
+        n->prev->next = n->next;
+        n->next->prev = n->prev;
+        if (f->listeners == n)
+            f->listeners = n->next;
+    }
+    n->next = n->prev = NULL;
+}
 
-    f->cbs = NULL;
-    f->cbs_tail = &f->cbs;
-    f->draining = cb != NULL;
-    return cb;
+/* f->lock held (or the last reference gone). Detaches the ring, opened
+ * into a NULL-terminated list. */
+static struct listener *
+detach_locked(pk_future *f)
+{
+    struct listener *n = f->listeners;
+
+    f->listeners = NULL;
+    if (n)
+        n->prev->next = NULL;
+    return n;
+}
+
+/* f->lock held. Empties the ring: wakes its waiters and returns its
+ * callbacks, in order, NULL-terminated through next. Each waiter's node is
+ * unlinked before its thread is woken; the waiter re-takes f->lock before
+ * it drops the node, so touching it here is safe. F_DRAINING stays set
+ * while a batch is out, so racing registrations queue behind it. */
+static struct listener *
+take_listeners_locked(pk_future *f)
+{
+    struct listener *n = detach_locked(f);
+    struct listener *cbs = NULL;
+    struct listener **tail = &cbs;
+    struct listener *next;
+
+    for (; n; n = next) {
+        next = n->next;
+        if (n->fn) {
+            *tail = n;
+            tail = &n->next;
+        } else {
+            n->next = n->prev = NULL;
+            pk__park_wake(n->parker, 1);
+        }
+    }
+    *tail = NULL;
+    /* acq_rel like every RMW on flags; under f->lock, so no race on the
+     * bit itself, and it is written only when it changes. */
+    if (cbs)
+        atomic_fetch_or_explicit(&f->flags, F_DRAINING, memory_order_acq_rel);
+    else if (load_flags(f) & F_DRAINING)
+        atomic_fetch_and_explicit(&f->flags, ~F_DRAINING,
+                                  memory_order_acq_rel);
+    return cbs;
 }
 
 static void
-run_callbacks(pk_future *f, struct callback *cb)
+run_callbacks(pk_future *f, struct listener *cb)
 {
-    struct callback *next;
+    struct listener *next;
 
     for (; cb; cb = next) {
         next = cb->next;
@@ -233,20 +303,21 @@ run_callbacks(pk_future *f, struct callback *cb)
 
 /* Called by the thread that made the terminal move when W_LISTEN was set.
  * The caller holds a reference (every caller of the public API must), so
- * f outlives the callbacks even if one of them releases another ref. */
+ * f outlives the callbacks even if one of them releases another ref.
+ * After the first round the ring holds callbacks only: no waiter links
+ * itself on a finished future. */
 static void
 notify(pk_future *f)
 {
-    struct callback *cb;
+    struct listener *cb;
 
     pk__lock_acquire(&f->lock);
-    wake_waiters_locked(f);
-    cb = take_callbacks_locked(f);
+    cb = take_listeners_locked(f);
     pk__lock_release(&f->lock);
     while (cb) {
         run_callbacks(f, cb);
         pk__lock_acquire(&f->lock);
-        cb = take_callbacks_locked(f);
+        cb = take_listeners_locked(f);
         pk__lock_release(&f->lock);
     }
 }
@@ -271,18 +342,20 @@ finish(pk_future *f, uint32_t s)
  * submitting thread, and the last release may come on any thread. A
  * malloc per future cost a third of a no-op task's trip (the arena lock,
  * twice, per call, and a 16-byte header). So a thread carves its futures
- * out of a slab of SLAB_N slots of 96 bytes on LP64 (the future rounded
- * up to 32, from a line boundary: a future's first 16 bytes, the words
- * that the worker changes, never straddle a line), one pk__alloc per
- * slab. Slots are packed, not a line each: with a million futures
- * alive, first touches of fresh memory (page faults) were what such a
- * burst paid most for, more than lines shared by neighbours (measured:
- * 128-byte slots were 10% slower). The slab counts in `live` the slots
- * not yet freed, the ones still to be carved included; the release that
- * frees a future takes one off (acq_rel: the last one sees every user's
- * writes) and the one that reaches zero frees the slab. A slot is not
- * reused before its whole slab is freed: a long-lived future holds on to
- * its slab (SLAB_N slots, 6 KB, at most). The thread keeps its slab in a
+ * out of a slab of SLAB_N slots of one line each (64 bytes, the future
+ * rounded up to a line; a slab header line first, so every slot is
+ * line-aligned), one pk__alloc per slab. With a million futures alive,
+ * first touches of fresh memory (page faults) are what such a burst pays
+ * most for, then lines moving between cores: so the future is kept to
+ * one line (the slot's memory, not its alignment, is what costs: 128-byte
+ * slots were 10% slower than 96-byte ones). A future finds its slab from
+ * its slot's index, kept in f->flags: no pointer back (a one-slot slab's
+ * future is at index 0). The slab counts in `live` the slots not yet
+ * freed, the ones still to be carved included; the release that frees a
+ * future takes one off (acq_rel: the last one sees every user's writes)
+ * and the one that reaches zero frees the slab. A slot is not reused
+ * before its whole slab is freed: a long-lived future holds on to its
+ * slab (SLAB_N slots, 4 KB, at most). The thread keeps its slab in a
  * thread-local; when it exits, a pthread key's destructor gives the
  * uncarved slots back (takes them off `live`). Without the key (it could
  * not be made), every slab has one slot: a malloc per future, as before.
@@ -294,9 +367,10 @@ finish(pk_future *f, uint32_t s)
  * themselves (pk__future_slab_drop). */
 
 #define LINE 64
-#define SLOT_SIZE ((sizeof(struct pk_future) + 31) / 32 * 32)
-_Static_assert(SLOT_SIZE % _Alignof(struct pk_future) == 0, "slot align");
+#define SLOT_SIZE ((sizeof(struct pk_future) + LINE - 1) / LINE * LINE)
+_Static_assert(SLOT_SIZE == LINE, "a slot is one line");
 #define SLAB_N 64u
+_Static_assert(SLAB_N <= F_SLOT_MAX, "slot index fits in f->flags");
 
 struct fslab {
     _Atomic uint32_t live; /* slots not freed yet, uncarved ones included */
@@ -359,7 +433,9 @@ slab_size(void)
     if (!slab_key_ok)
         return 1;
 #ifdef PK_TESTING
-    return atomic_load_explicit(&slab_test_n, memory_order_relaxed);
+    uint32_t n = atomic_load_explicit(&slab_test_n, memory_order_relaxed);
+
+    return n < F_SLOT_MAX ? n : F_SLOT_MAX;
 #else
     return SLAB_N;
 #endif
@@ -371,7 +447,15 @@ slab_slot(struct fslab *s, uint32_t i)
     return (pk_future *)((char *)s + LINE + (size_t)i * SLOT_SIZE);
 }
 
-/* A new slab; its first slot is the caller's. NULL if out of memory. */
+/* The slab of the future in slot i (f->flags): slab_slot backwards. */
+static inline struct fslab *
+slot_slab(pk_future *f, uint32_t i)
+{
+    return (struct fslab *)((char *)f - LINE - (size_t)i * SLOT_SIZE);
+}
+
+/* A new slab; its first slot (index 0) is the caller's. NULL if out of
+ * memory. */
 static pk_future *
 slab_new(void)
 {
@@ -390,7 +474,6 @@ slab_new(void)
             /* Any non-NULL value: the destructor reads the thread-locals. */
             if (pthread_setspecific(slab_key, s) != 0) {
                 slab_unref(s, n - 1); /* keep the first slot only */
-                slab_slot(s, 0)->slab = s;
                 return slab_slot(s, 0);
             }
             tls_keyed = 1;
@@ -398,20 +481,21 @@ slab_new(void)
         tls_slab = s;
         tls_next = 1;
     }
-    slab_slot(s, 0)->slab = s;
     return slab_slot(s, 0);
 }
 
+/* A slot for a future; *slot gets its index in its slab, for f->flags. */
 static inline pk_future *
-future_alloc(void)
+future_alloc(uint32_t *slot)
 {
     struct fslab *s = tls_slab;
     pk_future *f;
 
+    *slot = 0;
     if (!s)
         return slab_new();
+    *slot = tls_next;
     f = slab_slot(s, tls_next);
-    f->slab = s;
     if (++tls_next == s->n)
         tls_slab = NULL; /* all carved: the frees own it now */
     else if (tls_next + 2 < s->n)
@@ -421,10 +505,11 @@ future_alloc(void)
     return f;
 }
 
+/* flags: f->flags as the last release read it (the slot's index). */
 static inline void
-future_free(pk_future *f)
+future_free(pk_future *f, uint32_t flags)
 {
-    slab_unref(f->slab, 1);
+    slab_unref(slot_slab(f, F_SLOT(flags)), 1);
 }
 
 #ifdef PK_TESTING
@@ -449,23 +534,20 @@ pk__future_create_refs(pk_future **out, pk_event_fn event, void *event_user,
                        uint32_t refs)
 {
     pk_future *f;
+    uint32_t slot;
 
     if (!out || refs == 0)
         return PK_EINVAL;
-    f = future_alloc();
+    f = future_alloc(&slot);
     if (!f)
         return PK_ENOMEM;
     atomic_init(&f->word, PK_FUTURE_PENDING);
-    atomic_init(&f->flags, 0);
+    atomic_init(&f->flags, F_TAG << F_TAG_SHIFT | slot << F_SLOT_SHIFT);
     atomic_init(&f->refs, refs);
-    f->magic = FUTURE_MAGIC;
+    atomic_init(&f->lock.v, 0);
     f->event = event;
     f->event_user = event_user;
-    atomic_init(&f->lock.v, 0);
-    f->waiters = NULL;
-    f->cbs = NULL;
-    f->cbs_tail = &f->cbs;
-    f->draining = 0;
+    f->listeners = NULL;
     memset(&f->result, 0, sizeof f->result); /* and code, sys, msg */
     *out = f;
     return 0;
@@ -610,8 +692,8 @@ report_unread(pk_future *f)
 static void
 free_future(pk_future *f)
 {
-    struct callback *cb;
-    struct callback *next;
+    struct listener *n;
+    struct listener *next;
     uint32_t s = load_word(f) & ST_MASK;
     uint32_t flags = atomic_load_explicit(&f->flags, memory_order_acquire);
 
@@ -619,15 +701,18 @@ free_future(pk_future *f)
         f->result.value)
         f->result.free_fn(f->result.value);
     /* Callbacks of a future that never finished are dropped uncalled. */
-    for (cb = f->cbs; cb; cb = next) {
-        next = cb->next;
-        pk__free(cb);
+    for (n = detach_locked(f); n; n = next) {
+        next = n->next;
+        assert(n->fn); /* a waiter holds a reference */
+        pk__free(n);
     }
-    assert(!f->waiters); /* a waiter holds a reference */
     if (s != PK_FUTURE_DONE)
         pk__free(f->msg);
-    f->magic = 0;
-    future_free(f);
+    /* The tag goes (CHECK fails on a released future while its slab
+     * lives); the slot's index stays for future_free. */
+    atomic_store_explicit(&f->flags, flags & ~(0xffffu << F_TAG_SHIFT),
+                          memory_order_relaxed);
+    future_free(f, flags);
 }
 
 void
@@ -690,22 +775,19 @@ pk_future_state_get(const pk_future *f)
     return s == ST_SETTLING ? PK_FUTURE_RUNNING : (pk_future_state)s;
 }
 
-/* Links w on f unless f has finished. Returns 1 if linked. */
+/* Links w (its parker set) on f unless f has finished. Returns 1 if
+ * linked. */
 static int
-add_waiter(pk_future *f, struct waiter *w)
+add_waiter(pk_future *f, struct listener *w)
 {
     int linked;
 
+    w->fn = NULL;
+    w->next = w->prev = NULL;
     pk__lock_acquire(&f->lock);
     linked = listen_locked(f);
-    if (linked) {
-        w->prev = NULL;
-        w->next = f->waiters;
-        if (f->waiters)
-            f->waiters->prev = w;
-        f->waiters = w;
-        w->linked = 1;
-    }
+    if (linked)
+        link_locked(f, w);
     pk__lock_release(&f->lock);
     return linked;
 }
@@ -713,18 +795,11 @@ add_waiter(pk_future *f, struct waiter *w)
 /* Unlinks w if the finisher has not. After this, nobody touches w or its
  * parker on f's behalf (the finisher wakes only under f->lock). */
 static void
-del_waiter(pk_future *f, struct waiter *w)
+del_waiter(pk_future *f, struct listener *w)
 {
     pk__lock_acquire(&f->lock);
-    if (w->linked) {
-        if (w->prev)
-            w->prev->next = w->next;
-        else
-            f->waiters = w->next;
-        if (w->next)
-            w->next->prev = w->prev;
-        w->linked = 0;
-    }
+    if (w->next)
+        unlink_locked(f, w);
     pk__lock_release(&f->lock);
 }
 
@@ -751,7 +826,7 @@ static int
 park_on(pk_future *f, uint64_t deadline)
 {
     pk__parker p;
-    struct waiter w;
+    struct listener w;
 
     atomic_init(&p.word, 0);
     w.parker = &p;
@@ -845,8 +920,8 @@ lowest_finished(pk_future *const *fs, size_t n)
 static int
 park_on_all(pk_future *const *fs, size_t n, uint64_t deadline)
 {
-    struct waiter stack_nodes[WAIT_ANY_STACK];
-    struct waiter *nodes = stack_nodes;
+    struct listener stack_nodes[WAIT_ANY_STACK];
+    struct listener *nodes = stack_nodes;
     pk__parker p;
     size_t linked;
 
@@ -981,7 +1056,7 @@ pk_future_error(pk_future *f, pk_error *err)
 int
 pk_future_on_complete(pk_future *f, pk_future_fn cb, void *arg)
 {
-    struct callback *node;
+    struct listener *node;
 
     if (!f || !cb)
         return PK_EINVAL;
@@ -989,16 +1064,16 @@ pk_future_on_complete(pk_future *f, pk_future_fn cb, void *arg)
     node = pk__alloc(sizeof *node);
     if (!node)
         return PK_ENOMEM;
-    node->next = NULL;
     node->fn = cb;
     node->arg = arg;
     pk__lock_acquire(&f->lock);
     /* Queue it if the future is unfinished, or if a finisher has earlier
      * callbacks still to run (queued, or running now): it runs this one
-     * after them, which keeps the order against a racing completion. */
-    if (listen_locked(f) || f->draining || f->cbs) {
-        *f->cbs_tail = node;
-        f->cbs_tail = &node->next;
+     * after them, which keeps the order against a racing completion. A
+     * finished future's ring is non-empty only while its finisher has yet
+     * to take it (the finisher saw W_LISTEN, so it will). */
+    if (listen_locked(f) || (load_flags(f) & F_DRAINING) || f->listeners) {
+        link_locked(f, node);
         pk__lock_release(&f->lock);
         return 0;
     }

@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,6 +170,87 @@ test_callbacks_racing_completion_run_once_in_order(void **state)
     assert_int_equal(bad, 0);
 }
 
+struct waiter_arg {
+    pk_future *f;
+    atomic_int started;
+    int rc;
+};
+
+static void *
+wait_forever(void *arg)
+{
+    struct waiter_arg *w = arg;
+
+    atomic_store(&w->started, 1);
+    w->rc = pk_future_wait(w->f, PK_WAIT_FOREVER);
+    return NULL;
+}
+
+/* Waiters and callbacks share one list (future.c): waits that time out
+ * take their nodes off from between callbacks, a waiter still on it is
+ * woken, and the callbacks keep their order. */
+static void
+test_callbacks_keep_order_among_waiters(void **state)
+{
+    static struct cb_log log;
+    struct cb_arg args[4];
+    struct waiter_arg w = { 0 };
+    pk_future *g;
+    size_t index = 9;
+    pthread_t th;
+
+    (void)state;
+    memset(&log, 0, sizeof log);
+    assert_int_equal(pk_future_create(&w.f, NULL, NULL), 0);
+    assert_int_equal(pk_future_create(&g, NULL, NULL), 0);
+    for (int i = 0; i < 4; i++) {
+        args[i].log = &log;
+        args[i].id = i;
+    }
+    assert_int_equal(pk_future_wait(w.f, 1), PK_ETIMEDOUT); /* alone */
+    assert_int_equal(pk_future_on_complete(w.f, log_callback, &args[0]), 0);
+    assert_int_equal(pk_future_wait(w.f, 1), PK_ETIMEDOUT); /* the tail */
+    assert_int_equal(pk_future_on_complete(w.f, log_callback, &args[1]), 0);
+    assert_int_equal(pthread_create(&th, NULL, wait_forever, &w), 0);
+    while (!atomic_load(&w.started))
+        sched_yield();
+    assert_int_equal(pk_future_on_complete(w.f, log_callback, &args[2]), 0);
+    assert_int_equal(
+        pk_future_wait_any((pk_future *[]){ g, w.f }, 2, 1, &index),
+        PK_ETIMEDOUT);
+    assert_int_equal(pk_future_on_complete(w.f, log_callback, &args[3]), 0);
+    assert_int_equal(atomic_load(&log.n), 0);
+    assert_int_equal(pk_future_complete(w.f, NULL), 0);
+    pthread_join(th, NULL);
+    assert_int_equal(w.rc, 0);
+    assert_int_equal(atomic_load(&log.n), 4);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(log.order[i], i);
+    assert_int_equal(index, 9);
+    pk_future_release(g);
+    pk_future_release(w.f);
+}
+
+/* A future released unfinished drops its callbacks uncalled (and frees
+ * them: fh_teardown checks), whatever waits came and went before. */
+static void
+test_unfinished_future_drops_its_callbacks(void **state)
+{
+    static struct cb_log log;
+    struct cb_arg arg = { &log, 0 };
+    pk_future *f;
+
+    (void)state;
+    memset(&log, 0, sizeof log);
+    assert_int_equal(pk_future_create(&f, NULL, NULL), 0);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(pk_future_on_complete(f, log_callback, &arg), 0);
+        assert_int_equal(pk_future_wait(f, 1), PK_ETIMEDOUT);
+    }
+    pk_future_release(f);
+    assert_int_equal(atomic_load(&log.n), 0);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, fh_setup, fh_teardown)
 
 int
@@ -179,6 +261,8 @@ main(void)
         T(test_callback_on_finished_future_runs_at_once),
         T(test_callbacks_run_on_the_completing_thread),
         T(test_callbacks_racing_completion_run_once_in_order),
+        T(test_callbacks_keep_order_among_waiters),
+        T(test_unfinished_future_drops_its_callbacks),
     };
 
     return cmocka_run_group_tests_name("future_callbacks", tests, NULL, NULL);
