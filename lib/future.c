@@ -68,6 +68,7 @@
 
 #include "alloc.h"
 #include "future_int.h"
+#include "slab.h"
 #include "sync.h"
 
 #define ST_MASK 7u
@@ -344,38 +345,42 @@ finish(pk_future *f, uint32_t s)
  * twice, per call, and a 16-byte header). So a thread carves its futures
  * out of a slab of SLAB_N slots of one line each (64 bytes, the future
  * rounded up to a line; a slab header line first, so every slot is
- * line-aligned), one pk__alloc per slab. With a million futures alive,
- * first touches of fresh memory (page faults) are what such a burst pays
- * most for, then lines moving between cores: so the future is kept to
- * one line (the slot's memory, not its alignment, is what costs: 128-byte
- * slots were 10% slower than 96-byte ones). A future finds its slab from
- * its slot's index, kept in f->flags: no pointer back (a one-slot slab's
+ * line-aligned). The slabs come from the core's slab arena (slab.h): with
+ * a million futures alive, first touches of fresh memory (the kernel
+ * zeroing pages) are what such a burst pays most for, then lines moving
+ * between cores; the arena's huge pages fault once per 2 MiB and its
+ * slabs are reused by the next burst, and the future is kept to one line
+ * (the slot's memory, not its alignment, is what costs: 128-byte slots
+ * were 10% slower than 96-byte ones). A future finds its slab from its
+ * slot's index, kept in f->flags: no pointer back (a one-slot slab's
  * future is at index 0). The slab counts in `live` the slots not yet
  * freed, the ones still to be carved included; the release that frees a
  * future takes one off (acq_rel: the last one sees every user's writes)
- * and the one that reaches zero frees the slab. A slot is not reused
+ * and the one that reaches zero gives the slab back. A slot is not reused
  * before its whole slab is freed: a long-lived future holds on to its
- * slab (SLAB_N slots, 4 KB, at most). The thread keeps its slab in a
- * thread-local; when it exits, a pthread key's destructor gives the
- * uncarved slots back (takes them off `live`). Without the key (it could
- * not be made), every slab has one slot: a malloc per future, as before.
+ * slab (8 KB) at most. The thread keeps its slab in a thread-local; when
+ * it exits, a pthread key's destructor gives the uncarved slots back
+ * (takes them off `live`). Without the key (it could not be made), every
+ * slab has one slot: a pk__alloc per future.
  *
- * Test builds (PK_TESTING) use one-slot slabs unless a test asks for more
- * (pk__future_slab_set), so that every future is still one pk__alloc for
- * the allocation-failure tests and nothing stays allocated at quiescence
- * (pk__alloc_live); the tests that ask for more give the slots back
- * themselves (pk__future_slab_drop). */
+ * Test builds (PK_TESTING) use one-slot slabs, one pk__alloc each, unless
+ * a test asks for more (pk__future_slab_set: arena slabs, which count as
+ * allocations there too), so that allocation-failure tests see every
+ * future and nothing stays allocated at quiescence (pk__alloc_live); the
+ * tests that ask for more give the slots back themselves
+ * (pk__future_slab_drop). */
 
 #define LINE 64
 #define SLOT_SIZE ((sizeof(struct pk_future) + LINE - 1) / LINE * LINE)
 _Static_assert(SLOT_SIZE == LINE, "a slot is one line");
-#define SLAB_N 64u
+/* The slots of an arena slab, after its header line. */
+#define SLAB_N ((PK__SLAB_SIZE - LINE) / SLOT_SIZE)
 _Static_assert(SLAB_N <= F_SLOT_MAX, "slot index fits in f->flags");
 
 struct fslab {
     _Atomic uint32_t live; /* slots not freed yet, uncarved ones included */
     uint32_t n;            /* slots */
-    void *raw;             /* what pk__alloc returned */
+    void *raw;             /* what pk__alloc returned; NULL: an arena slab */
 };
 
 /* The calling thread's slab with slots left to carve (NULL: none), and
@@ -397,8 +402,12 @@ static _Atomic unsigned slab_test_n = 1;
 static void
 slab_unref(struct fslab *s, uint32_t k)
 {
-    if (atomic_fetch_sub_explicit(&s->live, k, memory_order_acq_rel) == k)
+    if (atomic_fetch_sub_explicit(&s->live, k, memory_order_acq_rel) != k)
+        return;
+    if (s->raw)
         pk__free(s->raw);
+    else
+        pk__slab_put(s);
 }
 
 /* Gives back the uncarved slots of this thread's slab. */
@@ -435,7 +444,7 @@ slab_size(void)
 #ifdef PK_TESTING
     uint32_t n = atomic_load_explicit(&slab_test_n, memory_order_relaxed);
 
-    return n < F_SLOT_MAX ? n : F_SLOT_MAX;
+    return n < SLAB_N ? n : SLAB_N;
 #else
     return SLAB_N;
 #endif
@@ -460,12 +469,20 @@ static pk_future *
 slab_new(void)
 {
     uint32_t n = slab_size();
-    void *raw = pk__alloc(2 * LINE + (size_t)n * SLOT_SIZE);
+    void *raw = NULL;
     struct fslab *s;
 
-    if (!raw)
-        return NULL;
-    s = (struct fslab *)(((uintptr_t)raw + LINE - 1) & ~(uintptr_t)(LINE - 1));
+    if (n > 1) {
+        s = pk__slab_get(); /* aligned to its size: lines too */
+        if (!s)
+            return NULL;
+    } else {
+        raw = pk__alloc(2 * LINE + SLOT_SIZE);
+        if (!raw)
+            return NULL;
+        s = (struct fslab *)(((uintptr_t)raw + LINE - 1) &
+                             ~(uintptr_t)(LINE - 1));
+    }
     atomic_init(&s->live, n);
     s->n = n;
     s->raw = raw;

@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <sys/mman.h>
 
+#include "alloc.h"
 #include "sync.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -187,6 +188,11 @@ pk__slab_get(void)
     void *s;
 
     pthread_once(&atfork_once, atfork_register);
+#ifdef PK_TESTING
+    if (pk__alloc_inject())
+        return NULL;
+    pk__alloc_track(1);
+#endif
     for (;;) {
         pk__mutex_lock(&lock);
         if (fresh) {
@@ -204,8 +210,12 @@ pk__slab_get(void)
         pk__mutex_unlock(&lock);
         /* No mmap under the lock: other threads' puts go on meanwhile. */
         fresh = region_map(false);
-        if (!fresh)
+        if (!fresh) {
+#ifdef PK_TESTING
+            pk__alloc_track(-1);
+#endif
             return NULL;
+        }
     }
 }
 
@@ -216,6 +226,9 @@ pk__slab_put(void *slab)
 
     if (!slab)
         return;
+#ifdef PK_TESTING
+    pk__alloc_track(-1);
+#endif
     r = region_of(slab);
     pk__mutex_lock(&lock);
     *(void **)slab = r->given_back;

@@ -25,7 +25,8 @@
 
 /* A slab of PK__SLAB_SIZE bytes aligned to PK__SLAB_SIZE, contents
  * undefined (zero when fresh from the kernel, old data when reused), or
- * NULL when the kernel refuses memory. Thread-safe. */
+ * NULL when the kernel refuses memory. Thread-safe. Test builds count it
+ * as a pk__alloc (failure injection, pk__alloc_live). */
 void *pk__slab_get(void);
 
 /* Gives back a slab from pk__slab_get (NULL: nothing). Thread-safe, from
