@@ -141,8 +141,9 @@ void pk__cv_cancel(pk__cv *c);
 void pk__cv_wait_prepared(pk__cv *c, uint32_t seq, uint64_t deadline_ns);
 
 /* The process-wide fork counter: bumped by a pthread_atfork child
- * handler, the one documented global. pk__fork_epoch() also registers the
- * handler on first use. */
+ * handler; a documented global (README, "Process-wide state"), as are the
+ * slab arena and the thread pool's membarrier flag. pk__fork_epoch() also
+ * registers the handler on first use. */
 unsigned pk__fork_epoch(void);
 /* The counter itself, for the hot path once pk__fork_epoch() has run. */
 extern _Atomic unsigned pk__fork_epoch_var;
