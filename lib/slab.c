@@ -40,7 +40,9 @@
 
 #define REGION_SIZE ((size_t)2 << 20)
 #define REGION_SLABS ((unsigned)(REGION_SIZE / PK__SLAB_SIZE))
-/* Below this many spare slabs an idle thread maps the next region. */
+/* Below this many spare slabs an idle thread maps the next region, once
+ * the process uses more than one region: a program that makes a few
+ * futures should not pay for two. */
 #define LOW_WATER REGION_SLABS
 #define PAGE 4096u
 _Static_assert((PK__SLAB_SIZE & (PK__SLAB_SIZE - 1)) == 0, "power of two");
@@ -58,6 +60,7 @@ _Static_assert(sizeof(struct region) <= PK__SLAB_SIZE, "header fits");
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct region *avail_head, *avail_tail;
 static unsigned empty_regions; /* listed with used == 0 */
+static unsigned regions;       /* mapped */
 static size_t spare;           /* slabs the listed regions can give */
 static long live;
 /* Set when `spare` ran low: pk__slab_prefault maps the next region. */
@@ -121,10 +124,12 @@ unlink_region(struct region *r)
 }
 
 /* A new region, header written, not listed; NULL if mmap fails. Mapped at
- * twice the size and trimmed, for the alignment. With `fault`, every page
- * is touched now rather than by the thread that carves it. */
+ * twice the size and trimmed, for the alignment. `huge` asks for huge
+ * pages: not for a process's first region, whose few slabs in use should
+ * cost a few small pages, not 2 MiB. With `fault`, every page is touched
+ * now rather than by the thread that carves it. */
 static struct region *
-region_map(bool fault)
+region_map(bool huge, bool fault)
 {
     char *raw = mmap(NULL, 2 * REGION_SIZE, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -142,7 +147,10 @@ region_map(bool fault)
     munmap(base + REGION_SIZE, REGION_SIZE - head);
 #ifdef MADV_HUGEPAGE
     /* Advice only: without transparent huge pages it is small pages. */
-    (void)madvise(base, REGION_SIZE, MADV_HUGEPAGE);
+    if (huge)
+        (void)madvise(base, REGION_SIZE, MADV_HUGEPAGE);
+#else
+    (void)huge;
 #endif
     if (fault)
         for (size_t off = 0; off < REGION_SIZE; off += PAGE)
@@ -172,7 +180,7 @@ take_from(struct region *r)
     }
     if (r->used++ == 0)
         empty_regions--;
-    if (--spare < LOW_WATER &&
+    if (--spare < LOW_WATER && regions > 1 &&
         !atomic_load_explicit(&want_region, memory_order_relaxed))
         atomic_store_explicit(&want_region, true, memory_order_relaxed);
     if (!r->given_back && r->carved == REGION_SLABS)
@@ -185,6 +193,7 @@ void *
 pk__slab_get(void)
 {
     struct region *fresh = NULL;
+    bool huge;
     void *s;
 
     pthread_once(&atfork_once, atfork_register);
@@ -199,6 +208,7 @@ pk__slab_get(void)
             /* Mapped while unlocked: another thread may have listed a
              * region meanwhile too; both serve. */
             link_at(fresh, true);
+            regions++;
             empty_regions++;
             spare += REGION_SLABS - 1;
         }
@@ -207,9 +217,10 @@ pk__slab_get(void)
             pk__mutex_unlock(&lock);
             return s;
         }
+        huge = regions > 0;
         pk__mutex_unlock(&lock);
         /* No mmap under the lock: other threads' puts go on meanwhile. */
-        fresh = region_map(false);
+        fresh = region_map(huge, false);
         if (!fresh) {
 #ifdef PK_TESTING
             pk__alloc_track(-1);
@@ -241,6 +252,7 @@ pk__slab_put(void *slab)
     if (--r->used == 0) {
         if (empty_regions > 0) {
             unlink_region(r);
+            regions--;
             spare -= REGION_SLABS - 1;
             drop = r;
         } else {
@@ -262,11 +274,12 @@ pk__slab_prefault(void)
     if (!atomic_load_explicit(&want_region, memory_order_relaxed) ||
         !atomic_exchange_explicit(&want_region, false, memory_order_relaxed))
         return;
-    r = region_map(true);
+    r = region_map(true, true);
     if (!r)
         return; /* the carving thread maps one itself */
     pk__mutex_lock(&lock);
     link_at(r, false);
+    regions++;
     empty_regions++;
     spare += REGION_SLABS - 1;
     pk__mutex_unlock(&lock);
