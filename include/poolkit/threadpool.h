@@ -9,9 +9,14 @@
  * Threads: every function is safe from any thread unless it says
  * otherwise. Tasks run on worker threads named "pk-worker". When no
  * worker exists and none can be started (the process is at its thread
- * limit, or out of memory), a task is not stranded: the thread that finds
- * out (the submitter, or the core's helper thread) runs the queue until a
- * worker can start, retried after 1 ms and backing off to 100 ms. */
+ * limit, or out of memory), a task is not stranded: a submit that finds
+ * no worker alive runs the queue on the submitting thread before it
+ * returns (after waiting briefly for the worker being started), and so
+ * does pk_threadpool_shutdown with DRAIN; a task of the pool that waits
+ * on another helps run it. Starting a worker is retried after 1 ms,
+ * backing off to 100 ms, while tasks are queued (on the pool's watchdog
+ * thread, started for that). Tasks never run on the core pool's helper
+ * thread. */
 #ifndef POOLKIT_THREADPOOL_H
 #define POOLKIT_THREADPOOL_H
 

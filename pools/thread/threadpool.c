@@ -10,6 +10,15 @@
  * lease. Keep-alive retirement is the core's idle_timeout; its destroy
  * hook stops and joins the parked thread.
  *
+ * When a worker cannot be started (the process is at its thread limit,
+ * or out of memory), the tasks still run, never on the core's helper
+ * thread (it makes the workers, and must stay free to): a submit that
+ * finds no worker alive waits for the one being started and, if none
+ * comes, runs the queue as a stand-in worker before it returns; so does
+ * a draining shutdown; a worker or stand-in waiting on a future of the
+ * pool helps run it. The watchdog retries the start after a backoff
+ * (1 ms doubling to 100 ms) while tasks are queued (worker.c).
+ *
  * The queue is a lock-free bounded ring (ring.h) per lane. A push claims
  * all its cells at once or none (the ring is full when its tail is a lap
  * ahead of its head), so submit_many is all or nothing. A worker takes
@@ -355,6 +364,7 @@ enqueue(struct pk_threadpool *tp, struct tp_task *t, size_t n, int policy)
         return 0;
     }
     pk__tp_wake_after_push(tp, l);
+    pk__tp_after_submit(tp); /* no worker: run it here if none comes */
     return 0;
 }
 
@@ -406,8 +416,10 @@ apply_task_options(struct pk_threadpool *tp, const pk_task_options *o,
     }
     if (o->run_limit_ms) {
         pk__lock_acquire(&tp->glock);
+        tp->wd_limits = true;
         rc = pk__tp_wd_start_locked(tp);
         pk__lock_release(&tp->glock);
+        pk__cv_broadcast(&tp->wd_cv); /* it may sleep with nothing to watch */
     }
     return rc;
 }
@@ -607,18 +619,27 @@ pk_threadpool_shutdown(pk_threadpool *tp, int how, int timeout_ms)
         cancel_queued(tp);
     else if (pk__tp_work_ready(tp))
         pk__tp_wake_one(tp);
-    /* Woken by the worker whose pk__tp_finish() catches up with the pushes. */
+    /* Woken by the worker whose pk__tp_finish() catches up with the
+     * pushes. A draining caller stands in while no worker is alive (it
+     * may run past the deadline then: nobody else would run the queue),
+     * looking again every 10 ms, as workers may go while it waits. */
     for (;;) {
+        if (how == PK_SHUTDOWN_DRAIN &&
+            atomic_load_explicit(&tp->alive, memory_order_relaxed) == 0)
+            pk__tp_standin_if_starved(tp);
         uint32_t seq = pk__cv_prepare(&tp->idle);
+        uint64_t now = pk__now_ns();
         if (pk__tp_all_finished(tp)) {
             pk__cv_cancel(&tp->idle);
             return 0;
         }
-        if (pk__now_ns() >= deadline) {
+        if (now >= deadline) {
             pk__cv_cancel(&tp->idle);
             return PK_ETIMEDOUT;
         }
-        pk__cv_wait_prepared(&tp->idle, seq, deadline);
+        pk__cv_wait_prepared(&tp->idle, seq, now + 10000000u < deadline
+                                                 ? now + 10000000u
+                                                 : deadline);
     }
 }
 

@@ -22,10 +22,17 @@
 #define PK__TP_SPINS 200
 /* Tasks a worker takes from the queue at once, at most. */
 #define PK__TP_BATCH 16
-/* Tasks a waiting worker runs nested on its stack, at most. */
+/* Tasks a waiting worker (or stand-in) runs nested on its stack, at
+ * most. */
 #define PK__TP_NEST 16
-/* The same for a stand-in worker (worker.c, run_queued_here). */
-#define PK__TP_STANDIN_NEST 256
+/* After a failed start of a worker, the next try waits this long at
+ * first, doubling up to PK__TP_RETRY_MAX_NS (the core's own backoff is
+ * the same: threadpool.c, start_workers). */
+#define PK__TP_RETRY_MIN_NS 1000000u
+#define PK__TP_RETRY_MAX_NS 100000000u
+/* How long a caller that finds no worker alive waits for the one being
+ * started before it runs the queue itself (worker.c, standin_if_starved). */
+#define PK__TP_GROW_WAIT_NS 100000000u
 /* The largest queue_size (pool or lane): its ring is made at once. */
 #define PK__TP_QUEUE_MAX ((size_t)1 << 30)
 
@@ -81,7 +88,8 @@ struct tp_worker {
     uint64_t cur_limit_ns;
     pk_future *cur_fut;
     bool cur_flagged, cur_slow, cur_stuck;
-    bool stand_in;                   /* run_queued_here's, on its stack */
+    bool stand_in;                   /* a caller thread's (worker.c,
+                                        run_queued_here), on its stack */
     _Atomic bool detached;           /* given up as stuck */
     /* The "next" slot (Go's runnext): a task with a future submitted by
      * the task running here goes here, so that when that task waits on
@@ -136,6 +144,7 @@ struct pk_threadpool {
     uint64_t slow_ns, stuck_ns;    /* UINT64_MAX: off */
     _Atomic bool watch;            /* workers publish their running task */
     bool wd_running, wd_quit;    /* under glock */
+    bool wd_limits;              /* tasks with run limits came (glock) */
     pthread_t wd;
     pk__cv wd_cv;
     pk__cv not_full;           /* a worker freed cells */
@@ -150,6 +159,16 @@ struct pk_threadpool {
     _Atomic size_t active;     /* workers holding their lease */
     _Atomic size_t alive;      /* workers spawned and not yet stopped */
     _Atomic bool growing;      /* an async ticket is out */
+    /* Starting workers failed (thread limit, memory): the last try
+     * failed, the next is not before retry_at (CLOCK_MONOTONIC ns),
+     * retry_armed says the watchdog will make it, retry_ns is the
+     * current backoff. Written when a try ends, and tries are one at a
+     * time (`growing`). */
+    _Atomic bool create_failed;
+    _Atomic bool retry_armed;
+    _Atomic uint64_t retry_at;
+    _Atomic uint64_t retry_ns;
+    pk__cv grown;              /* a try to start a worker ended */
     char pad1s[64];
     /* Apart: it changes whenever a worker finds the queue empty, while
      * the line above stays put under load (pk__tp_maybe_wake reads it). */
@@ -211,10 +230,21 @@ void pk__tp_wake_one(struct pk_threadpool *tp);
 void pk__tp_maybe_wake(struct pk_threadpool *tp);
 void pk__tp_wake_after_push(struct pk_threadpool *tp, struct tp_lane *l);
 bool pk__tp_asym_init(void);
+void pk__tp_standin_if_starved(struct pk_threadpool *tp);
+
+/* A submit's check whether it must stand in for the workers: one load of
+ * a line that its wake check read already. */
+static inline void
+pk__tp_after_submit(struct pk_threadpool *tp)
+{
+    if (atomic_load_explicit(&tp->alive, memory_order_relaxed) == 0)
+        pk__tp_standin_if_starved(tp);
+}
 
 /* watchdog.c */
 int pk__tp_wd_start_locked(struct pk_threadpool *tp);
 void pk__tp_wd_stop(struct pk_threadpool *tp);
+void pk__tp_wd_arm_retry(struct pk_threadpool *tp);
 
 /* threadpool.c */
 void pk__tp_unref(struct pk_threadpool *tp);

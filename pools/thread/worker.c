@@ -244,21 +244,38 @@ spin(struct pk_threadpool *tp, int *rounds)
     return found;
 }
 
-/* Runs one task or batch if there is one; false if there was none. */
+/* A spinner that found work took one task (or batch); submits that saw
+ * it spinning woke nobody, counting on it, so if more is queued it
+ * passes the wake on (as Go's spinning M does) before it runs what it
+ * took, which may block: several tasks pushed during one spin would
+ * otherwise wait for a running task to end. The look is at the head
+ * cells, which the next pop reads anyway. */
+static void
+pass_on(struct pk_threadpool *tp, bool spun)
+{
+    if (spun && pk__tp_work_seen(tp))
+        pk__tp_maybe_wake(tp);
+}
+
+/* Runs one task or batch if there is one; false if there was none.
+ * spun: the worker found it by spinning (pass_on). */
 static bool
-run_some(struct pk_threadpool *tp, struct tp_worker *w)
+run_some(struct pk_threadpool *tp, struct tp_worker *w, bool spun)
 {
     struct tp_task t;
 
     if (pk__tp_take_next(w, &t)) {
+        pass_on(tp, spun);
         run_one(tp, &t);
         return true;
     }
     if (pop_batch(tp, w)) {
+        pass_on(tp, spun);
         run_batch(tp, w);
         return true;
     }
     if (pk__tp_steal_next(tp, w, &t)) {
+        pass_on(tp, spun);
         run_one(tp, &t);
         return true;
     }
@@ -270,14 +287,19 @@ static void
 drain(struct pk_threadpool *tp, struct tp_worker *w)
 {
     int rounds = 0;
+    bool spun = false;
 
     for (;;) {
         if (atomic_load_explicit(&w->detached, memory_order_relaxed))
             return; /* given up as stuck: the pool has a replacement */
-        if (run_some(tp, w))
+        if (run_some(tp, w, spun)) {
             rounds = 0;
-        else if (atomic_load(&tp->closed) || !spin(tp, &rounds))
+            spun = false;
+        } else if (atomic_load(&tp->closed) || !spin(tp, &rounds)) {
             return;
+        } else {
+            spun = true;
+        }
     }
 }
 
@@ -423,17 +445,16 @@ set_waiting_on(struct pk_threadpool *tp, struct tp_worker *w, pk_future *f)
 
 /* Runs one task that may help f finish, within the nesting bounds:
  * below PK__TP_NEST tasks on this stack anything; below twice that only
- * next slots (most often the very child awaited). A stand-in (no worker
- * could start) helps up to PK__TP_STANDIN_NEST: parked, it would wait for
- * a worker that its own thread may have to make (the core's helper
- * thread runs stand-ins), a deadlock stress_threadpool found. */
+ * next slots (most often the very child awaited). A stand-in keeps the
+ * same bounds: it runs on a caller thread, never on the thread that
+ * makes workers, so past them it parks until a worker starts (retried
+ * with backoff) instead of waiting for its own thread. */
 static bool
 help_within_bounds(struct pk_threadpool *tp, struct tp_worker *w)
 {
     struct tp_task t;
 
-    if (w->nest < PK__TP_NEST ||
-        (w->stand_in && w->nest < PK__TP_STANDIN_NEST))
+    if (w->nest < PK__TP_NEST)
         return help_one(tp, w);
     if (w->nest < 2 * PK__TP_NEST &&
         (pk__tp_take_next(w, &t) || pk__tp_steal_next(tp, w, &t))) {
@@ -709,12 +730,12 @@ give(struct pk_threadpool *tp, pk_lease *l)
 }
 
 /* When no worker exists and none can be started (thread creation or
- * memory failed), the thread that learned it runs what is queued, so a
- * task whose submit returned 0 is never stranded. It does so as a
- * stand-in worker of its own stack: a task that waits on a child then
- * helps run it, where blocking would leave nobody to (stress_threadpool:
- * a hang when this ran on the core's helper thread, which also makes the
- * workers). */
+ * memory failed), a caller thread runs what is queued, so a task whose
+ * submit returned 0 is never stranded. It does so as a stand-in worker
+ * of its own stack: a task that waits on a child then helps run it,
+ * where blocking would leave nobody to. Never on the core's helper
+ * thread: that thread makes the workers, and a stand-in there blocked
+ * at its nesting bound would wait for a worker only it could make. */
 static void
 run_queued_here(struct pk_threadpool *tp)
 {
@@ -742,6 +763,75 @@ run_queued_here(struct pk_threadpool *tp)
     leave_pool(tp, &me, outer, helper);
 }
 
+/* Waits (a bounded while) for the try to start a worker that is under
+ * way, if any: whether one came decides if the caller must stand in. */
+static void
+wait_for_growth(struct pk_threadpool *tp)
+{
+    uint64_t until = pk__now_ns() + PK__TP_GROW_WAIT_NS;
+
+    for (;;) {
+        uint32_t seq = pk__cv_prepare(&tp->grown);
+        uint64_t now = pk__now_ns();
+        if (!atomic_load(&tp->growing) || atomic_load(&tp->alive) != 0 ||
+            now >= until) {
+            pk__cv_cancel(&tp->grown);
+            return;
+        }
+        pk__cv_wait_prepared(&tp->grown, seq,
+                             now + 1000000u < until ? now + 1000000u : until);
+    }
+}
+
+/* A caller (a submit that found no worker alive, a draining shutdown)
+ * makes sure the queue is run: by the worker being started if it comes,
+ * else here, before the caller returns. */
+void
+pk__tp_standin_if_starved(struct pk_threadpool *tp)
+{
+    if (pk__tp_self && pk__tp_self->tp == tp)
+        return; /* a stand-in of tp (the caller's task ran on it) */
+    wait_for_growth(tp);
+    if (pk__tp_work_ready(tp))
+        run_queued_here(tp);
+}
+
+/* A try to start a worker failed: no new try before a backoff (1 ms,
+ * doubling to 100 ms) has passed, as the core would refuse it anyway;
+ * the watchdog makes it then if work is still queued. Until then
+ * submitters that find no worker run the queue themselves. */
+static void
+growth_failed(struct pk_threadpool *tp)
+{
+    uint64_t d = atomic_load(&tp->retry_ns);
+
+    d = d == 0 ? PK__TP_RETRY_MIN_NS : d * 2;
+    if (d > PK__TP_RETRY_MAX_NS)
+        d = PK__TP_RETRY_MAX_NS;
+    atomic_store(&tp->retry_ns, d);
+    atomic_store(&tp->retry_at, pk__now_ns() + d);
+    atomic_store(&tp->create_failed, true);
+    if (pk__tp_work_ready(tp))
+        pk__tp_wd_arm_retry(tp);
+}
+
+/* The end of a try to start a worker (rc: its outcome). Callers waiting
+ * for it (wait_for_growth) look again. */
+static void
+growth_ended(struct pk_threadpool *tp, int rc)
+{
+    if (rc == 0 && atomic_load(&tp->create_failed)) {
+        atomic_store(&tp->create_failed, false);
+        atomic_store(&tp->retry_ns, 0);
+    } else if (rc != 0 && rc != PK_ESHUTDOWN) {
+        growth_failed(tp);
+    }
+    atomic_store(&tp->growing, false);
+    pk__cv_broadcast(&tp->grown);
+}
+
+/* The callback of the async ticket: on the core's helper thread, or on
+ * a thread that released the core's lock. It runs no task. */
 static void
 on_new_worker(void *arg, pk_pool_ticket *t)
 {
@@ -751,14 +841,25 @@ on_new_worker(void *arg, pk_pool_ticket *t)
 
     if (rc == 0)
         give(tp, &l);
-    atomic_store(&tp->growing, false);
-    if (rc != 0 && rc != PK_ESHUTDOWN) {
-        run_queued_here(tp);
-        return;
-    }
+    growth_ended(tp, rc);
     /* Pushes that came while this worker was being made found `growing`
-     * set and did not start another: look again for them. */
-    pk__tp_maybe_wake(tp);
+     * set and did not start another: look again for them. Not after a
+     * failure: the next try waits for its backoff. */
+    if (rc == 0 || rc == PK_ESHUTDOWN)
+        pk__tp_maybe_wake(tp);
+}
+
+/* False while the backoff after a failed start lasts: then the watchdog
+ * is armed to try again when it ends. */
+static bool
+may_try_growth(struct pk_threadpool *tp)
+{
+    if (!atomic_load_explicit(&tp->create_failed, memory_order_relaxed) ||
+        pk__now_ns() >= atomic_load(&tp->retry_at))
+        return true;
+    if (!atomic_exchange(&tp->retry_armed, true))
+        pk__tp_wd_arm_retry(tp);
+    return false;
 }
 
 void
@@ -766,7 +867,7 @@ pk__tp_wake_one(struct pk_threadpool *tp)
 {
     pk_pool_ticket *t;
     pk_lease l;
-    int ready = 0;
+    int ready = 0, rc;
 
     if (pk_pool_acquire(tp->workers, &l, 0, NULL) == 0) {
         give(tp, &l);
@@ -774,12 +875,12 @@ pk__tp_wake_one(struct pk_threadpool *tp)
     }
     if (atomic_load(&tp->alive) >=
             atomic_load(&tp->max_threads) + atomic_load(&tp->ncomp) ||
-        atomic_exchange(&tp->growing, true))
+        !may_try_growth(tp) || atomic_exchange(&tp->growing, true))
         return;
-    if (pk_pool_acquire_async(tp->workers, &t, PK_WAIT_FOREVER, on_new_worker,
-                              tp, &ready) != 0) {
-        atomic_store(&tp->growing, false);
-        run_queued_here(tp); /* only if no worker exists at all */
+    rc = pk_pool_acquire_async(tp->workers, &t, PK_WAIT_FOREVER,
+                               on_new_worker, tp, &ready);
+    if (rc != 0) {
+        growth_ended(tp, rc); /* callers find no worker: they stand in */
         return;
     }
     if (ready)
