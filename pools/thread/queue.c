@@ -446,3 +446,39 @@ pk__tp_steal_next(struct pk_threadpool *tp, struct tp_worker *self,
     return got;
 }
 
+/* ---- cancelling ------------------------------------------------------- */
+
+/* Cancels a task that will not run: its future CANCELLED, counted as
+ * cancelled (the caller counts it finished). */
+void
+pk__tp_cancel_one(struct pk_threadpool *tp, struct tp_task *t)
+{
+    if (t->fut)
+        pk_future_cancel(t->fut);
+    atomic_fetch_add_explicit(&tp->st_cancelled, 1, memory_order_relaxed);
+    pk_future_release(t->fut);
+    pk__free(tp_task_copy(t));
+}
+
+/* Cancels every queued task, once the rings are closed (a cancelling
+ * shutdown, or a give-back after it). Callers may race: each task is
+ * popped once. */
+void
+pk__tp_cancel_queued(struct pk_threadpool *tp)
+{
+    struct tp_task t;
+    size_t n = 0;
+
+    while (pk__tp_pop_closed(tp, &t)) {
+        pk__tp_cancel_one(tp, &t);
+        n++;
+    }
+    /* Next slots, one at a time: the cancel runs completion callbacks,
+     * which must not run under glock (a callback may submit or wait). */
+    while (pk__tp_steal_next(tp, NULL, &t)) {
+        pk__tp_cancel_one(tp, &t);
+        n++;
+    }
+    if (n)
+        pk__tp_finish(tp, n);
+}

@@ -562,36 +562,6 @@ pk_threadpool_resize(pk_threadpool *tp, size_t min_threads,
     return rc;
 }
 
-static void
-cancel_one(struct pk_threadpool *tp, struct tp_task *t)
-{
-    if (t->fut)
-        pk_future_cancel(t->fut);
-    atomic_fetch_add_explicit(&tp->st_cancelled, 1, memory_order_relaxed);
-    pk_future_release(t->fut);
-    pk__free(tp_task_copy(t));
-}
-
-static void
-cancel_queued(struct pk_threadpool *tp)
-{
-    struct tp_task t;
-    size_t n = 0;
-
-    while (pk__tp_pop_closed(tp, &t)) {
-        cancel_one(tp, &t);
-        n++;
-    }
-    /* Next slots, one at a time: the cancel runs completion callbacks,
-     * which must not run under glock (a callback may submit or wait). */
-    while (pk__tp_steal_next(tp, NULL, &t)) {
-        cancel_one(tp, &t);
-        n++;
-    }
-    if (n)
-        pk__tp_finish(tp, n);
-}
-
 /* Closes the door and waits for submits already past it. */
 static void
 close_door(struct pk_threadpool *tp)
@@ -615,8 +585,13 @@ pk_threadpool_shutdown(pk_threadpool *tp, int how, int timeout_ms)
         pk__deadline(timeout_ms, &deadline))
         return PK_EINVAL;
     close_door(tp);
-    if (how != PK_SHUTDOWN_DRAIN)
-        cancel_queued(tp);
+    if (how != PK_SHUTDOWN_DRAIN) {
+        /* Before the sweep: a worker giving back its batch after it
+         * cancels what it gives back (worker.c, give_back_batch). */
+        atomic_store(&tp->cancelling, true);
+        atomic_thread_fence(memory_order_seq_cst);
+        pk__tp_cancel_queued(tp);
+    }
     else if (pk__tp_work_ready(tp))
         pk__tp_wake_one(tp);
     /* Woken by the worker whose pk__tp_finish() catches up with the

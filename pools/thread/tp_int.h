@@ -128,6 +128,8 @@ struct pk_threadpool {
     /* Read by every submit and every finish, written once: with the
      * fields above that only change on resizes, never with a counter. */
     _Atomic bool closed;
+    _Atomic bool cancelling;   /* a CANCEL (or KILL) shutdown swept the
+                                  queue, or is about to */
     /* Submitters skip their fence, workers make up for it with
      * membarrier (pk__tp_wake_after_push); false if it is unavailable. */
     _Atomic bool asym;
@@ -218,6 +220,8 @@ bool pk__tp_put_next(struct pk_threadpool *tp, struct tp_worker *w,
 bool pk__tp_take_next(struct tp_worker *w, struct tp_task *out);
 bool pk__tp_steal_next(struct pk_threadpool *tp, struct tp_worker *self,
                        struct tp_task *out);
+void pk__tp_cancel_one(struct pk_threadpool *tp, struct tp_task *t);
+void pk__tp_cancel_queued(struct pk_threadpool *tp);
 
 /* worker.c */
 void pk__tp_run_task(struct pk_threadpool *tp, struct tp_task *t,

@@ -184,15 +184,37 @@ run_batch(struct pk_threadpool *tp, struct tp_worker *w)
     pk__tp_lane_leave(tp, w, w->batch_lane, w->batch_counted);
 }
 
+/* Cancels the unrun part of the batch: a cancelling shutdown swept the
+ * queue, and these were queued tasks in all but place. Each was counted
+ * pushed once, so it is counted finished once. */
+static void
+cancel_batch(struct pk_threadpool *tp, struct tp_worker *w)
+{
+    size_t n = 0;
+
+    while (w->batch_next < w->batch_n) {
+        pk__tp_cancel_one(tp, &w->batch[--w->batch_n]);
+        n++;
+    }
+    if (n)
+        pk__tp_finish(tp, n);
+}
+
 /* Gives the unrun part of the batch back to the queue (where room is):
  * a worker that may not help any more must not sit on tasks that others
- * could run, its own awaited ones among them. */
+ * could run, its own awaited ones among them. After a cancelling
+ * shutdown they are cancelled instead: pushed back after its sweep, they
+ * would run. */
 static void
 give_back_batch(struct pk_threadpool *tp, struct tp_worker *w)
 {
     struct tp_lane *l = &tp->lanes[w->batch_lane];
     size_t n = 0;
 
+    if (atomic_load(&tp->cancelling)) {
+        cancel_batch(tp, w);
+        return;
+    }
     while (w->batch_next < w->batch_n) {
         /* Off the count before the push: see pk__tp_lane_submitted. */
         atomic_fetch_sub(&l->st_extra, 1);
@@ -206,10 +228,16 @@ give_back_batch(struct pk_threadpool *tp, struct tp_worker *w)
     /* Each was counted once when first pushed: the push just made counts
      * it again, so count it finished once here (after the push, so that
      * finished never overtakes the pushes). */
-    if (n) {
-        pk__tp_finish(tp, n);
+    if (n == 0)
+        return;
+    pk__tp_finish(tp, n);
+    /* Pairs with the fence in pk_threadpool_shutdown: either its sweep
+     * sees our push, or we see `cancelling` and sweep again. */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load(&tp->cancelling))
+        pk__tp_cancel_queued(tp);
+    else
         pk__tp_maybe_wake(tp);
-    }
 }
 
 /* Waits for work, briefly; false if none came (or the pool closed: no
