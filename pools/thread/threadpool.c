@@ -341,6 +341,62 @@ push(struct pk_threadpool *tp, struct tp_lane *l, const struct tp_task *t,
     }
 }
 
+/* Runs t on this thread (PK_FULL_CALLER_RUNS), in its lane's place. */
+static void
+run_here(struct pk_threadpool *tp, struct tp_lane *l, struct tp_worker *w,
+         struct tp_task *t, bool counted)
+{
+    struct tally c = { 0, 0, 0 };
+
+    atomic_fetch_add(&l->st_extra, 1);
+    pk__tp_run_task(tp, t, &c);
+    pk__tp_tally_add(tp, &c);
+    pk__tp_lane_leave(tp, w, t->lane, counted);
+}
+
+/* PK_FULL_CALLER_RUNS with the queue full: runs t here, holding a place
+ * in its lane as a worker would (a task of a lane its caller's worker is
+ * inside already takes none: the same nesting rule). While the lane is
+ * at its cap, waits for a place or for room in the queue (then t is
+ * queued after all), up to submit_timeout_ms, in 1 ms slices: a place
+ * given back wakes nobody here. Returns 1 (ran here), 0 (pushed),
+ * PK_ETIMEDOUT, PK_ESHUTDOWN or PK_EINVAL. */
+static int
+caller_runs(struct pk_threadpool *tp, struct tp_lane *l, struct tp_task *t)
+{
+    struct tp_worker *w = pk__tp_self && pk__tp_self->tp == tp ? pk__tp_self
+                                                                : NULL;
+    uint64_t deadline;
+    bool counted;
+
+    if (pk__tp_lane_enter(tp, w, t->lane, &counted)) {
+        run_here(tp, l, w, t, counted);
+        return 1;
+    }
+    if (pk__deadline(tp->submit_timeout_ms, &deadline))
+        return PK_EINVAL;
+    for (;;) {
+        uint32_t seq = pk__cv_prepare(&tp->not_full);
+        int rc = atomic_load(&tp->closed) ? PK_ESHUTDOWN
+                                          : pk__tp_push(l, t, 1);
+        if (rc != PK_EAGAIN || pk__tp_lane_enter(tp, w, t->lane, &counted)) {
+            pk__cv_cancel(&tp->not_full);
+            if (rc != PK_EAGAIN)
+                return rc;
+            run_here(tp, l, w, t, counted);
+            return 1;
+        }
+        uint64_t now = pk__now_ns();
+        if (now >= deadline) {
+            pk__cv_cancel(&tp->not_full);
+            return PK_ETIMEDOUT;
+        }
+        pk__cv_wait_prepared(&tp->not_full, seq, now + 1000000u < deadline
+                                                     ? now + 1000000u
+                                                     : deadline);
+    }
+}
+
 /* Pushes n prepared tasks of one lane, or refuses them all. No fence
  * against shutdown here: a ring refuses pushes once closed (ring.h), and
  * counts the ones before in its tail, which is also what counts them as
@@ -352,17 +408,14 @@ enqueue(struct pk_threadpool *tp, struct tp_task *t, size_t n, int policy)
     int rc = atomic_load(&tp->closed) ? PK_ESHUTDOWN
                                       : push(tp, l, t, n, policy);
 
+    if (rc == 1)
+        rc = caller_runs(tp, l, t); /* n is 1: submit_many never is */
     if (rc < 0) {
         atomic_fetch_add_explicit(&tp->st_rejected, n, memory_order_relaxed);
         return rc;
     }
-    if (rc == 1) {
-        atomic_fetch_add(&l->st_extra, n);
-        struct tally c = { 0, 0, 0 };
-        pk__tp_run_task(tp, t, &c);
-        pk__tp_tally_add(tp, &c);
+    if (rc == 1)
         return 0;
-    }
     pk__tp_wake_after_push(tp, l);
     pk__tp_after_submit(tp); /* no worker: run it here if none comes */
     return 0;
@@ -591,9 +644,9 @@ pk_threadpool_shutdown(pk_threadpool *tp, int how, int timeout_ms)
         atomic_store(&tp->cancelling, true);
         atomic_thread_fence(memory_order_seq_cst);
         pk__tp_cancel_queued(tp);
-    }
-    else if (pk__tp_work_ready(tp))
+    } else if (pk__tp_work_ready(tp)) {
         pk__tp_wake_one(tp);
+    }
     /* Woken by the worker whose pk__tp_finish() catches up with the
      * pushes. A draining caller stands in while no worker is alive (it
      * may run past the deadline then: nobody else would run the queue),

@@ -208,6 +208,8 @@ bool pk__tp_pop_closed(struct pk_threadpool *tp, struct tp_task *out);
 uint64_t pk__tp_lane_submitted(struct tp_lane *l);
 size_t pk__tp_pop(struct pk_threadpool *tp, struct tp_worker *w,
                   struct tp_task *out, size_t max, int *lane, bool *counted);
+bool pk__tp_lane_enter(struct pk_threadpool *tp, struct tp_worker *w,
+                       int lane, bool *counted);
 void pk__tp_lane_leave(struct pk_threadpool *tp, struct tp_worker *w,
                        int lane, bool counted);
 bool pk__tp_lanes_step_out(struct pk_threadpool *tp, struct tp_worker *w);
