@@ -1,7 +1,10 @@
 /* pools/thread/tp_int.h - the thread pool's parts, shared by its files:
- * queue.c (lanes, pushes and pops, next slots), worker.c (running tasks,
- * helping while waiting, waking), watchdog.c, and threadpool.c (the
- * public calls). Not installed. */
+ * queue.c (lanes, pushes and pops, next slots, cancelling), worker.c
+ * (running tasks, the workers' loop, stand-ins, waking), wait.c (helping
+ * while waiting, cycle checks), watchdog.c (slow and stuck tasks, run
+ * limits, retried starts), threadpool.c (create, submit, resize,
+ * shutdown, stats) and lanes.c (the public calls on lanes, executor
+ * views). Not installed. */
 #ifndef PK_POOLS_THREAD_TP_INT_H
 #define PK_POOLS_THREAD_TP_INT_H
 
@@ -31,7 +34,7 @@
 #define PK__TP_RETRY_MIN_NS 1000000u
 #define PK__TP_RETRY_MAX_NS 100000000u
 /* How long a caller that finds no worker alive waits for the one being
- * started before it runs the queue itself (worker.c, standin_if_starved). */
+ * started before it runs the queue itself (pk__tp_standin_if_starved). */
 #define PK__TP_GROW_WAIT_NS 100000000u
 /* The largest queue_size (pool or lane): its ring is made at once. */
 #define PK__TP_QUEUE_MAX ((size_t)1 << 30)
@@ -229,7 +232,7 @@ void pk__tp_cancel_queued(struct pk_threadpool *tp);
 void pk__tp_run_task(struct pk_threadpool *tp, struct tp_task *t,
                      struct tally *n);
 void pk__tp_tally_add(struct pk_threadpool *tp, const struct tally *n);
-int pk__tp_apply_size_locked(struct pk_threadpool *tp);
+void pk__tp_run_one(struct pk_threadpool *tp, struct tp_task *t);
 int pk__tp_worker_create(void *user, void **res, pk_error *err);
 void pk__tp_worker_destroy(void *user, void *res);
 void pk__tp_wake_one(struct pk_threadpool *tp);
@@ -247,6 +250,9 @@ pk__tp_after_submit(struct pk_threadpool *tp)
         pk__tp_standin_if_starved(tp);
 }
 
+/* wait.c */
+int pk__tp_help_wait(void *ctx, pk_future *f, uint64_t deadline);
+
 /* watchdog.c */
 int pk__tp_wd_start_locked(struct pk_threadpool *tp);
 void pk__tp_wd_stop(struct pk_threadpool *tp);
@@ -254,5 +260,18 @@ void pk__tp_wd_arm_retry(struct pk_threadpool *tp);
 
 /* threadpool.c */
 void pk__tp_unref(struct pk_threadpool *tp);
+int pk__tp_apply_size_locked(struct pk_threadpool *tp);
+
+/* Checks a handle at the entry of a public call: PK_EINVAL, PK_EFORKED
+ * (a pool inherited through fork), or 0. */
+static inline int
+pk__tp_validate(struct pk_threadpool *tp)
+{
+    if (!tp || tp->magic != PK__TP_MAGIC)
+        return PK_EINVAL;
+    if (tp->fork_epoch != pk__fork_epoch_fast())
+        return PK_EFORKED;
+    return 0;
+}
 
 #endif /* PK_POOLS_THREAD_TP_INT_H */
