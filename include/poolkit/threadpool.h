@@ -9,9 +9,14 @@
  * Threads: every function is safe from any thread unless it says
  * otherwise. Tasks run on worker threads named "pk-worker". When no
  * worker exists and none can be started (the process is at its thread
- * limit, or out of memory), a task is not stranded: the thread that finds
- * out (the submitter, or the core's helper thread) runs the queue until a
- * worker can start, retried after 1 ms and backing off to 100 ms. */
+ * limit, or out of memory), a task is not stranded: a submit that finds
+ * no worker alive runs the queue on the submitting thread before it
+ * returns (after waiting briefly for the worker being started), and so
+ * does pk_threadpool_shutdown with DRAIN; a task of the pool that waits
+ * on another helps run it. Starting a worker is retried after 1 ms,
+ * backing off to 100 ms, while tasks are queued (on the pool's watchdog
+ * thread, started for that). Tasks never run on the core pool's helper
+ * thread. */
 #ifndef POOLKIT_THREADPOOL_H
 #define POOLKIT_THREADPOOL_H
 
@@ -33,7 +38,16 @@ typedef struct pk_threadpool pk_threadpool; /* opaque */
 enum pk_full_policy {
     PK_FULL_BLOCK = 0,   /* wait up to submit_timeout_ms, then PK_ETIMEDOUT */
     PK_FULL_TRY = 1,     /* PK_EAGAIN at once */
-    PK_FULL_CALLER_RUNS = 2, /* run the task on the submitting thread */
+    PK_FULL_CALLER_RUNS = 2, /* run the task on the submitting thread;
+                                in a capped lane it takes one of the
+                                lane's places as a worker would (none
+                                if the caller is a task of that lane
+                                already), and while the lane is at its
+                                cap it waits, up to submit_timeout_ms
+                                (then PK_ETIMEDOUT), for a place (then
+                                runs it) or room in the queue (then
+                                queues it): the cap holds for tasks run
+                                on callers too */
     PK_FULL_REJECT = 3   /* PK_EFULL at once */
 };
 
@@ -63,7 +77,8 @@ typedef struct pk_threadpool_options {
     size_t queue_size;    /* queued tasks at most; default 65536, at most
                              2^30 (its ring is made at create) */
     int full_policy;      /* enum pk_full_policy */
-    int submit_timeout_ms; /* PK_FULL_BLOCK's limit; default PK_WAIT_FOREVER
+    int submit_timeout_ms; /* PK_FULL_BLOCK's limit, and CALLER_RUNS's in
+                              a capped lane; default PK_WAIT_FOREVER
                               (0 = default; PK_NEVER is not allowed) */
     int keep_alive_ms;    /* an idle worker above min retires; default
                              60000; PK_NEVER = never */

@@ -110,20 +110,33 @@ has_room(struct tp_lane *l)
            atomic_load_explicit(&l->running, memory_order_relaxed) < max;
 }
 
-/* Enters lane L to run its tasks on w: takes a place if the lane has a
- * cap and w is not inside it already. False if the lane is full. Without
- * a worker (cancel_queued emptying the queue) caps do not apply. */
+/* Takes one of l's places (max of them); false if all are taken. */
 static bool
-lane_enter(struct pk_threadpool *tp, struct tp_worker *w, int lane,
-           bool *counted)
+take_place(struct tp_lane *l, size_t max)
+{
+    size_t r = atomic_load_explicit(&l->running, memory_order_relaxed);
+
+    do {
+        if (r >= max)
+            return false;
+    } while (!atomic_compare_exchange_weak_explicit(
+        &l->running, &r, r + 1, memory_order_relaxed, memory_order_relaxed));
+    return true;
+}
+
+/* Enters lane L to run its tasks on w: takes a place if the lane has a
+ * cap and w is not inside it already. False if the lane is full. w NULL
+ * is a caller running a task of L itself (caller-runs): it takes a
+ * place too, with no worker to record it on (nothing nests on it). */
+bool
+pk__tp_lane_enter(struct pk_threadpool *tp, struct tp_worker *w, int lane,
+                  bool *counted)
 {
     struct tp_lane *l = &tp->lanes[lane];
-    size_t max, r;
+    size_t max;
 
     *counted = false;
-    if (!w)
-        return true;
-    if (w->in_lane[lane] > 0) {
+    if (w && w->in_lane[lane] > 0) {
         w->in_lane[lane]++;
         *counted = true;
         return true;
@@ -131,26 +144,23 @@ lane_enter(struct pk_threadpool *tp, struct tp_worker *w, int lane,
     max = atomic_load_explicit(&l->max_workers, memory_order_relaxed);
     if (!max)
         return true;
-    r = atomic_load_explicit(&l->running, memory_order_relaxed);
-    do {
-        if (r >= max)
-            return false;
-    } while (!atomic_compare_exchange_weak_explicit(
-        &l->running, &r, r + 1, memory_order_relaxed, memory_order_relaxed));
-    w->in_lane[lane] = 1;
+    if (!take_place(l, max))
+        return false;
+    if (w)
+        w->in_lane[lane] = 1;
     *counted = true;
     return true;
 }
 
-/* Leaves what lane_enter entered. A place given back lets a queued task
- * of the lane start: make sure a worker comes for it. */
+/* Leaves what pk__tp_lane_enter entered. A place given back lets a
+ * queued task of the lane start: make sure a worker comes for it. */
 void
 pk__tp_lane_leave(struct pk_threadpool *tp, struct tp_worker *w, int lane,
                   bool counted)
 {
     struct tp_lane *l = &tp->lanes[lane];
 
-    if (!counted || --w->in_lane[lane] > 0)
+    if (!counted || (w && --w->in_lane[lane] > 0))
         return;
     atomic_fetch_sub_explicit(&l->running, 1, memory_order_relaxed);
     /* Pairs with the fence in pk__tp_maybe_wake: either a submitter
@@ -348,7 +358,7 @@ pk__tp_pop(struct pk_threadpool *tp, struct tp_worker *w,
         int L = tp->order[i];
         struct tp_lane *l = &tp->lanes[L];
         size_t n = 0;
-        if (!tp_ring_ready(&l->q) || !lane_enter(tp, w, L, counted))
+        if (!tp_ring_ready(&l->q) || !pk__tp_lane_enter(tp, w, L, counted))
             continue;
         if (tp_ring_pop(&l->q, &out[0])) {
             size_t k = max > 1 && tp_ring_ready(&l->q)
@@ -446,3 +456,40 @@ pk__tp_steal_next(struct pk_threadpool *tp, struct tp_worker *self,
     return got;
 }
 
+
+/* ---- cancelling ------------------------------------------------------- */
+
+/* Cancels a task that will not run: its future CANCELLED, counted as
+ * cancelled (the caller counts it finished). */
+void
+pk__tp_cancel_one(struct pk_threadpool *tp, struct tp_task *t)
+{
+    if (t->fut)
+        pk_future_cancel(t->fut);
+    atomic_fetch_add_explicit(&tp->st_cancelled, 1, memory_order_relaxed);
+    pk_future_release(t->fut);
+    pk__free(tp_task_copy(t));
+}
+
+/* Cancels every queued task, once the rings are closed (a cancelling
+ * shutdown, or a give-back after it). Callers may race: each task is
+ * popped once. */
+void
+pk__tp_cancel_queued(struct pk_threadpool *tp)
+{
+    struct tp_task t;
+    size_t n = 0;
+
+    while (pk__tp_pop_closed(tp, &t)) {
+        pk__tp_cancel_one(tp, &t);
+        n++;
+    }
+    /* Next slots, one at a time: the cancel runs completion callbacks,
+     * which must not run under glock (a callback may submit or wait). */
+    while (pk__tp_steal_next(tp, NULL, &t)) {
+        pk__tp_cancel_one(tp, &t);
+        n++;
+    }
+    if (n)
+        pk__tp_finish(tp, n);
+}

@@ -10,6 +10,15 @@
  * lease. Keep-alive retirement is the core's idle_timeout; its destroy
  * hook stops and joins the parked thread.
  *
+ * When a worker cannot be started (the process is at its thread limit,
+ * or out of memory), the tasks still run, never on the core's helper
+ * thread (it makes the workers, and must stay free to): a submit that
+ * finds no worker alive waits for the one being started and, if none
+ * comes, runs the queue as a stand-in worker before it returns; so does
+ * a draining shutdown; a worker or stand-in waiting on a future of the
+ * pool helps run it. The watchdog retries the start after a backoff
+ * (1 ms doubling to 100 ms) while tasks are queued (worker.c).
+ *
  * The queue is a lock-free bounded ring (ring.h) per lane. A push claims
  * all its cells at once or none (the ring is full when its tail is a lap
  * ahead of its head), so submit_many is all or nothing. A worker takes
@@ -210,16 +219,6 @@ pk_threadpool_destroy(pk_threadpool *tp)
 /* ---- submit ----------------------------------------------------------- */
 
 static int
-validate(struct pk_threadpool *tp)
-{
-    if (!tp || tp->magic != PK__TP_MAGIC)
-        return PK_EINVAL;
-    if (tp->fork_epoch != pk__fork_epoch_fast())
-        return PK_EFORKED;
-    return 0;
-}
-
-static int
 task_ok(const pk_task *t)
 {
     if (!t || (t->fn == NULL) == (t->name == NULL))
@@ -332,6 +331,62 @@ push(struct pk_threadpool *tp, struct tp_lane *l, const struct tp_task *t,
     }
 }
 
+/* Runs t on this thread (PK_FULL_CALLER_RUNS), in its lane's place. */
+static void
+run_here(struct pk_threadpool *tp, struct tp_lane *l, struct tp_worker *w,
+         struct tp_task *t, bool counted)
+{
+    struct tally c = { 0, 0, 0 };
+
+    atomic_fetch_add(&l->st_extra, 1);
+    pk__tp_run_task(tp, t, &c);
+    pk__tp_tally_add(tp, &c);
+    pk__tp_lane_leave(tp, w, t->lane, counted);
+}
+
+/* PK_FULL_CALLER_RUNS with the queue full: runs t here, holding a place
+ * in its lane as a worker would (a task of a lane its caller's worker is
+ * inside already takes none: the same nesting rule). While the lane is
+ * at its cap, waits for a place or for room in the queue (then t is
+ * queued after all), up to submit_timeout_ms, in 1 ms slices: a place
+ * given back wakes nobody here. Returns 1 (ran here), 0 (pushed),
+ * PK_ETIMEDOUT, PK_ESHUTDOWN or PK_EINVAL. */
+static int
+caller_runs(struct pk_threadpool *tp, struct tp_lane *l, struct tp_task *t)
+{
+    struct tp_worker *w = pk__tp_self && pk__tp_self->tp == tp ? pk__tp_self
+                                                                : NULL;
+    uint64_t deadline;
+    bool counted;
+
+    if (pk__tp_lane_enter(tp, w, t->lane, &counted)) {
+        run_here(tp, l, w, t, counted);
+        return 1;
+    }
+    if (pk__deadline(tp->submit_timeout_ms, &deadline))
+        return PK_EINVAL;
+    for (;;) {
+        uint32_t seq = pk__cv_prepare(&tp->not_full);
+        int rc = atomic_load(&tp->closed) ? PK_ESHUTDOWN
+                                          : pk__tp_push(l, t, 1);
+        if (rc != PK_EAGAIN || pk__tp_lane_enter(tp, w, t->lane, &counted)) {
+            pk__cv_cancel(&tp->not_full);
+            if (rc != PK_EAGAIN)
+                return rc;
+            run_here(tp, l, w, t, counted);
+            return 1;
+        }
+        uint64_t now = pk__now_ns();
+        if (now >= deadline) {
+            pk__cv_cancel(&tp->not_full);
+            return PK_ETIMEDOUT;
+        }
+        pk__cv_wait_prepared(&tp->not_full, seq, now + 1000000u < deadline
+                                                     ? now + 1000000u
+                                                     : deadline);
+    }
+}
+
 /* Pushes n prepared tasks of one lane, or refuses them all. No fence
  * against shutdown here: a ring refuses pushes once closed (ring.h), and
  * counts the ones before in its tail, which is also what counts them as
@@ -343,18 +398,16 @@ enqueue(struct pk_threadpool *tp, struct tp_task *t, size_t n, int policy)
     int rc = atomic_load(&tp->closed) ? PK_ESHUTDOWN
                                       : push(tp, l, t, n, policy);
 
+    if (rc == 1)
+        rc = caller_runs(tp, l, t); /* n is 1: submit_many never is */
     if (rc < 0) {
         atomic_fetch_add_explicit(&tp->st_rejected, n, memory_order_relaxed);
         return rc;
     }
-    if (rc == 1) {
-        atomic_fetch_add(&l->st_extra, n);
-        struct tally c = { 0, 0, 0 };
-        pk__tp_run_task(tp, t, &c);
-        pk__tp_tally_add(tp, &c);
+    if (rc == 1)
         return 0;
-    }
     pk__tp_wake_after_push(tp, l);
+    pk__tp_after_submit(tp); /* no worker: run it here if none comes */
     return 0;
 }
 
@@ -406,8 +459,10 @@ apply_task_options(struct pk_threadpool *tp, const pk_task_options *o,
     }
     if (o->run_limit_ms) {
         pk__lock_acquire(&tp->glock);
+        tp->wd_limits = true;
         rc = pk__tp_wd_start_locked(tp);
         pk__lock_release(&tp->glock);
+        pk__cv_broadcast(&tp->wd_cv); /* it may sleep with nothing to watch */
     }
     return rc;
 }
@@ -417,7 +472,7 @@ submit(pk_threadpool *tp, const pk_task *task, const pk_task_options *o,
        pk_future **fut)
 {
     struct tp_task t;
-    int rc = validate(tp);
+    int rc = pk__tp_validate(tp);
 
     if (rc == 0)
         rc = task_ok(task);
@@ -481,7 +536,7 @@ pk_threadpool_submit_many_opts(pk_threadpool *tp, const pk_task *tasks,
 {
     struct tp_task *recs;
     size_t i;
-    int rc = validate(tp);
+    int rc = pk__tp_validate(tp);
 
     if (rc == 0 && (!tasks || n == 0 || n > SIZE_MAX / sizeof *recs))
         rc = PK_EINVAL;
@@ -530,11 +585,20 @@ pk_threadpool_submit_many_opts(pk_threadpool *tp, const pk_task *tasks,
 
 /* ---- sizing, shutdown, stats ------------------------------------------ */
 
+/* Applies min/max (plus compensation) to the core pool. rlock held. */
+int
+pk__tp_apply_size_locked(struct pk_threadpool *tp)
+{
+    size_t max = atomic_load(&tp->max_threads) + tp->comp;
+
+    return pk_pool_resize(tp->workers, tp->min_threads, 0, max);
+}
+
 int
 pk_threadpool_resize(pk_threadpool *tp, size_t min_threads,
                      size_t max_threads)
 {
-    int rc = validate(tp);
+    int rc = pk__tp_validate(tp);
 
     if (rc)
         return rc;
@@ -548,36 +612,6 @@ pk_threadpool_resize(pk_threadpool *tp, size_t min_threads,
     if (rc == 0 && pk__tp_work_ready(tp))
         pk__tp_wake_one(tp);
     return rc;
-}
-
-static void
-cancel_one(struct pk_threadpool *tp, struct tp_task *t)
-{
-    if (t->fut)
-        pk_future_cancel(t->fut);
-    atomic_fetch_add_explicit(&tp->st_cancelled, 1, memory_order_relaxed);
-    pk_future_release(t->fut);
-    pk__free(tp_task_copy(t));
-}
-
-static void
-cancel_queued(struct pk_threadpool *tp)
-{
-    struct tp_task t;
-    size_t n = 0;
-
-    while (pk__tp_pop_closed(tp, &t)) {
-        cancel_one(tp, &t);
-        n++;
-    }
-    /* Next slots, one at a time: the cancel runs completion callbacks,
-     * which must not run under glock (a callback may submit or wait). */
-    while (pk__tp_steal_next(tp, NULL, &t)) {
-        cancel_one(tp, &t);
-        n++;
-    }
-    if (n)
-        pk__tp_finish(tp, n);
 }
 
 /* Closes the door and waits for submits already past it. */
@@ -595,7 +629,7 @@ int
 pk_threadpool_shutdown(pk_threadpool *tp, int how, int timeout_ms)
 {
     uint64_t deadline;
-    int rc = validate(tp);
+    int rc = pk__tp_validate(tp);
 
     if (rc)
         return rc;
@@ -603,29 +637,43 @@ pk_threadpool_shutdown(pk_threadpool *tp, int how, int timeout_ms)
         pk__deadline(timeout_ms, &deadline))
         return PK_EINVAL;
     close_door(tp);
-    if (how != PK_SHUTDOWN_DRAIN)
-        cancel_queued(tp);
-    else if (pk__tp_work_ready(tp))
+    if (how != PK_SHUTDOWN_DRAIN) {
+        /* Before the sweep: a worker giving back its batch after it
+         * cancels what it gives back (wait.c, give_back_batch). */
+        atomic_store(&tp->cancelling, true);
+        atomic_thread_fence(memory_order_seq_cst);
+        pk__tp_cancel_queued(tp);
+    } else if (pk__tp_work_ready(tp)) {
         pk__tp_wake_one(tp);
-    /* Woken by the worker whose pk__tp_finish() catches up with the pushes. */
+    }
+    /* Woken by the worker whose pk__tp_finish() catches up with the
+     * pushes. A draining caller stands in while no worker is alive (it
+     * may run past the deadline then: nobody else would run the queue),
+     * looking again every 10 ms, as workers may go while it waits. */
     for (;;) {
+        if (how == PK_SHUTDOWN_DRAIN &&
+            atomic_load_explicit(&tp->alive, memory_order_relaxed) == 0)
+            pk__tp_standin_if_starved(tp);
         uint32_t seq = pk__cv_prepare(&tp->idle);
+        uint64_t now = pk__now_ns();
         if (pk__tp_all_finished(tp)) {
             pk__cv_cancel(&tp->idle);
             return 0;
         }
-        if (pk__now_ns() >= deadline) {
+        if (now >= deadline) {
             pk__cv_cancel(&tp->idle);
             return PK_ETIMEDOUT;
         }
-        pk__cv_wait_prepared(&tp->idle, seq, deadline);
+        pk__cv_wait_prepared(&tp->idle, seq, now + 10000000u < deadline
+                                                 ? now + 10000000u
+                                                 : deadline);
     }
 }
 
 int
 pk_threadpool_stats_get(pk_threadpool *tp, pk_threadpool_stats *o)
 {
-    int rc = validate(tp);
+    int rc = pk__tp_validate(tp);
 
     if (rc == 0 && !o)
         rc = PK_EINVAL;
@@ -651,169 +699,4 @@ pk_threadpool_stats_get(pk_threadpool *tp, pk_threadpool_stats *o)
     o->run_p50_ns = pk__hist_quantile(&tp->run_hist, 0.50, 0);
     o->run_p99_ns = pk__hist_quantile(&tp->run_hist, 0.99, 0);
     return 0;
-}
-
-/* ---- lanes ------------------------------------------------------------ */
-
-int
-pk_threadpool_lane(pk_threadpool *tp, const char *name, int *lane)
-{
-    int rc = validate(tp);
-
-    if (rc == 0 && (!name || !lane))
-        rc = PK_EINVAL;
-    if (rc)
-        return rc;
-    for (size_t i = 1; i < tp->nlanes; i++) {
-        if (strcmp(tp->lanes[i].name, name) == 0) {
-            *lane = (int)i;
-            return 0;
-        }
-    }
-    return PK_ENOENT;
-}
-
-static int
-check_lane(struct pk_threadpool *tp, int lane)
-{
-    int rc = validate(tp);
-
-    if (rc == 0 && (lane < 0 || (size_t)lane >= tp->nlanes))
-        rc = PK_EINVAL;
-    return rc;
-}
-
-/* A higher cap lets queued tasks start now: a worker for each (a push
- * wakes one per task; here nothing else would). */
-static void
-wake_for_cap(struct pk_threadpool *tp, struct tp_lane *l, size_t old,
-             size_t cap)
-{
-    size_t more = cap == 0 ? SIZE_MAX : cap > old ? cap - old : 0;
-    size_t queued = tp_ring_count(&l->q);
-
-    if (old == 0)
-        return; /* it had no cap: nothing waited for one */
-    for (size_t i = 0; i < more && i < queued; i++) {
-        if (atomic_load(&tp->active) >= atomic_load(&tp->max_threads))
-            break;
-        pk__tp_wake_one(tp);
-    }
-}
-
-int
-pk_threadpool_lane_set_cap(pk_threadpool *tp, int lane, size_t max_threads)
-{
-    int rc = check_lane(tp, lane);
-
-    if (rc == 0 && lane == 0 && max_threads)
-        rc = PK_EINVAL; /* the default lane has no cap */
-    if (rc == 0 && atomic_load(&tp->closed))
-        rc = PK_ESHUTDOWN;
-    if (rc)
-        return rc;
-    wake_for_cap(tp, &tp->lanes[lane],
-                 atomic_exchange(&tp->lanes[lane].max_workers, max_threads),
-                 max_threads);
-    return 0;
-}
-
-int
-pk_threadpool_lane_stats_get(pk_threadpool *tp, int lane, pk_lane_stats *out)
-{
-    int rc = check_lane(tp, lane);
-    struct tp_lane *l;
-
-    if (rc == 0 && !out)
-        rc = PK_EINVAL;
-    if (rc)
-        return rc;
-    l = &tp->lanes[lane];
-    out->queued = tp_ring_count(&l->q);
-    out->running = atomic_load(&l->running);
-    out->max_threads = atomic_load(&l->max_workers);
-    out->submitted = pk__tp_lane_submitted(l);
-    return 0;
-}
-
-/* ---- the executor view ------------------------------------------------ */
-
-/* What an executor view refers to: the pool, and the lane its tasks
- * queue in. */
-struct tp_view {
-    struct pk_threadpool *tp;
-    pk_task_options opts;
-};
-
-static int
-ex_submit(void *impl, const pk_task *task, pk_future **fut)
-{
-    struct tp_view *v = impl;
-
-    return submit(v->tp, task, &v->opts, fut);
-}
-
-static int
-ex_submit_many(void *impl, const pk_task *tasks, size_t n, pk_future **futs)
-{
-    struct tp_view *v = impl;
-
-    return pk_threadpool_submit_many_opts(v->tp, tasks, n, &v->opts, futs);
-}
-
-static int
-ex_capacity(void *impl, size_t *out)
-{
-    struct tp_view *v = impl;
-    struct tp_lane *l = &v->tp->lanes[v->opts.lane];
-    size_t u = tp_ring_count(&l->q);
-
-    if (atomic_load(&v->tp->closed))
-        return PK_ESHUTDOWN;
-    *out = l->cap > u ? l->cap - u : 0;
-    return 0;
-}
-
-static int
-ex_shutdown(void *impl, int how, int timeout_ms)
-{
-    struct tp_view *v = impl;
-
-    return pk_threadpool_shutdown(v->tp, how, timeout_ms);
-}
-
-static void
-ex_destroy(void *impl)
-{
-    pk__free(impl);
-}
-
-int
-pk_threadpool_lane_executor(pk_threadpool *tp, int lane, pk_executor **out)
-{
-    static const pk_executor_ops ops = {
-        ex_submit, ex_submit_many, ex_capacity, ex_shutdown, ex_destroy
-    };
-    struct tp_view *v;
-    int rc = check_lane(tp, lane);
-
-    if (rc == 0 && !out)
-        rc = PK_EINVAL;
-    if (rc)
-        return rc;
-    v = pk__calloc(1, sizeof *v);
-    if (!v)
-        return PK_ENOMEM;
-    v->tp = tp;
-    v->opts.lane = lane;
-    rc = pk_executor_create(out, &ops, v);
-    if (rc)
-        pk__free(v);
-    return rc;
-}
-
-int
-pk_threadpool_executor(pk_threadpool *tp, pk_executor **out)
-{
-    return pk_threadpool_lane_executor(tp, 0, out);
 }

@@ -1,7 +1,10 @@
 /* pools/thread/tp_int.h - the thread pool's parts, shared by its files:
- * queue.c (lanes, pushes and pops, next slots), worker.c (running tasks,
- * helping while waiting, waking), watchdog.c, and threadpool.c (the
- * public calls). Not installed. */
+ * queue.c (lanes, pushes and pops, next slots, cancelling), worker.c
+ * (running tasks, the workers' loop, stand-ins, waking), wait.c (helping
+ * while waiting, cycle checks), watchdog.c (slow and stuck tasks, run
+ * limits, retried starts), threadpool.c (create, submit, resize,
+ * shutdown, stats) and lanes.c (the public calls on lanes, executor
+ * views). Not installed. */
 #ifndef PK_POOLS_THREAD_TP_INT_H
 #define PK_POOLS_THREAD_TP_INT_H
 
@@ -22,10 +25,17 @@
 #define PK__TP_SPINS 200
 /* Tasks a worker takes from the queue at once, at most. */
 #define PK__TP_BATCH 16
-/* Tasks a waiting worker runs nested on its stack, at most. */
+/* Tasks a waiting worker (or stand-in) runs nested on its stack, at
+ * most. */
 #define PK__TP_NEST 16
-/* The same for a stand-in worker (worker.c, run_queued_here). */
-#define PK__TP_STANDIN_NEST 256
+/* After a failed start of a worker, the next try waits this long at
+ * first, doubling up to PK__TP_RETRY_MAX_NS (the core's own backoff is
+ * the same: threadpool.c, start_workers). */
+#define PK__TP_RETRY_MIN_NS 1000000u
+#define PK__TP_RETRY_MAX_NS 100000000u
+/* How long a caller that finds no worker alive waits for the one being
+ * started before it runs the queue itself (pk__tp_standin_if_starved). */
+#define PK__TP_GROW_WAIT_NS 100000000u
 /* The largest queue_size (pool or lane): its ring is made at once. */
 #define PK__TP_QUEUE_MAX ((size_t)1 << 30)
 
@@ -81,7 +91,8 @@ struct tp_worker {
     uint64_t cur_limit_ns;
     pk_future *cur_fut;
     bool cur_flagged, cur_slow, cur_stuck;
-    bool stand_in;                   /* run_queued_here's, on its stack */
+    bool stand_in;                   /* a caller thread's (worker.c,
+                                        run_queued_here), on its stack */
     _Atomic bool detached;           /* given up as stuck */
     /* The "next" slot (Go's runnext): a task with a future submitted by
      * the task running here goes here, so that when that task waits on
@@ -120,6 +131,8 @@ struct pk_threadpool {
     /* Read by every submit and every finish, written once: with the
      * fields above that only change on resizes, never with a counter. */
     _Atomic bool closed;
+    _Atomic bool cancelling;   /* a CANCEL (or KILL) shutdown swept the
+                                  queue, or is about to */
     /* Submitters skip their fence, workers make up for it with
      * membarrier (pk__tp_wake_after_push); false if it is unavailable. */
     _Atomic bool asym;
@@ -136,6 +149,7 @@ struct pk_threadpool {
     uint64_t slow_ns, stuck_ns;    /* UINT64_MAX: off */
     _Atomic bool watch;            /* workers publish their running task */
     bool wd_running, wd_quit;    /* under glock */
+    bool wd_limits;              /* tasks with run limits came (glock) */
     pthread_t wd;
     pk__cv wd_cv;
     pk__cv not_full;           /* a worker freed cells */
@@ -150,6 +164,16 @@ struct pk_threadpool {
     _Atomic size_t active;     /* workers holding their lease */
     _Atomic size_t alive;      /* workers spawned and not yet stopped */
     _Atomic bool growing;      /* an async ticket is out */
+    /* Starting workers failed (thread limit, memory): the last try
+     * failed, the next is not before retry_at (CLOCK_MONOTONIC ns),
+     * retry_armed says the watchdog will make it, retry_ns is the
+     * current backoff. Written when a try ends, and tries are one at a
+     * time (`growing`). */
+    _Atomic bool create_failed;
+    _Atomic bool retry_armed;
+    _Atomic uint64_t retry_at;
+    _Atomic uint64_t retry_ns;
+    pk__cv grown;              /* a try to start a worker ended */
     char pad1s[64];
     /* Apart: it changes whenever a worker finds the queue empty, while
      * the line above stays put under load (pk__tp_maybe_wake reads it). */
@@ -187,6 +211,8 @@ bool pk__tp_pop_closed(struct pk_threadpool *tp, struct tp_task *out);
 uint64_t pk__tp_lane_submitted(struct tp_lane *l);
 size_t pk__tp_pop(struct pk_threadpool *tp, struct tp_worker *w,
                   struct tp_task *out, size_t max, int *lane, bool *counted);
+bool pk__tp_lane_enter(struct pk_threadpool *tp, struct tp_worker *w,
+                       int lane, bool *counted);
 void pk__tp_lane_leave(struct pk_threadpool *tp, struct tp_worker *w,
                        int lane, bool counted);
 bool pk__tp_lanes_step_out(struct pk_threadpool *tp, struct tp_worker *w);
@@ -199,24 +225,53 @@ bool pk__tp_put_next(struct pk_threadpool *tp, struct tp_worker *w,
 bool pk__tp_take_next(struct tp_worker *w, struct tp_task *out);
 bool pk__tp_steal_next(struct pk_threadpool *tp, struct tp_worker *self,
                        struct tp_task *out);
+void pk__tp_cancel_one(struct pk_threadpool *tp, struct tp_task *t);
+void pk__tp_cancel_queued(struct pk_threadpool *tp);
 
 /* worker.c */
 void pk__tp_run_task(struct pk_threadpool *tp, struct tp_task *t,
                      struct tally *n);
 void pk__tp_tally_add(struct pk_threadpool *tp, const struct tally *n);
-int pk__tp_apply_size_locked(struct pk_threadpool *tp);
+void pk__tp_run_one(struct pk_threadpool *tp, struct tp_task *t);
 int pk__tp_worker_create(void *user, void **res, pk_error *err);
 void pk__tp_worker_destroy(void *user, void *res);
 void pk__tp_wake_one(struct pk_threadpool *tp);
 void pk__tp_maybe_wake(struct pk_threadpool *tp);
 void pk__tp_wake_after_push(struct pk_threadpool *tp, struct tp_lane *l);
 bool pk__tp_asym_init(void);
+void pk__tp_standin_if_starved(struct pk_threadpool *tp);
+
+/* A submit's check whether it must stand in for the workers: one load of
+ * a line that its wake check read already. */
+static inline void
+pk__tp_after_submit(struct pk_threadpool *tp)
+{
+    if (atomic_load_explicit(&tp->alive, memory_order_relaxed) == 0)
+        pk__tp_standin_if_starved(tp);
+}
+
+/* wait.c */
+int pk__tp_help_wait(void *ctx, pk_future *f, uint64_t deadline);
 
 /* watchdog.c */
 int pk__tp_wd_start_locked(struct pk_threadpool *tp);
 void pk__tp_wd_stop(struct pk_threadpool *tp);
+void pk__tp_wd_arm_retry(struct pk_threadpool *tp);
 
 /* threadpool.c */
 void pk__tp_unref(struct pk_threadpool *tp);
+int pk__tp_apply_size_locked(struct pk_threadpool *tp);
+
+/* Checks a handle at the entry of a public call: PK_EINVAL, PK_EFORKED
+ * (a pool inherited through fork), or 0. */
+static inline int
+pk__tp_validate(struct pk_threadpool *tp)
+{
+    if (!tp || tp->magic != PK__TP_MAGIC)
+        return PK_EINVAL;
+    if (tp->fork_epoch != pk__fork_epoch_fast())
+        return PK_EFORKED;
+    return 0;
+}
 
 #endif /* PK_POOLS_THREAD_TP_INT_H */

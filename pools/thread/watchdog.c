@@ -1,4 +1,10 @@
-/* pools/thread/watchdog.c - slow tasks, stuck workers and run limits. */
+/* pools/thread/watchdog.c - slow tasks, stuck workers and run limits,
+ * and the timer that retries starting workers after a failed start.
+ *
+ * The thread starts on demand: at create when slow or stuck tasks are
+ * watched, at the first task with a run limit, at the first failed start
+ * of a worker while tasks are queued. With nothing to watch it sleeps
+ * until a retry is due. */
 #define _GNU_SOURCE /* pthread_setname_np */
 #include "alloc.h"
 #include "tp_int.h"
@@ -67,15 +73,44 @@ give_up(struct pk_threadpool *tp, struct wd_work *wk)
         pk__tp_wake_one(tp);
 }
 
+/* How often to look at running tasks; UINT64_MAX: none to look at.
+ * glock held. */
 static uint64_t
 wd_period(struct pk_threadpool *tp)
 {
     uint64_t p = tp->slow_ns < tp->stuck_ns ? tp->slow_ns : tp->stuck_ns;
 
-    p = p == UINT64_MAX ? 5000000u : p / 4; /* run limits: 5 ms steps */
+    if (p == UINT64_MAX)
+        return tp->wd_limits ? 5000000u : UINT64_MAX; /* run limits: 5 ms */
+    p /= 4;
     if (p < 1000000u)
         p = 1000000u;
     return p > 100000000u ? 100000000u : p;
+}
+
+/* When to look next: after a period, or when a retry is due. glock
+ * held. */
+static uint64_t
+wd_next(struct pk_threadpool *tp, uint64_t now)
+{
+    uint64_t p = wd_period(tp);
+    uint64_t until = p == UINT64_MAX ? UINT64_MAX : now + p;
+    uint64_t r = atomic_load(&tp->retry_at);
+
+    if (atomic_load(&tp->retry_armed) && r < until)
+        until = r;
+    return until;
+}
+
+/* True if the retry armed by pk__tp_wd_arm_retry is due; disarms it.
+ * glock held. */
+static bool
+retry_due(struct pk_threadpool *tp, uint64_t now)
+{
+    if (!atomic_load(&tp->retry_armed) || now < atomic_load(&tp->retry_at))
+        return false;
+    atomic_store(&tp->retry_armed, false);
+    return true;
 }
 
 static void *
@@ -83,12 +118,12 @@ wd_main(void *arg)
 {
     struct pk_threadpool *tp = arg;
     struct wd_work wk;
-    uint64_t period = wd_period(tp);
 
     pthread_setname_np(pthread_self(), "pk-watchdog");
     pk__lock_acquire(&tp->glock);
     while (!tp->wd_quit) {
         uint64_t now = pk__now_ns();
+        bool retry = retry_due(tp, now);
         wk.n_ev = wk.n_stuck = 0;
         for (struct tp_worker *w = tp->all_workers; w; w = w->next_all)
             if (w->cur_start)
@@ -97,20 +132,29 @@ wd_main(void *arg)
         give_up(tp, &wk);
         for (size_t i = 0; tp->event && i < wk.n_ev; i++)
             tp->event(tp->event_user, &wk.ev[i]);
+        /* Only while tasks wait: a failed try re-arms it (growth_failed),
+         * and so does a submit that meets the backoff. */
+        if (retry && pk__tp_work_ready(tp))
+            pk__tp_wake_one(tp);
         pk__lock_acquire(&tp->glock);
         if (!tp->wd_quit)
-            pk__cv_wait_until(&tp->wd_cv, &tp->glock, pk__now_ns() + period);
+            pk__cv_wait_until(&tp->wd_cv, &tp->glock,
+                              wd_next(tp, pk__now_ns()));
     }
     pk__lock_release(&tp->glock);
     return NULL;
 }
 
-/* Starts the watchdog once. glock held. */
+/* Starts the watchdog once; never after pk__tp_wd_stop (a ticket's
+ * callback may arm a retry while the pool is being destroyed). glock
+ * held. */
 int
 pk__tp_wd_start_locked(struct pk_threadpool *tp)
 {
     int rc;
 
+    if (tp->wd_quit)
+        return PK_ESHUTDOWN;
     if (tp->wd_running)
         return 0;
     rc = pk__thread_create(&tp->wd, wd_main, tp);
@@ -133,4 +177,19 @@ pk__tp_wd_stop(struct pk_threadpool *tp)
     pk__cv_broadcast(&tp->wd_cv);
     if (join)
         pthread_join(tp->wd, NULL);
+}
+
+/* Has the watchdog try to start a worker once tp->retry_at has passed
+ * (worker.c, growth_failed), starting it if need be. If it cannot start
+ * (often the very failure being retried), the retry stays unarmed and
+ * the next submit that meets the backoff arms it again. */
+void
+pk__tp_wd_arm_retry(struct pk_threadpool *tp)
+{
+    pk__lock_acquire(&tp->glock);
+    atomic_store(&tp->retry_armed, true);
+    if (pk__tp_wd_start_locked(tp) != 0)
+        atomic_store(&tp->retry_armed, false);
+    pk__lock_release(&tp->glock);
+    pk__cv_broadcast(&tp->wd_cv);
 }

@@ -1,5 +1,7 @@
-/* pools/thread/worker.c - worker threads: running tasks, helping while
- * waiting on a future of the same pool, and waking. */
+/* pools/thread/worker.c - worker threads: running tasks, the workers'
+ * loop, stand-ins on caller threads, and waking (starting workers, and
+ * retrying when that fails). Helping while waiting on a future of the
+ * same pool is in wait.c. */
 #define _GNU_SOURCE /* pthread_setname_np */
 #include <linux/membarrier.h>
 #include <sched.h>
@@ -157,8 +159,9 @@ pop_batch(struct pk_threadpool *tp, struct tp_worker *w)
     return n;
 }
 
-static void
-run_one(struct pk_threadpool *tp, struct tp_task *t)
+/* Runs one task taken from a next slot or the queue, counted finished. */
+void
+pk__tp_run_one(struct pk_threadpool *tp, struct tp_task *t)
 {
     struct tally n = { 0, 0, 0 };
 
@@ -182,34 +185,6 @@ run_batch(struct pk_threadpool *tp, struct tp_worker *w)
     pk__tp_tally_add(tp, &n);
     pk__tp_finish(tp, w->batch_ran);
     pk__tp_lane_leave(tp, w, w->batch_lane, w->batch_counted);
-}
-
-/* Gives the unrun part of the batch back to the queue (where room is):
- * a worker that may not help any more must not sit on tasks that others
- * could run, its own awaited ones among them. */
-static void
-give_back_batch(struct pk_threadpool *tp, struct tp_worker *w)
-{
-    struct tp_lane *l = &tp->lanes[w->batch_lane];
-    size_t n = 0;
-
-    while (w->batch_next < w->batch_n) {
-        /* Off the count before the push: see pk__tp_lane_submitted. */
-        atomic_fetch_sub(&l->st_extra, 1);
-        if (pk__tp_push_back(l, &w->batch[w->batch_n - 1]) != 0) {
-            atomic_fetch_add(&l->st_extra, 1);
-            break;
-        }
-        w->batch_n--;
-        n++;
-    }
-    /* Each was counted once when first pushed: the push just made counts
-     * it again, so count it finished once here (after the push, so that
-     * finished never overtakes the pushes). */
-    if (n) {
-        pk__tp_finish(tp, n);
-        pk__tp_maybe_wake(tp);
-    }
 }
 
 /* Waits for work, briefly; false if none came (or the pool closed: no
@@ -244,22 +219,39 @@ spin(struct pk_threadpool *tp, int *rounds)
     return found;
 }
 
-/* Runs one task or batch if there is one; false if there was none. */
+/* A spinner that found work took one task (or batch); submits that saw
+ * it spinning woke nobody, counting on it, so if more is queued it
+ * passes the wake on (as Go's spinning M does) before it runs what it
+ * took, which may block: several tasks pushed during one spin would
+ * otherwise wait for a running task to end. The look is at the head
+ * cells, which the next pop reads anyway. */
+static void
+pass_on(struct pk_threadpool *tp, bool spun)
+{
+    if (spun && pk__tp_work_seen(tp))
+        pk__tp_maybe_wake(tp);
+}
+
+/* Runs one task or batch if there is one; false if there was none.
+ * spun: the worker found it by spinning (pass_on). */
 static bool
-run_some(struct pk_threadpool *tp, struct tp_worker *w)
+run_some(struct pk_threadpool *tp, struct tp_worker *w, bool spun)
 {
     struct tp_task t;
 
     if (pk__tp_take_next(w, &t)) {
-        run_one(tp, &t);
+        pass_on(tp, spun);
+        pk__tp_run_one(tp, &t);
         return true;
     }
     if (pop_batch(tp, w)) {
+        pass_on(tp, spun);
         run_batch(tp, w);
         return true;
     }
     if (pk__tp_steal_next(tp, w, &t)) {
-        run_one(tp, &t);
+        pass_on(tp, spun);
+        pk__tp_run_one(tp, &t);
         return true;
     }
     return false;
@@ -270,233 +262,20 @@ static void
 drain(struct pk_threadpool *tp, struct tp_worker *w)
 {
     int rounds = 0;
+    bool spun = false;
 
     for (;;) {
         if (atomic_load_explicit(&w->detached, memory_order_relaxed))
             return; /* given up as stuck: the pool has a replacement */
-        if (run_some(tp, w))
+        if (run_some(tp, w, spun)) {
             rounds = 0;
-        else if (atomic_load(&tp->closed) || !spin(tp, &rounds))
+            spun = false;
+        } else if (atomic_load(&tp->closed) || !spin(tp, &rounds)) {
             return;
-    }
-}
-
-/* ---- waiting inside a task: help instead of blocking ------------------ */
-
-/* The worker whose stack holds f, or NULL. glock held. */
-static struct tp_worker *
-runner_of(struct pk_threadpool *tp, pk_future *f)
-{
-    for (struct tp_worker *r = tp->all_workers; r; r = r->next_all) {
-        int d = atomic_load(&r->depth);
-        for (int i = 0; i < d; i++)
-            if (atomic_load(&r->stack[i]) == f)
-                return r;
-    }
-    return NULL;
-}
-
-/* Follows "f runs on R, R waits on g, g runs on ..." back to w: a cycle
- * means f can never finish while w waits. Every future on the chain is
- * unfinished, or the chain is already unwinding. */
-static bool
-cycle_once(struct pk_threadpool *tp, struct tp_worker *w, pk_future *f)
-{
-    bool cycle = false;
-
-    pk__lock_acquire(&tp->glock);
-    for (int hops = 0; f && hops < 64; hops++) {
-        struct tp_worker *r;
-        if (pk__future_done(f))
-            break;
-        r = runner_of(tp, f);
-        if (!r)
-            break;
-        if (r == w) {
-            cycle = true;
-            break;
+        } else {
+            spun = true;
         }
-        f = atomic_load(&r->waiting_on);
     }
-    pk__lock_release(&tp->glock);
-    return cycle;
-}
-
-static bool
-is_cycle(struct pk_threadpool *tp, struct tp_worker *w, pk_future *f)
-{
-    /* The chain is read while others move; a real cycle is stable (all
-     * its workers are blocked), so seeing it twice rules out a race. */
-    if (!cycle_once(tp, w, f))
-        return false;
-    sched_yield();
-    return cycle_once(tp, w, f);
-}
-
-/* Runs one task from the worker's own batch or from the queue, nested on
- * this stack. Returns false if there was none. */
-static bool
-help_one(struct pk_threadpool *tp, struct tp_worker *w)
-{
-    struct tally n = { 0, 0, 0 };
-    struct tp_task t;
-    bool counted;
-    int lane;
-
-    if (pk__tp_take_next(w, &t)) {
-        run_one(tp, &t);
-        return true;
-    }
-    if (w->batch_next < w->batch_n) {
-        t = w->batch[w->batch_next++];
-        w->batch_ran++;
-        pk__tp_run_task(tp, &t, &n); /* finished with the batch, in run_batch */
-        pk__tp_tally_add(tp, &n);
-        return true;
-    }
-    if (pk__tp_pop(tp, w, &t, 1, &lane, &counted)) {
-        run_one(tp, &t);
-        pk__tp_lane_leave(tp, w, lane, counted);
-        return true;
-    }
-    /* Another worker's next slot: that worker may be parked waiting too,
-     * and nothing else would run it (stress_threadpool). */
-    if (pk__tp_steal_next(tp, w, &t)) {
-        run_one(tp, &t);
-        return true;
-    }
-    return false;
-}
-
-/* True if some worker's next slot holds a task (spinning workers steal
- * them; a parked one does not). */
-static bool
-next_waiting(struct pk_threadpool *tp)
-{
-    bool any = false;
-
-    pk__lock_acquire(&tp->glock);
-    for (struct tp_worker *r = tp->all_workers; r && !any; r = r->next_all)
-        any = atomic_load_explicit(&r->next_state,
-                                   memory_order_relaxed) == 1;
-    pk__lock_release(&tp->glock);
-    return any;
-}
-
-/* Applies min/max (plus compensation) to the core pool. rlock held. */
-int
-pk__tp_apply_size_locked(struct pk_threadpool *tp)
-{
-    size_t max = atomic_load(&tp->max_threads) + tp->comp;
-
-    return pk_pool_resize(tp->workers, tp->min_threads, 0, max);
-}
-
-/* A worker that must park while work is queued (it may not help: its
- * stack is full) lets one more worker exist meanwhile, as Java's
- * ForkJoinPool compensates a blocked worker: otherwise every worker could
- * wait on children that sit behind the tasks none of them may run. The
- * extra worker retires when it next goes idle above max. */
-static void
-compensate(struct pk_threadpool *tp, int delta)
-{
-    pk__lock_acquire(&tp->rlock);
-    tp->comp = delta > 0 ? tp->comp + 1 : tp->comp - 1;
-    atomic_store(&tp->ncomp, tp->comp);
-    pk__tp_apply_size_locked(tp);
-    pk__lock_release(&tp->rlock);
-    if (delta > 0)
-        pk__tp_wake_one(tp);
-}
-
-/* Sets what w is blocked on. Under glock: a cycle check reads other
- * workers' waiting_on and looks into those futures, so one must stay
- * alive (its waiter holds it until this reset) while a check that saw it
- * runs. */
-static void
-set_waiting_on(struct pk_threadpool *tp, struct tp_worker *w, pk_future *f)
-{
-    pk__lock_acquire(&tp->glock);
-    atomic_store(&w->waiting_on, f);
-    pk__lock_release(&tp->glock);
-}
-
-/* Runs one task that may help f finish, within the nesting bounds:
- * below PK__TP_NEST tasks on this stack anything; below twice that only
- * next slots (most often the very child awaited). A stand-in (no worker
- * could start) helps up to PK__TP_STANDIN_NEST: parked, it would wait for
- * a worker that its own thread may have to make (the core's helper
- * thread runs stand-ins), a deadlock stress_threadpool found. */
-static bool
-help_within_bounds(struct pk_threadpool *tp, struct tp_worker *w)
-{
-    struct tp_task t;
-
-    if (w->nest < PK__TP_NEST ||
-        (w->stand_in && w->nest < PK__TP_STANDIN_NEST))
-        return help_one(tp, w);
-    if (w->nest < 2 * PK__TP_NEST &&
-        (pk__tp_take_next(w, &t) || pk__tp_steal_next(tp, w, &t))) {
-        run_one(tp, &t);
-        return true;
-    }
-    return false;
-}
-
-/* Blocks on f for up to 10 ms (re-looking for work and cycles then: both
- * can appear without touching f), counted out of `active` and out of its
- * lanes so that a submitter wakes or starts another worker meanwhile.
- * Returns PK_EDEADLK, PK_ETIMEDOUT or 0. */
-static int
-block_on(struct pk_threadpool *tp, struct tp_worker *w, pk_future *f,
-         uint64_t deadline)
-{
-    uint64_t now, until;
-    bool comp, stepped_out;
-
-    if (is_cycle(tp, w, f))
-        return PK_EDEADLK;
-    now = pk__now_ns();
-    if (now >= deadline)
-        return PK_ETIMEDOUT;
-    until = now + 10000000u;
-    stepped_out = pk__tp_lanes_step_out(tp, w);
-    comp = pk__tp_work_ready(tp) || next_waiting(tp);
-    atomic_fetch_sub(&tp->active, 1);
-    if (comp)
-        compensate(tp, 1); /* queued work, and we may not help */
-    (void)pk__future_wait_until(f, until < deadline ? until : deadline);
-    if (comp)
-        compensate(tp, -1);
-    atomic_fetch_add(&tp->active, 1);
-    if (stepped_out)
-        pk__tp_lanes_step_in(tp, w);
-    return 0;
-}
-
-/* The wait helper of a worker thread (lib/future_int.h). */
-static int
-help_wait(void *ctx, pk_future *f, uint64_t deadline)
-{
-    struct tp_worker *w = ctx;
-    struct pk_threadpool *tp = w->tp;
-    int rc = 0;
-
-    while (rc == 0 && !pk__future_done(f)) {
-        if (help_within_bounds(tp, w))
-            continue;
-        /* Past the bound our batch is others' to run: given back each
-         * time round, as the ring may have been full before. */
-        if (w->nest >= PK__TP_NEST)
-            give_back_batch(tp, w);
-        /* Shown to cycle checks only while blocked: while this worker
-         * runs a helped task it is not stuck on f, and a chain followed
-         * through it would find a cycle that is not there. */
-        set_waiting_on(tp, w, f);
-        rc = block_on(tp, w, f, deadline);
-        set_waiting_on(tp, w, NULL);
-    }
-    return rc;
 }
 
 /* Gives the worker's lease back; returns false if the worker must exit
@@ -524,7 +303,7 @@ static const struct pk__wait_helper *
 enter_pool(struct pk_threadpool *tp, struct tp_worker *w)
 {
     pk__tp_self = w;
-    w->helper.fn = help_wait;
+    w->helper.fn = pk__tp_help_wait;
     w->helper.ctx = w;
     pk__lock_acquire(&tp->glock);
     w->next_all = tp->all_workers;
@@ -618,7 +397,7 @@ worker_main(void *arg)
             if (atomic_load(&w->detached)) {
                 struct tp_task t;
                 while (pk__tp_take_next(w, &t)) /* ours: run before leaving */
-                    run_one(tp, &t);
+                    pk__tp_run_one(tp, &t);
                 atomic_fetch_sub(&tp->active, 1);
                 goto out;
             }
@@ -709,12 +488,12 @@ give(struct pk_threadpool *tp, pk_lease *l)
 }
 
 /* When no worker exists and none can be started (thread creation or
- * memory failed), the thread that learned it runs what is queued, so a
- * task whose submit returned 0 is never stranded. It does so as a
- * stand-in worker of its own stack: a task that waits on a child then
- * helps run it, where blocking would leave nobody to (stress_threadpool:
- * a hang when this ran on the core's helper thread, which also makes the
- * workers). */
+ * memory failed), a caller thread runs what is queued, so a task whose
+ * submit returned 0 is never stranded. It does so as a stand-in worker
+ * of its own stack: a task that waits on a child then helps run it,
+ * where blocking would leave nobody to. Never on the core's helper
+ * thread: that thread makes the workers, and a stand-in there blocked
+ * at its nesting bound would wait for a worker only it could make. */
 static void
 run_queued_here(struct pk_threadpool *tp)
 {
@@ -732,7 +511,7 @@ run_queued_here(struct pk_threadpool *tp)
     atomic_fetch_add(&tp->active, 1);
     for (;;) {
         if (pk__tp_take_next(&me, &t))
-            run_one(tp, &t); /* submitted by a task that ran here */
+            pk__tp_run_one(tp, &t); /* submitted by a task that ran here */
         else if (atomic_load(&tp->alive) == 0 && pop_batch(tp, &me))
             run_batch(tp, &me);
         else
@@ -742,6 +521,75 @@ run_queued_here(struct pk_threadpool *tp)
     leave_pool(tp, &me, outer, helper);
 }
 
+/* Waits (a bounded while) for the try to start a worker that is under
+ * way, if any: whether one came decides if the caller must stand in. */
+static void
+wait_for_growth(struct pk_threadpool *tp)
+{
+    uint64_t until = pk__now_ns() + PK__TP_GROW_WAIT_NS;
+
+    for (;;) {
+        uint32_t seq = pk__cv_prepare(&tp->grown);
+        uint64_t now = pk__now_ns();
+        if (!atomic_load(&tp->growing) || atomic_load(&tp->alive) != 0 ||
+            now >= until) {
+            pk__cv_cancel(&tp->grown);
+            return;
+        }
+        pk__cv_wait_prepared(&tp->grown, seq,
+                             now + 1000000u < until ? now + 1000000u : until);
+    }
+}
+
+/* A caller (a submit that found no worker alive, a draining shutdown)
+ * makes sure the queue is run: by the worker being started if it comes,
+ * else here, before the caller returns. */
+void
+pk__tp_standin_if_starved(struct pk_threadpool *tp)
+{
+    if (pk__tp_self && pk__tp_self->tp == tp)
+        return; /* a stand-in of tp (the caller's task ran on it) */
+    wait_for_growth(tp);
+    if (pk__tp_work_ready(tp))
+        run_queued_here(tp);
+}
+
+/* A try to start a worker failed: no new try before a backoff (1 ms,
+ * doubling to 100 ms) has passed, as the core would refuse it anyway;
+ * the watchdog makes it then if work is still queued. Until then
+ * submitters that find no worker run the queue themselves. */
+static void
+growth_failed(struct pk_threadpool *tp)
+{
+    uint64_t d = atomic_load(&tp->retry_ns);
+
+    d = d == 0 ? PK__TP_RETRY_MIN_NS : d * 2;
+    if (d > PK__TP_RETRY_MAX_NS)
+        d = PK__TP_RETRY_MAX_NS;
+    atomic_store(&tp->retry_ns, d);
+    atomic_store(&tp->retry_at, pk__now_ns() + d);
+    atomic_store(&tp->create_failed, true);
+    if (pk__tp_work_ready(tp))
+        pk__tp_wd_arm_retry(tp);
+}
+
+/* The end of a try to start a worker (rc: its outcome). Callers waiting
+ * for it (wait_for_growth) look again. */
+static void
+growth_ended(struct pk_threadpool *tp, int rc)
+{
+    if (rc == 0 && atomic_load(&tp->create_failed)) {
+        atomic_store(&tp->create_failed, false);
+        atomic_store(&tp->retry_ns, 0);
+    } else if (rc != 0 && rc != PK_ESHUTDOWN) {
+        growth_failed(tp);
+    }
+    atomic_store(&tp->growing, false);
+    pk__cv_broadcast(&tp->grown);
+}
+
+/* The callback of the async ticket: on the core's helper thread, or on
+ * a thread that released the core's lock. It runs no task. */
 static void
 on_new_worker(void *arg, pk_pool_ticket *t)
 {
@@ -751,14 +599,25 @@ on_new_worker(void *arg, pk_pool_ticket *t)
 
     if (rc == 0)
         give(tp, &l);
-    atomic_store(&tp->growing, false);
-    if (rc != 0 && rc != PK_ESHUTDOWN) {
-        run_queued_here(tp);
-        return;
-    }
+    growth_ended(tp, rc);
     /* Pushes that came while this worker was being made found `growing`
-     * set and did not start another: look again for them. */
-    pk__tp_maybe_wake(tp);
+     * set and did not start another: look again for them. Not after a
+     * failure: the next try waits for its backoff. */
+    if (rc == 0 || rc == PK_ESHUTDOWN)
+        pk__tp_maybe_wake(tp);
+}
+
+/* False while the backoff after a failed start lasts: then the watchdog
+ * is armed to try again when it ends. */
+static bool
+may_try_growth(struct pk_threadpool *tp)
+{
+    if (!atomic_load_explicit(&tp->create_failed, memory_order_relaxed) ||
+        pk__now_ns() >= atomic_load(&tp->retry_at))
+        return true;
+    if (!atomic_exchange(&tp->retry_armed, true))
+        pk__tp_wd_arm_retry(tp);
+    return false;
 }
 
 void
@@ -766,7 +625,7 @@ pk__tp_wake_one(struct pk_threadpool *tp)
 {
     pk_pool_ticket *t;
     pk_lease l;
-    int ready = 0;
+    int ready = 0, rc;
 
     if (pk_pool_acquire(tp->workers, &l, 0, NULL) == 0) {
         give(tp, &l);
@@ -774,12 +633,12 @@ pk__tp_wake_one(struct pk_threadpool *tp)
     }
     if (atomic_load(&tp->alive) >=
             atomic_load(&tp->max_threads) + atomic_load(&tp->ncomp) ||
-        atomic_exchange(&tp->growing, true))
+        !may_try_growth(tp) || atomic_exchange(&tp->growing, true))
         return;
-    if (pk_pool_acquire_async(tp->workers, &t, PK_WAIT_FOREVER, on_new_worker,
-                              tp, &ready) != 0) {
-        atomic_store(&tp->growing, false);
-        run_queued_here(tp); /* only if no worker exists at all */
+    rc = pk_pool_acquire_async(tp->workers, &t, PK_WAIT_FOREVER,
+                               on_new_worker, tp, &ready);
+    if (rc != 0) {
+        growth_ended(tp, rc); /* callers find no worker: they stand in */
         return;
     }
     if (ready)

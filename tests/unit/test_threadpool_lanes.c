@@ -1,8 +1,8 @@
 /* tests/unit/test_threadpool_lanes.c - lanes: a slow lane with a cap
  * cannot starve quick work, priorities order the start of queued tasks,
  * nested tasks in a full lane run on their parent's worker, caps change
- * while the pool runs, lane executors and submit_many, stats, and bad
- * input. */
+ * while the pool runs, lane executors and submit_many, caller-runs
+ * keeps a lane's cap, stats, and bad input. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -271,6 +271,133 @@ test_lane_executor_and_submit_many_queue_in_the_lane(void **state)
     pk_threadpool_destroy(tp);
 }
 
+/* ---- caller-runs keeps the cap ------------------------------------------ */
+
+static atomic_int x_ran, x_saw_inside;
+
+/* Notes that it ran, and how many gated tasks (all of lane io) were
+ * inside then. */
+static int
+io_x_task(void *arg, pk_future *self, pk_result *out, pk_error *err)
+{
+    (void)arg;
+    (void)self;
+    (void)out;
+    (void)err;
+    atomic_store(&x_saw_inside, atomic_load(&tp_gate_inside));
+    atomic_fetch_add(&x_ran, 1);
+    return 0;
+}
+
+struct cr_submit {
+    pk_threadpool *tp;
+    int lane;
+    int rc;
+    pk_future *f;
+    atomic_int done;
+};
+
+static void *
+cr_submit_main(void *arg)
+{
+    struct cr_submit *c = arg;
+    pk_task_options to = { .lane = c->lane };
+    pk_task x = { .fn = io_x_task };
+
+    c->rc = pk_threadpool_submit_opts(c->tp, &x, &to, &c->f);
+    atomic_store(&c->done, 1);
+    return NULL;
+}
+
+/* Lane io (cap 1, 4 queued at most) with its one place held by a blocked
+ * task and its queue full: under PK_FULL_CALLER_RUNS the submitter
+ * neither runs the task beside the blocked one (two in a lane capped at
+ * 1) nor fails; it waits, then runs it in the lane's place or queues
+ * it. Returns the pool, its lane in *lane. */
+static pk_threadpool *
+full_capped_lane(int submit_timeout_ms, int *lane)
+{
+    pk_lane_options io = { .name = "io", .max_threads = 1,
+                           .queue_size = 4 };
+    pk_threadpool_options o = { .max_threads = 4, .lanes = &io,
+                                .n_lanes = 1,
+                                .full_policy = PK_FULL_CALLER_RUNS,
+                                .submit_timeout_ms = submit_timeout_ms };
+    pk_task gated = { .fn = tp_gated_task };
+    pk_task_options to;
+    pk_threadpool *tp;
+    pk_lane_stats ls;
+
+    atomic_store(&x_ran, 0);
+    atomic_store(&x_saw_inside, -1);
+    assert_int_equal(pk_threadpool_create(&tp, &o), 0);
+    assert_int_equal(pk_threadpool_lane(tp, "io", lane), 0);
+    to = (pk_task_options){ .lane = *lane };
+    assert_int_equal(pk_threadpool_submit_opts(tp, &gated, &to, NULL), 0);
+    assert_int_equal(tp_wait_at_least(&tp_gate_inside, 1), 1);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pk_threadpool_submit_opts(tp, &gated, &to, NULL), 0);
+    assert_int_equal(pk_threadpool_lane_stats_get(tp, *lane, &ls), 0);
+    assert_int_equal(ls.queued, 4);
+    assert_int_equal(ls.running, 1);
+    return tp;
+}
+
+static void
+test_caller_runs_waits_for_a_place_in_a_capped_lane(void **state)
+{
+    struct cr_submit c = { 0 };
+    pthread_t th;
+
+    (void)state;
+    c.tp = full_capped_lane(0, &c.lane);
+    assert_int_equal(pthread_create(&th, NULL, cr_submit_main, &c), 0);
+    sleep_ms(50);
+    /* Not run beside the blocked task, and still waiting. */
+    assert_int_equal(atomic_load(&x_ran), 0);
+    assert_int_equal(atomic_load(&c.done), 0);
+    tp_gate_set(1);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(c.rc, 0);
+    assert_int_equal(pk_future_wait(c.f, 10000), 0);
+    assert_int_equal(atomic_load(&x_ran), 1);
+    assert_int_equal(atomic_load(&x_saw_inside), 0); /* alone in io */
+    pk_future_release(c.f);
+    assert_int_equal(pk_threadpool_shutdown(c.tp, PK_SHUTDOWN_DRAIN, 10000),
+                     0);
+    assert_int_equal(atomic_load(&tp_gate_done), 5);
+    assert_int_equal(atomic_load(&tp_gate_most), 1);
+    pk_threadpool_destroy(c.tp);
+}
+
+/* The same wait ends at submit_timeout_ms: PK_ETIMEDOUT, counted
+ * rejected, nothing run or queued. */
+static void
+test_caller_runs_in_a_full_capped_lane_times_out(void **state)
+{
+    pk_task x = { .fn = io_x_task };
+    pk_threadpool_stats st;
+    pk_task_options to;
+    pk_threadpool *tp;
+    pk_future *f = (pk_future *)&f;
+    int lane;
+
+    (void)state;
+    tp = full_capped_lane(50, &lane);
+    to = (pk_task_options){ .lane = lane };
+    assert_int_equal(pk_threadpool_submit_opts(tp, &x, &to, &f),
+                     PK_ETIMEDOUT);
+    assert_null(f);
+    assert_int_equal(atomic_load(&x_ran), 0);
+    assert_int_equal(pk_threadpool_stats_get(tp, &st), 0);
+    assert_int_equal(st.rejected, 1);
+    assert_int_equal(st.submitted, 5);
+    tp_gate_set(1);
+    assert_int_equal(pk_threadpool_shutdown(tp, PK_SHUTDOWN_DRAIN, 10000), 0);
+    assert_int_equal(atomic_load(&x_ran), 0);
+    pk_threadpool_destroy(tp);
+}
+
 /* ---- bad input ---------------------------------------------------------- */
 
 static void
@@ -343,6 +470,8 @@ main(void)
         T(test_child_in_a_full_lane_runs_on_its_parents_worker),
         T(test_raising_a_cap_starts_queued_tasks),
         T(test_lane_executor_and_submit_many_queue_in_the_lane),
+        T(test_caller_runs_waits_for_a_place_in_a_capped_lane),
+        T(test_caller_runs_in_a_full_capped_lane_times_out),
         T(test_lane_bad_input_returns_einval),
     };
 #undef T
