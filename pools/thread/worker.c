@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "slab.h"
 #include "tp_int.h"
 
 _Thread_local struct tp_worker *pk__tp_self;
@@ -194,13 +195,16 @@ run_batch(struct pk_threadpool *tp, struct tp_worker *w)
  * follows at once), then yields. Another spinner yields from the start:
  * one is enough to see the next push (pk__tp_maybe_wake wakes nobody
  * while one spins), and a second would spin against a submitter that
- * shares its core. */
+ * shares its core. A worker with nothing to run also maps the future
+ * arena's next region if it runs low (slab.h), so that a submitter making
+ * a burst of futures does not stop for the kernel's page zeroing. */
 static bool
 spin(struct pk_threadpool *tp, int *rounds)
 {
     bool first = atomic_fetch_add(&tp->spinning, 1) == 0;
     bool found = true;
 
+    pk__slab_prefault();
     atomic_thread_fence(memory_order_seq_cst);
     while (!pk__tp_work_seen(tp)) {
         if (++*rounds > PK__TP_SPINS || atomic_load(&tp->closed)) {
