@@ -739,8 +739,14 @@ pk_future_release(pk_future *f)
         return;
     CHECK(f);
     /* acq_rel: release our writes to the last holder, and as the last
-     * holder acquire everybody's (no fence: TSan does not model them). */
-    if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
+     * holder acquire everybody's (no fence: TSan does not model them).
+     * A count of 1 seen first is ours alone: only a holder can add one,
+     * and the other holders' decrements (release) are what we read
+     * (acquire), so the last release skips its read-modify-write (a
+     * locked instruction per future when a caller waits for a million
+     * in turn). */
+    if (atomic_load_explicit(&f->refs, memory_order_acquire) != 1 &&
+        atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
         return;
     report_unread(f);
     free_future(f);

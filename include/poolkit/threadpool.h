@@ -16,7 +16,10 @@
  * on another helps run it. Starting a worker is retried after 1 ms,
  * backing off to 100 ms, while tasks are queued (on the pool's watchdog
  * thread, started for that). Tasks never run on the core pool's helper
- * thread. */
+ * thread. So a submit to a pool with no worker alive (min_threads 0 and
+ * every worker retired after idle_timeout, or a pool just made) waits
+ * for one thread start, tens of microseconds, as Java's execute() does;
+ * keep min_threads above 0 where a submit must never wait for that. */
 #ifndef POOLKIT_THREADPOOL_H
 #define POOLKIT_THREADPOOL_H
 
