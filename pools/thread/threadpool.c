@@ -302,14 +302,8 @@ wait_for_room(struct pk_threadpool *tp, struct tp_lane *l,
             pk__cv_cancel(&tp->not_full);
             return rc;
         }
-        uint64_t now = pk__now_ns();
-        if (now >= deadline) {
-            pk__cv_cancel(&tp->not_full);
+        if (pk__cv_wait_slice(&tp->not_full, seq, deadline, 1000000u))
             return PK_ETIMEDOUT;
-        }
-        uint64_t slice = now + 1000000u;
-        pk__cv_wait_prepared(&tp->not_full, seq,
-                             slice < deadline ? slice : deadline);
     }
 }
 
@@ -380,14 +374,8 @@ caller_runs(struct pk_threadpool *tp, struct tp_lane *l, struct tp_task *t)
             run_here(tp, l, w, t, counted);
             return 1;
         }
-        uint64_t now = pk__now_ns();
-        if (now >= deadline) {
-            pk__cv_cancel(&tp->not_full);
+        if (pk__cv_wait_slice(&tp->not_full, seq, deadline, 1000000u))
             return PK_ETIMEDOUT;
-        }
-        pk__cv_wait_prepared(&tp->not_full, seq, now + 1000000u < deadline
-                                                     ? now + 1000000u
-                                                     : deadline);
     }
 }
 
@@ -659,18 +647,12 @@ pk_threadpool_shutdown(pk_threadpool *tp, int how, int timeout_ms)
             atomic_load_explicit(&tp->alive, memory_order_relaxed) == 0)
             pk__tp_standin_if_starved(tp);
         uint32_t seq = pk__cv_prepare(&tp->idle);
-        uint64_t now = pk__now_ns();
         if (pk__tp_all_finished(tp)) {
             pk__cv_cancel(&tp->idle);
             return 0;
         }
-        if (now >= deadline) {
-            pk__cv_cancel(&tp->idle);
+        if (pk__cv_wait_slice(&tp->idle, seq, deadline, 10000000u))
             return PK_ETIMEDOUT;
-        }
-        pk__cv_wait_prepared(&tp->idle, seq, now + 10000000u < deadline
-                                                 ? now + 10000000u
-                                                 : deadline);
     }
 }
 

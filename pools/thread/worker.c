@@ -534,14 +534,12 @@ wait_for_growth(struct pk_threadpool *tp)
 
     for (;;) {
         uint32_t seq = pk__cv_prepare(&tp->grown);
-        uint64_t now = pk__now_ns();
-        if (!atomic_load(&tp->growing) || atomic_load(&tp->alive) != 0 ||
-            now >= until) {
+        if (!atomic_load(&tp->growing) || atomic_load(&tp->alive) != 0) {
             pk__cv_cancel(&tp->grown);
             return;
         }
-        pk__cv_wait_prepared(&tp->grown, seq,
-                             now + 1000000u < until ? now + 1000000u : until);
+        if (pk__cv_wait_slice(&tp->grown, seq, until, 1000000u))
+            return;
     }
 }
 

@@ -27,4 +27,23 @@ sleep_ms(long ms)
         ;
 }
 
+#ifdef PK_TESTING
+#include "alloc.h"
+
+/* pk__alloc_live once it reaches want, or after 2 s: a worker retired on
+ * its own thread (or a detached one) may free itself, and drop the last
+ * reference to its pool, just after pk_threadpool_destroy returned. */
+static inline long
+settled_live(long want)
+{
+    long n = pk__alloc_live();
+
+    for (int i = 0; i < 2000 && n != want; i++) {
+        sleep_ms(1);
+        n = pk__alloc_live();
+    }
+    return n;
+}
+#endif
+
 #endif /* PK_TEST_UTIL_H */

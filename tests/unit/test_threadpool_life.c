@@ -61,21 +61,6 @@ wait_threads_at_most(pk_threadpool *tp, size_t want, int limit_ms)
     return n;
 }
 
-/* A detached worker (one retired on its own release) may drop the last
- * reference to the pool just after pk_threadpool_destroy returned: give
- * it a moment before comparing the allocation count. */
-static long
-settled_live(long want)
-{
-    long n = pk__alloc_live();
-
-    for (int i = 0; i < 2000 && n != want; i++) {
-        sleep_ms(1);
-        n = pk__alloc_live();
-    }
-    return n;
-}
-
 static int
 setup(void **state)
 {

@@ -33,20 +33,6 @@ static pthread_t main_thread;
 static pk_threadpool *the_pool;
 static atomic_int ran_here, ran_elsewhere, task_bad;
 
-/* A worker retired on its own thread frees itself just after
- * pk_threadpool_destroy returned: give it a moment. */
-static long
-settled_live(long want)
-{
-    long n = pk__alloc_live();
-
-    for (int i = 0; i < 2000 && n != want; i++) {
-        sleep_ms(1);
-        n = pk__alloc_live();
-    }
-    return n;
-}
-
 static void
 note_thread(void)
 {
