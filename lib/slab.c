@@ -8,7 +8,7 @@
  * region goes to its head, one that was full and gets a slab back to its
  * tail, and slabs are taken from the head, so the regions filled first
  * stay full and the emptier ones drain. An empty region is unmapped,
- * unless it is the only empty one: a pool that makes and frees a burst
+ * unless fewer than KEEP_EMPTY are: a pool that makes and frees a burst
  * again and again would otherwise map and zero it each time. */
 #define _GNU_SOURCE /* MADV_HUGEPAGE, MAP_ANONYMOUS */
 #include "slab.h"
@@ -45,6 +45,11 @@
  * futures should not pay for two. */
 #define LOW_WATER REGION_SLABS
 #define PAGE 4096u
+/* Empty regions kept mapped. Two, not one: with the slabs in use at a
+ * region's edge, a get that empties the kept region's spare asks for a
+ * new one and the put that follows empties a region again; keeping one
+ * unmapped and mapped a region on every such pair. */
+#define KEEP_EMPTY 2u
 _Static_assert((PK__SLAB_SIZE & (PK__SLAB_SIZE - 1)) == 0, "power of two");
 
 struct region {
@@ -180,7 +185,7 @@ take_from(struct region *r)
     }
     if (r->used++ == 0)
         empty_regions--;
-    if (--spare < LOW_WATER && regions > 1 &&
+    if (--spare < LOW_WATER && regions > 1 && empty_regions == 0 &&
         !atomic_load_explicit(&want_region, memory_order_relaxed))
         atomic_store_explicit(&want_region, true, memory_order_relaxed);
     if (!r->given_back && r->carved == REGION_SLABS)
@@ -250,7 +255,7 @@ pk__slab_put(void *slab)
     live--;
     spare++;
     if (--r->used == 0) {
-        if (empty_regions > 0) {
+        if (empty_regions >= KEEP_EMPTY) {
             unlink_region(r);
             regions--;
             spare -= REGION_SLABS - 1;

@@ -10,7 +10,7 @@
  * time in the kernel, faulting and zeroing fresh pages; one huge-page
  * fault serves 512 small-page ones, and a slab given back is reused (no
  * fault at all) by the next burst, on any thread. An empty region goes
- * back to the kernel, but for one kept for the next burst. Idle threads
+ * back to the kernel, but for two kept for the next burst. Idle threads
  * may map the next region ahead of need (pk__slab_prefault).
  *
  * Process-wide state (documented in DESIGN.md's list): the lock and the

@@ -218,8 +218,9 @@ typedef struct pk_threadpool_stats {
     uint64_t submitted, completed, failed, cancelled, rejected;
     uint64_t expired;     /* dropped: not started within start_within_ms */
     uint64_t detached;    /* stuck workers given up */
-    /* Queue wait and run time, from a sample of one task in eight (and
-     * every task with limits): the clock is not read for the others. */
+    /* Queue wait and run time, from a sample (one task in eight of each
+     * submitting thread's first 4096, then one in 64, and every task
+     * with limits): the clock is not read for the others. */
     uint64_t queue_wait_p50_ns, queue_wait_p99_ns;
     uint64_t run_p50_ns, run_p99_ns;
 } pk_threadpool_stats;

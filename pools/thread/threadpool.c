@@ -342,20 +342,45 @@ run_here(struct pk_threadpool *tp, struct tp_lane *l, struct tp_worker *w,
     pk__tp_lane_leave(tp, w, t->lane, counted);
 }
 
+/* caller_runs' wait while t's lane is at its cap: for a place (taken:
+ * 1, *counted as pk__tp_lane_enter says) or room in the queue (t pushed:
+ * 0), up to deadline, in 1 ms slices (a place given back wakes nobody
+ * here). */
+static int
+wait_place_or_room(struct pk_threadpool *tp, struct tp_lane *l,
+                   struct tp_worker *w, struct tp_task *t, uint64_t deadline,
+                   bool *counted)
+{
+    for (;;) {
+        uint32_t seq = pk__cv_prepare(&tp->not_full);
+        int rc = atomic_load(&tp->closed) ? PK_ESHUTDOWN
+                                          : pk__tp_push(l, t, 1);
+        if (rc != PK_EAGAIN || pk__tp_lane_enter(tp, w, t->lane, counted)) {
+            pk__cv_cancel(&tp->not_full);
+            return rc != PK_EAGAIN ? rc : 1;
+        }
+        if (pk__cv_wait_slice(&tp->not_full, seq, deadline, 1000000u))
+            return PK_ETIMEDOUT;
+    }
+}
+
 /* PK_FULL_CALLER_RUNS with the queue full: runs t here, holding a place
  * in its lane as a worker would (a task of a lane its caller's worker is
  * inside already takes none: the same nesting rule). While the lane is
  * at its cap, waits for a place or for room in the queue (then t is
- * queued after all), up to submit_timeout_ms, in 1 ms slices: a place
- * given back wakes nobody here. Returns 1 (ran here), 0 (pushed),
- * PK_ETIMEDOUT, PK_ESHUTDOWN or PK_EINVAL. */
+ * queued after all), up to submit_timeout_ms. A worker waits as it
+ * blocks on a future (wait.c, block_on): out of `active` and out of the
+ * lanes it is inside, so that two tasks of two capped lanes, each
+ * submitting to the other's, do not wait for each other's place. Returns
+ * 1 (ran here), 0 (pushed), PK_ETIMEDOUT, PK_ESHUTDOWN or PK_EINVAL. */
 static int
 caller_runs(struct pk_threadpool *tp, struct tp_lane *l, struct tp_task *t)
 {
     struct tp_worker *w = pk__tp_self && pk__tp_self->tp == tp ? pk__tp_self
                                                                 : NULL;
     uint64_t deadline;
-    bool counted;
+    bool counted, stepped_out = false;
+    int rc;
 
     if (pk__tp_lane_enter(tp, w, t->lane, &counted)) {
         run_here(tp, l, w, t, counted);
@@ -363,20 +388,19 @@ caller_runs(struct pk_threadpool *tp, struct tp_lane *l, struct tp_task *t)
     }
     if (pk__deadline(tp->submit_timeout_ms, &deadline))
         return PK_EINVAL;
-    for (;;) {
-        uint32_t seq = pk__cv_prepare(&tp->not_full);
-        int rc = atomic_load(&tp->closed) ? PK_ESHUTDOWN
-                                          : pk__tp_push(l, t, 1);
-        if (rc != PK_EAGAIN || pk__tp_lane_enter(tp, w, t->lane, &counted)) {
-            pk__cv_cancel(&tp->not_full);
-            if (rc != PK_EAGAIN)
-                return rc;
-            run_here(tp, l, w, t, counted);
-            return 1;
-        }
-        if (pk__cv_wait_slice(&tp->not_full, seq, deadline, 1000000u))
-            return PK_ETIMEDOUT;
+    if (w) {
+        stepped_out = pk__tp_lanes_step_out(tp, w);
+        atomic_fetch_sub(&tp->active, 1);
     }
+    rc = wait_place_or_room(tp, l, w, t, deadline, &counted);
+    if (w) {
+        atomic_fetch_add(&tp->active, 1);
+        if (stepped_out)
+            pk__tp_lanes_step_in(tp, w);
+    }
+    if (rc == 1)
+        run_here(tp, l, w, t, counted);
+    return rc;
 }
 
 /* Pushes n prepared tasks of one lane, or refuses them all. No fence
@@ -644,7 +668,7 @@ pk_threadpool_shutdown(pk_threadpool *tp, int how, int timeout_ms)
      * looking again every 10 ms, as workers may go while it waits. */
     for (;;) {
         if (how == PK_SHUTDOWN_DRAIN &&
-            atomic_load_explicit(&tp->alive, memory_order_relaxed) == 0)
+            atomic_load_explicit(&tp->serving, memory_order_relaxed) == 0)
             pk__tp_standin_if_starved(tp);
         uint32_t seq = pk__cv_prepare(&tp->idle);
         if (pk__tp_all_finished(tp)) {

@@ -28,6 +28,8 @@
 /* Tasks a waiting worker (or stand-in) runs nested on its stack, at
  * most. */
 #define PK__TP_NEST 16
+/* How deep a stand-in worker runs next slots (wait.c): stack depth. */
+#define PK__TP_STANDIN_NEST 256
 /* After a failed start of a worker, the next try waits this long at
  * first, doubling up to PK__TP_RETRY_MAX_NS (the core's own backoff is
  * the same: threadpool.c, start_workers). */
@@ -163,6 +165,12 @@ struct pk_threadpool {
     char pad1[64];
     _Atomic size_t active;     /* workers holding their lease */
     _Atomic size_t alive;      /* workers spawned and not yet stopped */
+    /* Workers that will still take tasks: alive, less those retired (a
+     * retired worker stays alive while it exits and runs its exit hook)
+     * or given up as stuck. Whether a caller must stand in is decided on
+     * this, never on `alive`: a task pushed while the last worker retires
+     * would otherwise wait for nobody. */
+    _Atomic size_t serving;
     _Atomic bool growing;      /* an async ticket is out */
     /* Starting workers failed (thread limit, memory): the last try
      * failed, the next is not before retry_at (CLOCK_MONOTONIC ns),
@@ -246,12 +254,14 @@ void pk__tp_standin_if_starved(struct pk_threadpool *tp);
 static inline void
 pk__tp_after_submit(struct pk_threadpool *tp)
 {
-    if (atomic_load_explicit(&tp->alive, memory_order_relaxed) == 0)
+    if (atomic_load_explicit(&tp->serving, memory_order_relaxed) == 0)
         pk__tp_standin_if_starved(tp);
 }
 
 /* wait.c */
 int pk__tp_help_wait(void *ctx, pk_future *f, uint64_t deadline);
+/* Cancels the unrun part of w's batch, counted finished. */
+void pk__tp_cancel_batch(struct pk_threadpool *tp, struct tp_worker *w);
 
 /* watchdog.c */
 int pk__tp_wd_start_locked(struct pk_threadpool *tp);

@@ -16,8 +16,8 @@
 /* Cancels the unrun part of the batch: a cancelling shutdown swept the
  * queue, and these were queued tasks in all but place. Each was counted
  * pushed once, so it is counted finished once. */
-static void
-cancel_batch(struct pk_threadpool *tp, struct tp_worker *w)
+void
+pk__tp_cancel_batch(struct pk_threadpool *tp, struct tp_worker *w)
 {
     size_t n = 0;
 
@@ -41,7 +41,7 @@ give_back_batch(struct pk_threadpool *tp, struct tp_worker *w)
     size_t n = 0;
 
     if (atomic_load(&tp->cancelling)) {
-        cancel_batch(tp, w);
+        pk__tp_cancel_batch(tp, w);
         return;
     }
     while (w->batch_next < w->batch_n) {
@@ -200,10 +200,12 @@ set_waiting_on(struct pk_threadpool *tp, struct tp_worker *w, pk_future *f)
 
 /* Runs one task that may help f finish, within the nesting bounds:
  * below PK__TP_NEST tasks on this stack anything; below twice that only
- * next slots (most often the very child awaited). A stand-in keeps the
- * same bounds: it runs on a caller thread, never on the thread that
- * makes workers, so past them it parks until a worker starts (retried
- * with backoff) instead of waiting for its own thread. */
+ * next slots (most often the very child awaited). A stand-in runs next
+ * slots to PK__TP_STANDIN_NEST: it stands in because no worker could
+ * start, and parked it would wait for one that may never come (a chain
+ * of tasks each waiting on its child, 40 deep, hung at 32). It runs on
+ * a caller thread, never on the thread that makes workers, so past that
+ * bound it parks until a worker starts (retried with backoff). */
 static bool
 help_within_bounds(struct pk_threadpool *tp, struct tp_worker *w)
 {
@@ -211,7 +213,7 @@ help_within_bounds(struct pk_threadpool *tp, struct tp_worker *w)
 
     if (w->nest < PK__TP_NEST)
         return help_one(tp, w);
-    if (w->nest < 2 * PK__TP_NEST &&
+    if (w->nest < (w->stand_in ? PK__TP_STANDIN_NEST : 2 * PK__TP_NEST) &&
         (pk__tp_take_next(w, &t) || pk__tp_steal_next(tp, w, &t))) {
         pk__tp_run_one(tp, &t);
         return true;

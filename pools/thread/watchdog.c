@@ -67,6 +67,7 @@ give_up(struct pk_threadpool *tp, struct wd_work *wk)
         if (pk_pool_release(tp->workers, &wk->lease[i], PK_RELEASE_DETACH))
             continue; /* not a lease any more: nothing was detached */
         atomic_fetch_sub(&tp->alive, 1);
+        atomic_fetch_sub(&tp->serving, 1);
         atomic_fetch_add_explicit(&tp->st_detached, 1, memory_order_relaxed);
     }
     if (wk->n_stuck && pk__tp_work_ready(tp))

@@ -179,6 +179,13 @@ run_batch(struct pk_threadpool *tp, struct tp_worker *w)
 
     w->batch_ran = 0;
     while (w->batch_next < w->batch_n) {
+        if (atomic_load_explicit(&tp->cancelling, memory_order_relaxed)) {
+            /* A cancelling shutdown swept the queue: the rest of the
+             * batch was queued in all but place, so it is cancelled too,
+             * whatever this worker's depth (wait.c gives it back). */
+            pk__tp_cancel_batch(tp, w);
+            break;
+        }
         struct tp_task t = w->batch[w->batch_next++];
         w->batch_ran++;
         pk__tp_run_task(tp, &t, &n);
@@ -201,10 +208,12 @@ run_batch(struct pk_threadpool *tp, struct tp_worker *w)
 static bool
 spin(struct pk_threadpool *tp, int *rounds)
 {
-    bool first = atomic_fetch_add(&tp->spinning, 1) == 0;
-    bool found = true;
+    bool first, found = true;
 
+    /* Before counting as spinning: a spinner is what submitters count on
+     * to see their push, and mapping a region takes a while. */
     pk__slab_prefault();
+    first = atomic_fetch_add(&tp->spinning, 1) == 0;
     atomic_thread_fence(memory_order_seq_cst);
     while (!pk__tp_work_seen(tp)) {
         if (++*rounds > PK__TP_SPINS || atomic_load(&tp->closed)) {
@@ -379,6 +388,30 @@ counted_out(struct pk_threadpool *tp)
         pk__tp_wake_one(tp);
 }
 
+/* A retired worker is no longer counted serving (pk__tp_worker_destroy).
+ * A submit that still saw it serving started no worker and did not stand
+ * in: past the fence that its push pairs with, either we see that push
+ * here, or it sees us gone and stands in itself. Retired on our own
+ * release, we run it; retired by the core's helper thread, which waits
+ * to join us and is the thread that starts workers, we must not block on
+ * a task here: a new worker is asked for instead (the one gap left: if
+ * that start fails and the watchdog cannot start to retry it, the task
+ * waits for the next submit, wait in the pool, or DRAIN). */
+static void
+last_look(struct pk_threadpool *tp, struct tp_worker *w)
+{
+    heavy_fence(tp);
+    if (!pk__tp_work_ready(tp))
+        return;
+    if (!atomic_load(&w->self_exit)) {
+        pk__tp_wake_one(tp);
+        return;
+    }
+    atomic_fetch_add(&tp->active, 1);
+    drain(tp, w);
+    atomic_fetch_sub(&tp->active, 1);
+}
+
 static void *
 worker_main(void *arg)
 {
@@ -414,6 +447,7 @@ worker_main(void *arg)
         if (!go_idle(w))
             break;
     }
+    last_look(tp, w);
 out:
     leave_pool(tp, w, NULL, NULL);
     if (tp->worker_exit)
@@ -456,6 +490,7 @@ pk__tp_worker_create(void *user, void **res, pk_error *err)
                             strerror(rc));
     }
     atomic_fetch_add(&tp->alive, 1);
+    atomic_fetch_add(&tp->serving, 1);
     *res = w;
     return 0;
 }
@@ -466,6 +501,9 @@ pk__tp_worker_destroy(void *user, void *res)
     struct pk_threadpool *tp = user;
     struct tp_worker *w = res;
 
+    /* Before the worker learns it: its last look (worker_main) must come
+     * after this. */
+    atomic_fetch_sub(&tp->serving, 1);
     if (pthread_equal(w->thread, pthread_self())) {
         /* Retired on its own release (the pool closed or shrank while it
          * ran): it exits and frees itself. */
@@ -506,7 +544,7 @@ run_queued_here(struct pk_threadpool *tp)
     struct tp_worker me;
     struct tp_task t;
 
-    if ((outer && outer->tp == tp) || atomic_load(&tp->alive) != 0)
+    if ((outer && outer->tp == tp) || atomic_load(&tp->serving) != 0)
         return; /* a worker of tp runs the queue anyway */
     memset(&me, 0, sizeof me);
     me.tp = tp;
@@ -516,7 +554,7 @@ run_queued_here(struct pk_threadpool *tp)
     for (;;) {
         if (pk__tp_take_next(&me, &t))
             pk__tp_run_one(tp, &t); /* submitted by a task that ran here */
-        else if (atomic_load(&tp->alive) == 0 && pop_batch(tp, &me))
+        else if (atomic_load(&tp->serving) == 0 && pop_batch(tp, &me))
             run_batch(tp, &me);
         else
             break;
@@ -534,7 +572,7 @@ wait_for_growth(struct pk_threadpool *tp)
 
     for (;;) {
         uint32_t seq = pk__cv_prepare(&tp->grown);
-        if (!atomic_load(&tp->growing) || atomic_load(&tp->alive) != 0) {
+        if (!atomic_load(&tp->growing) || atomic_load(&tp->serving) != 0) {
             pk__cv_cancel(&tp->grown);
             return;
         }
@@ -633,7 +671,7 @@ pk__tp_wake_one(struct pk_threadpool *tp)
         give(tp, &l);
         return;
     }
-    if (atomic_load(&tp->alive) >=
+    if (atomic_load(&tp->serving) >=
             atomic_load(&tp->max_threads) + atomic_load(&tp->ncomp) ||
         !may_try_growth(tp) || atomic_exchange(&tp->growing, true))
         return;

@@ -460,6 +460,93 @@ test_lane_bad_input_returns_einval(void **state)
     pk_threadpool_destroy(tp);
 }
 
+/* ---- caller-runs across two capped lanes ------------------------------- */
+
+static pk_threadpool *cross_tp;
+static int lane_x, lane_y;
+static atomic_int cross_started, cross_go, cross_rc[2];
+
+/* A task of one lane submitting to the other once both are full. */
+static int
+cross_task(void *arg, pk_future *self, pk_result *out, pk_error *err)
+{
+    int i = (int)(uintptr_t)arg;
+    pk_task_options to = { .lane = i ? lane_x : lane_y };
+    pk_task t = { .fn = tp_count_task };
+
+    (void)self;
+    (void)out;
+    (void)err;
+    atomic_fetch_add(&cross_started, 1);
+    while (!atomic_load(&cross_go))
+        sleep_ms(1);
+    atomic_store(&cross_rc[i], pk_threadpool_submit_opts(cross_tp, &t, &to,
+                                                         NULL));
+    return 0;
+}
+
+/* Lanes x and y, cap 1 each, full queues: a task of x submits to y while
+ * a task of y submits to x. Each caller-runs submit waits for a place in
+ * the other lane; waiting, a worker gives up its own lane's place (as
+ * when it blocks on a future), so both get one and run their task. They
+ * used to hold their places and wait for each other until the timeout
+ * (for ever by default). */
+static void
+test_caller_runs_across_two_capped_lanes_does_not_deadlock(void **state)
+{
+    pk_lane_options lanes[2] = {
+        { .name = "x", .max_threads = 1, .queue_size = 1 },
+        { .name = "y", .max_threads = 1, .queue_size = 1 },
+    };
+    pk_threadpool_options o = { .max_threads = 4, .lanes = lanes,
+                                .n_lanes = 2,
+                                .full_policy = PK_FULL_CALLER_RUNS,
+                                .submit_timeout_ms = 5000 };
+    pk_task a = { .fn = cross_task, .arg = (void *)0 };
+    pk_task b = { .fn = cross_task, .arg = (void *)1 };
+    pk_task fill = { .fn = tp_count_task };
+    pk_lane_stats sx, sy;
+    pk_task_options ox = { 0 }, oy = { 0 };
+    pk_future *fa, *fb;
+
+    (void)state;
+    atomic_store(&cross_started, 0);
+    atomic_store(&cross_go, 0);
+    atomic_store(&cross_rc[0], 1);
+    atomic_store(&cross_rc[1], 1);
+    assert_int_equal(pk_threadpool_create(&cross_tp, &o), 0);
+    assert_int_equal(pk_threadpool_lane(cross_tp, "x", &lane_x), 0);
+    assert_int_equal(pk_threadpool_lane(cross_tp, "y", &lane_y), 0);
+    ox.lane = lane_x;
+    oy.lane = lane_y;
+    assert_int_equal(pk_threadpool_submit_opts(cross_tp, &a, &ox, &fa), 0);
+    assert_int_equal(pk_threadpool_submit_opts(cross_tp, &b, &oy, &fb), 0);
+    while (atomic_load(&cross_started) < 2)
+        sleep_ms(1);
+    /* Both lanes at their cap: nobody pops these. A ring of queue_size 1
+     * holds 2 (rounded up to a power of two): both queues are full. */
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(pk_threadpool_submit_opts(cross_tp, &fill, &ox,
+                                                   NULL), 0);
+        assert_int_equal(pk_threadpool_submit_opts(cross_tp, &fill, &oy,
+                                                   NULL), 0);
+    }
+    assert_int_equal(pk_threadpool_lane_stats_get(cross_tp, lane_x, &sx), 0);
+    assert_int_equal(pk_threadpool_lane_stats_get(cross_tp, lane_y, &sy), 0);
+    assert_int_equal(sx.queued, 2);
+    assert_int_equal(sy.queued, 2);
+    atomic_store(&cross_go, 1);
+    assert_int_equal(pk_future_wait(fa, 4000), 0); /* not the 5 s timeout */
+    assert_int_equal(pk_future_wait(fb, 4000), 0);
+    assert_int_equal(atomic_load(&cross_rc[0]), 0);
+    assert_int_equal(atomic_load(&cross_rc[1]), 0);
+    pk_future_release(fa);
+    pk_future_release(fb);
+    assert_int_equal(pk_threadpool_shutdown(cross_tp, PK_SHUTDOWN_DRAIN,
+                                            10000), 0);
+    pk_threadpool_destroy(cross_tp);
+}
+
 int
 main(void)
 {
@@ -472,6 +559,7 @@ main(void)
         T(test_lane_executor_and_submit_many_queue_in_the_lane),
         T(test_caller_runs_waits_for_a_place_in_a_capped_lane),
         T(test_caller_runs_in_a_full_capped_lane_times_out),
+        T(test_caller_runs_across_two_capped_lanes_does_not_deadlock),
         T(test_lane_bad_input_returns_einval),
     };
 #undef T

@@ -25,7 +25,9 @@
 #include "test_util.h"
 #include "tp_tasks.h"
 
-#define CHAIN_DEPTH 24
+/* Past 2 * PK__TP_NEST (32), where a worker stops helping: a stand-in
+ * must go on (a chain of 40 hung at 32 once). */
+#define CHAIN_DEPTH 40
 #define N_PLAIN 40
 #define N_FAN 3
 
@@ -294,6 +296,47 @@ test_failed_start_is_retried_while_tasks_wait(void **state)
     pk_threadpool_destroy(the_pool);
 }
 
+/* ---- the last worker retiring ------------------------------------------ */
+
+static atomic_int exit_hook_in;
+
+static void
+slow_exit_hook(void *user)
+{
+    (void)user;
+    atomic_store(&exit_hook_in, 1);
+    sleep_ms(300);
+}
+
+/* The only worker retires after its keep-alive and runs a slow exit hook,
+ * still alive but serving no more, while threads cannot start: a submit
+ * then starts nobody, and must run its task itself before it returns
+ * (it used to be left queued for nobody, review of session 3). */
+static void
+test_submit_while_the_last_worker_retires_runs_the_task(void **state)
+{
+    pk_threadpool_options o = { .max_threads = 1, .keep_alive_ms = 20,
+                                .worker_exit = slow_exit_hook };
+    pk_future *f;
+
+    (void)state;
+    atomic_store(&exit_hook_in, 0);
+    assert_int_equal(pk_threadpool_create(&the_pool, &o), 0);
+    assert_int_equal(pk_threadpool_submit(the_pool, plain_task, NULL, &f), 0);
+    assert_int_equal(pk_future_wait(f, 10000), 0);
+    pk_future_release(f);
+    for (int i = 0; i < 10000 && !atomic_load(&exit_hook_in); i++)
+        sleep_ms(1);
+    assert_int_equal(atomic_load(&exit_hook_in), 1);
+    pk__thread_fail_next(1000000);
+    atomic_store(&ran_here, 0);
+    assert_int_equal(pk_threadpool_submit(the_pool, plain_task, NULL, NULL),
+                     0);
+    assert_int_equal(atomic_load(&ran_here), 1); /* before submit returned */
+    pk__thread_fail_next(0);
+    pk_threadpool_destroy(the_pool);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int
@@ -303,6 +346,7 @@ main(void)
         T(test_creation_failing_for_ever_runs_every_task_on_the_caller),
         T(test_drain_runs_the_queue_when_no_worker_is_left),
         T(test_failed_start_is_retried_while_tasks_wait),
+        T(test_submit_while_the_last_worker_retires_runs_the_task),
     };
     return cmocka_run_group_tests_name("threadpool_standin", tests, NULL,
                                        NULL);
