@@ -140,6 +140,63 @@ test_batch_given_back_after_cancel_is_cancelled(void **state)
     pk_threadpool_destroy(the_pool);
 }
 
+static atomic_int hold_in, hold_go;
+
+/* Holds its worker until hold_go. */
+static int
+hold_task(void *arg, pk_future *self, pk_result *out, pk_error *err)
+{
+    (void)arg;
+    (void)self;
+    (void)out;
+    (void)err;
+    atomic_store(&hold_in, 1);
+    while (!atomic_load(&hold_go))
+        sleep_ms(1);
+    return 0;
+}
+
+/* The same without the bound: the worker pops a gated task and 15
+ * counted ones as one batch and runs the first when a CANCEL shutdown
+ * sweeps the queue; the rest of its batch is cancelled too, not run
+ * (they ran, review of session 3). */
+static void
+test_running_batch_after_cancel_is_cancelled(void **state)
+{
+    pk_threadpool_options o = { .max_threads = 1 };
+    pk_task gated = { .fn = tp_gated_task };
+    pk_threadpool_stats st;
+
+    (void)state;
+    atomic_store(&hold_in, 0);
+    atomic_store(&hold_go, 0);
+    assert_int_equal(pk_threadpool_create(&the_pool, &o), 0);
+    /* hold_task keeps the worker while the rest queue up behind it; then
+     * it pops the gated task (the gate is closed) with 15 counted ones. */
+    assert_int_equal(pk_threadpool_submit(the_pool, hold_task, NULL, NULL),
+                     0);
+    for (int i = 0; i < 10000 && !atomic_load(&hold_in); i++)
+        sleep_ms(1);
+    assert_int_equal(pk_threadpool_submit_opts(the_pool, &gated, NULL, NULL),
+                     0);
+    for (int i = 0; i < N_QUEUED; i++)
+        assert_int_equal(pk_threadpool_submit(the_pool, tp_count_task, NULL,
+                                              NULL), 0);
+    atomic_store(&hold_go, 1);
+    assert_int_equal(tp_wait_at_least(&tp_gate_arrived, 1), 1);
+    assert_int_equal(pk_threadpool_shutdown(the_pool, PK_SHUTDOWN_CANCEL, 0),
+                     PK_ETIMEDOUT); /* the gated task runs */
+    tp_gate_set(1);
+    assert_int_equal(pk_threadpool_shutdown(the_pool, PK_SHUTDOWN_CANCEL,
+                                            10000), 0);
+    assert_int_equal(atomic_load(&tp_counter), 0); /* none of them ran */
+    assert_int_equal(pk_threadpool_stats_get(the_pool, &st), 0);
+    assert_int_equal(st.cancelled, N_QUEUED);
+    assert_int_equal(st.completed, 2);
+    assert_int_equal(st.queued, 0);
+    pk_threadpool_destroy(the_pool);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int
@@ -147,6 +204,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         T(test_batch_given_back_after_cancel_is_cancelled),
+        T(test_running_batch_after_cancel_is_cancelled),
     };
     return cmocka_run_group_tests_name("threadpool_bound", tests, NULL,
                                        NULL);
