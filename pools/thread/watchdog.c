@@ -18,6 +18,10 @@ struct wd_work {
     size_t n_ev;
     struct tp_worker *stuck[PK__WD_BATCH];
     pk_lease lease[PK__WD_BATCH];
+    /* Past their run limit: cancelled after glock is dropped (a future
+     * still PENDING runs its callbacks in the cancel), each referenced. */
+    pk_future *over[PK__WD_BATCH];
+    size_t n_over;
     size_t n_stuck;
 };
 
@@ -28,10 +32,11 @@ watch_one(struct pk_threadpool *tp, struct tp_worker *w, uint64_t now,
 {
     uint64_t ran = now - w->cur_start;
 
-    if (w->cur_limit_ns && ran >= w->cur_limit_ns && !w->cur_flagged) {
+    if (w->cur_limit_ns && ran >= w->cur_limit_ns && !w->cur_flagged &&
+        wk->n_over < PK__WD_BATCH) {
         w->cur_flagged = true;
-        if (w->cur_fut)
-            pk_future_cancel(w->cur_fut); /* running: raises its flag */
+        if (w->cur_fut) /* the worker holds it until it unpublishes */
+            wk->over[wk->n_over++] = pk_future_ref(w->cur_fut);
     }
     /* A stand-in (run_queued_here) lives on its thread's stack and holds
      * no lease: it is reported without itself and never detached. */
@@ -125,11 +130,15 @@ wd_main(void *arg)
     while (!tp->wd_quit) {
         uint64_t now = pk__now_ns();
         bool retry = retry_due(tp, now);
-        wk.n_ev = wk.n_stuck = 0;
+        wk.n_ev = wk.n_stuck = wk.n_over = 0;
         for (struct tp_worker *w = tp->all_workers; w; w = w->next_all)
             if (w->cur_start)
                 watch_one(tp, w, now, &wk);
         pk__lock_release(&tp->glock);
+        for (size_t i = 0; i < wk.n_over; i++) {
+            pk_future_cancel(wk.over[i]); /* running: raises its flag */
+            pk_future_release(wk.over[i]);
+        }
         give_up(tp, &wk);
         for (size_t i = 0; tp->event && i < wk.n_ev; i++)
             tp->event(tp->event_user, &wk.ev[i]);
@@ -182,15 +191,17 @@ pk__tp_wd_stop(struct pk_threadpool *tp)
 
 /* Has the watchdog try to start a worker once tp->retry_at has passed
  * (worker.c, growth_failed), starting it if need be. If it cannot start
- * (often the very failure being retried), the retry stays unarmed and
- * the next submit that meets the backoff arms it again. */
+ * (often the very failure being retried), the first wake after the
+ * backoff tries the worker start itself (may_try_growth). */
 void
 pk__tp_wd_arm_retry(struct pk_threadpool *tp)
 {
     pk__lock_acquire(&tp->glock);
     atomic_store(&tp->retry_armed, true);
-    if (pk__tp_wd_start_locked(tp) != 0)
-        atomic_store(&tp->retry_armed, false);
+    /* Armed even if the watchdog cannot start: else every wake during
+     * the backoff would try to start it, a thread start under glock at
+     * the thread limit. */
+    (void)pk__tp_wd_start_locked(tp);
     pk__lock_release(&tp->glock);
     pk__cv_broadcast(&tp->wd_cv);
 }

@@ -620,6 +620,7 @@ growth_ended(struct pk_threadpool *tp, int rc)
 {
     if (rc == 0 && atomic_load(&tp->create_failed)) {
         atomic_store(&tp->create_failed, false);
+        atomic_store(&tp->retry_armed, false);
         atomic_store(&tp->retry_ns, 0);
     } else if (rc != 0 && rc != PK_ESHUTDOWN) {
         growth_failed(tp);
