@@ -358,10 +358,10 @@ finish(pk_future *f, uint32_t s)
  * future takes one off (acq_rel: the last one sees every user's writes)
  * and the one that reaches zero gives the slab back. A slot is not reused
  * before its whole slab is freed: a long-lived future holds on to its
- * slab (8 KB) at most. The thread keeps its slab in a thread-local; when
- * it exits, a pthread key's destructor gives the uncarved slots back
- * (takes them off `live`). Without the key (it could not be made), every
- * slab has one slot: a pk__alloc per future.
+ * slab (4 KB, 63 slots) at most. The thread keeps its slab in a
+ * thread-local; when it exits, a pthread key's destructor gives the
+ * uncarved slots back (takes them off `live`). Without the key (it could
+ * not be made), every slab has one slot: a pk__alloc per future.
  *
  * Test builds (PK_TESTING) use one-slot slabs, one pk__alloc each, unless
  * a test asks for more (pk__future_slab_set: arena slabs, which count as

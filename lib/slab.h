@@ -21,7 +21,7 @@
 #include <stddef.h>
 
 /* A slab's size and alignment. */
-#define PK__SLAB_SIZE 8192u
+#define PK__SLAB_SIZE 4096u
 
 /* A slab of PK__SLAB_SIZE bytes aligned to PK__SLAB_SIZE, contents
  * undefined (zero when fresh from the kernel, old data when reused), or
