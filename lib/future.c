@@ -55,7 +55,7 @@
  * order holds even against a racing registration.
  *
  * The future is one cache line on LP64 (64 bytes, in a 64-byte slot
- * aligned to 64: see the slabs below); fields earn their place there. */
+ * aligned to 64: future_slab.c); fields earn their place there. */
 #include <poolkit/future.h>
 
 #include <assert.h>
@@ -68,7 +68,7 @@
 
 #include "alloc.h"
 #include "future_int.h"
-#include "slab.h"
+#include "future_slab.h"
 #include "sync.h"
 
 #define ST_MASK 7u
@@ -136,7 +136,9 @@ struct pk_future {
 };
 
 /* One line: 16 + 16 + 8 + 24 bytes on LP64, 40 on ILP32. */
-_Static_assert(sizeof(struct pk_future) <= 64, "pk_future is one line");
+_Static_assert(sizeof(struct pk_future) <= PK__FSLOT_SIZE,
+               "pk_future is one line, a slot of future_slab.c");
+_Static_assert(PK__FSLAB_SLOTS <= F_SLOT_MAX, "slot index fits in f->flags");
 
 static inline uint32_t
 load_flags(const pk_future *f)
@@ -337,213 +339,6 @@ finish(pk_future *f, uint32_t s)
         notify(f);
 }
 
-/* ---- allocation: slabs of futures --------------------------------------
- *
- * An executor makes a future per task, often millions a second, on the
- * submitting thread, and the last release may come on any thread. A
- * malloc per future cost a third of a no-op task's trip (the arena lock,
- * twice, per call, and a 16-byte header). So a thread carves its futures
- * out of a slab of SLAB_N slots of one line each (64 bytes, the future
- * rounded up to a line; a slab header line first, so every slot is
- * line-aligned). The slabs come from the core's slab arena (slab.h): with
- * a million futures alive, first touches of fresh memory (the kernel
- * zeroing pages) are what such a burst pays most for, then lines moving
- * between cores; the arena's huge pages fault once per 2 MiB and its
- * slabs are reused by the next burst, and the future is kept to one line
- * (the slot's memory, not its alignment, is what costs: 128-byte slots
- * were 10% slower than 96-byte ones). A future finds its slab from its
- * slot's index, kept in f->flags: no pointer back (a one-slot slab's
- * future is at index 0). The slab counts in `live` the slots not yet
- * freed, the ones still to be carved included; the release that frees a
- * future takes one off (acq_rel: the last one sees every user's writes)
- * and the one that reaches zero gives the slab back. A slot is not reused
- * before its whole slab is freed: a long-lived future holds on to its
- * slab (4 KB, 63 slots) at most. The thread keeps its slab in a
- * thread-local; when it exits, a pthread key's destructor gives the
- * uncarved slots back (takes them off `live`). Without the key (it could
- * not be made), every slab has one slot: a pk__alloc per future.
- *
- * Test builds (PK_TESTING) use one-slot slabs, one pk__alloc each, unless
- * a test asks for more (pk__future_slab_set: arena slabs, which count as
- * allocations there too), so that allocation-failure tests see every
- * future and nothing stays allocated at quiescence (pk__alloc_live); the
- * tests that ask for more give the slots back themselves
- * (pk__future_slab_drop). */
-
-#define LINE 64
-#define SLOT_SIZE ((sizeof(struct pk_future) + LINE - 1) / LINE * LINE)
-_Static_assert(SLOT_SIZE == LINE, "a slot is one line");
-/* The slots of an arena slab, after its header line. */
-#define SLAB_N ((PK__SLAB_SIZE - LINE) / SLOT_SIZE)
-_Static_assert(SLAB_N <= F_SLOT_MAX, "slot index fits in f->flags");
-
-struct fslab {
-    _Atomic uint32_t live; /* slots not freed yet, uncarved ones included */
-    uint32_t n;            /* slots */
-    void *raw;             /* what pk__alloc returned; NULL: an arena slab */
-};
-
-/* The calling thread's slab with slots left to carve (NULL: none), and
- * the next slot. Owner only. initial-exec: one load off the thread
- * pointer (as pool_cache.h). */
-#define F_TLS __attribute__((tls_model("initial-exec")))
-static _Thread_local struct fslab *tls_slab F_TLS;
-static _Thread_local uint32_t tls_next F_TLS;
-static _Thread_local int tls_keyed F_TLS; /* the key is set on this thread */
-
-static pthread_key_t slab_key;
-static pthread_once_t slab_once = PTHREAD_ONCE_INIT;
-static int slab_key_ok; /* written once under slab_once */
-
-#ifdef PK_TESTING
-static _Atomic unsigned slab_test_n = 1;
-#endif
-
-static void
-slab_unref(struct fslab *s, uint32_t k)
-{
-    if (atomic_fetch_sub_explicit(&s->live, k, memory_order_acq_rel) != k)
-        return;
-    if (s->raw)
-        pk__free(s->raw);
-    else
-        pk__slab_put(s);
-}
-
-/* Gives back the uncarved slots of this thread's slab. */
-static void
-slab_drop(void)
-{
-    struct fslab *s = tls_slab;
-
-    tls_slab = NULL;
-    if (s)
-        slab_unref(s, s->n - tls_next);
-}
-
-static void
-slab_thread_exit(void *unused)
-{
-    (void)unused;
-    tls_keyed = 0; /* a later destructor that makes a future sets it again */
-    slab_drop();
-}
-
-static void
-slab_key_init(void)
-{
-    slab_key_ok = pthread_key_create(&slab_key, slab_thread_exit) == 0;
-}
-
-static uint32_t
-slab_size(void)
-{
-    pthread_once(&slab_once, slab_key_init);
-    if (!slab_key_ok)
-        return 1;
-#ifdef PK_TESTING
-    uint32_t n = atomic_load_explicit(&slab_test_n, memory_order_relaxed);
-
-    return n < SLAB_N ? n : SLAB_N;
-#else
-    return SLAB_N;
-#endif
-}
-
-static inline pk_future *
-slab_slot(struct fslab *s, uint32_t i)
-{
-    return (pk_future *)((char *)s + LINE + (size_t)i * SLOT_SIZE);
-}
-
-/* The slab of the future in slot i (f->flags): slab_slot backwards. */
-static inline struct fslab *
-slot_slab(pk_future *f, uint32_t i)
-{
-    return (struct fslab *)((char *)f - LINE - (size_t)i * SLOT_SIZE);
-}
-
-/* A new slab; its first slot (index 0) is the caller's. NULL if out of
- * memory. */
-static pk_future *
-slab_new(void)
-{
-    uint32_t n = slab_size();
-    void *raw = NULL;
-    struct fslab *s;
-
-    if (n > 1) {
-        s = pk__slab_get(); /* aligned to its size: lines too */
-        if (!s)
-            return NULL;
-    } else {
-        raw = pk__alloc(2 * LINE + SLOT_SIZE);
-        if (!raw)
-            return NULL;
-        s = (struct fslab *)(((uintptr_t)raw + LINE - 1) &
-                             ~(uintptr_t)(LINE - 1));
-    }
-    atomic_init(&s->live, n);
-    s->n = n;
-    s->raw = raw;
-    if (n > 1) {
-        if (!tls_keyed) {
-            /* Any non-NULL value: the destructor reads the thread-locals. */
-            if (pthread_setspecific(slab_key, s) != 0) {
-                slab_unref(s, n - 1); /* keep the first slot only */
-                return slab_slot(s, 0);
-            }
-            tls_keyed = 1;
-        }
-        tls_slab = s;
-        tls_next = 1;
-    }
-    return slab_slot(s, 0);
-}
-
-/* A slot for a future; *slot gets its index in its slab, for f->flags. */
-static inline pk_future *
-future_alloc(uint32_t *slot)
-{
-    struct fslab *s = tls_slab;
-    pk_future *f;
-
-    *slot = 0;
-    if (!s)
-        return slab_new();
-    *slot = tls_next;
-    f = slab_slot(s, tls_next);
-    if (++tls_next == s->n)
-        tls_slab = NULL; /* all carved: the frees own it now */
-    else if (tls_next + 2 < s->n)
-        /* Two futures on: its line is fresh memory, not in the cache;
-         * ask for it now rather than stall on it then (5% on a burst). */
-        __builtin_prefetch(slab_slot(s, tls_next + 2), 1);
-    return f;
-}
-
-/* flags: f->flags as the last release read it (the slot's index). */
-static inline void
-future_free(pk_future *f, uint32_t flags)
-{
-    slab_unref(slot_slab(f, F_SLOT(flags)), 1);
-}
-
-#ifdef PK_TESTING
-unsigned
-pk__future_slab_set(unsigned n)
-{
-    slab_drop();
-    return atomic_exchange(&slab_test_n, n ? n : 1);
-}
-
-void
-pk__future_slab_drop(void)
-{
-    slab_drop();
-}
-#endif
-
 /* ---- producer side ----------------------------------------------------- */
 
 int
@@ -555,7 +350,7 @@ pk__future_create_refs(pk_future **out, pk_event_fn event, void *event_user,
 
     if (!out || refs == 0)
         return PK_EINVAL;
-    f = future_alloc(&slot);
+    f = pk__fslot_alloc(&slot);
     if (!f)
         return PK_ENOMEM;
     atomic_init(&f->word, PK_FUTURE_PENDING);
@@ -726,10 +521,10 @@ free_future(pk_future *f)
     if (s != PK_FUTURE_DONE)
         pk__free(f->msg);
     /* The tag goes (CHECK fails on a released future while its slab
-     * lives); the slot's index stays for future_free. */
+     * lives); the slot's index stays for pk__fslot_free. */
     atomic_store_explicit(&f->flags, flags & ~(0xffffu << F_TAG_SHIFT),
                           memory_order_relaxed);
-    future_free(f, flags);
+    pk__fslot_free(f, F_SLOT(flags));
 }
 
 void
