@@ -14,15 +14,50 @@
  * (the slot's memory, not its alignment, is what costs: 128-byte slots
  * were 10% slower than 96-byte ones). A future finds its slab from its
  * slot's index, kept in f->flags: no pointer back (a one-slot slab's
- * future is at index 0). The slab counts in `live` the slots not yet
- * freed, the ones still to be carved included; the release that frees a
- * future takes one off (acq_rel: the last one sees every user's writes)
- * and the one that reaches zero gives the slab back. A slot is not reused
- * before its whole slab is freed: a long-lived future holds on to its
- * slab (4 KB, 63 slots) at most. The thread keeps its slab in a
- * thread-local; when it exits, a pthread key's destructor gives the
- * uncarved slots back (takes them off `live`). Without the key (it could
- * not be made), every slab has one slot: a pk__alloc per future.
+ * future is at index 0).
+ *
+ * Freed slots are reused before their slab is empty, so that a long-lived
+ * future pins its own line, not its slab (with one future in 62 kept, a
+ * slab per kept future otherwise). The slab's header holds one word: bit
+ * i set = slot i free, and two flags, at most one set, for whoever holds
+ * the slab: OWNED, a thread carving from it (its tls_slab); ORPHAN, its
+ * owner let go of it with no slot free, and the next free holds it. The
+ * two flags cost the slab's last line (62 slots, not 63): with one flag,
+ * the free that lists an orphan had to be found by a CAS loop before the
+ * RMW, which cost the thread pool's future case 6%. The rules:
+ *
+ * - The owner takes every free bit at once (an exchange that keeps
+ *   OWNED; acquire: the frees' writes come before the reuse) into its
+ *   thread-local mask and carves from the mask with no atomics. When the
+ *   mask is empty it takes the word's bits again; when there are none it
+ *   lets go (a CAS from OWNED alone to ORPHAN, so no free is missed) and
+ *   gets a slab: one from `partial` with ADOPT_MIN free slots or more if
+ *   it finds one, else the arena's.
+ * - A free sets its bit (an add, acq_rel) and acts on what the word
+ *   was, so that no two threads act on one slab and none touches a slab
+ *   another may have given back: nothing if a flag was set but for the
+ *   free that finds ORPHAN alone, which holds the slab and lists it
+ *   (slab_release); with no flag (the slab is on `partial`), the free
+ *   that makes it entirely free gives it back to the arena, unlinking it
+ *   from `partial` first, under the lock.
+ * - So a slab with no flag is on `partial` (or on its way to the arena).
+ *   It is taken off only under the lock: by a thread adopting it (a CAS
+ *   that takes its bits and sets OWNED; one found entirely free is left
+ *   to the free that made it so) or by that free. An adopter looks at
+ *   ADOPT_SCAN slabs at most, oldest first, and moves the ones with too
+ *   few free slots to the other end.
+ * - A holder that lets go of a slab (the owner at thread exit or in the
+ *   test hooks, with the free slots in its mask; the free that found it
+ *   an orphan) gives it back if entirely free, leaves it an orphan if
+ *   none is, else clears the flags and lists it (slab_release).
+ *
+ * Without the thread key (it could not be made), every slab has one
+ * slot: a pk__alloc per future, freed with it (as are test builds' one-
+ * slot slabs).
+ *
+ * Process-wide state: `partial` and its lock (pthread_atfork keeps them
+ * consistent in a child; the lock is never held across a call into the
+ * arena). Thread-local: tls_slab and tls_mask.
  *
  * Test builds (PK_TESTING) use one-slot slabs, one pk__alloc each, unless
  * a test asks for more (pk__future_slab_set: arena slabs, which count as
@@ -33,51 +68,149 @@
 
 #include "future_slab.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "alloc.h"
 #include "future_int.h"
+#include "sync.h"
 
 #define LINE PK__FSLOT_SIZE
 #define SLOT_SIZE PK__FSLOT_SIZE
 #define SLAB_N PK__FSLAB_SLOTS
+#define OWNED ((uint64_t)1 << 63)
+#define ORPHAN ((uint64_t)1 << 62)
+#define FLAGS (OWNED | ORPHAN)
+_Static_assert(SLAB_N <= 62, "a slab's free slots and two flags in 64 bits");
 
 struct fslab {
-    _Atomic uint32_t live; /* slots not freed yet, uncarved ones included */
-    uint32_t n;            /* slots */
-    void *raw;             /* what pk__alloc returned; NULL: an arena slab */
+    _Atomic uint64_t word;      /* free slots' bits | a flag: see the top */
+    uint64_t all;               /* every slot's bit: the slab is all free */
+    struct fslab *prev, *next;  /* on `partial`, while `listed`: plock */
+    void *raw;                  /* what pk__alloc returned; NULL: arena's */
+    uint32_t adopt_min;         /* free slots worth adopting it for */
+    bool listed;                /* plock */
 };
+_Static_assert(sizeof(struct fslab) <= LINE, "the header is one line");
 
-/* The calling thread's slab with slots left to carve (NULL: none), and
- * the next slot. Owner only. initial-exec: one load off the thread
+/* The calling thread's slab (NULL: none) and the free slots it took from
+ * the slab's word. Owner only. initial-exec: one load off the thread
  * pointer (as pool_cache.h). */
 #define F_TLS __attribute__((tls_model("initial-exec")))
 static _Thread_local struct fslab *tls_slab F_TLS;
-static _Thread_local uint32_t tls_next F_TLS;
+static _Thread_local uint64_t tls_mask F_TLS;
 static _Thread_local int tls_keyed F_TLS; /* the key is set on this thread */
 
 static pthread_key_t slab_key;
 static pthread_once_t slab_once = PTHREAD_ONCE_INIT;
 static int slab_key_ok; /* written once under slab_once */
 
+/* Adopting a slab with fewer free slots than this (a quarter of the
+ * slab, 16 of 62) is not worth the lock: the caller takes the arena's. */
+#define ADOPT_MIN(n) (((n) + 3) / 4)
+/* Slabs an adopter looks at, at most, before it takes the arena's. */
+#define ADOPT_SCAN 4
+
+/* Unowned slabs with a free slot, newest at the head: the process-wide
+ * state named at the top. */
+static pthread_mutex_t plock = PTHREAD_MUTEX_INITIALIZER;
+static struct fslab *partial, *partial_tail;
+/* Slabs on `partial`, written under plock: read without it, a hint that
+ * spares the lock when there is nothing to adopt (a burst of creates). */
+static atomic_uint partial_n;
+
 #ifdef PK_TESTING
 static _Atomic unsigned slab_test_n = 1;
 #endif
 
-static void
-slab_unref(struct fslab *s, uint32_t k)
+/* A fork while another thread holds plock would leave the child's copy
+ * locked for ever; holding it across fork() keeps the list whole. */
+static void atfork_prepare(void) { pk__mutex_lock(&plock); }
+static void atfork_release(void) { pk__mutex_unlock(&plock); }
+
+static inline void *
+slab_slot(struct fslab *s, uint32_t i)
 {
-    if (atomic_fetch_sub_explicit(&s->live, k, memory_order_acq_rel) != k)
-        return;
-    if (s->raw)
-        pk__free(s->raw);
-    else
-        pk__slab_put(s);
+    return (char *)s + LINE + (size_t)i * SLOT_SIZE;
 }
 
-/* Gives back the uncarved slots of this thread's slab. */
+/* The slab of the future in slot i (f->flags): slab_slot backwards. */
+static inline struct fslab *
+slot_slab(void *p, uint32_t i)
+{
+    return (struct fslab *)((char *)p - LINE - (size_t)i * SLOT_SIZE);
+}
+
+/* Under plock. */
+static void
+list_link(struct fslab *s)
+{
+    s->listed = true;
+    atomic_store_explicit(&partial_n,
+                          atomic_load_explicit(&partial_n,
+                                               memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    s->prev = NULL;
+    s->next = partial;
+    if (partial)
+        partial->prev = s;
+    else
+        partial_tail = s;
+    partial = s;
+}
+
+/* Under plock. */
+static void
+list_unlink(struct fslab *s)
+{
+    s->listed = false;
+    atomic_store_explicit(&partial_n,
+                          atomic_load_explicit(&partial_n,
+                                               memory_order_relaxed) - 1,
+                          memory_order_relaxed);
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        partial = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    else
+        partial_tail = s->prev;
+}
+
+/* Lets go of s, held (OWNED by its owner, or ORPHAN by the free that
+ * found it so), with `mask` free slots taken from its word: gives it back
+ * if entirely free, leaves it an orphan if no slot is free, else clears
+ * the flag and lists it, under plock, so that the free that makes it
+ * entirely free finds it listed. Not listed while held. */
+static void
+slab_release(struct fslab *s, uint64_t mask)
+{
+    uint64_t w, avail;
+
+    pk__mutex_lock(&plock);
+    /* Acquire: given back, the frees' writes come first. */
+    w = atomic_load_explicit(&s->word, memory_order_acquire);
+    do {
+        avail = (w & ~FLAGS) | mask;
+        if (avail == s->all) {
+            /* Held and all free: no one else can reach it. */
+            pk__mutex_unlock(&plock);
+            pk__slab_put(s); /* never a one-slot slab: not held */
+            return;
+        }
+    } while (!atomic_compare_exchange_weak_explicit(
+        &s->word, &w, avail ? avail : ORPHAN, memory_order_acq_rel,
+        memory_order_acquire));
+    if (avail)
+        list_link(s);
+    pk__mutex_unlock(&plock);
+}
+
+/* Gives up this thread's slab. */
 static void
 slab_drop(void)
 {
@@ -85,7 +218,8 @@ slab_drop(void)
 
     tls_slab = NULL;
     if (s)
-        slab_unref(s, s->n - tls_next);
+        slab_release(s, tls_mask);
+    tls_mask = 0;
 }
 
 static void
@@ -100,6 +234,9 @@ static void
 slab_key_init(void)
 {
     slab_key_ok = pthread_key_create(&slab_key, slab_thread_exit) == 0;
+    /* On failure (ENOMEM) a fork while a thread holds plock leaves the
+     * child's list locked; nothing else is at stake. */
+    (void)pthread_atfork(atfork_prepare, atfork_release, atfork_release);
 }
 
 static uint32_t
@@ -117,28 +254,87 @@ slab_size(void)
 #endif
 }
 
-static inline void *
-slab_slot(struct fslab *s, uint32_t i)
+/* A slab from `partial`, owned by the caller, with its free slots in
+ * *mask; NULL if none worth it among the oldest ADOPT_SCAN. */
+static struct fslab *
+slab_adopt(uint64_t *mask)
 {
-    return (char *)s + LINE + (size_t)i * SLOT_SIZE;
-}
-
-/* The slab of the future in slot i (f->flags): slab_slot backwards. */
-static inline struct fslab *
-slot_slab(void *p, uint32_t i)
-{
-    return (struct fslab *)((char *)p - LINE - (size_t)i * SLOT_SIZE);
-}
-
-/* A new slab; its first slot (index 0) is the caller's. NULL if out of
- * memory. */
-static void *
-slab_new(void)
-{
-    uint32_t n = slab_size();
-    void *raw = NULL;
     struct fslab *s;
+    uint64_t w;
 
+    if (atomic_load_explicit(&partial_n, memory_order_relaxed) == 0)
+        return NULL; /* a slab listed meanwhile waits for the next call */
+    pk__mutex_lock(&plock);
+    for (int k = 0; k < ADOPT_SCAN && (s = partial_tail) != NULL; k++) {
+        w = atomic_load_explicit(&s->word, memory_order_relaxed);
+        for (;;) {
+            assert(!(w & FLAGS) && w != 0);
+            if (w == s->all) {
+                /* The free that made it so gives it back. */
+                list_unlink(s);
+                break;
+            }
+            if ((uint32_t)__builtin_popcountll(w) < s->adopt_min) {
+                list_unlink(s); /* to the head: the next is older */
+                list_link(s);
+                break;
+            }
+            if (atomic_compare_exchange_weak_explicit(
+                    &s->word, &w, OWNED, memory_order_acquire,
+                    memory_order_relaxed)) {
+                list_unlink(s);
+                pk__mutex_unlock(&plock);
+                *mask = w;
+                return s;
+            }
+        }
+    }
+    pk__mutex_unlock(&plock);
+    return NULL;
+}
+
+/* The slow path of pk__fslot_alloc: this thread's slab has no free slot
+ * in tls_mask. Not inlined: the fast path saves no registers. */
+__attribute__((noinline)) static void *
+slab_next(uint32_t *slot)
+{
+    struct fslab *s = tls_slab;
+    uint32_t n;
+    uint64_t w;
+    void *raw = NULL;
+
+    if (s) {
+        w = OWNED;
+        for (;;) {
+            if (w != OWNED) {
+                w = atomic_exchange_explicit(&s->word, OWNED,
+                                             memory_order_acquire);
+                if (w != OWNED) {
+                    tls_mask = w & ~OWNED;
+                    goto carve;
+                }
+            }
+            /* Nothing free: an orphan (the next free lists it). */
+            if (atomic_compare_exchange_weak_explicit(
+                    &s->word, &w, ORPHAN, memory_order_release,
+                    memory_order_relaxed))
+                break;
+        }
+        tls_slab = NULL;
+    }
+    n = slab_size();
+    if (n > 1 && !tls_keyed) {
+        /* Any non-NULL value: the destructor reads the thread-locals. If
+         * it cannot be set, this future gets a slab of its own. */
+        if (pthread_setspecific(slab_key, &tls_keyed) != 0)
+            n = 1;
+        else
+            tls_keyed = 1;
+    }
+    if (n > 1 && (s = slab_adopt(&tls_mask)) != NULL) {
+        tls_slab = s;
+        goto carve;
+    }
     if (n > 1) {
         s = pk__slab_get(); /* aligned to its size: lines too */
         if (!s)
@@ -150,48 +346,78 @@ slab_new(void)
         s = (struct fslab *)(((uintptr_t)raw + LINE - 1) &
                              ~(uintptr_t)(LINE - 1));
     }
-    atomic_init(&s->live, n);
-    s->n = n;
+    s->all = ((uint64_t)1 << n) - 1;
+    s->adopt_min = ADOPT_MIN(n);
     s->raw = raw;
-    if (n > 1) {
-        if (!tls_keyed) {
-            /* Any non-NULL value: the destructor reads the thread-locals. */
-            if (pthread_setspecific(slab_key, s) != 0) {
-                slab_unref(s, n - 1); /* keep the first slot only */
-                return slab_slot(s, 0);
-            }
-            tls_keyed = 1;
-        }
-        tls_slab = s;
-        tls_next = 1;
+    s->listed = false;
+    s->prev = s->next = NULL;
+    *slot = 0;
+    if (n == 1) {
+        atomic_init(&s->word, 0);
+        return slab_slot(s, 0);
     }
+    atomic_init(&s->word, OWNED);
+    tls_slab = s;
+    tls_mask = s->all & ~(uint64_t)1;
     return slab_slot(s, 0);
+
+carve:
+    *slot = (uint32_t)__builtin_ctzll(tls_mask);
+    tls_mask &= tls_mask - 1;
+    return slab_slot(s, *slot);
 }
 
 void *
 pk__fslot_alloc(uint32_t *slot)
 {
-    struct fslab *s = tls_slab;
-    void *f;
+    uint64_t m = tls_mask, ahead;
+    uint32_t i;
 
-    *slot = 0;
-    if (!s)
-        return slab_new();
-    *slot = tls_next;
-    f = slab_slot(s, tls_next);
-    if (++tls_next == s->n)
-        tls_slab = NULL; /* all carved: the frees own it now */
-    else if (tls_next + 2 < s->n)
-        /* Two futures on: its line is fresh memory, not in the cache;
+    if (!m)
+        return slab_next(slot);
+    i = (uint32_t)__builtin_ctzll(m);
+    m &= m - 1;
+    tls_mask = m;
+    *slot = i;
+    ahead = m & (m - 1);
+    ahead &= ahead - 1;
+    if (ahead)
+        /* Two futures on: its line may be fresh memory, not in the cache;
          * ask for it now rather than stall on it then (5% on a burst). */
-        __builtin_prefetch(slab_slot(s, tls_next + 2), 1);
-    return f;
+        __builtin_prefetch(slab_slot(tls_slab,
+                                     (uint32_t)__builtin_ctzll(ahead)), 1);
+    return slab_slot(tls_slab, i);
 }
 
 void
 pk__fslot_free(void *p, uint32_t slot)
 {
-    slab_unref(slot_slab(p, slot), 1);
+    struct fslab *s = slot_slab(p, slot);
+    uint64_t bit = (uint64_t)1 << slot;
+    uint64_t w;
+
+    if (s->raw) {
+        pk__free(s->raw); /* one slot: nobody else knows it */
+        return;
+    }
+    /* The slot's bit is clear while it is in use, so adding it sets it:
+     * one xadd on x86, where a fetch_or that returns the old word is a
+     * CAS loop. */
+    w = atomic_fetch_add_explicit(&s->word, bit, memory_order_acq_rel);
+    assert(!(w & bit)); /* freed twice */
+    if (w & FLAGS) {
+        if (w == ORPHAN) /* the first free of an orphan: now its holder */
+            slab_release(s, 0);
+        return;
+    }
+    if ((w | bit) == s->all) {
+        /* All free and listed: this free alone can see it so. */
+        pk__mutex_lock(&plock);
+        if (s->listed)
+            list_unlink(s);
+        pk__mutex_unlock(&plock);
+        pk__slab_put(s);
+    }
 }
 
 #ifdef PK_TESTING
@@ -208,4 +434,3 @@ pk__future_slab_drop(void)
     slab_drop();
 }
 #endif
-
