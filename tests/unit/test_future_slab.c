@@ -35,7 +35,7 @@
 
 static pk_future *pin_fs[PIN_N];
 
-/* One future in 63 kept: the next burst reuses the other slots of the
+/* One future in 62 kept: the next burst reuses the other slots of the
  * kept futures' slabs instead of a slab per kept future. */
 static void
 test_kept_future_pins_its_slot_not_its_slab(void **state)
