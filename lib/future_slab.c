@@ -394,12 +394,16 @@ pk__fslot_free(void *p, uint32_t slot)
 {
     struct fslab *s = slot_slab(p, slot);
     uint64_t bit = (uint64_t)1 << slot;
-    uint64_t w;
+    uint64_t w, all;
 
     if (s->raw) {
         pk__free(s->raw); /* one slot: nobody else knows it */
         return;
     }
+    /* Read before the add, while this slot's future still pins the slab:
+     * after it, another free may give the slab back (and the arena
+     * unmap or re-carve it) before this thread looks again. */
+    all = s->all;
     /* The slot's bit is clear while it is in use, so adding it sets it:
      * one xadd on x86, where a fetch_or that returns the old word is a
      * CAS loop. */
@@ -410,7 +414,7 @@ pk__fslot_free(void *p, uint32_t slot)
             slab_release(s, 0);
         return;
     }
-    if ((w | bit) == s->all) {
+    if ((w | bit) == all) {
         /* All free and listed: this free alone can see it so. */
         pk__mutex_lock(&plock);
         if (s->listed)

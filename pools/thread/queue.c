@@ -174,30 +174,32 @@ pk__tp_lane_leave(struct pk_threadpool *tp, struct tp_worker *w, int lane,
 /* A worker about to block gives back the places it holds (it runs
  * nothing while blocked), as the pool's max is compensated for it: with
  * its nesting bound reached it may not run the child it waits on, and
- * nobody else could while it held the lane's last place. Returns whether
- * it held any. */
-bool
+ * nobody else could while it held the lane's last place. Returns the
+ * lanes it stepped out of, one bit each, for pk__tp_lanes_step_in: a
+ * place taken while out (caller-runs) is not one to take back. */
+uint32_t
 pk__tp_lanes_step_out(struct pk_threadpool *tp, struct tp_worker *w)
 {
-    bool any = false;
+    uint32_t out = 0;
 
     for (size_t i = 1; i < tp->nlanes; i++) {
         if (w->in_lane[i] == 0)
             continue;
         atomic_fetch_sub_explicit(&tp->lanes[i].running, 1,
                                   memory_order_relaxed);
-        any = true;
+        out |= (uint32_t)1 << i;
     }
-    return any;
+    return out;
 }
 
-/* Takes them back, above the cap if others filled it meanwhile (as a
- * compensated pool goes above max for a while). */
+/* Takes back the places of pk__tp_lanes_step_out's lanes, above the cap
+ * if others filled it meanwhile (as a compensated pool goes above max
+ * for a while). */
 void
-pk__tp_lanes_step_in(struct pk_threadpool *tp, struct tp_worker *w)
+pk__tp_lanes_step_in(struct pk_threadpool *tp, uint32_t lanes)
 {
     for (size_t i = 1; i < tp->nlanes; i++)
-        if (w->in_lane[i] > 0)
+        if (lanes & ((uint32_t)1 << i))
             atomic_fetch_add_explicit(&tp->lanes[i].running, 1,
                                       memory_order_relaxed);
 }

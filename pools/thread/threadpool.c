@@ -379,7 +379,8 @@ caller_runs(struct pk_threadpool *tp, struct tp_lane *l, struct tp_task *t)
     struct tp_worker *w = pk__tp_self && pk__tp_self->tp == tp ? pk__tp_self
                                                                 : NULL;
     uint64_t deadline;
-    bool counted, stepped_out = false;
+    uint32_t stepped_out = 0;
+    bool counted;
     int rc;
 
     if (pk__tp_lane_enter(tp, w, t->lane, &counted)) {
@@ -395,8 +396,7 @@ caller_runs(struct pk_threadpool *tp, struct tp_lane *l, struct tp_task *t)
     rc = wait_place_or_room(tp, l, w, t, deadline, &counted);
     if (w) {
         atomic_fetch_add(&tp->active, 1);
-        if (stepped_out)
-            pk__tp_lanes_step_in(tp, w);
+        pk__tp_lanes_step_in(tp, stepped_out);
     }
     if (rc == 1)
         run_here(tp, l, w, t, counted);

@@ -223,8 +223,9 @@ bool pk__tp_lane_enter(struct pk_threadpool *tp, struct tp_worker *w,
                        int lane, bool *counted);
 void pk__tp_lane_leave(struct pk_threadpool *tp, struct tp_worker *w,
                        int lane, bool counted);
-bool pk__tp_lanes_step_out(struct pk_threadpool *tp, struct tp_worker *w);
-void pk__tp_lanes_step_in(struct pk_threadpool *tp, struct tp_worker *w);
+_Static_assert(PK_LANES_MAX <= 32, "a lane mask fits 32 bits");
+uint32_t pk__tp_lanes_step_out(struct pk_threadpool *tp, struct tp_worker *w);
+void pk__tp_lanes_step_in(struct pk_threadpool *tp, uint32_t lanes);
 size_t pk__tp_all_pushed(struct pk_threadpool *tp);
 void pk__tp_finish(struct pk_threadpool *tp, size_t n);
 bool pk__tp_all_finished(struct pk_threadpool *tp);

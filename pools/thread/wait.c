@@ -230,7 +230,8 @@ block_on(struct pk_threadpool *tp, struct tp_worker *w, pk_future *f,
          uint64_t deadline)
 {
     uint64_t now, until;
-    bool comp, stepped_out;
+    uint32_t stepped_out;
+    bool comp;
 
     if (is_cycle(tp, w, f))
         return PK_EDEADLK;
@@ -247,8 +248,7 @@ block_on(struct pk_threadpool *tp, struct tp_worker *w, pk_future *f,
     if (comp)
         compensate(tp, -1);
     atomic_fetch_add(&tp->active, 1);
-    if (stepped_out)
-        pk__tp_lanes_step_in(tp, w);
+    pk__tp_lanes_step_in(tp, stepped_out);
     return 0;
 }
 
