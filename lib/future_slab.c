@@ -75,6 +75,7 @@
 #include <stdint.h>
 
 #include "alloc.h"
+#include "dlist.h"
 #include "future_int.h"
 #include "sync.h"
 
@@ -89,7 +90,7 @@ _Static_assert(SLAB_N <= 62, "a slab's free slots and two flags in 64 bits");
 struct fslab {
     _Atomic uint64_t word;      /* free slots' bits | a flag: see the top */
     uint64_t all;               /* every slot's bit: the slab is all free */
-    struct fslab *prev, *next;  /* on `partial`, while `listed`: plock */
+    struct pk__dnode link;      /* on `partial`, while `listed`: plock */
     void *raw;                  /* what pk__alloc returned; NULL: arena's */
     uint32_t adopt_min;         /* free slots worth adopting it for */
     bool listed;                /* plock */
@@ -117,7 +118,7 @@ static int slab_key_ok; /* written once under slab_once */
 /* Unowned slabs with a free slot, newest at the head: the process-wide
  * state named at the top. */
 static pthread_mutex_t plock = PTHREAD_MUTEX_INITIALIZER;
-static struct fslab *partial, *partial_tail;
+static struct pk__dlist partial;
 /* Slabs on `partial`, written under plock: read without it, a hint that
  * spares the lock when there is nothing to adopt (a burst of creates). */
 static atomic_uint partial_n;
@@ -153,13 +154,7 @@ list_link(struct fslab *s)
                           atomic_load_explicit(&partial_n,
                                                memory_order_relaxed) + 1,
                           memory_order_relaxed);
-    s->prev = NULL;
-    s->next = partial;
-    if (partial)
-        partial->prev = s;
-    else
-        partial_tail = s;
-    partial = s;
+    pk__dlist_push_head(&partial, &s->link);
 }
 
 /* Under plock. */
@@ -171,14 +166,7 @@ list_unlink(struct fslab *s)
                           atomic_load_explicit(&partial_n,
                                                memory_order_relaxed) - 1,
                           memory_order_relaxed);
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        partial = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
-    else
-        partial_tail = s->prev;
+    pk__dlist_remove(&partial, &s->link);
 }
 
 /* Lets go of s, held (OWNED by its owner, or ORPHAN by the free that
@@ -265,7 +253,8 @@ slab_adopt(uint64_t *mask)
     if (atomic_load_explicit(&partial_n, memory_order_relaxed) == 0)
         return NULL; /* a slab listed meanwhile waits for the next call */
     pk__mutex_lock(&plock);
-    for (int k = 0; k < ADOPT_SCAN && (s = partial_tail) != NULL; k++) {
+    for (int k = 0; k < ADOPT_SCAN && partial.tail; k++) {
+        s = PK__CONTAINER(partial.tail, struct fslab, link);
         w = atomic_load_explicit(&s->word, memory_order_relaxed);
         for (;;) {
             assert(!(w & FLAGS) && w != 0);
@@ -350,7 +339,7 @@ slab_next(uint32_t *slot)
     s->adopt_min = ADOPT_MIN(n);
     s->raw = raw;
     s->listed = false;
-    s->prev = s->next = NULL;
+    s->link.prev = s->link.next = NULL;
     *slot = 0;
     if (n == 1) {
         atomic_init(&s->word, 0);

@@ -20,6 +20,7 @@
 #include <sys/mman.h>
 
 #include "alloc.h"
+#include "dlist.h"
 #include "sync.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -53,7 +54,7 @@
 _Static_assert((PK__SLAB_SIZE & (PK__SLAB_SIZE - 1)) == 0, "power of two");
 
 struct region {
-    struct region *prev, *next; /* on `avail`, while `listed` */
+    struct pk__dnode link;      /* on `avail`, while `listed` */
     void *given_back;           /* slabs given back, linked by first word */
     unsigned carved;            /* slabs carved so far, the header's too */
     unsigned used;              /* slabs handed out and not given back */
@@ -63,7 +64,7 @@ _Static_assert(sizeof(struct region) <= PK__SLAB_SIZE, "header fits");
 
 /* The arena: process-wide, under `lock` (slab.h says why). */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static struct region *avail_head, *avail_tail;
+static struct pk__dlist avail;
 static unsigned empty_regions; /* listed with used == 0 */
 static unsigned regions;       /* mapped */
 static size_t spare;           /* slabs the listed regions can give */
@@ -95,37 +96,17 @@ static void
 link_at(struct region *r, bool head)
 {
     r->listed = true;
-    if (head) {
-        r->prev = NULL;
-        r->next = avail_head;
-        if (avail_head)
-            avail_head->prev = r;
-        else
-            avail_tail = r;
-        avail_head = r;
-    } else {
-        r->next = NULL;
-        r->prev = avail_tail;
-        if (avail_tail)
-            avail_tail->next = r;
-        else
-            avail_head = r;
-        avail_tail = r;
-    }
+    if (head)
+        pk__dlist_push_head(&avail, &r->link);
+    else
+        pk__dlist_push_tail(&avail, &r->link);
 }
 
 static void
 unlink_region(struct region *r)
 {
     r->listed = false;
-    if (r->prev)
-        r->prev->next = r->next;
-    else
-        avail_head = r->next;
-    if (r->next)
-        r->next->prev = r->prev;
-    else
-        avail_tail = r->prev;
+    pk__dlist_remove(&avail, &r->link);
 }
 
 /* A new region, header written, not listed; NULL if mmap fails. Mapped at
@@ -161,7 +142,7 @@ region_map(bool huge, bool fault)
         for (size_t off = 0; off < REGION_SIZE; off += PAGE)
             ((volatile char *)base)[off] = 0;
     r = (struct region *)base;
-    r->prev = r->next = NULL;
+    r->link.prev = r->link.next = NULL;
     r->given_back = NULL;
     r->carved = 1;
     r->used = 0;
@@ -217,8 +198,8 @@ pk__slab_get(void)
             empty_regions++;
             spare += REGION_SLABS - 1;
         }
-        if (avail_head) {
-            s = take_from(avail_head);
+        if (avail.head) {
+            s = take_from(PK__CONTAINER(avail.head, struct region, link));
             pk__mutex_unlock(&lock);
             return s;
         }

@@ -42,6 +42,17 @@ tp_count_task(void *arg, pk_future *self, pk_result *out, pk_error *err)
     return 0;
 }
 
+int
+tp_sleep_task(void *arg, pk_future *self, pk_result *out, pk_error *err)
+{
+    (void)self;
+    (void)out;
+    (void)err;
+    sleep_ms((long)(uintptr_t)arg);
+    atomic_fetch_add(&tp_counter, 1);
+    return 0;
+}
+
 static void
 note_most(int now)
 {

@@ -21,6 +21,8 @@ int tp_square(void *arg, pk_future *self, pk_result *out, pk_error *err);
 int tp_fail_task(void *arg, pk_future *self, pk_result *out, pk_error *err);
 /* Adds one to tp_counter. */
 int tp_count_task(void *arg, pk_future *self, pk_result *out, pk_error *err);
+/* Sleeps (uintptr_t)arg ms, then adds one to tp_counter. */
+int tp_sleep_task(void *arg, pk_future *self, pk_result *out, pk_error *err);
 /* Blocks until the gate is open. */
 int tp_gated_task(void *arg, pk_future *self, pk_result *out, pk_error *err);
 

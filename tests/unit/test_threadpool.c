@@ -638,16 +638,6 @@ on_watch_event(void *user, const pk_event *ev)
         atomic_fetch_add(&stuck_events, 1);
 }
 
-static int
-sleepy_task(void *arg, pk_future *self, pk_result *out, pk_error *err)
-{
-    (void)self;
-    (void)out;
-    (void)err;
-    sleep_ms((long)(uintptr_t)arg);
-    return 0;
-}
-
 static void
 test_slow_task_raises_one_event(void **state)
 {
@@ -659,11 +649,11 @@ test_slow_task_raises_one_event(void **state)
     (void)state;
     atomic_store(&slow_events, 0);
     assert_int_equal(pk_threadpool_create(&tp, &o), 0);
-    assert_int_equal(pk_threadpool_submit(tp, sleepy_task, (void *)150, &f),
+    assert_int_equal(pk_threadpool_submit(tp, tp_sleep_task, (void *)150, &f),
                      0);
     assert_int_equal(pk_future_wait(f, 10000), 0);
     pk_future_release(f);
-    assert_int_equal(pk_threadpool_submit(tp, sleepy_task, (void *)0, &f), 0);
+    assert_int_equal(pk_threadpool_submit(tp, tp_sleep_task, (void *)0, &f), 0);
     assert_int_equal(pk_future_wait(f, 10000), 0);
     pk_future_release(f);
     pk_threadpool_destroy(tp);
@@ -712,7 +702,7 @@ test_stats_time_queue_wait_and_run(void **state)
     assert_int_equal(pk_threadpool_create(&tp, &o), 0);
     for (int i = 0; i < 64; i++)
         assert_int_equal(
-            pk_threadpool_submit(tp, sleepy_task, (void *)1, NULL), 0);
+            pk_threadpool_submit(tp, tp_sleep_task, (void *)1, NULL), 0);
     assert_int_equal(pk_threadpool_shutdown(tp, PK_SHUTDOWN_DRAIN, 20000),
                      0);
     assert_int_equal(pk_threadpool_stats_get(tp, &st), 0);

@@ -658,17 +658,6 @@ test_watchdog_that_cannot_start_refuses_cleanly(void **state)
     assert_int_equal(settled_live(live0), live0);
 }
 
-static int
-sleepy_task(void *arg, pk_future *self, pk_result *out, pk_error *err)
-{
-    (void)self;
-    (void)out;
-    (void)err;
-    sleep_ms((long)(uintptr_t)arg);
-    atomic_fetch_add(&tp_counter, 1);
-    return 0;
-}
-
 static atomic_int stuck_events, stuck_with_resource;
 
 static void
@@ -701,7 +690,7 @@ test_stuck_task_on_a_stand_in_is_reported_not_detached(void **state)
     atomic_store(&stuck_with_resource, 0);
     assert_int_equal(pk_threadpool_create(&tp, &o), 0); /* + watchdog */
     pk__thread_fail_next(1000000);
-    assert_int_equal(pk_threadpool_submit(tp, sleepy_task, (void *)200, &f),
+    assert_int_equal(pk_threadpool_submit(tp, tp_sleep_task, (void *)200, &f),
                      0);
     wait_all_counted(&f, 1);
     pk__thread_fail_next(0);
