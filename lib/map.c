@@ -15,7 +15,7 @@
  * size is kept exactly (only the input's end or a named item cuts a unit
  * short).
  *
- * Delivery. Ordered: the oldest live unit (m->head; units are made in
+ * Delivery. Ordered: the oldest live unit (oldest(m); units are made in
  * input order) is delivered once it is done. Unordered: units are
  * delivered in the order their callbacks ran (m->done_head). The unit
  * being delivered is m->cur; it is freed after its last item.
@@ -48,6 +48,7 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "dlist.h"
 #include "sync.h"
 
 #define MAP_MAGIC 0x70614d70u
@@ -72,7 +73,7 @@ struct item {
 
 struct unit {
     struct pk_map *m;
-    struct unit *prev, *next; /* live units in input order; consumer */
+    struct pk__dnode link;    /* live units in input order; consumer */
     struct unit *done_next;   /* m->done_head list; m->lock */
     pk_future *fut;           /* our reference; NULL until submitted */
     size_t first;             /* index of items[0] */
@@ -106,7 +107,7 @@ struct pk_map {
     int defer_code;     /* a map error reported once the rest is out */
     char defer_msg[PK_ERROR_MSG_SIZE];
     int fatal;          /* the map ended with this code (sticky) */
-    struct unit *head, *tail; /* live units (submitted), input order */
+    struct pk__dlist units;   /* live units (submitted), input order */
     struct unit *cur;   /* being delivered */
     struct unit *held;  /* made, submit said EAGAIN/EFULL: retried */
     pk_task la;         /* an item read but not placed yet */
@@ -165,27 +166,21 @@ unit_free(struct pk_map *m, struct unit *u)
 static void
 link_unit(struct pk_map *m, struct unit *u)
 {
-    u->prev = m->tail;
-    u->next = NULL;
-    if (m->tail)
-        m->tail->next = u;
-    else
-        m->head = u;
-    m->tail = u;
+    pk__dlist_push_tail(&m->units, &u->link);
 }
 
 static void
 unlink_unit(struct pk_map *m, struct unit *u)
 {
-    if (u->prev)
-        u->prev->next = u->next;
-    else
-        m->head = u->next;
-    if (u->next)
-        u->next->prev = u->prev;
-    else
-        m->tail = u->prev;
-    u->prev = u->next = NULL;
+    pk__dlist_remove(&m->units, &u->link);
+}
+
+/* The oldest live unit, or NULL. Consumer only. */
+static struct unit *
+oldest(const struct pk_map *m)
+{
+    return m->units.head ? PK__CONTAINER(m->units.head, struct unit, link)
+                         : NULL;
 }
 
 /* ---- running: on a worker thread --------------------------------------- */
@@ -474,7 +469,7 @@ try_submit(struct pk_map *m, struct unit *u)
     if (rc == 0)
         return 0;
     m->held = u;
-    if ((rc == PK_EAGAIN || rc == PK_EFULL) && m->head)
+    if ((rc == PK_EAGAIN || rc == PK_EFULL) && oldest(m))
         return -1; /* retry later */
     defer_error(m, rc, "the executor refused a task");
     drop_unsubmitted(m);
@@ -589,7 +584,7 @@ ready_locked(struct pk_map *m)
     struct unit *u;
 
     if (!m->unordered)
-        return m->head && m->head->done ? m->head : NULL;
+        return (u = oldest(m)) && u->done ? u : NULL;
     u = m->done_head;
     if (u) {
         m->done_head = u->done_next;
@@ -607,7 +602,7 @@ next_unit(struct pk_map *m)
     uint64_t seq;
     int rc = WOKE;
 
-    if (!m->head)
+    if (!oldest(m))
         return NO_UNITS;
     pk__mutex_lock(&m->lock);
     u = ready_locked(m);
@@ -631,8 +626,8 @@ next_unit(struct pk_map *m)
 static void
 cancel_all(struct pk_map *m)
 {
-    for (struct unit *u = m->head; u; u = u->next)
-        pk_future_cancel(u->fut);
+    for (struct pk__dnode *n = m->units.head; n; n = n->next)
+        pk_future_cancel(PK__CONTAINER(n, struct unit, link)->fut);
     drop_unsubmitted(m);
     m->input_end = 1;
 }
@@ -772,7 +767,7 @@ pk_map_destroy(pk_map *m)
     /* No callback can reach the map any more. */
     if (m->cur)
         unit_free(m, m->cur);
-    while ((u = m->head) != NULL) {
+    while ((u = oldest(m)) != NULL) {
         unlink_unit(m, u);
         unit_free(m, u);
     }
