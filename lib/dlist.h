@@ -1,7 +1,10 @@
 /* lib/dlist.h - an intrusive doubly linked list with a head and a tail,
- * for the core's lists of free memory (the slab arena's regions, the
- * partly free future slabs). A node lives in its owner (PK__CONTAINER
- * gets the owner back). Not thread-safe: the list's owner locks it. */
+ * for the core's lists: the slab arena's regions (slab.c), the partly
+ * free future slabs (future_slab.c), pk_map's live units (map.c), the
+ * pool's idle list, free slots and waiter queue (pool_int.h) and the
+ * group's budget queue (pool_group.c). A node lives in its owner
+ * (PK__CONTAINER gets the owner back). Not thread-safe: the list's owner
+ * locks it. */
 #ifndef PK_LIB_DLIST_H
 #define PK_LIB_DLIST_H
 
@@ -54,6 +57,19 @@ pk__dlist_remove(struct pk__dlist *l, struct pk__dnode *n)
     else
         l->tail = n->prev;
     n->prev = n->next = NULL;
+}
+
+/* Unlinks and returns the head, or NULL if the list is empty: for the
+ * lists used as stacks or drained whole (the pool's free slots, a closing
+ * pool's waiters). */
+static inline struct pk__dnode *
+pk__dlist_pop_head(struct pk__dlist *l)
+{
+    struct pk__dnode *n = l->head;
+
+    if (n)
+        pk__dlist_remove(l, n);
+    return n;
 }
 
 #endif /* PK_LIB_DLIST_H */

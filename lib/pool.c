@@ -73,10 +73,11 @@ pk__pool_unlock_slow(struct pk_pool *p)
 static void
 update_idle_hints(struct pk_pool *p)
 {
+    struct pk__slot *oldest = pk__slot_of(p->idle_list.tail);
+
     atomic_store_explicit(&p->idle_hint, p->idle, memory_order_relaxed);
     atomic_store_explicit(&p->oldest_idle_hint,
-                          p->idle_tail ? p->idle_tail->idle_since_ns
-                                       : UINT64_MAX,
+                          oldest ? oldest->idle_since_ns : UINT64_MAX,
                           memory_order_relaxed);
 }
 
@@ -87,13 +88,7 @@ void
 pk__pool_idle_push_locked(struct pk_pool *p, struct pk__slot *s)
 {
     s->state = PK__S_IDLE;
-    s->prev = NULL;
-    s->next = p->idle_head;
-    if (p->idle_head)
-        p->idle_head->prev = s;
-    else
-        p->idle_tail = s;
-    p->idle_head = s;
+    pk__dlist_push_head(&p->idle_list, &s->link);
     p->idle++;
     if (p->group)
         update_idle_hints(p);
@@ -102,25 +97,25 @@ pk__pool_idle_push_locked(struct pk_pool *p, struct pk__slot *s)
 void
 pk__pool_idle_remove_locked(struct pk_pool *p, struct pk__slot *s)
 {
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        p->idle_head = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
-    else
-        p->idle_tail = s->prev;
-    s->prev = s->next = NULL;
+    pk__dlist_remove(&p->idle_list, &s->link);
     p->idle--;
     if (p->group)
         update_idle_hints(p);
 }
 
+/* The idle slot the pool's order lends next, or NULL. */
+static inline struct pk__slot *
+idle_next(const struct pk_pool *p)
+{
+    return pk__slot_of(p->order == PK_POOL_FIFO ? p->idle_list.tail
+                                                : p->idle_list.head);
+}
+
 struct pk__slot *
 pk__pool_idle_pop_locked(struct pk_pool *p)
 {
-    struct pk__slot *s = p->order == PK_POOL_FIFO ? p->idle_tail
-                                                  : p->idle_head;
+    struct pk__slot *s = idle_next(p);
+
     if (s)
         pk__pool_idle_remove_locked(p, s);
     return s;
@@ -159,13 +154,10 @@ slot_alloc(void)
 struct pk__slot *
 pk__pool_slot_get(struct pk_pool *p)
 {
-    struct pk__slot *s = p->free_slots;
+    struct pk__slot *s = pk__slot_of(pk__dlist_pop_head(&p->free_slots));
 
-    if (s) {
-        p->free_slots = s->next;
-        s->next = NULL;
+    if (s)
         return s;
-    }
     s = slot_alloc();
     if (!s)
         return NULL;
@@ -185,9 +177,7 @@ pk__pool_slot_put(struct pk_pool *p, struct pk__slot *s)
     atomic_store_explicit(&s->ticket,
                           (pk__ticket_lease(w) + PK__T_STEP) | PK__T_NOPARK,
                           memory_order_relaxed);
-    s->prev = NULL;
-    s->next = p->free_slots;
-    p->free_slots = s;
+    pk__dlist_push_head(&p->free_slots, &s->link);
 }
 
 /* Lends s to the holder of a lease being filled now. */
@@ -366,9 +356,9 @@ pk__pool_take_idle_locked(struct pk_pool *p, const char *file, int line,
     struct pk__slot *s;
     uint64_t now;
 
-    if (p->wait_head || p->paused)
+    if (p->wait_queue.head || p->paused)
         return NULL;
-    if (!p->idle_head && !pk__cache_flush_locked(p))
+    if (!p->idle_list.head && !pk__cache_flush_locked(p))
         return NULL; /* nothing idle, nothing parked */
     s = pk__pool_idle_pop_locked(p);
     now = p->needs_clock ? pk__pool_now(p) : 0;
@@ -384,10 +374,9 @@ pk__pool_take_idle_locked(struct pk_pool *p, const char *file, int line,
 static inline struct pk__slot *
 hot_take_locked(struct pk_pool *p, const char *file, int line)
 {
-    struct pk__slot *s = p->order == PK_POOL_FIFO ? p->idle_tail
-                                                  : p->idle_head;
+    struct pk__slot *s = idle_next(p);
 
-    if (!p->hot || p->wait_head || !s || s->generation != p->generation)
+    if (!p->hot || p->wait_queue.head || !s || s->generation != p->generation)
         return NULL;
     pk__pool_idle_remove_locked(p, s);
     s->state = PK__S_LENT;
@@ -522,7 +511,7 @@ must_retire_locked(struct pk_pool *p, struct pk__slot *s, uint64_t now)
         return true;
     /* A group member gives a spare resource back to the shared budget
      * when another key is waiting for one and nobody here is. */
-    return p->group && !p->wait_head && pk__group_has_waiters(p->group);
+    return p->group && !p->wait_queue.head && pk__group_has_waiters(p->group);
 }
 
 static int
@@ -611,7 +600,8 @@ int
 pk__pool_release_locked(struct pk_pool *p, struct pk__slot *s, int status)
 {
     if (__builtin_expect(status != PK_RELEASE_OK || !p->hot ||
-                             p->wait_head || s->generation < p->evict_gen ||
+                             p->wait_queue.head ||
+                             s->generation < p->evict_gen ||
                              p->alive > p->max_size,
                          0)) {
         pk__cache_forget_locked(p, s);

@@ -383,9 +383,11 @@ pk__pool_async_next_deadline_locked(struct pk_pool *p)
 
     if (!p->async_waiters)
         return d;
-    for (struct pk__waiter *w = p->wait_head; w; w = w->next)
+    for (struct pk__dnode *n = p->wait_queue.head; n; n = n->next) {
+        struct pk__waiter *w = pk__waiter_of(n);
         if (w->ticket && w->ticket->deadline < d)
             d = w->ticket->deadline;
+    }
     return d;
 }
 
@@ -409,8 +411,10 @@ pk__pool_async_expire(struct pk_pool *p, uint64_t now)
     pk__lock_acquire(&p->lock);
     if (p->async_waiters)
         fail = failing_fast_locked(p);
-    for (struct pk__waiter *w = p->wait_head; w && p->async_waiters;) {
-        struct pk__waiter *next = w->next;
+    for (struct pk__dnode *n = p->wait_queue.head, *next;
+         n && p->async_waiters; n = next) {
+        struct pk__waiter *w = pk__waiter_of(n);
+        next = n->next; /* the dequeues below unlink n */
         if (w->ticket && fail) {
             pk__pool_waiter_dequeue(p, w);
             w->err = p->last_err.code;
@@ -423,7 +427,6 @@ pk__pool_async_expire(struct pk_pool *p, uint64_t now)
             pk__ticket_ready_locked(p, w);
             expired++;
         }
-        w = next;
     }
     pk__pool_unlock(p);
     for (size_t i = 0; i < expired; i++) {

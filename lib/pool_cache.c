@@ -237,7 +237,7 @@ pk__cache_update_locked(struct pk_pool *p)
 
     if (!p->cache.stripe)
         return;
-    open = p->hot && !p->wait_head && p->alive <= p->max_size;
+    open = p->hot && !p->wait_queue.head && p->alive <= p->max_size;
     if (open == p->cset.open)
         return;
     p->cset.open = open;

@@ -27,7 +27,7 @@ struct pk_pool_group {
     _Atomic size_t used;           /* units taken */
     _Atomic size_t queued;         /* waiters in the queue */
     struct pk_pool *members;
-    struct pk__waiter *head, *tail;
+    struct pk__dlist queue;        /* of pk__waiter.glink, arrival order */
     size_t busy;                   /* steals in progress */
 };
 
@@ -104,7 +104,7 @@ pk__group_take_or_queue(struct pk_pool_group *g, struct pk_pool *p,
      * deadline (test_pool_group: lost wakeup). Queueing here, under the
      * caller's pool lock, also puts w in the group queue in the order it
      * became a visible waiter of its pool. */
-    if (!g->head) {
+    if (!g->queue.head) {
         u = atomic_load(&g->used);
         while (u < g->max_total) {
             if (atomic_compare_exchange_weak(&g->used, &u, u + 1)) {
@@ -115,13 +115,7 @@ pk__group_take_or_queue(struct pk_pool_group *g, struct pk_pool *p,
     }
     if (!w->gqueued && !atomic_load(&w->granted)) {
         w->gpool = p;
-        w->gnext = NULL;
-        w->gprev = g->tail;
-        if (g->tail)
-            g->tail->gnext = w;
-        else
-            g->head = w;
-        g->tail = w;
+        pk__dlist_push_tail(&g->queue, &w->glink);
         w->gqueued = true;
         atomic_fetch_add(&g->queued, 1);
     }
@@ -138,15 +132,7 @@ pk__group_has_waiters(struct pk_pool_group *g)
 static void
 unqueue_locked(struct pk_pool_group *g, struct pk__waiter *w)
 {
-    if (w->gprev)
-        w->gprev->gnext = w->gnext;
-    else
-        g->head = w->gnext;
-    if (w->gnext)
-        w->gnext->gprev = w->gprev;
-    else
-        g->tail = w->gprev;
-    w->gprev = w->gnext = NULL;
+    pk__dlist_remove(&g->queue, &w->glink);
     w->gqueued = false;
     atomic_fetch_sub(&g->queued, 1);
 }
@@ -157,12 +143,12 @@ pk__group_put(struct pk_pool_group *g)
     struct pk__waiter *w;
 
     pk__mutex_lock(&g->lock);
-    w = g->head;
-    if (!w) {
+    if (!g->queue.head) {
         atomic_fetch_sub(&g->used, 1);
         pk__mutex_unlock(&g->lock);
         return;
     }
+    w = PK__CONTAINER(g->queue.head, struct pk__waiter, glink);
     unqueue_locked(g, w);
     /* The unit moves to w without passing through the budget. The word
      * is set under the group lock (w cannot leave the queue meanwhile);
@@ -212,7 +198,7 @@ retire_one_idle(struct pk_pool *victim)
     struct pk__slot *s;
 
     pk__lock_acquire(&victim->lock);
-    s = victim->idle_tail;
+    s = pk__slot_of(victim->idle_list.tail);
     if (s)
         pk__pool_unlink_retire_locked(victim, s);
     pk__pool_unlock(victim);

@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "dlist.h"
 #include "hist.h"
 #include "sync.h"
 
@@ -44,7 +45,7 @@ enum pk__slot_state {
 };
 
 struct pk__slot {
-    struct pk__slot *prev, *next; /* idle list or free list */
+    struct pk__dnode link;        /* p->idle_list or p->free_slots */
     struct pk__slot *all_next;    /* every slot ever made (for scans) */
     void *res;
     int state;
@@ -77,7 +78,7 @@ struct pk__slot {
 enum { PK__W_HANDED = 1, PK__W_RETRY = 2, PK__W_FAIL = 3 };
 
 struct pk__waiter {
-    struct pk__waiter *prev, *next;
+    struct pk__dnode link;        /* p->wait_queue, while queued */
     pk__parker park;              /* set under the pool lock */
     struct pk__slot *slot;        /* handed slot (with W_HANDED) */
     int err;                      /* failure code (with W_FAIL) */
@@ -87,11 +88,28 @@ struct pk__waiter {
     int line;
     struct pk_pool_ticket *ticket; /* async waiter, or NULL */
     /* Group budget request (pool_group.c); linked under the group lock. */
-    struct pk__waiter *gprev, *gnext;
+    struct pk__dnode glink;
     struct pk_pool *gpool;
     bool gqueued;                 /* under the group lock */
     _Atomic bool granted;         /* a budget unit waits for this waiter */
 };
+
+/* The slot or waiter owning a list node, NULL for NULL (an empty list's
+ * head). The node comes first, so on the hot paths this costs nothing. */
+_Static_assert(offsetof(struct pk__slot, link) == 0, "link first");
+_Static_assert(offsetof(struct pk__waiter, link) == 0, "link first");
+
+static inline struct pk__slot *
+pk__slot_of(struct pk__dnode *n)
+{
+    return n ? PK__CONTAINER(n, struct pk__slot, link) : NULL;
+}
+
+static inline struct pk__waiter *
+pk__waiter_of(struct pk__dnode *n)
+{
+    return n ? PK__CONTAINER(n, struct pk__waiter, link) : NULL;
+}
 
 /* The ticket word's flags (pool_cache.c).
  *   PARKED  released into the cache: LENT to the cache, up for a CAS.
@@ -177,8 +195,8 @@ struct pk_pool {
     struct pk__cache_set cset;
 
     /* Population. */
-    struct pk__slot *idle_head, *idle_tail; /* head = most recently idle */
-    struct pk__slot *free_slots;
+    struct pk__dlist idle_list;   /* head = most recently idle */
+    struct pk__dlist free_slots;  /* a stack: pushed and popped at the head */
     struct pk__slot *all_slots;
     size_t alive;                 /* creating + idle + lent + checking */
     size_t idle;
@@ -191,7 +209,7 @@ struct pk_pool {
     uint64_t rng;                 /* xorshift state for jitter */
 
     /* Waiters, in arrival order. */
-    struct pk__waiter *wait_head, *wait_tail;
+    struct pk__dlist wait_queue;  /* of pk__waiter.link */
     size_t waiters;
     size_t async_waiters;
 

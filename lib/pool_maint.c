@@ -60,10 +60,9 @@ idle_check_due(const struct pk_pool *p, const struct pk__slot *s,
 static void
 collect_idle_locked(struct pk_pool *p, struct maint_work *mw, uint64_t now)
 {
-    struct pk__slot *s = p->idle_tail;
-
-    while (s) {
-        struct pk__slot *prev = s->prev;
+    for (struct pk__dnode *n = p->idle_list.tail, *prev; n; n = prev) {
+        struct pk__slot *s = pk__slot_of(n);
+        prev = n->prev; /* taking s off the list clears n->prev */
         if (mw->n_retire < PK__MAINT_BATCH && idle_expired(p, s, now)) {
             pk__pool_unlink_retire_locked(p, s);
             mw->retire[mw->n_retire++] = s;
@@ -74,7 +73,6 @@ collect_idle_locked(struct pk_pool *p, struct maint_work *mw, uint64_t now)
             p->checking++;
             mw->check[mw->n_check++] = s;
         }
-        s = prev;
     }
 }
 
@@ -150,9 +148,11 @@ first_ticket_locked(struct pk_pool *p)
 {
     if (!p->async_waiters)
         return NULL;
-    for (struct pk__waiter *w = p->wait_head; w; w = w->next)
+    for (struct pk__dnode *n = p->wait_queue.head; n; n = n->next) {
+        struct pk__waiter *w = pk__waiter_of(n);
         if (w->ticket)
             return w;
+    }
     return NULL;
 }
 
@@ -343,15 +343,15 @@ retire_idle_and_unlock(struct pk_pool *p)
     size_t n;
 
     for (;;) {
-        struct pk__slot *s = p->idle_tail;
+        struct pk__dnode *node = p->idle_list.tail, *prev;
         n = 0;
-        while (s && n < PK__MAINT_BATCH) {
-            struct pk__slot *prev = s->prev;
+        for (; node && n < PK__MAINT_BATCH; node = prev) {
+            struct pk__slot *s = pk__slot_of(node);
+            prev = node->prev; /* retiring s clears node->prev */
             if (p->alive > p->max_size || s->generation < p->evict_gen) {
                 pk__pool_unlink_retire_locked(p, s);
                 batch[n++] = s;
             }
-            s = prev;
         }
         pk__pool_unlock(p);
         for (size_t i = 0; i < n; i++)
@@ -431,14 +431,10 @@ pk_pool_evict_all(pk_pool *p)
 static void
 fail_waiters_locked(struct pk_pool *p)
 {
-    while (p->wait_head) {
-        struct pk__waiter *w = p->wait_head;
-        p->wait_head = w->next;
-        if (p->wait_head)
-            p->wait_head->prev = NULL;
-        else
-            p->wait_tail = NULL;
-        w->prev = w->next = NULL;
+    struct pk__dnode *n;
+
+    while ((n = pk__dlist_pop_head(&p->wait_queue))) {
+        struct pk__waiter *w = pk__waiter_of(n);
         w->queued = false;
         w->err = PK_ESHUTDOWN;
         p->waiters--;

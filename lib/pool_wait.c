@@ -34,23 +34,10 @@ void
 pk__pool_waiter_enqueue(struct pk_pool *p, struct pk__waiter *w, bool front)
 {
     w->queued = true;
-    if (front) {
-        w->prev = NULL;
-        w->next = p->wait_head;
-        if (p->wait_head)
-            p->wait_head->prev = w;
-        else
-            p->wait_tail = w;
-        p->wait_head = w;
-    } else {
-        w->next = NULL;
-        w->prev = p->wait_tail;
-        if (p->wait_tail)
-            p->wait_tail->next = w;
-        else
-            p->wait_head = w;
-        p->wait_tail = w;
-    }
+    if (front)
+        pk__dlist_push_head(&p->wait_queue, &w->link);
+    else
+        pk__dlist_push_tail(&p->wait_queue, &w->link);
     p->waiters++;
     if (w->ticket)
         p->async_waiters++;
@@ -64,15 +51,7 @@ pk__pool_waiter_dequeue(struct pk_pool *p, struct pk__waiter *w)
 {
     if (!w->queued)
         return;
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        p->wait_head = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
-    else
-        p->wait_tail = w->prev;
-    w->prev = w->next = NULL;
+    pk__dlist_remove(&p->wait_queue, &w->link);
     w->queued = false;
     p->waiters--;
     if (w->ticket)
@@ -105,13 +84,13 @@ pk__pool_serve_waiters_locked(struct pk_pool *p)
 {
     uint64_t now;
 
-    if (p->paused || !p->wait_head || !p->idle_head)
+    if (p->paused || !p->wait_queue.head || !p->idle_list.head)
         return;
     now = p->needs_clock ? pk__pool_now(p) : 0;
-    while (p->wait_head && p->idle_head) {
+    while (p->wait_queue.head && p->idle_list.head) {
         struct pk__slot *s = pk__pool_idle_pop_locked(p);
         p->lent++;
-        hand_to(p, p->wait_head, s, now);
+        hand_to(p, pk__waiter_of(p->wait_queue.head), s, now);
     }
 }
 
@@ -120,7 +99,8 @@ pk__pool_wake_retry_locked(struct pk_pool *p)
 {
     bool async = false;
 
-    for (struct pk__waiter *w = p->wait_head; w; w = w->next) {
+    for (struct pk__dnode *n = p->wait_queue.head; n; n = n->next) {
+        struct pk__waiter *w = pk__waiter_of(n);
         uint32_t v = atomic_load_explicit(&w->park.word,
                                           memory_order_relaxed);
         if (w->ticket)
@@ -139,9 +119,9 @@ pk__pool_deliver_locked(struct pk_pool *p, struct pk__slot *s,
                         uint64_t now)
 {
     s->idle_since_ns = now;
-    if (p->wait_head && !p->paused) {
+    if (p->wait_queue.head && !p->paused) {
         p->lent++;
-        hand_to(p, p->wait_head, s, now);
+        hand_to(p, pk__waiter_of(p->wait_queue.head), s, now);
         return;
     }
     pk__pool_idle_push_locked(p, s);
