@@ -4,6 +4,7 @@
  *
  *   bench_threadpool ff <n>         tasks_per_s=<float>
  *   bench_threadpool future <n>     tasks_per_s=<float>
+ *   bench_threadpool future_floor <n>  tasks_per_s=<float>
  *   bench_threadpool many <n>       tasks_per_s=<float>
  *   bench_threadpool roundtrip <n>  p50_ns=<int> p99_ns=<int>
  *   bench_threadpool close <n>      p50_ns=<int> p99_ns=<int> max_ns=<int>
@@ -27,6 +28,10 @@
  *   future     the same with a pk_future per task, all kept; then each is
  *              waited for and released, in submit order (as Java's get()
  *              loop); stops after the last release. Shutdown is not timed.
+ *   future_floor  future's floor: the same submits, each task given a
+ *              bare 64-byte line of fresh huge-page memory that it sets
+ *              done with one store, read back in submit order (no future;
+ *              see run_future_floor). Stops after the last line is seen.
  *   many       pk_threadpool_submit_many in batches of MANY_BATCH tasks,
  *              no futures. A batch is all or nothing: when the bounded
  *              queue (default 65536) cannot take a whole batch, the
@@ -69,9 +74,11 @@
  *              then destroys the map. bench/run.sh compares n = 10^6 with
  *              n = 10^7, each in its own process.
  *
- * Usage: bench_threadpool ff|future|many|roundtrip|close|idle|memory|
- *                         map_ordered|map_unordered|map_memory <n>
+ * Usage: bench_threadpool ff|future|future_floor|many|roundtrip|close <n>
+ *        bench_threadpool idle|memory <n>
+ *        bench_threadpool map_ordered|map_unordered|map_memory <n>
  *        bench_threadpool --help */
+#define _GNU_SOURCE /* MADV_HUGEPAGE, MAP_ANONYMOUS: run_future_floor */
 #include <poolkit/threadpool.h>
 
 #include <errno.h>
@@ -82,6 +89,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -192,6 +200,72 @@ run_future(long n)
     drain_pool(tp);
     pk_threadpool_destroy(tp);
     free(fs);
+    return t1 - t0;
+}
+
+/* The floor under `future`: what any future per task costs here, at
+ * the least, through this pool's queue. Each task gets a bare 64-byte
+ * line of fresh memory (huge pages, as lib/slab.c's arena) that the
+ * submitter writes and the task sets done with one release store; the
+ * final loop reads each back in submit order. No refcount, no state
+ * machine, no allocator, no waking: a real future does all of that on
+ * top. bench/run.sh prints it beside `future`, so a goal for futures can
+ * be judged against what memory and cache lines alone allow. */
+struct floor_line {
+    _Atomic int done;
+    char pad[60];
+};
+
+static int
+floor_task(void *arg, pk_future *self, pk_result *out, pk_error *err)
+{
+    (void)self;
+    (void)out;
+    (void)err;
+    atomic_store_explicit(&((struct floor_line *)arg)->done, 1,
+                          memory_order_release);
+    return 0;
+}
+
+/* n lines in a fresh mapping of *len bytes at *map, aligned to a huge
+ * page and advised to use them. */
+static struct floor_line *
+floor_lines(long n, void **map, size_t *len)
+{
+    size_t huge = (size_t)2 << 20;
+    size_t need = (size_t)n * sizeof(struct floor_line);
+
+    *len = need + huge;
+    *map = mmap(NULL, *len, PROT_READ | PROT_WRITE,
+                MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (*map == MAP_FAILED)
+        die("mmap", errno);
+    char *a = (char *)(((uintptr_t)*map + huge - 1) & ~(uintptr_t)(huge - 1));
+    (void)madvise(a, need, MADV_HUGEPAGE);
+    return (struct floor_line *)(void *)a;
+}
+
+static int64_t
+run_future_floor(long n)
+{
+    void *map;
+    size_t len;
+    int64_t t0 = now_ns();
+    struct floor_line *lines = floor_lines(n, &map, &len);
+    pk_threadpool *tp = make_pool();
+    for (long i = 0; i < n; i++) {
+        atomic_init(&lines[i].done, 0);
+        int rc = pk_threadpool_submit(tp, floor_task, &lines[i], NULL);
+        if (rc)
+            die("pk_threadpool_submit", rc);
+    }
+    for (long i = 0; i < n; i++)
+        while (!atomic_load_explicit(&lines[i].done, memory_order_acquire))
+            sched_yield();
+    int64_t t1 = now_ns();
+    drain_pool(tp);
+    pk_threadpool_destroy(tp);
+    munmap(map, len);
     return t1 - t0;
 }
 
@@ -651,7 +725,8 @@ static void
 usage(FILE *to)
 {
     fprintf(to,
-            "usage: bench_threadpool ff|future|many|roundtrip|close <n>\n"
+            "usage: bench_threadpool ff|future|future_floor|many|roundtrip|"
+            "close <n>\n"
             "       bench_threadpool idle <seconds>\n"
             "       bench_threadpool memory <n>\n"
             "       bench_threadpool map_ordered|map_unordered|map_memory <n>\n"
@@ -676,6 +751,7 @@ main(int argc, char **argv)
     const char *c = argv[1];
     int64_t (*tput)(long) = !strcmp(c, "ff")       ? run_ff
                             : !strcmp(c, "future") ? run_future
+                            : !strcmp(c, "future_floor") ? run_future_floor
                             : !strcmp(c, "many")   ? run_many
                             : !strcmp(c, "map_ordered") ? run_map_ordered
                             : !strcmp(c, "map_unordered") ? run_map_unordered

@@ -229,7 +229,10 @@ tp_rounds() {
         k=${#impls[@]}
         for ((i = 0; i < k; i++)); do
             nm=${impls[(i + r - 1) % k]}
-            if [ "$nm" = poolkit ]; then
+            if [ "$nm" = floor ]; then
+                # bench_threadpool's future_floor: a bare line per task.
+                tp_run "$label" future_floor "$r" floor "$TP_N" "$tp_prog"
+            elif [ "$nm" = poolkit ]; then
                 n=$TP_N
                 [ "$label" = roundtrip ] && n=$TP_RT_N
                 [ "$label" = close ] && n=$TP_CLOSE_N
@@ -251,7 +254,7 @@ tp_rounds() {
 # cases.
 tp_bench() {
     tp_prog=$1
-    local want=$2 c p k goal peers=() name cmd line
+    local want=$2 c p k goal peers=() floor=() name cmd line
     declare -gA tp_cmd=()
     : >"$tpwork/data"
     tp_want() { [ "$want" = ALL ] || [[ ",$want," == *",$1,"* ]]; }
@@ -284,7 +287,9 @@ tp_bench() {
 
     for c in ff future; do
         tp_want "$c" || continue
-        tp_rounds "$c" "$c" "${peers[@]}"
+        floor=()
+        [ "$c" = future ] && floor=(floor)
+        tp_rounds "$c" "$c" "${floor[@]}" "${peers[@]}"
         for p in "${peers[@]}"; do
             k=$(tp_key "$p")
             tp_pair "threadpool.${c}_vs_$k" "$c" "$p" tasks_per_s tasks_per_s \
@@ -292,6 +297,18 @@ tp_bench() {
                 tee -a "$tmp"
         done
     done
+    # The future case's floor (bench_threadpool.c, run_future_floor): what
+    # a bare 64-byte line per task allows, against the real future and
+    # against libuv, the peer whose goal the future case misses. No goal.
+    if tp_want future; then
+        tp_pair threadpool.future_vs_floor future floor tasks_per_s \
+            tasks_per_s high poolkit_tps floor_tps '%.0f' '' | tee -a "$tmp"
+        if [ -n "${tp_cmd[libuv]:-}" ]; then
+            tp_pair threadpool.future_floor_vs_libuv future libuv \
+                tasks_per_s tasks_per_s high floor_tps libuv_tps '%.0f' '' \
+                floor | tee -a "$tmp"
+        fi
+    fi
 
     if tp_want many; then
         if [ -n "${tp_cmd[glib]:-}" ]; then
