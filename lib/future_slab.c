@@ -33,13 +33,26 @@
  *   lets go (a CAS from OWNED alone to ORPHAN, so no free is missed) and
  *   gets a slab: one from `partial` with ADOPT_MIN free slots or more if
  *   it finds one, else the arena's.
- * - A free sets its bit (an add, acq_rel) and acts on what the word
- *   was, so that no two threads act on one slab and none touches a slab
- *   another may have given back: nothing if a flag was set but for the
- *   free that finds ORPHAN alone, which holds the slab and lists it
- *   (slab_release); with no flag (the slab is on `partial`), the free
- *   that makes it entirely free gives it back to the arena, unlinking it
- *   from `partial` first, under the lock.
+ * - A free into the slab its own thread carves puts the slot straight
+ *   back in that thread's mask, with no atomic.
+ * - Any other free sets its bit (an add, acq_rel) and acts on what the
+ *   word was, so that no two threads act on one slab and none touches a
+ *   slab another may have given back: nothing if a flag was set but for
+ *   the free that finds ORPHAN alone, which holds the slab; with no flag
+ *   (the slab is on `partial`), the free that makes it entirely free
+ *   gives it back to the arena, unlinking it from `partial` first, under
+ *   the lock.
+ * - The thread that holds an orphan keeps it (tls_held, the ORPHAN flag
+ *   left set), so that its next frees there only set a bit in a thread-
+ *   local mask: a thread that waits for a million futures in turn and
+ *   releases each frees into each slab 62 times running, and the add was
+ *   a third of that loop. Other threads' frees still add their bits to
+ *   the word and, seeing the flag, do nothing more. The holder lets go of
+ *   it (slab_release, with its mask) when its frees and the word's bits
+ *   make it entirely free, when it holds another, when it needs a slab
+ *   to carve (it adopts its own, with no lock, if worth it) and at its
+ *   exit: at most one slab per thread waits on a thread that stopped
+ *   freeing, and its slots come back when the thread exits.
  * - So a slab with no flag is on `partial` (or on its way to the arena).
  *   It is taken off only under the lock: by a thread adopting it (a CAS
  *   that takes its bits and sets OWNED; one found entirely free is left
@@ -57,7 +70,8 @@
  *
  * Process-wide state: `partial` and its lock (pthread_atfork keeps them
  * consistent in a child; the lock is never held across a call into the
- * arena). Thread-local: tls_slab and tls_mask.
+ * arena). Thread-local: tls_slab and tls_mask, tls_held and
+ * tls_held_mask.
  *
  * Test builds (PK_TESTING) use one-slot slabs, one pk__alloc each, unless
  * a test asks for more (pk__future_slab_set: arena slabs, which count as
@@ -104,6 +118,10 @@ _Static_assert(sizeof(struct fslab) <= LINE, "the header is one line");
 static _Thread_local struct fslab *tls_slab F_TLS;
 static _Thread_local uint64_t tls_mask F_TLS;
 static _Thread_local int tls_keyed F_TLS; /* the key is set on this thread */
+/* The orphan this thread holds for its frees (held_free) and the slots it
+ * freed there since it took it, not yet in the slab's word. */
+static _Thread_local struct fslab *tls_held F_TLS;
+static _Thread_local uint64_t tls_held_mask F_TLS;
 
 static pthread_key_t slab_key;
 static pthread_once_t slab_once = PTHREAD_ONCE_INIT;
@@ -198,7 +216,19 @@ slab_release(struct fslab *s, uint64_t mask)
     pk__mutex_unlock(&plock);
 }
 
-/* Gives up this thread's slab. */
+/* Lets go of the orphan this thread holds, if any. */
+static void
+held_drop(void)
+{
+    struct fslab *s = tls_held;
+
+    tls_held = NULL;
+    if (s)
+        slab_release(s, tls_held_mask);
+    tls_held_mask = 0;
+}
+
+/* Gives up this thread's slabs. */
 static void
 slab_drop(void)
 {
@@ -208,6 +238,21 @@ slab_drop(void)
     if (s)
         slab_release(s, tls_mask);
     tls_mask = 0;
+    held_drop();
+}
+
+/* Sets the thread key that lets go of this thread's slabs at its exit;
+ * false if it cannot be set. */
+static bool
+keyed(void)
+{
+    if (tls_keyed)
+        return true;
+    /* Any non-NULL value: the destructor reads the thread-locals. */
+    if (pthread_setspecific(slab_key, &tls_keyed) != 0)
+        return false;
+    tls_keyed = 1;
+    return true;
 }
 
 static void
@@ -282,6 +327,29 @@ slab_adopt(uint64_t *mask)
     return NULL;
 }
 
+/* The orphan this thread holds, now owned by it, with its free slots in
+ * *mask; NULL if it holds none worth adopting. No lock: held, no other
+ * thread acts on it (frees only add their bits to its word). */
+static struct fslab *
+held_adopt(uint64_t *mask)
+{
+    struct fslab *s = tls_held;
+    uint64_t w;
+
+    if (!s || (uint32_t)__builtin_popcountll(
+                  tls_held_mask | (atomic_load_explicit(&s->word,
+                                                        memory_order_relaxed) &
+                                   ~FLAGS)) < s->adopt_min)
+        return NULL;
+    /* Acquire: the other frees' writes come before the reuse. */
+    w = atomic_exchange_explicit(&s->word, OWNED, memory_order_acquire);
+    assert((w & FLAGS) == ORPHAN);
+    *mask = (w & ~FLAGS) | tls_held_mask;
+    tls_held = NULL;
+    tls_held_mask = 0;
+    return s;
+}
+
 /* The slow path of pk__fslot_alloc: this thread's slab has no free slot
  * in tls_mask. Not inlined: the fast path saves no registers. */
 __attribute__((noinline)) static void *
@@ -312,13 +380,11 @@ slab_next(uint32_t *slot)
         tls_slab = NULL;
     }
     n = slab_size();
-    if (n > 1 && !tls_keyed) {
-        /* Any non-NULL value: the destructor reads the thread-locals. If
-         * it cannot be set, this future gets a slab of its own. */
-        if (pthread_setspecific(slab_key, &tls_keyed) != 0)
-            n = 1;
-        else
-            tls_keyed = 1;
+    if (n > 1 && !keyed())
+        n = 1; /* no destructor to give a slab back: one of its own */
+    if (n > 1 && (s = held_adopt(&tls_mask)) != NULL) {
+        tls_slab = s;
+        goto carve;
     }
     if (n > 1 && (s = slab_adopt(&tls_mask)) != NULL) {
         tls_slab = s;
@@ -378,6 +444,46 @@ pk__fslot_alloc(uint32_t *slot)
     return slab_slot(tls_slab, i);
 }
 
+/* Lets go of the held orphan s (slab_release gives it back) once every
+ * slot of it is free. */
+static void
+held_check(struct fslab *s)
+{
+    /* Relaxed: slab_release reads the word again, with acquire. */
+    uint64_t w = atomic_load_explicit(&s->word, memory_order_relaxed);
+
+    if (((w & ~FLAGS) | tls_held_mask) == s->all)
+        held_drop();
+}
+
+/* A free into the orphan this thread holds: no atomic; the slab goes
+ * back once every slot is free. */
+static void
+held_free(struct fslab *s, uint64_t bit)
+{
+    assert(!(tls_held_mask & bit)); /* freed twice */
+    tls_held_mask |= bit;
+    held_check(s);
+}
+
+/* This free found s an orphan (word ORPHAN with no free slot but its
+ * own), so it holds s: it keeps it for its next frees, which then cost no
+ * atomic (a thread that waits for a million futures in turn and releases
+ * each frees into one slab up to 62 times running), and lets go of the
+ * one it held before. */
+static void
+hold(struct fslab *s)
+{
+    held_drop();
+    if (!keyed()) {
+        slab_release(s, 0); /* no destructor to let go of it */
+        return;
+    }
+    tls_held = s;
+    tls_held_mask = 0;
+    held_check(s); /* this free may have been its last */
+}
+
 void
 pk__fslot_free(void *p, uint32_t slot)
 {
@@ -387,6 +493,16 @@ pk__fslot_free(void *p, uint32_t slot)
 
     if (s->raw) {
         pk__free(s->raw); /* one slot: nobody else knows it */
+        return;
+    }
+    if (s == tls_slab) {
+        /* Our own slab: the slot goes straight back to our carving. */
+        assert(!(tls_mask & bit)); /* freed twice */
+        tls_mask |= bit;
+        return;
+    }
+    if (s == tls_held) {
+        held_free(s, bit);
         return;
     }
     /* Read before the add, while this slot's future still pins the slab:
@@ -400,7 +516,7 @@ pk__fslot_free(void *p, uint32_t slot)
     assert(!(w & bit)); /* freed twice */
     if (w & FLAGS) {
         if (w == ORPHAN) /* the first free of an orphan: now its holder */
-            slab_release(s, 0);
+            hold(s);
         return;
     }
     if ((w | bit) == all) {

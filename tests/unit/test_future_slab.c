@@ -1,7 +1,9 @@
 /* tests/unit/test_future_slab.c - the reuse of future slots
  * (lib/future_slab.c): a long-lived future pins its slot, not its slab;
  * slots freed on other threads go back to the threads that make futures,
- * never to two live futures at once; nothing stays allocated at the end.
+ * never to two live futures at once; a thread that releases futures made
+ * elsewhere holds their slab while it frees into it and lets go of it;
+ * nothing stays allocated at the end.
  * The older slab tests (one slab's life) are in test_future.c.
  *
  * Worker threads never assert: they count what they saw, and the test
@@ -71,34 +73,133 @@ test_kept_future_pins_its_slot_not_its_slab(void **state)
     pk__future_slab_set(1);
 }
 
-/* A slot freed while its slab is still being carved goes back to the
- * thread that carves it, which hands it out again. */
-static void
-test_owner_reuses_slots_freed_meanwhile(void **state)
+static void *
+release_one(void *arg)
 {
-    pk_future *f, *g, *h;
-    uintptr_t f_at;
+    pk_future_release(arg);
+    return NULL;
+}
+
+/* A slot freed by the thread that carves its slab is handed out again at
+ * once; one freed on another thread comes back once the carving thread
+ * has used up the free slots it holds. */
+static void
+test_owner_reuses_freed_slots(void **state)
+{
+    pk_future *f, *g, *h, *k, *x[5];
+    uintptr_t f_at, k_at;
+    pthread_t th;
     long live = pk__alloc_live();
 
     (void)state;
     pk__future_slab_set(8);
     assert_int_equal(pk_future_create(&f, NULL, NULL), 0);
     assert_int_equal(pk_future_create(&g, NULL, NULL), 0);
+    assert_int_equal(pk_future_create(&k, NULL, NULL), 0);
     f_at = (uintptr_t)f;
+    k_at = (uintptr_t)k;
     pk_future_release(f);
-    for (int i = 0; i < 6; i++) { /* the rest of the slab: carved first */
-        assert_int_equal(pk_future_create(&h, NULL, NULL), 0);
-        assert_int_not_equal((uintptr_t)h, f_at);
-        pk_future_release(h);
-    }
     assert_int_equal(pk_future_create(&h, NULL, NULL), 0);
-    assert_int_equal((uintptr_t)h, f_at); /* the lowest slot freed */
+    assert_int_equal((uintptr_t)h, f_at); /* freed here: reused at once */
     assert_int_equal(pk_future_state_get(h), PK_FUTURE_PENDING);
-    pk_future_release(h);
+    assert_int_equal(pthread_create(&th, NULL, release_one, k), 0);
+    pthread_join(th, NULL);
+    for (int i = 0; i < 5; i++) { /* the rest of the slab first */
+        assert_int_equal(pk_future_create(&x[i], NULL, NULL), 0);
+        assert_int_not_equal((uintptr_t)x[i], k_at);
+    }
+    assert_int_equal(pk_future_create(&k, NULL, NULL), 0);
+    assert_int_equal((uintptr_t)k, k_at); /* freed elsewhere: now */
+    assert_int_equal(pk_future_state_get(k), PK_FUTURE_PENDING);
     assert_int_equal(pk__alloc_live(), live + 1);
+    for (int i = 0; i < 5; i++)
+        pk_future_release(x[i]);
+    pk_future_release(h);
+    pk_future_release(k);
     pk__future_slab_drop();
     assert_int_equal(pk__alloc_live(), live + 1); /* g holds it */
     pk_future_release(g);
+    assert_int_equal(pk__alloc_live(), live);
+    pk__future_slab_set(1);
+}
+
+/* Futures made on one thread, released on others: a releasing thread
+ * holds each full slab it frees into first (its next frees there cost no
+ * atomic) and lets go of it when every slot is free or it moves on. */
+#define HOLD_SLABS 5
+#define HOLD_N (PK__FSLAB_SLOTS * HOLD_SLABS)
+
+static pk_future *hold_fs[HOLD_N];
+
+struct release_range {
+    size_t from, to, step;
+};
+
+static void *
+release_range(void *arg)
+{
+    const struct release_range *r = arg;
+
+    for (size_t i = r->from; i < r->to; i += r->step)
+        pk_future_release(hold_fs[i]);
+    return NULL; /* the key's destructor lets go of what it holds */
+}
+
+static void
+make_full_slabs(void)
+{
+    for (unsigned i = 0; i < HOLD_N; i++)
+        assert_int_equal(pk_future_create(&hold_fs[i], NULL, NULL), 0);
+    pk__future_slab_drop(); /* the last one is full too: all orphans */
+}
+
+/* Two threads release alternate futures at once: in each slab one holds
+ * it, the other's frees land in its word; every slab goes back. */
+static void
+test_slabs_released_elsewhere_go_back(void **state)
+{
+    struct release_range even = { 0, HOLD_N, 2 }, odd = { 1, HOLD_N, 2 };
+    long slabs0 = pk__slab_live();
+    pthread_t a, b;
+
+    (void)state;
+    pk__future_slab_set(PK__FSLAB_SLOTS);
+    make_full_slabs();
+    assert_int_equal(pk__slab_live() - slabs0, HOLD_SLABS);
+    assert_int_equal(pthread_create(&a, NULL, release_range, &even), 0);
+    assert_int_equal(pthread_create(&b, NULL, release_range, &odd), 0);
+    pthread_join(a, NULL);
+    pthread_join(b, NULL);
+    assert_int_equal(pk__slab_live(), slabs0);
+    pk__future_slab_set(1);
+}
+
+/* A slab its releasing thread still holds, half free, when the thread
+ * exits is listed, and the next thread that needs a slab adopts it. */
+static void
+test_slab_held_at_exit_is_adopted(void **state)
+{
+    struct release_range half = { 0, PK__FSLAB_SLOTS / 2, 1 };
+    long live = pk__alloc_live();
+    pk_future *g;
+    pthread_t th;
+
+    (void)state;
+    pk__future_slab_set(PK__FSLAB_SLOTS);
+    for (unsigned i = 0; i < PK__FSLAB_SLOTS; i++)
+        assert_int_equal(pk_future_create(&hold_fs[i], NULL, NULL), 0);
+    pk__future_slab_drop(); /* one full slab: an orphan */
+    assert_int_equal(pthread_create(&th, NULL, release_range, &half), 0);
+    pthread_join(th, NULL);
+    assert_int_equal(pk__alloc_live(), live + 1);
+    assert_int_equal(pk_future_create(&g, NULL, NULL), 0);
+    assert_int_equal(pk__alloc_live(), live + 1); /* the same slab */
+    assert_int_equal((uintptr_t)g & ~(uintptr_t)(PK__SLAB_SIZE - 1),
+                     (uintptr_t)hold_fs[0] & ~(uintptr_t)(PK__SLAB_SIZE - 1));
+    pk_future_release(g);
+    for (unsigned i = PK__FSLAB_SLOTS / 2; i < PK__FSLAB_SLOTS; i++)
+        pk_future_release(hold_fs[i]);
+    pk__future_slab_drop();
     assert_int_equal(pk__alloc_live(), live);
     pk__future_slab_set(1);
 }
@@ -315,7 +416,9 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         T(test_kept_future_pins_its_slot_not_its_slab),
-        T(test_owner_reuses_slots_freed_meanwhile),
+        T(test_owner_reuses_freed_slots),
+        T(test_slabs_released_elsewhere_go_back),
+        T(test_slab_held_at_exit_is_adopted),
         T(test_slab_given_up_is_adopted),
         T(test_threads_make_hold_and_release),
     };
