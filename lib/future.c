@@ -764,6 +764,18 @@ park_on_all(pk_future *const *fs, size_t n, uint64_t deadline)
 }
 
 int
+pk__future_wait_any_until(pk_future *const *fs, size_t n, uint64_t deadline)
+{
+    int rc = 0;
+
+    if (lowest_finished(fs, n) == n)
+        rc = park_on_all(fs, n, deadline);
+    if (rc == 0 && lowest_finished(fs, n) == n)
+        rc = PK_ETIMEDOUT;
+    return rc;
+}
+
+int
 pk_future_wait_any(pk_future *const *fs, size_t n, int timeout_ms,
                    size_t *index)
 {
@@ -781,7 +793,9 @@ pk_future_wait_any(pk_future *const *fs, size_t n, int timeout_ms,
     if (i == n) {
         rc = pk__deadline(timeout_ms, &deadline);
         if (rc == 0)
-            rc = park_on_all(fs, n, deadline);
+            rc = tls_helper && tls_helper->any
+                     ? tls_helper->any(tls_helper->ctx, fs, n, deadline)
+                     : pk__future_wait_any_until(fs, n, deadline);
         if (rc)
             return rc;
         i = lowest_finished(fs, n);

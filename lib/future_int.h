@@ -5,6 +5,7 @@
 #ifndef PK_LIB_FUTURE_INT_H
 #define PK_LIB_FUTURE_INT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include <poolkit/future.h>
@@ -14,11 +15,16 @@ struct pk__wait_helper {
      * none) passes, helping meanwhile. Returns 0, PK_ETIMEDOUT or
      * PK_EDEADLK. */
     int (*fn)(void *ctx, pk_future *f, uint64_t deadline);
+    /* The same for pk_future_wait_any: waits until one of fs[0..n-1]
+     * finished or deadline passes. Returns 0, PK_ETIMEDOUT or
+     * PK_ENOMEM. */
+    int (*any)(void *ctx, pk_future *const *fs, size_t n, uint64_t deadline);
     void *ctx;
 };
 
 /* Installs h (NULL removes) as this thread's wait helper: every blocking
- * pk_future_wait / pk_future_wait_all on this thread goes through it.
+ * pk_future_wait, pk_future_wait_all and pk_future_wait_any on this
+ * thread goes through it.
  * Returns the previous one. Thread-local state, documented in future.c. */
 const struct pk__wait_helper *
 pk__future_set_wait_helper(const struct pk__wait_helper *h);
@@ -26,6 +32,11 @@ pk__future_set_wait_helper(const struct pk__wait_helper *h);
 /* Waits without the helper (what a helper uses to park). Returns 0 or
  * PK_ETIMEDOUT. */
 int pk__future_wait_until(pk_future *f, uint64_t deadline);
+
+/* The same for any of fs[0..n-1]. Returns 0 (one finished), PK_ETIMEDOUT
+ * or PK_ENOMEM (more than a few futures, and no memory for the nodes). */
+int pk__future_wait_any_until(pk_future *const *fs, size_t n,
+                              uint64_t deadline);
 
 /* pk_future_create with `refs` references at once (an executor's own
  * and its caller's): one atomic increment less than a pk_future_ref. */

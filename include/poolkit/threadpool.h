@@ -73,10 +73,16 @@ typedef struct pk_lane_options {
     size_t queue_size;    /* its queued tasks, at most; 0 = the pool's */
 } pk_lane_options;
 
+/* min_threads and max_threads, at most (PK_EINVAL above): far beyond
+ * what a process can run, and small enough that the pool's arithmetic on
+ * thread counts never wraps. */
+#define PK_THREADPOOL_THREADS_MAX ((size_t)1 << 20)
+
 /* Zero in any field means its default. */
 typedef struct pk_threadpool_options {
     size_t min_threads;   /* kept even when idle; default 0 */
-    size_t max_threads;   /* default: the CPUs this process may use */
+    size_t max_threads;   /* default: the CPUs this process may use;
+                             at most PK_THREADPOOL_THREADS_MAX */
     size_t queue_size;    /* queued tasks at most; default 65536, at most
                              2^30 (its ring is made at create) */
     int full_policy;      /* enum pk_full_policy */
@@ -105,7 +111,8 @@ typedef struct pk_threadpool_options {
 } pk_threadpool_options;
 
 /* Makes a pool and starts min_threads workers.
- * Returns: 0, PK_EINVAL (min above max, a bad policy or time), PK_ENOMEM,
+ * Returns: 0, PK_EINVAL (min above max, a thread count above
+ * PK_THREADPOOL_THREADS_MAX, a bad policy or time), PK_ENOMEM,
  * or the error of starting a thread.
  * Owner: *out returned owned (pk_threadpool_destroy); opts borrowed.
  * Threads: safe. */
@@ -188,7 +195,9 @@ PK_API int pk_threadpool_lane_executor(pk_threadpool *tp, int lane,
                                        pk_executor **out);
 
 /* Changes the thread counts while the pool runs.
- * Returns: 0, PK_EINVAL, PK_ESHUTDOWN, PK_EFORKED. Threads: safe. */
+ * Returns: 0, PK_EINVAL (max 0, min above max, or a count above
+ * PK_THREADPOOL_THREADS_MAX), PK_ESHUTDOWN (after pk_threadpool_shutdown),
+ * PK_EFORKED. Threads: safe. */
 PK_API int pk_threadpool_resize(pk_threadpool *tp, size_t min_threads,
                                 size_t max_threads);
 

@@ -216,7 +216,7 @@ pk__tp_work_ready(struct pk_threadpool *tp)
     for (size_t i = 0; i < tp->nlanes; i++)
         if (tp_ring_count(&tp->lanes[i].q) > 0 && has_room(&tp->lanes[i]))
             return true;
-    return false;
+    return atomic_load(&tp->next_full) > 0;
 }
 
 /* pk__tp_work_ready for a spinning worker: looks at the cells at the
@@ -229,7 +229,7 @@ pk__tp_work_seen(struct pk_threadpool *tp)
     for (size_t i = 0; i < tp->nlanes; i++)
         if (tp_ring_ready(&tp->lanes[i].q) && has_room(&tp->lanes[i]))
             return true;
-    return false;
+    return atomic_load_explicit(&tp->next_full, memory_order_relaxed) > 0;
 }
 
 size_t
@@ -423,6 +423,7 @@ pk__tp_put_next(struct pk_threadpool *tp, struct tp_worker *w,
     w->next = *t;
     atomic_fetch_add(&tp->next_pushed, 1);
     atomic_store_explicit(&w->next_state, 1, memory_order_release);
+    atomic_fetch_add(&tp->next_full, 1);
     return true;
 }
 
@@ -439,6 +440,7 @@ pk__tp_take_next(struct tp_worker *w, struct tp_task *out)
         return false;
     *out = w->next;
     atomic_store_explicit(&w->next_state, 0, memory_order_release);
+    atomic_fetch_sub(&w->tp->next_full, 1);
     return true;
 }
 

@@ -76,6 +76,9 @@ check_options(const pk_threadpool_options *o)
         return PK_EINVAL;
     if (o->max_threads && o->min_threads > o->max_threads)
         return PK_EINVAL;
+    if (o->min_threads > PK_THREADPOOL_THREADS_MAX ||
+        o->max_threads > PK_THREADPOOL_THREADS_MAX)
+        return PK_EINVAL;
     if (o->queue_size > PK__TP_QUEUE_MAX)
         return PK_EINVAL;
     if ((o->slow_task_ms < 0 && o->slow_task_ms != PK_NEVER) ||
@@ -444,8 +447,12 @@ enqueue_next(struct pk_threadpool *tp, struct tp_worker *w,
     if (!atomic_load(&tp->closed) && pk__tp_put_next(tp, w, t))
         rc = 0;
     atomic_fetch_sub(&tp->submitting, 1);
-    if (rc == 0)
+    if (rc == 0) {
         atomic_fetch_add(&l->st_extra, 1);
+        /* As after a push: an idle worker may take it (steal) while this
+         * one runs on; the task waiting for it may not help. */
+        pk__tp_maybe_wake(tp);
+    }
     return rc;
 }
 
@@ -618,8 +625,11 @@ pk_threadpool_resize(pk_threadpool *tp, size_t min_threads,
 
     if (rc)
         return rc;
-    if (max_threads == 0 || min_threads > max_threads)
+    if (max_threads == 0 || min_threads > max_threads ||
+        max_threads > PK_THREADPOOL_THREADS_MAX)
         return PK_EINVAL;
+    if (atomic_load(&tp->closed))
+        return PK_ESHUTDOWN;
     pk__lock_acquire(&tp->rlock);
     atomic_store(&tp->max_threads, max_threads);
     tp->min_threads = min_threads;

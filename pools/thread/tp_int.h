@@ -145,6 +145,11 @@ struct pk_threadpool {
     char padf[64];
     _Atomic size_t finished;   /* tasks run or cancelled after a pop */
     _Atomic size_t next_pushed; /* tasks that went to a "next" slot */
+    /* Next slots holding a task now: work for idle workers too (they
+     * steal it), or a child would wait for its parent to return or help,
+     * and a parent that waits without helping (a flag, a condvar,
+     * pk_future_wait_any elsewhere) would wait for ever. */
+    _Atomic size_t next_full;
     pk__hist wait_hist, run_hist;   /* sampled */
     _Atomic uint64_t st_expired, st_detached;
     /* The watchdog: slow tasks, stuck workers, run limits. */
@@ -261,6 +266,8 @@ pk__tp_after_submit(struct pk_threadpool *tp)
 
 /* wait.c */
 int pk__tp_help_wait(void *ctx, pk_future *f, uint64_t deadline);
+int pk__tp_help_wait_any(void *ctx, pk_future *const *fs, size_t n,
+                         uint64_t deadline);
 /* Cancels the unrun part of w's batch, counted finished. */
 void pk__tp_cancel_batch(struct pk_threadpool *tp, struct tp_worker *w);
 

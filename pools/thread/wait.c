@@ -154,21 +154,6 @@ help_one(struct pk_threadpool *tp, struct tp_worker *w)
     return false;
 }
 
-/* True if some worker's next slot holds a task (spinning workers steal
- * them; a parked one does not). */
-static bool
-next_waiting(struct pk_threadpool *tp)
-{
-    bool any = false;
-
-    pk__lock_acquire(&tp->glock);
-    for (struct tp_worker *r = tp->all_workers; r && !any; r = r->next_all)
-        any = atomic_load_explicit(&r->next_state,
-                                   memory_order_relaxed) == 1;
-    pk__lock_release(&tp->glock);
-    return any;
-}
-
 /* A worker that must park while work is queued (it may not help: its
  * stack is full) lets one more worker exist meanwhile, as Java's
  * ForkJoinPool compensates a blocked worker: otherwise every worker could
@@ -221,46 +206,64 @@ help_within_bounds(struct pk_threadpool *tp, struct tp_worker *w)
     return false;
 }
 
-/* Blocks on f for up to 10 ms (re-looking for work and cycles then: both
- * can appear without touching f), counted out of `active` and out of its
- * lanes so that a submitter wakes or starts another worker meanwhile.
- * Returns PK_EDEADLK, PK_ETIMEDOUT or 0. */
+/* Blocks on fs (until any finished) for up to 10 ms (re-looking for work
+ * and cycles then: both can appear without touching them), counted out
+ * of `active` and out of its lanes so that a submitter wakes or starts
+ * another worker meanwhile. Cycles are looked for when one future is
+ * awaited: waiting for any of several, a cycle through one of them is no
+ * deadlock while another may finish. Returns PK_EDEADLK, PK_ETIMEDOUT,
+ * PK_ENOMEM (wait_any's nodes) or 0. */
 static int
-block_on(struct pk_threadpool *tp, struct tp_worker *w, pk_future *f,
-         uint64_t deadline)
+block_on(struct pk_threadpool *tp, struct tp_worker *w, pk_future *const *fs,
+         size_t n, uint64_t deadline)
 {
     uint64_t now, until;
     uint32_t stepped_out;
     bool comp;
+    int rc;
 
-    if (is_cycle(tp, w, f))
+    if (n == 1 && is_cycle(tp, w, fs[0]))
         return PK_EDEADLK;
     now = pk__now_ns();
     if (now >= deadline)
         return PK_ETIMEDOUT;
     until = now + 10000000u;
     stepped_out = pk__tp_lanes_step_out(tp, w);
-    comp = pk__tp_work_ready(tp) || next_waiting(tp);
+    comp = pk__tp_work_ready(tp); /* next slots too */
     atomic_fetch_sub(&tp->active, 1);
     if (comp)
         compensate(tp, 1); /* queued work, and we may not help */
-    (void)pk__future_wait_until(f, until < deadline ? until : deadline);
+    until = until < deadline ? until : deadline;
+    rc = n == 1 ? pk__future_wait_until(fs[0], until)
+                : pk__future_wait_any_until(fs, n, until);
     if (comp)
         compensate(tp, -1);
     atomic_fetch_add(&tp->active, 1);
     pk__tp_lanes_step_in(tp, stepped_out);
-    return 0;
+    return rc == PK_ENOMEM ? rc : 0;
 }
 
-/* The wait helper of a worker or stand-in thread (lib/future_int.h). */
+static bool
+any_done(pk_future *const *fs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (pk__future_done(fs[i]))
+            return true;
+    return false;
+}
+
+/* The wait helper of a worker or stand-in thread (lib/future_int.h), for
+ * pk_future_wait_any: the awaited task may be queued, or in this
+ * worker's next slot, where only helping runs it. */
 int
-pk__tp_help_wait(void *ctx, pk_future *f, uint64_t deadline)
+pk__tp_help_wait_any(void *ctx, pk_future *const *fs, size_t n,
+                     uint64_t deadline)
 {
     struct tp_worker *w = ctx;
     struct pk_threadpool *tp = w->tp;
     int rc = 0;
 
-    while (rc == 0 && !pk__future_done(f)) {
+    while (rc == 0 && !any_done(fs, n)) {
         if (help_within_bounds(tp, w))
             continue;
         /* Past the bound our batch is others' to run: given back each
@@ -269,10 +272,20 @@ pk__tp_help_wait(void *ctx, pk_future *f, uint64_t deadline)
             give_back_batch(tp, w);
         /* Shown to cycle checks only while blocked: while this worker
          * runs a helped task it is not stuck on f, and a chain followed
-         * through it would find a cycle that is not there. */
-        set_waiting_on(tp, w, f);
-        rc = block_on(tp, w, f, deadline);
-        set_waiting_on(tp, w, NULL);
+         * through it would find a cycle that is not there. Not shown
+         * while waiting for any of several (see block_on). */
+        if (n == 1)
+            set_waiting_on(tp, w, fs[0]);
+        rc = block_on(tp, w, fs, n, deadline);
+        if (n == 1)
+            set_waiting_on(tp, w, NULL);
     }
     return rc;
+}
+
+/* The wait helper for pk_future_wait and pk_future_wait_all. */
+int
+pk__tp_help_wait(void *ctx, pk_future *f, uint64_t deadline)
+{
+    return pk__tp_help_wait_any(ctx, &f, 1, deadline);
 }

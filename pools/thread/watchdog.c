@@ -79,6 +79,9 @@ give_up(struct pk_threadpool *tp, struct wd_work *wk)
         pk__tp_wake_one(tp);
 }
 
+/* How often tasks with run limits are looked at: 5 ms. */
+#define WD_LIMIT_PERIOD 5000000u
+
 /* How often to look at running tasks; UINT64_MAX: none to look at.
  * glock held. */
 static uint64_t
@@ -87,11 +90,15 @@ wd_period(struct pk_threadpool *tp)
     uint64_t p = tp->slow_ns < tp->stuck_ns ? tp->slow_ns : tp->stuck_ns;
 
     if (p == UINT64_MAX)
-        return tp->wd_limits ? 5000000u : UINT64_MAX; /* run limits: 5 ms */
+        return tp->wd_limits ? WD_LIMIT_PERIOD : UINT64_MAX;
     p /= 4;
     if (p < 1000000u)
         p = 1000000u;
-    return p > 100000000u ? 100000000u : p;
+    if (p > 100000000u)
+        p = 100000000u;
+    /* A run limit is checked as often whatever the slow and stuck times
+     * (a 50 ms limit seen at 100 ms is a limit of 100). */
+    return tp->wd_limits && p > WD_LIMIT_PERIOD ? WD_LIMIT_PERIOD : p;
 }
 
 /* When to look next: after a period, or when a retry is due. glock

@@ -32,19 +32,43 @@ expire(struct pk_threadpool *tp, struct tp_task *t)
     }
 }
 
-/* Shows the running task to the watchdog (or hides it: start 0). */
+/* What the watchdog sees of a worker's running task (tp_worker's cur_*
+ * fields). */
+struct watched {
+    uint64_t start, limit_ns;
+    pk_future *fut;
+    bool flagged, slow, stuck;
+};
+
+/* Shows `now` to the watchdog as w's running task; *was gets what it
+ * showed before: a task run nested while its outer task waits (wait.c)
+ * hides the outer one only until it returns (restore). */
 static void
-publish(struct pk_threadpool *tp, struct tp_worker *w, uint64_t start,
-        const struct tp_task *t)
+show(struct pk_threadpool *tp, struct tp_worker *w, const struct watched *now,
+     struct watched *was)
 {
     pk__lock_acquire(&tp->glock);
-    w->cur_start = start;
-    w->cur_fut = start ? t->fut : NULL;
-    w->cur_limit_ns = start ? (uint64_t)t->run_limit_ms * 1000000u : 0;
-    w->cur_flagged = false;
-    w->cur_slow = false;
-    w->cur_stuck = false;
+    if (was)
+        *was = (struct watched){ w->cur_start, w->cur_limit_ns, w->cur_fut,
+                                 w->cur_flagged, w->cur_slow, w->cur_stuck };
+    w->cur_start = now->start;
+    w->cur_limit_ns = now->limit_ns;
+    w->cur_fut = now->fut;
+    w->cur_flagged = now->flagged;
+    w->cur_slow = now->slow;
+    w->cur_stuck = now->stuck;
     pk__lock_release(&tp->glock);
+}
+
+/* Shows the task t, started at `start`, saving what was shown in *was. */
+static void
+publish(struct pk_threadpool *tp, struct tp_worker *w, uint64_t start,
+        const struct tp_task *t, struct watched *was)
+{
+    struct watched now = { start, (uint64_t)t->run_limit_ms * 1000000u,
+                           t->fut, false, false, false };
+
+    show(tp, w, &now, was);
 }
 
 /* Helping stops at twice PK__TP_NEST, but caller-runs submits from a
@@ -94,6 +118,7 @@ pk__tp_run_task(struct pk_threadpool *tp, struct tp_task *t, struct tally *n)
                                               &tp->watch,
                                               memory_order_relaxed));
     uint64_t t0 = (t->enq_ns || watch) ? pk__now_ns() : 0;
+    struct watched outer;
     int d = 0, rc;
     pk_task task;
 
@@ -107,7 +132,7 @@ pk__tp_run_task(struct pk_threadpool *tp, struct tp_task *t, struct tally *n)
         }
     }
     if (watch)
-        publish(tp, w, t0, t);
+        publish(tp, w, t0, t, &outer);
     if (w) {
         w->nest++;
         if (t->fut)
@@ -122,7 +147,7 @@ pk__tp_run_task(struct pk_threadpool *tp, struct tp_task *t, struct tally *n)
             pop_stack(w, d);
     }
     if (watch)
-        publish(tp, w, 0, t);
+        show(tp, w, &outer, NULL); /* the outer task's, or nothing */
     if (t->enq_ns)
         pk__hist_add(&tp->run_hist, pk__now_ns() - t0);
     count(n, rc);
@@ -317,6 +342,7 @@ enter_pool(struct pk_threadpool *tp, struct tp_worker *w)
 {
     pk__tp_self = w;
     w->helper.fn = pk__tp_help_wait;
+    w->helper.any = pk__tp_help_wait_any;
     w->helper.ctx = w;
     pk__lock_acquire(&tp->glock);
     w->next_all = tp->all_workers;

@@ -341,6 +341,13 @@ test_bad_input_returns_einval(void **state)
     assert_int_equal(pk_threadpool_create(&tp, &o), PK_EINVAL);
     o = (pk_threadpool_options){ .keep_alive_ms = -5 };
     assert_int_equal(pk_threadpool_create(&tp, &o), PK_EINVAL);
+    /* "No limit" as SIZE_MAX: counts that would wrap are refused. */
+    o = (pk_threadpool_options){ .max_threads = SIZE_MAX };
+    assert_int_equal(pk_threadpool_create(&tp, &o), PK_EINVAL);
+    o = (pk_threadpool_options){ .max_threads = PK_THREADPOOL_THREADS_MAX + 1 };
+    assert_int_equal(pk_threadpool_create(&tp, &o), PK_EINVAL);
+    o = (pk_threadpool_options){ .min_threads = PK_THREADPOOL_THREADS_MAX + 1 };
+    assert_int_equal(pk_threadpool_create(&tp, &o), PK_EINVAL);
     assert_int_equal(pk_threadpool_submit(NULL, tp_count_task, NULL, NULL),
                      PK_EINVAL);
     assert_int_equal(pk_threadpool_stats_get(NULL, &st), PK_EINVAL);
@@ -352,9 +359,14 @@ test_bad_input_returns_einval(void **state)
     assert_int_equal(pk_threadpool_submit_task(tp, &bad, NULL), PK_EINVAL);
     assert_int_equal(pk_threadpool_submit_many(tp, NULL, 3, NULL), PK_EINVAL);
     assert_int_equal(pk_threadpool_resize(tp, 3, 2), PK_EINVAL);
+    assert_int_equal(pk_threadpool_resize(tp, 0, SIZE_MAX), PK_EINVAL);
+    assert_int_equal(
+        pk_threadpool_resize(tp, 0, PK_THREADPOOL_THREADS_MAX + 1), PK_EINVAL);
     assert_int_equal(pk_threadpool_shutdown(tp, 7, 0), PK_EINVAL);
     assert_int_equal(pk_threadpool_shutdown(tp, 0, -5), PK_EINVAL);
     assert_int_equal(pk_threadpool_stats_get(tp, NULL), PK_EINVAL);
+    assert_int_equal(pk_threadpool_shutdown(tp, PK_SHUTDOWN_DRAIN, 1000), 0);
+    assert_int_equal(pk_threadpool_resize(tp, 1, 2), PK_ESHUTDOWN);
     pk_threadpool_destroy(tp);
 }
 

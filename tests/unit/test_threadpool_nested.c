@@ -1,0 +1,199 @@
+/* tests/unit/test_threadpool_nested.c - tasks that submit children and
+ * wait for them other than by pk_future_wait: a child in its parent's
+ * next slot is work for idle workers too; pk_future_wait_any inside a
+ * task helps as pk_future_wait does; and the watchdog keeps watching a
+ * task after a child ran nested on its stack.
+ *
+ * Tasks never call cmocka: they return what went wrong through their
+ * futures, and the main thread asserts (STYLE.md section 5). Waits poll
+ * with a generous limit (a liveness bound, never a speed claim). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <poolkit/threadpool.h>
+
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "test_util.h"
+#include "tp_tasks.h"
+
+/* How long a task polls before it reports that nothing came: far above
+ * anything the pool needs, so only a hang reaches it. */
+#define LIVENESS_MS 10000
+
+static pk_threadpool *the_pool;
+static atomic_int child_ran;
+
+static int
+set_child_ran(void *arg, pk_future *self, pk_result *out, pk_error *err)
+{
+    (void)arg;
+    (void)self;
+    (void)out;
+    (void)err;
+    atomic_store(&child_ran, 1);
+    return 0;
+}
+
+/* Submits a child with a future (it goes to this worker's next slot),
+ * then waits for it by polling a flag, which runs nothing: only another
+ * worker can run the child. */
+static int
+parent_polls(void *arg, pk_future *self, pk_result *out, pk_error *err)
+{
+    pk_future *child;
+    int rc;
+
+    (void)arg;
+    (void)self;
+    (void)out;
+    rc = pk_threadpool_submit(the_pool, set_child_ran, NULL, &child);
+    if (rc)
+        return pk_error_set(err, rc, 0, "submit: %s", pk_strerror(rc));
+    for (int ms = 0; ms < LIVENESS_MS && !atomic_load(&child_ran); ms++)
+        sleep_ms(1);
+    rc = atomic_load(&child_ran) ? 0 : PK_ETIMEDOUT;
+    pk_future_release(child);
+    return rc;
+}
+
+static void
+test_child_in_next_slot_runs_on_an_idle_worker(void **state)
+{
+    pk_threadpool_options o = { .min_threads = 2, .max_threads = 2 };
+    pk_future *f;
+
+    (void)state;
+    atomic_store(&child_ran, 0);
+    assert_int_equal(pk_threadpool_create(&the_pool, &o), 0);
+    assert_int_equal(pk_threadpool_submit(the_pool, parent_polls, NULL, &f),
+                     0);
+    assert_int_equal(pk_future_wait(f, PK_WAIT_FOREVER), 0);
+    assert_int_equal(pk_future_result(f, NULL), 0);
+    pk_future_release(f);
+    pk_threadpool_destroy(the_pool);
+}
+
+/* Submits n children (the first to the next slot, the rest to the
+ * queue) and waits for any of them: with one worker, only helping can
+ * run one. */
+static int
+parent_waits_any(void *arg, pk_future *self, pk_result *out, pk_error *err)
+{
+    size_t n = (size_t)(uintptr_t)arg, k = 0, i = 0;
+    pk_future *kids[3];
+    int rc = 0;
+
+    (void)self;
+    for (; k < n && rc == 0; k++)
+        rc = pk_threadpool_submit(the_pool, tp_count_task, NULL, &kids[k]);
+    if (rc) {
+        k--;
+        pk_error_set(err, rc, 0, "submit: %s", pk_strerror(rc));
+    } else {
+        rc = pk_future_wait_any(kids, n, LIVENESS_MS, &i);
+        if (rc)
+            pk_error_set(err, rc, 0, "wait_any: %s", pk_strerror(rc));
+        else if (pk_future_state_get(kids[i]) != PK_FUTURE_DONE)
+            rc = pk_error_set(err, PK_ETASK, 0, "child %zu not done", i);
+    }
+    while (k > 0)
+        pk_future_release(kids[--k]);
+    out->value = (void *)(uintptr_t)i;
+    return rc;
+}
+
+static void
+run_wait_any(size_t n)
+{
+    pk_threadpool_options o = { .max_threads = 1 };
+    pk_future *f;
+
+    assert_int_equal(pk_threadpool_create(&the_pool, &o), 0);
+    assert_int_equal(pk_threadpool_submit(the_pool, parent_waits_any,
+                                          (void *)(uintptr_t)n, &f),
+                     0);
+    assert_int_equal(pk_future_wait(f, PK_WAIT_FOREVER), 0);
+    assert_int_equal(pk_future_result(f, NULL), 0);
+    pk_future_release(f);
+    /* Every child ran: the unawaited ones too, by the drain. */
+    assert_int_equal(pk_threadpool_shutdown(the_pool, PK_SHUTDOWN_DRAIN,
+                                            PK_WAIT_FOREVER),
+                     0);
+    assert_int_equal(atomic_load(&tp_counter), (int)n);
+    pk_threadpool_destroy(the_pool);
+}
+
+static void
+test_wait_any_in_a_task_helps(void **state)
+{
+    (void)state;
+    tp_gate_reset();
+    run_wait_any(1); /* its one child in the next slot */
+    tp_gate_reset();
+    run_wait_any(3); /* one in the next slot, two queued */
+}
+
+/* A task with a run limit runs a child nested (its wait helps), then
+ * polls its cancel flag: the watchdog must still watch it. */
+static int
+limited_parent(void *arg, pk_future *self, pk_result *out, pk_error *err)
+{
+    pk_future *child;
+    int rc;
+
+    (void)arg;
+    (void)out;
+    rc = pk_threadpool_submit(the_pool, tp_count_task, NULL, &child);
+    if (rc == 0) {
+        rc = pk_future_wait(child, LIVENESS_MS);
+        pk_future_release(child);
+    }
+    if (rc)
+        return pk_error_set(err, rc, 0, "child: %s", pk_strerror(rc));
+    for (int ms = 0; ms < LIVENESS_MS; ms++) {
+        if (pk_future_cancel_requested(self))
+            return PK_ECANCELED;
+        sleep_ms(1);
+    }
+    return pk_error_set(err, PK_ETIMEDOUT, 0, "never flagged");
+}
+
+static void
+test_task_is_watched_after_a_nested_child(void **state)
+{
+    /* slow_task_ms turns the watchdog on for every task, the nested
+     * child too: what it shows of the child must not stay in place of
+     * the parent when the child returns. */
+    pk_threadpool_options o = { .max_threads = 1, .slow_task_ms = 1000000 };
+    pk_task t = { .fn = limited_parent };
+    pk_task_options lim = { .run_limit_ms = 30 };
+    pk_future *f;
+
+    (void)state;
+    tp_gate_reset();
+    assert_int_equal(pk_threadpool_create(&the_pool, &o), 0);
+    assert_int_equal(pk_threadpool_submit_opts(the_pool, &t, &lim, &f), 0);
+    assert_int_equal(pk_future_wait(f, PK_WAIT_FOREVER), 0);
+    assert_int_equal(pk_future_state_get(f), PK_FUTURE_CANCELLED);
+    assert_int_equal(atomic_load(&tp_counter), 1); /* the child ran */
+    pk_future_release(f);
+    pk_threadpool_destroy(the_pool);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_child_in_next_slot_runs_on_an_idle_worker),
+        cmocka_unit_test(test_wait_any_in_a_task_helps),
+        cmocka_unit_test(test_task_is_watched_after_a_nested_child),
+    };
+
+    return cmocka_run_group_tests_name("threadpool_nested", tests, NULL,
+                                       NULL);
+}
