@@ -216,28 +216,31 @@ slab_release(struct fslab *s, uint64_t mask)
     pk__mutex_unlock(&plock);
 }
 
+/* Lets go of one of this thread's slabs (*sp, with the free slots in
+ * *mask), if it has one. */
+static void
+let_go(struct fslab **sp, uint64_t *mask)
+{
+    struct fslab *s = *sp;
+
+    *sp = NULL;
+    if (s)
+        slab_release(s, *mask);
+    *mask = 0;
+}
+
 /* Lets go of the orphan this thread holds, if any. */
 static void
 held_drop(void)
 {
-    struct fslab *s = tls_held;
-
-    tls_held = NULL;
-    if (s)
-        slab_release(s, tls_held_mask);
-    tls_held_mask = 0;
+    let_go(&tls_held, &tls_held_mask);
 }
 
 /* Gives up this thread's slabs. */
 static void
 slab_drop(void)
 {
-    struct fslab *s = tls_slab;
-
-    tls_slab = NULL;
-    if (s)
-        slab_release(s, tls_mask);
-    tls_mask = 0;
+    let_go(&tls_slab, &tls_mask);
     held_drop();
 }
 

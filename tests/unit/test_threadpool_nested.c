@@ -26,18 +26,6 @@
 #define LIVENESS_MS 10000
 
 static pk_threadpool *the_pool;
-static atomic_int child_ran;
-
-static int
-set_child_ran(void *arg, pk_future *self, pk_result *out, pk_error *err)
-{
-    (void)arg;
-    (void)self;
-    (void)out;
-    (void)err;
-    atomic_store(&child_ran, 1);
-    return 0;
-}
 
 /* Submits a child with a future (it goes to this worker's next slot),
  * then waits for it by polling a flag, which runs nothing: only another
@@ -51,12 +39,12 @@ parent_polls(void *arg, pk_future *self, pk_result *out, pk_error *err)
     (void)arg;
     (void)self;
     (void)out;
-    rc = pk_threadpool_submit(the_pool, set_child_ran, NULL, &child);
+    rc = pk_threadpool_submit(the_pool, tp_count_task, NULL, &child);
     if (rc)
         return pk_error_set(err, rc, 0, "submit: %s", pk_strerror(rc));
-    for (int ms = 0; ms < LIVENESS_MS && !atomic_load(&child_ran); ms++)
+    for (int ms = 0; ms < LIVENESS_MS && !atomic_load(&tp_counter); ms++)
         sleep_ms(1);
-    rc = atomic_load(&child_ran) ? 0 : PK_ETIMEDOUT;
+    rc = atomic_load(&tp_counter) ? 0 : PK_ETIMEDOUT;
     pk_future_release(child);
     return rc;
 }
@@ -68,7 +56,7 @@ test_child_in_next_slot_runs_on_an_idle_worker(void **state)
     pk_future *f;
 
     (void)state;
-    atomic_store(&child_ran, 0);
+    tp_gate_reset();
     assert_int_equal(pk_threadpool_create(&the_pool, &o), 0);
     assert_int_equal(pk_threadpool_submit(the_pool, parent_polls, NULL, &f),
                      0);
