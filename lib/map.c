@@ -43,6 +43,7 @@
 
 #include <assert.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -81,8 +82,15 @@ struct unit {
     size_t pos;               /* next item to deliver; consumer */
     int named;                /* one named task, submitted as it is */
     int done;                 /* m->lock: its future finished */
+    /* RUN_*: whether runner is on its items. A task may finish its own
+     * future (pk_task_run allows it), and a fn unit's future is every
+     * item's `self`: finished early, the unit is done only when runner
+     * stops writing its items. */
+    _Atomic int run;
     struct item items[];
 };
+
+enum { RUN_NOT = 0, RUN_ON = 1, RUN_DONE_EARLY = 2 }; /* unit.run */
 
 struct pk_map {
     uint32_t magic;
@@ -138,6 +146,7 @@ unit_new(struct pk_map *m, size_t cap)
     if (!u)
         return NULL;
     memset(u, 0, sizeof *u);
+    atomic_init(&u->run, RUN_NOT);
     u->m = m;
     u->cap = cap;
     u->first = m->nplaced;
@@ -215,18 +224,17 @@ run_item(struct item *it, pk_future *self)
     }
 }
 
-/* The executor task of a fn unit: runs its items in turn, stopping
- * between items once cancellation was asked for (the rest stay NOT_RUN
- * and are reported as the future's outcome: cancelled). */
+static void unit_finished(struct unit *u);
+
+/* Runs a fn unit's items in turn, stopping between items once
+ * cancellation was asked for (the rest stay NOT_RUN and are reported as
+ * the future's outcome: cancelled). Returns that outcome. */
 static int
-runner(void *arg, pk_future *self, pk_result *out, pk_error *err)
+run_items(struct unit *u, pk_future *self)
 {
-    struct unit *u = arg;
     uint64_t t0 = pk__now_ns();
     size_t ran = 0;
 
-    (void)out;
-    (void)err;
     for (size_t i = 0; i < u->n; i++) {
         if (u->items[i].skip)
             continue;
@@ -244,15 +252,46 @@ runner(void *arg, pk_future *self, pk_result *out, pk_error *err)
     return 0;
 }
 
+/* The executor task of a fn unit. If an item finished the unit's future
+ * (its `self`) meanwhile, on_done left the unit to us: finished only
+ * now, after which u and m are not ours to touch. */
+static int
+runner(void *arg, pk_future *self, pk_result *out, pk_error *err)
+{
+    struct unit *u = arg;
+    int rc;
+
+    (void)out;
+    (void)err;
+    atomic_store(&u->run, RUN_ON);
+    rc = run_items(u, self);
+    if (atomic_exchange(&u->run, RUN_NOT) == RUN_DONE_EARLY)
+        unit_finished(u);
+    return rc;
+}
+
 /* The completion callback: on the finishing thread, no poolkit lock held.
- * After the unlock it must not touch u or m: destroy may free them. */
+ * While runner is on the items (an item finished its own `self`), the
+ * unit is left to runner. */
 static void
 on_done(void *arg, pk_future *f)
 {
     struct unit *u = arg;
-    struct pk_map *m = u->m;
+    int on = RUN_ON;
 
     (void)f;
+    if (atomic_compare_exchange_strong(&u->run, &on, RUN_DONE_EARLY))
+        return;
+    unit_finished(u);
+}
+
+/* Marks u done for the consumer. After the unlock it must not touch u or
+ * m: destroy may free them. */
+static void
+unit_finished(struct unit *u)
+{
+    struct pk_map *m = u->m;
+
     pk__mutex_lock(&m->lock);
     u->done = 1;
     if (m->unordered) {
@@ -459,12 +498,26 @@ drop_unsubmitted(struct pk_map *m)
     }
 }
 
-/* Submits a unit; on EAGAIN/EFULL with work in flight it is held and
- * retried after the next completion. Returns 0 if the caller may go on. */
+/* With a timeout and work in flight, a submit that would block (the
+ * executor full) is not made: it could outlast the timeout. The unit is
+ * held for after the next completion, which is waited for with the
+ * deadline. */
+static bool
+would_block(struct pk_map *m)
+{
+    size_t room;
+
+    return m->deadline != UINT64_MAX && oldest(m) &&
+           pk_executor_capacity(m->ex, &room) == 0 && room == 0;
+}
+
+/* Submits a unit; on EAGAIN/EFULL (or would_block) with work in flight it
+ * is held and retried after the next completion. Returns 0 if the caller
+ * may go on. */
 static int
 try_submit(struct pk_map *m, struct unit *u)
 {
-    int rc = submit(m, u);
+    int rc = would_block(m) ? PK_EAGAIN : submit(m, u);
 
     if (rc == 0)
         return 0;
@@ -476,7 +529,18 @@ try_submit(struct pk_map *m, struct unit *u)
     return -1;
 }
 
-/* Reads and submits until the window is full or the input ends. */
+static void time_out(struct pk_map *m);
+
+static bool
+past_deadline(const struct pk_map *m)
+{
+    return m->deadline != UINT64_MAX && pk__now_ns() >= m->deadline;
+}
+
+/* Reads and submits until the window is full or the input ends, or the
+ * timeout passed: an executor that runs tasks as they are submitted (the
+ * inline one, caller-runs) or a submit that blocked must not carry the
+ * map past it. */
 static void
 refill(struct pk_map *m)
 {
@@ -485,6 +549,10 @@ refill(struct pk_map *m)
 
     if (m->fatal)
         return;
+    if (past_deadline(m)) {
+        time_out(m);
+        return;
+    }
     if (m->held) {
         u = m->held;
         m->held = NULL;
@@ -500,6 +568,10 @@ refill(struct pk_map *m)
         }
         if (!u || try_submit(m, u))
             return;
+        if (past_deadline(m)) {
+            time_out(m);
+            return;
+        }
     }
 }
 
@@ -632,6 +704,17 @@ cancel_all(struct pk_map *m)
     m->input_end = 1;
 }
 
+/* The map's timeout passed: it stops, and what is in flight is
+ * cancelled. */
+static void
+time_out(struct pk_map *m)
+{
+    m->fatal = PK_ETIMEDOUT;
+    snprintf(m->defer_msg, sizeof m->defer_msg,
+             "map stopped: its timeout passed");
+    cancel_all(m);
+}
+
 static int
 fail_map(struct pk_map *m, size_t *index, pk_error *err)
 {
@@ -666,10 +749,7 @@ pk_map_next(pk_map *m, pk_result *res, size_t *index, pk_error *err)
             }
             return 1;
         case TIMED_OUT:
-            m->fatal = PK_ETIMEDOUT;
-            snprintf(m->defer_msg, sizeof m->defer_msg,
-                     "map stopped: its timeout passed");
-            cancel_all(m);
+            time_out(m);
             continue;
         default: /* GOT_UNIT, WOKE */
             continue;

@@ -215,7 +215,13 @@ typedef struct pk_map_options {
     int order;         /* enum pk_map_order */
     int timeout_ms;    /* for the whole map, from pk_map_create: once it
                           passed, a pk_map_next that would wait returns
-                          PK_ETIMEDOUT and the map cancels the rest.
+                          PK_ETIMEDOUT and the map cancels the rest. It
+                          is looked at between submits too, and a submit
+                          that would block on a full executor waits for
+                          the map's own tasks in flight instead, if any:
+                          an executor that runs tasks inside submit (the
+                          inline one, caller-runs) overruns it by one
+                          executor task (one chunk) at most.
                           0 (default) or PK_NEVER = none; PK_ALWAYS = 0 ms */
     pk_map_progress_fn progress; /* optional */
     void *progress_user;

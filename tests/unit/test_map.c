@@ -753,6 +753,81 @@ test_whole_map_timeout_returns_etimedout_not_early(void **state)
     drop_pool(ex);
 }
 
+/* Sleeps 20 ms, then as triple. */
+static int
+slow_triple(void *arg, pk_future *self, pk_result *out, pk_error *err)
+{
+    fh_sleep_ms(20);
+    return triple(arg, self, out, err);
+}
+
+/* An executor that runs tasks inside submit (the inline one) must not
+ * carry the map past its timeout: 50 items of 20 ms are a second's work,
+ * the timeout a tenth of it. */
+static void
+test_timeout_holds_when_submit_runs_the_tasks(void **state)
+{
+    pk_executor *ex = make_inline();
+    pk_map_options o = { .timeout_ms = 100, .window = 20, .chunk = 1 };
+    struct input in;
+    pk_map *m = NULL;
+    size_t idx, got = 0;
+    pk_result r;
+    int rc;
+
+    (void)state;
+    input_init(&in, 50, slow_triple);
+    assert_int_equal(pk_map_create(&m, ex, next_item, &in, &o), 0);
+    while ((rc = pk_map_next(m, &r, &idx, NULL)) == 0) {
+        assert_int_equal((uintptr_t)r.value, idx * 3 + 1);
+        got++;
+    }
+    assert_int_equal(rc, PK_ETIMEDOUT);
+    assert_true(got < 50);
+    pk_map_destroy(m);
+    pk_executor_destroy(ex);
+}
+
+/* Item 0 of each chunk of 4 finishes the chunk's future (its `self`)
+ * before the other three ran: each item still comes with its own result,
+ * and the chunk is not freed under the items still running. */
+static int
+completes_self(void *arg, pk_future *self, pk_result *out, pk_error *err)
+{
+    uintptr_t i = (uintptr_t)arg;
+
+    if (i % 4 == 0)
+        (void)pk_future_complete(self, NULL);
+    else
+        fh_sleep_ms(1); /* the consumer is at this unit meanwhile */
+    return triple(arg, self, out, err);
+}
+
+static void
+test_task_finishing_its_own_future_keeps_its_chunk(void **state)
+{
+    pk_executor *ex = make_pool(1);
+    pk_map_options o = { .window = 16, .chunk = 4 };
+    struct input in;
+    pk_map *m = NULL;
+    size_t idx, got = 0;
+    pk_result r;
+    int rc;
+
+    (void)state;
+    input_init(&in, 64, completes_self);
+    assert_int_equal(pk_map_create(&m, ex, next_item, &in, &o), 0);
+    while ((rc = pk_map_next(m, &r, &idx, NULL)) == 0) {
+        assert_int_equal(idx, got);
+        assert_int_equal((uintptr_t)r.value, idx * 3 + 1);
+        got++;
+    }
+    assert_int_equal(rc, 1);
+    assert_int_equal(got, 64);
+    pk_map_destroy(m);
+    drop_pool(ex);
+}
+
 static void
 test_destroy_mid_map_cancels_and_frees(void **state)
 {
@@ -907,6 +982,8 @@ main(void)
         T(test_input_error_ends_map_after_items_read),
         T(test_executor_shut_down_ends_map),
         T(test_whole_map_timeout_returns_etimedout_not_early),
+        T(test_timeout_holds_when_submit_runs_the_tasks),
+        T(test_task_finishing_its_own_future_keeps_its_chunk),
         T(test_destroy_mid_map_cancels_and_frees),
         T(test_bad_arguments_are_einval),
         T(test_map_array_fills_results_and_codes),
