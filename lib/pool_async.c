@@ -9,18 +9,31 @@
  * Ticket states (t->state, atomic so take() can poll without the lock):
  *   PENDING  queued, or handed a slot that is being checked
  *   READY    w.slot set (a lease waits) or w.err set (the request failed)
+ *   TAKEN    the owner took or freed it (terminal): a CAS READY -> TAKEN
+ *            claims the result, so it is handed out once
  * Readiness is announced after the pool lock is dropped (pk__pool_unlock
  * walks p->notify_head): the callback runs, then the eventfd is written.
- * A reference held by the notify list keeps the ticket alive until then. */
+ * A reference held by the notify list keeps the ticket alive until then.
+ *
+ * The callback (t->cb_state) is claimed by a CAS too:
+ *   CB_NONE -> CB_RUNNING (the notifier, which then calls it) -> CB_DONE
+ *   CB_NONE -> CB_CANCELLED (take or free, before they return)
+ * So a callback never starts after take or free has returned (its arg may
+ * be gone by then, and it could take the ticket again: a second lease of
+ * a slot already released). A take or free that finds it running on
+ * another thread waits for it to return; one called from the callback
+ * itself (cb_thread) does not. */
 #include "pool_int.h"
 
+#include <sched.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "alloc.h"
 
-enum { T_PENDING = 0, T_READY = 1 };
+enum { T_PENDING = 0, T_READY = 1, T_TAKEN = 2 };
+enum { CB_NONE = 0, CB_RUNNING, CB_DONE, CB_CANCELLED };
 
 struct pk_pool_ticket {
     struct pk__waiter w;
@@ -30,6 +43,8 @@ struct pk_pool_ticket {
     int efd;
     pk_ticket_fn cb;
     void *arg;
+    _Atomic int cb_state;    /* CB_*, see above */
+    pthread_t cb_thread;     /* written before CB_RUNNING (release) */
     uint64_t deadline;       /* CLOCK_MONOTONIC */
     pk_error err;
     struct pk_pool_ticket *notify_next;
@@ -83,6 +98,24 @@ pk__ticket_ready_locked(struct pk_pool *p, struct pk__waiter *w)
     atomic_store_explicit(&t->state, T_READY, memory_order_release);
 }
 
+/* Runs t's callback unless take or free claimed it first. */
+static void
+run_callback(struct pk_pool_ticket *t)
+{
+    int none = CB_NONE;
+
+    t->cb_thread = pthread_self();
+    /* Release: cb_thread reaches a take that sees RUNNING. */
+    if (!atomic_compare_exchange_strong_explicit(&t->cb_state, &none,
+                                                 CB_RUNNING,
+                                                 memory_order_acq_rel,
+                                                 memory_order_acquire))
+        return; /* taken or freed already: its owner is done with it */
+    t->cb(t->arg, t);
+    /* Release: what the callback wrote reaches a take waiting for it. */
+    atomic_store_explicit(&t->cb_state, CB_DONE, memory_order_release);
+}
+
 void
 pk__ticket_notify_list(struct pk_pool_ticket *t)
 {
@@ -90,7 +123,7 @@ pk__ticket_notify_list(struct pk_pool_ticket *t)
         struct pk_pool_ticket *next = t->notify_next;
         uint64_t one = 1;
         if (t->cb)
-            t->cb(t->arg, t);
+            run_callback(t);
         if (write(t->efd, &one, sizeof one) < 0) {
             /* An eventfd write fails only on counter overflow, which a
              * single write per ticket cannot cause. */
@@ -98,6 +131,37 @@ pk__ticket_notify_list(struct pk_pool_ticket *t)
         ticket_unref(t);
         t = next;
     }
+}
+
+/* Makes sure t's callback will not start, and waits for one already
+ * running on another thread (it must not block: pool.h). From inside the
+ * callback itself there is nothing to wait for. */
+static void
+cancel_callback(struct pk_pool_ticket *t)
+{
+    int st = CB_NONE;
+
+    if (atomic_compare_exchange_strong_explicit(&t->cb_state, &st,
+                                                CB_CANCELLED,
+                                                memory_order_acq_rel,
+                                                memory_order_acquire))
+        return;
+    if (st != CB_RUNNING || pthread_equal(t->cb_thread, pthread_self()))
+        return;
+    while (atomic_load_explicit(&t->cb_state, memory_order_acquire) ==
+           CB_RUNNING)
+        sched_yield();
+}
+
+/* Claims a READY ticket's result for its owner: true once only. */
+static bool
+claim(struct pk_pool_ticket *t)
+{
+    int ready = T_READY;
+
+    return atomic_compare_exchange_strong_explicit(
+        &t->state, &ready, T_TAKEN, memory_order_acq_rel,
+        memory_order_acquire);
 }
 
 static int
@@ -117,6 +181,7 @@ ticket_new(struct pk_pool_ticket **out, struct pk_pool *p, int timeout_ms,
     }
     atomic_init(&t->refs, 1);
     atomic_init(&t->state, T_PENDING);
+    atomic_init(&t->cb_state, CB_NONE);
     t->pool = p;
     t->cb = cb;
     t->arg = arg;
@@ -248,15 +313,10 @@ pk_pool_ticket_fd(pk_pool_ticket *t)
     return t ? t->efd : PK_EINVAL;
 }
 
-int
-pk_pool_ticket_take(pk_pool_ticket *t, pk_lease *lease, pk_error *err)
+/* Fills lease (or err) from a ticket the caller claimed. */
+static int
+result_of(struct pk_pool_ticket *t, pk_lease *lease, pk_error *err)
 {
-    int rc;
-
-    if (!t || !lease)
-        return PK_EINVAL;
-    if (atomic_load_explicit(&t->state, memory_order_acquire) != T_READY)
-        return PK_EAGAIN;
     memset(lease, 0, sizeof *lease);
     if (t->w.slot) {
         struct pk__slot *s = t->w.slot;
@@ -265,25 +325,57 @@ pk_pool_ticket_take(pk_pool_ticket *t, pk_lease *lease, pk_error *err)
         lease->slot_ = s;
         lease->ticket_ = pk__ticket_lease(
             atomic_load_explicit(&s->ticket, memory_order_relaxed));
-        rc = 0;
-    } else {
-        rc = t->w.err ? t->w.err : PK_ECREATE;
-        if (err)
-            *err = t->err;
+        return 0;
     }
+    if (err)
+        *err = t->err;
+    return t->w.err ? t->w.err : PK_ECREATE;
+}
+
+int
+pk_pool_ticket_take(pk_pool_ticket *t, pk_lease *lease, pk_error *err)
+{
+    int rc;
+
+    if (!t || !lease)
+        return PK_EINVAL;
+    if (pk__pool_forked(t->pool))
+        return PK_EFORKED;
+    rc = atomic_load_explicit(&t->state, memory_order_acquire);
+    if (rc == T_PENDING)
+        return PK_EAGAIN;
+    if (rc == T_TAKEN || !claim(t))
+        return PK_EINVAL; /* taken already (from its callback, say) */
+    cancel_callback(t);
+    rc = result_of(t, lease, err);
     ticket_unref(t);
     return rc;
+}
+
+/* In a child after fork(): the pool's lock and lists are the parent's;
+ * only the child's copy of the ticket is let go. */
+static void
+free_in_child(struct pk_pool_ticket *t)
+{
+    if (t->efd >= 0)
+        close(t->efd);
+    pk__free(t);
 }
 
 void
 pk_pool_ticket_free(pk_pool_ticket *t)
 {
     struct pk_pool *p;
+    bool claimed;
 
     if (!t)
         return;
     p = t->pool;
-    if (atomic_load_explicit(&t->state, memory_order_acquire) != T_READY) {
+    if (pk__pool_forked(p)) {
+        free_in_child(t);
+        return;
+    }
+    if (atomic_load_explicit(&t->state, memory_order_acquire) == T_PENDING) {
         /* Withdraw it: under the lock, it is queued, being checked, or
          * it just became ready. */
         pk__lock_acquire(&p->lock);
@@ -292,17 +384,20 @@ pk_pool_ticket_free(pk_pool_ticket *t)
             if (t->w.gpool && p->group)
                 pk__group_leave_wait(p->group, &t->w);
         }
-        else if (atomic_load_explicit(&t->state, memory_order_relaxed) !=
-                 T_READY)
+        else if (atomic_load_explicit(&t->state, memory_order_relaxed) ==
+                 T_PENDING)
             t->abandoned = true; /* being checked: the helper finishes */
         pk__pool_unlock(p);
     }
-    if (atomic_load_explicit(&t->state, memory_order_acquire) == T_READY &&
-        t->w.slot) {
+    /* Claimed before the callback is cancelled: a callback running now
+     * that takes the ticket gets PK_EINVAL, not the lease we give back.
+     * Then no callback may start once we return. */
+    claimed = claim(t);
+    cancel_callback(t);
+    if (claimed && t->w.slot) {
         pk_lease l;
-        if (pk_pool_ticket_take(t, &l, NULL) == 0)
-            pk_pool_release(l.pool_, &l, PK_RELEASE_OK);
-        return;
+        result_of(t, &l, NULL);
+        pk_pool_release(l.pool_, &l, PK_RELEASE_OK);
     }
     ticket_unref(t);
 }

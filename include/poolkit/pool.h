@@ -219,10 +219,16 @@ PK_API int pk_lease_info_get(const pk_lease *lease, pk_lease_info *info);
 
 /* ---- the non-blocking acquire, for event loops ------------------------- */
 
-/* Called once when the ticket is ready (a lease is waiting to be taken,
- * or the request failed). Runs on the releasing thread, the helper thread,
- * or the thread in pk_pool_maintain, with no poolkit lock held; it must
- * not block. */
+/* Called at most once, when the ticket is ready (a lease is waiting to be
+ * taken, or the request failed). Runs on the releasing thread, the helper
+ * thread, or the thread in pk_pool_maintain, with no poolkit lock held; it
+ * must not block. It never starts after pk_pool_ticket_take or
+ * pk_pool_ticket_free has returned on the ticket: if the owner takes or
+ * frees the ticket first, the callback is skipped, and a take or free
+ * called while the callback runs on another thread waits for it to
+ * return. The callback may take or free the ticket itself; a ticket's
+ * result is handed out once (a second take returns PK_EINVAL). Choose one
+ * consumer: the callback, or the owner outside it. */
 typedef void (*pk_ticket_fn)(void *arg, pk_pool_ticket *ticket);
 
 /* Asks for a resource without blocking. If one is idle the ticket is ready
@@ -250,17 +256,25 @@ PK_API int pk_pool_acquire_async_at(pk_pool *pool, pk_pool_ticket **out,
  * Threads: safe. */
 PK_API int pk_pool_ticket_fd(pk_pool_ticket *ticket);
 
-/* Takes the result of a ticket and frees the ticket.
+/* Takes the result of a ticket and frees the ticket. If the ticket's
+ * callback is running on another thread, waits for it to return; once
+ * this returns, the callback will not run.
  * Returns: 0 (lease filled), PK_EAGAIN (not ready yet: the ticket stays),
- * PK_EINVAL, or the request's error (PK_ETIMEDOUT, PK_ESHUTDOWN, a create
+ * PK_EINVAL (NULL, or the result was taken already: by the callback
+ * while this call waited for it, say), PK_EFORKED (in a child after
+ * fork()), or the request's error (PK_ETIMEDOUT, PK_ESHUTDOWN, a create
  * error with detail in err).
- * Owner: takes the ticket unless PK_EAGAIN or PK_EINVAL. Threads: one at a
- * time per ticket. */
+ * Owner: takes the ticket unless PK_EAGAIN, PK_EINVAL or PK_EFORKED.
+ * Threads: one at a time per ticket (its own callback may call it). */
 PK_API int pk_pool_ticket_take(pk_pool_ticket *ticket, pk_lease *lease,
                                pk_error *err);
 
 /* Withdraws a ticket and frees it; a lease it already holds goes back to
- * the pool. NULL is a no-op. Threads: one at a time per ticket. */
+ * the pool. If the ticket's callback is running on another thread, waits
+ * for it to return; once this returns, the callback will not run (its arg
+ * may be freed). In a child after fork() it frees only the child's copy of
+ * the ticket. NULL is a no-op.
+ * Threads: one at a time per ticket (its own callback may call it). */
 PK_API void pk_pool_ticket_free(pk_pool_ticket *ticket);
 
 /* ---- running the pool ------------------------------------------------- */

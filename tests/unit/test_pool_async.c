@@ -14,11 +14,14 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <poolkit/pool.h>
 
 #include "pool_helpers.h"
+#include "prng.h"
 
 #define LONG_MS 5000
 
@@ -468,6 +471,248 @@ test_async_and_blocking_waiters_share_arrival_order(void **state)
     pk_pool_destroy(p);
 }
 
+/* ---- the callback against take and free ---------------------------------- */
+
+/* A callback that holds on until told (the test's stand-in for a callback
+ * caught mid-way by a preemption), then tries to take its ticket. */
+struct slow_cb {
+    _Atomic int entered, go, left;
+    _Atomic int take_rc;
+    pk_lease lease;
+};
+
+static void
+slow_take_cb(void *arg, pk_pool_ticket *t)
+{
+    struct slow_cb *c = arg;
+
+    atomic_store(&c->entered, 1);
+    for (int i = 0; i < 5000 && !atomic_load(&c->go); i++)
+        ph_sleep_ms(1);
+    atomic_store(&c->take_rc, pk_pool_ticket_take(t, &c->lease, NULL));
+    atomic_store(&c->left, 1);
+}
+
+struct consumer {
+    pk_pool_ticket *t;
+    bool take;                  /* take, else free */
+    struct slow_cb *cb;
+    pk_lease lease;
+    int rc;
+    int cb_left_at_return;      /* the callback had returned by then */
+    _Atomic int returned;
+};
+
+static void *
+consumer_main(void *arg)
+{
+    struct consumer *c = arg;
+
+    if (c->take) {
+        c->rc = pk_pool_ticket_take(c->t, &c->lease, NULL);
+    } else {
+        pk_pool_ticket_free(c->t);
+        c->rc = 0;
+    }
+    c->cb_left_at_return = atomic_load(&c->cb->left);
+    atomic_store(&c->returned, 1);
+    return NULL;
+}
+
+/* The owner takes (or frees) a ticket whose callback is running on the
+ * releasing thread: the call waits for the callback, whose own take gets
+ * PK_EINVAL, so the result is handed out once. (Before: the owner's call
+ * returned at once and the callback took a second lease of the slot.) */
+static void
+owner_races_running_callback(bool take)
+{
+    pk_pool_options o;
+    pk_pool *p;
+    struct slow_cb cb;
+    struct consumer c;
+    struct releaser r;
+    pthread_t ct;
+    int ready = -1;
+
+    memset(&cb, 0, sizeof cb);
+    memset(&c, 0, sizeof c);
+    ph_options(&o, &ctx, NULL);
+    o.max_size = 1;
+    p = ph_new_pool(&o);
+    r.p = p;
+    ph_take(p, &r.l);
+    assert_int_equal(pk_pool_acquire_async(p, &c.t, LONG_MS, slow_take_cb,
+                                           &cb, &ready), 0);
+    assert_int_equal(ready, 0);
+    assert_int_equal(pthread_create(&r.t, NULL, releaser_main, &r), 0);
+    assert_true(ph_wait_atomic(&cb.entered, 1, LONG_MS));
+    c.take = take;
+    c.cb = &cb;
+    assert_int_equal(pthread_create(&ct, NULL, consumer_main, &c), 0);
+    ph_sleep_ms(50);
+    assert_int_equal(atomic_load(&c.returned), 0); /* waits for the cb */
+    atomic_store(&cb.go, 1);
+    pthread_join(ct, NULL);
+    pthread_join(r.t, NULL);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(c.cb_left_at_return, 1);
+    assert_int_equal(atomic_load(&cb.take_rc), PK_EINVAL);
+    if (take) {
+        assert_int_equal(c.rc, 0);
+        ph_give(p, &c.lease);
+    }
+    assert_int_equal(ph_stats(p).lent, 0);
+    assert_int_equal(ph_stats(p).idle, 1);
+    pk_pool_destroy(p);
+}
+
+static void
+test_async_take_waits_for_running_callback(void **state)
+{
+    (void)state;
+    owner_races_running_callback(true);
+}
+
+static void
+test_async_free_waits_for_running_callback(void **state)
+{
+    (void)state;
+    owner_races_running_callback(false);
+}
+
+/* A callback may take its own ticket (no wait on itself). */
+static void
+take_in_cb(void *arg, pk_pool_ticket *t)
+{
+    struct slow_cb *c = arg;
+
+    atomic_store(&c->take_rc, pk_pool_ticket_take(t, &c->lease, NULL));
+    atomic_store(&c->left, 1);
+}
+
+static void
+test_async_callback_may_take_its_ticket(void **state)
+{
+    pk_pool_options o;
+    pk_pool *p;
+    pk_pool_ticket *t;
+    struct slow_cb cb;
+    struct releaser r;
+    int ready = -1;
+
+    (void)state;
+    memset(&cb, 0, sizeof cb);
+    atomic_store(&cb.take_rc, 1);
+    ph_options(&o, &ctx, NULL);
+    o.max_size = 1;
+    p = ph_new_pool(&o);
+    r.p = p;
+    ph_take(p, &r.l);
+    assert_int_equal(pk_pool_acquire_async(p, &t, LONG_MS, take_in_cb, &cb,
+                                           &ready), 0);
+    assert_int_equal(ready, 0);
+    assert_int_equal(pthread_create(&r.t, NULL, releaser_main, &r), 0);
+    pthread_join(r.t, NULL);
+    assert_int_equal(atomic_load(&cb.left), 1);
+    assert_int_equal(atomic_load(&cb.take_rc), 0);
+    assert_int_equal(ph_stats(p).lent, 1);
+    ph_give(p, &cb.lease);
+    pk_pool_destroy(p);
+}
+
+/* Stress: the owner polls take, or frees, while another thread's releases
+ * make the ticket ready; the callback records whether its request was
+ * already done (taken or freed: a real program frees arg there). It must
+ * never be: the callback runs before take or free returns, or not at all.
+ * Requests are kept to the end so the old code counts instead of
+ * crashing. */
+struct sreq {
+    _Atomic int done;
+    _Atomic int calls;
+};
+
+static _Atomic long stress_late, stress_twice;
+static _Atomic int stress_stop;
+
+static void
+stress_cb(void *arg, pk_pool_ticket *t)
+{
+    struct sreq *r = arg;
+
+    (void)t;
+    if (atomic_fetch_add(&r->calls, 1) > 0)
+        atomic_fetch_add(&stress_twice, 1);
+    if (atomic_load(&r->done))
+        atomic_fetch_add(&stress_late, 1);
+}
+
+static void *
+stress_releaser(void *arg)
+{
+    pk_pool *p = arg;
+
+    while (!atomic_load(&stress_stop)) {
+        pk_lease l;
+        if (pk_pool_acquire(p, &l, 100, NULL) == 0) {
+            for (volatile int i = 0; i < 50; i++) {
+            }
+            pk_pool_release(p, &l, PK_RELEASE_OK);
+        }
+    }
+    return NULL;
+}
+
+static void
+test_async_callback_never_runs_after_take_or_free_stress(void **state)
+{
+    pk_pool_options o;
+    pk_pool *p;
+    pthread_t th;
+    long n = (long)(40000 * pk_test_scale());
+    struct sreq *reqs;
+    long pending = 0;
+
+    (void)state;
+    if (n < 2000)
+        n = 2000;
+    reqs = calloc((size_t)n, sizeof *reqs);
+    assert_non_null(reqs);
+    atomic_store(&stress_late, 0);
+    atomic_store(&stress_twice, 0);
+    atomic_store(&stress_stop, 0);
+    ph_options(&o, &ctx, NULL);
+    o.max_size = 1;
+    p = ph_new_pool(&o);
+    assert_int_equal(pthread_create(&th, NULL, stress_releaser, p), 0);
+    for (long i = 0; i < n; i++) {
+        pk_pool_ticket *t;
+        int ready, rc;
+        rc = pk_pool_acquire_async(p, &t, LONG_MS, stress_cb, &reqs[i],
+                                   &ready);
+        assert_int_equal(rc, 0);
+        if (!ready)
+            pending++;
+        if (i % 2 == 0) {
+            pk_pool_ticket_free(t);
+        } else {
+            pk_lease l;
+            while ((rc = pk_pool_ticket_take(t, &l, NULL)) == PK_EAGAIN) {
+            }
+            assert_int_equal(rc, 0);
+            assert_int_equal(pk_pool_release(p, &l, PK_RELEASE_OK), 0);
+        }
+        atomic_store(&reqs[i].done, 1);
+    }
+    atomic_store(&stress_stop, 1);
+    pthread_join(th, NULL);
+    assert_int_equal(pk_pool_close(p, LONG_MS), 0);
+    pk_pool_destroy(p);
+    printf("  %ld tickets, %ld pending at first\n", n, pending);
+    assert_int_equal(atomic_load(&stress_late), 0);
+    assert_int_equal(atomic_load(&stress_twice), 0);
+    free(reqs);
+}
+
 #define T(f) \
     cmocka_unit_test_prestate_setup_teardown(f, ph_setup, ph_teardown, &fx)
 
@@ -488,6 +733,10 @@ main(void)
         T(test_async_ticket_free_returns_a_ready_lease),
         T(test_async_close_gives_pending_tickets_eshutdown),
         T(test_async_and_blocking_waiters_share_arrival_order),
+        T(test_async_take_waits_for_running_callback),
+        T(test_async_free_waits_for_running_callback),
+        T(test_async_callback_may_take_its_ticket),
+        T(test_async_callback_never_runs_after_take_or_free_stress),
     };
     (void)clk;
     return cmocka_run_group_tests_name("pool_async", tests, NULL, NULL);
