@@ -240,6 +240,11 @@ struct pk_pool {
     /* Background thread (maintenance and async creates). */
     pthread_t bg;
     bool bg_running, bg_stop, bg_kick;
+    /* A group unit was granted to one of this pool's tickets: set by
+     * pk__group_put without this pool's lock (seq_cst, then a broadcast
+     * of bg_cond), tested by the background thread after it registers on
+     * bg_cond and before it waits, so no grant is lost. */
+    _Atomic bool bg_granted;
     pk__cv bg_cond;
 
     /* Stats (under lock) and the wait histogram (atomic). */

@@ -146,14 +146,23 @@ run_check(struct pk_pool *p, struct pk__slot *s, uint64_t now)
 static struct pk__waiter *
 first_ticket_locked(struct pk_pool *p)
 {
+    struct pk__waiter *first = NULL;
+
     if (!p->async_waiters)
         return NULL;
     for (struct pk__dnode *n = p->wait_queue.head; n; n = n->next) {
         struct pk__waiter *w = pk__waiter_of(n);
-        if (w->ticket)
+        if (!w->ticket)
+            continue;
+        /* One that holds a group grant first: the unit is its, and a
+         * create for another ticket would queue that one for a unit the
+         * group has not got. */
+        if (atomic_load(&w->granted))
             return w;
+        if (!first)
+            first = w;
     }
-    return NULL;
+    return first;
 }
 
 static void
@@ -175,16 +184,28 @@ top_up(struct pk_pool *p)
         rc = pk__pool_create_one(p, w, NULL);
         if (w && rc < 0 && rc != PK_EAGAIN && w->err == rc)
             pk__ticket_fail_locked(p, w); /* its create failed */
+        if (w && rc == PK_EAGAIN) {
+            bool granted;
+            /* Queued for the budget. The steal retires another member's
+             * idle resource, whose unit is granted to the head of the
+             * group queue, often w, on this very thread: look at the
+             * grant again and use it now. (Before, the grant's wake went
+             * to bg_cond while nobody waited on it, and the ticket sat
+             * until the next pass or its deadline.) Another grant later
+             * wakes the background thread through bg_granted. */
+            pk__pool_unlock(p);
+            pk__group_steal(p->group, p);
+            pk__lock_acquire(&p->lock);
+            granted = atomic_load(&w->granted);
+            pk__ticket_unpin(w->ticket);
+            if (granted)
+                continue;
+            break;
+        }
         if (w)
             pk__ticket_unpin(w->ticket);
         if (rc == 0)
             continue;
-        if (w && rc == PK_EAGAIN) {
-            /* Queued for the budget; a grant wakes this thread again. */
-            pk__pool_unlock(p);
-            pk__group_steal(p->group, p);
-            return;
-        }
         break;
     }
     pk__pool_unlock(p);
@@ -247,12 +268,22 @@ bg_main(void *arg)
         uint64_t until = next, d = pk__pool_async_next_deadline_locked(p);
         if (d < until)
             until = d;
-        if (!p->bg_kick)
-            pk__cv_wait_until(&p->bg_cond, &p->lock, until);
+        /* Registered on the cv before bg_granted is read: a grant that
+         * sets it after the read bumps the cv's sequence after our
+         * prepare, so the wait returns at once (sync.h). */
+        uint32_t seq = pk__cv_prepare(&p->bg_cond);
+        if (!p->bg_kick && !atomic_load(&p->bg_granted)) {
+            pk__pool_unlock(p);
+            pk__cv_wait_prepared(&p->bg_cond, seq, until);
+            pk__lock_acquire(&p->lock);
+        } else {
+            pk__cv_cancel(&p->bg_cond);
+        }
         if (p->bg_stop)
             break;
         /* A group grant for a ticket wakes us without bg_kick. */
-        bool kicked = p->bg_kick || p->async_waiters;
+        bool granted = atomic_exchange(&p->bg_granted, false);
+        bool kicked = p->bg_kick || granted || p->async_waiters;
         p->bg_kick = false;
         pk__pool_unlock(p);
         uint64_t mono = pk__now_ns();

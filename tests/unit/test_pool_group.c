@@ -288,6 +288,82 @@ test_group_steals_for_async_ticket(void **state)
     assert_int_equal(atomic_load(&ctx[0].destroy_calls), 1);
 }
 
+/* The ticket's own steal grants it the unit at once: the ticket is ready
+ * promptly, not at the next maintenance pass or its deadline (before, the
+ * grant's wake went to a background thread that was not waiting yet, and
+ * the ticket sat until its 20 s deadline). The bound is a liveness bound,
+ * far above the expected few milliseconds and far below both. */
+static void
+test_group_steal_for_ticket_is_ready_promptly(void **state)
+{
+    pk_pool_group *g;
+    pk_pool *a, *b;
+    pk_pool_options o;
+    pk_pool_ticket *t;
+    pk_lease l;
+    int ready = -1, rc;
+    uint64_t t0, waited;
+
+    (void)state;
+    g = new_group(1);
+    a = new_member(g, 0);
+    ph_options(&o, &ctx[1], &clk);
+    o.group = g;
+    o.maintain_interval_ms = 60000;
+    assert_int_equal(pk_pool_create(&b, &o), 0);
+    ph_take(a, &l);
+    ph_give(a, &l); /* A's idle resource holds the only unit */
+    t0 = ph_now_ns();
+    assert_int_equal(pk_pool_acquire_async(b, &t, 20000, NULL, NULL, &ready),
+                     0);
+    assert_int_equal(ready, 0);
+    assert_true(ph_fd_readable(pk_pool_ticket_fd(t), 10000));
+    waited = ph_now_ns() - t0;
+    rc = pk_pool_ticket_take(t, &l, NULL);
+    if (rc == 0)
+        ph_give(b, &l);
+    pk_pool_destroy(a);
+    pk_pool_destroy(b);
+    pk_pool_group_destroy(g);
+    assert_int_equal(rc, 0);
+    assert_true(waited < 10000 * PH_MS);
+}
+
+/* The same under manual maintenance: one pk_pool_maintain pass steals
+ * and, with the unit granted on its own thread, creates for the ticket
+ * (before, the pass stopped after the steal and the ticket waited for
+ * another pass). */
+static void
+test_group_steal_for_ticket_in_one_manual_pass(void **state)
+{
+    pk_pool_group *g;
+    pk_pool *a, *b;
+    pk_pool_options o;
+    pk_pool_ticket *t;
+    pk_lease l;
+    int ready = -1;
+
+    (void)state;
+    g = new_group(1);
+    a = new_member(g, 0);
+    ph_options(&o, &ctx[1], &clk);
+    o.group = g;
+    o.flags = PK_POOL_MANUAL_MAINTENANCE;
+    assert_int_equal(pk_pool_create(&b, &o), 0);
+    ph_take(a, &l);
+    ph_give(a, &l);
+    assert_int_equal(pk_pool_acquire_async(b, &t, LONG_MS, NULL, NULL,
+                                           &ready), 0);
+    assert_int_equal(ready, 0);
+    assert_int_equal(pk_pool_maintain(b), 0);
+    assert_int_equal(pk_pool_ticket_take(t, &l, NULL), 0);
+    assert_int_equal(tag_of(l.resource), 1);
+    ph_give(b, &l);
+    pk_pool_destroy(a);
+    pk_pool_destroy(b);
+    pk_pool_group_destroy(g);
+}
+
 /* ---- arrival order across keys ------------------------------------------ */
 
 static void
@@ -338,6 +414,8 @@ main(void)
         T(test_group_retires_longest_idle_of_another_key_for_waiter),
         T(test_group_unit_given_back_while_waiter_queues_is_not_lost),
         T(test_group_steals_for_async_ticket),
+        T(test_group_steal_for_ticket_is_ready_promptly),
+        T(test_group_steal_for_ticket_in_one_manual_pass),
         T(test_group_waiters_served_in_arrival_order_across_keys),
     };
     return cmocka_run_group_tests_name("pool_group", tests, NULL, NULL);
