@@ -19,6 +19,10 @@
 
 #include "alloc.h"
 
+#ifdef PK_TESTING
+void (*_Atomic pk__test_park_delay)(void);
+#endif
+
 /* ---- small helpers ---------------------------------------------------- */
 
 void
@@ -284,12 +288,31 @@ fill_lease(struct pk_pool *p, pk_lease *l, struct pk__slot *s)
 /* Runs the check hook on a lent slot outside the lock. Returns 0 if
  * healthy; otherwise retires it (bumping the generation) and returns the
  * check's code. */
+/* Retires a lent slot made before pk_pool_evict_all, which promised it
+ * would not be lent again: no check, no failure counted. Returns
+ * PK_ECHECK, so the acquirer tries again. */
+static int
+retire_evicted(struct pk_pool *p, struct pk__slot *s)
+{
+    pk__lock_acquire(&p->lock);
+    pk__pool_unlink_retire_locked(p, s);
+    pk__pool_unlock(p);
+    pk__pool_finish_retire(p, s);
+    return PK_ECHECK;
+}
+
 int
 pk__pool_check_lent(struct pk_pool *p, struct pk__slot *s)
 {
     pk_error e;
     int rc = 0;
+    bool evicted;
 
+    pk__lock_acquire(&p->lock);
+    evicted = s->generation < p->evict_gen;
+    pk__pool_unlock(p);
+    if (evicted)
+        return retire_evicted(p, s);
     pk_error_clear(&e);
     if (p->check)
         rc = p->check(p->user, s->res, &e);
@@ -299,13 +322,13 @@ pk__pool_check_lent(struct pk_pool *p, struct pk__slot *s)
         /* Healthy in this generation, as run_check records it
          * (test_pool: checked after a bump): without this a resource of
          * an older generation was checked again on every lend. One
-         * evicted meanwhile keeps its old generation and retires on
-         * release. */
+         * evicted during the check is retired, not lent. */
         pk__lock_acquire(&p->lock);
-        if (s->generation >= p->evict_gen)
+        evicted = s->generation < p->evict_gen;
+        if (!evicted)
             s->generation = p->generation;
         pk__pool_unlock(p);
-        return 0;
+        return evicted ? retire_evicted(p, s) : 0;
     }
     if (rc > 0)
         rc = PK_ECHECK;
@@ -634,6 +657,12 @@ lease_end(struct pk_pool *p, struct pk__slot *s, uint64_t t, bool park)
             return PK_EINVAL;
         /* The generation is read once the lease is known to be ours. */
         if (park && !(w & PK__T_NOPARK) && pk__cache_gen_ok(p, s)) {
+#ifdef PK_TESTING
+            void (*delay)(void) = atomic_load_explicit(
+                &pk__test_park_delay, memory_order_relaxed);
+            if (delay)
+                delay();
+#endif
             int rc = pk__cache_park(p, s, &w, t);
             if (rc > 0)
                 return 1;

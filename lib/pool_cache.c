@@ -231,6 +231,13 @@ close_locked(struct pk_pool *p)
 }
 
 void
+pk__cache_close_set_locked(struct pk_pool *p)
+{
+    if (p->cache.stripe)
+        close_locked(p);
+}
+
+void
 pk__cache_update_locked(struct pk_pool *p)
 {
     bool open;

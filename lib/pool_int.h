@@ -372,6 +372,12 @@ int pk__pool_check_lent(struct pk_pool *p, struct pk__slot *s);
 int pk__pool_release_locked(struct pk_pool *p, struct pk__slot *s,
                             int status);
 
+#ifdef PK_TESTING
+/* Test-only: called by a release between its generation check and its
+ * parking CAS, to hold a race open (test_pool_cache). */
+extern void (*_Atomic pk__test_park_delay)(void);
+#endif
+
 /* pool_cache.c */
 int pk__cache_init(struct pk_pool *p);
 void pk__cache_fini(struct pk_pool *p);
@@ -383,6 +389,11 @@ void pk__cache_update_locked(struct pk_pool *p);
 /* Moves every parked slot to the idle list (and serves waiters, should
  * any be queued). Returns how many. */
 size_t pk__cache_flush_locked(struct pk_pool *p);
+/* Empties the set (NOPARK on each slot, the parked ones to the idle list)
+ * while the cache stays open: a release that read the old generation and
+ * is about to park fails its CAS and goes through the lock. Slots lent
+ * from now on may join the set again. */
+void pk__cache_close_set_locked(struct pk_pool *p);
 /* The ticket word of a slot lent under the lock now: the next counter,
  * and NOPARK unless the cache is open and takes s into its set. Returns
  * the lease's ticket. */

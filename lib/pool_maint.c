@@ -449,7 +449,13 @@ pk_pool_evict_all(pk_pool *p)
 
     if (rc)
         return rc;
-    pk__cache_flush_locked(p); /* parked slots retire too */
+    /* Parked slots retire too. Closing the set, not just flushing it: a
+     * release that read the old generation before the bump could
+     * otherwise park its slot after the flush, and a later flush would
+     * make it idle in the new generation, lendable after a passing check
+     * (test_pool_cache). With NOPARK set its CAS fails and it comes
+     * through the lock, where it is retired. */
+    pk__cache_close_set_locked(p);
     pk__pool_gen_bump_locked(p);
     p->evict_gen = p->generation;
     pk__pool_wake_retry_locked(p);

@@ -757,6 +757,110 @@ test_ticket_served_while_queueing_is_ready_without_callback(void **state)
     pk_pool_destroy(p);
 }
 
+/* A release that read the generation before pk_pool_evict_all and parks
+ * after it (held open by the test hook between its generation check and
+ * its parking CAS): the evicted resource must never be lent again, even
+ * through a flush to the idle list and a passing check. Before, the slot
+ * parked in the old generation, stats' flush made it idle, and the next
+ * acquire checked it (healthy) and lent it. */
+static _Atomic int delay_in, delay_go;
+
+static void
+park_delay(void)
+{
+    atomic_store(&delay_in, 1);
+    for (int i = 0; i < 5000 && !atomic_load(&delay_go); i++)
+        ph_sleep_ms(1);
+}
+
+struct evict_holder {
+    pk_pool *p;
+    pk_lease l;
+    int rc;
+};
+
+static void *
+evict_holder_main(void *arg)
+{
+    struct evict_holder *h = arg;
+
+    atomic_store(&pk__test_park_delay, park_delay);
+    h->rc = pk_pool_release(h->p, &h->l, PK_RELEASE_OK);
+    return NULL;
+}
+
+static void
+test_release_racing_evict_all_never_lends_evicted(void **state)
+{
+    pk_pool_options o;
+    pk_pool *p;
+    struct evict_holder h;
+    pthread_t th;
+    pk_lease l;
+    void *old;
+    int old_id;
+
+    (void)state;
+    atomic_store(&delay_in, 0);
+    atomic_store(&delay_go, 0);
+    ph_options(&o, &ctx, NULL);
+    o.check = ph_check;
+    o.check_after_ms = PK_NEVER; /* no clock: the hot path and the cache */
+    o.max_size = 4;
+    o.flags = PK_POOL_MANUAL_MAINTENANCE;
+    p = ph_new_pool(&o);
+    h.p = p;
+    old = ph_take(p, &h.l);
+    old_id = ph_id(old);
+    assert_int_equal(pthread_create(&th, NULL, evict_holder_main, &h), 0);
+    assert_true(ph_wait_atomic(&delay_in, 1, LONG_MS));
+    atomic_store(&pk__test_park_delay, NULL);
+    assert_int_equal(pk_pool_evict_all(p), 0);
+    atomic_store(&delay_go, 1);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(h.rc, 0);
+    (void)ph_stats(p); /* flushes the cache to the idle list */
+    ph_take(p, &l); /* a new one (the allocator may reuse the address) */
+    assert_int_not_equal(ph_id(l.resource), old_id);
+    assert_int_equal(atomic_load(&ctx.destroy_calls), 1);
+    ph_give(p, &l);
+    pk_pool_destroy(p);
+}
+
+/* pk_pool_evict_all while an acquirer's check runs on an evicted
+ * resource: healthy, but made before the eviction, so it is retired and
+ * the acquirer gets a new one (before, it was lent). */
+static void
+test_evict_all_during_acquire_check_retires_it(void **state)
+{
+    pk_pool_options o;
+    pk_pool *p;
+    ph_acquirer a;
+    pk_lease l;
+    int old_id;
+
+    (void)state;
+    ph_options(&o, &ctx, NULL);
+    o.check = ph_check;
+    o.check_after_ms = PK_ALWAYS;
+    o.max_size = 4;
+    o.flags = PK_POOL_MANUAL_MAINTENANCE;
+    p = ph_new_pool(&o);
+    old_id = ph_id(ph_take(p, &l));
+    ph_give(p, &l);
+    ph_check_gate(&ctx, true);
+    assert_int_equal(ph_acquirer_start(&a, p, LONG_MS, false, NULL), 0);
+    assert_true(ph_wait_atomic(&ctx.in_check, 1, LONG_MS));
+    assert_int_equal(pk_pool_evict_all(p), 0);
+    ph_check_gate(&ctx, false);
+    ph_acquirer_join(&a);
+    assert_int_equal(a.rc, 0);
+    assert_int_not_equal(a.res_id, old_id);
+    assert_int_equal(atomic_load(&ctx.destroy_calls), 1);
+    ph_give(p, &a.lease);
+    pk_pool_destroy(p);
+}
+
 #define T(f) \
     cmocka_unit_test_prestate_setup_teardown(f, ph_setup, ph_teardown, &fx)
 
@@ -778,6 +882,8 @@ main(void)
         T(test_release_racing_destroy_frees_the_pool_once),
         T(test_evict_all_retires_parked_slots),
         T(test_slot_parked_across_an_eviction_is_never_lent),
+        T(test_release_racing_evict_all_never_lends_evicted),
+        T(test_evict_all_during_acquire_check_retires_it),
         T(test_resize_below_population_retires_parked_slots),
         T(test_pause_empties_the_cache_and_resume_reopens_it),
         T(test_many_threads_never_share_a_resource),
