@@ -277,7 +277,8 @@ has_background_policy(const struct pk_pool *p)
     return p->idle_timeout_ns != UINT64_MAX ||
            p->max_lifetime_ns != UINT64_MAX ||
            p->check_interval_ns != UINT64_MAX || p->held_ns != UINT64_MAX ||
-           p->min_idle > 0;
+           p->min_idle > 0 || p->min_size > 0; /* the floor is kept, a
+                                                  failed create retried */
 }
 
 /* Fills min_size / min_idle on the creating thread. Failures are left to

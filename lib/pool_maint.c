@@ -407,8 +407,9 @@ pk_pool_resize(pk_pool *p, size_t min_size, size_t min_idle, size_t max_size)
     p->min_idle = min_idle;
     p->max_size = max_size;
     pk__pool_update_hot_locked(p); /* closes the cache above max_size */
-    if (min_idle > 0 && !(p->flags & PK_POOL_MANUAL_MAINTENANCE))
-        pk__pool_bg_kick_locked(p);
+    if ((min_idle > 0 || min_size > 0) &&
+        !(p->flags & PK_POOL_MANUAL_MAINTENANCE))
+        pk__pool_bg_kick_locked(p); /* starts it if need be */
     pk__pool_wake_retry_locked(p);
     retire_idle_and_unlock(p);
     return 0;

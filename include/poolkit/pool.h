@@ -143,7 +143,9 @@ PK_API int pk_pool_options_init(pk_pool_options *opts);
 
 /* Makes a pool. Resources are created lazily, except that min_size and
  * min_idle are filled on the creating thread before return (a failed
- * create there is not an error: maintenance retries it).
+ * create there is not an error: maintenance retries it). A min_size or
+ * min_idle starts the maintenance thread (unless
+ * PK_POOL_MANUAL_MAINTENANCE), which keeps the pool at its floor.
  * Returns: 0, PK_EINVAL (no create hook, min_idle or min_size above
  * max_size, a bad time, order or flag), PK_ENOMEM, PK_EFORKED.
  * Owner: *out returned owned (pk_pool_destroy); opts borrowed.
@@ -192,7 +194,14 @@ enum pk_release_status {
  * detail; while creates keep failing, acquirers that would need one get
  * the last create error at once).
  * Owner: lease and err borrowed (err may be NULL); file must be a static
- * string. Threads: safe; create and check may run on this thread. */
+ * string. Threads: safe; create and check may run on this thread.
+ * Timeout: a create or check hook that this thread runs is not
+ * interrupted by timeout_ms: the call returns when the hook does, which
+ * may be after the deadline (a create hook that takes 2 s makes a 100 ms
+ * acquire on an empty pool last 2 s). Bound the hooks themselves (a
+ * connect timeout), or use pk_pool_acquire_async, whose creates run on
+ * the helper thread, so the caller can give up on its own timer
+ * (pk_pool_ticket_free). */
 PK_API int pk_pool_acquire_at(pk_pool *pool, pk_lease *lease, int timeout_ms,
                               pk_error *err, const char *file, int line);
 #define pk_pool_acquire(pool, lease, timeout_ms, err) \

@@ -366,6 +366,45 @@ test_create_succeeds_when_prefill_fails(void **state)
     pk_pool_destroy(p);
 }
 
+/* Polls until the pool's size is n (true) or timeout_ms passes. */
+static bool
+wait_size(pk_pool *p, size_t n, int timeout_ms)
+{
+    uint64_t end = ph_now_ns() + (uint64_t)timeout_ms * PH_MS;
+
+    while (ph_stats(p).size != n) {
+        if (ph_now_ns() >= end)
+            return false;
+        ph_sleep_ms(5);
+    }
+    return true;
+}
+
+/* min_size alone starts maintenance (pool.h: a failed prefill is retried),
+ * and the floor is restored after a BROKEN release. Before, no policy but
+ * min_size started no thread, and the pool stayed below its floor. */
+static void
+test_min_size_alone_is_kept_by_maintenance(void **state)
+{
+    pk_pool_options o;
+    pk_pool *p;
+    pk_lease l;
+
+    (void)state;
+    ph_options(&o, &ctx, NULL);
+    o.min_size = 2;
+    o.max_size = 4;
+    o.maintain_interval_ms = 20;
+    ph_fail_creates(&ctx, 1, PK_ECONNECT, 111, "refused");
+    p = ph_new_pool(&o);
+    assert_true(wait_size(p, 2, LONG_MS));
+    ph_take(p, &l);
+    assert_int_equal(pk_pool_release(p, &l, PK_RELEASE_BROKEN), 0);
+    assert_true(wait_size(p, 2, LONG_MS));
+    assert_int_equal(atomic_load(&ctx.created), 3);
+    pk_pool_destroy(p);
+}
+
 static void
 test_acquire_times_out_when_exhausted(void **state)
 {
@@ -1760,6 +1799,7 @@ main(void)
         T(test_calls_with_bad_arguments_on_live_pool_return_einval),
         T(test_calls_after_close_return_eshutdown),
         T(test_create_prefills_min_size),
+        T(test_min_size_alone_is_kept_by_maintenance),
         T(test_create_succeeds_when_prefill_fails),
         T(test_acquire_times_out_when_exhausted),
         T(test_zero_timeout_acquire_on_empty_pool_returns_eagain),
