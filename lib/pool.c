@@ -722,6 +722,8 @@ pk_lease_info_get(const pk_lease *l, pk_lease_info *info)
     if (!l || !info || !l->pool_ || !l->slot_ ||
         l->pool_->magic != PK__POOL_MAGIC)
         return PK_EINVAL;
+    if (pk__pool_forked(l->pool_))
+        return PK_EFORKED;
     p = l->pool_;
     s = l->slot_;
     now = pk__pool_now(p);

@@ -29,6 +29,8 @@ struct pk_pool_group {
     struct pk_pool *members;
     struct pk__dlist queue;        /* of pk__waiter.glink, arrival order */
     size_t busy;                   /* steals in progress */
+    uint64_t steal_round;          /* numbers steals (pool.steal_skip) */
+    unsigned fork_epoch;           /* immutable */
 };
 
 int
@@ -51,8 +53,15 @@ pk_pool_group_create(pk_pool_group **out, size_t max_total)
         return rc;
     }
     g->max_total = max_total;
+    g->fork_epoch = pk__fork_epoch();
     *out = g;
     return 0;
+}
+
+static bool
+group_forked(const struct pk_pool_group *g)
+{
+    return g->fork_epoch != pk__fork_epoch_fast();
 }
 
 int
@@ -60,6 +69,8 @@ pk_pool_group_usage(pk_pool_group *g, size_t *used, size_t *max_total)
 {
     if (!g || !used || !max_total)
         return PK_EINVAL;
+    if (group_forked(g))
+        return PK_EFORKED;
     *used = atomic_load(&g->used);
     *max_total = g->max_total;
     return 0;
@@ -70,6 +81,12 @@ pk_pool_group_destroy(pk_pool_group *g)
 {
     if (!g)
         return;
+    if (group_forked(g)) {
+        /* In a child: the lock may be held by a parent's thread that does
+         * not exist here. Memory only. */
+        pk__free(g);
+        return;
+    }
     pthread_cond_destroy(&g->idle_cond);
     pk__mutex_destroy(&g->lock);
     pk__free(g);
@@ -170,18 +187,20 @@ pk__group_put(struct pk_pool_group *g)
         pk__park_kick(&w->park);
 }
 
-/* Picks the member (other than p) whose longest-idle resource has been
- * idle longest. Group lock held. */
+/* Picks the member (other than p, and other than those that refused
+ * this round) whose longest-idle resource has been idle longest. Group
+ * lock held. */
 static struct pk_pool *
-pick_victim_locked(struct pk_pool_group *g, struct pk_pool *p)
+pick_victim_locked(struct pk_pool_group *g, struct pk_pool *p,
+                   uint64_t round)
 {
     struct pk_pool *best = NULL;
     uint64_t oldest = UINT64_MAX;
 
     for (struct pk_pool *m = g->members; m; m = m->group_next) {
         uint64_t t;
-        if (m == p || atomic_load_explicit(&m->idle_hint,
-                                           memory_order_relaxed) == 0)
+        if (m == p || m->steal_skip == round ||
+            atomic_load_explicit(&m->idle_hint, memory_order_relaxed) == 0)
             continue;
         t = atomic_load_explicit(&m->oldest_idle_hint, memory_order_relaxed);
         if (t <= oldest) {
@@ -193,37 +212,49 @@ pick_victim_locked(struct pk_pool_group *g, struct pk_pool *p)
 }
 
 /* Retires victim's longest-idle resource; its unit goes to the head of
- * the group queue through pk__pool_finish_retire -> pk__group_put. */
-static void
+ * the group queue through pk__pool_finish_retire -> pk__group_put. Never
+ * below the victim's min_size, the floor pool.h promises (before, a
+ * steal trimmed it, and the member made it again at once: a ping-pong).
+ * Returns false if there was nothing it may give. */
+static bool
 retire_one_idle(struct pk_pool *victim)
 {
     struct pk__slot *s;
 
     pk__lock_acquire(&victim->lock);
     s = pk__slot_of(victim->idle_list.tail);
+    if (s && victim->alive <= victim->min_size)
+        s = NULL;
     if (s)
         pk__pool_unlink_retire_locked(victim, s);
     pk__pool_unlock(victim);
     if (s)
         pk__pool_finish_retire(victim, s);
+    return s != NULL;
 }
 
 void
 pk__group_steal(struct pk_pool_group *g, struct pk_pool *p)
 {
     struct pk_pool *victim;
+    uint64_t round;
+    bool done = false;
 
     pk__mutex_lock(&g->lock);
-    victim = pick_victim_locked(g, p);
-    if (victim)
+    round = ++g->steal_round;
+    while (!done) {
+        victim = pick_victim_locked(g, p, round);
+        if (!victim)
+            break;
         g->busy++;
-    pk__mutex_unlock(&g->lock);
-    if (!victim)
-        return;
-    retire_one_idle(victim);
-    pk__mutex_lock(&g->lock);
-    if (--g->busy == 0)
-        pthread_cond_broadcast(&g->idle_cond);
+        pk__mutex_unlock(&g->lock);
+        done = retire_one_idle(victim);
+        pk__mutex_lock(&g->lock);
+        /* Still a member's memory: its pk__group_leave waits for busy. */
+        victim->steal_skip = round;
+        if (--g->busy == 0)
+            pthread_cond_broadcast(&g->idle_cond);
+    }
     pk__mutex_unlock(&g->lock);
 }
 

@@ -187,6 +187,8 @@ struct pk_pool {
     unsigned flags;
     struct pk_pool_group *group;
     struct pk_pool *group_next;   /* protected by the group's lock */
+    uint64_t steal_skip;          /* group lock: the steal round in which
+                                     this member had nothing to give */
     /* Hints for the group's choice of whom to take an idle resource from:
      * relaxed atomics written under this pool's lock, read without it. */
     _Atomic size_t idle_hint;

@@ -222,7 +222,7 @@ PK_API int pk_pool_acquire_at(pk_pool *pool, pk_lease *lease, int timeout_ms,
 PK_API int pk_pool_release(pk_pool *pool, pk_lease *lease, int status);
 
 /* Reads the facts of a held lease into *info.
- * Returns: 0, PK_EINVAL (NULL or a lease not held).
+ * Returns: 0, PK_EINVAL (NULL or a lease not held), PK_EFORKED.
  * Owner: borrows both. Threads: the lease holder. */
 PK_API int pk_lease_info_get(const pk_lease *lease, pk_lease_info *info);
 
@@ -365,7 +365,8 @@ PK_API int pk_pool_stats_reset_wait(pk_pool *pool);
  * and async tickets alike) are served in arrival order across keys: a
  * unit given back goes to the longest of them. When the budget is spent
  * and a waiter's pool has nothing idle, the group retires the longest-idle
- * resource of another member and lets the waiter's pool create one. A
+ * resource of another member (never one that would take that member
+ * below its min_size) and lets the waiter's pool create one. A
  * resource released to a key that has waiters of its own goes to them
  * first, as in any pool (retiring it to serve an earlier waiter of another
  * key would cost a destroy and a create at every alternation). Members
@@ -375,13 +376,13 @@ PK_API int pk_pool_stats_reset_wait(pk_pool *pool);
 PK_API int pk_pool_group_create(pk_pool_group **out, size_t max_total);
 
 /* Reads the budget in use (alive resources across members) and the cap.
- * Returns: 0, PK_EINVAL. Threads: safe. */
+ * Returns: 0, PK_EINVAL, PK_EFORKED. Threads: safe. */
 PK_API int pk_pool_group_usage(pk_pool_group *group, size_t *used,
                                size_t *max_total);
 
 /* Frees the group. Every member pool must have been destroyed first, and
  * every lease of a member released (a late release gives its unit back
- * to the group).
+ * to the group). In a child after fork() it frees memory only.
  * NULL is a no-op. Owner: takes group. Threads: exclusive. */
 PK_API void pk_pool_group_destroy(pk_pool_group *group);
 

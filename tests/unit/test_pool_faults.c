@@ -819,6 +819,7 @@ child_checks(pk_pool *p, pk_lease *held)
 {
     pk_pool_ticket *t;
     pk_pool_stats st;
+    pk_lease_info info;
     pk_lease l;
     int ready;
 
@@ -844,6 +845,8 @@ child_checks(pk_pool *p, pk_lease *held)
         return 10;
     if (pk_pool_stats_reset_wait(p) != PK_EFORKED)
         return 11;
+    if (pk_lease_info_get(held, &info) != PK_EFORKED)
+        return 12;
     return 0;
 }
 
@@ -1009,6 +1012,77 @@ test_destroy_in_child_calls_only_forget_in_child(void **state)
     free(c);
 }
 
+/* In the child: a lease's info, a ticket and a group of the parent are
+ * PK_EFORKED too (before, the child read lease facts under the parent's
+ * lock, took a lease out of an inherited ticket, and read the group).
+ * No thread is alive at fork: the pool has no check hook, so the ready
+ * ticket started no helper. */
+static int
+child_ticket_group_checks(pk_lease *held, pk_pool_ticket *t,
+                          pk_pool_group *g)
+{
+    pk_lease_info info;
+    pk_lease l;
+    size_t used, max;
+
+    if (pk_lease_info_get(held, &info) != PK_EFORKED)
+        return 30;
+    if (pk_pool_ticket_take(t, &l, NULL) != PK_EFORKED)
+        return 31;
+    if (pk_pool_group_usage(g, &used, &max) != PK_EFORKED)
+        return 32;
+    pk_pool_ticket_free(t);   /* the child's copy only */
+    pk_pool_group_destroy(g); /* memory only */
+    return 0;
+}
+
+static void
+test_fork_child_gets_eforked_from_leases_tickets_groups(void **state)
+{
+    struct fctx *c = fctx_new();
+    pk_pool_options o = f_options(c, 2);
+    pk_pool_group *g;
+    pk_pool_ticket *t;
+    pk_pool *p;
+    pk_lease held, l;
+    int ready = 0, status;
+    pid_t pid;
+
+    (void)state;
+    assert_int_equal(pk_pool_group_create(&g, 2), 0);
+    o.check = NULL;
+    o.group = g;
+    assert_int_equal(pk_pool_create(&p, &o), 0);
+    assert_int_equal(pk_pool_acquire(p, &held, 1000, NULL), 0);
+    assert_int_equal(pk_pool_acquire(p, &l, 1000, NULL), 0);
+    assert_int_equal(pk_pool_release(p, &l, PK_RELEASE_OK), 0);
+    assert_int_equal(pk_pool_acquire_async(p, &t, 1000, NULL, NULL, &ready),
+                     0);
+    assert_int_equal(ready, 1);
+    fflush(NULL);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        alarm(5);
+        _exit(child_ticket_group_checks(&held, t, g));
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (WIFSIGNALED(status))
+        fail_msg("child killed by signal %d", WTERMSIG(status));
+    assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status))
+        fail_msg("child check %d failed", WEXITSTATUS(status));
+    /* The parent's ticket, lease and group are untouched. */
+    assert_int_equal(pk_pool_ticket_take(t, &l, NULL), 0);
+    assert_int_equal(pk_pool_release(p, &l, PK_RELEASE_OK), 0);
+    assert_int_equal(pk_pool_release(p, &held, PK_RELEASE_OK), 0);
+    assert_int_equal(pk_pool_close(p, 1000), 0);
+    pk_pool_destroy(p);
+    pk_pool_group_destroy(g);
+    assert_each_destroyed_once(c);
+    free(c);
+}
+
 /* ---- the helper thread cannot start ------------------------------------ */
 
 /* A process at its thread limit: a pool that needs its helper thread
@@ -1070,6 +1144,7 @@ main(void)
         cmocka_unit_test(test_event_hook_never_outlives_pool),
         cmocka_unit_test(test_fork_while_in_use_child_gets_eforked),
         cmocka_unit_test(test_destroy_in_child_calls_only_forget_in_child),
+        cmocka_unit_test(test_fork_child_gets_eforked_from_leases_tickets_groups),
         cmocka_unit_test(test_helper_thread_that_cannot_start_fails_cleanly),
     };
 

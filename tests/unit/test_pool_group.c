@@ -364,6 +364,40 @@ test_group_steal_for_ticket_in_one_manual_pass(void **state)
     pk_pool_group_destroy(g);
 }
 
+/* A steal never takes a member below its min_size: B gets A's resource
+ * above A's floor, but not the one at it (before, the steal trimmed A to
+ * 0 and A's maintenance made it again, taking the unit back). */
+static void
+test_group_steal_keeps_victim_min_size(void **state)
+{
+    pk_pool_group *g;
+    pk_pool *a, *b;
+    pk_pool_options o;
+    pk_lease la1, la2, lb1, lb2;
+
+    (void)state;
+    g = new_group(2);
+    ph_options(&o, &ctx[0], &clk);
+    o.group = g;
+    o.min_size = 1;
+    assert_int_equal(pk_pool_create(&a, &o), 0);
+    b = new_member(g, 1);
+    ph_take(a, &la1);
+    ph_take(a, &la2);
+    ph_give(a, &la1);
+    ph_give(a, &la2);
+    assert_int_equal(ph_stats(a).size, 2);
+    ph_take(b, &lb1); /* one of A's two goes */
+    assert_int_equal(ph_stats(a).size, 1);
+    assert_int_equal(pk_pool_acquire(b, &lb2, 100, NULL), PK_ETIMEDOUT);
+    assert_int_equal(ph_stats(a).size, 1);
+    assert_int_equal(atomic_load(&ctx[0].destroy_calls), 1);
+    ph_give(b, &lb1);
+    pk_pool_destroy(a);
+    pk_pool_destroy(b);
+    pk_pool_group_destroy(g);
+}
+
 /* ---- arrival order across keys ------------------------------------------ */
 
 static void
@@ -416,6 +450,7 @@ main(void)
         T(test_group_steals_for_async_ticket),
         T(test_group_steal_for_ticket_is_ready_promptly),
         T(test_group_steal_for_ticket_in_one_manual_pass),
+        T(test_group_steal_keeps_victim_min_size),
         T(test_group_waiters_served_in_arrival_order_across_keys),
     };
     return cmocka_run_group_tests_name("pool_group", tests, NULL, NULL);
