@@ -767,8 +767,10 @@ test_failed_future_released_unread_reaches_event_hook(void **state)
     pk_future_release(read);
     pk_future_release(ok);
     assert_int_equal(atomic_load(&unread_events), 0);
+    /* The worker may still hold its reference (it lets go just after it
+     * settles the future): the last release, ours or its, reports. */
     pk_future_release(unread);
-    assert_int_equal(atomic_load(&unread_events), 1);
+    assert_int_equal(tp_wait_at_least(&unread_events, 1), 1);
     assert_int_equal(pk_threadpool_shutdown(tp, PK_SHUTDOWN_DRAIN, 10000), 0);
     pk_threadpool_destroy(tp);
     assert_int_equal(atomic_load(&unread_events), 1);
