@@ -12,12 +12,13 @@
 
 struct pk__wait_helper {
     /* Waits until f finished or deadline (CLOCK_MONOTONIC, UINT64_MAX =
-     * none) passes, helping meanwhile. Returns 0, PK_ETIMEDOUT or
-     * PK_EDEADLK. */
+     * none) passes, helping meanwhile. Returns 0, PK_ETIMEDOUT,
+     * PK_EDEADLK or PK_EFORKED (a worker's thread in a child after
+     * fork()). */
     int (*fn)(void *ctx, pk_future *f, uint64_t deadline);
     /* The same for pk_future_wait_any: waits until one of fs[0..n-1]
-     * finished or deadline passes. Returns 0, PK_ETIMEDOUT or
-     * PK_ENOMEM. */
+     * finished or deadline passes. Returns 0, PK_ETIMEDOUT, PK_EDEADLK
+     * (n 1), PK_EFORKED or PK_ENOMEM. */
     int (*any)(void *ctx, pk_future *const *fs, size_t n, uint64_t deadline);
     void *ctx;
 };

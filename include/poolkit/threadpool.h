@@ -60,7 +60,11 @@ enum pk_full_policy {
  * another. Lane 0 is the default lane: no cap, priority 0, the pool's
  * queue_size. A free worker takes the next task from the lane of highest
  * priority that has tasks queued and room under its cap (ties: the lane
- * listed first); within a lane, tasks start in submission order. */
+ * listed first); within a lane, tasks start in submission order. When a
+ * lane's queue is long (at least 4 tasks per thread for each one taken),
+ * a worker takes up to 16 of its tasks at once and starts them in turn:
+ * those go ahead of a task that comes meanwhile to a lane of higher
+ * priority, and start even if the lane's cap was lowered meanwhile. */
 #define PK_LANES_MAX 16
 #define PK_LANE_NAME_MAX 32 /* with the terminating NUL */
 
@@ -70,7 +74,8 @@ typedef struct pk_lane_options {
     size_t max_threads;   /* workers running its tasks at once, at most;
                              0 = no cap but the pool's */
     int priority;         /* higher is taken first; the default lane's is 0 */
-    size_t queue_size;    /* its queued tasks, at most; 0 = the pool's */
+    size_t queue_size;    /* its queued tasks, at most (rounded up to a
+                             power of two); 0 = the pool's */
 } pk_lane_options;
 
 /* min_threads and max_threads, at most (PK_EINVAL above): far beyond
@@ -83,8 +88,12 @@ typedef struct pk_threadpool_options {
     size_t min_threads;   /* kept even when idle; default 0 */
     size_t max_threads;   /* default: the CPUs this process may use;
                              at most PK_THREADPOOL_THREADS_MAX */
-    size_t queue_size;    /* queued tasks at most; default 65536, at most
-                             2^30 (its ring is made at create) */
+    size_t queue_size;    /* queued tasks at most, rounded up to a power
+                             of two (100 holds 128); default 65536, at
+                             most 2^30. Its ring is made and touched at
+                             create, 64 bytes a task (4 MiB by default),
+                             and each lane without its own size has one
+                             as large */
     int full_policy;      /* enum pk_full_policy */
     int submit_timeout_ms; /* PK_FULL_BLOCK's limit, and CALLER_RUNS's in
                               a capped lane; default PK_WAIT_FOREVER
@@ -149,10 +158,12 @@ PK_API int pk_threadpool_submit_opts(pk_threadpool *tp, const pk_task *task,
                                      const pk_task_options *opts,
                                      pk_future **fut);
 
-/* Queues n tasks in one call; all or nothing (PK_EFULL/PK_EAGAIN if they
- * do not all fit now, whatever the full policy; PK_EFULL at once if n is
- * more than the queue holds). futs (optional) is an array of n, all NULL
- * after a failure. Returns as pk_threadpool_submit. Threads: safe. */
+/* Queues n tasks in one call; all or nothing. If they do not all fit
+ * now: PK_FULL_BLOCK waits for room for all n (up to submit_timeout_ms,
+ * then PK_ETIMEDOUT), PK_FULL_TRY returns PK_EAGAIN, and CALLER_RUNS and
+ * REJECT return PK_EFULL (none runs on the caller). PK_EFULL at once if
+ * n is more than the queue holds. futs (optional) is an array of n, all
+ * NULL after a failure. Returns as pk_threadpool_submit. Threads: safe. */
 PK_API int pk_threadpool_submit_many(pk_threadpool *tp, const pk_task *tasks,
                                      size_t n, pk_future **futs);
 

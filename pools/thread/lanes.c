@@ -120,7 +120,10 @@ ex_capacity(void *impl, size_t *out)
     struct tp_view *v = impl;
     struct tp_lane *l = &v->tp->lanes[v->opts.lane];
     size_t u = tp_ring_count(&l->q);
+    int rc = pk__tp_validate(v->tp);
 
+    if (rc)
+        return rc;
     if (atomic_load(&v->tp->closed))
         return PK_ESHUTDOWN;
     *out = l->cap > u ? l->cap - u : 0;

@@ -377,7 +377,8 @@ pk__tp_pop(struct pk_threadpool *tp, struct tp_worker *w,
     return 0;
 }
 
-/* Tasks ever pushed: into the lanes' rings and into next slots. */
+/* Tasks ever pushed: into the lanes' rings, and outside them (next slots,
+ * caller-runs). */
 size_t
 pk__tp_all_pushed(struct pk_threadpool *tp)
 {

@@ -288,12 +288,20 @@ unprepare(struct tp_task *t, pk_future **fut)
 
 /* Waits for room, then pushes (PK_FULL_BLOCK). A worker's pop wakes us;
  * the wake is best effort (the pop does not order itself against our
- * registration), so the wait is also cut into 1 ms slices. */
+ * registration), so the wait is also cut into 1 ms slices. A task of
+ * this pool that submits here is on a worker, and only workers make
+ * room: if every worker waited here, none would. So a worker runs
+ * queued tasks meanwhile (each pop makes room), and past its nesting
+ * bounds waits stepped aside, with one more worker allowed. */
 static int
 wait_for_room(struct pk_threadpool *tp, struct tp_lane *l,
               const struct tp_task *t, size_t n)
 {
+    struct tp_worker *w = pk__tp_self && pk__tp_self->tp == tp ? pk__tp_self
+                                                                : NULL;
+    struct pk__tp_aside a;
     uint64_t deadline;
+    int timed_out;
 
     if (pk__deadline(tp->submit_timeout_ms, &deadline))
         return PK_EINVAL;
@@ -305,7 +313,18 @@ wait_for_room(struct pk_threadpool *tp, struct tp_lane *l,
             pk__cv_cancel(&tp->not_full);
             return rc;
         }
-        if (pk__cv_wait_slice(&tp->not_full, seq, deadline, 1000000u))
+        if (w && pk__tp_help_once(tp, w)) {
+            pk__cv_cancel(&tp->not_full);
+            if (pk__now_ns() >= deadline)
+                return PK_ETIMEDOUT;
+            continue;
+        }
+        if (w)
+            a = pk__tp_step_aside(tp, w);
+        timed_out = pk__cv_wait_slice(&tp->not_full, seq, deadline, 1000000u);
+        if (w)
+            pk__tp_step_back(tp, a);
+        if (timed_out)
             return PK_ETIMEDOUT;
     }
 }
@@ -333,16 +352,31 @@ push(struct pk_threadpool *tp, struct tp_lane *l, const struct tp_task *t,
 }
 
 /* Runs t on this thread (PK_FULL_CALLER_RUNS), in its lane's place. */
-static void
+/* Counted as pushed (outside the rings, as a next slot's task) before it
+ * runs, and finished after, so that a shutdown waits for it as for any
+ * running task and the stats count it running; unless the pool closed
+ * first (the `submitting` handshake of close_door, as enqueue_next).
+ * Returns 1 (ran) or PK_ESHUTDOWN. */
+static int
 run_here(struct pk_threadpool *tp, struct tp_lane *l, struct tp_worker *w,
          struct tp_task *t, bool counted)
 {
     struct tally c = { 0, 0, 0 };
+    bool open;
 
-    atomic_fetch_add(&l->st_extra, 1);
-    pk__tp_run_task(tp, t, &c);
-    pk__tp_tally_add(tp, &c);
+    atomic_fetch_add(&tp->submitting, 1);
+    open = !atomic_load(&tp->closed);
+    if (open)
+        atomic_fetch_add(&tp->next_pushed, 1);
+    atomic_fetch_sub(&tp->submitting, 1);
+    if (open) {
+        atomic_fetch_add(&l->st_extra, 1);
+        pk__tp_run_task(tp, t, &c);
+        pk__tp_tally_add(tp, &c);
+        pk__tp_finish(tp, 1);
+    }
     pk__tp_lane_leave(tp, w, t->lane, counted);
+    return open ? 1 : PK_ESHUTDOWN;
 }
 
 /* caller_runs' wait while t's lane is at its cap: for a place (taken:
@@ -386,10 +420,8 @@ caller_runs(struct pk_threadpool *tp, struct tp_lane *l, struct tp_task *t)
     bool counted;
     int rc;
 
-    if (pk__tp_lane_enter(tp, w, t->lane, &counted)) {
-        run_here(tp, l, w, t, counted);
-        return 1;
-    }
+    if (pk__tp_lane_enter(tp, w, t->lane, &counted))
+        return run_here(tp, l, w, t, counted);
     if (pk__deadline(tp->submit_timeout_ms, &deadline))
         return PK_EINVAL;
     if (w) {
@@ -402,7 +434,7 @@ caller_runs(struct pk_threadpool *tp, struct tp_lane *l, struct tp_task *t)
         pk__tp_lanes_step_in(tp, stepped_out);
     }
     if (rc == 1)
-        run_here(tp, l, w, t, counted);
+        rc = run_here(tp, l, w, t, counted);
     return rc;
 }
 
@@ -567,8 +599,10 @@ pk_threadpool_submit_many_opts(pk_threadpool *tp, const pk_task *tasks,
         rc = check_task_options(tp, opts);
     for (i = 0; futs && rc == 0 && i < n; i++)
         futs[i] = NULL;
-    if (rc == 0 && n > tp->lanes[opts ? opts->lane : 0].cap)
+    if (rc == 0 && n > tp->lanes[opts ? opts->lane : 0].cap) {
         rc = PK_EFULL; /* can never fit: do not wait for room */
+        atomic_fetch_add_explicit(&tp->st_rejected, n, memory_order_relaxed);
+    }
     for (i = 0; rc == 0 && i < n; i++)
         rc = task_ok(&tasks[i]);
     if (rc)
@@ -700,10 +734,12 @@ pk_threadpool_stats_get(pk_threadpool *tp, pk_threadpool_stats *o)
     if (rc)
         return rc;
     memset(o, 0, sizeof *o);
-    size_t pushed = pk__tp_all_pushed(tp);
+    /* A snapshot of moving counters: popped and not yet finished. Finished
+     * first: it never overtakes the pushes, which only grow, so pushed -
+     * fin cannot wrap; queued, read last, may have taken new pushes. */
     size_t fin = atomic_load(&tp->finished);
+    size_t pushed = pk__tp_all_pushed(tp);
     o->queued = pk__tp_queued(tp);
-    /* A snapshot of moving counters: popped and not yet finished. */
     o->running = pushed - fin > o->queued ? pushed - fin - o->queued : 0;
     o->threads = atomic_load(&tp->alive);
     for (size_t i = 0; i < tp->nlanes; i++)

@@ -144,7 +144,9 @@ struct pk_threadpool {
                                   rings fence themselves: ring.h) */
     char padf[64];
     _Atomic size_t finished;   /* tasks run or cancelled after a pop */
-    _Atomic size_t next_pushed; /* tasks that went to a "next" slot */
+    _Atomic size_t next_pushed; /* tasks pushed outside the rings: into a
+                                   "next" slot, or run by their caller
+                                   (CALLER_RUNS) */
     /* Next slots holding a task now: work for idle workers too (they
      * steal it), or a child would wait for its parent to return or help,
      * and a parent that waits without helping (a flag, a condvar,
@@ -266,6 +268,19 @@ pk__tp_after_submit(struct pk_threadpool *tp)
 
 /* wait.c */
 int pk__tp_help_wait(void *ctx, pk_future *f, uint64_t deadline);
+/* Runs one queued task on w's stack, within the nesting bounds that
+ * helping keeps; false if none was run. */
+bool pk__tp_help_once(struct pk_threadpool *tp, struct tp_worker *w);
+/* A worker that must block (it may not help) steps out of its lanes and
+ * `active`, with one more worker allowed meanwhile if work is queued
+ * (compensation); pk__tp_step_back undoes it. */
+struct pk__tp_aside {
+    uint32_t lanes;
+    bool comp;
+};
+struct pk__tp_aside pk__tp_step_aside(struct pk_threadpool *tp,
+                                      struct tp_worker *w);
+void pk__tp_step_back(struct pk_threadpool *tp, struct pk__tp_aside a);
 int pk__tp_help_wait_any(void *ctx, pk_future *const *fs, size_t n,
                          uint64_t deadline);
 /* Cancels the unrun part of w's batch, counted finished. */

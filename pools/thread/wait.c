@@ -133,6 +133,11 @@ help_one(struct pk_threadpool *tp, struct tp_worker *w)
         pk__tp_run_one(tp, &t);
         return true;
     }
+    if (w->batch_next < w->batch_n &&
+        atomic_load_explicit(&tp->cancelling, memory_order_relaxed)) {
+        /* As run_batch: queued in all but place, so cancelled too. */
+        pk__tp_cancel_batch(tp, w);
+    }
     if (w->batch_next < w->batch_n) {
         t = w->batch[w->batch_next++];
         w->batch_ran++;
@@ -213,13 +218,34 @@ help_within_bounds(struct pk_threadpool *tp, struct tp_worker *w)
  * awaited: waiting for any of several, a cycle through one of them is no
  * deadlock while another may finish. Returns PK_EDEADLK, PK_ETIMEDOUT,
  * PK_ENOMEM (wait_any's nodes) or 0. */
+struct pk__tp_aside
+pk__tp_step_aside(struct pk_threadpool *tp, struct tp_worker *w)
+{
+    struct pk__tp_aside a;
+
+    a.lanes = pk__tp_lanes_step_out(tp, w);
+    a.comp = pk__tp_work_ready(tp); /* next slots too */
+    atomic_fetch_sub(&tp->active, 1);
+    if (a.comp)
+        compensate(tp, 1); /* queued work, and we may not help */
+    return a;
+}
+
+void
+pk__tp_step_back(struct pk_threadpool *tp, struct pk__tp_aside a)
+{
+    if (a.comp)
+        compensate(tp, -1);
+    atomic_fetch_add(&tp->active, 1);
+    pk__tp_lanes_step_in(tp, a.lanes);
+}
+
 static int
 block_on(struct pk_threadpool *tp, struct tp_worker *w, pk_future *const *fs,
          size_t n, uint64_t deadline)
 {
+    struct pk__tp_aside a;
     uint64_t now, until;
-    uint32_t stepped_out;
-    bool comp;
     int rc;
 
     if (n == 1 && is_cycle(tp, w, fs[0]))
@@ -228,19 +254,18 @@ block_on(struct pk_threadpool *tp, struct tp_worker *w, pk_future *const *fs,
     if (now >= deadline)
         return PK_ETIMEDOUT;
     until = now + 10000000u;
-    stepped_out = pk__tp_lanes_step_out(tp, w);
-    comp = pk__tp_work_ready(tp); /* next slots too */
-    atomic_fetch_sub(&tp->active, 1);
-    if (comp)
-        compensate(tp, 1); /* queued work, and we may not help */
     until = until < deadline ? until : deadline;
+    a = pk__tp_step_aside(tp, w);
     rc = n == 1 ? pk__future_wait_until(fs[0], until)
                 : pk__future_wait_any_until(fs, n, until);
-    if (comp)
-        compensate(tp, -1);
-    atomic_fetch_add(&tp->active, 1);
-    pk__tp_lanes_step_in(tp, stepped_out);
+    pk__tp_step_back(tp, a);
     return rc == PK_ENOMEM ? rc : 0;
+}
+
+bool
+pk__tp_help_once(struct pk_threadpool *tp, struct tp_worker *w)
+{
+    return help_within_bounds(tp, w);
 }
 
 static bool
@@ -261,8 +286,13 @@ pk__tp_help_wait_any(void *ctx, pk_future *const *fs, size_t n,
 {
     struct tp_worker *w = ctx;
     struct pk_threadpool *tp = w->tp;
-    int rc = 0;
+    int rc = pk__tp_validate(tp);
 
+    /* fork() from a task: this thread in the child is no worker, and the
+     * queue it would help with is the parent's (its tasks would run
+     * twice). */
+    if (rc)
+        return rc;
     while (rc == 0 && !any_done(fs, n)) {
         if (help_within_bounds(tp, w))
             continue;

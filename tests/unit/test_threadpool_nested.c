@@ -1,8 +1,10 @@
 /* tests/unit/test_threadpool_nested.c - tasks that submit children and
  * wait for them other than by pk_future_wait: a child in its parent's
  * next slot is work for idle workers too; pk_future_wait_any inside a
- * task helps as pk_future_wait does; and the watchdog keeps watching a
- * task after a child ran nested on its stack.
+ * task helps as pk_future_wait does; the watchdog keeps watching a task
+ * after a child ran nested on its stack; tasks that fill their own
+ * pool's queue do not deadlock it; and a task run by its caller
+ * (CALLER_RUNS) is waited for by shutdown.
  *
  * Tasks never call cmocka: they return what went wrong through their
  * futures, and the main thread asserts (STYLE.md section 5). Waits poll
@@ -15,6 +17,7 @@
 
 #include <poolkit/threadpool.h>
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 
@@ -173,6 +176,116 @@ test_task_is_watched_after_a_nested_child(void **state)
     pk_threadpool_destroy(the_pool);
 }
 
+/* Tasks that fill their own pool's queue (PK_FULL_BLOCK): only workers
+ * make room, so a worker waiting for room must run queued tasks (or let
+ * another worker start), or every worker waits for ever. */
+#define KIDS 10
+
+static int
+parent_fills_queue(void *arg, pk_future *self, pk_result *out, pk_error *err)
+{
+    int rc = 0;
+
+    (void)arg;
+    (void)self;
+    (void)out;
+    for (int i = 0; i < KIDS && rc == 0; i++)
+        rc = pk_threadpool_submit(the_pool, tp_count_task, NULL, NULL);
+    return rc ? pk_error_set(err, rc, 0, "submit: %s", pk_strerror(rc)) : 0;
+}
+
+static void
+test_block_policy_inside_a_task_does_not_deadlock(void **state)
+{
+    pk_threadpool_options o = { .max_threads = 2, .queue_size = 4,
+                                .submit_timeout_ms = LIVENESS_MS };
+    pk_future *f[2];
+
+    (void)state;
+    tp_gate_reset();
+    assert_int_equal(pk_threadpool_create(&the_pool, &o), 0);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(
+            pk_threadpool_submit(the_pool, parent_fills_queue, NULL, &f[i]), 0);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(pk_future_wait(f[i], PK_WAIT_FOREVER), 0);
+        assert_int_equal(pk_future_result(f[i], NULL), 0);
+        pk_future_release(f[i]);
+    }
+    assert_int_equal(pk_threadpool_shutdown(the_pool, PK_SHUTDOWN_DRAIN,
+                                            PK_WAIT_FOREVER),
+                     0);
+    assert_int_equal(atomic_load(&tp_counter), 2 * KIDS);
+    pk_threadpool_destroy(the_pool);
+}
+
+/* A task run by its submitter (PK_FULL_CALLER_RUNS) is running work of
+ * the pool: shutdown waits for it, and the stats count it. */
+static atomic_int caller_task_in, caller_task_go;
+
+static int
+caller_task(void *arg, pk_future *self, pk_result *out, pk_error *err)
+{
+    (void)arg;
+    (void)self;
+    (void)out;
+    (void)err;
+    atomic_store(&caller_task_in, 1);
+    for (int ms = 0; ms < LIVENESS_MS && !atomic_load(&caller_task_go); ms++)
+        sleep_ms(1);
+    return 0;
+}
+
+static void *
+submit_caller_task(void *arg)
+{
+    (void)arg;
+    (void)pk_threadpool_submit(the_pool, caller_task, NULL, NULL);
+    return NULL;
+}
+
+static void
+test_shutdown_waits_for_a_caller_run_task(void **state)
+{
+    pk_threadpool_options o = { .max_threads = 1, .queue_size = 1,
+                                .full_policy = PK_FULL_CALLER_RUNS };
+    pk_threadpool_stats st;
+    pthread_t th;
+
+    (void)state;
+    tp_gate_reset();
+    atomic_store(&caller_task_in, 0);
+    atomic_store(&caller_task_go, 0);
+    assert_int_equal(pk_threadpool_create(&the_pool, &o), 0);
+    assert_int_equal(pk_threadpool_submit(the_pool, tp_gated_task, NULL, NULL),
+                     0);
+    assert_int_equal(tp_wait_at_least(&tp_gate_arrived, 1), 1);
+    /* The worker is held: these fill the queue (of 2: rounded up to a
+     * power of two)... */
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(
+            pk_threadpool_submit(the_pool, tp_count_task, NULL, NULL), 0);
+    /* ...and this one runs on its submitting thread. */
+    assert_int_equal(pthread_create(&th, NULL, submit_caller_task, NULL), 0);
+    assert_int_equal(tp_wait_at_least(&caller_task_in, 1), 1);
+    tp_gate_set(1);
+    assert_int_equal(tp_wait_at_least(&tp_counter, 2), 2);
+    assert_int_equal(pk_threadpool_stats_get(the_pool, &st), 0);
+    assert_true(st.running >= 1); /* the caller's (the worker may lag) */
+    assert_int_equal(pk_threadpool_shutdown(the_pool, PK_SHUTDOWN_DRAIN, 50),
+                     PK_ETIMEDOUT);
+    atomic_store(&caller_task_go, 1);
+    pthread_join(th, NULL);
+    assert_int_equal(pk_threadpool_shutdown(the_pool, PK_SHUTDOWN_DRAIN,
+                                            PK_WAIT_FOREVER),
+                     0);
+    assert_int_equal(pk_threadpool_stats_get(the_pool, &st), 0);
+    assert_int_equal(st.submitted, 4);
+    assert_int_equal(st.completed, 4);
+    assert_int_equal(st.running, 0);
+    pk_threadpool_destroy(the_pool);
+}
+
 int
 main(void)
 {
@@ -180,6 +293,8 @@ main(void)
         cmocka_unit_test(test_child_in_next_slot_runs_on_an_idle_worker),
         cmocka_unit_test(test_wait_any_in_a_task_helps),
         cmocka_unit_test(test_task_is_watched_after_a_nested_child),
+        cmocka_unit_test(test_block_policy_inside_a_task_does_not_deadlock),
+        cmocka_unit_test(test_shutdown_waits_for_a_caller_run_task),
     };
 
     return cmocka_run_group_tests_name("threadpool_nested", tests, NULL,
