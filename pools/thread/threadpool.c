@@ -373,9 +373,10 @@ run_here(struct pk_threadpool *tp, struct tp_lane *l, struct tp_worker *w,
         atomic_fetch_add(&l->st_extra, 1);
         pk__tp_run_task(tp, t, &c);
         pk__tp_tally_add(tp, &c);
-        pk__tp_finish(tp, 1);
     }
-    pk__tp_lane_leave(tp, w, t->lane, counted);
+    pk__tp_lane_leave(tp, w, t->lane, counted); /* before: see run_batch */
+    if (open)
+        pk__tp_finish(tp, 1);
     return open ? 1 : PK_ESHUTDOWN;
 }
 

@@ -146,8 +146,10 @@ help_one(struct pk_threadpool *tp, struct tp_worker *w)
         return true;
     }
     if (pk__tp_pop(tp, w, &t, 1, &lane, &counted)) {
-        pk__tp_run_one(tp, &t);
-        pk__tp_lane_leave(tp, w, lane, counted);
+        pk__tp_run_task(tp, &t, &n);
+        pk__tp_tally_add(tp, &n);
+        pk__tp_lane_leave(tp, w, lane, counted); /* before: see run_batch */
+        pk__tp_finish(tp, 1);
         return true;
     }
     /* Another worker's next slot: that worker may be parked waiting too,

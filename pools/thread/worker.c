@@ -216,8 +216,10 @@ run_batch(struct pk_threadpool *tp, struct tp_worker *w)
         pk__tp_run_task(tp, &t, &n);
     }
     pk__tp_tally_add(tp, &n);
-    pk__tp_finish(tp, w->batch_ran);
+    /* The lane's place first: finishing may wake a shutdown, which must
+     * find the lane's counts settled (stats read then). */
     pk__tp_lane_leave(tp, w, w->batch_lane, w->batch_counted);
+    pk__tp_finish(tp, w->batch_ran);
 }
 
 /* Waits for work, briefly; false if none came (or the pool closed: no
