@@ -670,6 +670,18 @@ wait_one(pk_future *f, uint64_t deadline)
 }
 
 int
+pk__future_helped(void)
+{
+    return tls_helper != NULL;
+}
+
+int
+pk__future_wait_deadline(pk_future *f, uint64_t deadline)
+{
+    return is_terminal(load_word(f)) ? 0 : wait_one(f, deadline);
+}
+
+int
 pk_future_wait(pk_future *f, int timeout_ms)
 {
     uint64_t deadline;

@@ -30,6 +30,14 @@ struct pk__wait_helper {
 const struct pk__wait_helper *
 pk__future_set_wait_helper(const struct pk__wait_helper *h);
 
+/* True if this thread has a wait helper (it is an executor's worker). */
+int pk__future_helped(void);
+
+/* pk_future_wait up to a deadline (CLOCK_MONOTONIC ns, UINT64_MAX =
+ * none), through this thread's helper if it has one. Returns as
+ * pk_future_wait. */
+int pk__future_wait_deadline(pk_future *f, uint64_t deadline);
+
 /* Waits without the helper (what a helper uses to park). Returns 0 or
  * PK_ETIMEDOUT. */
 int pk__future_wait_until(pk_future *f, uint64_t deadline);

@@ -50,6 +50,7 @@
 
 #include "alloc.h"
 #include "dlist.h"
+#include "future_int.h"
 #include "sync.h"
 
 #define MAP_MAGIC 0x70614d70u
@@ -679,6 +680,19 @@ next_unit(struct pk_map *m)
     pk__mutex_lock(&m->lock);
     u = ready_locked(m);
     seq = m->seq;
+    if (!u && pk__future_helped()) {
+        /* A map inside a task, on a worker of the pool it maps on: its
+         * units may be queued behind this very task (in this worker's
+         * next slot, say), and a condvar wait would run none of them.
+         * A wait on the oldest unit's future helps; then on_done's
+         * signal is near (it runs right after that future finishes). */
+        pk_future *f = oldest(m)->fut;
+
+        pk__mutex_unlock(&m->lock);
+        (void)pk__future_wait_deadline(f, m->deadline);
+        pk__mutex_lock(&m->lock);
+        u = ready_locked(m);
+    }
     while (!u && m->seq == seq && rc == WOKE)
         if (pk__cond_wait_until(&m->cond, &m->lock, m->deadline) ==
                 ETIMEDOUT &&

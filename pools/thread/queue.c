@@ -423,8 +423,10 @@ pk__tp_put_next(struct pk_threadpool *tp, struct tp_worker *w,
         return false;
     w->next = *t;
     atomic_fetch_add(&tp->next_pushed, 1);
-    atomic_store_explicit(&w->next_state, 1, memory_order_release);
+    /* Before the task is visible: a thief's decrement never comes first
+     * (next_full would wrap). */
     atomic_fetch_add(&tp->next_full, 1);
+    atomic_store_explicit(&w->next_state, 1, memory_order_release);
     return true;
 }
 

@@ -299,34 +299,39 @@ wait_for_room(struct pk_threadpool *tp, struct tp_lane *l,
 {
     struct tp_worker *w = pk__tp_self && pk__tp_self->tp == tp ? pk__tp_self
                                                                 : NULL;
-    struct pk__tp_aside a;
+    struct pk__tp_aside a = { 0, false };
+    bool aside = false;
     uint64_t deadline;
-    int timed_out;
+    int rc;
 
     if (pk__deadline(tp->submit_timeout_ms, &deadline))
         return PK_EINVAL;
     for (;;) {
         uint32_t seq = pk__cv_prepare(&tp->not_full);
-        int rc = atomic_load(&tp->closed) ? PK_ESHUTDOWN
-                                          : pk__tp_push(l, t, n);
+        rc = atomic_load(&tp->closed) ? PK_ESHUTDOWN : pk__tp_push(l, t, n);
         if (rc != PK_EAGAIN) {
             pk__cv_cancel(&tp->not_full);
-            return rc;
+            break;
         }
-        if (w && pk__tp_help_once(tp, w)) {
+        if (w && !aside && pk__tp_help_once(tp, w)) {
             pk__cv_cancel(&tp->not_full);
-            if (pk__now_ns() >= deadline)
-                return PK_ETIMEDOUT;
-            continue;
+            if (pk__now_ns() < deadline)
+                continue;
+            rc = PK_ETIMEDOUT;
+            break;
         }
-        if (w)
+        if (w && !aside) { /* once for the whole wait, not per slice */
             a = pk__tp_step_aside(tp, w);
-        timed_out = pk__cv_wait_slice(&tp->not_full, seq, deadline, 1000000u);
-        if (w)
-            pk__tp_step_back(tp, a);
-        if (timed_out)
-            return PK_ETIMEDOUT;
+            aside = true;
+        }
+        if (pk__cv_wait_slice(&tp->not_full, seq, deadline, 1000000u)) {
+            rc = PK_ETIMEDOUT;
+            break;
+        }
     }
+    if (aside)
+        pk__tp_step_back(tp, a);
+    return rc;
 }
 
 /* Pushes n tasks, all or none, or applies the full policy. Returns 0

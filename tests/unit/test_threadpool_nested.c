@@ -3,8 +3,9 @@
  * next slot is work for idle workers too; pk_future_wait_any inside a
  * task helps as pk_future_wait does; the watchdog keeps watching a task
  * after a child ran nested on its stack; tasks that fill their own
- * pool's queue do not deadlock it; and a task run by its caller
- * (CALLER_RUNS) is waited for by shutdown.
+ * pool's queue do not deadlock it; a task run by its caller
+ * (CALLER_RUNS) is waited for by shutdown; and a pk_map inside a task
+ * runs on the pool it is in.
  *
  * Tasks never call cmocka: they return what went wrong through their
  * futures, and the main thread asserts (STYLE.md section 5). Waits poll
@@ -286,6 +287,58 @@ test_shutdown_waits_for_a_caller_run_task(void **state)
     pk_threadpool_destroy(the_pool);
 }
 
+/* A map inside a task, on the pool it runs on: with one worker, only a
+ * wait that helps runs the map's units (they queue behind this task). */
+#define MAP_N 40
+
+static int
+plus_one(void *arg, pk_future *self, pk_result *out, pk_error *err)
+{
+    (void)self;
+    (void)err;
+    out->value = (void *)((uintptr_t)arg + 1);
+    return 0;
+}
+
+static int
+task_maps(void *arg, pk_future *self, pk_result *out, pk_error *err)
+{
+    pk_map_options o = { .timeout_ms = LIVENESS_MS, .chunk = 4 };
+    void *args[MAP_N], *res[MAP_N];
+    pk_executor *ex;
+    int rc;
+
+    (void)arg;
+    (void)self;
+    (void)out;
+    for (uintptr_t i = 0; i < MAP_N; i++)
+        args[i] = (void *)i;
+    rc = pk_threadpool_executor(the_pool, &ex);
+    if (rc == 0) {
+        rc = pk_map_array(ex, plus_one, args, MAP_N, res, NULL, &o);
+        pk_executor_destroy(ex);
+    }
+    for (uintptr_t i = 0; rc == 0 && i < MAP_N; i++)
+        if ((uintptr_t)res[i] != i + 1)
+            rc = PK_ETASK;
+    return rc ? pk_error_set(err, rc, 0, "map: %s", pk_strerror(rc)) : 0;
+}
+
+static void
+test_map_inside_a_task_of_its_pool_helps(void **state)
+{
+    pk_threadpool_options o = { .max_threads = 1 };
+    pk_future *f;
+
+    (void)state;
+    assert_int_equal(pk_threadpool_create(&the_pool, &o), 0);
+    assert_int_equal(pk_threadpool_submit(the_pool, task_maps, NULL, &f), 0);
+    assert_int_equal(pk_future_wait(f, PK_WAIT_FOREVER), 0);
+    assert_int_equal(pk_future_result(f, NULL), 0);
+    pk_future_release(f);
+    pk_threadpool_destroy(the_pool);
+}
+
 int
 main(void)
 {
@@ -295,6 +348,7 @@ main(void)
         cmocka_unit_test(test_task_is_watched_after_a_nested_child),
         cmocka_unit_test(test_block_policy_inside_a_task_does_not_deadlock),
         cmocka_unit_test(test_shutdown_waits_for_a_caller_run_task),
+        cmocka_unit_test(test_map_inside_a_task_of_its_pool_helps),
     };
 
     return cmocka_run_group_tests_name("threadpool_nested", tests, NULL,
