@@ -252,11 +252,12 @@ test_group_unit_given_back_while_waiter_queues_is_not_lost(void **state)
     assert_int_equal(lost, 0);
 }
 
-/* An async ticket is a waiter too (pool.h): when the budget is spent by
- * another key's idle resource, the group should retire it for the ticket
- * as it does for a blocking acquirer. */
-static void
-test_group_steals_for_async_ticket(void **state)
+/* A group of one unit, held by member A's idle resource; member B (no
+ * periodic maintenance pass to paper over a miss) asks for a ticket
+ * living ticket_ms and waits up to wait_ms for it to be ready. Returns
+ * the take's code; *waited gets the time to readiness. Destroys all. */
+static int
+steal_for_ticket(int ticket_ms, int wait_ms, uint64_t *waited)
 {
     pk_pool_group *g;
     pk_pool *a, *b;
@@ -264,27 +265,41 @@ test_group_steals_for_async_ticket(void **state)
     pk_pool_ticket *t;
     pk_lease l;
     int ready = -1, rc;
+    uint64_t t0;
 
-    (void)state;
     g = new_group(1);
     a = new_member(g, 0);
     ph_options(&o, &ctx[1], &clk);
     o.group = g;
-    o.maintain_interval_ms = 60000; /* no periodic pass to paper over it */
+    o.maintain_interval_ms = 60000;
     assert_int_equal(pk_pool_create(&b, &o), 0);
     ph_take(a, &l);
     ph_give(a, &l); /* A's idle resource holds the only unit */
-    assert_int_equal(pk_pool_acquire_async(b, &t, 300, NULL, NULL, &ready),
-                     0);
+    t0 = ph_now_ns();
+    assert_int_equal(
+        pk_pool_acquire_async(b, &t, ticket_ms, NULL, NULL, &ready), 0);
     assert_int_equal(ready, 0);
-    assert_true(ph_fd_readable(pk_pool_ticket_fd(t), LONG_MS));
+    assert_true(ph_fd_readable(pk_pool_ticket_fd(t), wait_ms));
+    *waited = ph_now_ns() - t0;
     rc = pk_pool_ticket_take(t, &l, NULL);
     if (rc == 0)
         ph_give(b, &l);
     pk_pool_destroy(a);
     pk_pool_destroy(b);
     pk_pool_group_destroy(g);
-    assert_int_equal(rc, 0);
+    return rc;
+}
+
+/* An async ticket is a waiter too (pool.h): when the budget is spent by
+ * another key's idle resource, the group should retire it for the ticket
+ * as it does for a blocking acquirer. */
+static void
+test_group_steals_for_async_ticket(void **state)
+{
+    uint64_t waited;
+
+    (void)state;
+    assert_int_equal(steal_for_ticket(300, LONG_MS, &waited), 0);
     assert_int_equal(atomic_load(&ctx[0].destroy_calls), 1);
 }
 
@@ -296,36 +311,10 @@ test_group_steals_for_async_ticket(void **state)
 static void
 test_group_steal_for_ticket_is_ready_promptly(void **state)
 {
-    pk_pool_group *g;
-    pk_pool *a, *b;
-    pk_pool_options o;
-    pk_pool_ticket *t;
-    pk_lease l;
-    int ready = -1, rc;
-    uint64_t t0, waited;
+    uint64_t waited;
 
     (void)state;
-    g = new_group(1);
-    a = new_member(g, 0);
-    ph_options(&o, &ctx[1], &clk);
-    o.group = g;
-    o.maintain_interval_ms = 60000;
-    assert_int_equal(pk_pool_create(&b, &o), 0);
-    ph_take(a, &l);
-    ph_give(a, &l); /* A's idle resource holds the only unit */
-    t0 = ph_now_ns();
-    assert_int_equal(pk_pool_acquire_async(b, &t, 20000, NULL, NULL, &ready),
-                     0);
-    assert_int_equal(ready, 0);
-    assert_true(ph_fd_readable(pk_pool_ticket_fd(t), 10000));
-    waited = ph_now_ns() - t0;
-    rc = pk_pool_ticket_take(t, &l, NULL);
-    if (rc == 0)
-        ph_give(b, &l);
-    pk_pool_destroy(a);
-    pk_pool_destroy(b);
-    pk_pool_group_destroy(g);
-    assert_int_equal(rc, 0);
+    assert_int_equal(steal_for_ticket(20000, 10000, &waited), 0);
     assert_true(waited < 10000 * PH_MS);
 }
 
