@@ -1,10 +1,17 @@
-/* pools/thread/tp_int.h - the thread pool's parts, shared by its files:
- * queue.c (lanes, pushes and pops, next slots, cancelling), worker.c
- * (running tasks, the workers' loop, stand-ins, waking), wait.c (helping
- * while waiting, cycle checks), watchdog.c (slow and stuck tasks, run
- * limits, retried starts), threadpool.c (create, submit, resize,
- * shutdown, stats) and lanes.c (the public calls on lanes, executor
- * views). Not installed. */
+/* pools/thread/tp_int.h - the thread pool's data, shared by its files.
+ * A call goes down this list and never back up:
+ *
+ *   threadpool.c  the public calls: create, submit, resize, shutdown,
+ *                 stats, the executor view
+ *   timer.c       the pool's one background thread: starts workers,
+ *                 retires idle ones (pk_pool_maintain), watches slow and
+ *                 stuck tasks and run limits
+ *   worker.c      the worker threads: their loop, going idle, helping
+ *                 while a task waits
+ *   task.c        one task record: made at submit, run or cancelled
+ *
+ * The small wake helpers at the end of this header are the protocol
+ * every file keeps; worker.c's top comment states it. Not installed. */
 #ifndef PK_POOLS_THREAD_TP_INT_H
 #define PK_POOLS_THREAD_TP_INT_H
 
@@ -21,96 +28,60 @@
 #include "sync.h"
 
 #define PK__TP_MAGIC 0x74706f6fu
-/* Rounds a worker spins on an empty queue before it parks. */
-#define PK__TP_SPINS 200
-/* Tasks a worker takes from the queue at once, at most. */
-#define PK__TP_BATCH 16
-/* Tasks a waiting worker (or stand-in) runs nested on its stack, at
- * most. */
-#define PK__TP_NEST 16
-/* How deep a stand-in worker runs next slots (wait.c): stack depth. */
-#define PK__TP_STANDIN_NEST 256
-/* After a failed start of a worker, the next try waits this long at
- * first, doubling up to PK__TP_RETRY_MAX_NS (the core's own backoff is
- * the same: threadpool.c, start_workers). */
-#define PK__TP_RETRY_MIN_NS 1000000u
-#define PK__TP_RETRY_MAX_NS 100000000u
-/* How long a caller that finds no worker alive waits for the one being
- * started before it runs the queue itself (pk__tp_standin_if_starved). */
-#define PK__TP_GROW_WAIT_NS 100000000u
-/* The largest queue_size (pool or lane): its ring is made at once. */
+/* The largest queue_size: its ring is made at once. */
 #define PK__TP_QUEUE_MAX ((size_t)1 << 30)
+/* A worker publishes its counts at least this often (tasks). */
+#define PK__TP_FLUSH 64
+/* Tasks on one worker's stack: the one it took, and those it runs
+ * nested while that one waits. */
+#define PK__TP_STACK (PK_THREADPOOL_NEST_MAX + 1)
+/* The watchdog's period while run limits are watched. */
+#define PK__TP_WATCH_NS 5000000u
 
-/* A lane (threadpool.h): its own ring and cap. */
-struct tp_lane {
-    struct tp_ring q;
-    size_t cap;                 /* tp_ring_capacity(&q) */
-    int priority;
-    char name[PK_LANE_NAME_MAX];
-    char pad0[64];
-    /* Submitted: the ring counts pushes in its tail; these count the
-     * rest (pk__tp_lane_submitted), so a submit writes no counter. */
-    _Atomic uint64_t st_extra;  /* next slots and caller-runs, less
-                                   give-backs (pushed twice); modular */
-    _Atomic uint64_t st_seen;   /* the most pk__tp_lane_submitted said */
-    char pad1[64];
-    /* The cap: workers inside the lane (holding one of its places) and
-     * the most allowed, 0 for none. Without a cap nothing is counted. */
-    _Atomic size_t running;
-    _Atomic size_t max_workers;
-    char pad2[64];
+/* Park values of tp_worker.park. */
+enum { TP_GIVEN = 1, TP_STOP = 2 };
+
+/* Outcome counts, kept by a worker and published in one go. */
+struct tp_tally {
+    uint64_t completed, failed, cancelled, expired;
+    uint64_t finished; /* tasks taken from the queue and settled */
+};
+
+/* What the watchdog sees of one task on a worker's stack (tp->lock). */
+struct tp_watch {
+    uint64_t start;      /* 0: no task at this depth */
+    uint64_t limit_ns;   /* run limit, 0 none */
+    pk_future *fut;
+    bool flagged, slow;
 };
 
 struct tp_worker {
     struct pk_threadpool *tp;
     pthread_t thread;
-    pk__parker park;    /* 1 = lease given, 2 = stop */
-    pk_lease lease;     /* written by the waker before the wake */
-    _Atomic bool self_exit; /* destroyed from its own thread: detach */
-    /* Tasks popped but not yet run: the worker's own, so a task of the
-     * batch that waits on another of it runs that one itself. */
-    struct tp_task batch[PK__TP_BATCH];
-    size_t batch_next, batch_n;
-    size_t batch_ran;        /* of the batch, run here (not given back) */
-    int batch_lane;
-    bool batch_counted;      /* the batch holds a place in its lane */
-    /* Places held in capped lanes, by nesting depth (owner only): tasks
-     * of a lane nested on a worker already inside it take no new place,
-     * so a task waiting on a child in its own full lane runs it here. */
-    int in_lane[PK_LANES_MAX];
-    /* For deadlock detection (read by other workers, hence atomic): the
-     * futures of the tasks on this worker's stack, innermost last, and
-     * the future it waits on. */
-    _Atomic(pk_future *) stack[2 * PK__TP_NEST + 2];
-    _Atomic int depth;
-    int nest;                        /* tasks on this thread's stack, with
-                                        or without a future (owner only) */
-    _Atomic(pk_future *) waiting_on;
-    struct tp_worker *next_all;      /* tp->all_workers, under glock */
-    /* The running task, for the watchdog (under glock, set only while
-     * the watchdog runs or the task has a run limit). */
-    uint64_t cur_start;              /* 0: nothing watched */
-    uint64_t cur_limit_ns;
-    pk_future *cur_fut;
-    bool cur_flagged, cur_slow, cur_stuck;
-    bool stand_in;                   /* a caller thread's (worker.c,
-                                        run_queued_here), on its stack */
-    _Atomic bool detached;           /* given up as stuck */
-    /* The "next" slot (Go's runnext): a task with a future submitted by
-     * the task running here goes here, so that when that task waits on
-     * it, it runs at once on this stack instead of behind the whole
-     * queue. 0 empty, 1 full, 2 being taken (by the owner, or by an idle
-     * worker stealing it). */
-    _Atomic int next_state;
-    struct tp_task next;
+    pk__parker park;        /* idle: TP_GIVEN or TP_STOP */
+    pk_lease lease;         /* written by the giver before the wake */
+    /* Owner only. */
+    bool self_exit;         /* retired on its own release: exit, free self */
+    int nest;               /* tasks on this thread's stack */
+    pk_future *stack[PK__TP_STACK]; /* their futures (PK_EDEADLK check) */
+    struct tp_tally tally;  /* not yet published */
     struct pk__wait_helper helper;
+    /* Waiting inside a task: woken by the future, or by a push while
+     * `helping` (tp->lock) says a queued task could run here. */
+    pk__parker wait_park;
+    bool helping;           /* tp->lock */
+    /* tp->lock. */
+    bool detached;          /* given up as stuck */
+    struct tp_watch watch[PK__TP_STACK];
+    struct tp_worker *next, *prev;  /* tp->all */
 };
 
 struct pk_threadpool {
     unsigned magic;
     unsigned fork_epoch;
-    _Atomic int refs;
     pk_pool *workers;
+    struct tp_ring q;
+    /* Immutable after create. */
     pk_registry *registry;
     pk_event_fn event;
     void *event_user;
@@ -119,181 +90,60 @@ struct pk_threadpool {
     void *user;
     int full_policy;
     int submit_timeout_ms;
-    _Atomic size_t max_threads; /* read unlocked by pk__tp_wake_one */
-    size_t min_threads;        /* under rlock */
-    size_t comp;               /* compensating workers allowed, rlock */
-    _Atomic size_t ncomp;      /* the same, for pk__tp_wake_one's unlocked read */
-    pk__lock rlock;            /* serialises sizing of the core pool */
+    uint64_t slow_ns, stuck_ns;   /* UINT64_MAX: off */
+    uint64_t maint_ns;            /* how often idle workers are retired */
 
-    /* The lanes (0 the default), their order of priority, and the
-     * counters and waits on them. */
-    struct tp_lane *lanes;
-    size_t nlanes;
-    int order[PK_LANES_MAX];   /* lane indices, highest priority first */
-    /* Read by every submit and every finish, written once: with the
-     * fields above that only change on resizes, never with a counter. */
-    _Atomic bool closed;
-    _Atomic bool cancelling;   /* a CANCEL (or KILL) shutdown swept the
-                                  queue, or is about to */
-    /* Submitters skip their fence, workers make up for it with
-     * membarrier (pk__tp_wake_after_push); false if it is unavailable. */
-    _Atomic bool asym;
+    /* Read by every submit; written when workers come, go or idle. */
     char pad0[64];
-    _Atomic size_t submitting; /* submits into next slots between their
-                                  check of closed and their push (the
-                                  rings fence themselves: ring.h) */
-    char padf[64];
-    _Atomic size_t finished;   /* tasks run or cancelled after a pop */
-    _Atomic size_t next_pushed; /* tasks pushed outside the rings: into a
-                                   "next" slot, or run by their caller
-                                   (CALLER_RUNS) */
-    /* Next slots holding a task now: work for idle workers too (they
-     * steal it), or a child would wait for its parent to return or help,
-     * and a parent that waits without helping (a flag, a condvar,
-     * pk_future_wait_any elsewhere) would wait for ever. */
-    _Atomic size_t next_full;
-    pk__hist wait_hist, run_hist;   /* sampled */
-    _Atomic uint64_t st_expired, st_detached;
-    /* The watchdog: slow tasks, stuck workers, run limits. */
-    uint64_t slow_ns, stuck_ns;    /* UINT64_MAX: off */
-    _Atomic bool watch;            /* workers publish their running task */
-    bool wd_running, wd_quit;    /* under glock */
-    bool wd_limits;              /* tasks with run limits came (glock) */
-    pthread_t wd;
-    pk__cv wd_cv;
-    pk__cv not_full;           /* a worker freed cells */
-    pk__cv idle;               /* finished caught up with the pushes */
-    pk__lock qlock;            /* only for `exited` */
-    pk__lock glock;            /* the list of workers, for cycle checks */
-    struct tp_worker *all_workers;
-    _Atomic size_t threads;    /* worker threads not yet exited */
-    pk__cv exited;             /* threads went down */
+    _Atomic size_t idle;       /* workers that gave their lease back, or
+                                  are about to: worker.c */
+    _Atomic size_t helpers;    /* workers waiting in a task, able to help */
+    _Atomic size_t threads;    /* worker threads started, not yet exited
+                                  nor given up as stuck */
+    _Atomic size_t detached_alive; /* given up, not yet exited */
+    _Atomic size_t max_threads;
+    _Atomic bool grow;         /* a submit asked the timer for a worker */
+    _Atomic bool closed;
+    _Atomic bool cancelling;   /* a CANCEL shutdown swept the queue */
+    _Atomic bool watching;     /* workers show their tasks to the timer */
 
+    /* Written by workers, in batches. */
     char pad1[64];
-    _Atomic size_t active;     /* workers holding their lease */
-    _Atomic size_t alive;      /* workers spawned and not yet stopped */
-    /* Workers that will still take tasks: alive, less those retired (a
-     * retired worker stays alive while it exits and runs its exit hook)
-     * or given up as stuck. Whether a caller must stand in is decided on
-     * this, never on `alive`: a task pushed while the last worker retires
-     * would otherwise wait for nobody. */
-    _Atomic size_t serving;
-    _Atomic bool growing;      /* an async ticket is out */
-    /* Starting workers failed (thread limit, memory): the last try
-     * failed, the next is not before retry_at (CLOCK_MONOTONIC ns),
-     * retry_armed says the watchdog will make it, retry_ns is the
-     * current backoff. Written when a try ends, and tries are one at a
-     * time (`growing`). */
-    _Atomic bool create_failed;
-    _Atomic bool retry_armed;
-    _Atomic uint64_t retry_at;
-    _Atomic uint64_t retry_ns;
-    pk__cv grown;              /* a try to start a worker ended */
-    char pad1s[64];
-    /* Apart: it changes whenever a worker finds the queue empty, while
-     * the line above stays put under load (pk__tp_maybe_wake reads it). */
-    _Atomic size_t spinning;   /* awake workers looking for work */
-
-    /* Stats, relaxed atomics: submitters write the first line (and their
-     * lane's st_submitted), workers the second (once per batch). */
+    _Atomic uint64_t finished; /* tasks settled after a pop */
+    _Atomic uint64_t ran_here; /* tasks run by their caller (CALLER_RUNS),
+                                  counted as pushed and finished */
+    _Atomic uint64_t st_completed, st_failed, st_cancelled, st_expired;
+    _Atomic uint64_t st_rejected, st_detached;
+    pk__hist wait_hist, run_hist;   /* sampled */
     char pad2[64];
-    _Atomic uint64_t st_rejected;
-    char pad3[64];
-    _Atomic uint64_t st_completed;
-    _Atomic uint64_t st_failed, st_cancelled;
+
+    pk__lock lock;             /* all, helping, watch, detached, min */
+    struct tp_worker *all;     /* live workers */
+    size_t min_threads;
+    pk__cv done;               /* `finished` caught up: shutdown waits */
+    pk__cv room;               /* a pop made room: BLOCK submits wait */
+    pk__cv exited;             /* a worker thread exited: destroy waits */
+    /* The timer thread (timer.c). */
+    pthread_t timer;
+    bool timer_started;
+    _Atomic bool timer_quit;
+    pk__cv timer_cv;
 };
 
-/* Outcome counts of a batch, added to the shared counters once. */
-struct tally {
-    uint64_t completed, cancelled, failed;
-};
-
-/* The worker running on this thread, if any (thread-local, set by
- * worker_main): tasks it runs are pushed on its stack for cycle checks. */
+/* The worker running on this thread, and the fork epoch it was set in (a
+ * child forked from a task must not take it for its own). */
 extern _Thread_local struct tp_worker *pk__tp_self;
+extern _Thread_local unsigned pk__tp_self_epoch;
 
-/* queue.c */
-int pk__tp_lanes_init(struct pk_threadpool *tp,
-                      const pk_threadpool_options *o);
-void pk__tp_lanes_fini(struct pk_threadpool *tp);
-bool pk__tp_work_ready(struct pk_threadpool *tp);
-bool pk__tp_work_seen(struct pk_threadpool *tp);
-size_t pk__tp_queued(struct pk_threadpool *tp);
-int pk__tp_push(struct tp_lane *l, const struct tp_task *t, size_t n);
-int pk__tp_push_back(struct tp_lane *l, const struct tp_task *t);
-void pk__tp_close_lanes(struct pk_threadpool *tp);
-bool pk__tp_pop_closed(struct pk_threadpool *tp, struct tp_task *out);
-uint64_t pk__tp_lane_submitted(struct tp_lane *l);
-size_t pk__tp_pop(struct pk_threadpool *tp, struct tp_worker *w,
-                  struct tp_task *out, size_t max, int *lane, bool *counted);
-bool pk__tp_lane_enter(struct pk_threadpool *tp, struct tp_worker *w,
-                       int lane, bool *counted);
-void pk__tp_lane_leave(struct pk_threadpool *tp, struct tp_worker *w,
-                       int lane, bool counted);
-_Static_assert(PK_LANES_MAX <= 32, "a lane mask fits 32 bits");
-uint32_t pk__tp_lanes_step_out(struct pk_threadpool *tp, struct tp_worker *w);
-void pk__tp_lanes_step_in(struct pk_threadpool *tp, uint32_t lanes);
-size_t pk__tp_all_pushed(struct pk_threadpool *tp);
-void pk__tp_finish(struct pk_threadpool *tp, size_t n);
-bool pk__tp_all_finished(struct pk_threadpool *tp);
-bool pk__tp_put_next(struct pk_threadpool *tp, struct tp_worker *w,
-                     const struct tp_task *t);
-bool pk__tp_take_next(struct tp_worker *w, struct tp_task *out);
-bool pk__tp_steal_next(struct pk_threadpool *tp, struct tp_worker *self,
-                       struct tp_task *out);
-void pk__tp_cancel_one(struct pk_threadpool *tp, struct tp_task *t);
-void pk__tp_cancel_queued(struct pk_threadpool *tp);
-
-/* worker.c */
-void pk__tp_run_task(struct pk_threadpool *tp, struct tp_task *t,
-                     struct tally *n);
-void pk__tp_tally_add(struct pk_threadpool *tp, const struct tally *n);
-void pk__tp_run_one(struct pk_threadpool *tp, struct tp_task *t);
-int pk__tp_worker_create(void *user, void **res, pk_error *err);
-void pk__tp_worker_destroy(void *user, void *res);
-void pk__tp_wake_one(struct pk_threadpool *tp);
-void pk__tp_maybe_wake(struct pk_threadpool *tp);
-void pk__tp_wake_after_push(struct pk_threadpool *tp, struct tp_lane *l);
-bool pk__tp_asym_init(void);
-void pk__tp_standin_if_starved(struct pk_threadpool *tp);
-
-/* A submit's check whether it must stand in for the workers: one load of
- * a line that its wake check read already. */
-static inline void
-pk__tp_after_submit(struct pk_threadpool *tp)
+static inline struct tp_worker *
+tp_self_in(struct pk_threadpool *tp)
 {
-    if (atomic_load_explicit(&tp->serving, memory_order_relaxed) == 0)
-        pk__tp_standin_if_starved(tp);
+    struct tp_worker *w = pk__tp_self;
+
+    if (w && pk__tp_self_epoch == pk__fork_epoch_fast() && w->tp == tp)
+        return w;
+    return NULL;
 }
-
-/* wait.c */
-int pk__tp_help_wait(void *ctx, pk_future *f, uint64_t deadline);
-/* Runs one queued task on w's stack, within the nesting bounds that
- * helping keeps; false if none was run. */
-bool pk__tp_help_once(struct pk_threadpool *tp, struct tp_worker *w);
-/* A worker that must block (it may not help) steps out of its lanes and
- * `active`, with one more worker allowed meanwhile if work is queued
- * (compensation); pk__tp_step_back undoes it. */
-struct pk__tp_aside {
-    uint32_t lanes;
-    bool comp;
-};
-struct pk__tp_aside pk__tp_step_aside(struct pk_threadpool *tp,
-                                      struct tp_worker *w);
-void pk__tp_step_back(struct pk_threadpool *tp, struct pk__tp_aside a);
-int pk__tp_help_wait_any(void *ctx, pk_future *const *fs, size_t n,
-                         uint64_t deadline);
-/* Cancels the unrun part of w's batch, counted finished. */
-void pk__tp_cancel_batch(struct pk_threadpool *tp, struct tp_worker *w);
-
-/* watchdog.c */
-int pk__tp_wd_start_locked(struct pk_threadpool *tp);
-void pk__tp_wd_stop(struct pk_threadpool *tp);
-void pk__tp_wd_arm_retry(struct pk_threadpool *tp);
-
-/* threadpool.c */
-void pk__tp_unref(struct pk_threadpool *tp);
-int pk__tp_apply_size_locked(struct pk_threadpool *tp);
 
 /* Checks a handle at the entry of a public call: PK_EINVAL, PK_EFORKED
  * (a pool inherited through fork), or 0. */
@@ -306,5 +156,101 @@ pk__tp_validate(struct pk_threadpool *tp)
         return PK_EFORKED;
     return 0;
 }
+
+/* ---- waking: the protocol of worker.c's top comment ---------------------- */
+
+/* Hands the lease of an idle worker to it and wakes it. */
+static inline void
+tp_give(struct pk_threadpool *tp, const pk_lease *l)
+{
+    struct tp_worker *w = l->resource;
+
+    atomic_fetch_sub(&tp->idle, 1);
+    w->lease = *l;
+    pk__park_wake(&w->park, TP_GIVEN);
+}
+
+/* Asks the timer for one more worker, once until it answers. */
+static inline void
+tp_want_worker(struct pk_threadpool *tp)
+{
+    if (!atomic_load_explicit(&tp->grow, memory_order_relaxed) &&
+        !atomic_exchange(&tp->grow, true))
+        pk__cv_broadcast(&tp->timer_cv);
+}
+
+/* Makes sure a worker will look at the queue: wakes an idle one, or asks
+ * for a new one while the pool is below max_threads. seq_cst loads: each
+ * pairs with the seq_cst step of a worker going idle (worker.c). */
+static inline void
+tp_wake_worker(struct pk_threadpool *tp)
+{
+    pk_lease l;
+
+    if (atomic_load(&tp->idle) > 0 &&
+        pk_pool_acquire(tp->workers, &l, 0, NULL) == 0)
+        tp_give(tp, &l);
+    else if (atomic_load(&tp->threads) < atomic_load(&tp->max_threads))
+        tp_want_worker(tp);
+}
+
+/* Wakes the workers waiting in a task that could help with new work. */
+static inline void
+tp_wake_helpers(struct pk_threadpool *tp)
+{
+    pk__lock_acquire(&tp->lock);
+    for (struct tp_worker *w = tp->all; w; w = w->next)
+        if (w->helping)
+            pk__park_wake(&w->wait_park, 1);
+    pk__lock_release(&tp->lock);
+}
+
+/* After a push: the queue's tail moved with a seq_cst CAS (ring.h). */
+static inline void
+tp_after_push(struct pk_threadpool *tp)
+{
+    tp_wake_worker(tp);
+    if (atomic_load(&tp->helpers) > 0)
+        tp_wake_helpers(tp);
+}
+
+/* After a pop: the head moved with a seq_cst CAS; a BLOCK submit waiting
+ * for room registered before it looked at the head. */
+static inline void
+tp_after_pop(struct pk_threadpool *tp)
+{
+    if (atomic_load(&tp->room.waiters))
+        pk__cv_broadcast(&tp->room);
+}
+
+/* task.c */
+int pk__tp_task_make(struct pk_threadpool *tp, const pk_task *task,
+                     const pk_task_options *o, struct tp_task *out,
+                     pk_future **fut);
+void pk__tp_task_unmake(struct tp_task *t, pk_future **fut);
+void pk__tp_task_run(struct pk_threadpool *tp, struct tp_worker *w,
+                     struct tp_task *t, struct tp_tally *n);
+void pk__tp_task_cancel(struct pk_threadpool *tp, struct tp_task *t,
+                        struct tp_tally *n);
+void pk__tp_tally_publish(struct pk_threadpool *tp, struct tp_tally *n);
+
+/* worker.c */
+int pk__tp_worker_create(void *user, void **res, pk_error *err);
+void pk__tp_worker_destroy(void *user, void *res);
+/* Runs one queued task on the calling worker's stack, within the nesting
+ * bound; false if none ran. For waits of a task of tp. */
+bool pk__tp_help_once(struct pk_threadpool *tp, struct tp_worker *w);
+
+#ifdef PK_TESTING
+/* Test-only: microseconds a worker going idle waits between counting
+ * itself idle and giving its lease back (widens the protocol's window). */
+extern _Atomic unsigned pk__tp_idle_delay_us;
+#endif
+
+/* timer.c */
+int pk__tp_timer_start(struct pk_threadpool *tp);
+void pk__tp_timer_stop(struct pk_threadpool *tp);
+/* A task with a run limit came: the timer watches every 5 ms from now. */
+void pk__tp_timer_watch(struct pk_threadpool *tp);
 
 #endif /* PK_POOLS_THREAD_TP_INT_H */

@@ -6,12 +6,10 @@
  * submit with a future, submit_many, a task that submits children to the
  * same pool and waits on them (depth <= 3), cancel, wait with a 0-2 ms
  * timeout, wait_any / wait_all, dropping a future unread, resize (1..4
- * threads, and a lane's cap; now and then the next thread starts fail),
+ * threads; now and then the next thread starts fail),
  * a stats snapshot, and, in three epochs of four, one thread's
  * shutdown DRAIN or CANCEL with a short timeout near its end while the
- * others keep submitting. Tasks go to lanes by their salt (the block
- * policy case has a capped lane and a low one). One task in ten
- * fails; some tasks honour a cancel request. The operation count is 10^6
+ * others keep submitting. One task in ten fails; some tasks honour a cancel request. The operation count is 10^6
  * scaled by PK_STRESS_SCALE, split over epochs: each epoch has a fresh
  * pool, and when its operations are done the main thread shuts it down
  * (DRAIN) and checks:
@@ -82,7 +80,6 @@ struct rec {
 
 struct epoch {
     pk_threadpool *tp;
-    int lanes;                  /* with the default lane */
     atomic_int cancel_shutdown; /* a CANCEL shutdown happened */
     atomic_ulong rejected;      /* tasks refused by submit */
     atomic_ulong unread_events;
@@ -136,10 +133,8 @@ submit_rec(pk_threadpool *tp, struct rec *r, bool with_future,
 {
     int rc;
     pk_task t = { .fn = task_fn, .arg = r };
-    pk_task_options to = { .lane = (int)(r->salt % (uint64_t)r->ep->lanes) };
-
     r->has_future = with_future;
-    rc = pk_threadpool_submit_opts(tp, &t, &to, with_future ? f : NULL);
+    rc = pk_threadpool_submit_task(tp, &t, with_future ? f : NULL);
     if (rc == 0) {
         r->accepted = true;
         if (with_future && pk_future_on_complete(*f, on_done, r) != 0)
@@ -310,10 +305,7 @@ do_many(struct worker *w)
         t[i] = (pk_task){ .fn = task_fn, .arg = r[i] };
         f[i] = (pk_future *)&f; /* must be cleared on failure */
     }
-    pk_task_options to = { .lane = (int)(r[0]->salt %
-                                         (uint64_t)w->ep->lanes) };
-    rc = pk_threadpool_submit_many_opts(w->ep->tp, t, n, &to,
-                                        futs ? f : NULL);
+    rc = pk_threadpool_submit_many(w->ep->tp, t, n, futs ? f : NULL);
     if (rc == 0) {
         for (size_t i = 0; i < n; i++) {
             r[i]->accepted = true;
@@ -516,15 +508,6 @@ worker_main(void *arg)
              * its limit): no task may be lost or stranded */
             if (pk_prng_chance(&w->rng, 100))
                 pk__thread_fail_next(1 + pk_prng_below(&w->rng, 3));
-            /* and a lane's cap: 0 (none) to 2 */
-            if (w->ep->lanes > 1) {
-                int lane = 1 + (int)pk_prng_below(&w->rng,
-                                                  (uint64_t)w->ep->lanes - 1);
-                rc = pk_threadpool_lane_set_cap(
-                    w->ep->tp, lane, (size_t)pk_prng_below(&w->rng, 3));
-                if (rc && rc != PK_ESHUTDOWN)
-                    violation("lane_set_cap returned %s", pk_err_name(rc));
-            }
             break;
         }
         case OP_STATS:
@@ -597,11 +580,6 @@ watchdog_main(void *arg)
                     (unsigned long long)st.failed,
                     (unsigned long long)st.cancelled,
                     (unsigned long long)st.rejected);
-        pk_lane_stats ls;
-        for (int lane = 0; tp && pk_threadpool_lane_stats_get(tp, lane, &ls) == 0;
-             lane++)
-            fprintf(stderr, "  lane %d: queued %zu running %zu cap %zu\n",
-                    lane, ls.queued, ls.running, ls.max_threads);
         abort();
     }
     return NULL;
@@ -709,7 +687,6 @@ run_epoch(uint64_t seed, int e, unsigned long ops,
     pthread_mutex_init(&ep.child_lock, NULL);
     o.event = on_event;
     o.event_user = &ep;
-    ep.lanes = 1 + (int)o.n_lanes;
     assert_int_equal(pk_threadpool_create(&ep.tp, &o), 0);
     atomic_store(&current_tp, ep.tp);
     atomic_store(&phase, 1);
@@ -816,17 +793,10 @@ stress(const char *name, const pk_threadpool_options *o, double share)
 static void
 test_stress_threadpool_block_policy_keeps_invariants(void **state)
 {
-    /* Lanes: one capped at 1 and taken first, one last with its own
-     * small queue (resizes change the caps). */
-    pk_lane_options lanes[] = {
-        { .name = "capped", .max_threads = 1, .priority = 1 },
-        { .name = "low", .priority = -1, .queue_size = 64 },
-    };
     pk_threadpool_options o = { .max_threads = 4, .queue_size = 256,
                                 .full_policy = PK_FULL_BLOCK,
                                 .submit_timeout_ms = 2,
-                                .keep_alive_ms = 20, .lanes = lanes,
-                                .n_lanes = 2 };
+                                .keep_alive_ms = 20 };
 
     (void)state;
     stress("stress_threadpool block", &o, 0.6);
