@@ -10,7 +10,6 @@
 #include <unistd.h>
 
 #include "alloc.h"
-#include "slab.h"
 #include "tp_int.h"
 
 _Thread_local struct tp_worker *pk__tp_self;
@@ -229,17 +228,12 @@ run_batch(struct pk_threadpool *tp, struct tp_worker *w)
  * follows at once), then yields. Another spinner yields from the start:
  * one is enough to see the next push (pk__tp_maybe_wake wakes nobody
  * while one spins), and a second would spin against a submitter that
- * shares its core. A worker with nothing to run also maps the future
- * arena's next region if it runs low (slab.h), so that a submitter making
- * a burst of futures does not stop for the kernel's page zeroing. */
+ * shares its core. */
 static bool
 spin(struct pk_threadpool *tp, int *rounds)
 {
     bool first, found = true;
 
-    /* Before counting as spinning: a spinner is what submitters count on
-     * to see their push, and mapping a region takes a while. */
-    pk__slab_prefault();
     first = atomic_fetch_add(&tp->spinning, 1) == 0;
     atomic_thread_fence(memory_order_seq_cst);
     while (!pk__tp_work_seen(tp)) {
