@@ -205,7 +205,7 @@ run_future(long n)
 
 /* The floor under `future`: what any future per task costs here, at
  * the least, through this pool's queue. Each task gets a bare 64-byte
- * line of fresh memory (huge pages, as lib/slab.c's arena) that the
+ * line of fresh memory (huge pages) that the
  * submitter writes and the task sets done with one release store; the
  * final loop reads each back in submit order. No refcount, no state
  * machine, no allocator, no waking: a real future does all of that on

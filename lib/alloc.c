@@ -34,18 +34,6 @@ should_fail(void)
     unsigned long k = atomic_load(&fail_at);
     return k != 0 && n == k;
 }
-int
-pk__alloc_inject(void)
-{
-    return should_fail();
-}
-
-void
-pk__alloc_track(long delta)
-{
-    atomic_fetch_add(&live, delta);
-}
-
 #define PK__COUNT(p) \
     do { if (p) atomic_fetch_add(&live, 1); } while (0)
 

@@ -30,11 +30,6 @@ long pk__alloc_live(void);
  * off). Returns how many were still to fail. Thread-safe: stress tests
  * call it while the pools run. */
 unsigned long pk__thread_fail_next(unsigned long n);
-/* For an allocator beside pk__alloc (the slab arena), so its blocks take
- * part in the tests above: pk__alloc_inject counts one allocation and
- * says whether to fail it; pk__alloc_track adds to pk__alloc_live. */
-int pk__alloc_inject(void);
-void pk__alloc_track(long delta);
 #endif
 
 #endif /* PK_LIB_ALLOC_H */

@@ -54,8 +54,10 @@
  * registered by another thread is appended instead of run at once, so the
  * order holds even against a racing registration.
  *
- * The future is one cache line on LP64 (64 bytes, in a 64-byte slot
- * aligned to 64: future_slab.c); fields earn their place there. */
+ * Futures come from the allocator (alloc.h), one pk__alloc each, so
+ * fault injection sees every one. An executor keeps a future per task,
+ * often a million at once, so the future stays one cache line's worth on
+ * LP64 (64 bytes): fields earn their place. */
 #include <poolkit/future.h>
 
 #include <assert.h>
@@ -68,7 +70,6 @@
 
 #include "alloc.h"
 #include "future_int.h"
-#include "future_slab.h"
 #include "sync.h"
 
 #define ST_MASK 7u
@@ -77,17 +78,13 @@
 #define BIT(s) (1u << (s))
 
 /* f->flags: flag bits low, set by RMWs that touch nothing else; above
- * them two fields written once at create, before the future is published,
- * and kept by those RMWs: the slot's index in its slab (what the last
- * release frees it by) and a tag that catches a pointer that is not a
- * live future (cleared when it is freed; SQLite's magic, in 16 bits). */
+ * them a tag written once at create, before the future is published, and
+ * kept by those RMWs, that catches a pointer that is not a live future
+ * (cleared when it is freed; SQLite's magic, in 16 bits). */
 #define F_CANCEL 1u   /* cancellation was asked for */
 #define F_READ 2u     /* a failure was read (result, take_result, error) */
 #define F_TAKEN 4u    /* the result was moved out by take_result */
 #define F_DRAINING 8u /* f->lock: a finisher is running callbacks */
-#define F_SLOT_SHIFT 4
-#define F_SLOT_MAX 4096u /* slots per slab, at most: 12 bits */
-#define F_SLOT(flags) (((flags) >> F_SLOT_SHIFT) & (F_SLOT_MAX - 1))
 #define F_TAG_SHIFT 16
 #define F_TAG 0x7066u /* "pf" */
 
@@ -135,10 +132,8 @@ struct pk_future {
     };
 };
 
-/* One line: 16 + 16 + 8 + 24 bytes on LP64, 40 on ILP32. */
-_Static_assert(sizeof(struct pk_future) <= PK__FSLOT_SIZE,
-               "pk_future is one line, a slot of future_slab.c");
-_Static_assert(PK__FSLAB_SLOTS <= F_SLOT_MAX, "slot index fits in f->flags");
+/* 16 + 16 + 8 + 24 bytes on LP64 (one line's worth), 40 on ILP32. */
+_Static_assert(sizeof(struct pk_future) <= 64, "pk_future stays small");
 
 static inline uint32_t
 load_flags(const pk_future *f)
@@ -346,15 +341,14 @@ pk__future_create_refs(pk_future **out, pk_event_fn event, void *event_user,
                        uint32_t refs)
 {
     pk_future *f;
-    uint32_t slot;
 
     if (!out || refs == 0)
         return PK_EINVAL;
-    f = pk__fslot_alloc(&slot);
+    f = pk__alloc(sizeof *f);
     if (!f)
         return PK_ENOMEM;
     atomic_init(&f->word, PK_FUTURE_PENDING);
-    atomic_init(&f->flags, F_TAG << F_TAG_SHIFT | slot << F_SLOT_SHIFT);
+    atomic_init(&f->flags, F_TAG << F_TAG_SHIFT);
     atomic_init(&f->refs, refs);
     atomic_init(&f->lock.v, 0);
     f->event = event;
@@ -520,11 +514,11 @@ free_future(pk_future *f)
     }
     if (s != PK_FUTURE_DONE)
         pk__free(f->msg);
-    /* The tag goes (CHECK fails on a released future while its slab
-     * lives); the slot's index stays for pk__fslot_free. */
+    /* The tag goes, so that CHECK catches a release of a future already
+     * freed while its memory is not yet reused (a double release). */
     atomic_store_explicit(&f->flags, flags & ~(0xffffu << F_TAG_SHIFT),
                           memory_order_relaxed);
-    pk__fslot_free(f, F_SLOT(flags));
+    pk__free(f);
 }
 
 void

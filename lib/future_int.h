@@ -55,15 +55,4 @@ int pk__future_create_refs(pk_future **out, pk_event_fn event,
 /* Non-zero once f reached a terminal state. */
 int pk__future_done(const pk_future *f);
 
-#ifdef PK_TESTING
-/* Test-only. Futures are carved out of per-thread slabs (future.c); test
- * builds make one-slot slabs unless set here. Sets the slots of the slabs
- * made from now on (0 = 1), first giving back the calling thread's
- * uncarved slots; returns the previous setting. */
-unsigned pk__future_slab_set(unsigned n);
-/* Gives back the calling thread's uncarved slots, so that once every
- * future is released pk__alloc_live counts no slab of this thread. */
-void pk__future_slab_drop(void);
-#endif
-
 #endif /* PK_LIB_FUTURE_INT_H */

@@ -32,7 +32,6 @@
 #include <unistd.h>
 
 #include "alloc.h"
-#include "future_int.h"
 
 #include "test_util.h"
 #include "tp_tasks.h"
@@ -851,13 +850,13 @@ test_default_size_is_the_cpus_this_process_may_use(void **state)
     assert_int_equal(sched_setaffinity(0, sizeof all, &all), 0);
 }
 
-/* ---- futures from slabs (future.c) -------------------------------------- */
+/* ---- futures made and released on every side --------------------------- */
 
-#define SLAB_SUBMITTERS 2
-#define SLAB_TASKS 3000
+#define FUT_SUBMITTERS 2
+#define FUT_TASKS 3000
 
-/* Submits a child with a future from the worker (a future carved from the
- * worker thread's slab) and waits for it. */
+/* Submits a child (a future made on the worker thread) and waits for
+ * it. */
 static int
 parent_task(void *arg, pk_future *self, pk_result *out, pk_error *err)
 {
@@ -875,27 +874,27 @@ parent_task(void *arg, pk_future *self, pk_result *out, pk_error *err)
     return rc;
 }
 
-struct slab_sub {
+struct fut_sub {
     pk_threadpool *tp;
     atomic_int bad;
 };
 
 static void *
-slab_submitter(void *arg)
+fut_submitter(void *arg)
 {
-    struct slab_sub *c = arg;
-    static pk_future *fs[SLAB_SUBMITTERS][SLAB_TASKS];
+    struct fut_sub *c = arg;
+    static pk_future *fs[FUT_SUBMITTERS][FUT_TASKS];
     static atomic_int next;
-    int me = atomic_fetch_add(&next, 1) % SLAB_SUBMITTERS;
+    int me = atomic_fetch_add(&next, 1) % FUT_SUBMITTERS;
 
-    for (int i = 0; i < SLAB_TASKS; i++)
+    for (int i = 0; i < FUT_TASKS; i++)
         if (pk_threadpool_submit(c->tp, i % 3 ? tp_count_task : parent_task,
                                  c->tp, &fs[me][i]) != 0) {
             atomic_store(&c->bad, 1);
             fs[me][i] = NULL;
         }
     /* Released here, on the thread that made them, or by the workers. */
-    for (int i = 0; i < SLAB_TASKS; i++) {
+    for (int i = 0; i < FUT_TASKS; i++) {
         if (fs[me][i] && pk_future_wait(fs[me][i], PK_WAIT_FOREVER) != 0)
             atomic_store(&c->bad, 1);
         pk_future_release(fs[me][i]);
@@ -903,38 +902,34 @@ slab_submitter(void *arg)
     return NULL;
 }
 
-/* Futures of many-slot slabs, made by submitters and by workers (nested
- * submits), released on either side, threads exiting with slots uncarved:
- * once all is released and every thread that made futures is gone,
- * nothing stays allocated. */
+/* Futures made by submitters and by workers (nested submits), released
+ * on either side: once all is released and every thread that made
+ * futures is gone, nothing stays allocated. */
 static void
-test_slab_futures_leak_nothing_once_threads_exit(void **state)
+test_futures_leak_nothing_once_threads_exit(void **state)
 {
-    pthread_t th[SLAB_SUBMITTERS];
-    struct slab_sub c;
+    pthread_t th[FUT_SUBMITTERS];
+    struct fut_sub c;
     pk_threadpool_options o;
     /* Settled: the previous test's pool may be freed by its last worker
      * thread just after pk_threadpool_destroy returned. */
     long live0 = settled_live(0);
-    unsigned old;
 
     (void)state;
-    old = pk__future_slab_set(64);
     memset(&o, 0, sizeof o);
     o.max_threads = 2;
     o.queue_size = 256;
     assert_int_equal(pk_threadpool_create(&c.tp, &o), 0);
     atomic_init(&c.bad, 0);
-    for (int i = 0; i < SLAB_SUBMITTERS; i++)
-        assert_int_equal(pthread_create(&th[i], NULL, slab_submitter, &c),
+    for (int i = 0; i < FUT_SUBMITTERS; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, fut_submitter, &c),
                          0);
-    for (int i = 0; i < SLAB_SUBMITTERS; i++)
+    for (int i = 0; i < FUT_SUBMITTERS; i++)
         pthread_join(th[i], NULL);
     assert_int_equal(atomic_load(&c.bad), 0);
     assert_int_equal(atomic_load(&tp_counter),
-                     SLAB_SUBMITTERS * SLAB_TASKS); /* 1/3 parents */
+                     FUT_SUBMITTERS * FUT_TASKS); /* 1/3 parents */
     pk_threadpool_destroy(c.tp);
-    pk__future_slab_set(old);
     assert_int_equal(settled_live(live0), live0);
 }
 
@@ -971,7 +966,7 @@ main(void)
         T(test_fire_and_forget_failure_without_hook_is_harmless),
         T(test_failed_future_released_unread_reaches_event_hook),
         T(test_default_size_is_the_cpus_this_process_may_use),
-        T(test_slab_futures_leak_nothing_once_threads_exit),
+        T(test_futures_leak_nothing_once_threads_exit),
     };
     return cmocka_run_group_tests_name("threadpool_life", tests, NULL, NULL);
 }
