@@ -42,12 +42,20 @@
  * (doubly linked, circular, the head the oldest node) under f->lock, so a
  * node is appended and unlinked in O(1) with one pointer in the future.
  *
- * Waiters park on a pk__parker (spin, then futex). A waiter's nodes live in
- * its own frame (or one allocation for a long wait_any) and are linked on
- * each future it waits for; the finisher unlinks and wakes them while it
- * holds f->lock, and a waiter unlinks what is left under each future's
- * lock before it returns. Those lock round trips are what make it safe for
- * the waiter to drop its nodes afterwards.
+ * Who wakes whom. A future has one waker: its finisher, the thread that
+ * moves it to a terminal state (complete, fail, a cancel of a pending
+ * one). Under f->lock it unlinks each waiter's node and wakes the parker
+ * the node names (pk__park_wake, PK__FUTURE_WAKE); then, without the
+ * lock, it runs the callbacks. A waiter is anyone who linked a node with
+ * pk__future_listen (future_int.h) and parks on its parker: its own in
+ * pk_future_wait (park_on: only f wakes it), one parker under a node per
+ * future in wait_any (park_on_all: the first to finish wakes it), or an
+ * executor worker's own (its pool wakes it too, for new work; the worker
+ * looks at both after each wake). The finisher wakes nobody else, and a
+ * pool's wakes are the pool's. A waiter calls pk__future_unlisten before
+ * its node or parker goes: it takes f->lock even if the finisher already
+ * unlinked the node, and that round trip is what makes the drop safe (the
+ * finisher touches nodes and parkers only under the lock).
  *
  * Callbacks run in registration order, on the finishing thread, with no
  * lock held. While the finisher runs them (F_DRAINING), a callback
@@ -90,19 +98,12 @@
 
 #define CHECK(f) assert(load_flags(f) >> F_TAG_SHIFT == F_TAG)
 
-/* wait_any keeps this many waiter nodes on its stack, allocating above. */
-#define WAIT_ANY_STACK 8
-
-/* A waiter's node (fn NULL: on its stack, parker shared by all the nodes
- * of one wait) or a callback (allocated by pk_future_on_complete). */
-struct listener {
-    struct listener *next;  /* f->lock; NULL: not linked (a waiter) */
-    struct listener *prev;  /* f->lock */
-    pk_future_fn fn;        /* a callback; NULL: a waiter */
-    union {
-        void *arg;          /* a callback's */
-        pk__parker *parker; /* a waiter's */
-    };
+/* A completion callback (allocated by pk_future_on_complete): a node
+ * with no parker on the same ring as the waiters' nodes. */
+struct callback {
+    struct pk__future_node node; /* first: the ring links nodes */
+    pk_future_fn fn;
+    void *arg;
 };
 
 struct pk_future {
@@ -112,7 +113,7 @@ struct pk_future {
     pk__lock lock;              /* listeners and F_DRAINING */
     pk_event_fn event;          /* immutable after create */
     void *event_user;
-    struct listener *listeners; /* f->lock: the ring's oldest node */
+    struct pk__future_node *listeners; /* f->lock: the ring's oldest */
 
     /* The outcome: written by the SETTLING owner, published by release.
      * The message is allocated by a failure (NULL: none, or no memory;
@@ -163,12 +164,6 @@ is_terminal(uint32_t w)
            s == PK_FUTURE_CANCELLED;
 }
 
-static inline int
-bad_timeout(int timeout_ms)
-{
-    return timeout_ms < 0 && timeout_ms != PK_WAIT_FOREVER;
-}
-
 /* Replaces the state by `to` if it is one of the `from` set (BIT()s),
  * keeping W_LISTEN. Returns 1 if this call made the move; *old gets the
  * word it replaced or, on failure, the word it found. */
@@ -210,9 +205,9 @@ listen_locked(pk_future *f)
 
 /* f->lock held. Appends n to the ring. */
 static void
-link_locked(pk_future *f, struct listener *n)
+link_locked(pk_future *f, struct pk__future_node *n)
 {
-    struct listener *head = f->listeners;
+    struct pk__future_node *head = f->listeners;
 
     if (!head) {
         n->next = n->prev = n;
@@ -227,7 +222,7 @@ link_locked(pk_future *f, struct listener *n)
 
 /* f->lock held. Takes n, which is linked, off the ring. */
 static void
-unlink_locked(pk_future *f, struct listener *n)
+unlink_locked(pk_future *f, struct pk__future_node *n)
 {
     if (n->next == n) {
         f->listeners = NULL;
@@ -242,10 +237,10 @@ unlink_locked(pk_future *f, struct listener *n)
 
 /* f->lock held (or the last reference gone). Detaches the ring, opened
  * into a NULL-terminated list. */
-static struct listener *
+static struct pk__future_node *
 detach_locked(pk_future *f)
 {
-    struct listener *n = f->listeners;
+    struct pk__future_node *n = f->listeners;
 
     f->listeners = NULL;
     if (n)
@@ -254,26 +249,27 @@ detach_locked(pk_future *f)
 }
 
 /* f->lock held. Empties the ring: wakes its waiters and returns its
- * callbacks, in order, NULL-terminated through next. Each waiter's node is
- * unlinked before its thread is woken; the waiter re-takes f->lock before
- * it drops the node, so touching it here is safe. F_DRAINING stays set
- * while a batch is out, so racing registrations queue behind it. */
-static struct listener *
+ * callbacks, in order, NULL-terminated through node.next. Each waiter's
+ * node is unlinked before its parker is woken, both under f->lock; the
+ * waiter's pk__future_unlisten takes f->lock before the node and parker
+ * may go, so touching them here is safe. F_DRAINING stays set while a
+ * batch is out, so racing registrations queue behind it. */
+static struct pk__future_node *
 take_listeners_locked(pk_future *f)
 {
-    struct listener *n = detach_locked(f);
-    struct listener *cbs = NULL;
-    struct listener **tail = &cbs;
-    struct listener *next;
+    struct pk__future_node *n = detach_locked(f);
+    struct pk__future_node *cbs = NULL;
+    struct pk__future_node **tail = &cbs;
+    struct pk__future_node *next;
 
     for (; n; n = next) {
         next = n->next;
-        if (n->fn) {
+        if (!n->parker) {
             *tail = n;
             tail = &n->next;
         } else {
             n->next = n->prev = NULL;
-            pk__park_wake(n->parker, 1);
+            pk__park_wake(n->parker, PK__FUTURE_WAKE);
         }
     }
     *tail = NULL;
@@ -288,12 +284,13 @@ take_listeners_locked(pk_future *f)
 }
 
 static void
-run_callbacks(pk_future *f, struct listener *cb)
+run_callbacks(pk_future *f, struct pk__future_node *n)
 {
-    struct listener *next;
+    struct pk__future_node *next;
 
-    for (; cb; cb = next) {
-        next = cb->next;
+    for (; n; n = next) {
+        struct callback *cb = (struct callback *)n; /* its first member */
+        next = n->next;
         cb->fn(cb->arg, f);
         pk__free(cb);
     }
@@ -307,7 +304,7 @@ run_callbacks(pk_future *f, struct listener *cb)
 static void
 notify(pk_future *f)
 {
-    struct listener *cb;
+    struct pk__future_node *cb;
 
     pk__lock_acquire(&f->lock);
     cb = take_listeners_locked(f);
@@ -498,8 +495,8 @@ report_unread(pk_future *f)
 static void
 free_future(pk_future *f)
 {
-    struct listener *n;
-    struct listener *next;
+    struct pk__future_node *n;
+    struct pk__future_node *next;
     uint32_t s = load_word(f) & ST_MASK;
     uint32_t flags = atomic_load_explicit(&f->flags, memory_order_acquire);
 
@@ -509,8 +506,8 @@ free_future(pk_future *f)
     /* Callbacks of a future that never finished are dropped uncalled. */
     for (n = detach_locked(f); n; n = next) {
         next = n->next;
-        assert(n->fn); /* a waiter holds a reference */
-        pk__free(n);
+        assert(!n->parker); /* a listener holds a reference */
+        pk__free(n);        /* a struct callback, its first member */
     }
     if (s != PK_FUTURE_DONE)
         pk__free(f->msg);
@@ -587,229 +584,40 @@ pk_future_state_get(const pk_future *f)
     return s == ST_SETTLING ? PK_FUTURE_RUNNING : (pk_future_state)s;
 }
 
-/* Links w (its parker set) on f unless f has finished. Returns 1 if
- * linked. */
-static int
-add_waiter(pk_future *f, struct listener *w)
+int
+pk__future_listen(pk_future *f, struct pk__future_node *n, pk__parker *p)
 {
     int linked;
 
-    w->fn = NULL;
-    w->next = w->prev = NULL;
+    CHECK(f);
+    assert(p);
+    n->next = n->prev = NULL;
+    n->parker = p;
     pk__lock_acquire(&f->lock);
     linked = listen_locked(f);
     if (linked)
-        link_locked(f, w);
+        link_locked(f, n);
     pk__lock_release(&f->lock);
-    return linked;
+    return !linked;
 }
 
-/* Unlinks w if the finisher has not. After this, nobody touches w or its
- * parker on f's behalf (the finisher wakes only under f->lock). */
-static void
-del_waiter(pk_future *f, struct listener *w)
+void
+pk__future_unlisten(pk_future *f, struct pk__future_node *n)
 {
+    /* Always under the lock, even if n looks unlinked: the finisher
+     * unlinks and wakes under it, so once we have held it the finisher
+     * is done with n and its parker. */
     pk__lock_acquire(&f->lock);
-    if (w->next)
-        unlink_locked(f, w);
+    if (n->next)
+        unlink_locked(f, n);
     pk__lock_release(&f->lock);
-}
-
-/* The wait helper of this thread (future_int.h): set by executors on
- * their worker threads only. Thread-local, so not shared mutable state. */
-static _Thread_local const struct pk__wait_helper *tls_helper;
-
-const struct pk__wait_helper *
-pk__future_set_wait_helper(const struct pk__wait_helper *h)
-{
-    const struct pk__wait_helper *old = tls_helper;
-
-    tls_helper = h;
-    return old;
 }
 
 int
 pk__future_done(const pk_future *f)
 {
-    return is_terminal(load_word((pk_future *)f));
-}
-
-static int
-park_on(pk_future *f, uint64_t deadline)
-{
-    pk__parker p;
-    struct listener w;
-
-    atomic_init(&p.word, 0);
-    w.parker = &p;
-    if (!add_waiter(f, &w))
-        return 0;
-    pk__park(&p, deadline);
-    del_waiter(f, &w);
-    return is_terminal(load_word(f)) ? 0 : PK_ETIMEDOUT;
-}
-
-int
-pk__future_wait_until(pk_future *f, uint64_t deadline)
-{
-    return is_terminal(load_word(f)) ? 0 : park_on(f, deadline);
-}
-
-static int
-wait_one(pk_future *f, uint64_t deadline)
-{
-    if (tls_helper && !is_terminal(load_word(f)))
-        return tls_helper->fn(tls_helper->ctx, f, deadline);
-    return park_on(f, deadline);
-}
-
-int
-pk__future_helped(void)
-{
-    return tls_helper != NULL;
-}
-
-int
-pk__future_wait_deadline(pk_future *f, uint64_t deadline)
-{
-    return is_terminal(load_word(f)) ? 0 : wait_one(f, deadline);
-}
-
-int
-pk_future_wait(pk_future *f, int timeout_ms)
-{
-    uint64_t deadline;
-    int rc;
-
-    if (!f || bad_timeout(timeout_ms))
-        return PK_EINVAL;
     CHECK(f);
-    if (is_terminal(load_word(f)))
-        return 0;
-    if (timeout_ms == 0)
-        return PK_EAGAIN;
-    rc = pk__deadline(timeout_ms, &deadline);
-    if (rc)
-        return rc;
-    return wait_one(f, deadline);
-}
-
-static int
-check_array(pk_future *const *fs, size_t n, int timeout_ms)
-{
-    if (!fs || n == 0 || bad_timeout(timeout_ms))
-        return PK_EINVAL;
-    for (size_t i = 0; i < n; i++) {
-        if (!fs[i])
-            return PK_EINVAL;
-        CHECK(fs[i]);
-    }
-    return 0;
-}
-
-int
-pk_future_wait_all(pk_future *const *fs, size_t n, int timeout_ms)
-{
-    uint64_t deadline;
-    int rc = check_array(fs, n, timeout_ms);
-
-    if (rc)
-        return rc;
-    if (timeout_ms == 0) {
-        for (size_t i = 0; i < n; i++)
-            if (!is_terminal(load_word(fs[i])))
-                return PK_EAGAIN;
-        return 0;
-    }
-    rc = pk__deadline(timeout_ms, &deadline);
-    for (size_t i = 0; i < n && rc == 0; i++)
-        if (!is_terminal(load_word(fs[i])))
-            rc = wait_one(fs[i], deadline);
-    return rc;
-}
-
-static size_t
-lowest_finished(pk_future *const *fs, size_t n)
-{
-    size_t i;
-
-    for (i = 0; i < n; i++)
-        if (is_terminal(load_word(fs[i])))
-            break;
-    return i;
-}
-
-/* Links one node per future on a shared parker and sleeps until any of
- * them wakes it. Returns 0 or PK_ENOMEM; the caller rescans the states. */
-static int
-park_on_all(pk_future *const *fs, size_t n, uint64_t deadline)
-{
-    struct listener stack_nodes[WAIT_ANY_STACK];
-    struct listener *nodes = stack_nodes;
-    pk__parker p;
-    size_t linked;
-
-    if (n > WAIT_ANY_STACK) {
-        nodes = pk__calloc(n, sizeof *nodes);
-        if (!nodes)
-            return PK_ENOMEM;
-    }
-    atomic_init(&p.word, 0);
-    for (linked = 0; linked < n; linked++) {
-        nodes[linked].parker = &p;
-        if (!add_waiter(fs[linked], &nodes[linked]))
-            break; /* that one finished: no need to sleep */
-    }
-    if (linked == n)
-        pk__park(&p, deadline);
-    for (size_t i = 0; i < linked; i++)
-        del_waiter(fs[i], &nodes[i]);
-    if (nodes != stack_nodes)
-        pk__free(nodes);
-    return 0;
-}
-
-int
-pk__future_wait_any_until(pk_future *const *fs, size_t n, uint64_t deadline)
-{
-    int rc = 0;
-
-    if (lowest_finished(fs, n) == n)
-        rc = park_on_all(fs, n, deadline);
-    if (rc == 0 && lowest_finished(fs, n) == n)
-        rc = PK_ETIMEDOUT;
-    return rc;
-}
-
-int
-pk_future_wait_any(pk_future *const *fs, size_t n, int timeout_ms,
-                   size_t *index)
-{
-    uint64_t deadline;
-    size_t i;
-    int rc = check_array(fs, n, timeout_ms);
-
-    if (rc)
-        return rc;
-    if (!index)
-        return PK_EINVAL;
-    i = lowest_finished(fs, n);
-    if (i == n && timeout_ms == 0)
-        return PK_EAGAIN;
-    if (i == n) {
-        rc = pk__deadline(timeout_ms, &deadline);
-        if (rc == 0)
-            rc = tls_helper && tls_helper->any
-                     ? tls_helper->any(tls_helper->ctx, fs, n, deadline)
-                     : pk__future_wait_any_until(fs, n, deadline);
-        if (rc)
-            return rc;
-        i = lowest_finished(fs, n);
-        if (i == n)
-            return PK_ETIMEDOUT;
-    }
-    *index = i;
-    return 0;
+    return is_terminal(load_word(f));
 }
 
 /* The outcome code of a finished future; marks a failure as read. */
@@ -892,18 +700,19 @@ pk_future_error(pk_future *f, pk_error *err)
 }
 
 int
-pk_future_on_complete(pk_future *f, pk_future_fn cb, void *arg)
+pk_future_on_complete(pk_future *f, pk_future_fn fn, void *arg)
 {
-    struct listener *node;
+    struct callback *cb;
 
-    if (!f || !cb)
+    if (!f || !fn)
         return PK_EINVAL;
     CHECK(f);
-    node = pk__alloc(sizeof *node);
-    if (!node)
+    cb = pk__alloc(sizeof *cb);
+    if (!cb)
         return PK_ENOMEM;
-    node->fn = cb;
-    node->arg = arg;
+    cb->node.parker = NULL;
+    cb->fn = fn;
+    cb->arg = arg;
     pk__lock_acquire(&f->lock);
     /* Queue it if the future is unfinished, or if a finisher has earlier
      * callbacks still to run (queued, or running now): it runs this one
@@ -911,12 +720,12 @@ pk_future_on_complete(pk_future *f, pk_future_fn cb, void *arg)
      * finished future's ring is non-empty only while its finisher has yet
      * to take it (the finisher saw W_LISTEN, so it will). */
     if (listen_locked(f) || (load_flags(f) & F_DRAINING) || f->listeners) {
-        link_locked(f, node);
+        link_locked(f, &cb->node);
         pk__lock_release(&f->lock);
         return 0;
     }
     pk__lock_release(&f->lock);
-    pk__free(node);
-    cb(arg, f);
+    pk__free(cb);
+    fn(arg, f);
     return 0;
 }

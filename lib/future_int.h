@@ -1,6 +1,8 @@
 /* lib/future_int.h - what executors need from futures beyond the public
- * API: a per-thread wait helper, so that a worker that waits on a future
- * can run queued work (the awaited task among it) instead of blocking the
+ * API: listeners, so that a worker can park on its own parker and be
+ * woken by a future finishing or by its pool, whichever comes first; and
+ * a per-thread wait helper, so that a worker that waits on a future can
+ * run queued work (the awaited task among it) instead of blocking the
  * pool it belongs to. */
 #ifndef PK_LIB_FUTURE_INT_H
 #define PK_LIB_FUTURE_INT_H
@@ -9,6 +11,47 @@
 #include <stdint.h>
 
 #include <poolkit/future.h>
+
+#include "sync.h"
+
+/* A listener on a future: a waiter's node, linked on the future's list by
+ * pk__future_listen. It lives wherever the waiter likes (its frame, its
+ * worker struct); the layout is here only so that it can. The fields are
+ * future.c's, under the future's lock. */
+struct pk__future_node {
+    struct pk__future_node *next; /* NULL: not linked */
+    struct pk__future_node *prev;
+    pk__parker *parker;           /* woken when the future finishes */
+};
+
+/* The value a finishing future wakes a listener's parker with. */
+#define PK__FUTURE_WAKE 1u
+
+/* Links n on f so that whoever moves f to a terminal state (complete,
+ * fail, cancel of a pending one) wakes p with pk__park_wake(p,
+ * PK__FUTURE_WAKE), under f's lock, once. Returns 0 (linked) or 1 (f
+ * had already finished: n is not linked and p is not touched).
+ *
+ * p may be shared: by the nodes of several futures (wait any of them),
+ * or with other wakers (a worker's own parker, woken by its pool for new
+ * work). A later wake replaces an earlier one's value, so a parker's
+ * value only says "look again": after pk__park returns, reset the word
+ * to 0 with an exchange (acq_rel: a wake it erases is still seen), then
+ * look at pk__future_done(f) and at your other reasons before parking
+ * again. n stays linked across such wakes until f finishes or
+ * pk__future_unlisten.
+ *
+ * Owner: the caller holds a reference to f, and keeps n and p alive,
+ * until pk__future_unlisten(f, n) has returned. Threads: safe; a node is
+ * on one future at a time. */
+int pk__future_listen(pk_future *f, struct pk__future_node *n,
+                      pk__parker *p);
+
+/* Unlinks n from f if it is still linked (a no-op if f's finisher
+ * unlinked it, or if pk__future_listen returned 1). After it returns,
+ * nothing touches n or its parker on f's behalf: call it for every node
+ * listen was given before the node or the parker goes away. */
+void pk__future_unlisten(pk_future *f, struct pk__future_node *n);
 
 struct pk__wait_helper {
     /* Waits until f finished or deadline (CLOCK_MONOTONIC, UINT64_MAX =
@@ -38,8 +81,8 @@ int pk__future_helped(void);
  * pk_future_wait. */
 int pk__future_wait_deadline(pk_future *f, uint64_t deadline);
 
-/* Waits without the helper (what a helper uses to park). Returns 0 or
- * PK_ETIMEDOUT. */
+/* Waits without the helper, parked on a parker of its own that only f
+ * wakes (listen, park, unlisten). Returns 0 or PK_ETIMEDOUT. */
 int pk__future_wait_until(pk_future *f, uint64_t deadline);
 
 /* The same for any of fs[0..n-1]. Returns 0 (one finished), PK_ETIMEDOUT
@@ -52,7 +95,8 @@ int pk__future_wait_any_until(pk_future *const *fs, size_t n,
 int pk__future_create_refs(pk_future **out, pk_event_fn event,
                            void *event_user, uint32_t refs);
 
-/* Non-zero once f reached a terminal state. */
+/* Non-zero once f reached a terminal state (acquire: its outcome is
+ * visible then). Debug builds assert that f is a live future. */
 int pk__future_done(const pk_future *f);
 
 #endif /* PK_LIB_FUTURE_INT_H */

@@ -1,6 +1,7 @@
 /* tests/unit/test_future_wait.c - pk_future waits: pk_future_wait,
  * pk_future_wait_all and pk_future_wait_any, timing out or woken by
- * another thread.
+ * another thread; the listener pair executors park with
+ * (pk__future_listen/_unlisten, future_int.h).
  *
  * Worker threads never assert: they record what they saw, and the test
  * thread asserts after pthread_join (cmocka's assertions longjmp into the
@@ -19,6 +20,7 @@
 #include <poolkit/future.h>
 
 #include "future_helpers.h"
+#include "future_int.h"
 
 /* ---- waits --------------------------------------------------------------- */
 
@@ -196,6 +198,103 @@ test_wait_any_times_out_no_earlier_than_timeout(void **state)
     fh_release_futures(fs, 12);
 }
 
+/* ---- listeners (future_int.h) ------------------------------------------ */
+
+static void
+test_listen_on_a_finished_future_links_nothing(void **state)
+{
+    struct pk__future_node n;
+    pk__parker p;
+    pk_future *f;
+
+    (void)state;
+    atomic_init(&p.word, 0);
+    assert_int_equal(pk_future_create(&f, NULL, NULL), 0);
+    assert_int_equal(pk_future_complete(f, NULL), 0);
+    assert_int_equal(pk__future_listen(f, &n, &p), 1);
+    pk__future_unlisten(f, &n); /* a no-op, and allowed */
+    assert_int_equal(atomic_load(&p.word), 0);
+    pk_future_release(f);
+}
+
+/* A worker's parker is woken by its pool too: the node stays linked
+ * through such a wake, and the future's finisher still wakes it. */
+static void
+test_listener_parker_shared_with_another_waker(void **state)
+{
+    struct pk__future_node n;
+    fh_later l = { NULL, 20, 0 };
+    pthread_t th;
+    pk__parker p;
+
+    (void)state;
+    atomic_init(&p.word, 0);
+    assert_int_equal(pk_future_create(&l.f, NULL, NULL), 0);
+    assert_int_equal(pk__future_listen(l.f, &n, &p), 0);
+    pk__park_wake(&p, 7); /* "new work": not the future */
+    assert_int_equal(pk__park(&p, UINT64_MAX), 7);
+    assert_int_equal(atomic_exchange(&p.word, 0), 7);
+    assert_false(pk__future_done(l.f));
+    pthread_create(&th, NULL, fh_finish_later, &l);
+    assert_int_equal(pk__park(&p, UINT64_MAX), PK__FUTURE_WAKE);
+    assert_true(pk__future_done(l.f));
+    pk__future_unlisten(l.f, &n);
+    pthread_join(th, NULL);
+    pk_future_release(l.f);
+}
+
+/* Unlistened before the future finishes: the finisher leaves the parker
+ * alone, and other listeners still hear it. */
+static void
+test_unlisten_before_finish_is_not_woken(void **state)
+{
+    struct pk__future_node a, b;
+    pk__parker pa, pb;
+    pk_future *f;
+
+    (void)state;
+    atomic_init(&pa.word, 0);
+    atomic_init(&pb.word, 0);
+    assert_int_equal(pk_future_create(&f, NULL, NULL), 0);
+    assert_int_equal(pk__future_listen(f, &a, &pa), 0);
+    assert_int_equal(pk__future_listen(f, &b, &pb), 0);
+    pk__future_unlisten(f, &a);
+    assert_int_equal(pk_future_cancel(f), 0);
+    assert_int_equal(atomic_load(&pa.word), 0);
+    assert_int_equal(atomic_load(&pb.word), PK__FUTURE_WAKE);
+    pk__future_unlisten(f, &a);
+    pk__future_unlisten(f, &b);
+    pk_future_release(f);
+}
+
+/* One parker under nodes on several futures (wait_any's way): the first
+ * to finish wakes it. */
+static void
+test_one_parker_listens_on_several_futures(void **state)
+{
+    enum { N = 3 };
+    struct pk__future_node n[N];
+    pk_future *fs[N];
+    fh_later l = { NULL, 20, 1 };
+    pthread_t th;
+    pk__parker p;
+
+    (void)state;
+    atomic_init(&p.word, 0);
+    fh_make_futures(fs, N);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(pk__future_listen(fs[i], &n[i], &p), 0);
+    l.f = fs[1];
+    pthread_create(&th, NULL, fh_finish_later, &l);
+    assert_int_equal(pk__park(&p, UINT64_MAX), PK__FUTURE_WAKE);
+    assert_true(pk__future_done(fs[1]));
+    assert_false(pk__future_done(fs[0]) || pk__future_done(fs[2]));
+    for (int i = 0; i < N; i++)
+        pk__future_unlisten(fs[i], &n[i]);
+    pthread_join(th, NULL);
+    fh_release_futures(fs, N);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, fh_setup, fh_teardown)
 
 int
@@ -210,6 +309,10 @@ main(void)
         T(test_wait_any_returns_lowest_finished_index),
         T(test_wait_any_wakes_when_another_thread_finishes_one),
         T(test_wait_any_times_out_no_earlier_than_timeout),
+        T(test_listen_on_a_finished_future_links_nothing),
+        T(test_listener_parker_shared_with_another_waker),
+        T(test_unlisten_before_finish_is_not_woken),
+        T(test_one_parker_listens_on_several_futures),
     };
 
     return cmocka_run_group_tests_name("future_wait", tests, NULL, NULL);
