@@ -20,7 +20,7 @@
 #include <stdint.h>
 
 #include <poolkit/error.h>
-#include <poolkit/pool.h>
+#include <poolkit/event.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -91,7 +91,10 @@ PK_API pk_future *pk_future_ref(pk_future *f);
  * unless taken: free_fn(value) if both are set) and reports a failure
  * nobody read to the event hook, on this thread (without a hook there is
  * nobody to tell). Callbacks of a future that never finished are dropped
- * uncalled. NULL is a no-op. Threads: safe. */
+ * uncalled. NULL is a no-op. Releasing a reference you do not hold (a
+ * future released twice) is a bug: it aborts on an assertion (builds
+ * without NDEBUG, the default), unless the freed memory already holds
+ * another future. Threads: safe. */
 PK_API void pk_future_release(pk_future *f);
 
 /* Asks for cancellation. A pending future becomes cancelled at once and
