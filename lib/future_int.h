@@ -55,25 +55,29 @@ void pk__future_unlisten(pk_future *f, struct pk__future_node *n);
 
 struct pk__wait_helper {
     /* Waits until f finished or deadline (CLOCK_MONOTONIC, UINT64_MAX =
-     * none) passes, helping meanwhile. Returns 0, PK_ETIMEDOUT,
-     * PK_EDEADLK or PK_EFORKED (a worker's thread in a child after
-     * fork()). */
+     * none) passes, helping meanwhile. Returns 0, PK_ETIMEDOUT or
+     * PK_EDEADLK (any other code is passed on to the caller). */
     int (*fn)(void *ctx, pk_future *f, uint64_t deadline);
     /* The same for pk_future_wait_any: waits until one of fs[0..n-1]
      * finished or deadline passes. Returns 0, PK_ETIMEDOUT, PK_EDEADLK
-     * (n 1), PK_EFORKED or PK_ENOMEM. */
+     * (n 1) or PK_ENOMEM. */
     int (*any)(void *ctx, pk_future *const *fs, size_t n, uint64_t deadline);
     void *ctx;
 };
 
 /* Installs h (NULL removes) as this thread's wait helper: every blocking
  * pk_future_wait, pk_future_wait_all and pk_future_wait_any on this
- * thread goes through it.
- * Returns the previous one. Thread-local state, documented in future.c. */
+ * thread goes through it, in this process only: in a child after fork()
+ * a helper installed before the fork counts as none (the thread waits
+ * without help, and neither h nor its ctx is touched), so a helper need
+ * not check for a fork itself.
+ * Returns the previous one (NULL if it came from before a fork).
+ * Thread-local state, documented in future_wait.c and the README. */
 const struct pk__wait_helper *
 pk__future_set_wait_helper(const struct pk__wait_helper *h);
 
-/* True if this thread has a wait helper (it is an executor's worker). */
+/* True if this thread has a wait helper (it is an executor's worker in
+ * this process). */
 int pk__future_helped(void);
 
 /* pk_future_wait up to a deadline (CLOCK_MONOTONIC ns, UINT64_MAX =

@@ -11,7 +11,12 @@
  *
  * A thread that an executor made its worker has a wait helper instead
  * (set with pk__future_set_wait_helper): its blocking waits go through
- * the helper, which runs queued work meanwhile. */
+ * the helper, which runs queued work meanwhile. The helper is kept with
+ * the fork epoch it was installed in (sync.h): in a child after fork(),
+ * the copy of a worker's thread (the one that forked, from a task) is no
+ * worker any more, since its pool's threads and queue are the parent's,
+ * so a helper from before the fork counts as none and the thread waits
+ * as any other does, on futures of pools made in the child too. */
 #include <poolkit/future.h>
 
 #include <stdatomic.h>
@@ -30,16 +35,30 @@ bad_timeout(int timeout_ms)
     return timeout_ms < 0 && timeout_ms != PK_WAIT_FOREVER;
 }
 
-/* The wait helper of this thread (future_int.h): set by executors on
- * their worker threads only. Thread-local, so not shared mutable state. */
+/* The wait helper of this thread (future_int.h), set by executors on
+ * their worker threads only, and the fork epoch it was set in.
+ * Thread-local, so not shared mutable state. */
 static _Thread_local const struct pk__wait_helper *tls_helper;
+static _Thread_local unsigned tls_helper_epoch;
+
+/* This thread's helper, or NULL: none, or one installed before a fork()
+ * (pk__fork_epoch ran when it was installed, so the fast read counts
+ * every fork since). */
+static const struct pk__wait_helper *
+helper(void)
+{
+    if (tls_helper && tls_helper_epoch != pk__fork_epoch_fast())
+        return NULL;
+    return tls_helper;
+}
 
 const struct pk__wait_helper *
 pk__future_set_wait_helper(const struct pk__wait_helper *h)
 {
-    const struct pk__wait_helper *old = tls_helper;
+    const struct pk__wait_helper *old = helper();
 
     tls_helper = h;
+    tls_helper_epoch = h ? pk__fork_epoch() : 0;
     return old;
 }
 
@@ -68,15 +87,17 @@ pk__future_wait_until(pk_future *f, uint64_t deadline)
 static int
 wait_one(pk_future *f, uint64_t deadline)
 {
-    if (tls_helper && !pk__future_done(f))
-        return tls_helper->fn(tls_helper->ctx, f, deadline);
+    const struct pk__wait_helper *h = helper();
+
+    if (h && !pk__future_done(f))
+        return h->fn(h->ctx, f, deadline);
     return park_on(f, deadline);
 }
 
 int
 pk__future_helped(void)
 {
-    return tls_helper != NULL;
+    return helper() != NULL;
 }
 
 int
@@ -190,6 +211,7 @@ int
 pk_future_wait_any(pk_future *const *fs, size_t n, int timeout_ms,
                    size_t *index)
 {
+    const struct pk__wait_helper *h = helper();
     uint64_t deadline;
     size_t i;
     int rc = check_array(fs, n, timeout_ms);
@@ -204,9 +226,8 @@ pk_future_wait_any(pk_future *const *fs, size_t n, int timeout_ms,
     if (i == n) {
         rc = pk__deadline(timeout_ms, &deadline);
         if (rc == 0)
-            rc = tls_helper && tls_helper->any
-                     ? tls_helper->any(tls_helper->ctx, fs, n, deadline)
-                     : pk__future_wait_any_until(fs, n, deadline);
+            rc = h && h->any ? h->any(h->ctx, fs, n, deadline)
+                             : pk__future_wait_any_until(fs, n, deadline);
         if (rc)
             return rc;
         i = lowest_finished(fs, n);

@@ -20,7 +20,7 @@
 #include <stdint.h>
 
 #include <poolkit/error.h>
-#include <poolkit/pool.h>
+#include <poolkit/event.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -91,7 +91,10 @@ PK_API pk_future *pk_future_ref(pk_future *f);
  * unless taken: free_fn(value) if both are set) and reports a failure
  * nobody read to the event hook, on this thread (without a hook there is
  * nobody to tell). Callbacks of a future that never finished are dropped
- * uncalled. NULL is a no-op. Threads: safe. */
+ * uncalled. NULL is a no-op. Releasing a reference you do not hold (a
+ * future released twice) is a bug: it aborts on an assertion (builds
+ * without NDEBUG, the default), unless the freed memory already holds
+ * another future. Threads: safe. */
 PK_API void pk_future_release(pk_future *f);
 
 /* Asks for cancellation. A pending future becomes cancelled at once and
@@ -113,15 +116,16 @@ PK_API pk_future_state pk_future_state_get(const pk_future *f);
 /* Waits until the future finishes (done, failed or cancelled). Called in
  * a task of an executor's worker (the thread pool's), the wait runs queued
  * work meanwhile, and a wait that closes a cycle (a task waiting, through
- * others, on itself) returns PK_EDEADLK; in a child after fork() from
- * such a task, it returns PK_EFORKED (the queue it would help with is
- * the parent's).
+ * others, on itself) returns PK_EDEADLK. In a child after fork() from
+ * such a task, the thread is no worker: it waits as any thread does, so
+ * it can wait on futures of pools made in the child (a future of the
+ * parent's pools never finishes there).
  * Returns: 0, PK_ETIMEDOUT, PK_EAGAIN (timeout 0 and not finished),
- * PK_EDEADLK, PK_EFORKED, PK_EINVAL. Threads: safe. */
+ * PK_EDEADLK, PK_EINVAL. Threads: safe. */
 PK_API int pk_future_wait(pk_future *f, int timeout_ms);
 
 /* Waits until all n futures finish, helping as pk_future_wait does.
- * Returns: 0, PK_ETIMEDOUT, PK_EAGAIN, PK_EDEADLK, PK_EFORKED, PK_EINVAL
+ * Returns: 0, PK_ETIMEDOUT, PK_EAGAIN, PK_EDEADLK, PK_EINVAL
  * (NULL array or element, n 0). Threads: safe. */
 PK_API int pk_future_wait_all(pk_future *const *fs, size_t n,
                               int timeout_ms);
@@ -130,7 +134,7 @@ PK_API int pk_future_wait_all(pk_future *const *fs, size_t n,
  * index of a finished one. In a worker's task it helps as pk_future_wait
  * does, but looks for cycles only when n is 1 (with several, another may
  * still finish). Returns: 0, PK_ETIMEDOUT, PK_EAGAIN, PK_EDEADLK (n 1),
- * PK_EFORKED, PK_EINVAL, PK_ENOMEM. Threads: safe. */
+ * PK_EINVAL, PK_ENOMEM. Threads: safe. */
 PK_API int pk_future_wait_any(pk_future *const *fs, size_t n, int timeout_ms,
                               size_t *index);
 

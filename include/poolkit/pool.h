@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include <poolkit/error.h>
+#include <poolkit/event.h> /* pk_event, pk_event_fn */
 
 #ifdef __cplusplus
 extern "C" {
@@ -31,37 +32,6 @@ typedef struct pk_pool pk_pool;             /* opaque */
 typedef struct pk_pool_group pk_pool_group; /* opaque */
 typedef struct pk_pool_ticket pk_pool_ticket; /* opaque */
 struct pk__slot;
-
-/* ---- events ----------------------------------------------------------- */
-
-/* What an event hook is told. Later modules append kinds. */
-typedef enum pk_event_kind {
-    PK_EVENT_CREATED = 1,       /* a resource was made */
-    PK_EVENT_DESTROYED,         /* a resource was retired */
-    PK_EVENT_CHECK_FAILED,      /* check or reset said unhealthy */
-    PK_EVENT_CREATE_FAILED,     /* create failed (error holds why) */
-    PK_EVENT_TIMEOUT,           /* an acquire timed out */
-    PK_EVENT_HELD_TOO_LONG,     /* a lease is out longer than held_too_long */
-    PK_EVENT_DETACHED,          /* a resource was released with DETACH */
-    PK_EVENT_FUTURE_UNREAD,     /* a failed future was released unread */
-    PK_EVENT_WORKER_DIED,       /* a worker thread or process died */
-    PK_EVENT_SLOW_TASK          /* a task ran longer than its threshold */
-} pk_event_kind;
-
-typedef struct pk_event {
-    pk_event_kind kind;
-    void *resource;         /* the resource concerned, or NULL */
-    const char *file;       /* acquire site of the lease, or NULL */
-    int line;
-    uint64_t duration_ns;   /* held / waited / ran, where it applies */
-    const pk_error *error;  /* detail for failures, or NULL */
-} pk_event;
-
-/* An event hook. Runs on the thread that caused the event or on the
- * maintenance thread, with no poolkit lock held; it must not block and
- * must not call back into the pool that raised it. ev is borrowed for the
- * call only. */
-typedef void (*pk_event_fn)(void *user, const pk_event *ev);
 
 /* ---- options ---------------------------------------------------------- */
 

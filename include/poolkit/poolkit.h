@@ -4,6 +4,7 @@
 
 #include <poolkit/version.h>
 #include <poolkit/error.h>
+#include <poolkit/event.h>
 #include <poolkit/pool.h>
 #include <poolkit/future.h>
 #include <poolkit/executor.h>

@@ -13,17 +13,24 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <poolkit/future.h>
 
 #include "alloc.h"
 #include "future_helpers.h"
 #include "future_int.h"
+#include "test_util.h"
 
 #define RACE_ROUNDS 2000
 #define RACE_THREADS 4
@@ -338,6 +345,41 @@ test_refused_complete_leaves_result_with_caller(void **state)
     pk_future_release(f);
     assert_int_equal(atomic_load(&fh_frees), 0);
     r.free_fn(r.value);
+}
+
+/* future.h: a future released twice aborts on an assertion. In a child
+ * (no other thread is alive: safe under the sanitizers too); ASan stops
+ * it at the freed memory first, with its own report and exit code. */
+static void
+test_second_release_aborts(void **state)
+{
+    pid_t pid;
+    int status;
+
+    (void)state;
+    fflush(NULL);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        pk_future *f;
+        int null = open("/dev/null", O_WRONLY);
+        if (null >= 0)
+            dup2(null, STDERR_FILENO); /* the assertion's message */
+        signal(SIGABRT, SIG_DFL);
+        alarm(10);
+        if (pk_future_create(&f, NULL, NULL) != 0)
+            _exit(2);
+        pk_future_release(f);
+        pk_future_release(f);
+        _exit(0);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (!SANITIZED) {
+        assert_true(WIFSIGNALED(status));
+        assert_int_equal(WTERMSIG(status), SIGABRT);
+    } else {
+        assert_false(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
 }
 
 /* ---- the unread-failure report ----------------------------------------- */
@@ -699,6 +741,7 @@ main(void)
         T(test_result_is_freed_at_last_release),
         T(test_take_result_moves_ownership_once),
         T(test_refused_complete_leaves_result_with_caller),
+        T(test_second_release_aborts),
         T(test_unread_failure_is_reported_once),
         T(test_read_failure_is_not_reported),
         T(test_cancelled_or_done_is_not_reported),

@@ -1,7 +1,8 @@
 /* tests/unit/test_future_wait.c - pk_future waits: pk_future_wait,
  * pk_future_wait_all and pk_future_wait_any, timing out or woken by
  * another thread; the listener pair executors park with
- * (pk__future_listen/_unlisten, future_int.h).
+ * (pk__future_listen/_unlisten, future_int.h); waits in a child forked
+ * from a thread pool's task.
  *
  * Worker threads never assert: they record what they saw, and the test
  * thread asserts after pthread_join (cmocka's assertions longjmp into the
@@ -12,15 +13,24 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <poolkit/future.h>
+#include <poolkit/threadpool.h>
 
 #include "future_helpers.h"
 #include "future_int.h"
+#include "test_util.h"
+#include "tp_tasks.h"
 
 /* ---- waits --------------------------------------------------------------- */
 
@@ -295,6 +305,112 @@ test_one_parker_listens_on_several_futures(void **state)
     fh_release_futures(fs, N);
 }
 
+/* ---- fork() from inside a task ------------------------------------------- */
+
+/* In the child: a fresh pool's futures, waited on by this thread (the
+ * parent's worker, in the middle of its task) through every wait. Returns
+ * 0 or the number of the failed step. */
+static int
+child_uses_a_fresh_pool(void)
+{
+    pk_threadpool_options o = { .max_threads = 2 };
+    pk_threadpool *tp;
+    pk_future *f[2];
+    size_t idx;
+
+    if (pk_threadpool_create(&tp, &o) != 0)
+        return 10;
+    for (int i = 0; i < 2; i++)
+        if (pk_threadpool_submit(tp, tp_square, (void *)(uintptr_t)3,
+                                 &f[i]) != 0)
+            return 11;
+    if (pk_future_wait(f[0], 5000) != 0)
+        return 12;
+    if (pk_future_wait_any(&f[1], 1, 5000, &idx) != 0)
+        return 13;
+    if (pk_future_wait_all(f, 2, 5000) != 0)
+        return 14;
+    for (int i = 0; i < 2; i++) {
+        pk_result r;
+        if (pk_future_result(f[i], &r) != 0 || (uintptr_t)r.value != 9)
+            return 15;
+        pk_future_release(f[i]);
+    }
+    if (pk_threadpool_shutdown(tp, PK_SHUTDOWN_DRAIN, 5000) != 0)
+        return 16;
+    pk_threadpool_destroy(tp);
+    return 0;
+}
+
+struct fork_seen {
+    int forked;      /* fork() returned a pid */
+    int status;      /* the child's, from waitpid */
+};
+
+/* Forks; the child checks that this thread's wait helper (the worker's)
+ * is gone, then (plain builds) uses a fresh pool, and exits. */
+static int
+fork_task(void *arg, pk_future *self, pk_result *out, pk_error *err)
+{
+    struct fork_seen *s = arg;
+    pid_t pid;
+
+    (void)self;
+    (void)out;
+    if (!pk__future_helped())
+        return pk_error_set(err, PK_ETASK, 0, "no wait helper in a task");
+    fflush(NULL);
+    pid = fork();
+    if (pid == 0) {
+        alarm(10);
+        if (pk__future_helped())
+            _exit(1);
+        _exit(SANITIZED ? 0 : child_uses_a_fresh_pool());
+    }
+    if (pid < 0)
+        return pk_error_set(err, PK_ETASK, errno, "fork");
+    s->forked = 1;
+    if (waitpid(pid, &s->status, 0) != pid)
+        return pk_error_set(err, PK_ETASK, errno, "waitpid");
+    return 0;
+}
+
+/* A fork() from inside a task: the forking thread, in the child, waits on
+ * a fresh pool's futures as any thread does (the wait helper it had as a
+ * worker belonged to the parent's pool: PK_EFORKED, or freed memory). */
+static void
+test_child_forked_in_a_task_waits_on_a_fresh_pool(void **state)
+{
+    pk_threadpool_options o = { .max_threads = 1 };
+    struct fork_seen s = { 0, 0 };
+    long live0 = pk__alloc_live();
+    pk_threadpool *tp;
+    pk_future *f;
+
+    (void)state;
+    if (SANITIZED)
+        printf("  skip: a new pool in a child forked from a threaded "
+               "parent (sanitizer build: the child may hang in the "
+               "sanitizer's allocator); the child checks only that its "
+               "wait helper is gone\n");
+    assert_int_equal(pk_threadpool_create(&tp, &o), 0);
+    assert_int_equal(pk_threadpool_submit(tp, fork_task, &s, &f), 0);
+    assert_int_equal(pk_future_wait(f, 30000), 0);
+    assert_int_equal(pk_future_result(f, NULL), 0);
+    pk_future_release(f);
+    assert_int_equal(pk_threadpool_shutdown(tp, PK_SHUTDOWN_DRAIN, 10000), 0);
+    pk_threadpool_destroy(tp);
+    assert_true(s.forked);
+    if (WIFSIGNALED(s.status))
+        fail_msg("child killed by signal %d%s", WTERMSIG(s.status),
+                 WTERMSIG(s.status) == SIGALRM ? " (hung: alarm)" : "");
+    assert_true(WIFEXITED(s.status));
+    if (WEXITSTATUS(s.status))
+        fail_msg("child step %d failed", WEXITSTATUS(s.status));
+    /* The last worker may free the pool just after destroy returned. */
+    assert_int_equal(settled_live(live0), live0);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, fh_setup, fh_teardown)
 
 int
@@ -313,6 +429,7 @@ main(void)
         T(test_listener_parker_shared_with_another_waker),
         T(test_unlisten_before_finish_is_not_woken),
         T(test_one_parker_listens_on_several_futures),
+        T(test_child_forked_in_a_task_waits_on_a_fresh_pool),
     };
 
     return cmocka_run_group_tests_name("future_wait", tests, NULL, NULL);
