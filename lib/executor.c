@@ -20,12 +20,14 @@
 #include <poolkit/executor.h>
 
 #include <assert.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "alloc.h"
+#include "future_int.h"
 #include "sync.h"
 
 #define TASK_NAME_MAX 127
@@ -265,9 +267,10 @@ call(const pk_task *task, pk_named_fn named, pk_future *fut,
     return settle_failure(fut, event, event_user, &err);
 }
 
-int
-pk_task_run(const pk_task *task, const pk_registry *reg, pk_future *fut,
-            pk_event_fn event, void *event_user)
+/* pk_task_run, claiming fut (setting it running) only if `claim`. */
+static int
+run(const pk_task *task, const pk_registry *reg, pk_future *fut,
+    pk_event_fn event, void *event_user, bool claim)
 {
     pk_named_fn named = NULL;
     int rc;
@@ -279,12 +282,26 @@ pk_task_run(const pk_task *task, const pk_registry *reg, pk_future *fut,
         (!reg || pk_registry_lookup(reg, task->name, &named) != 0))
         return refuse(fut, event, event_user, "unknown task name '%s'",
                       task->name);
-    if (fut) {
+    if (fut && claim) {
         rc = pk_future_set_running(fut);
         if (rc)
             return rc; /* PK_ECANCELED: cancelled first; do not run */
     }
     return call(task, named, fut, event, event_user);
+}
+
+int
+pk_task_run(const pk_task *task, const pk_registry *reg, pk_future *fut,
+            pk_event_fn event, void *event_user)
+{
+    return run(task, reg, fut, event, event_user, true);
+}
+
+int
+pk__task_run_claimed(const pk_task *task, const pk_registry *reg,
+                     pk_future *fut, pk_event_fn event, void *event_user)
+{
+    return run(task, reg, fut, event, event_user, false);
 }
 
 /* ---- the inline executor ----------------------------------------------- */

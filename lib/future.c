@@ -93,6 +93,7 @@
 #define F_READ 2u     /* a failure was read (result, take_result, error) */
 #define F_TAKEN 4u    /* the result was moved out by take_result */
 #define F_DRAINING 8u /* f->lock: a finisher is running callbacks */
+#define F_EXT 16u     /* an executor's record follows (create_ext) */
 #define F_TAG_SHIFT 16
 #define F_TAG 0x7066u /* "pf" */
 
@@ -333,27 +334,62 @@ finish(pk_future *f, uint32_t s)
 
 /* ---- producer side ----------------------------------------------------- */
 
-int
-pk__future_create_refs(pk_future **out, pk_event_fn event, void *event_user,
-                       uint32_t refs)
+/* The record of create_ext sits after the future, aligned as malloc
+ * aligns. */
+#define EXT_OFFSET ((sizeof(struct pk_future) + 15) & ~(size_t)15)
+
+static int
+create(pk_future **out, pk_event_fn event, void *event_user, uint32_t refs,
+       size_t ext)
 {
     pk_future *f;
 
     if (!out || refs == 0)
         return PK_EINVAL;
-    f = pk__alloc(sizeof *f);
+    f = pk__alloc(ext ? EXT_OFFSET + ext : sizeof *f);
     if (!f)
         return PK_ENOMEM;
     atomic_init(&f->word, PK_FUTURE_PENDING);
-    atomic_init(&f->flags, F_TAG << F_TAG_SHIFT);
+    atomic_init(&f->flags, (F_TAG << F_TAG_SHIFT) | (ext ? F_EXT : 0));
     atomic_init(&f->refs, refs);
     atomic_init(&f->lock.v, 0);
     f->event = event;
     f->event_user = event_user;
     f->listeners = NULL;
     memset(&f->result, 0, sizeof f->result); /* and code, sys, msg */
+    if (ext)
+        memset((char *)f + EXT_OFFSET, 0, ext);
     *out = f;
     return 0;
+}
+
+int
+pk__future_create_refs(pk_future **out, pk_event_fn event, void *event_user,
+                       uint32_t refs)
+{
+    return create(out, event, event_user, refs, 0);
+}
+
+int
+pk__future_create_ext(pk_future **out, pk_event_fn event, void *event_user,
+                      uint32_t refs, size_t size, struct pk__future_ext **ext)
+{
+    int rc;
+
+    if (!ext || size < sizeof **ext)
+        return PK_EINVAL;
+    rc = create(out, event, event_user, refs, size);
+    if (rc == 0)
+        *ext = pk__future_ext(*out);
+    return rc;
+}
+
+struct pk__future_ext *
+pk__future_ext(pk_future *f)
+{
+    if (!(atomic_load_explicit(&f->flags, memory_order_relaxed) & F_EXT))
+        return NULL;
+    return (struct pk__future_ext *)((char *)f + EXT_OFFSET);
 }
 
 int
@@ -511,6 +547,11 @@ free_future(pk_future *f)
     }
     if (s != PK_FUTURE_DONE)
         pk__free(f->msg);
+    if (flags & F_EXT) {
+        struct pk__future_ext *x = pk__future_ext(f);
+        if (x->fini)
+            x->fini(x);
+    }
     /* The tag goes, so that CHECK catches a release of a future already
      * freed while its memory is not yet reused (a double release). */
     atomic_store_explicit(&f->flags, flags & ~(0xffffu << F_TAG_SHIFT),

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <poolkit/executor.h>
 #include <poolkit/future.h>
 
 #include "sync.h"
@@ -98,6 +99,32 @@ int pk__future_wait_any_until(pk_future *const *fs, size_t n,
  * and its caller's): one atomic increment less than a pk_future_ref. */
 int pk__future_create_refs(pk_future **out, pk_event_fn event,
                            void *event_user, uint32_t refs);
+
+/* ---- a future that carries its task ------------------------------------ */
+
+/* An executor may keep a task's record in its future's allocation, so a
+ * worker that waits on the future can find the task and, if it has not
+ * started, claim it (pk_future_set_running) and run it itself (what
+ * ForkJoinPool and .NET call inlining). The record begins with this
+ * header; owner says which executor made it. */
+struct pk__future_ext {
+    void (*fini)(struct pk__future_ext *x); /* when the future is freed */
+    const void *owner;
+};
+
+/* pk__future_create_refs with `size` bytes (at least the header) for the
+ * executor after the future, returned zeroed in *ext. */
+int pk__future_create_ext(pk_future **out, pk_event_fn event,
+                          void *event_user, uint32_t refs, size_t size,
+                          struct pk__future_ext **ext);
+
+/* The record of a future made by pk__future_create_ext, or NULL. */
+struct pk__future_ext *pk__future_ext(pk_future *f);
+
+/* pk_task_run for a future its caller already set running (claimed). */
+int pk__task_run_claimed(const pk_task *task, const pk_registry *reg,
+                         pk_future *fut, pk_event_fn event,
+                         void *event_user);
 
 /* Non-zero once f reached a terminal state (acquire: its outcome is
  * visible then). Debug builds assert that f is a live future. */

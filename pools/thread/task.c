@@ -26,6 +26,56 @@ sample_clock(void)
     return (k & (k < 4096 ? 7u : 63u)) == 0 ? pk__now_ns() : 0;
 }
 
+/* A task with a future keeps its record in the future's allocation too
+ * (future_int.h), so a worker waiting on the future can run the task
+ * itself if it has not started (pk__tp_task_inline). That copy owns the
+ * task's copied bytes, freed with the future; the queue's copy then owns
+ * nothing but its reference to the future. */
+struct tp_job {
+    struct pk__future_ext hdr;
+    struct tp_task t;
+    _Atomic bool inlined; /* claimed by a waiting worker */
+};
+
+/* Whether a waiting worker claimed t's future (so the popper skips it,
+ * and its outcome is counted where it ran). */
+static bool
+was_inlined(const struct tp_task *t)
+{
+    struct tp_job *job = (struct tp_job *)pk__future_ext(t->fut);
+
+    return atomic_load(&job->inlined);
+}
+
+static void
+job_fini(struct pk__future_ext *x)
+{
+    struct tp_job *job = (struct tp_job *)x;
+
+    if (job->t.copied)
+        pk__free((void *)job->t.a.data);
+}
+
+static int
+make_future(struct pk_threadpool *tp, struct tp_task *t, pk_future **fut)
+{
+    struct pk__future_ext *x;
+    struct tp_job *job;
+    int rc = pk__future_create_ext(&t->fut, tp->event, tp->event_user, 2,
+                                   sizeof *job, &x);
+
+    if (rc)
+        return rc;
+    job = (struct tp_job *)x;
+    job->hdr.fini = job_fini;
+    job->hdr.owner = tp;
+    job->t = *t;
+    job->t.fut = NULL; /* the future is its container */
+    t->copied = 0;
+    *fut = t->fut; /* the caller's reference */
+    return 0;
+}
+
 int
 pk__tp_task_make(struct pk_threadpool *tp, const pk_task *task,
                  const pk_task_options *o, struct tp_task *out,
@@ -58,19 +108,17 @@ pk__tp_task_make(struct pk_threadpool *tp, const pk_task *task,
         out->copied = 1;
     }
     if (fut) {
-        int rc = pk__future_create_refs(&out->fut, tp->event,
-                                        tp->event_user, 2);
+        int rc = make_future(tp, out, fut);
         if (rc) {
             pk__tp_task_unmake(out, NULL);
             return rc;
         }
-        *fut = out->fut; /* the caller's reference */
     }
     return 0;
 }
 
-/* Frees what a record holds (a copy of the bytes, the queue's reference
- * to its future). */
+/* Frees what a queue record holds: its reference to the future, or the
+ * copy of the bytes. */
 static void
 free_record(struct tp_task *t)
 {
@@ -109,15 +157,12 @@ unpack(const struct tp_task *t, pk_task *out)
 /* A task that never ran: its future says why, or the event hook hears it
  * (fire and forget: nobody else would). */
 static void
-never_ran(struct pk_threadpool *tp, struct tp_task *t, int code,
+never_ran(struct pk_threadpool *tp, pk_future *fut, int code,
           const char *why)
 {
-    if (t->fut) {
-        if (code == PK_ECANCELED)
-            pk_future_cancel(t->fut);
-        else
-            pk_future_fail(t->fut, code, 0, "%s", why);
-    } else if (tp->event && code != PK_ECANCELED) {
+    if (fut) {
+        pk_future_fail(fut, code, 0, "%s", why);
+    } else if (tp->event) {
         pk_error e;
         pk_event ev = { PK_EVENT_FUTURE_UNREAD, NULL, NULL, 0, 0, &e };
         pk_error_set(&e, code, 0, "%s", why);
@@ -130,12 +175,12 @@ never_ran(struct pk_threadpool *tp, struct tp_task *t, int code,
  * the plain path does not pay. */
 static void
 show(struct pk_threadpool *tp, struct tp_worker *w, int d, uint64_t start,
-     const struct tp_task *t)
+     const struct tp_task *t, pk_future *fut)
 {
     pk__lock_acquire(&tp->lock);
     w->watch[d] = (struct tp_watch){
-        start, t ? (uint64_t)t->run_limit_ms * 1000000u : 0,
-        t ? t->fut : NULL, false, false
+        start, t ? (uint64_t)t->run_limit_ms * 1000000u : 0, fut, false,
+        false
     };
     pk__lock_release(&tp->lock);
 }
@@ -151,9 +196,10 @@ count(struct tp_tally *n, int rc)
         n->failed++;
 }
 
-void
-pk__tp_task_run(struct pk_threadpool *tp, struct tp_worker *w,
-                struct tp_task *t, struct tp_tally *n)
+/* Runs t, whose future (if any) fut is claimed (running) already. */
+static void
+run_claimed(struct pk_threadpool *tp, struct tp_worker *w,
+            const struct tp_task *t, pk_future *fut, struct tp_tally *n)
 {
     bool watch = w && w->nest < PK__TP_STACK &&
                  atomic_load_explicit(&tp->watching, memory_order_relaxed);
@@ -161,7 +207,6 @@ pk__tp_task_run(struct pk_threadpool *tp, struct tp_worker *w,
     pk_task task;
     int rc;
 
-    n->finished++;
     if (t->enq_ns) {
         pk__hist_add(&tp->wait_hist, t0 - t->enq_ns);
         if (t->start_within_ms &&
@@ -169,41 +214,78 @@ pk__tp_task_run(struct pk_threadpool *tp, struct tp_worker *w,
             char why[64];
             snprintf(why, sizeof why, "not started within %u ms",
                      t->start_within_ms);
-            never_ran(tp, t, PK_ETIMEDOUT, why);
+            never_ran(tp, fut, PK_ETIMEDOUT, why);
             n->expired++;
             n->failed++; /* its future failed: expired is part of failed */
-            free_record(t);
             return;
         }
     }
     if (w) {
         if (w->nest < PK__TP_STACK)
-            w->stack[w->nest] = t->fut;
+            w->stack[w->nest] = fut;
         if (watch)
-            show(tp, w, w->nest, t0, t);
+            show(tp, w, w->nest, t0, t, fut);
         w->nest++;
     }
     unpack(t, &task);
-    rc = pk_task_run(&task, tp->registry, t->fut, tp->event, tp->event_user);
+    if (fut)
+        rc = pk__task_run_claimed(&task, tp->registry, fut, tp->event,
+                                  tp->event_user);
+    else
+        rc = pk_task_run(&task, tp->registry, NULL, tp->event,
+                         tp->event_user);
     if (w) {
         w->nest--;
         if (watch)
-            show(tp, w, w->nest, 0, NULL);
+            show(tp, w, w->nest, 0, NULL, NULL);
         if (w->nest < PK__TP_STACK)
             w->stack[w->nest] = NULL;
     }
     if (t->enq_ns)
         pk__hist_add(&tp->run_hist, pk__now_ns() - t0);
     count(n, rc);
-    free_record(t);
 }
 
 void
-pk__tp_task_cancel(struct pk_threadpool *tp, struct tp_task *t,
-                   struct tp_tally *n)
+pk__tp_task_run(struct pk_threadpool *tp, struct tp_worker *w,
+                struct tp_task *t, struct tp_tally *n)
 {
-    never_ran(tp, t, PK_ECANCELED, "cancelled by shutdown");
-    n->cancelled++;
+    int rc = t->fut ? pk_future_set_running(t->fut) : 0;
+
+    n->finished++;
+    if (rc == 0)
+        run_claimed(tp, w, t, t->fut, n);
+    else if (rc == PK_ECANCELED)
+        n->cancelled++;
+    else if (!was_inlined(t))
+        n->failed++; /* settled by someone else before it ran */
+    free_record(t);
+}
+
+bool
+pk__tp_task_inline(struct pk_threadpool *tp, struct tp_worker *w,
+                   pk_future *f, struct tp_tally *n)
+{
+    struct pk__future_ext *x = pk__future_ext(f);
+    struct tp_job *job = (struct tp_job *)x;
+
+    if (!x || x->owner != tp ||
+        pk_future_state_get(f) != PK_FUTURE_PENDING)
+        return false;
+    /* Before the claim: a popper that loses it must see why. */
+    atomic_store(&job->inlined, true);
+    if (pk_future_set_running(f) != 0)
+        return false;
+    run_claimed(tp, w, &job->t, f, n);
+    return true;
+}
+
+void
+pk__tp_task_cancel(struct tp_task *t, struct tp_tally *n)
+{
+    /* A future a waiting worker claimed runs on: not cancelled here. */
+    if (!t->fut || pk_future_cancel(t->fut) == 0 || !was_inlined(t))
+        n->cancelled++;
     n->finished++;
     free_record(t);
 }

@@ -452,7 +452,7 @@ cancel_queued(struct pk_threadpool *tp)
 
     memset(&n, 0, sizeof n);
     while (tp_ring_pop(&tp->q, &t))
-        pk__tp_task_cancel(tp, &t, &n);
+        pk__tp_task_cancel(&t, &n);
     pk__tp_tally_publish(tp, &n);
 }
 

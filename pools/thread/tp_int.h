@@ -230,8 +230,12 @@ int pk__tp_task_make(struct pk_threadpool *tp, const pk_task *task,
 void pk__tp_task_unmake(struct tp_task *t, pk_future **fut);
 void pk__tp_task_run(struct pk_threadpool *tp, struct tp_worker *w,
                      struct tp_task *t, struct tp_tally *n);
-void pk__tp_task_cancel(struct pk_threadpool *tp, struct tp_task *t,
-                        struct tp_tally *n);
+/* Runs the task of f on w's stack if f is a task of tp that has not
+ * started (claiming it first); false if it is not. The queue's record of
+ * it is skipped when popped. */
+bool pk__tp_task_inline(struct pk_threadpool *tp, struct tp_worker *w,
+                        pk_future *f, struct tp_tally *n);
+void pk__tp_task_cancel(struct tp_task *t, struct tp_tally *n);
 void pk__tp_tally_publish(struct pk_threadpool *tp, struct tp_tally *n);
 
 /* worker.c */

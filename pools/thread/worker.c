@@ -83,7 +83,7 @@ static void
 run_one(struct pk_threadpool *tp, struct tp_worker *w, struct tp_task *t)
 {
     if (atomic_load_explicit(&tp->cancelling, memory_order_relaxed))
-        pk__tp_task_cancel(tp, t, &w->tally);
+        pk__tp_task_cancel(t, &w->tally);
     else
         pk__tp_task_run(tp, w, t, &w->tally);
     if (w->tally.finished >= PK__TP_FLUSH)
@@ -174,6 +174,23 @@ pk__tp_help_once(struct pk_threadpool *tp, struct tp_worker *w)
     return true;
 }
 
+/* Runs one of the awaited tasks here if it has not started (it is then
+ * done when this returns true). A parent waiting on its children runs
+ * them on its own stack, so the stack grows as deep as the children nest
+ * and no deeper. */
+static bool
+run_awaited(struct pk_threadpool *tp, struct tp_worker *w,
+            pk_future *const *fs, size_t n)
+{
+    if (w->nest >= PK__TP_STACK)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (pk__tp_task_inline(tp, w, fs[i], &w->tally))
+            return true;
+    }
+    return false;
+}
+
 /* A task waiting on f, when f is a task on this worker's stack (its own,
  * or one it is nested in), waits for itself. */
 static bool
@@ -252,7 +269,7 @@ help_wait_any(void *ctx, pk_future *const *fs, size_t n, uint64_t deadline)
             return PK_ENOMEM;
     }
     while (!any_done(fs, n)) {
-        if (pk__tp_help_once(tp, w))
+        if (run_awaited(tp, w, fs, n) || pk__tp_help_once(tp, w))
             continue;
         if (park(tp, w, fs, n, nodes, deadline) != 0 && !any_done(fs, n)) {
             rc = PK_ETIMEDOUT;
