@@ -270,6 +270,7 @@ run_here(struct pk_threadpool *tp, struct tp_task *t)
 static int
 enqueue(struct pk_threadpool *tp, struct tp_task *t, size_t n, int policy)
 {
+    bool ran = false;
     int rc = tp_ring_push(&tp->q, t, n);
 
     if (rc == PK_EAGAIN) {
@@ -280,7 +281,9 @@ enqueue(struct pk_threadpool *tp, struct tp_task *t, size_t n, int policy)
         case PK_FULL_TRY:
             break;
         case PK_FULL_CALLER_RUNS:
-            return run_here(tp, t); /* n is 1: submit_many never is */
+            rc = run_here(tp, t); /* n is 1: submit_many never is */
+            ran = rc == 0;
+            break;
         default:
             rc = PK_EFULL;
         }
@@ -289,7 +292,8 @@ enqueue(struct pk_threadpool *tp, struct tp_task *t, size_t n, int policy)
         atomic_fetch_add_explicit(&tp->st_rejected, n, memory_order_relaxed);
         return rc;
     }
-    tp_after_push(tp);
+    if (!ran)
+        tp_after_push(tp);
     return 0;
 }
 
