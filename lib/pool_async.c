@@ -221,11 +221,27 @@ ready_at_once(struct pk_pool_ticket *t, pk_pool_ticket **out, int *ready)
     *out = t;
 }
 
-/* True if queueing t served it at once: queueing closes the release
+/* A ticket that waits for a create while creates fail, whose deadline
+ * comes before the next attempt: it fails now, with the last create's
+ * error replayed (the blocking acquire's rule, pool_wait.c). */
+static bool
+give_up_locked(struct pk_pool *p, struct pk__waiter *w)
+{
+    if (!pk__pool_gives_up_locked(p, w->ticket->deadline))
+        return false;
+    pk__pool_waiter_dequeue(p, w);
+    w->err = p->last_err.code;
+    pk__pool_replay_error_locked(p, &w->ticket->err);
+    pk__ticket_ready_locked(p, w);
+    return true;
+}
+
+/* True if queueing t made it ready at once: queueing closes the release
  * cache, and a slot parked there a moment ago goes to the queue, whose
- * last (and so newest) member t is. Its announcement is taken back from
- * the notify list: the unlock would run the callback on this thread,
- * inside the call, before the caller has the ticket. */
+ * last (and so newest) member t is; or t gave up at once (give_up_locked).
+ * Its announcement is taken back from the notify list: the unlock would
+ * run the callback on this thread, inside the call, before the caller has
+ * the ticket. */
 static bool
 served_in_place_locked(struct pk_pool *p, struct pk_pool_ticket *t)
 {
@@ -295,7 +311,8 @@ pk_pool_acquire_async_at(pk_pool *p, pk_pool_ticket **out, int timeout_ms,
         pk__ticket_ready_locked(p, &t->w);
     } else {
         pk__pool_waiter_enqueue(p, &t->w, false);
-        pk__pool_bg_kick_locked(p);
+        if (!give_up_locked(p, &t->w))
+            pk__pool_bg_kick_locked(p);
     }
     if (served_in_place_locked(p, t)) {
         pk__pool_unlock(p);
@@ -414,14 +431,6 @@ pk__ticket_unpin(struct pk_pool_ticket *t)
     ticket_unref(t);
 }
 
-void
-pk__ticket_fail_locked(struct pk_pool *p, struct pk__waiter *w)
-{
-    w->ticket->err = p->last_err;
-    w->ticket->err.code = w->err;
-    pk__ticket_ready_locked(p, w);
-}
-
 /* Checks slots handed to tickets. Runs on the helper thread or in
  * pk_pool_maintain. */
 void
@@ -486,36 +495,19 @@ pk__pool_async_next_deadline_locked(struct pk_pool *p)
     return d;
 }
 
-/* Creates are failing, in backoff, and nothing is being made: tickets
- * that wait for a create get the last create error now, as blocking
- * acquirers do. */
-static bool
-failing_fast_locked(struct pk_pool *p)
-{
-    return p->fail_streak > 0 && p->creating == 0 &&
-           p->alive < p->max_size && !p->paused &&
-           pk__pool_now(p) < p->backoff_until_ns;
-}
-
 void
 pk__pool_async_expire(struct pk_pool *p, uint64_t now)
 {
     size_t expired = 0;
-    bool fail = false;
 
     pk__lock_acquire(&p->lock);
-    if (p->async_waiters)
-        fail = failing_fast_locked(p);
     for (struct pk__dnode *n = p->wait_queue.head, *next;
          n && p->async_waiters; n = next) {
         struct pk__waiter *w = pk__waiter_of(n);
         next = n->next; /* the dequeues below unlink n */
-        if (w->ticket && fail) {
-            pk__pool_waiter_dequeue(p, w);
-            w->err = p->last_err.code;
-            w->ticket->err = p->last_err;
-            pk__ticket_ready_locked(p, w);
-        } else if (w->ticket && w->ticket->deadline <= now) {
+        if (!w->ticket || give_up_locked(p, w))
+            continue;
+        if (w->ticket->deadline <= now) {
             pk__pool_waiter_dequeue(p, w);
             w->err = PK_ETIMEDOUT;
             p->st_timeouts++;

@@ -181,7 +181,8 @@ struct pk_pool {
     size_t min_size, min_idle, max_size, max_creating;
     uint64_t acquire_timeout_ns, idle_timeout_ns, max_lifetime_ns,
         jitter_ns, check_after_ns, check_interval_ns, held_ns,
-        interval_ns, backoff_initial_ns, max_backoff_ns;
+        interval_ns, backoff_initial_ns, max_backoff_ns,
+        max_backoff_waiting_ns;
     unsigned long max_uses;
     int order;
     unsigned flags;
@@ -215,9 +216,12 @@ struct pk_pool {
     size_t waiters;
     size_t async_waiters;
 
-    /* Create failures. */
-    unsigned fail_streak;
-    uint64_t backoff_until_ns;    /* policy clock */
+    /* Create failures: the backoff (pool_create.c). The next attempt is
+     * not stored but computed (pk__pool_next_attempt_locked), since its
+     * cap depends on whether anyone waits now. */
+    unsigned fail_streak;         /* failed creates since the last success */
+    uint64_t fail_ns;             /* policy clock, of the last failure */
+    uint64_t fail_rand;           /* drawn at the failure: the jitter */
     pk_error last_err;
 
     bool paused, closed, destroyed;
@@ -340,8 +344,18 @@ int pk__pool_acquire_wait(struct pk_pool *p, struct pk__waiter *w,
                           uint64_t deadline, pk_error *err);
 
 /* pool_create.c and the rest */
-int pk__pool_create_one(struct pk_pool *p, struct pk__waiter *self,
-                        pk_error *err);
+int pk__pool_create_one(struct pk_pool *p, struct pk__waiter *self);
+/* The backoff. While creates fail, the next attempt is due at this
+ * policy time (0 when they do not fail). */
+uint64_t pk__pool_next_attempt_locked(const struct pk_pool *p);
+/* When that is on CLOCK_MONOTONIC, for a thread that sleeps until then;
+ * UINT64_MAX if no attempt is pending or it is due already. */
+uint64_t pk__pool_retry_at_mono_locked(const struct pk_pool *p);
+/* True if a waiter for a create whose deadline (CLOCK_MONOTONIC) comes
+ * before the next attempt should fail now (with the replayed error). */
+bool pk__pool_gives_up_locked(const struct pk_pool *p, uint64_t deadline);
+/* Fills err with the last create's error, replayed and saying so. */
+void pk__pool_replay_error_locked(const struct pk_pool *p, pk_error *err);
 void pk__pool_serve_waiters_locked(struct pk_pool *p);
 void pk__pool_wake_retry_locked(struct pk_pool *p);
 void pk__pool_idle_remove_locked(struct pk_pool *p, struct pk__slot *s);
@@ -421,9 +435,6 @@ void pk__pool_bg_stop(struct pk_pool *p);
  * it on p->notify_head. */
 void pk__ticket_ready_locked(struct pk_pool *p, struct pk__waiter *w);
 void pk__ticket_notify_list(struct pk_pool_ticket *t);
-/* Fails an async waiter (already dequeued) with w->err and the pool's
- * last create error as detail. */
-void pk__ticket_fail_locked(struct pk_pool *p, struct pk__waiter *w);
 /* Holds a ticket's memory across a dropped lock. */
 void pk__ticket_pin(struct pk_pool_ticket *t);
 void pk__ticket_unpin(struct pk_pool_ticket *t);

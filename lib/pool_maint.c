@@ -165,6 +165,10 @@ first_ticket_locked(struct pk_pool *p)
     return first;
 }
 
+/* Creates what the floor and the waiters want, as far as the limits and
+ * the backoff allow: the retry loop's attempts for tickets and the floor
+ * (blocking acquirers make their own). A failure ends the pass; the next
+ * attempt comes when the backoff ends. */
 static void
 top_up(struct pk_pool *p)
 {
@@ -175,15 +179,10 @@ top_up(struct pk_pool *p)
         int rc;
 
         /* The ticket may be served, expire or be freed by its owner while
-         * the create runs with the lock dropped: pin it, and fail it only
-         * if this create took it out of the queue (w->err). */
-        if (w) {
-            w->err = 0;
+         * the create runs with the lock dropped: pin it. */
+        if (w)
             pk__ticket_pin(w->ticket);
-        }
-        rc = pk__pool_create_one(p, w, NULL);
-        if (w && rc < 0 && rc != PK_EAGAIN && w->err == rc)
-            pk__ticket_fail_locked(p, w); /* its create failed */
+        rc = pk__pool_create_one(p, w);
         if (w && rc == PK_EAGAIN) {
             bool granted;
             /* Queued for the budget. The steal retires another member's
@@ -256,6 +255,24 @@ pk_pool_maintain(pk_pool *p)
 
 /* ---- the background thread ------------------------------------------- */
 
+/* When the background thread must look again: the next pass, a ticket's
+ * deadline, or the next create attempt while creates fail and one is
+ * wanted. */
+static uint64_t
+bg_until_locked(struct pk_pool *p, uint64_t next_pass)
+{
+    uint64_t until = next_pass, d = pk__pool_async_next_deadline_locked(p);
+
+    if (d < until)
+        until = d;
+    if (pk__pool_creates_wanted_locked(p) > 0) {
+        d = pk__pool_retry_at_mono_locked(p);
+        if (d < until)
+            until = d;
+    }
+    return until;
+}
+
 static void *
 bg_main(void *arg)
 {
@@ -265,9 +282,7 @@ bg_main(void *arg)
     pthread_setname_np(pthread_self(), "pk-pool-maint");
     pk__lock_acquire(&p->lock);
     while (!p->bg_stop) {
-        uint64_t until = next, d = pk__pool_async_next_deadline_locked(p);
-        if (d < until)
-            until = d;
+        uint64_t until = bg_until_locked(p, next);
         /* Registered on the cv before bg_granted is read: a grant that
          * sets it after the read bumps the cv's sequence after our
          * prepare, so the wait returns at once (sync.h). */
@@ -283,7 +298,8 @@ bg_main(void *arg)
             break;
         /* A group grant for a ticket wakes us without bg_kick. */
         bool granted = atomic_exchange(&p->bg_granted, false);
-        bool kicked = p->bg_kick || granted || p->async_waiters;
+        bool kicked = p->bg_kick || granted || p->async_waiters ||
+                      pk__pool_creates_wanted_locked(p) > 0;
         p->bg_kick = false;
         pk__pool_unlock(p);
         uint64_t mono = pk__now_ns();
@@ -525,6 +541,22 @@ pk_pool_close(pk_pool *p, int timeout_ms)
 
 /* ---- stats ------------------------------------------------------------ */
 
+static void
+backoff_stats_locked(struct pk_pool *p, pk_pool_stats *o)
+{
+    uint64_t now, next;
+
+    o->last_create_age_ns = UINT64_MAX;
+    o->next_attempt_in_ns = UINT64_MAX;
+    if (!p->fail_streak)
+        return;
+    now = pk__pool_now(p);
+    next = pk__pool_next_attempt_locked(p);
+    o->last_create_error = p->last_err.code;
+    o->last_create_age_ns = now > p->fail_ns ? now - p->fail_ns : 0;
+    o->next_attempt_in_ns = next > now ? next - now : 0;
+}
+
 int
 pk_pool_stats_get(pk_pool *p, pk_pool_stats *o)
 {
@@ -552,6 +584,7 @@ pk_pool_stats_get(pk_pool *p, pk_pool_stats *o)
     o->timeouts = p->st_timeouts;
     o->check_failures = p->st_check_failures;
     o->create_failures = p->st_create_failures;
+    backoff_stats_locked(p, o);
     zeros = p->st_fast_acquires + cache_lends + p->st_nowait_acquires -
             p->st_nowait_at_reset;
     pk__pool_unlock(p);

@@ -129,32 +129,22 @@ pk__pool_deliver_locked(struct pk_pool *p, struct pk__slot *s,
 
 /* ---- the waiting acquire --------------------------------------------- */
 
-static bool
-fail_fast_locked(struct pk_pool *p, uint64_t now)
-{
-    /* Creates are failing and in backoff, nothing is being made, and the
-     * pool has room: waiting would only wait out the backoff. */
-    return p->fail_streak > 0 && now < p->backoff_until_ns &&
-           p->creating == 0 && p->alive < p->max_size && !p->paused;
-}
-
 /* One evaluation of a queued waiter. Returns 1 when w has a slot, a
- * negative code when it must give up, 0 to keep waiting. */
+ * negative code when it must give up, 0 to keep waiting. While creates
+ * fail, w runs the next attempt itself when it is due, and gives up when
+ * its deadline comes before that attempt: with its own create's error if
+ * it just ran one, else with the last one replayed. */
 static int
-waiter_step(struct pk_pool *p, struct pk__waiter *w, pk_error *err)
+waiter_step(struct pk_pool *p, struct pk__waiter *w, uint64_t deadline,
+            pk_error *err)
 {
-    uint64_t now;
+    int rc = 0;
 
     if (w->slot)
         return 1;
-    if (p->closed) {
-        pk__pool_waiter_dequeue(p, w);
-        return PK_ESHUTDOWN;
-    }
-    now = pk__pool_now(p);
-    if (pk__pool_creates_wanted_locked(p) > 0 &&
-        pk__pool_can_create_locked(p, now)) {
-        int rc = pk__pool_create_one(p, w, err);
+    if (!p->closed && pk__pool_creates_wanted_locked(p) > 0 &&
+        pk__pool_can_create_locked(p, pk__pool_now(p))) {
+        rc = pk__pool_create_one(p, w);
         if (w->slot)
             return 1;
         if (rc == PK_EAGAIN && p->group) {
@@ -166,37 +156,21 @@ waiter_step(struct pk_pool *p, struct pk__waiter *w, pk_error *err)
             if (w->slot)
                 return 1;
         }
-        if (rc < 0 && rc != PK_EAGAIN && !w->queued)
-            return rc;
-        if (rc == PK_ENOMEM) {
-            pk__pool_waiter_dequeue(p, w);
-            return rc;
-        }
-        now = pk__pool_now(p);
     }
-    if (fail_fast_locked(p, now)) {
+    if (p->closed || rc == PK_ENOMEM) {
         pk__pool_waiter_dequeue(p, w);
+        return p->closed ? PK_ESHUTDOWN : rc;
+    }
+    if (!pk__pool_gives_up_locked(p, deadline))
+        return 0;
+    pk__pool_waiter_dequeue(p, w);
+    if (rc == PK_ECREATE) {
         if (err)
             *err = p->last_err;
-        return p->last_err.code;
+    } else {
+        pk__pool_replay_error_locked(p, err);
     }
-    return 0;
-}
-
-/* How long a parked waiter sleeps: to its deadline, or to the end of the
- * create backoff if a create will then be wanted. */
-static uint64_t
-park_deadline(struct pk_pool *p, uint64_t deadline)
-{
-    uint64_t now, mono;
-
-    if (p->fail_streak == 0 || p->clock)
-        return deadline;
-    now = pk__pool_now(p);
-    if (p->backoff_until_ns <= now)
-        return deadline;
-    mono = pk__now_ns() + (p->backoff_until_ns - now);
-    return mono < deadline ? mono : deadline;
+    return p->last_err.code;
 }
 
 int
@@ -214,7 +188,7 @@ pk__pool_acquire_wait(struct pk_pool *p, struct pk__waiter *w,
          * the group's grant (pool_group.c). */
         atomic_store(&w->park.word, 0);
         bool granted = atomic_load(&w->granted);
-        rc = waiter_step(p, w, err);
+        rc = waiter_step(p, w, deadline, err);
         if (rc)
             return rc;
         if (pk__now_ns() >= deadline) {
@@ -224,7 +198,11 @@ pk__pool_acquire_wait(struct pk_pool *p, struct pk__waiter *w,
         }
         if (!granted && atomic_load(&w->granted))
             continue; /* a grant came while we looked: use it */
-        uint64_t until = park_deadline(p, deadline);
+        /* To the deadline, or to the next create attempt while creates
+         * fail: this thread makes it then, if it is still wanted. */
+        uint64_t until = pk__pool_retry_at_mono_locked(p);
+        if (deadline < until)
+            until = deadline;
         pk__pool_unlock(p);
         uint32_t v = pk__park(&w->park, until);
         if (v == PK__W_HANDED)

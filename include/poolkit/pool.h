@@ -126,8 +126,11 @@ typedef struct pk_pool_options {
                                off */
     int held_too_long_ms;   /* report leases out this long; off */
     int maintain_interval_ms; /* maintenance thread period; default 1000 */
+    /* After a failed create, the next waits backoff_initial_ms, doubling
+     * per failure in a row up to a cap, jittered to between half and all
+     * of it. The core retries on its own: see pk_pool_acquire. */
     int backoff_initial_ms; /* first wait after a failed create; default 10 */
-    int max_backoff_ms;     /* cap of the exponential backoff; default 10000 */
+    int max_backoff_ms;     /* the cap while nobody waits; default 10000 */
 
     unsigned long max_uses; /* retire after this many leases; 0 = no limit */
     int order;              /* enum pk_pool_order */
@@ -135,6 +138,12 @@ typedef struct pk_pool_options {
 
     /* Member of this group (see pk_pool_group_create), or NULL. */
     pk_pool_group *group;
+
+    /* The backoff's cap while an acquirer or a ticket waits (default 100;
+     * PK_NEVER: max_backoff_ms applies then too; never above
+     * max_backoff_ms): a pool is back within about this long after its
+     * server is. max_creating is what spares the server a storm. */
+    int max_backoff_waiting_ms;
 } pk_pool_options;
 
 /* Fills opts with every default spelled out (hooks NULL).
@@ -189,10 +198,17 @@ enum pk_release_status {
  * never waits for a create and returns PK_EAGAIN; PK_WAIT_FOREVER).
  * Waiters are served in arrival order. Use the pk_pool_acquire macro, which
  * records the acquire site for leak reports.
+ * Failed creates: the pool retries them itself, after a backoff (see the
+ * options), while anyone waits for one, and hands what the retry makes to
+ * the longest waiter; this thread may run the retry itself. A call whose
+ * deadline reaches past the next attempt waits for it (and the ones after,
+ * within its deadline); one whose deadline ends first fails at once with
+ * the last create's code, sys and message, replayed and saying so ("last
+ * create failed 1.2 s ago: <message>; next attempt in 800 ms"), or with
+ * its own create's error if it just ran the one that failed.
  * Returns: 0, PK_EINVAL, PK_EAGAIN, PK_ETIMEDOUT, PK_ESHUTDOWN,
- * PK_EFORKED, PK_ENOMEM, or the failing create's code (err gets its
- * detail; while creates keep failing, acquirers that would need one get
- * the last create error at once).
+ * PK_EFORKED, PK_ENOMEM, or a failed create's code (err gets its detail,
+ * as above).
  * Owner: lease and err borrowed (err may be NULL); file must be a static
  * string. Threads: safe; create and check may run on this thread.
  * Timeout: a create or check hook that this thread runs is not
@@ -244,9 +260,13 @@ typedef void (*pk_ticket_fn)(void *arg, pk_pool_ticket *ticket);
  * at once (*ready = 1 and the callback is not called). Otherwise the
  * request joins the waiters in arrival order; any create it needs runs on
  * a helper thread (or inside pk_pool_maintain() with
- * PK_POOL_MANUAL_MAINTENANCE), never on the caller. When it is served,
- * times out (timeout_ms; 0 = acquire_timeout_ms) or fails, cb runs (if
- * given) and the ticket's eventfd becomes readable.
+ * PK_POOL_MANUAL_MAINTENANCE), never on the caller. While creates fail,
+ * the ticket waits for the retries as a blocking acquire does (see
+ * pk_pool_acquire): one whose deadline ends before the next attempt fails
+ * with the last create's error replayed (at once: *ready = 1 when that is
+ * already so in this call). When it is served, times out (timeout_ms; 0 =
+ * acquire_timeout_ms) or fails, cb runs (if given) and the ticket's
+ * eventfd becomes readable.
  * Returns: 0, PK_EINVAL, PK_ENOMEM, PK_ESHUTDOWN, PK_EFORKED, PK_ECREATE
  * (it must wait, and the helper thread could not be started), or the
  * error of making the eventfd.
@@ -291,7 +311,10 @@ PK_API void pk_pool_ticket_free(pk_pool_ticket *ticket);
 /* Runs one maintenance pass now: retires expired and surplus idle
  * resources, checks idle ones due for a check, reports leases held too
  * long, tops up to min_size and min_idle, and serves pending async
- * tickets. Hooks run on this thread.
+ * tickets, the create retries they wait for included. Hooks run on this
+ * thread. With PK_POOL_MANUAL_MAINTENANCE, call it again by the time
+ * pk_pool_stats says the next create attempt is due (next_attempt_in_ns),
+ * as well as every maintain_interval.
  * Returns: 0, PK_EINVAL, PK_ESHUTDOWN, PK_EFORKED. Threads: safe. */
 PK_API int pk_pool_maintain(pk_pool *pool);
 
@@ -348,6 +371,13 @@ typedef struct pk_pool_stats {
     uint64_t wait_p50_ns;  /* acquire wait; a call that did not wait is 0 */
     uint64_t wait_p99_ns;
     uint64_t wait_max_ns;
+    /* The create backoff. While creates fail (none has succeeded since):
+     * how long ago the last one failed (policy clock), and how long until
+     * the next attempt may run (0: now; with the cap of this moment, short
+     * if anyone waits). UINT64_MAX in both when creates do not fail. */
+    uint64_t last_create_age_ns;
+    uint64_t next_attempt_in_ns;
+    int last_create_error; /* the last failed create's code, or 0 */
 } pk_pool_stats;
 
 /* Fills *out with a consistent snapshot. Returns: 0, PK_EINVAL,
