@@ -488,6 +488,8 @@ struct series {
     const char *fmt;        /* printf format of one value */
     int lower_is_better;
     double v[N_IMPL][MAX_ROUNDS];
+    double goal_abs;        /* a goal on poolkit's own median (higher is
+                               better), or 0 */
 };
 
 static int rounds = 5;
@@ -544,6 +546,11 @@ report(const char *line, struct series *s, double goal)
             printf(" goal_ratio=%.2f goal=%s", goal,
                    med >= goal ? "met" : "missed");
     }
+    if (s->goal_abs > 0 && (impl_mask & 1)) {
+        double pk = median(s->v[POOLKIT], rounds);
+        printf(" goal_poolkit=%.2f goal=%s", s->goal_abs,
+               pk >= s->goal_abs ? "met" : "missed");
+    }
     printf(" rounds=%d\n", rounds);
     fflush(stdout);
 }
@@ -578,7 +585,7 @@ progress_done(void)
 static void
 case_pair_1t(void)
 {
-    static struct series s = { "ns", "%.1f", 1, { { 0 } } };
+    static struct series s = { "ns", "%.1f", 1, { { 0 } }, 0 };
 
     for (int r = 0; r < rounds; r++) {
         progress("pair_1t", r);
@@ -589,13 +596,13 @@ case_pair_1t(void)
         }
     }
     progress_done();
-    report("pair_1t", &s, 1.0);
+    report("pair_1t", &s, 0.91);
 }
 
 static void
 case_contend_2t(void)
 {
-    static struct series s = { "mops", "%.2f", 0, { { 0 } } };
+    static struct series s = { "mops", "%.2f", 0, { { 0 } }, 0 };
 
     for (int r = 0; r < rounds; r++) {
         progress("contend_2t", r);
@@ -612,11 +619,11 @@ case_contend_2t(void)
 static void
 case_wait_4t(void)
 {
-    static struct series p50 = { "p50_ns", "%.0f", 1, { { 0 } } };
-    static struct series p99 = { "p99_ns", "%.0f", 1, { { 0 } } };
-    static struct series max = { "max_ns", "%.0f", 1, { { 0 } } };
-    static struct series tput = { "kops", "%.0f", 0, { { 0 } } };
-    static struct series fair = { "fair", "%.3f", 0, { { 0 } } };
+    static struct series p50 = { "p50_ns", "%.0f", 1, { { 0 } }, 0 };
+    static struct series p99 = { "p99_ns", "%.0f", 1, { { 0 } }, 0 };
+    static struct series max = { "max_ns", "%.0f", 1, { { 0 } }, 0 };
+    static struct series tput = { "kops", "%.0f", 0, { { 0 } }, 0 };
+    static struct series fair = { "fair", "%.3f", 0, { { 0 } }, 0.8 };
 
     for (int r = 0; r < rounds; r++) {
         progress("wait_4t", r);
@@ -639,7 +646,7 @@ case_wait_4t(void)
      * p99 (a thread starved for 5 ms is one sample among thousands). */
     report("wait_4t_p99", &p99, 2.0);
     report("wait_4t_p50", &p50, 0);
-    report("wait_4t_max", &max, 0);
+    report("wait_4t_max", &max, 1.0);
     report("wait_4t_tput", &tput, 0);
     report("wait_4t_fair", &fair, 0);
 }
@@ -770,7 +777,7 @@ static const struct {
     const char *what;
 } cases[] = {
     { "pair_1t", case_pair_1t,
-      "1 thread, pool of 8: ns per acquire+release (goal ratio >= 1)" },
+      "1 thread, pool of 8: ns per acquire+release (goal ratio >= 0.91)" },
     { "contend_2t", case_contend_2t,
       "2 threads, pool of 8: Mops/s (goal ratio >= 1.5)" },
     { "wait_4t", case_wait_4t,

@@ -206,56 +206,38 @@ helper_running_locked(struct pk_pool *p)
     return pk__pool_bg_start_locked(p);
 }
 
-/* A ticket ready within the call: the caller learns it from *ready, and
- * its callback is not called (pool.h). */
-static void
-ready_at_once(struct pk_pool_ticket *t, pk_pool_ticket **out, int *ready)
+/* A ticket ready within the call (its result set): the caller learns it
+ * from *ready, and its callback is not called (pool.h). Drops the lock. */
+static int
+ready_at_once(struct pk_pool *p, struct pk_pool_ticket *t,
+              pk_pool_ticket **out, int *ready)
 {
     uint64_t one = 1;
 
+    atomic_store_explicit(&t->state, T_READY, memory_order_relaxed);
+    pk__pool_unlock(p);
     if (write(t->efd, &one, sizeof one) < 0) {
         /* cannot overflow: see pk__ticket_notify_list */
     }
     if (ready)
         *ready = 1;
     *out = t;
+    return 0;
 }
 
 /* A ticket that waits for a create while creates fail, whose deadline
- * comes before the next attempt: it fails now, with the last create's
- * error replayed (the blocking acquire's rule, pool_wait.c). */
+ * comes before the next attempt, fails now with the last create's error
+ * replayed (the blocking acquire's rule, pool_wait.c): true if w left the
+ * queue so, its error set. The caller announces it. */
 static bool
-give_up_locked(struct pk_pool *p, struct pk__waiter *w)
+gives_up_locked(struct pk_pool *p, struct pk__waiter *w)
 {
     if (!pk__pool_gives_up_locked(p, w->ticket->deadline))
         return false;
     pk__pool_waiter_dequeue(p, w);
     w->err = p->last_err.code;
     pk__pool_replay_error_locked(p, &w->ticket->err);
-    pk__ticket_ready_locked(p, w);
     return true;
-}
-
-/* True if queueing t made it ready at once: queueing closes the release
- * cache, and a slot parked there a moment ago goes to the queue, whose
- * last (and so newest) member t is; or t gave up at once (give_up_locked).
- * Its announcement is taken back from the notify list: the unlock would
- * run the callback on this thread, inside the call, before the caller has
- * the ticket. */
-static bool
-served_in_place_locked(struct pk_pool *p, struct pk_pool_ticket *t)
-{
-    if (atomic_load_explicit(&t->state, memory_order_relaxed) != T_READY)
-        return false;
-    for (struct pk_pool_ticket **pp = &p->notify_head; *pp;
-         pp = &(*pp)->notify_next) {
-        if (*pp == t) {
-            *pp = t->notify_next;
-            atomic_fetch_sub_explicit(&t->refs, 1, memory_order_relaxed);
-            return true;
-        }
-    }
-    return false; /* cannot be: READY is set after the push */
 }
 
 int
@@ -293,10 +275,7 @@ pk_pool_acquire_async_at(pk_pool *p, pk_pool_ticket **out, int timeout_ms,
     s = rc ? NULL : pk__pool_take_idle_locked(p, file, line, &check);
     if (s && !check) {
         t->w.slot = s;
-        atomic_store_explicit(&t->state, T_READY, memory_order_relaxed);
-        pk__pool_unlock(p);
-        ready_at_once(t, out, ready);
-        return 0;
+        return ready_at_once(p, t, out, ready);
     }
     if (!s && rc == 0)
         rc = helper_running_locked(p);
@@ -311,13 +290,9 @@ pk_pool_acquire_async_at(pk_pool *p, pk_pool_ticket **out, int timeout_ms,
         pk__ticket_ready_locked(p, &t->w);
     } else {
         pk__pool_waiter_enqueue(p, &t->w, false);
-        if (!give_up_locked(p, &t->w))
-            pk__pool_bg_kick_locked(p);
-    }
-    if (served_in_place_locked(p, t)) {
-        pk__pool_unlock(p);
-        ready_at_once(t, out, ready);
-        return 0;
+        if (gives_up_locked(p, &t->w))
+            return ready_at_once(p, t, out, ready);
+        pk__pool_bg_kick_locked(p);
     }
     pk__pool_unlock(p);
     *out = t;
@@ -340,8 +315,7 @@ result_of(struct pk_pool_ticket *t, pk_lease *lease, pk_error *err)
         lease->resource = s->res;
         lease->pool_ = t->pool;
         lease->slot_ = s;
-        lease->ticket_ = pk__ticket_lease(
-            atomic_load_explicit(&s->ticket, memory_order_relaxed));
+        lease->ticket_ = s->ticket;
         return 0;
     }
     if (err)
@@ -448,9 +422,7 @@ pk__pool_async_service(struct pk_pool *p)
         if (rc == 0 && (t->abandoned || p->closed)) {
             /* Nobody will take it, or the pool closed meanwhile: the
              * release puts it back, or retires it if closed. */
-            pk_lease l = { s->res, p, s,
-                           pk__ticket_lease(atomic_load_explicit(
-                               &s->ticket, memory_order_relaxed)) };
+            pk_lease l = { s->res, p, s, s->ticket };
             t->w.slot = NULL;
             if (!t->abandoned) {
                 t->w.err = PK_ESHUTDOWN;
@@ -505,9 +477,11 @@ pk__pool_async_expire(struct pk_pool *p, uint64_t now)
          n && p->async_waiters; n = next) {
         struct pk__waiter *w = pk__waiter_of(n);
         next = n->next; /* the dequeues below unlink n */
-        if (!w->ticket || give_up_locked(p, w))
+        if (!w->ticket)
             continue;
-        if (w->ticket->deadline <= now) {
+        if (gives_up_locked(p, w)) {
+            pk__ticket_ready_locked(p, w);
+        } else if (w->ticket->deadline <= now) {
             pk__pool_waiter_dequeue(p, w);
             w->err = PK_ETIMEDOUT;
             p->st_timeouts++;

@@ -389,10 +389,6 @@ pk_pool_create(pk_pool **out, const pk_pool_options *opts)
                      p->check_interval_ns != UINT64_MAX;
     p->rng = ((uint64_t)(uintptr_t)p ^ pk__now_ns()) | 1u;
     p->generation = 1;
-    rc = pk__cache_init(p);
-    if (rc)
-        goto fail;
-    pk__pool_update_hot_locked(p);
     if (p->group) {
         rc = pk__group_join(p->group, p);
         if (rc)
@@ -414,7 +410,6 @@ fail_group:
     if (p->group)
         pk__group_leave(p->group, p);
 fail:
-    pk__cache_fini(p);
     pk__free(p);
     return rc;
 }
@@ -427,10 +422,9 @@ free_memory(struct pk_pool *p)
 {
     for (struct pk__slot *s = p->all_slots; s;) {
         struct pk__slot *n = s->all_next;
-        pk__free(s->mem);
+        pk__free(s);
         s = n;
     }
-    pk__cache_fini(p);
     p->magic = 0;
     pk__free(p);
 }

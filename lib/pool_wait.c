@@ -5,11 +5,9 @@
  * Waiters queue in arrival order. A release hands its resource straight to
  * the head waiter (state stays LENT, the waiter's parking word goes to
  * W_HANDED), so a newcomer can never barge past a waiter: with a queue,
- * the fast path and the release cache are closed to newcomers (queueing
- * closes the cache and hands what it held to the queue, pool_cache.c). A
- * waiter that sees that creates are wanted and allowed runs one itself
- * and delivers the result to the head of the queue, which is usually
- * itself.
+ * the fast path is closed to newcomers. A waiter that sees that creates
+ * are wanted and allowed runs one itself and delivers the result to the
+ * head of the queue, which is usually itself.
  *
  * Invariant: when the pool is not paused, idle resources and waiters never
  * coexist once the lock is dropped; whoever makes a resource idle calls
@@ -41,9 +39,6 @@ pk__pool_waiter_enqueue(struct pk_pool *p, struct pk__waiter *w, bool front)
     p->waiters++;
     if (w->ticket)
         p->async_waiters++;
-    /* Closes the cache: a slot parked there now is handed to the queue
-     * (arrival order), and no release parks one while we wait. */
-    pk__cache_update_locked(p);
 }
 
 void
@@ -56,7 +51,6 @@ pk__pool_waiter_dequeue(struct pk_pool *p, struct pk__waiter *w)
     p->waiters--;
     if (w->ticket)
         p->async_waiters--;
-    pk__cache_update_locked(p);
 }
 
 /* ---- hand-off --------------------------------------------------------- */

@@ -66,9 +66,8 @@ typedef void (*pk_event_fn)(void *user, const pk_event *ev);
 /* ---- options ---------------------------------------------------------- */
 
 enum pk_pool_order {
-    PK_POOL_LIFO = 0, /* reuse the warmest idle resource first (default);
-                         a thread gets back the one it released last
-                         before others' (the release cache) */
+    PK_POOL_LIFO = 0, /* reuse the warmest idle resource first (default):
+                         the one released last */
     PK_POOL_FIFO = 1  /* rotate through idle resources */
 };
 
@@ -179,8 +178,8 @@ typedef struct pk_lease_info {
                                unless a policy reads the clock (a check
                                hook with check_after, idle_timeout,
                                max_lifetime, check_interval,
-                               held_too_long, or a group): the hot path
-                               does not read the clock otherwise */
+                               held_too_long, or a group): a lend
+                               reads no clock otherwise */
     unsigned long uses;     /* leases so far, this one included */
     uint64_t generation;    /* the pool generation it was created in, or
                                last passed a check in */
