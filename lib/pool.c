@@ -513,7 +513,7 @@ pk_pool_release(pk_pool *p, pk_lease *l, int status)
     if (status < PK_RELEASE_OK || status > PK_RELEASE_DETACH)
         return PK_EINVAL;
     if (pk__pool_forked(p))
-        return PK_EFORKED;
+        return pk__pool_release_in_child(p, l, status);
     s = l->slot_;
     pk__lock_acquire(&p->lock);
     /* A ticket names one lend of the slot, so a matching one means the

@@ -437,21 +437,77 @@ pk__pool_free(struct pk_pool *p)
     free_memory(p);
 }
 
-/* In a child after fork(): no lock may be taken (its owner may not exist
- * here), no thread joined, no protocol spoken. Forget resources and free
- * memory. */
+/* In a child after fork(): no thread joined, no protocol spoken. Idle
+ * resources are forgotten now; a lent one when its lease comes back
+ * (pk__pool_release_in_child), and the memory is freed with the last of
+ * them. A lease whose holder did not survive the fork never comes back:
+ * its resource stays as it is and the pool's memory stays too.
+ *
+ * The lock: its holder at fork time may not exist here, but destroy is
+ * exclusive and every other call on an inherited pool returns PK_EFORKED
+ * before it takes the lock, so the child takes the lock over, fresh, for
+ * the leases that come back. */
 static void
 destroy_in_child(struct pk_pool *p)
 {
+    size_t out = 0;
+
+    if (atomic_load_explicit(&p->child_destroyed, memory_order_relaxed))
+        return;
     for (struct pk__slot *s = p->all_slots; s; s = s->all_next) {
-        /* Not FREE or CREATING (no resource yet), nor RETIRING: its
-         * destroy hook was running in the parent at fork time, and the
-         * descriptors may already be half closed. */
-        if (p->forget_in_child && s->state != PK__S_FREE &&
-            s->state != PK__S_CREATING && s->state != PK__S_RETIRING)
+        /* IDLE and CHECKING (its check ran on a parent thread) are
+         * forgotten now, LENT ones when they come back. Not FREE or
+         * CREATING (no resource yet), nor RETIRING: its destroy hook was
+         * running in the parent at fork time, and the descriptors may
+         * already be half closed. */
+        if (s->state == PK__S_LENT)
+            out++;
+        else if (p->forget_in_child && (s->state == PK__S_IDLE ||
+                                        s->state == PK__S_CHECKING))
             p->forget_in_child(p->user, s->res);
     }
-    free_memory(p);
+    if (out == 0) {
+        free_memory(p);
+        return;
+    }
+    atomic_store_explicit(&p->lock.v, 0, memory_order_relaxed);
+    p->child_leases = out;
+    /* Release: a release that sees it sees the fresh lock and the count. */
+    atomic_store_explicit(&p->child_destroyed, true, memory_order_release);
+}
+
+int
+pk__pool_release_in_child(struct pk_pool *p, pk_lease *l, int status)
+{
+    struct pk__slot *s = l->slot_;
+    void (*forget)(void *, void *);
+    void *user, *res;
+    bool free_now;
+
+    if (!atomic_load_explicit(&p->child_destroyed, memory_order_acquire))
+        return PK_EFORKED; /* the pool is still the parent's */
+    pk__lock_acquire(&p->lock);
+    if (s->state != PK__S_LENT || s->ticket != l->ticket_) {
+        pk__lock_release(&p->lock);
+        return PK_EINVAL;
+    }
+    /* Read under the lock: once the count reaches 0 on another thread,
+     * p may be gone. DETACH: the caller owns the resource now. */
+    forget = status == PK_RELEASE_DETACH ? NULL : p->forget_in_child;
+    user = p->user;
+    res = s->res;
+    s->state = PK__S_FREE;
+    s->ticket++;
+    free_now = --p->child_leases == 0;
+    pk__lock_release(&p->lock);
+    l->resource = NULL;
+    l->pool_ = NULL;
+    l->slot_ = NULL;
+    if (forget)
+        forget(user, res);
+    if (free_now)
+        free_memory(p);
+    return 0;
 }
 
 void

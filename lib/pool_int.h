@@ -163,6 +163,11 @@ struct pk_pool {
     pk_error last_err;
 
     bool paused, closed, destroyed;
+    /* In a child after fork() (pool_create.c): destroyed there, with
+     * child_leases inherited leases still out (under the lock, which the
+     * child took over). */
+    _Atomic bool child_destroyed;
+    size_t child_leases;
     pk__cv drained;       /* close waits here for leases */
     size_t close_waiters;
 
@@ -322,6 +327,10 @@ bool pk__pool_finish_retire(struct pk_pool *p, struct pk__slot *s);
 bool pk__pool_can_create_locked(struct pk_pool *p, uint64_t now);
 bool pk__pool_may_free_locked(struct pk_pool *p);
 void pk__pool_free(struct pk_pool *p);
+/* pk_pool_release in a child after fork(): PK_EFORKED until the pool is
+ * destroyed in the child; then forgets the resource (forget_in_child, not
+ * for DETACH) and frees the pool with its last inherited lease. */
+int pk__pool_release_in_child(struct pk_pool *p, pk_lease *l, int status);
 size_t pk__pool_creates_wanted_locked(struct pk_pool *p);
 /* Wakes w's parked thread with v: the word now, the futex after unlock. */
 void pk__pool_wake_waiter_locked(struct pk_pool *p, struct pk__waiter *w,

@@ -233,7 +233,11 @@ PK_API int pk_pool_acquire_at(pk_pool *pool, pk_lease *lease, int timeout_ms,
  * another pool, a bad status: nothing changes); PK_EFORKED.
  * Owner: takes the lease (cleared on success). Threads: safe; reset and
  * destroy run on this thread. Valid after pk_pool_close and
- * pk_pool_destroy: the resource is then destroyed. */
+ * pk_pool_destroy: the resource is then destroyed. In a child after
+ * fork(), an inherited lease's release returns PK_EFORKED until the child
+ * calls pk_pool_destroy on the pool; after that it is valid: it forgets
+ * the resource (forget_in_child, not for DETACH; no destroy hook) and
+ * returns 0. */
 PK_API int pk_pool_release(pk_pool *pool, pk_lease *lease, int status);
 
 /* Reads the facts of a held lease into *info.
@@ -346,7 +350,11 @@ PK_API int pk_pool_close(pk_pool *pool, int timeout_ms);
 
 /* Closes (without waiting) and frees the handle; memory a lease still
  * points at lives until that lease is released. In a child after fork(),
- * it frees memory and calls only forget_in_child. NULL is a no-op.
+ * it calls only forget_in_child, on the idle resources; a lent one is
+ * forgotten when its lease comes back (pk_pool_release), and the memory
+ * is freed with the last one (a lease held by a thread that did not
+ * survive the fork never comes back: its resource and the pool's memory
+ * stay). NULL is a no-op.
  * Owner: takes pool. Threads: exclusive (no acquire may be running). */
 PK_API void pk_pool_destroy(pk_pool *pool);
 
