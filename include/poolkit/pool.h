@@ -155,7 +155,8 @@ PK_API int pk_pool_options_init(pk_pool_options *opts);
  * min_idle starts the maintenance thread (unless
  * PK_POOL_MANUAL_MAINTENANCE), which keeps the pool at its floor.
  * Returns: 0, PK_EINVAL (no create hook, min_idle or min_size above
- * max_size, a bad time, order or flag), PK_ENOMEM, PK_EFORKED.
+ * max_size, a bad time, order or flag), PK_ENOMEM, PK_EFORKED, PK_ECREATE
+ * (the maintenance thread a policy needs could not be started).
  * Owner: *out returned owned (pk_pool_destroy); opts borrowed.
  * Threads: safe. */
 PK_API int pk_pool_create(pk_pool **out, const pk_pool_options *opts);
