@@ -269,14 +269,22 @@ pk__pool_check_lent(struct pk_pool *p, struct pk__slot *s)
 }
 
 static int
-acquire_args(pk_pool *p, pk_lease *lease, int timeout_ms)
+acquire_args(pk_pool *p, pk_lease *lease, int timeout_ms, pk_error *err)
 {
-    if (!p || !lease || p->magic != PK__POOL_MAGIC)
-        return PK_EINVAL;
+    if (!p || !lease)
+        return pk_error_set(err, PK_EINVAL, 0, "pk_pool_acquire: %s is "
+                            "NULL", p ? "the lease" : "the pool");
+    if (p->magic != PK__POOL_MAGIC)
+        return pk_error_set(err, PK_EINVAL, 0, "pk_pool_acquire: not a "
+                            "live pool (destroyed?)");
     if (timeout_ms < 0 && timeout_ms != PK_WAIT_FOREVER)
-        return PK_EINVAL;
+        return pk_error_set(err, PK_EINVAL, 0, "pk_pool_acquire: timeout "
+                            "%d ms (0, positive or PK_WAIT_FOREVER)",
+                            timeout_ms);
     if (pk__pool_forked(p))
-        return PK_EFORKED;
+        return pk_error_set(err, PK_EFORKED, 0, "pk_pool_acquire: the "
+                            "pool was made before fork(); a child makes "
+                            "pools of its own");
     return 0;
 }
 
@@ -316,8 +324,8 @@ pk__pool_take_idle_locked(struct pk_pool *p, const char *file, int line,
  * return. Returns 0 with *s (lent to the caller) and *check set, or an
  * error. */
 static __attribute__((noinline)) int
-wait_for_slot(struct pk_pool *p, uint64_t deadline, bool front,
-              pk_error *err, const char *file, int line,
+wait_for_slot(struct pk_pool *p, int timeout_ms, uint64_t deadline,
+              bool front, pk_error *err, const char *file, int line,
               struct pk__slot **s, bool *check)
 {
     struct pk__waiter w;
@@ -327,6 +335,7 @@ wait_for_slot(struct pk_pool *p, uint64_t deadline, bool front,
     memset(&w, 0, sizeof w);
     w.file = file;
     w.line = line;
+    w.timeout_ms = timeout_ms;
     pk__pool_waiter_enqueue(p, &w, front);
     rc = pk__pool_acquire_wait(p, &w, deadline, err);
     if (rc != PK__GOT_UNLOCKED)
@@ -358,18 +367,19 @@ acquire_once(struct pk_pool *p, pk_lease *lease, int timeout_ms,
     pk__lock_acquire(&p->lock);
     if (p->closed) {
         pk__pool_unlock(p);
-        return PK_ESHUTDOWN;
+        return pk_error_set(err, PK_ESHUTDOWN, 0, "the pool is closed");
     }
     s = pk__pool_take_idle_locked(p, file, line, &check);
     if (s) {
         p->st_nowait_acquires++;
         pk__pool_unlock(p);
     } else if (timeout_ms == 0) {
+        pk__pool_explain_locked(p, err, PK_EAGAIN, 0);
         pk__pool_unlock(p);
         return PK_EAGAIN;
     } else {
-        rc = wait_for_slot(p, deadline_of(timeout_ms, deadline), front, err,
-                           file, line, &s, &check);
+        rc = wait_for_slot(p, timeout_ms, deadline_of(timeout_ms, deadline),
+                           front, err, file, line, &s, &check);
         if (rc)
             return rc;
     }
@@ -387,7 +397,7 @@ pk_pool_acquire_at(pk_pool *p, pk_lease *lease, int timeout_ms,
     bool front = false;
     int rc;
 
-    rc = acquire_args(p, lease, timeout_ms);
+    rc = acquire_args(p, lease, timeout_ms, err);
     if (rc != 0)
         return rc;
     lease->resource = NULL;
@@ -402,9 +412,13 @@ pk_pool_acquire_at(pk_pool *p, pk_lease *lease, int timeout_ms,
          * line, within the same deadline. */
         front = true;
         if (timeout_ms == 0)
-            return PK_EAGAIN;
+            return pk_error_set(err, PK_EAGAIN, 0, "the idle resource "
+                                "failed its check, and a 0 ms timeout "
+                                "does not wait");
         if (pk__now_ns() >= deadline_of(timeout_ms, &deadline))
-            return PK_ETIMEDOUT;
+            return pk_error_set(err, PK_ETIMEDOUT, 0, "timed out after "
+                                "%d ms waiting: what this call got failed "
+                                "its check", timeout_ms);
     }
 }
 

@@ -89,7 +89,12 @@ pk__ticket_ready_locked(struct pk_pool *p, struct pk__waiter *w)
         pk__pool_bg_kick_locked(p);
         return;
     }
-    if (w->err && !t->err.code)
+    if (w->err == PK_ETIMEDOUT && !t->err.code)
+        pk__pool_explain_locked(p, &t->err, PK_ETIMEDOUT, w->timeout_ms);
+    else if (w->err == PK_ESHUTDOWN && !t->err.code)
+        pk_error_set(&t->err, PK_ESHUTDOWN, 0, "the pool was closed while "
+                     "the ticket waited");
+    else if (w->err && !t->err.code)
         pk_error_set(&t->err, w->err, 0, NULL);
     /* The notify reference first: once READY is visible, the owner may
      * take or free the ticket without the lock, and its reference may be
@@ -169,7 +174,7 @@ ticket_new(struct pk_pool_ticket **out, struct pk_pool *p, int timeout_ms,
            pk_ticket_fn cb, void *arg)
 {
     struct pk_pool_ticket *t = pk__calloc(1, sizeof *t);
-    uint64_t ms;
+    uint64_t ns;
 
     if (!t)
         return PK_ENOMEM;
@@ -186,10 +191,12 @@ ticket_new(struct pk_pool_ticket **out, struct pk_pool *p, int timeout_ms,
     t->cb = cb;
     t->arg = arg;
     t->w.ticket = t;
-    ms = timeout_ms ? (uint64_t)timeout_ms * 1000000u : p->acquire_timeout_ns;
-    t->deadline = ms == UINT64_MAX || timeout_ms == PK_WAIT_FOREVER
+    ns = timeout_ms ? (uint64_t)timeout_ms * 1000000u : p->acquire_timeout_ns;
+    t->deadline = ns == UINT64_MAX || timeout_ms == PK_WAIT_FOREVER
                       ? UINT64_MAX
-                      : pk__now_ns() + ms;
+                      : pk__now_ns() + ns;
+    t->w.timeout_ms = t->deadline == UINT64_MAX ? PK_WAIT_FOREVER
+                                                : (int)(ns / 1000000u);
     *out = t;
     return 0;
 }
@@ -318,9 +325,11 @@ result_of(struct pk_pool_ticket *t, pk_lease *lease, pk_error *err)
         lease->ticket_ = s->ticket;
         return 0;
     }
+    if (!t->err.code)
+        pk_error_set(&t->err, t->w.err ? t->w.err : PK_ECREATE, 0, NULL);
     if (err)
         *err = t->err;
-    return t->w.err ? t->w.err : PK_ECREATE;
+    return t->err.code;
 }
 
 int
@@ -329,14 +338,18 @@ pk_pool_ticket_take(pk_pool_ticket *t, pk_lease *lease, pk_error *err)
     int rc;
 
     if (!t || !lease)
-        return PK_EINVAL;
+        return pk_error_set(err, PK_EINVAL, 0, "pk_pool_ticket_take: %s "
+                            "is NULL", t ? "the lease" : "the ticket");
     if (pk__pool_forked(t->pool))
-        return PK_EFORKED;
+        return pk_error_set(err, PK_EFORKED, 0, "pk_pool_ticket_take: the "
+                            "ticket was made before fork()");
     rc = atomic_load_explicit(&t->state, memory_order_acquire);
     if (rc == T_PENDING)
-        return PK_EAGAIN;
-    if (rc == T_TAKEN || !claim(t))
-        return PK_EINVAL; /* taken already (from its callback, say) */
+        return pk_error_set(err, PK_EAGAIN, 0, "the ticket is not ready "
+                            "yet (its callback or eventfd says when)");
+    if (rc == T_TAKEN || !claim(t)) /* from its callback, say */
+        return pk_error_set(err, PK_EINVAL, 0, "the ticket's result was "
+                            "taken already");
     cancel_callback(t);
     rc = result_of(t, lease, err);
     ticket_unref(t);

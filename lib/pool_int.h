@@ -75,6 +75,7 @@ struct pk__waiter {
     bool queued;
     const char *file;
     int line;
+    int timeout_ms;               /* as asked for (for the messages) */
     struct pk_pool_ticket *ticket; /* async waiter, or NULL */
     /* Group budget request (pool_group.c); linked under the group lock. */
     struct pk__dnode glink;
@@ -290,9 +291,12 @@ void pk__pool_slot_lend(struct pk_pool *p, struct pk__slot *s, uint64_t now,
                         const char *file, int line);
 bool pk__pool_slot_needs_check(const struct pk_pool *p,
                                const struct pk__slot *s, uint64_t now);
-/* Takes the next idle slot in the pool's order; NULL if none. */
-
 /* pool_wait.c */
+/* Fills err for a call that got no resource, PK_ETIMEDOUT or PK_EAGAIN,
+ * with a message that names the situation ("timed out after 2000 ms
+ * waiting; 8 of 8 lent, the oldest acquired at app.c:89"). */
+void pk__pool_explain_locked(const struct pk_pool *p, pk_error *err,
+                             int code, int timeout_ms);
 /* Gives a slot that stopped being lent (release OK, create, check passed)
  * to the longest waiter, or makes it idle. */
 void pk__pool_deliver_locked(struct pk_pool *p, struct pk__slot *s,

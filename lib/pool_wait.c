@@ -14,6 +14,8 @@
  * pk__pool_serve_waiters_locked (pk__pool_deliver_locked does). */
 #include "pool_int.h"
 
+#include <stdio.h>
+
 /* ---- the queue -------------------------------------------------------- */
 
 void
@@ -123,6 +125,47 @@ pk__pool_deliver_locked(struct pk_pool *p, struct pk__slot *s,
 
 /* ---- the waiting acquire --------------------------------------------- */
 
+/* The lease out longest (with a time policy; else any lease), or NULL. */
+static const struct pk__slot *
+oldest_lent(const struct pk_pool *p)
+{
+    const struct pk__slot *o = NULL;
+
+    for (const struct pk__slot *s = p->all_slots; s; s = s->all_next)
+        if (s->state == PK__S_LENT && s->file &&
+            (!o || s->lent_ns < o->lent_ns))
+            o = s;
+    return o;
+}
+
+void
+pk__pool_explain_locked(const struct pk_pool *p, pk_error *err, int code,
+                        int timeout_ms)
+{
+    const struct pk__slot *o;
+    char why[160] = "";
+
+    if (!err)
+        return;
+    o = oldest_lent(p);
+    if (p->paused)
+        snprintf(why, sizeof why, ", the pool is paused");
+    else if (p->creating)
+        snprintf(why, sizeof why, ", %zu being created", p->creating);
+    else if (o)
+        snprintf(why, sizeof why, ", %s acquired at %s:%d",
+                 p->needs_clock ? "the oldest" : "one", o->file, o->line);
+    if (code == PK_EAGAIN)
+        pk_error_set(err, code, 0,
+                     "nothing idle, and a 0 ms timeout does not wait; "
+                     "%zu of %zu lent%s",
+                     p->lent, p->max_size, why);
+    else
+        pk_error_set(err, code, 0, "timed out after %d ms waiting; "
+                     "%zu of %zu lent%s",
+                     timeout_ms, p->lent, p->max_size, why);
+}
+
 /* One evaluation of a queued waiter. Returns 1 when w has a slot, a
  * negative code when it must give up, 0 to keep waiting. While creates
  * fail, w runs the next attempt itself when it is due, and gives up when
@@ -151,9 +194,17 @@ waiter_step(struct pk_pool *p, struct pk__waiter *w, uint64_t deadline,
                 return 1;
         }
     }
-    if (p->closed || rc == PK_ENOMEM) {
+    if (p->closed) {
         pk__pool_waiter_dequeue(p, w);
-        return p->closed ? PK_ESHUTDOWN : rc;
+        pk_error_set(err, PK_ESHUTDOWN, 0, "the pool was closed while "
+                     "this call waited");
+        return PK_ESHUTDOWN;
+    }
+    if (rc == PK_ENOMEM) {
+        pk__pool_waiter_dequeue(p, w);
+        pk_error_set(err, PK_ENOMEM, ENOMEM, "out of memory for a new "
+                     "resource's slot");
+        return rc;
     }
     if (!pk__pool_gives_up_locked(p, deadline))
         return 0;
@@ -188,6 +239,7 @@ pk__pool_acquire_wait(struct pk_pool *p, struct pk__waiter *w,
         if (pk__now_ns() >= deadline) {
             pk__pool_waiter_dequeue(p, w);
             p->st_timeouts++;
+            pk__pool_explain_locked(p, err, PK_ETIMEDOUT, w->timeout_ms);
             return PK_ETIMEDOUT;
         }
         if (!granted && atomic_load(&w->granted))

@@ -208,7 +208,9 @@ enum pk_release_status {
  * its own create's error if it just ran the one that failed.
  * Returns: 0, PK_EINVAL, PK_EAGAIN, PK_ETIMEDOUT, PK_ESHUTDOWN,
  * PK_EFORKED, PK_ENOMEM, or a failed create's code (err gets its detail,
- * as above).
+ * as above). Every failure fills err (when not NULL): the code, and a
+ * message that names the situation ("timed out after 2000 ms waiting; 8
+ * of 8 lent"); success leaves it alone.
  * Owner: lease and err borrowed (err may be NULL); file must be a static
  * string. Threads: safe; create and check may run on this thread.
  * Timeout: a create or check hook that this thread runs is not
@@ -296,7 +298,8 @@ PK_API int pk_pool_ticket_fd(pk_pool_ticket *ticket);
  * PK_EINVAL (NULL, or the result was taken already: by the callback
  * while this call waited for it, say), PK_EFORKED (in a child after
  * fork()), or the request's error (PK_ETIMEDOUT, PK_ESHUTDOWN, a create
- * error with detail in err).
+ * error replayed, as pk_pool_acquire says). Every failure fills err (when
+ * not NULL) with the code and a message.
  * Owner: takes the ticket unless PK_EAGAIN, PK_EINVAL or PK_EFORKED.
  * Threads: one at a time per ticket (its own callback may call it). */
 PK_API int pk_pool_ticket_take(pk_pool_ticket *ticket, pk_lease *lease,

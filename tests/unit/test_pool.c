@@ -598,14 +598,9 @@ test_max_creating_limits_concurrent_creates(void **state)
     assert_int_equal(atomic_load(&ctx.max_in_create), 2);
     assert_int_equal(ph_stats(p).creating, 2);
     ph_create_gate(&ctx, false);
-    for (int i = 0; i < N; i++)
-        ph_acquirer_join(&w[i]);
-    for (int i = 0; i < N; i++)
-        assert_int_equal(w[i].rc, 0);
+    ph_acquirers_join_served(p, w, N);
     assert_int_equal(atomic_load(&ctx.max_in_create), 2);
     assert_int_equal(atomic_load(&ctx.created), N);
-    for (int i = 0; i < N; i++)
-        ph_give(p, &w[i].lease);
     pk_pool_destroy(p);
 }
 

@@ -1040,11 +1040,14 @@ child_ticket_group_checks(pk_lease *held, pk_pool_ticket *t,
 {
     pk_lease_info info;
     pk_lease l;
+    pk_error err;
     size_t used, max;
 
     if (pk_lease_info_get(held, &info) != PK_EFORKED)
         return 30;
-    if (pk_pool_ticket_take(t, &l, NULL) != PK_EFORKED)
+    pk_error_clear(&err);
+    if (pk_pool_ticket_take(t, &l, &err) != PK_EFORKED ||
+        err.code != PK_EFORKED)
         return 31;
     if (pk_pool_group_usage(g, &used, &max) != PK_EFORKED)
         return 32;

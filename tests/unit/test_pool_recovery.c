@@ -47,6 +47,21 @@ assert_replayed(const pk_error *err, int code, int sys, const char *msg)
     assert_non_null(strstr(err->msg, want));
 }
 
+/* A pool whose creates fail ("connection refused") until the test says
+ * the server is back, with short backoffs: attempts come every few ms. */
+static pk_pool *
+flaky_pool(size_t max_creating)
+{
+    pk_pool_options o;
+
+    ph_options(&o, &ctx, NULL);
+    o.max_creating = max_creating;
+    o.backoff_initial_ms = 1;
+    o.max_backoff_waiting_ms = 5;
+    ph_fail_creates(&ctx, -1, PK_ECONNECT, 111, "connection refused");
+    return ph_new_pool(&o);
+}
+
 /* Waits until the hook has been called n times; false after LONG_MS. */
 static bool
 wait_creates(int n)
@@ -62,16 +77,10 @@ wait_creates(int n)
 static void
 test_long_deadline_gets_a_resource_once_creates_succeed_again(void **state)
 {
-    pk_pool_options o;
-    pk_pool *p;
+    pk_pool *p = flaky_pool(2);
     ph_acquirer w;
 
     (void)state;
-    ph_options(&o, &ctx, NULL);
-    o.backoff_initial_ms = 1;
-    o.max_backoff_waiting_ms = 5;
-    p = ph_new_pool(&o);
-    ph_fail_creates(&ctx, -1, PK_ECONNECT, 111, "connection refused");
     assert_int_equal(ph_acquirer_start(&w, p, PK_WAIT_FOREVER, false, NULL),
                      0);
     assert_true(wait_creates(3)); /* the first try and two retries */
@@ -206,17 +215,10 @@ static void
 test_retries_keep_max_creating(void **state)
 {
     enum { N = 6 };
-    pk_pool_options o;
-    pk_pool *p;
+    pk_pool *p = flaky_pool(2);
     ph_acquirer w[N];
 
     (void)state;
-    ph_options(&o, &ctx, NULL);
-    o.max_creating = 2;
-    o.backoff_initial_ms = 1;
-    o.max_backoff_waiting_ms = 2;
-    p = ph_new_pool(&o);
-    ph_fail_creates(&ctx, -1, PK_ECONNECT, 111, "connection refused");
     /* The first creates block on the gate, so all waiters are there when
      * the retries start. */
     ph_create_gate(&ctx, true);
@@ -229,14 +231,9 @@ test_retries_keep_max_creating(void **state)
     ph_create_gate(&ctx, false);
     assert_true(wait_creates(30));
     ph_fail_creates(&ctx, 0, 0, 0, NULL);
-    for (int i = 0; i < N; i++)
-        ph_acquirer_join(&w[i]);
-    for (int i = 0; i < N; i++)
-        assert_int_equal(w[i].rc, 0);
+    ph_acquirers_join_served(p, w, N);
     assert_int_equal(atomic_load(&ctx.max_in_create), 2);
     assert_int_equal(atomic_load(&ctx.created), N);
-    for (int i = 0; i < N; i++)
-        ph_give(p, &w[i].lease);
     pk_pool_destroy(p);
 }
 
@@ -247,18 +244,12 @@ test_retries_keep_max_creating(void **state)
 static void
 test_ticket_is_served_by_a_retry(void **state)
 {
-    pk_pool_options o;
-    pk_pool *p;
+    pk_pool *p = flaky_pool(2);
     pk_pool_ticket *t;
     pk_lease l;
     int ready = -1;
 
     (void)state;
-    ph_options(&o, &ctx, NULL);
-    o.backoff_initial_ms = 1;
-    o.max_backoff_waiting_ms = 5;
-    p = ph_new_pool(&o);
-    ph_fail_creates(&ctx, -1, PK_ECONNECT, 111, "connection refused");
     assert_int_equal(pk_pool_acquire_async(p, &t, PK_WAIT_FOREVER, NULL,
                                            NULL, &ready),
                      0);
