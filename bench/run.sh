@@ -5,6 +5,8 @@
 #   BENCH=core bench/run.sh DIR only bench_core (a comma list works too;
 #                               BENCH=core.pair_1t runs one case of it)
 #   ROUNDS=n                    rounds per case (default 5)
+#   RECOVERY_SCALE=x            bench_core's recovery case: outages of 1, 5
+#                               and 12 s times x (default 0.25)
 #
 # Each program prints `<module>.<case> key=value ...` lines on stdout
 # (progress goes to stderr). They are shown and also written to
@@ -537,6 +539,9 @@ for prog in "${progs[@]}"; do
         continue
     fi
     args=(--rounds "$rounds")
+    if [ "$mod" = core ] && [ -n "${RECOVERY_SCALE:-}" ]; then
+        args+=(--outage-scale "$RECOVERY_SCALE")
+    fi
     if [ "$want_all" = 0 ] && [ "${want_cases[$mod]}" != ALL ]; then
         args+=(--case "${want_cases[$mod]}")
     fi

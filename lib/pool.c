@@ -1,27 +1,23 @@
 /* lib/pool.c - the resource pool: lending and taking back.
  *
- * One mutex guards the population. The hot path is short: an acquire takes
- * the slot its thread released last from the release cache without the
- * lock (pool_cache.c), or finds an idle resource and no queue and takes it
- * in one lock section; a release parks its slot in the cache, or with no
- * waiter puts it back in one lock section. Everything that can block or
- * call user code (create, check, reset, destroy) runs with the lock
- * dropped; the slot's state says who owns it meanwhile (see pool_int.h).
- * A lease is a slot and a ticket: one CAS on the ticket ends it, so a
- * release validates its lease without the lock.
+ * One mutex guards the population, and the plain path holds it once: an
+ * acquire that finds an idle resource and no queue takes it in one lock
+ * section, and a release with nobody waiting puts it back in one. Neither
+ * reads the clock unless a policy needs the time (pk_pool.needs_clock).
+ * Everything that can block or call user code (create, check, reset,
+ * destroy) runs with the lock dropped; the slot's state says who owns it
+ * meanwhile (see pool_int.h). A lease is a slot and a ticket: the ticket
+ * names one lend of the slot, so a release checks under the lock that its
+ * lease is the current one.
  *
  * The other parts: pool_wait.c (the queue and hand-off), pool_create.c
- * (creating resources, and the pool itself), pool_cache.c (the release
- * cache), pool_maint.c (maintenance, sizing, close, stats). */
-#include "pool_cache.h"
+ * (creating resources, and the pool itself), pool_maint.c (maintenance,
+ * sizing, close, stats). */
+#include "pool_int.h"
 
 #include <string.h>
 
 #include "alloc.h"
-
-#ifdef PK_TESTING
-void (*_Atomic pk__test_park_delay)(void);
-#endif
 
 /* ---- small helpers ---------------------------------------------------- */
 
@@ -74,8 +70,8 @@ pk__pool_unlock_slow(struct pk_pool *p)
 /* ---- idle list -------------------------------------------------------- */
 
 /* For the group's choice of a victim (pool_group.c). */
-static void
-update_idle_hints(struct pk_pool *p)
+void
+pk__pool_idle_hints_locked(struct pk_pool *p)
 {
     struct pk__slot *oldest = pk__slot_of(p->idle_list.tail);
 
@@ -85,75 +81,7 @@ update_idle_hints(struct pk_pool *p)
                           memory_order_relaxed);
 }
 
-/* The idle list keeps the most recently idled resource at the head: LIFO
- * pops the head (warm), FIFO pops the tail (rotation), and the tail is
- * always the longest idle (what trimming and groups retire first). */
-void
-pk__pool_idle_push_locked(struct pk_pool *p, struct pk__slot *s)
-{
-    s->state = PK__S_IDLE;
-    pk__dlist_push_head(&p->idle_list, &s->link);
-    p->idle++;
-    if (p->group)
-        update_idle_hints(p);
-}
-
-void
-pk__pool_idle_remove_locked(struct pk_pool *p, struct pk__slot *s)
-{
-    pk__dlist_remove(&p->idle_list, &s->link);
-    p->idle--;
-    if (p->group)
-        update_idle_hints(p);
-}
-
-/* The idle slot the pool's order lends next, or NULL. */
-static inline struct pk__slot *
-idle_next(const struct pk_pool *p)
-{
-    return pk__slot_of(p->order == PK_POOL_FIFO ? p->idle_list.tail
-                                                : p->idle_list.head);
-}
-
-struct pk__slot *
-pk__pool_idle_pop_locked(struct pk_pool *p)
-{
-    struct pk__slot *s = idle_next(p);
-
-    if (s)
-        pk__pool_idle_remove_locked(p, s);
-    return s;
-}
-
-void
-pk__pool_update_hot_locked(struct pk_pool *p)
-{
-    p->hot = !p->needs_clock && !p->reset && !p->max_uses && !p->group &&
-             !p->paused && !p->closed && p->min_idle == 0;
-    pk__cache_update_locked(p);
-}
-
 /* ---- slots ------------------------------------------------------------ */
-
-/* A slot starts on a cache line and owns its lines: threads that lend
- * neighbouring slots from the release cache do not share a line. */
-#define PK__SLOT_BYTES                                                      \
-    ((sizeof(struct pk__slot) + PK__CACHE_LINE - 1) / PK__CACHE_LINE *     \
-     PK__CACHE_LINE)
-
-static struct pk__slot *
-slot_alloc(void)
-{
-    void *mem = pk__calloc(1, PK__SLOT_BYTES + PK__CACHE_LINE);
-    struct pk__slot *s;
-
-    if (!mem)
-        return NULL;
-    s = (struct pk__slot *)(((uintptr_t)mem + PK__CACHE_LINE - 1) &
-                            ~(uintptr_t)(PK__CACHE_LINE - 1));
-    s->mem = mem;
-    return s;
-}
 
 struct pk__slot *
 pk__pool_slot_get(struct pk_pool *p)
@@ -162,7 +90,7 @@ pk__pool_slot_get(struct pk_pool *p)
 
     if (s)
         return s;
-    s = slot_alloc();
+    s = pk__calloc(1, sizeof *s);
     if (!s)
         return NULL;
     s->all_next = p->all_slots;
@@ -173,14 +101,9 @@ pk__pool_slot_get(struct pk_pool *p)
 void
 pk__pool_slot_put(struct pk_pool *p, struct pk__slot *s)
 {
-    uint64_t w = atomic_load_explicit(&s->ticket, memory_order_relaxed);
-
     s->state = PK__S_FREE;
     s->res = NULL;
-    /* Any lease still naming this slot is now stale. */
-    atomic_store_explicit(&s->ticket,
-                          (pk__ticket_lease(w) + PK__T_STEP) | PK__T_NOPARK,
-                          memory_order_relaxed);
+    s->ticket++; /* any lease still naming this slot is now stale */
     pk__dlist_push_head(&p->free_slots, &s->link);
 }
 
@@ -190,11 +113,13 @@ pk__pool_slot_lend(struct pk_pool *p, struct pk__slot *s, uint64_t now,
                    const char *file, int line)
 {
     s->state = PK__S_LENT;
-    pk__cache_lend_locked(p, s);
+    s->ticket++;
     s->uses++;
-    s->idle_ns = now > s->idle_since_ns ? now - s->idle_since_ns : 0;
-    s->lent_ns = now;
-    s->held_reported = false;
+    if (p->needs_clock) { /* else these stay 0 (pk_pool.needs_clock) */
+        s->idle_ns = now > s->idle_since_ns ? now - s->idle_since_ns : 0;
+        s->lent_ns = now;
+        s->held_reported = false;
+    }
     s->file = file;
     s->line = line;
     p->lent++;
@@ -233,11 +158,9 @@ pk__pool_unlink_retire_locked(struct pk_pool *p, struct pk__slot *s)
         p->lent--;
     else if (s->state == PK__S_CHECKING)
         p->checking--;
-    pk__cache_forget_locked(p, s);
     s->state = PK__S_RETIRING;
     p->alive--;
     p->retiring++;
-    pk__cache_update_locked(p); /* below max_size again, maybe */
 }
 
 bool
@@ -281,13 +204,9 @@ fill_lease(struct pk_pool *p, pk_lease *l, struct pk__slot *s)
     l->resource = s->res;
     l->pool_ = p;
     l->slot_ = s;
-    l->ticket_ = pk__ticket_lease(
-        atomic_load_explicit(&s->ticket, memory_order_relaxed));
+    l->ticket_ = s->ticket;
 }
 
-/* Runs the check hook on a lent slot outside the lock. Returns 0 if
- * healthy; otherwise retires it (bumping the generation) and returns the
- * check's code. */
 /* Retires a lent slot made before pk_pool_evict_all, which promised it
  * would not be lent again: no check, no failure counted. Returns
  * PK_ECHECK, so the acquirer tries again. */
@@ -301,6 +220,9 @@ retire_evicted(struct pk_pool *p, struct pk__slot *s)
     return PK_ECHECK;
 }
 
+/* Runs the check hook on a lent slot outside the lock. Returns 0 if
+ * healthy; otherwise retires it (bumping the generation) and returns the
+ * check's code. */
 int
 pk__pool_check_lent(struct pk_pool *p, struct pk__slot *s)
 {
@@ -337,7 +259,7 @@ pk__pool_check_lent(struct pk_pool *p, struct pk__slot *s)
         p->st_check_failures++;
     if (p->check && !(p->flags & PK_POOL_NO_GENERATION_BUMP) &&
         s->generation == p->generation)
-        pk__pool_gen_bump_locked(p);
+        p->generation++;
     pk__pool_unlink_retire_locked(p, s);
     pk__pool_unlock(p);
     if (p->check)
@@ -347,14 +269,22 @@ pk__pool_check_lent(struct pk_pool *p, struct pk__slot *s)
 }
 
 static int
-acquire_args(pk_pool *p, pk_lease *lease, int timeout_ms)
+acquire_args(pk_pool *p, pk_lease *lease, int timeout_ms, pk_error *err)
 {
-    if (!p || !lease || p->magic != PK__POOL_MAGIC)
-        return PK_EINVAL;
+    if (!p || !lease)
+        return pk_error_set(err, PK_EINVAL, 0, "pk_pool_acquire: %s is "
+                            "NULL", p ? "the lease" : "the pool");
+    if (p->magic != PK__POOL_MAGIC)
+        return pk_error_set(err, PK_EINVAL, 0, "pk_pool_acquire: not a "
+                            "live pool (destroyed?)");
     if (timeout_ms < 0 && timeout_ms != PK_WAIT_FOREVER)
-        return PK_EINVAL;
+        return pk_error_set(err, PK_EINVAL, 0, "pk_pool_acquire: timeout "
+                            "%d ms (0, positive or PK_WAIT_FOREVER)",
+                            timeout_ms);
     if (pk__pool_forked(p))
-        return PK_EFORKED;
+        return pk_error_set(err, PK_EFORKED, 0, "pk_pool_acquire: the "
+                            "pool was made before fork(); a child makes "
+                            "pools of its own");
     return 0;
 }
 
@@ -374,15 +304,13 @@ deadline_of(int timeout_ms, uint64_t *deadline)
  * Returns the slot lent to the caller, or NULL. */
 struct pk__slot *
 pk__pool_take_idle_locked(struct pk_pool *p, const char *file, int line,
-                 bool *needs_check)
+                          bool *needs_check)
 {
     struct pk__slot *s;
     uint64_t now;
 
-    if (p->wait_queue.head || p->paused)
+    if (p->wait_queue.head || p->paused || !p->idle_list.head)
         return NULL;
-    if (!p->idle_list.head && !pk__cache_flush_locked(p))
-        return NULL; /* nothing idle, nothing parked */
     s = pk__pool_idle_pop_locked(p);
     now = p->needs_clock ? pk__pool_now(p) : 0;
     *needs_check = pk__pool_slot_needs_check(p, s, now);
@@ -392,69 +320,68 @@ pk__pool_take_idle_locked(struct pk_pool *p, const char *file, int line,
     return s;
 }
 
-/* The fast path of acquire: an idle resource, no queue, no policy to
- * evaluate (p->hot) and nothing to check (current generation). */
-static inline struct pk__slot *
-hot_take_locked(struct pk_pool *p, const char *file, int line)
+/* Waits in the queue for a slot, the lock held on entry and dropped on
+ * return. Returns 0 with *s (lent to the caller) and *check set, or an
+ * error. */
+static __attribute__((noinline)) int
+wait_for_slot(struct pk_pool *p, int timeout_ms, uint64_t deadline,
+              bool front, pk_error *err, const char *file, int line,
+              struct pk__slot **s, bool *check)
 {
-    struct pk__slot *s = idle_next(p);
+    struct pk__waiter w;
+    uint64_t t0 = pk__now_ns();
+    int rc;
 
-    if (!p->hot || p->wait_queue.head || !s || s->generation != p->generation)
-        return NULL;
-    pk__pool_idle_remove_locked(p, s);
-    s->state = PK__S_LENT;
-    pk__cache_lend_locked(p, s);
-    s->uses++;
-    s->file = file;
-    s->line = line;
-    p->lent++;
-    p->st_fast_acquires++;
-    return s;
+    memset(&w, 0, sizeof w);
+    w.file = file;
+    w.line = line;
+    w.timeout_ms = timeout_ms;
+    pk__pool_waiter_enqueue(p, &w, front);
+    rc = pk__pool_acquire_wait(p, &w, deadline, err);
+    if (rc != PK__GOT_UNLOCKED)
+        pk__pool_unlock(p);
+    if (w.gpool)
+        pk__group_leave_wait(p->group, &w);
+    if (rc == PK_ETIMEDOUT)
+        pk__pool_emit_simple(p, PK_EVENT_TIMEOUT, NULL, NULL);
+    if (rc < 0)
+        return rc;
+    pk__hist_add(&p->wait_hist, pk__now_ns() - t0);
+    *s = w.slot;
+    *check = w.needs_check;
+    return 0;
 }
 
+/* One try: an idle resource at once (one lock section, the plain path),
+ * or a wait in the queue. Returns 0 (lease filled), 1 (what it got failed
+ * its check and was retired: try again), or an error. */
 static int
 acquire_once(struct pk_pool *p, pk_lease *lease, int timeout_ms,
              uint64_t *deadline, pk_error *err, const char *file, int line,
-             bool front, bool locked)
+             bool front)
 {
-    struct pk__waiter w;
     struct pk__slot *s;
     bool check = false;
-    uint64_t t0;
     int rc;
 
-    if (!locked)
-        pk__lock_acquire(&p->lock);
+    pk__lock_acquire(&p->lock);
     if (p->closed) {
         pk__pool_unlock(p);
-        return PK_ESHUTDOWN;
+        return pk_error_set(err, PK_ESHUTDOWN, 0, "the pool is closed");
     }
     s = pk__pool_take_idle_locked(p, file, line, &check);
     if (s) {
         p->st_nowait_acquires++;
         pk__pool_unlock(p);
     } else if (timeout_ms == 0) {
+        pk__pool_explain_locked(p, err, PK_EAGAIN, 0);
         pk__pool_unlock(p);
         return PK_EAGAIN;
     } else {
-        t0 = pk__now_ns();
-        memset(&w, 0, sizeof w);
-        w.file = file;
-        w.line = line;
-        pk__pool_waiter_enqueue(p, &w, front);
-        rc = pk__pool_acquire_wait(p, &w, deadline_of(timeout_ms, deadline),
-                                   err);
-        if (rc != PK__GOT_UNLOCKED)
-            pk__pool_unlock(p);
-        if (w.gpool)
-            pk__group_leave_wait(p->group, &w);
-        if (rc == PK_ETIMEDOUT)
-            pk__pool_emit_simple(p, PK_EVENT_TIMEOUT, NULL, NULL);
-        if (rc < 0)
+        rc = wait_for_slot(p, timeout_ms, deadline_of(timeout_ms, deadline),
+                           front, err, file, line, &s, &check);
+        if (rc)
             return rc;
-        pk__hist_add(&p->wait_hist, pk__now_ns() - t0);
-        s = w.slot;
-        check = w.needs_check;
     }
     if (check && pk__pool_check_lent(p, s) != 0)
         return 1; /* it was retired: try again */
@@ -462,67 +389,37 @@ acquire_once(struct pk_pool *p, pk_lease *lease, int timeout_ms,
     return 0;
 }
 
-/* Everything but the hot path, entered with the lock held. */
-static __attribute__((noinline)) int
-acquire_slow(struct pk_pool *p, pk_lease *lease, int timeout_ms,
-             pk_error *err, const char *file, int line)
+int
+pk_pool_acquire_at(pk_pool *p, pk_lease *lease, int timeout_ms,
+                   pk_error *err, const char *file, int line)
 {
     uint64_t deadline = PK__DEADLINE_UNSET;
-    bool front = false, locked = true;
+    bool front = false;
     int rc;
 
+    rc = acquire_args(p, lease, timeout_ms, err);
+    if (rc != 0)
+        return rc;
+    lease->resource = NULL;
+    lease->pool_ = NULL;
+    lease->slot_ = NULL;
     for (;;) {
         rc = acquire_once(p, lease, timeout_ms, &deadline, err, file, line,
-                          front, locked);
+                          front);
         if (rc != 1)
             return rc;
         /* A check failed and retired what we got: try again, first in
          * line, within the same deadline. */
         front = true;
-        locked = false;
         if (timeout_ms == 0)
-            return PK_EAGAIN;
+            return pk_error_set(err, PK_EAGAIN, 0, "the idle resource "
+                                "failed its check, and a 0 ms timeout "
+                                "does not wait");
         if (pk__now_ns() >= deadline_of(timeout_ms, &deadline))
-            return PK_ETIMEDOUT;
+            return pk_error_set(err, PK_ETIMEDOUT, 0, "timed out after "
+                                "%d ms waiting: what this call got failed "
+                                "its check", timeout_ms);
     }
-}
-
-int
-pk_pool_acquire_at(pk_pool *p, pk_lease *lease, int timeout_ms,
-                   pk_error *err, const char *file, int line)
-{
-    struct pk__slot *s;
-    uint64_t t;
-    int rc;
-
-    rc = acquire_args(p, lease, timeout_ms);
-    if (__builtin_expect(rc != 0, 0))
-        return rc;
-    lease->resource = NULL;
-    lease->pool_ = NULL;
-    lease->slot_ = NULL;
-    s = pk__cache_take(p, &t);
-    if (s) {
-        if (__builtin_expect(pk__cache_gen_ok(p, s), 1)) {
-            pk__cache_lend(s, file, line);
-            lease->resource = s->res;
-            lease->pool_ = p;
-            lease->slot_ = s;
-            lease->ticket_ = t;
-            return 0;
-        }
-        /* Parked before a generation bump: the locked release retires
-         * or idles it, and the locked acquire below checks it. */
-        pk__lock_acquire(&p->lock);
-        pk__pool_release_locked(p, s, PK_RELEASE_OK);
-    }
-    pk__lock_acquire(&p->lock);
-    s = hot_take_locked(p, file, line);
-    if (__builtin_expect(s == NULL, 0))
-        return acquire_slow(p, lease, timeout_ms, err, file, line);
-    pk__pool_unlock(p);
-    fill_lease(p, lease, s);
-    return 0;
 }
 
 /* ---- release ---------------------------------------------------------- */
@@ -556,7 +453,6 @@ release_detach(struct pk_pool *p, struct pk__slot *s)
     p->alive--;
     p->st_detached++;
     pk__pool_slot_put(p, s);
-    pk__cache_update_locked(p); /* below max_size again, maybe */
     pk__pool_wake_retry_locked(p);
     free_now = pk__pool_may_free_locked(p);
     pk__pool_unlock(p);
@@ -570,7 +466,7 @@ release_retire(struct pk_pool *p, struct pk__slot *s, bool bump)
 {
     if (bump && p->check && !(p->flags & PK_POOL_NO_GENERATION_BUMP) &&
         s->generation == p->generation)
-        pk__pool_gen_bump_locked(p);
+        p->generation++;
     pk__pool_unlink_retire_locked(p, s);
     pk__pool_unlock(p);
     pk__pool_finish_retire(p, s);
@@ -598,10 +494,11 @@ run_reset(struct pk_pool *p, struct pk__slot *s)
     return rc == 0;
 }
 
-/* Everything but the hot path, entered with the lock held and the lease
- * validated and made stale. */
-static __attribute__((noinline)) int
-release_slow(struct pk_pool *p, struct pk__slot *s, int status)
+/* Takes a slot back, entered with the lock held and the lease validated
+ * and made stale; drops the lock. With no reset hook, no time policy and
+ * nobody waiting it is one step: the slot goes to the idle list. */
+static int
+release_locked(struct pk_pool *p, struct pk__slot *s, int status)
 {
     uint64_t now;
 
@@ -620,73 +517,9 @@ release_slow(struct pk_pool *p, struct pk__slot *s, int status)
 }
 
 int
-pk__pool_release_locked(struct pk_pool *p, struct pk__slot *s, int status)
-{
-    if (__builtin_expect(status != PK_RELEASE_OK || !p->hot ||
-                             p->wait_queue.head ||
-                             s->generation < p->evict_gen ||
-                             p->alive > p->max_size,
-                         0)) {
-        pk__cache_forget_locked(p, s);
-        return release_slow(p, s, status);
-    }
-    /* Hot path: no reset, no clock, no limit, nobody waiting. */
-    if (!pk__cache_park_locked(p, s)) {
-        pk__cache_forget_locked(p, s);
-        p->lent--;
-        pk__pool_idle_push_locked(p, s);
-    }
-    pk__pool_unlock(p);
-    return 0;
-}
-
-/* Ends lease t of s, parking s in the release cache if it may: one CAS
- * on the ticket word both validates the lease and makes it stale, so of
- * two releases of one lease (a lease copied to a watchdog, say) exactly
- * one wins. Returns 1 if parked (the caller must not touch p or s again),
- * 0 if ended and to be released under the lock, PK_EINVAL for a stale
- * lease. Acquire: the slot's fields, written by whoever lent it. */
-static inline int
-lease_end(struct pk_pool *p, struct pk__slot *s, uint64_t t, bool park)
-{
-    uint64_t w = atomic_load_explicit(&s->ticket, memory_order_relaxed);
-    uint64_t n;
-
-    for (;;) {
-        if (pk__ticket_lease(w) != t)
-            return PK_EINVAL;
-        /* The generation is read once the lease is known to be ours. */
-        if (park && !(w & PK__T_NOPARK) && pk__cache_gen_ok(p, s)) {
-#ifdef PK_TESTING
-            void (*delay)(void) = atomic_load_explicit(
-                &pk__test_park_delay, memory_order_relaxed);
-            if (delay)
-                delay();
-#endif
-            int rc = pk__cache_park(p, s, &w, t);
-            if (rc > 0)
-                return 1;
-            if (rc < 0)
-                continue; /* the word changed: validate again */
-        }
-        n = (t + PK__T_STEP) | (w & PK__T_NOPARK);
-        if (PK__SINGLE_THREADED()) {
-            atomic_store_explicit(&s->ticket, n, memory_order_relaxed);
-            return 0;
-        }
-        if (atomic_compare_exchange_weak_explicit(&s->ticket, &w, n,
-                                                  memory_order_acquire,
-                                                  memory_order_relaxed))
-            return 0;
-    }
-}
-
-int
 pk_pool_release(pk_pool *p, pk_lease *l, int status)
 {
     struct pk__slot *s;
-    bool park;
-    int rc;
 
     if (!p || !l || p->magic != PK__POOL_MAGIC || l->pool_ != p ||
         !l->slot_)
@@ -694,21 +527,21 @@ pk_pool_release(pk_pool *p, pk_lease *l, int status)
     if (status < PK_RELEASE_OK || status > PK_RELEASE_DETACH)
         return PK_EINVAL;
     if (pk__pool_forked(p))
-        return PK_EFORKED;
+        return pk__pool_release_in_child(p, l, status);
     s = l->slot_;
+    pk__lock_acquire(&p->lock);
     /* A ticket names one lend of the slot, so a matching one means the
-     * slot is LENT to this lease (pool_int.h). */
-    park = status == PK_RELEASE_OK && p->cache.stripe;
-    rc = lease_end(p, s, l->ticket_, park);
-    if (rc < 0)
-        return rc;
+     * slot is LENT to this lease; else it was released already (through
+     * a copy of the lease, say). */
+    if (s->ticket != l->ticket_) {
+        pk__pool_unlock(p);
+        return PK_EINVAL;
+    }
+    s->ticket++;
     l->resource = NULL;
     l->pool_ = NULL;
     l->slot_ = NULL;
-    if (rc > 0)
-        return 0; /* parked: p may be gone already (pool_cache.c) */
-    pk__lock_acquire(&p->lock);
-    return pk__pool_release_locked(p, s, status);
+    return release_locked(p, s, status);
 }
 
 int
@@ -728,9 +561,7 @@ pk_lease_info_get(const pk_lease *l, pk_lease_info *info)
     s = l->slot_;
     now = pk__pool_now(p);
     pk__lock_acquire(&p->lock);
-    if (s->state == PK__S_LENT &&
-        pk__ticket_lease(atomic_load_explicit(
-            &s->ticket, memory_order_relaxed)) == l->ticket_) {
+    if (s->state == PK__S_LENT && s->ticket == l->ticket_) {
         info->age_ns = now > s->created_ns ? now - s->created_ns : 0;
         info->idle_ns = s->idle_ns;
         info->uses = s->uses;

@@ -89,7 +89,12 @@ pk__ticket_ready_locked(struct pk_pool *p, struct pk__waiter *w)
         pk__pool_bg_kick_locked(p);
         return;
     }
-    if (w->err && !t->err.code)
+    if (w->err == PK_ETIMEDOUT && !t->err.code)
+        pk__pool_explain_locked(p, &t->err, PK_ETIMEDOUT, w->timeout_ms);
+    else if (w->err == PK_ESHUTDOWN && !t->err.code)
+        pk_error_set(&t->err, PK_ESHUTDOWN, 0, "the pool was closed while "
+                     "the ticket waited");
+    else if (w->err && !t->err.code)
         pk_error_set(&t->err, w->err, 0, NULL);
     /* The notify reference first: once READY is visible, the owner may
      * take or free the ticket without the lock, and its reference may be
@@ -169,7 +174,7 @@ ticket_new(struct pk_pool_ticket **out, struct pk_pool *p, int timeout_ms,
            pk_ticket_fn cb, void *arg)
 {
     struct pk_pool_ticket *t = pk__calloc(1, sizeof *t);
-    uint64_t ms;
+    uint64_t ns;
 
     if (!t)
         return PK_ENOMEM;
@@ -186,10 +191,12 @@ ticket_new(struct pk_pool_ticket **out, struct pk_pool *p, int timeout_ms,
     t->cb = cb;
     t->arg = arg;
     t->w.ticket = t;
-    ms = timeout_ms ? (uint64_t)timeout_ms * 1000000u : p->acquire_timeout_ns;
-    t->deadline = ms == UINT64_MAX || timeout_ms == PK_WAIT_FOREVER
+    ns = timeout_ms ? (uint64_t)timeout_ms * 1000000u : p->acquire_timeout_ns;
+    t->deadline = ns == UINT64_MAX || timeout_ms == PK_WAIT_FOREVER
                       ? UINT64_MAX
-                      : pk__now_ns() + ms;
+                      : pk__now_ns() + ns;
+    t->w.timeout_ms = t->deadline == UINT64_MAX ? PK_WAIT_FOREVER
+                                                : (int)(ns / 1000000u);
     *out = t;
     return 0;
 }
@@ -206,40 +213,38 @@ helper_running_locked(struct pk_pool *p)
     return pk__pool_bg_start_locked(p);
 }
 
-/* A ticket ready within the call: the caller learns it from *ready, and
- * its callback is not called (pool.h). */
-static void
-ready_at_once(struct pk_pool_ticket *t, pk_pool_ticket **out, int *ready)
+/* A ticket ready within the call (its result set): the caller learns it
+ * from *ready, and its callback is not called (pool.h). Drops the lock. */
+static int
+ready_at_once(struct pk_pool *p, struct pk_pool_ticket *t,
+              pk_pool_ticket **out, int *ready)
 {
     uint64_t one = 1;
 
+    atomic_store_explicit(&t->state, T_READY, memory_order_relaxed);
+    pk__pool_unlock(p);
     if (write(t->efd, &one, sizeof one) < 0) {
         /* cannot overflow: see pk__ticket_notify_list */
     }
     if (ready)
         *ready = 1;
     *out = t;
+    return 0;
 }
 
-/* True if queueing t served it at once: queueing closes the release
- * cache, and a slot parked there a moment ago goes to the queue, whose
- * last (and so newest) member t is. Its announcement is taken back from
- * the notify list: the unlock would run the callback on this thread,
- * inside the call, before the caller has the ticket. */
+/* A ticket that waits for a create while creates fail, whose deadline
+ * comes before the next attempt, fails now with the last create's error
+ * replayed (the blocking acquire's rule, pool_wait.c): true if w left the
+ * queue so, its error set. The caller announces it. */
 static bool
-served_in_place_locked(struct pk_pool *p, struct pk_pool_ticket *t)
+gives_up_locked(struct pk_pool *p, struct pk__waiter *w)
 {
-    if (atomic_load_explicit(&t->state, memory_order_relaxed) != T_READY)
+    if (!pk__pool_gives_up_locked(p, w->ticket->deadline))
         return false;
-    for (struct pk_pool_ticket **pp = &p->notify_head; *pp;
-         pp = &(*pp)->notify_next) {
-        if (*pp == t) {
-            *pp = t->notify_next;
-            atomic_fetch_sub_explicit(&t->refs, 1, memory_order_relaxed);
-            return true;
-        }
-    }
-    return false; /* cannot be: READY is set after the push */
+    pk__pool_waiter_dequeue(p, w);
+    w->err = p->last_err.code;
+    pk__pool_replay_error_locked(p, &w->ticket->err);
+    return true;
 }
 
 int
@@ -277,10 +282,7 @@ pk_pool_acquire_async_at(pk_pool *p, pk_pool_ticket **out, int timeout_ms,
     s = rc ? NULL : pk__pool_take_idle_locked(p, file, line, &check);
     if (s && !check) {
         t->w.slot = s;
-        atomic_store_explicit(&t->state, T_READY, memory_order_relaxed);
-        pk__pool_unlock(p);
-        ready_at_once(t, out, ready);
-        return 0;
+        return ready_at_once(p, t, out, ready);
     }
     if (!s && rc == 0)
         rc = helper_running_locked(p);
@@ -295,12 +297,9 @@ pk_pool_acquire_async_at(pk_pool *p, pk_pool_ticket **out, int timeout_ms,
         pk__ticket_ready_locked(p, &t->w);
     } else {
         pk__pool_waiter_enqueue(p, &t->w, false);
+        if (gives_up_locked(p, &t->w))
+            return ready_at_once(p, t, out, ready);
         pk__pool_bg_kick_locked(p);
-    }
-    if (served_in_place_locked(p, t)) {
-        pk__pool_unlock(p);
-        ready_at_once(t, out, ready);
-        return 0;
     }
     pk__pool_unlock(p);
     *out = t;
@@ -323,13 +322,14 @@ result_of(struct pk_pool_ticket *t, pk_lease *lease, pk_error *err)
         lease->resource = s->res;
         lease->pool_ = t->pool;
         lease->slot_ = s;
-        lease->ticket_ = pk__ticket_lease(
-            atomic_load_explicit(&s->ticket, memory_order_relaxed));
+        lease->ticket_ = s->ticket;
         return 0;
     }
+    if (!t->err.code)
+        pk_error_set(&t->err, t->w.err ? t->w.err : PK_ECREATE, 0, NULL);
     if (err)
         *err = t->err;
-    return t->w.err ? t->w.err : PK_ECREATE;
+    return t->err.code;
 }
 
 int
@@ -338,14 +338,18 @@ pk_pool_ticket_take(pk_pool_ticket *t, pk_lease *lease, pk_error *err)
     int rc;
 
     if (!t || !lease)
-        return PK_EINVAL;
+        return pk_error_set(err, PK_EINVAL, 0, "pk_pool_ticket_take: %s "
+                            "is NULL", t ? "the lease" : "the ticket");
     if (pk__pool_forked(t->pool))
-        return PK_EFORKED;
+        return pk_error_set(err, PK_EFORKED, 0, "pk_pool_ticket_take: the "
+                            "ticket was made before fork()");
     rc = atomic_load_explicit(&t->state, memory_order_acquire);
     if (rc == T_PENDING)
-        return PK_EAGAIN;
-    if (rc == T_TAKEN || !claim(t))
-        return PK_EINVAL; /* taken already (from its callback, say) */
+        return pk_error_set(err, PK_EAGAIN, 0, "the ticket is not ready "
+                            "yet (its callback or eventfd says when)");
+    if (rc == T_TAKEN || !claim(t)) /* from its callback, say */
+        return pk_error_set(err, PK_EINVAL, 0, "the ticket's result was "
+                            "taken already");
     cancel_callback(t);
     rc = result_of(t, lease, err);
     ticket_unref(t);
@@ -414,14 +418,6 @@ pk__ticket_unpin(struct pk_pool_ticket *t)
     ticket_unref(t);
 }
 
-void
-pk__ticket_fail_locked(struct pk_pool *p, struct pk__waiter *w)
-{
-    w->ticket->err = p->last_err;
-    w->ticket->err.code = w->err;
-    pk__ticket_ready_locked(p, w);
-}
-
 /* Checks slots handed to tickets. Runs on the helper thread or in
  * pk_pool_maintain. */
 void
@@ -439,9 +435,7 @@ pk__pool_async_service(struct pk_pool *p)
         if (rc == 0 && (t->abandoned || p->closed)) {
             /* Nobody will take it, or the pool closed meanwhile: the
              * release puts it back, or retires it if closed. */
-            pk_lease l = { s->res, p, s,
-                           pk__ticket_lease(atomic_load_explicit(
-                               &s->ticket, memory_order_relaxed)) };
+            pk_lease l = { s->res, p, s, s->ticket };
             t->w.slot = NULL;
             if (!t->abandoned) {
                 t->w.err = PK_ESHUTDOWN;
@@ -486,36 +480,21 @@ pk__pool_async_next_deadline_locked(struct pk_pool *p)
     return d;
 }
 
-/* Creates are failing, in backoff, and nothing is being made: tickets
- * that wait for a create get the last create error now, as blocking
- * acquirers do. */
-static bool
-failing_fast_locked(struct pk_pool *p)
-{
-    return p->fail_streak > 0 && p->creating == 0 &&
-           p->alive < p->max_size && !p->paused &&
-           pk__pool_now(p) < p->backoff_until_ns;
-}
-
 void
 pk__pool_async_expire(struct pk_pool *p, uint64_t now)
 {
     size_t expired = 0;
-    bool fail = false;
 
     pk__lock_acquire(&p->lock);
-    if (p->async_waiters)
-        fail = failing_fast_locked(p);
     for (struct pk__dnode *n = p->wait_queue.head, *next;
          n && p->async_waiters; n = next) {
         struct pk__waiter *w = pk__waiter_of(n);
         next = n->next; /* the dequeues below unlink n */
-        if (w->ticket && fail) {
-            pk__pool_waiter_dequeue(p, w);
-            w->err = p->last_err.code;
-            w->ticket->err = p->last_err;
+        if (!w->ticket)
+            continue;
+        if (gives_up_locked(p, w)) {
             pk__ticket_ready_locked(p, w);
-        } else if (w->ticket && w->ticket->deadline <= now) {
+        } else if (w->ticket->deadline <= now) {
             pk__pool_waiter_dequeue(p, w);
             w->err = PK_ETIMEDOUT;
             p->st_timeouts++;

@@ -1,5 +1,5 @@
 /* lib/pool_create.c - making things: resources (one create at a time
- * under the pool's limits, with backoff and fail-fast after failures) and
+ * under the pool's limits, with backoff and retries after failures) and
  * the pool itself (options, create, destroy, and destroy in a forked
  * child).
  *
@@ -7,10 +7,16 @@
  * alive and creating), runs the hook with the lock dropped, and delivers
  * the result to the head of the queue or the idle list. A failure starts
  * or lengthens the backoff (exponential, jittered, capped) and is
- * remembered, so acquirers that would wait for a create fail fast with
- * its error while the backoff lasts. */
+ * remembered. The pool's one retry loop: while creates fail, whoever
+ * waits for one (a blocking acquirer itself, the helper thread or
+ * pk_pool_maintain for tickets and the floor) tries again when the
+ * backoff ends, and the result goes to the longest waiter. A waiter whose
+ * deadline comes before that attempt fails at once with the last error,
+ * replayed and saying so. The backoff's cap is short while anyone waits
+ * (a pool is back soon after its server is) and long while nobody does. */
 #include "pool_int.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "alloc.h"
@@ -42,6 +48,41 @@ pk__pool_creates_wanted_locked(struct pk_pool *p)
     return want > have ? want - have : 0;
 }
 
+/* The backoff after the last failed create: backoff_initial doubled per
+ * failure in a row, capped, then jittered to between half and all of it
+ * (fail_rand, drawn at the failure), so pools that failed together do not
+ * retry together. Computed when asked, as the cap depends on whether
+ * anyone waits now. */
+static uint64_t
+backoff_ns(const struct pk_pool *p)
+{
+    uint64_t cap = p->waiters ? p->max_backoff_waiting_ns : p->max_backoff_ns;
+    unsigned shift = p->fail_streak > 30 ? 30 : p->fail_streak - 1;
+    uint64_t d = p->backoff_initial_ns << shift;
+
+    if (d > cap || d >> shift != p->backoff_initial_ns)
+        d = cap;
+    return d / 2 + (d ? p->fail_rand % (d / 2 + 1) : 0);
+}
+
+uint64_t
+pk__pool_next_attempt_locked(const struct pk_pool *p)
+{
+    return p->fail_streak ? p->fail_ns + backoff_ns(p) : 0;
+}
+
+uint64_t
+pk__pool_retry_at_mono_locked(const struct pk_pool *p)
+{
+    uint64_t next, now;
+
+    if (!p->fail_streak)
+        return UINT64_MAX;
+    next = pk__pool_next_attempt_locked(p);
+    now = pk__pool_now(p);
+    return next > now ? pk__now_ns() + (next - now) : UINT64_MAX;
+}
+
 bool
 pk__pool_can_create_locked(struct pk_pool *p, uint64_t now)
 {
@@ -53,20 +94,41 @@ pk__pool_can_create_locked(struct pk_pool *p, uint64_t now)
     if (p->alive + p->retiring >= p->max_size ||
         p->creating >= p->max_creating)
         return false;
-    return p->fail_streak == 0 || now >= p->backoff_until_ns;
+    return p->fail_streak == 0 || now >= pk__pool_next_attempt_locked(p);
 }
 
-static uint64_t
-backoff_ns(struct pk_pool *p)
+bool
+pk__pool_gives_up_locked(const struct pk_pool *p, uint64_t deadline)
 {
-    unsigned shift = p->fail_streak > 30 ? 30 : p->fail_streak - 1;
-    uint64_t d = p->backoff_initial_ns << shift;
+    /* Only a waiter for a create: none is running (its outcome may serve
+     * the waiter), and the pool has room (else it waits for a release). */
+    if (p->fail_streak == 0 || p->creating || p->paused ||
+        p->alive >= p->max_size)
+        return false;
+    return deadline < pk__pool_retry_at_mono_locked(p);
+}
 
-    if (d > p->max_backoff_ns || d >> shift != p->backoff_initial_ns)
-        d = p->max_backoff_ns;
-    /* Jitter: between half and all of d, so pools that failed together
-     * do not retry together. */
-    return d / 2 + (d ? xorshift(&p->rng) % (d / 2 + 1) : 0);
+/* "850 ms" or "1.2 s". */
+static void
+duration(char *buf, size_t n, uint64_t ns)
+{
+    if (ns < 1000000000u)
+        snprintf(buf, n, "%u ms", (unsigned)(ns / 1000000u));
+    else
+        snprintf(buf, n, "%.1f s", (double)ns / 1e9);
+}
+
+void
+pk__pool_replay_error_locked(const struct pk_pool *p, pk_error *err)
+{
+    uint64_t now = pk__pool_now(p), next = pk__pool_next_attempt_locked(p);
+    char ago[32], in[32];
+
+    duration(ago, sizeof ago, now > p->fail_ns ? now - p->fail_ns : 0);
+    duration(in, sizeof in, next > now ? next - now : 0);
+    pk_error_set(err, p->last_err.code, p->last_err.sys,
+                 "last create failed %s ago: %s; next attempt in %s", ago,
+                 p->last_err.msg, in);
 }
 
 static void
@@ -75,7 +137,8 @@ record_create_failure(struct pk_pool *p, int rc, const pk_error *e,
 {
     p->st_create_failures++;
     p->fail_streak++;
-    p->backoff_until_ns = now + backoff_ns(p);
+    p->fail_ns = now;
+    p->fail_rand = xorshift(&p->rng);
     p->last_err = *e;
     p->last_err.code = rc;
     if (!p->last_err.msg[0])
@@ -84,13 +147,14 @@ record_create_failure(struct pk_pool *p, int rc, const pk_error *e,
 }
 
 /* Runs one create with the lock held on entry and on return (it is dropped
- * around the hook). The group budget, if any, was taken by the caller's
- * reservation. On success the resource is delivered to the queue head;
- * on failure self (if given) leaves the queue with the error. Returns 0 or
- * the create's code. */
+ * around the hook). self is the waiter it is made for, if any (in a
+ * group it queues for the budget). On success the resource is delivered
+ * to the queue head; a failure is recorded (the backoff) and leaves every
+ * waiter queued, to wait for the next attempt or give up. Returns 0,
+ * PK_EAGAIN (the group's budget is spent), PK_ENOMEM (no slot), or
+ * PK_ECREATE: the hook failed, and p->last_err says how. */
 int
-pk__pool_create_one(struct pk_pool *p, struct pk__waiter *self,
-                    pk_error *err)
+pk__pool_create_one(struct pk_pool *p, struct pk__waiter *self)
 {
     struct pk__slot *s;
     pk_error e;
@@ -129,13 +193,8 @@ pk__pool_create_one(struct pk_pool *p, struct pk__waiter *self,
         p->alive--;
         pk__pool_slot_put(p, s);
         record_create_failure(p, rc, &e, now);
-        if (self && self->queued) {
-            pk__pool_waiter_dequeue(p, self);
-            self->err = rc; /* tells an async caller it was this create */
-            if (err)
-                *err = p->last_err;
-        }
-        /* Others that wanted a create re-evaluate: they fail fast now. */
+        /* Waiters look again: each waits for the next attempt, or gives
+         * up if its deadline comes first. */
         pk__pool_wake_retry_locked(p);
         e = p->last_err;
         pk__pool_unlock(p);
@@ -143,7 +202,7 @@ pk__pool_create_one(struct pk_pool *p, struct pk__waiter *self,
             pk__group_put(p->group);
         pk__pool_emit_simple(p, PK_EVENT_CREATE_FAILED, NULL, &e);
         pk__lock_acquire(&p->lock);
-        return rc;
+        return PK_ECREATE;
     }
     p->fail_streak = 0;
     p->st_created++;
@@ -196,6 +255,7 @@ pk_pool_options_init(pk_pool_options *o)
     o->maintain_interval_ms = 1000;
     o->backoff_initial_ms = 10;
     o->max_backoff_ms = 10000;
+    o->max_backoff_waiting_ms = 100;
     return 0;
 }
 
@@ -214,6 +274,8 @@ copy_times(struct pk_pool *p, const pk_pool_options *o)
     rc |= pk__option_ns(o->maintain_interval_ms, 1000, &p->interval_ns);
     rc |= pk__option_ns(o->backoff_initial_ms, 10, &p->backoff_initial_ns);
     rc |= pk__option_ns(o->max_backoff_ms, 10000, &p->max_backoff_ns);
+    rc |= pk__option_ns(o->max_backoff_waiting_ms, 100,
+                        &p->max_backoff_waiting_ns);
     if (rc)
         return PK_EINVAL;
     if (o->lifetime_jitter_ms < 0)
@@ -234,6 +296,9 @@ copy_times(struct pk_pool *p, const pk_pool_options *o)
         p->backoff_initial_ns = 0;
     if (p->backoff_initial_ns > p->max_backoff_ns)
         p->backoff_initial_ns = p->max_backoff_ns;
+    /* PK_NEVER: no short cap, the long one applies while anyone waits. */
+    if (p->max_backoff_waiting_ns > p->max_backoff_ns)
+        p->max_backoff_waiting_ns = p->max_backoff_ns;
     return 0;
 }
 
@@ -289,7 +354,7 @@ prefill(struct pk_pool *p)
     pk__lock_acquire(&p->lock);
     while (pk__pool_creates_wanted_locked(p) > 0 &&
            pk__pool_can_create_locked(p, pk__pool_now(p))) {
-        if (pk__pool_create_one(p, NULL, NULL) != 0)
+        if (pk__pool_create_one(p, NULL) != 0)
             break;
     }
     pk__pool_unlock(p);
@@ -324,10 +389,6 @@ pk_pool_create(pk_pool **out, const pk_pool_options *opts)
                      p->check_interval_ns != UINT64_MAX;
     p->rng = ((uint64_t)(uintptr_t)p ^ pk__now_ns()) | 1u;
     p->generation = 1;
-    rc = pk__cache_init(p);
-    if (rc)
-        goto fail;
-    pk__pool_update_hot_locked(p);
     if (p->group) {
         rc = pk__group_join(p->group, p);
         if (rc)
@@ -349,7 +410,6 @@ fail_group:
     if (p->group)
         pk__group_leave(p->group, p);
 fail:
-    pk__cache_fini(p);
     pk__free(p);
     return rc;
 }
@@ -362,10 +422,9 @@ free_memory(struct pk_pool *p)
 {
     for (struct pk__slot *s = p->all_slots; s;) {
         struct pk__slot *n = s->all_next;
-        pk__free(s->mem);
+        pk__free(s);
         s = n;
     }
-    pk__cache_fini(p);
     p->magic = 0;
     pk__free(p);
 }
@@ -378,21 +437,77 @@ pk__pool_free(struct pk_pool *p)
     free_memory(p);
 }
 
-/* In a child after fork(): no lock may be taken (its owner may not exist
- * here), no thread joined, no protocol spoken. Forget resources and free
- * memory. */
+/* In a child after fork(): no thread joined, no protocol spoken. Idle
+ * resources are forgotten now; a lent one when its lease comes back
+ * (pk__pool_release_in_child), and the memory is freed with the last of
+ * them. A lease whose holder did not survive the fork never comes back:
+ * its resource stays as it is and the pool's memory stays too.
+ *
+ * The lock: its holder at fork time may not exist here, but destroy is
+ * exclusive and every other call on an inherited pool returns PK_EFORKED
+ * before it takes the lock, so the child takes the lock over, fresh, for
+ * the leases that come back. */
 static void
 destroy_in_child(struct pk_pool *p)
 {
+    size_t out = 0;
+
+    if (atomic_load_explicit(&p->child_destroyed, memory_order_relaxed))
+        return;
     for (struct pk__slot *s = p->all_slots; s; s = s->all_next) {
-        /* Not FREE or CREATING (no resource yet), nor RETIRING: its
-         * destroy hook was running in the parent at fork time, and the
-         * descriptors may already be half closed. */
-        if (p->forget_in_child && s->state != PK__S_FREE &&
-            s->state != PK__S_CREATING && s->state != PK__S_RETIRING)
+        /* IDLE and CHECKING (its check ran on a parent thread) are
+         * forgotten now, LENT ones when they come back. Not FREE or
+         * CREATING (no resource yet), nor RETIRING: its destroy hook was
+         * running in the parent at fork time, and the descriptors may
+         * already be half closed. */
+        if (s->state == PK__S_LENT)
+            out++;
+        else if (p->forget_in_child && (s->state == PK__S_IDLE ||
+                                        s->state == PK__S_CHECKING))
             p->forget_in_child(p->user, s->res);
     }
-    free_memory(p);
+    if (out == 0) {
+        free_memory(p);
+        return;
+    }
+    atomic_store_explicit(&p->lock.v, 0, memory_order_relaxed);
+    p->child_leases = out;
+    /* Release: a release that sees it sees the fresh lock and the count. */
+    atomic_store_explicit(&p->child_destroyed, true, memory_order_release);
+}
+
+int
+pk__pool_release_in_child(struct pk_pool *p, pk_lease *l, int status)
+{
+    struct pk__slot *s = l->slot_;
+    void (*forget)(void *, void *);
+    void *user, *res;
+    bool free_now;
+
+    if (!atomic_load_explicit(&p->child_destroyed, memory_order_acquire))
+        return PK_EFORKED; /* the pool is still the parent's */
+    pk__lock_acquire(&p->lock);
+    if (s->state != PK__S_LENT || s->ticket != l->ticket_) {
+        pk__lock_release(&p->lock);
+        return PK_EINVAL;
+    }
+    /* Read under the lock: once the count reaches 0 on another thread,
+     * p may be gone. DETACH: the caller owns the resource now. */
+    forget = status == PK_RELEASE_DETACH ? NULL : p->forget_in_child;
+    user = p->user;
+    res = s->res;
+    s->state = PK__S_FREE;
+    s->ticket++;
+    free_now = --p->child_leases == 0;
+    pk__lock_release(&p->lock);
+    l->resource = NULL;
+    l->pool_ = NULL;
+    l->slot_ = NULL;
+    if (forget)
+        forget(user, res);
+    if (free_now)
+        free_memory(p);
+    return 0;
 }
 
 void

@@ -1,8 +1,8 @@
 /* lib/pool_int.h - the pool's private structures, shared by the files
  * that make up the core pool (pool.c: lending; pool_wait.c: the queue and
- * hand-off; pool_create.c: creating resources and pools; pool_cache.c: the
- * release cache; pool_maint.c: maintenance, sizing and closing;
- * pool_async.c: tickets; pool_group.c: groups).
+ * hand-off; pool_create.c: creating resources and pools; pool_maint.c:
+ * maintenance, sizing and closing; pool_async.c: tickets; pool_group.c:
+ * groups).
  *
  * Every field below `lock` is protected by it unless its comment says
  * otherwise. */
@@ -24,10 +24,7 @@
 
 /* Slot states. A slot struct outlives its resource: it goes back to the
  * pool's free list and is freed only with the pool, so a stale lease never
- * points at freed memory. A slot parked in the release cache
- * (pool_cache.c) stays LENT and counted in p->lent: it is lent to the
- * cache, and only the thread whose CAS on its ticket takes it out of the
- * cache may touch it.
+ * points at freed memory.
  *   FREE     -> CREATING (reserve_create)
  *   CREATING -> IDLE or LENT (deliver) | FREE (create failed)
  *   IDLE     -> LENT (acquire) | RETIRING (maintenance, evict, resize)
@@ -50,17 +47,10 @@ struct pk__slot {
     void *res;
     int state;
     bool held_reported;
-    /* The ticket word: a counter (in PK__T_STEP units) bumped at each lend
-     * and each release, so it names one lease, and the cache's flags
-     * (PK__T_PARKED, PK__T_NOPARK). A release validates and ends its lease
-     * with one CAS on it, and parks the slot in the same CAS; an acquire
-     * takes a parked slot with one CAS. */
-    _Atomic uint64_t ticket;
-    unsigned in_set;              /* under the lock: 1 + index in
-                                     p->cset.set, or 0 */
-    /* Lends from the release cache, written only by the slot's owner of
-     * the moment (relaxed load + store, no RMW), summed by the stats. */
-    _Atomic uint64_t cache_lends;
+    /* Names one lease: bumped at each lend and each release (and when the
+     * slot goes back to the free list), so a lease whose ticket no longer
+     * matches is stale. */
+    uint64_t ticket;
     uint64_t created_ns;          /* policy clock */
     uint64_t expires_ns;          /* lifetime end, jitter applied */
     uint64_t idle_since_ns;       /* policy clock, when it went idle */
@@ -71,7 +61,6 @@ struct pk__slot {
     uint64_t generation;
     const char *file;             /* acquire site of the current lease */
     int line;
-    void *mem;                    /* the allocation (line-aligned slot) */
 };
 
 /* Parking word values. */
@@ -86,6 +75,7 @@ struct pk__waiter {
     bool queued;
     const char *file;
     int line;
+    int timeout_ms;               /* as asked for (for the messages) */
     struct pk_pool_ticket *ticket; /* async waiter, or NULL */
     /* Group budget request (pool_group.c); linked under the group lock. */
     struct pk__dnode glink;
@@ -95,7 +85,7 @@ struct pk__waiter {
 };
 
 /* The slot or waiter owning a list node, NULL for NULL (an empty list's
- * head). The node comes first, so on the hot paths this costs nothing. */
+ * head). The node comes first, so this costs nothing. */
 _Static_assert(offsetof(struct pk__slot, link) == 0, "link first");
 _Static_assert(offsetof(struct pk__waiter, link) == 0, "link first");
 
@@ -111,58 +101,9 @@ pk__waiter_of(struct pk__dnode *n)
     return n ? PK__CONTAINER(n, struct pk__waiter, link) : NULL;
 }
 
-/* The ticket word's flags (pool_cache.c).
- *   PARKED  released into the cache: LENT to the cache, up for a CAS.
- *   NOPARK  a release may not park it (the cache is closed, or the slot is
- *           not in p->cset); set and cleared under the lock only.
- * A lease's ticket is the word without flags. */
-#define PK__T_PARKED 1u
-#define PK__T_NOPARK 2u
-#define PK__T_FLAGS 3u
-#define PK__T_STEP 4u
-
-static inline uint64_t
-pk__ticket_lease(uint64_t w)
-{
-    return w & ~(uint64_t)PK__T_FLAGS;
-}
-
-/* One stripe of the release cache: the slot its threads parked last, a
- * hint (the slot's ticket word says whether it is still parked). Padded
- * to a cache line so that two threads' stripes never share one. */
-#define PK__CACHE_LINE 64
-struct pk__stripe {
-    _Atomic(struct pk__slot *) hint;
-    char pad[PK__CACHE_LINE - sizeof(void *)];
-};
-
-struct pk__cache {
-    /* p->generation, mirrored for the lock-free paths: relaxed, as
-     * coherence is all a caller that saw the bump needs. */
-    _Atomic uint64_t gen;
-    struct pk__stripe *stripe;    /* mask + 1 of them, line aligned; NULL
-                                     if the pool can never be hot */
-    unsigned mask;
-    void *mem;                    /* the allocation stripe points into */
-};
-
-/* The cache's state under the lock, away from the line the lock-free
- * paths read. */
-struct pk__cache_set {
-    /* The slots whose NOPARK flag is clear, i.e. those a release may park
-     * (lent while the cache was open), at most cap; in cache.mem. */
-    struct pk__slot **set;
-    unsigned n, cap;
-    bool open;
-};
-
 struct pk_pool {
-    /* Read by every lock-free acquire and release: kept apart from the
-     * lock and the fields written under it (pad). */
     unsigned magic;
     unsigned fork_epoch;          /* immutable */
-    struct pk__cache cache;
-    char pad_[PK__CACHE_LINE];
     pk__lock lock;
 
     /* Options, immutable after create except the sizes. */
@@ -181,7 +122,8 @@ struct pk_pool {
     size_t min_size, min_idle, max_size, max_creating;
     uint64_t acquire_timeout_ns, idle_timeout_ns, max_lifetime_ns,
         jitter_ns, check_after_ns, check_interval_ns, held_ns,
-        interval_ns, backoff_initial_ns, max_backoff_ns;
+        interval_ns, backoff_initial_ns, max_backoff_ns,
+        max_backoff_waiting_ns;
     unsigned long max_uses;
     int order;
     unsigned flags;
@@ -193,8 +135,6 @@ struct pk_pool {
      * relaxed atomics written under this pool's lock, read without it. */
     _Atomic size_t idle_hint;
     _Atomic uint64_t oldest_idle_hint;
-
-    struct pk__cache_set cset;
 
     /* Population. */
     struct pk__dlist idle_list;   /* head = most recently idle */
@@ -215,17 +155,20 @@ struct pk_pool {
     size_t waiters;
     size_t async_waiters;
 
-    /* Create failures. */
-    unsigned fail_streak;
-    uint64_t backoff_until_ns;    /* policy clock */
+    /* Create failures: the backoff (pool_create.c). The next attempt is
+     * not stored but computed (pk__pool_next_attempt_locked), since its
+     * cap depends on whether anyone waits now. */
+    unsigned fail_streak;         /* failed creates since the last success */
+    uint64_t fail_ns;             /* policy clock, of the last failure */
+    uint64_t fail_rand;           /* drawn at the failure: the jitter */
     pk_error last_err;
 
     bool paused, closed, destroyed;
-    /* The hot paths may skip every policy: nothing reads the clock, no
-     * reset hook, no use limit, no group, not paused or closed, no
-     * min_idle to top up. Recomputed by pk__pool_update_hot_locked()
-     * whenever one of those changes. */
-    bool hot;
+    /* In a child after fork() (pool_create.c): destroyed there, with
+     * child_leases inherited leases still out (under the lock, which the
+     * child took over). */
+    _Atomic bool child_destroyed;
+    size_t child_leases;
     pk__cv drained;       /* close waits here for leases */
     size_t close_waiters;
 
@@ -252,11 +195,10 @@ struct pk_pool {
     /* Stats (under lock) and the wait histogram (atomic). */
     uint64_t st_created, st_destroyed, st_detached, st_acquires,
         st_timeouts, st_check_failures, st_create_failures;
-    /* st_acquires counts lends on the slow paths, st_fast_acquires those
-     * of the hot path. Acquires that waited go to wait_hist; those that
-     * did not are counted (under the lock, no atomic on the hot path) as
-     * st_fast_acquires + st_nowait_acquires. */
-    uint64_t st_fast_acquires, st_nowait_acquires, st_nowait_at_reset;
+    /* Acquires that waited go to wait_hist; those that did not are
+     * counted (under the lock: no atomic, no clock read) in
+     * st_nowait_acquires. */
+    uint64_t st_nowait_acquires, st_nowait_at_reset;
     pk__hist wait_hist;
 };
 
@@ -284,18 +226,6 @@ struct pk__ev {
 };
 void pk__pool_emit(struct pk_pool *p, const struct pk__ev *ev);
 
-void pk__pool_update_hot_locked(struct pk_pool *p);
-
-/* Every change of p->generation goes through here, so the cache's mirror
- * follows. */
-static inline void
-pk__pool_gen_bump_locked(struct pk_pool *p)
-{
-    p->generation++;
-    atomic_store_explicit(&p->cache.gen, p->generation,
-                          memory_order_relaxed);
-}
-
 /* Drops the lock, then kicks waiters and notifies tickets made ready
  * while it was held: every unlock in the pool goes through here. */
 void pk__pool_unlock_slow(struct pk_pool *p);
@@ -312,6 +242,44 @@ pk__pool_unlock(struct pk_pool *p)
 /* Internals shared by the parts of the pool. Functions named *_locked
  * run with p->lock held. */
 
+/* The idle list keeps the most recently idled resource at the head: LIFO
+ * pops the head (warm), FIFO pops the tail (rotation), and the tail is
+ * always the longest idle (what trimming and groups retire first). Inline:
+ * every plain acquire and release goes through one of them. */
+void pk__pool_idle_hints_locked(struct pk_pool *p);
+
+static inline void
+pk__pool_idle_push_locked(struct pk_pool *p, struct pk__slot *s)
+{
+    s->state = PK__S_IDLE;
+    pk__dlist_push_head(&p->idle_list, &s->link);
+    p->idle++;
+    if (p->group)
+        pk__pool_idle_hints_locked(p);
+}
+
+static inline void
+pk__pool_idle_remove_locked(struct pk_pool *p, struct pk__slot *s)
+{
+    pk__dlist_remove(&p->idle_list, &s->link);
+    p->idle--;
+    if (p->group)
+        pk__pool_idle_hints_locked(p);
+}
+
+/* Takes the idle slot the pool's order lends next; NULL if none. */
+static inline struct pk__slot *
+pk__pool_idle_pop_locked(struct pk_pool *p)
+{
+    struct pk__slot *s = pk__slot_of(p->order == PK_POOL_FIFO
+                                         ? p->idle_list.tail
+                                         : p->idle_list.head);
+
+    if (s)
+        pk__pool_idle_remove_locked(p, s);
+    return s;
+}
+
 /* pool.c */
 void pk__pool_emit_simple(struct pk_pool *p, pk_event_kind kind, void *res,
                           const pk_error *err);
@@ -323,10 +291,12 @@ void pk__pool_slot_lend(struct pk_pool *p, struct pk__slot *s, uint64_t now,
                         const char *file, int line);
 bool pk__pool_slot_needs_check(const struct pk_pool *p,
                                const struct pk__slot *s, uint64_t now);
-/* Takes the next idle slot in the pool's order; NULL if none. */
-struct pk__slot *pk__pool_idle_pop_locked(struct pk_pool *p);
-
 /* pool_wait.c */
+/* Fills err for a call that got no resource, PK_ETIMEDOUT or PK_EAGAIN,
+ * with a message that names the situation ("timed out after 2000 ms
+ * waiting; 8 of 8 lent, the oldest acquired at app.c:89"). */
+void pk__pool_explain_locked(const struct pk_pool *p, pk_error *err,
+                             int code, int timeout_ms);
 /* Gives a slot that stopped being lent (release OK, create, check passed)
  * to the longest waiter, or makes it idle. */
 void pk__pool_deliver_locked(struct pk_pool *p, struct pk__slot *s,
@@ -340,12 +310,20 @@ int pk__pool_acquire_wait(struct pk_pool *p, struct pk__waiter *w,
                           uint64_t deadline, pk_error *err);
 
 /* pool_create.c and the rest */
-int pk__pool_create_one(struct pk_pool *p, struct pk__waiter *self,
-                        pk_error *err);
+int pk__pool_create_one(struct pk_pool *p, struct pk__waiter *self);
+/* The backoff. While creates fail, the next attempt is due at this
+ * policy time (0 when they do not fail). */
+uint64_t pk__pool_next_attempt_locked(const struct pk_pool *p);
+/* When that is on CLOCK_MONOTONIC, for a thread that sleeps until then;
+ * UINT64_MAX if no attempt is pending or it is due already. */
+uint64_t pk__pool_retry_at_mono_locked(const struct pk_pool *p);
+/* True if a waiter for a create whose deadline (CLOCK_MONOTONIC) comes
+ * before the next attempt should fail now (with the replayed error). */
+bool pk__pool_gives_up_locked(const struct pk_pool *p, uint64_t deadline);
+/* Fills err with the last create's error, replayed and saying so. */
+void pk__pool_replay_error_locked(const struct pk_pool *p, pk_error *err);
 void pk__pool_serve_waiters_locked(struct pk_pool *p);
 void pk__pool_wake_retry_locked(struct pk_pool *p);
-void pk__pool_idle_remove_locked(struct pk_pool *p, struct pk__slot *s);
-void pk__pool_idle_push_locked(struct pk_pool *p, struct pk__slot *s);
 void pk__pool_unlink_retire_locked(struct pk_pool *p, struct pk__slot *s);
 /* Runs the destroy hook on a slot unlinked by the above, then frees the
  * slot; takes and drops the lock. Returns true if the pool was freed. */
@@ -353,6 +331,10 @@ bool pk__pool_finish_retire(struct pk_pool *p, struct pk__slot *s);
 bool pk__pool_can_create_locked(struct pk_pool *p, uint64_t now);
 bool pk__pool_may_free_locked(struct pk_pool *p);
 void pk__pool_free(struct pk_pool *p);
+/* pk_pool_release in a child after fork(): PK_EFORKED until the pool is
+ * destroyed in the child; then forgets the resource (forget_in_child, not
+ * for DETACH) and frees the pool with its last inherited lease. */
+int pk__pool_release_in_child(struct pk_pool *p, pk_lease *l, int status);
 size_t pk__pool_creates_wanted_locked(struct pk_pool *p);
 /* Wakes w's parked thread with v: the word now, the futex after unlock. */
 void pk__pool_wake_waiter_locked(struct pk_pool *p, struct pk__waiter *w,
@@ -369,48 +351,6 @@ struct pk__slot *pk__pool_take_idle_locked(struct pk_pool *p,
  * the check's code. */
 int pk__pool_check_lent(struct pk_pool *p, struct pk__slot *s);
 
-/* Ends a release whose lease pk_pool_release already made stale, the
- * lock held on entry; drops it. (The cache hands back through here.) */
-int pk__pool_release_locked(struct pk_pool *p, struct pk__slot *s,
-                            int status);
-
-#ifdef PK_TESTING
-/* Test-only: called by a release between its generation check and its
- * parking CAS, to hold a race open (test_pool_cache). */
-extern void (*_Atomic pk__test_park_delay)(void);
-#endif
-
-/* pool_cache.c */
-int pk__cache_init(struct pk_pool *p);
-void pk__cache_fini(struct pk_pool *p);
-/* Recomputes cset.open from the pool's state; when it closes, sets
- * NOPARK on every slot, moves every parked one back to the idle list and
- * serves waiters. Call after any change to p->hot, the queue, alive or
- * max_size. */
-void pk__cache_update_locked(struct pk_pool *p);
-/* Moves every parked slot to the idle list (and serves waiters, should
- * any be queued). Returns how many. */
-size_t pk__cache_flush_locked(struct pk_pool *p);
-/* Empties the set (NOPARK on each slot, the parked ones to the idle list)
- * while the cache stays open: a release that read the old generation and
- * is about to park fails its CAS and goes through the lock. Slots lent
- * from now on may join the set again. */
-void pk__cache_close_set_locked(struct pk_pool *p);
-/* The ticket word of a slot lent under the lock now: the next counter,
- * and NOPARK unless the cache is open and takes s into its set. Returns
- * the lease's ticket. */
-uint64_t pk__cache_lend_locked(struct pk_pool *p, struct pk__slot *s);
-/* Takes s (lent, its lease ended, owned by the caller) out of the set:
- * NOPARK from now on. */
-void pk__cache_forget_locked(struct pk_pool *p, struct pk__slot *s);
-/* Parks s (owned by the caller) under the lock, in the caller's stripe,
- * moving the slot parked there before to the idle list, so a thread's
- * last release is its next acquire (LIFO). False if the cache cannot
- * take it (closed, older generation, set full). */
-bool pk__cache_park_locked(struct pk_pool *p, struct pk__slot *s);
-/* Lends from the cache, summed over slots (stats). */
-uint64_t pk__cache_lends_locked(struct pk_pool *p);
-
 /* pool_maint.c */
 int pk__pool_bg_start_locked(struct pk_pool *p);
 void pk__pool_bg_kick_locked(struct pk_pool *p);
@@ -421,9 +361,6 @@ void pk__pool_bg_stop(struct pk_pool *p);
  * it on p->notify_head. */
 void pk__ticket_ready_locked(struct pk_pool *p, struct pk__waiter *w);
 void pk__ticket_notify_list(struct pk_pool_ticket *t);
-/* Fails an async waiter (already dequeued) with w->err and the pool's
- * last create error as detail. */
-void pk__ticket_fail_locked(struct pk_pool *p, struct pk__waiter *w);
 /* Holds a ticket's memory across a dropped lock. */
 void pk__ticket_pin(struct pk_pool_ticket *t);
 void pk__ticket_unpin(struct pk_pool_ticket *t);

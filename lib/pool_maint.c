@@ -129,7 +129,7 @@ run_check(struct pk_pool *p, struct pk__slot *s, uint64_t now)
     p->st_check_failures++;
     if (!(p->flags & PK_POOL_NO_GENERATION_BUMP) &&
         s->generation == p->generation)
-        pk__pool_gen_bump_locked(p);
+        p->generation++;
     p->checking++; /* unlink_retire counts it down */
     pk__pool_unlink_retire_locked(p, s);
     pk__pool_unlock(p);
@@ -165,6 +165,10 @@ first_ticket_locked(struct pk_pool *p)
     return first;
 }
 
+/* Creates what the floor and the waiters want, as far as the limits and
+ * the backoff allow: the retry loop's attempts for tickets and the floor
+ * (blocking acquirers make their own). A failure ends the pass; the next
+ * attempt comes when the backoff ends. */
 static void
 top_up(struct pk_pool *p)
 {
@@ -175,15 +179,10 @@ top_up(struct pk_pool *p)
         int rc;
 
         /* The ticket may be served, expire or be freed by its owner while
-         * the create runs with the lock dropped: pin it, and fail it only
-         * if this create took it out of the queue (w->err). */
-        if (w) {
-            w->err = 0;
+         * the create runs with the lock dropped: pin it. */
+        if (w)
             pk__ticket_pin(w->ticket);
-        }
-        rc = pk__pool_create_one(p, w, NULL);
-        if (w && rc < 0 && rc != PK_EAGAIN && w->err == rc)
-            pk__ticket_fail_locked(p, w); /* its create failed */
+        rc = pk__pool_create_one(p, w);
         if (w && rc == PK_EAGAIN) {
             bool granted;
             /* Queued for the budget. The steal retires another member's
@@ -220,7 +219,6 @@ maintain_pass(struct pk_pool *p)
     if (mw) {
         pk__lock_acquire(&p->lock);
         now = pk__pool_now(p);
-        pk__cache_flush_locked(p); /* parked slots are idle ones too */
         collect_idle_locked(p, mw, now);
         collect_held_locked(p, mw, now);
         pk__pool_unlock(p);
@@ -256,6 +254,24 @@ pk_pool_maintain(pk_pool *p)
 
 /* ---- the background thread ------------------------------------------- */
 
+/* When the background thread must look again: the next pass, a ticket's
+ * deadline, or the next create attempt while creates fail and one is
+ * wanted. */
+static uint64_t
+bg_until_locked(struct pk_pool *p, uint64_t next_pass)
+{
+    uint64_t until = next_pass, d = pk__pool_async_next_deadline_locked(p);
+
+    if (d < until)
+        until = d;
+    if (pk__pool_creates_wanted_locked(p) > 0) {
+        d = pk__pool_retry_at_mono_locked(p);
+        if (d < until)
+            until = d;
+    }
+    return until;
+}
+
 static void *
 bg_main(void *arg)
 {
@@ -265,9 +281,7 @@ bg_main(void *arg)
     pthread_setname_np(pthread_self(), "pk-pool-maint");
     pk__lock_acquire(&p->lock);
     while (!p->bg_stop) {
-        uint64_t until = next, d = pk__pool_async_next_deadline_locked(p);
-        if (d < until)
-            until = d;
+        uint64_t until = bg_until_locked(p, next);
         /* Registered on the cv before bg_granted is read: a grant that
          * sets it after the read bumps the cv's sequence after our
          * prepare, so the wait returns at once (sync.h). */
@@ -283,7 +297,8 @@ bg_main(void *arg)
             break;
         /* A group grant for a ticket wakes us without bg_kick. */
         bool granted = atomic_exchange(&p->bg_granted, false);
-        bool kicked = p->bg_kick || granted || p->async_waiters;
+        bool kicked = p->bg_kick || granted || p->async_waiters ||
+                      pk__pool_creates_wanted_locked(p) > 0;
         p->bg_kick = false;
         pk__pool_unlock(p);
         uint64_t mono = pk__now_ns();
@@ -406,7 +421,6 @@ pk_pool_resize(pk_pool *p, size_t min_size, size_t min_idle, size_t max_size)
     p->min_size = min_size;
     p->min_idle = min_idle;
     p->max_size = max_size;
-    pk__pool_update_hot_locked(p); /* closes the cache above max_size */
     if ((min_idle > 0 || min_size > 0) &&
         !(p->flags & PK_POOL_MANUAL_MAINTENANCE))
         pk__pool_bg_kick_locked(p); /* starts it if need be */
@@ -423,7 +437,6 @@ pk_pool_pause(pk_pool *p)
     if (rc)
         return rc;
     p->paused = true;
-    pk__pool_update_hot_locked(p);
     pk__pool_unlock(p);
     return 0;
 }
@@ -436,7 +449,6 @@ pk_pool_resume(pk_pool *p)
     if (rc)
         return rc;
     p->paused = false;
-    pk__pool_update_hot_locked(p);
     pk__pool_serve_waiters_locked(p);
     pk__pool_wake_retry_locked(p);
     pk__pool_unlock(p);
@@ -450,14 +462,7 @@ pk_pool_evict_all(pk_pool *p)
 
     if (rc)
         return rc;
-    /* Parked slots retire too. Closing the set, not just flushing it: a
-     * release that read the old generation before the bump could
-     * otherwise park its slot after the flush, and a later flush would
-     * make it idle in the new generation, lendable after a passing check
-     * (test_pool_cache). With NOPARK set its CAS fails and it comes
-     * through the lock, where it is retired. */
-    pk__cache_close_set_locked(p);
-    pk__pool_gen_bump_locked(p);
+    p->generation++;
     p->evict_gen = p->generation;
     pk__pool_wake_retry_locked(p);
     retire_idle_and_unlock(p);
@@ -500,11 +505,8 @@ pk_pool_close(pk_pool *p, int timeout_ms)
     pk__lock_acquire(&p->lock);
     p->closed = true;
     p->paused = false;
-    /* Waiters fail first: closing the cache below hands what it held
-     * to the queue, and nobody gets a resource from a closed pool. */
     fail_waiters_locked(p);
-    pk__pool_update_hot_locked(p);
-    pk__pool_gen_bump_locked(p);
+    p->generation++;
     p->evict_gen = p->generation; /* every idle one retires */
     retire_idle_and_unlock(p);
     pk__pool_async_service(p); /* tickets whose slot awaits its check */
@@ -525,10 +527,26 @@ pk_pool_close(pk_pool *p, int timeout_ms)
 
 /* ---- stats ------------------------------------------------------------ */
 
+static void
+backoff_stats_locked(struct pk_pool *p, pk_pool_stats *o)
+{
+    uint64_t now, next;
+
+    o->last_create_age_ns = UINT64_MAX;
+    o->next_attempt_in_ns = UINT64_MAX;
+    if (!p->fail_streak)
+        return;
+    now = pk__pool_now(p);
+    next = pk__pool_next_attempt_locked(p);
+    o->last_create_error = p->last_err.code;
+    o->last_create_age_ns = now > p->fail_ns ? now - p->fail_ns : 0;
+    o->next_attempt_in_ns = next > now ? next - now : 0;
+}
+
 int
 pk_pool_stats_get(pk_pool *p, pk_pool_stats *o)
 {
-    uint64_t zeros, cache_lends;
+    uint64_t zeros;
 
     if (!p || !o || p->magic != PK__POOL_MAGIC)
         return PK_EINVAL;
@@ -536,8 +554,6 @@ pk_pool_stats_get(pk_pool *p, pk_pool_stats *o)
         return PK_EFORKED;
     memset(o, 0, sizeof *o);
     pk__lock_acquire(&p->lock);
-    pk__cache_flush_locked(p); /* parked slots count as idle, not lent */
-    cache_lends = pk__cache_lends_locked(p);
     o->size = p->alive;
     o->idle = p->idle;
     o->lent = p->lent;
@@ -548,12 +564,12 @@ pk_pool_stats_get(pk_pool *p, pk_pool_stats *o)
     o->created = p->st_created;
     o->destroyed = p->st_destroyed;
     o->detached = p->st_detached;
-    o->acquires = p->st_acquires + p->st_fast_acquires + cache_lends;
+    o->acquires = p->st_acquires;
     o->timeouts = p->st_timeouts;
     o->check_failures = p->st_check_failures;
     o->create_failures = p->st_create_failures;
-    zeros = p->st_fast_acquires + cache_lends + p->st_nowait_acquires -
-            p->st_nowait_at_reset;
+    backoff_stats_locked(p, o);
+    zeros = p->st_nowait_acquires - p->st_nowait_at_reset;
     pk__pool_unlock(p);
     o->wait_p50_ns = pk__hist_quantile(&p->wait_hist, 0.50, zeros);
     o->wait_p99_ns = pk__hist_quantile(&p->wait_hist, 0.99, zeros);
@@ -569,8 +585,7 @@ pk_pool_stats_reset_wait(pk_pool *p)
     if (pk__pool_forked(p))
         return PK_EFORKED;
     pk__lock_acquire(&p->lock);
-    p->st_nowait_at_reset = p->st_fast_acquires + p->st_nowait_acquires +
-                            pk__cache_lends_locked(p);
+    p->st_nowait_at_reset = p->st_nowait_acquires;
     pk__hist_clear(&p->wait_hist);
     pk__pool_unlock(p);
     return 0;

@@ -5,16 +5,16 @@
  * Waiters queue in arrival order. A release hands its resource straight to
  * the head waiter (state stays LENT, the waiter's parking word goes to
  * W_HANDED), so a newcomer can never barge past a waiter: with a queue,
- * the fast path and the release cache are closed to newcomers (queueing
- * closes the cache and hands what it held to the queue, pool_cache.c). A
- * waiter that sees that creates are wanted and allowed runs one itself
- * and delivers the result to the head of the queue, which is usually
- * itself.
+ * the fast path is closed to newcomers. A waiter that sees that creates
+ * are wanted and allowed runs one itself and delivers the result to the
+ * head of the queue, which is usually itself.
  *
  * Invariant: when the pool is not paused, idle resources and waiters never
  * coexist once the lock is dropped; whoever makes a resource idle calls
  * pk__pool_serve_waiters_locked (pk__pool_deliver_locked does). */
 #include "pool_int.h"
+
+#include <stdio.h>
 
 /* ---- the queue -------------------------------------------------------- */
 
@@ -41,9 +41,6 @@ pk__pool_waiter_enqueue(struct pk_pool *p, struct pk__waiter *w, bool front)
     p->waiters++;
     if (w->ticket)
         p->async_waiters++;
-    /* Closes the cache: a slot parked there now is handed to the queue
-     * (arrival order), and no release parks one while we wait. */
-    pk__cache_update_locked(p);
 }
 
 void
@@ -56,7 +53,6 @@ pk__pool_waiter_dequeue(struct pk_pool *p, struct pk__waiter *w)
     p->waiters--;
     if (w->ticket)
         p->async_waiters--;
-    pk__cache_update_locked(p);
 }
 
 /* ---- hand-off --------------------------------------------------------- */
@@ -129,32 +125,63 @@ pk__pool_deliver_locked(struct pk_pool *p, struct pk__slot *s,
 
 /* ---- the waiting acquire --------------------------------------------- */
 
-static bool
-fail_fast_locked(struct pk_pool *p, uint64_t now)
+/* The lease out longest (with a time policy; else any lease), or NULL. */
+static const struct pk__slot *
+oldest_lent(const struct pk_pool *p)
 {
-    /* Creates are failing and in backoff, nothing is being made, and the
-     * pool has room: waiting would only wait out the backoff. */
-    return p->fail_streak > 0 && now < p->backoff_until_ns &&
-           p->creating == 0 && p->alive < p->max_size && !p->paused;
+    const struct pk__slot *o = NULL;
+
+    for (const struct pk__slot *s = p->all_slots; s; s = s->all_next)
+        if (s->state == PK__S_LENT && s->file &&
+            (!o || s->lent_ns < o->lent_ns))
+            o = s;
+    return o;
+}
+
+void
+pk__pool_explain_locked(const struct pk_pool *p, pk_error *err, int code,
+                        int timeout_ms)
+{
+    const struct pk__slot *o;
+    char why[160] = "";
+
+    if (!err)
+        return;
+    o = oldest_lent(p);
+    if (p->paused)
+        snprintf(why, sizeof why, ", the pool is paused");
+    else if (p->creating)
+        snprintf(why, sizeof why, ", %zu being created", p->creating);
+    else if (o)
+        snprintf(why, sizeof why, ", %s acquired at %s:%d",
+                 p->needs_clock ? "the oldest" : "one", o->file, o->line);
+    if (code == PK_EAGAIN)
+        pk_error_set(err, code, 0,
+                     "nothing idle, and a 0 ms timeout does not wait; "
+                     "%zu of %zu lent%s",
+                     p->lent, p->max_size, why);
+    else
+        pk_error_set(err, code, 0, "timed out after %d ms waiting; "
+                     "%zu of %zu lent%s",
+                     timeout_ms, p->lent, p->max_size, why);
 }
 
 /* One evaluation of a queued waiter. Returns 1 when w has a slot, a
- * negative code when it must give up, 0 to keep waiting. */
+ * negative code when it must give up, 0 to keep waiting. While creates
+ * fail, w runs the next attempt itself when it is due, and gives up when
+ * its deadline comes before that attempt: with its own create's error if
+ * it just ran one, else with the last one replayed. */
 static int
-waiter_step(struct pk_pool *p, struct pk__waiter *w, pk_error *err)
+waiter_step(struct pk_pool *p, struct pk__waiter *w, uint64_t deadline,
+            pk_error *err)
 {
-    uint64_t now;
+    int rc = 0;
 
     if (w->slot)
         return 1;
-    if (p->closed) {
-        pk__pool_waiter_dequeue(p, w);
-        return PK_ESHUTDOWN;
-    }
-    now = pk__pool_now(p);
-    if (pk__pool_creates_wanted_locked(p) > 0 &&
-        pk__pool_can_create_locked(p, now)) {
-        int rc = pk__pool_create_one(p, w, err);
+    if (!p->closed && pk__pool_creates_wanted_locked(p) > 0 &&
+        pk__pool_can_create_locked(p, pk__pool_now(p))) {
+        rc = pk__pool_create_one(p, w);
         if (w->slot)
             return 1;
         if (rc == PK_EAGAIN && p->group) {
@@ -166,37 +193,29 @@ waiter_step(struct pk_pool *p, struct pk__waiter *w, pk_error *err)
             if (w->slot)
                 return 1;
         }
-        if (rc < 0 && rc != PK_EAGAIN && !w->queued)
-            return rc;
-        if (rc == PK_ENOMEM) {
-            pk__pool_waiter_dequeue(p, w);
-            return rc;
-        }
-        now = pk__pool_now(p);
     }
-    if (fail_fast_locked(p, now)) {
+    if (p->closed) {
         pk__pool_waiter_dequeue(p, w);
+        pk_error_set(err, PK_ESHUTDOWN, 0, "the pool was closed while "
+                     "this call waited");
+        return PK_ESHUTDOWN;
+    }
+    if (rc == PK_ENOMEM) {
+        pk__pool_waiter_dequeue(p, w);
+        pk_error_set(err, PK_ENOMEM, ENOMEM, "out of memory for a new "
+                     "resource's slot");
+        return rc;
+    }
+    if (!pk__pool_gives_up_locked(p, deadline))
+        return 0;
+    pk__pool_waiter_dequeue(p, w);
+    if (rc == PK_ECREATE) {
         if (err)
             *err = p->last_err;
-        return p->last_err.code;
+    } else {
+        pk__pool_replay_error_locked(p, err);
     }
-    return 0;
-}
-
-/* How long a parked waiter sleeps: to its deadline, or to the end of the
- * create backoff if a create will then be wanted. */
-static uint64_t
-park_deadline(struct pk_pool *p, uint64_t deadline)
-{
-    uint64_t now, mono;
-
-    if (p->fail_streak == 0 || p->clock)
-        return deadline;
-    now = pk__pool_now(p);
-    if (p->backoff_until_ns <= now)
-        return deadline;
-    mono = pk__now_ns() + (p->backoff_until_ns - now);
-    return mono < deadline ? mono : deadline;
+    return p->last_err.code;
 }
 
 int
@@ -214,17 +233,22 @@ pk__pool_acquire_wait(struct pk_pool *p, struct pk__waiter *w,
          * the group's grant (pool_group.c). */
         atomic_store(&w->park.word, 0);
         bool granted = atomic_load(&w->granted);
-        rc = waiter_step(p, w, err);
+        rc = waiter_step(p, w, deadline, err);
         if (rc)
             return rc;
         if (pk__now_ns() >= deadline) {
             pk__pool_waiter_dequeue(p, w);
             p->st_timeouts++;
+            pk__pool_explain_locked(p, err, PK_ETIMEDOUT, w->timeout_ms);
             return PK_ETIMEDOUT;
         }
         if (!granted && atomic_load(&w->granted))
             continue; /* a grant came while we looked: use it */
-        uint64_t until = park_deadline(p, deadline);
+        /* To the deadline, or to the next create attempt while creates
+         * fail: this thread makes it then, if it is still wanted. */
+        uint64_t until = pk__pool_retry_at_mono_locked(p);
+        if (deadline < until)
+            until = deadline;
         pk__pool_unlock(p);
         uint32_t v = pk__park(&w->park, until);
         if (v == PK__W_HANDED)

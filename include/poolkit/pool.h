@@ -36,9 +36,8 @@ struct pk__slot;
 /* ---- options ---------------------------------------------------------- */
 
 enum pk_pool_order {
-    PK_POOL_LIFO = 0, /* reuse the warmest idle resource first (default);
-                         a thread gets back the one it released last
-                         before others' (the release cache) */
+    PK_POOL_LIFO = 0, /* reuse the warmest idle resource first (default):
+                         the one released last */
     PK_POOL_FIFO = 1  /* rotate through idle resources */
 };
 
@@ -96,8 +95,11 @@ typedef struct pk_pool_options {
                                off */
     int held_too_long_ms;   /* report leases out this long; off */
     int maintain_interval_ms; /* maintenance thread period; default 1000 */
+    /* After a failed create, the next waits backoff_initial_ms, doubling
+     * per failure in a row up to a cap, jittered to between half and all
+     * of it. The core retries on its own: see pk_pool_acquire. */
     int backoff_initial_ms; /* first wait after a failed create; default 10 */
-    int max_backoff_ms;     /* cap of the exponential backoff; default 10000 */
+    int max_backoff_ms;     /* the cap while nobody waits; default 10000 */
 
     unsigned long max_uses; /* retire after this many leases; 0 = no limit */
     int order;              /* enum pk_pool_order */
@@ -105,6 +107,12 @@ typedef struct pk_pool_options {
 
     /* Member of this group (see pk_pool_group_create), or NULL. */
     pk_pool_group *group;
+
+    /* The backoff's cap while an acquirer or a ticket waits (default 100;
+     * PK_NEVER: max_backoff_ms applies then too; never above
+     * max_backoff_ms): a pool is back within about this long after its
+     * server is. max_creating is what spares the server a storm. */
+    int max_backoff_waiting_ms;
 } pk_pool_options;
 
 /* Fills opts with every default spelled out (hooks NULL).
@@ -117,7 +125,8 @@ PK_API int pk_pool_options_init(pk_pool_options *opts);
  * min_idle starts the maintenance thread (unless
  * PK_POOL_MANUAL_MAINTENANCE), which keeps the pool at its floor.
  * Returns: 0, PK_EINVAL (no create hook, min_idle or min_size above
- * max_size, a bad time, order or flag), PK_ENOMEM, PK_EFORKED.
+ * max_size, a bad time, order or flag), PK_ENOMEM, PK_EFORKED, PK_ECREATE
+ * (the maintenance thread a policy needs could not be started).
  * Owner: *out returned owned (pk_pool_destroy); opts borrowed.
  * Threads: safe. */
 PK_API int pk_pool_create(pk_pool **out, const pk_pool_options *opts);
@@ -140,8 +149,8 @@ typedef struct pk_lease_info {
                                unless a policy reads the clock (a check
                                hook with check_after, idle_timeout,
                                max_lifetime, check_interval,
-                               held_too_long, or a group): the hot path
-                               does not read the clock otherwise */
+                               held_too_long, or a group): a lend
+                               reads no clock otherwise */
     unsigned long uses;     /* leases so far, this one included */
     uint64_t generation;    /* the pool generation it was created in, or
                                last passed a check in */
@@ -159,10 +168,19 @@ enum pk_release_status {
  * never waits for a create and returns PK_EAGAIN; PK_WAIT_FOREVER).
  * Waiters are served in arrival order. Use the pk_pool_acquire macro, which
  * records the acquire site for leak reports.
+ * Failed creates: the pool retries them itself, after a backoff (see the
+ * options), while anyone waits for one, and hands what the retry makes to
+ * the longest waiter; this thread may run the retry itself. A call whose
+ * deadline reaches past the next attempt waits for it (and the ones after,
+ * within its deadline); one whose deadline ends first fails at once with
+ * the last create's code, sys and message, replayed and saying so ("last
+ * create failed 1.2 s ago: <message>; next attempt in 800 ms"), or with
+ * its own create's error if it just ran the one that failed.
  * Returns: 0, PK_EINVAL, PK_EAGAIN, PK_ETIMEDOUT, PK_ESHUTDOWN,
- * PK_EFORKED, PK_ENOMEM, or the failing create's code (err gets its
- * detail; while creates keep failing, acquirers that would need one get
- * the last create error at once).
+ * PK_EFORKED, PK_ENOMEM, or a failed create's code (err gets its detail,
+ * as above). Every failure fills err (when not NULL): the code, and a
+ * message that names the situation ("timed out after 2000 ms waiting; 8
+ * of 8 lent"); success leaves it alone.
  * Owner: lease and err borrowed (err may be NULL); file must be a static
  * string. Threads: safe; create and check may run on this thread.
  * Timeout: a create or check hook that this thread runs is not
@@ -188,7 +206,11 @@ PK_API int pk_pool_acquire_at(pk_pool *pool, pk_lease *lease, int timeout_ms,
  * another pool, a bad status: nothing changes); PK_EFORKED.
  * Owner: takes the lease (cleared on success). Threads: safe; reset and
  * destroy run on this thread. Valid after pk_pool_close and
- * pk_pool_destroy: the resource is then destroyed. */
+ * pk_pool_destroy: the resource is then destroyed. In a child after
+ * fork(), an inherited lease's release returns PK_EFORKED until the child
+ * calls pk_pool_destroy on the pool; after that it is valid: it forgets
+ * the resource (forget_in_child, not for DETACH; no destroy hook) and
+ * returns 0. */
 PK_API int pk_pool_release(pk_pool *pool, pk_lease *lease, int status);
 
 /* Reads the facts of a held lease into *info.
@@ -214,9 +236,13 @@ typedef void (*pk_ticket_fn)(void *arg, pk_pool_ticket *ticket);
  * at once (*ready = 1 and the callback is not called). Otherwise the
  * request joins the waiters in arrival order; any create it needs runs on
  * a helper thread (or inside pk_pool_maintain() with
- * PK_POOL_MANUAL_MAINTENANCE), never on the caller. When it is served,
- * times out (timeout_ms; 0 = acquire_timeout_ms) or fails, cb runs (if
- * given) and the ticket's eventfd becomes readable.
+ * PK_POOL_MANUAL_MAINTENANCE), never on the caller. While creates fail,
+ * the ticket waits for the retries as a blocking acquire does (see
+ * pk_pool_acquire): one whose deadline ends before the next attempt fails
+ * with the last create's error replayed (at once: *ready = 1 when that is
+ * already so in this call). When it is served, times out (timeout_ms; 0 =
+ * acquire_timeout_ms) or fails, cb runs (if given) and the ticket's
+ * eventfd becomes readable.
  * Returns: 0, PK_EINVAL, PK_ENOMEM, PK_ESHUTDOWN, PK_EFORKED, PK_ECREATE
  * (it must wait, and the helper thread could not be started), or the
  * error of making the eventfd.
@@ -242,7 +268,8 @@ PK_API int pk_pool_ticket_fd(pk_pool_ticket *ticket);
  * PK_EINVAL (NULL, or the result was taken already: by the callback
  * while this call waited for it, say), PK_EFORKED (in a child after
  * fork()), or the request's error (PK_ETIMEDOUT, PK_ESHUTDOWN, a create
- * error with detail in err).
+ * error replayed, as pk_pool_acquire says). Every failure fills err (when
+ * not NULL) with the code and a message.
  * Owner: takes the ticket unless PK_EAGAIN, PK_EINVAL or PK_EFORKED.
  * Threads: one at a time per ticket (its own callback may call it). */
 PK_API int pk_pool_ticket_take(pk_pool_ticket *ticket, pk_lease *lease,
@@ -261,7 +288,10 @@ PK_API void pk_pool_ticket_free(pk_pool_ticket *ticket);
 /* Runs one maintenance pass now: retires expired and surplus idle
  * resources, checks idle ones due for a check, reports leases held too
  * long, tops up to min_size and min_idle, and serves pending async
- * tickets. Hooks run on this thread.
+ * tickets, the create retries they wait for included. Hooks run on this
+ * thread. With PK_POOL_MANUAL_MAINTENANCE, call it again by the time
+ * pk_pool_stats says the next create attempt is due (next_attempt_in_ns),
+ * as well as every maintain_interval.
  * Returns: 0, PK_EINVAL, PK_ESHUTDOWN, PK_EFORKED. Threads: safe. */
 PK_API int pk_pool_maintain(pk_pool *pool);
 
@@ -294,7 +324,11 @@ PK_API int pk_pool_close(pk_pool *pool, int timeout_ms);
 
 /* Closes (without waiting) and frees the handle; memory a lease still
  * points at lives until that lease is released. In a child after fork(),
- * it frees memory and calls only forget_in_child. NULL is a no-op.
+ * it calls only forget_in_child, on the idle resources; a lent one is
+ * forgotten when its lease comes back (pk_pool_release), and the memory
+ * is freed with the last one (a lease held by a thread that did not
+ * survive the fork never comes back: its resource and the pool's memory
+ * stay). NULL is a no-op.
  * Owner: takes pool. Threads: exclusive (no acquire may be running). */
 PK_API void pk_pool_destroy(pk_pool *pool);
 
@@ -318,6 +352,13 @@ typedef struct pk_pool_stats {
     uint64_t wait_p50_ns;  /* acquire wait; a call that did not wait is 0 */
     uint64_t wait_p99_ns;
     uint64_t wait_max_ns;
+    /* The create backoff. While creates fail (none has succeeded since):
+     * how long ago the last one failed (policy clock), and how long until
+     * the next attempt may run (0: now; with the cap of this moment, short
+     * if anyone waits). UINT64_MAX in both when creates do not fail. */
+    uint64_t last_create_age_ns;
+    uint64_t next_attempt_in_ns;
+    int last_create_error; /* the last failed create's code, or 0 */
 } pk_pool_stats;
 
 /* Fills *out with a consistent snapshot. Returns: 0, PK_EINVAL,

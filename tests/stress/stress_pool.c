@@ -10,10 +10,9 @@
  * the time, check (run on every borrow: check_after PK_ALWAYS) 5%, reset
  * 2%. The operation count is 10^6 scaled by PK_STRESS_SCALE.
  *
- * One case drops the check and reset hooks, so the pool takes its hot
- * path and its release cache (pool_cache.c): parked slots race waiters,
- * pause, resize (min_idle 1 turns the cache off, 0 on again), evict_all,
- * stats and close, with 16 threads sharing fewer stripes than threads.
+ * One case drops the check and reset hooks, so the pool takes its plain
+ * path (one lock section per acquire and per release, no hook), racing
+ * waiters, pause, resize, evict_all, stats and close.
  *
  * Threads never call cmocka: they count violations in atomics (and keep
  * the first message), and the main thread asserts after joining them
@@ -253,15 +252,16 @@ ctx_init(struct ctx *c, int idx, uint64_t seed, size_t max_size,
     c->group = g;
 }
 
-/* hot: no check or reset hook (the release cache's case).
+/* plain: no check or reset hook (the plain path's case).
  * backoff_ms: 1, or PK_ALWAYS for none. With a backoff, a failed create
- * makes acquirers that need one fail fast for up to 1 ms, which at these
- * speeds is most of them; without, creates retry at once and hand-offs,
- * checks and steals get the traffic, and a maintenance thread runs every
- * millisecond. Each case runs one or the other. */
+ * is retried after up to 1 ms, and an acquirer whose 1 ms deadline ends
+ * first fails with the replayed error, which at these speeds is most of
+ * them; without, creates retry at once and hand-offs, checks and steals
+ * get the traffic, and a maintenance thread runs every millisecond. Each
+ * case runs one or the other. */
 static pk_pool_options
 stress_options(struct ctx *c, size_t max_size, pk_pool_group *group,
-               int backoff_ms, bool hot)
+               int backoff_ms, bool plain)
 {
     pk_pool_options o = {
         .create = h_create,
@@ -278,8 +278,8 @@ stress_options(struct ctx *c, size_t max_size, pk_pool_group *group,
         .acquire_timeout_ms = 1,
         .group = group,
     };
-    if (hot) {
-        /* No hook or policy keeps the pool off its hot path. */
+    if (plain) {
+        /* No hook or policy keeps the pool off its plain path. */
         o.check = NULL;
         o.reset = NULL;
     } else if (backoff_ms == PK_ALWAYS) {
@@ -780,7 +780,8 @@ check_quiet_pool(pk_pool *pool, struct ctx *c)
 /* ---- the tests -------------------------------------------------------- */
 
 static void
-stress_one_pool(const char *name, int backoff_ms, bool hot, double share)
+stress_one_pool(const char *name, int backoff_ms, bool plain,
+                double share)
 {
     static struct ctx c;
     struct shared sh;
@@ -792,7 +793,7 @@ stress_one_pool(const char *name, int backoff_ms, bool hot, double share)
 
     violations_reset();
     ctx_init(&c, 0, seed, 6, NULL);
-    o = stress_options(&c, 6, NULL, backoff_ms, hot);
+    o = stress_options(&c, 6, NULL, backoff_ms, plain);
     assert_int_equal(pk_pool_create(&pool, &o), 0);
     memset(&sh, 0, sizeof sh);
     sh.pools[0] = pool;
@@ -827,10 +828,10 @@ test_stress_pool_keeps_invariants_without_backoff(void **state)
 }
 
 static void
-test_stress_hot_pool_keeps_invariants_with_its_cache(void **state)
+test_stress_plain_pool_keeps_invariants(void **state)
 {
     (void)state;
-    stress_one_pool("stress_pool hot", PK_ALWAYS, true, 0.2);
+    stress_one_pool("stress_pool plain", PK_ALWAYS, true, 0.2);
 }
 
 static void
@@ -890,7 +891,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stress_pool_keeps_invariants_with_create_backoff),
         cmocka_unit_test(test_stress_pool_keeps_invariants_without_backoff),
-        cmocka_unit_test(test_stress_hot_pool_keeps_invariants_with_its_cache),
+        cmocka_unit_test(test_stress_plain_pool_keeps_invariants),
         cmocka_unit_test(test_stress_group_never_exceeds_budget),
     };
 

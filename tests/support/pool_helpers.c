@@ -430,6 +430,17 @@ ph_acquirer_join(ph_acquirer *a)
     pthread_join(a->thread, NULL);
 }
 
+void
+ph_acquirers_join_served(pk_pool *p, ph_acquirer *a, int n)
+{
+    for (int i = 0; i < n; i++)
+        ph_acquirer_join(&a[i]);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(a[i].rc, 0);
+    for (int i = 0; i < n; i++)
+        ph_give(p, &a[i].lease);
+}
+
 /* ---- test-thread helpers ---------------------------------------------- */
 
 int

@@ -167,6 +167,9 @@ typedef struct ph_acquirer {
 int ph_acquirer_start(ph_acquirer *a, pk_pool *p, int timeout_ms,
                       bool release_at_once, _Atomic int *seq);
 void ph_acquirer_join(ph_acquirer *a);
+/* Joins n acquirers, asserts that each got a resource and gives it back
+ * (test thread only). */
+void ph_acquirers_join_served(pk_pool *p, ph_acquirer *a, int n);
 
 /* ---- test-thread helpers (these assert) ------------------------------ */
 

@@ -851,16 +851,28 @@ child_checks(pk_pool *p, pk_lease *held)
 }
 
 /* In the child (plain builds): destroy calls only forget_in_child (the
- * pipe says which hooks ran), and a new pool works. */
+ * pipe says which hooks ran); then the held lease's release is valid: it
+ * forgets its resource, and frees the pool's memory if it was the last
+ * lease out (all_back: no other thread held one at fork). A new pool
+ * works. */
 static int
-child_destroy_and_new_pool(pk_pool *p)
+child_destroy_and_new_pool(pk_pool *p, pk_lease *held, bool all_back)
 {
     struct fctx c2;
     pk_pool_options o;
     pk_pool *q;
     pk_lease l;
+    long live = pk__alloc_live();
 
     pk_pool_destroy(p);
+    if (pk__alloc_live() != live)
+        return 25; /* freed under a lease still out */
+    if (pk_pool_release(p, held, PK_RELEASE_OK) != 0)
+        return 26;
+    if (held->pool_ || held->slot_)
+        return 27;
+    if (all_back && pk__alloc_live() >= live)
+        return 28; /* the last lease is back: the memory goes */
     memset(&c2, 0, sizeof c2);
     c2.pipe_w = -1;
     o = f_options(&c2, 2);
@@ -879,11 +891,12 @@ child_destroy_and_new_pool(pk_pool *p)
     return 0;
 }
 
-/* Forks; the child runs the checks (and destroy, if asked) under
- * alarm(5). Returns what the pipe got: counts of 'F', 'D' and 'U'. */
+/* Forks; the child runs the checks (and destroy, if asked: all_back says
+ * held is the only lease out) under alarm(5). Returns what the pipe got:
+ * counts of 'F', 'D' and 'U'. */
 static void
 fork_and_check(pk_pool *p, struct fctx *c, pk_lease *held, bool destroy,
-               int counts[3])
+               bool all_back, int counts[3])
 {
     int fds[2];
     pid_t pid;
@@ -902,7 +915,7 @@ fork_and_check(pk_pool *p, struct fctx *c, pk_lease *held, bool destroy,
         close(fds[0]);
         rc = child_checks(p, held);
         if (rc == 0 && destroy)
-            rc = child_destroy_and_new_pool(p);
+            rc = child_destroy_and_new_pool(p, held, all_back);
         _exit(rc);
     }
     close(fds[1]);
@@ -956,9 +969,10 @@ test_fork_while_in_use_child_gets_eforked(void **state)
         unsigned long before = atomic_load(&ca.ops);
         while (atomic_load(&ca.ops) < before + 50)
             sched_yield();
-        fork_and_check(p, c, &held, destroy, counts);
+        fork_and_check(p, c, &held, destroy, false, counts);
         if (destroy) {
-            /* The held lease at least; never destroy or user_free. */
+            /* The held lease at least, on its release after destroy;
+             * never destroy or user_free. */
             assert_true(counts[0] >= 1);
             assert_true(counts[0] <= 4 + CHURN);
         }
@@ -983,8 +997,11 @@ test_fork_while_in_use_child_gets_eforked(void **state)
 }
 
 /* With no other thread alive at fork (safe under sanitizers too): the
- * child's destroy calls forget_in_child once per resource, idle or lent,
- * and no destroy hook nor user_free. */
+ * child's destroy calls forget_in_child once per idle resource, and no
+ * destroy hook nor user_free; the lent one is forgotten when its lease
+ * comes back after the destroy, which frees the pool's memory (before,
+ * that release read the freed pool: PK_EINVAL, or ASan's
+ * heap-use-after-free). */
 static void
 test_destroy_in_child_calls_only_forget_in_child(void **state)
 {
@@ -1001,8 +1018,8 @@ test_destroy_in_child_calls_only_forget_in_child(void **state)
     assert_int_equal(pk_pool_acquire(p, &l3, 1000, NULL), 0);
     assert_int_equal(pk_pool_release(p, &l3, PK_RELEASE_OK), 0); /* idle */
     assert_int_equal(pk_pool_release(p, &l2, PK_RELEASE_BROKEN), 0);
-    fork_and_check(p, c, &l1, true, counts);
-    assert_int_equal(counts[0], 2); /* one lent, one idle */
+    fork_and_check(p, c, &l1, true, true, counts);
+    assert_int_equal(counts[0], 2); /* one idle, then the lent one */
     assert_int_equal(counts[1], 0);
     assert_int_equal(counts[2], 0);
     assert_int_equal(pk_pool_release(p, &l1, PK_RELEASE_OK), 0);
@@ -1023,11 +1040,14 @@ child_ticket_group_checks(pk_lease *held, pk_pool_ticket *t,
 {
     pk_lease_info info;
     pk_lease l;
+    pk_error err;
     size_t used, max;
 
     if (pk_lease_info_get(held, &info) != PK_EFORKED)
         return 30;
-    if (pk_pool_ticket_take(t, &l, NULL) != PK_EFORKED)
+    pk_error_clear(&err);
+    if (pk_pool_ticket_take(t, &l, &err) != PK_EFORKED ||
+        err.code != PK_EFORKED)
         return 31;
     if (pk_pool_group_usage(g, &used, &max) != PK_EFORKED)
         return 32;
