@@ -22,6 +22,7 @@
 /* How long one try for a worker may wait for the core (its retry of a
  * failed start included: the core's backoff is short while we wait). */
 #define GROW_WAIT_MS 100
+/* When the core gave no time for its next attempt. */
 #define GROW_RETRY_NS 10000000u
 /* What one watch pass acts on at most; the rest waits for the next. */
 #define WATCH_BATCH 32
@@ -109,28 +110,37 @@ watch(struct pk_threadpool *tp, uint64_t now)
     act(tp, &f);
 }
 
-/* Starts one worker if work still waits for one. Returns false if the
- * core could not make one: the core said why to the event hook, and the
- * caller tries again while work waits. */
-static bool
-grow(struct pk_threadpool *tp)
+/* Starts one worker if work still waits for one. Returns UINT64_MAX, or
+ * when to try again: the core could not make one (it told the event
+ * hook why) and will not try before its backoff's next attempt. */
+static uint64_t
+grow(struct pk_threadpool *tp, uint64_t now)
 {
+    pk_pool_stats st;
     pk_lease l;
+    int rc;
 
     if (tp_ring_count(&tp->q) == 0)
-        return true;
+        return UINT64_MAX;
     if (atomic_load(&tp->idle) > 0) {
         tp_wake_worker(tp);
-        return true;
+        return UINT64_MAX;
     }
     if (atomic_load(&tp->threads) >= atomic_load(&tp->max_threads))
-        return true;
-    if (pk_pool_acquire(tp->workers, &l, GROW_WAIT_MS, NULL) != 0)
-        return false;
+        return UINT64_MAX;
+    rc = pk_pool_acquire(tp->workers, &l, GROW_WAIT_MS, NULL);
+    if (rc == PK_ESHUTDOWN)
+        return UINT64_MAX;
+    if (rc != 0) {
+        if (pk_pool_stats_get(tp->workers, &st) != 0 ||
+            st.next_attempt_in_ns == UINT64_MAX)
+            return now + GROW_RETRY_NS;
+        return now + (st.next_attempt_in_ns ? st.next_attempt_in_ns : 1);
+    }
     tp_give(tp, &l);
     if (tp_ring_count(&tp->q) > 1 && atomic_load(&tp->idle) == 0)
         atomic_store(&tp->grow, true); /* more waits: the next round */
-    return true;
+    return UINT64_MAX;
 }
 
 /* Maintenance may have made workers (min_threads) idle in the core: look
@@ -174,11 +184,8 @@ timer_main(void *arg)
             continue;
         }
         pk__cv_cancel(&tp->timer_cv);
-        if (atomic_exchange(&tp->grow, false) || now >= next_grow) {
-            /* A failed try is made again no sooner than GROW_RETRY_NS:
-             * until then the core would only replay its error. */
-            next_grow = grow(tp) ? UINT64_MAX : now + GROW_RETRY_NS;
-        }
+        if (atomic_exchange(&tp->grow, false) || now >= next_grow)
+            next_grow = grow(tp, now);
         if (now >= next_maint) {
             maintain(tp);
             next_maint = now + tp->maint_ns;
