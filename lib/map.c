@@ -682,8 +682,8 @@ next_unit(struct pk_map *m)
     seq = m->seq;
     if (!u && pk__future_helped()) {
         /* A map inside a task, on a worker of the pool it maps on: its
-         * units may be queued behind this very task (in this worker's
-         * next slot, say), and a condvar wait would run none of them.
+         * units may be queued behind this very task, and a condvar wait
+         * would run none of them (with one worker, none would run).
          * A wait on the oldest unit's future helps; then on_done's
          * signal is near (it runs right after that future finishes). */
         pk_future *f = oldest(m)->fut;

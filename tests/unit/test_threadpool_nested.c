@@ -1,7 +1,7 @@
 /* tests/unit/test_threadpool_nested.c - tasks that submit children and
- * wait for them other than by pk_future_wait: a child in its parent's
- * next slot is work for idle workers too; pk_future_wait_any inside a
- * task helps as pk_future_wait does; the watchdog keeps watching a task
+ * wait for them: a child its parent waits for by other means than
+ * pk_future_wait runs on an idle worker; pk_future_wait_any inside a
+ * task runs a child as pk_future_wait does; the watchdog keeps watching a task
  * after a child ran nested on its stack; tasks that fill their own
  * pool's queue do not deadlock it; a task run by its caller
  * (CALLER_RUNS) is waited for by shutdown; and a pk_map inside a task
@@ -31,9 +31,8 @@
 
 static pk_threadpool *the_pool;
 
-/* Submits a child with a future (it goes to this worker's next slot),
- * then waits for it by polling a flag, which runs nothing: only another
- * worker can run the child. */
+/* Submits a child with a future, then waits for it by polling a flag,
+ * which runs nothing: only another worker can run the child. */
 static int
 parent_polls(void *arg, pk_future *self, pk_result *out, pk_error *err)
 {
@@ -54,7 +53,7 @@ parent_polls(void *arg, pk_future *self, pk_result *out, pk_error *err)
 }
 
 static void
-test_child_in_next_slot_runs_on_an_idle_worker(void **state)
+test_child_awaited_by_polling_runs_on_an_idle_worker(void **state)
 {
     pk_threadpool_options o = { .min_threads = 2, .max_threads = 2 };
     pk_future *f;
@@ -70,9 +69,8 @@ test_child_in_next_slot_runs_on_an_idle_worker(void **state)
     pk_threadpool_destroy(the_pool);
 }
 
-/* Submits n children (the first to the next slot, the rest to the
- * queue) and waits for any of them: with one worker, only helping can
- * run one. */
+/* Submits n children and waits for any of them: with one worker, only
+ * running one on the waiting task's stack can. */
 static int
 parent_waits_any(void *arg, pk_future *self, pk_result *out, pk_error *err)
 {
@@ -125,9 +123,9 @@ test_wait_any_in_a_task_helps(void **state)
 {
     (void)state;
     tp_gate_reset();
-    run_wait_any(1); /* its one child in the next slot */
+    run_wait_any(1);
     tp_gate_reset();
-    run_wait_any(3); /* one in the next slot, two queued */
+    run_wait_any(3);
 }
 
 /* A task with a run limit runs a child nested (its wait helps), then
@@ -343,7 +341,7 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_child_in_next_slot_runs_on_an_idle_worker),
+        cmocka_unit_test(test_child_awaited_by_polling_runs_on_an_idle_worker),
         cmocka_unit_test(test_wait_any_in_a_task_helps),
         cmocka_unit_test(test_task_is_watched_after_a_nested_child),
         cmocka_unit_test(test_block_policy_inside_a_task_does_not_deadlock),
