@@ -112,6 +112,7 @@ configure(struct pk_threadpool *tp, const pk_threadpool_options *o)
     tp->stuck_ns = limit_ns(o->stuck_after_ms);
     tp->maint_ns = maint_period(o->keep_alive_ms);
     tp->min_threads = o->min_threads;
+    atomic_init(&tp->room_at, SIZE_MAX);
     atomic_init(&tp->max_threads,
                 o->max_threads ? o->max_threads : cpu_count());
     atomic_init(&tp->watching, tp->slow_ns != UINT64_MAX ||
@@ -214,14 +215,16 @@ check_task_options(const pk_task_options *o)
     return 0;
 }
 
-/* Waits for room, then pushes (PK_FULL_BLOCK). A pop that makes room
- * wakes us (tp_after_pop). A task of this pool waiting here runs queued
- * tasks meanwhile, each pop making room: if every worker only waited,
- * none would. */
+/* Waits for room, then pushes (PK_FULL_BLOCK). The pop that brings the
+ * queue down to half full, or to room for n, wakes us (tp_after_pop). A
+ * task of this pool waiting here runs queued tasks meanwhile, each pop
+ * making room: if every worker only waited, none would. */
 static int
 wait_for_room(struct pk_threadpool *tp, const struct tp_task *t, size_t n)
 {
     struct tp_worker *w = tp_self_in(tp);
+    size_t cap = tp_ring_capacity(&tp->q);
+    size_t at = cap - n < cap / 2 ? cap - n : cap / 2;
     uint64_t deadline;
     int rc;
 
@@ -229,6 +232,7 @@ wait_for_room(struct pk_threadpool *tp, const struct tp_task *t, size_t n)
         return PK_EINVAL;
     for (;;) {
         uint32_t seq = pk__cv_prepare(&tp->room);
+        atomic_store(&tp->room_at, at);
         rc = tp_ring_push(&tp->q, t, n);
         if (rc != PK_EAGAIN || (w && pk__tp_help_once(tp, w)) ||
             pk__now_ns() >= deadline) {

@@ -106,6 +106,8 @@ struct pk_threadpool {
     _Atomic bool closed;
     _Atomic bool cancelling;   /* a CANCEL shutdown swept the queue */
     _Atomic bool watching;     /* workers show their tasks to the timer */
+    _Atomic size_t room_at;    /* a BLOCK submit waits for the queue to
+                                  hold this many or fewer; SIZE_MAX: none */
 
     /* Written by workers, in batches. */
     char pad1[64];
@@ -214,12 +216,18 @@ tp_after_push(struct pk_threadpool *tp)
         tp_wake_helpers(tp);
 }
 
-/* After a pop: the head moved with a seq_cst CAS; a BLOCK submit waiting
- * for room registered before it looked at the head. */
+/* After a pop: the head moved with a seq_cst CAS. A BLOCK submit waiting
+ * for room stored room_at (seq_cst) before it looked at the head, so one
+ * of the two sees the other. Waking it at every pop would cost a futex
+ * call per task while a producer outruns the workers: the first pop that
+ * finds the queue down to room_at wakes it, once. */
 static inline void
 tp_after_pop(struct pk_threadpool *tp)
 {
-    if (atomic_load(&tp->room.waiters))
+    size_t at = atomic_load(&tp->room_at);
+
+    if (at != SIZE_MAX && tp_ring_count(&tp->q) <= at &&
+        atomic_exchange(&tp->room_at, SIZE_MAX) != SIZE_MAX)
         pk__cv_broadcast(&tp->room);
 }
 

@@ -100,7 +100,10 @@ take(struct pk_threadpool *tp, struct tp_task *t)
 }
 
 /* Runs queued tasks until the queue stays empty through a short spin (or
- * w was given up as stuck). */
+ * w was given up as stuck). The spin looks at the head cell only (a
+ * failed pop): the tail is the line every push writes, and polling it
+ * would pull it away from the submitter each time. Before it gives up it
+ * reads the tail once, for a cell claimed but not filled yet. */
 static void
 drain(struct pk_threadpool *tp, struct tp_worker *w)
 {
@@ -113,14 +116,14 @@ drain(struct pk_threadpool *tp, struct tp_worker *w)
             spins = 0;
             if (detached(w))
                 return;
-        } else if (tp_ring_count(&tp->q) > 0) {
-            cpu_relax(); /* a submitter is filling the head cell */
-        } else if (atomic_load(&tp->closed) || ++spins > SPINS) {
-            return;
-        } else if (spins < PAUSES) {
+        } else if (++spins < PAUSES) {
             cpu_relax();
-        } else {
+        } else if (spins < SPINS && !atomic_load(&tp->closed)) {
             sched_yield();
+        } else if (tp_ring_count(&tp->q) > 0) {
+            spins = 0; /* a submitter is filling the head cell */
+        } else {
+            return;
         }
     }
 }
