@@ -59,7 +59,8 @@ main(void)
         fprintf(stderr, "pk_strerror(PK_ETIMEDOUT) is not a message\n");
         return 1;
     }
-    printf("poolkit %s: %s\n", pk_version(), e);
+    printf("poolkit %s linked and ran (pk_strerror works: %zu bytes for "
+           "PK_ETIMEDOUT)\n", pk_version(), strlen(e));
     return 0;
 }
 C
