@@ -78,16 +78,16 @@ endif
 
 # What poolkit needs, appended after the user's CFLAGS so that
 # `make CFLAGS=-O0` changes optimisation but cannot drop the standard, the
-# warnings or the visibility (musl's CFLAGS_ALL). -Ilib lets pools/ and
-# adapters/ include the core's internal headers by name.
+# warnings or the visibility (musl's CFLAGS_ALL). Only include/ is on every
+# include path; $(INC) adds a folder's own (see "include paths" below).
 PK_CFLAGS := -std=c11 -D_POSIX_C_SOURCE=200809L -pthread -fvisibility=hidden \
-             -Iinclude -Ilib -Wall -Wextra -Werror
-ALL_CFLAGS = $(CPPFLAGS) $(CFLAGS) $(PK_CFLAGS) $(MODE_FLAGS) $(XCFLAGS) \
-             -MMD -MP
+             -Iinclude -Wall -Wextra -Werror
+ALL_CFLAGS = $(CPPFLAGS) $(CFLAGS) $(PK_CFLAGS) $(INC) $(MODE_FLAGS) \
+             $(XCFLAGS) -MMD -MP
 ALL_LDFLAGS = $(LDFLAGS) $(MODE_FLAGS) -pthread
 # Tests (and the library compiled for them) see the fault-injecting
-# allocator (PK_TESTING), the internal headers and the shared helpers.
-TEST_CFLAGS := -DPK_TESTING -Ilib -Itests/support
+# allocator (PK_TESTING).
+TEST_CFLAGS := -DPK_TESTING
 
 # ---- quiet by default, V=1 prints the commands -----------------------------
 
@@ -108,7 +108,7 @@ MAKEFLAGS += --no-print-directory
 
 # ---- sources ---------------------------------------------------------------
 
-LIB_SRCS ?= $(wildcard lib/*.c pools/*/*.c)
+LIB_SRCS ?= $(wildcard lib/*/*.c pools/*/*.c)
 TEST_SRCS := $(wildcard tests/unit/test_*.c tests/stress/stress_*.c)
 SUPPORT_SRCS := $(wildcard tests/support/*.c)
 # examples/demo_*.c hold poolkit-demo's rows: linked into it, not programs.
@@ -117,6 +117,18 @@ DEMO_SRC := $(wildcard examples/poolkit-demo.c)
 DEMO_ROW_SRCS := $(wildcard examples/demo_*.c)
 BENCH_MAINS := $(wildcard bench/bench_*.c)
 BENCH_HELPERS := $(filter-out $(BENCH_MAINS),$(wildcard bench/*.c))
+
+# ---- include paths, per folder -----------------------------------------
+# lib/pool/, lib/exec/ and lib/kit/ include each other by relative path
+# ("../kit/sync.h") and need no -I. A module (pools/*, adapters/*) sees
+# include/ and lib/exec/, for executor_int.h, the one internal header meant
+# for it. Tests and their helpers may look inside: every lib/ folder and
+# tests/support/. tests/support/check_layout.sh checks who includes what.
+MODULE_INC := -Ilib/exec
+TEST_INC := -Ilib/kit -Ilib/exec -Ilib/pool -Itests/support
+$(foreach k,obj pic tobj,$(foreach d,pools adapters,\
+  $(eval $(B)/$(k)/$(d)/%.o: INC := $(MODULE_INC))))
+$(foreach k,obj tobj,$(eval $(B)/$(k)/tests/%.o: INC := $(TEST_INC)))
 
 # Three object kinds, kept apart like musl's .o/.lo:
 #   obj/   static library, examples, bench, demo

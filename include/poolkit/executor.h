@@ -161,7 +161,7 @@ PK_API int pk_inline_executor_create(pk_executor **out, pk_registry *reg,
 PK_API int pk_task_run(const pk_task *task, const pk_registry *reg,
                        pk_future *fut, pk_event_fn event, void *event_user);
 
-/* ---- map: many tasks, results streamed back (lib/map.c) ---------------- */
+/* ---- map: many tasks, results streamed back (lib/exec/map.c) ----------- */
 
 /* A map reads tasks lazily from a pk_map_next_fn and streams their results
  * back, in input order (like Python's Executor.map) or in completion order

@@ -27,7 +27,7 @@
 
 #include <poolkit/executor.h>
 
-#include "alloc.h"
+#include "executor_int.h"
 
 #define TP_RING_CLOSED (UINT64_C(1) << 63)
 

@@ -27,7 +27,7 @@ sample_clock(void)
 }
 
 /* A task with a future keeps its record in the future's allocation too
- * (future_int.h), so a worker waiting on the future can run the task
+ * (executor_int.h), so a worker waiting on the future can run the task
  * itself if it has not started (pk__tp_task_inline). That copy owns the
  * task's copied bytes, freed with the future; the queue's copy then owns
  * nothing but its reference to the future. */

@@ -22,10 +22,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "future_int.h"
-#include "hist.h"
+#include "executor_int.h"
 #include "ring.h"
-#include "sync.h"
 
 #define PK__TP_MAGIC 0x74706f6fu
 /* The largest queue_size: its ring is made at once. */

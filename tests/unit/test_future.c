@@ -28,8 +28,8 @@
 #include <poolkit/future.h>
 
 #include "alloc.h"
+#include "executor_int.h"
 #include "future_helpers.h"
-#include "future_int.h"
 #include "test_util.h"
 
 #define RACE_ROUNDS 2000

@@ -1,7 +1,7 @@
 /* tests/unit/test_future_wait.c - pk_future waits: pk_future_wait,
  * pk_future_wait_all and pk_future_wait_any, timing out or woken by
  * another thread; the listener pair executors park with
- * (pk__future_listen/_unlisten, future_int.h); waits in a child forked
+ * (pk__future_listen/_unlisten, executor_int.h); waits in a child forked
  * from a thread pool's task.
  *
  * Worker threads never assert: they record what they saw, and the test
@@ -27,8 +27,8 @@
 #include <poolkit/future.h>
 #include <poolkit/threadpool.h>
 
+#include "executor_int.h"
 #include "future_helpers.h"
-#include "future_int.h"
 #include "test_util.h"
 #include "tp_tasks.h"
 
@@ -208,7 +208,7 @@ test_wait_any_times_out_no_earlier_than_timeout(void **state)
     fh_release_futures(fs, 12);
 }
 
-/* ---- listeners (future_int.h) ------------------------------------------ */
+/* ---- listeners (executor_int.h) ------------------------------------------ */
 
 static void
 test_listen_on_a_finished_future_links_nothing(void **state)

@@ -8,7 +8,7 @@
  * which pool made or destroyed what; all members share one manual clock,
  * because the group compares idle ages across them. That no two pool
  * locks are ever held at once is not observable from here (see the lock
- * ranking in lib/sync.h; TSan's deadlock detector watches it in the TSan
+ * ranking in lib/kit/sync.h; TSan's deadlock detector watches it in the TSan
  * run). */
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,4 +1,4 @@
-/* lib/executor.c - the pk_executor wrapper, pk_task_run and the inline
+/* lib/exec/executor.c - the pk_executor wrapper, pk_task_run and the inline
  * executor.
  *
  * The wrapper validates every call once, so implementations receive only
@@ -26,9 +26,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "alloc.h"
-#include "future_int.h"
-#include "sync.h"
+#include "../kit/alloc.h"
+#include "../kit/sync.h"
+#include "executor_int.h"
 
 #define TASK_NAME_MAX 127
 #define EXEC_MAGIC 0x70654578u

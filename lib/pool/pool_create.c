@@ -1,4 +1,4 @@
-/* lib/pool_create.c - making things: resources (one create at a time
+/* lib/pool/pool_create.c - making things: resources (one create at a time
  * under the pool's limits, with backoff and retries after failures) and
  * the pool itself (options, create, destroy, and destroy in a forked
  * child).
@@ -19,7 +19,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "alloc.h"
+#include "../kit/alloc.h"
 
 /* ---- resources -------------------------------------------------------- */
 

@@ -1,4 +1,4 @@
-/* lib/hist.h - a log-bucketed histogram of nanosecond durations, cheap
+/* lib/kit/hist.h - a log-bucketed histogram of nanosecond durations, cheap
  * enough for hot paths: one relaxed atomic add per sample. Buckets are
  * powers of two split into 4 sub-buckets (about 19% resolution), from
  * 0 ns up to about 2^40 ns (18 minutes); longer values land in the last. */

@@ -1,4 +1,4 @@
-/* lib/alloc.h - every poolkit allocation (and thread) goes through these,
+/* lib/kit/alloc.h - every poolkit allocation (and thread) goes through these,
  * so a test build (-DPK_TESTING) can fail the k-th one and prove that each
  * caller cleans up and returns PK_ENOMEM (or copes without the thread). */
 #ifndef PK_LIB_ALLOC_H

@@ -1,8 +1,8 @@
-/* lib/future_wait.c - waiting on futures: pk_future_wait, _wait_all,
+/* lib/exec/future_wait.c - waiting on futures: pk_future_wait, _wait_all,
  * _wait_any, and the thread's wait helper.
  *
  * The waits are clients of future.c's listener pair, as an executor is
- * (future_int.h): a wait links a node on each future it waits for
+ * (executor_int.h): a wait links a node on each future it waits for
  * (pk__future_listen), parks on its parker until a finisher wakes it or
  * the deadline passes, then unlinks (pk__future_unlisten). pk_future_wait
  * parks on a parker of its own; wait_any on one parker shared by a node
@@ -22,9 +22,9 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include "alloc.h"
-#include "future_int.h"
-#include "sync.h"
+#include "../kit/alloc.h"
+#include "../kit/sync.h"
+#include "executor_int.h"
 
 /* wait_any keeps this many waiter nodes on its stack, allocating above. */
 #define WAIT_ANY_STACK 8
@@ -35,7 +35,7 @@ bad_timeout(int timeout_ms)
     return timeout_ms < 0 && timeout_ms != PK_WAIT_FOREVER;
 }
 
-/* The wait helper of this thread (future_int.h), set by executors on
+/* The wait helper of this thread (executor_int.h), set by executors on
  * their worker threads only, and the fork epoch it was set in.
  * Thread-local, so not shared mutable state. */
 static _Thread_local const struct pk__wait_helper *tls_helper;

@@ -1,4 +1,4 @@
-/* lib/error.c - pk_strerror, pk_err_name and pk_error, made from the one
+/* lib/kit/error.c - pk_strerror, pk_err_name and pk_error, made from the one
  * X-macro list in poolkit/error.h. */
 #include <poolkit/error.h>
 #include <poolkit/version.h>

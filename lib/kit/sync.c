@@ -1,4 +1,4 @@
-/* lib/sync.c - mutex helpers, clock, deadlines, parking, fork counter.
+/* lib/kit/sync.c - mutex helpers, clock, deadlines, parking, fork counter.
  *
  * Parking: a waiter spins on its word for a short while (a hand-off that
  * lands within a few microseconds costs no syscall), then sleeps on a

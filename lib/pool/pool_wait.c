@@ -1,4 +1,4 @@
-/* lib/pool_wait.c - the pool's waiters: the arrival-order queue, the
+/* lib/pool/pool_wait.c - the pool's waiters: the arrival-order queue, the
  * hand-off of a resource to the longest waiter, and the loop a blocking
  * acquire waits in.
  *

@@ -1,4 +1,4 @@
-/* lib/sync.h - the core's small concurrency kit: mutexes that abort on
+/* lib/kit/sync.h - the core's small concurrency kit: mutexes that abort on
  * misuse (a failing lock is a bug, libuv's rule), the monotonic clock,
  * deadlines, parking (spin briefly, then futex; a condvar off Linux) and
  * the process-wide fork counter.

@@ -1,4 +1,4 @@
-/* lib/pool.c - the resource pool: lending and taking back.
+/* lib/pool/pool.c - the resource pool: lending and taking back.
  *
  * One mutex guards the population, and the plain path holds it once: an
  * acquire that finds an idle resource and no queue takes it in one lock
@@ -17,7 +17,7 @@
 
 #include <string.h>
 
-#include "alloc.h"
+#include "../kit/alloc.h"
 
 /* ---- small helpers ---------------------------------------------------- */
 

@@ -1,4 +1,4 @@
-/* lib/pool_async.c - the non-blocking acquire for event loops.
+/* lib/pool/pool_async.c - the non-blocking acquire for event loops.
  *
  * A ticket is a waiter that lives on the heap instead of a caller's
  * stack. It joins the same arrival-order queue as blocking acquirers, so
@@ -30,7 +30,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "alloc.h"
+#include "../kit/alloc.h"
 
 enum { T_PENDING = 0, T_READY = 1, T_TAKEN = 2 };
 enum { CB_NONE = 0, CB_RUNNING, CB_DONE, CB_CANCELLED };

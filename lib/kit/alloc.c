@@ -1,4 +1,4 @@
-/* lib/alloc.c - the one allocation path, and the one way threads start.
+/* lib/kit/alloc.c - the one allocation path, and the one way threads start.
  * In a PK_TESTING build a counter fails the k-th allocation (curl's
  * torture mode, SQLite's malloc tests), another the next n threads.
  * The counters are test-only globals, compiled out of real builds. */

@@ -1,4 +1,4 @@
-/* lib/pool_group.c - several keyed pools drawing on one budget.
+/* lib/pool/pool_group.c - several keyed pools drawing on one budget.
  *
  * The budget is an atomic count (`used` of `max_total`), taken by a
  * member's create and given back when the resource is retired or
@@ -9,7 +9,7 @@
  * empty. To make a unit, a queued waiter's arrival retires the
  * longest-idle resource of another member.
  *
- * Locks: the group lock is a leaf (lib/sync.h): a pool may call in with
+ * Locks: the group lock is a leaf (lib/kit/sync.h): a pool may call in with
  * its lock held, and the group drops its lock before it locks a member to
  * take an idle resource from it. A grant
  * wakes a waiter through its parking word: the grant sets `granted`, then
@@ -18,7 +18,7 @@
  * member is not destroyed while the group is looking at it (`busy`). */
 #include "pool_int.h"
 
-#include "alloc.h"
+#include "../kit/alloc.h"
 
 struct pk_pool_group {
     pthread_mutex_t lock;

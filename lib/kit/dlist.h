@@ -1,4 +1,4 @@
-/* lib/dlist.h - an intrusive doubly linked list with a head and a tail,
+/* lib/kit/dlist.h - an intrusive doubly linked list with a head and a tail,
  * for the core's lists: pk_map's live units (map.c), the pool's idle
  * list, free slots and waiter queue (pool_int.h) and the group's budget
  * queue (pool_group.c). A node lives in its owner

@@ -1,11 +1,18 @@
-/* lib/future_int.h - what executors need from futures beyond the public
- * API: listeners, so that a worker can park on its own parker and be
- * woken by a future finishing or by its pool, whichever comes first; and
- * a per-thread wait helper, so that a worker that waits on a future can
- * run queued work (the awaited task among it) instead of blocking the
- * pool it belongs to. */
-#ifndef PK_LIB_FUTURE_INT_H
-#define PK_LIB_FUTURE_INT_H
+/* lib/exec/executor_int.h - the one internal header for an executor
+ * implementation (pools/thread/ and any later pool that runs tasks): what
+ * executors need from futures beyond the public API, and the part of
+ * lib/kit/ they use. A module includes this and include/poolkit/, nothing
+ * else of lib/ (the build gives modules -Ilib/exec only).
+ *
+ * From futures: listeners, so that a worker can park on its own parker
+ * and be woken by a future finishing or by its pool, whichever comes
+ * first; and a per-thread wait helper, so that a worker that waits on a
+ * future can run queued work (the awaited task among it) instead of
+ * blocking the pool it belongs to. From the kit: locks, parking, clock
+ * and fork counter (sync.h), the allocation seam (alloc.h) and the
+ * histogram (hist.h). */
+#ifndef PK_LIB_EXEC_EXECUTOR_INT_H
+#define PK_LIB_EXEC_EXECUTOR_INT_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -13,7 +20,9 @@
 #include <poolkit/executor.h>
 #include <poolkit/future.h>
 
-#include "sync.h"
+#include "../kit/alloc.h"
+#include "../kit/hist.h"
+#include "../kit/sync.h"
 
 /* A listener on a future: a waiter's node, linked on the future's list by
  * pk__future_listen. It lives wherever the waiter likes (its frame, its
@@ -130,4 +139,4 @@ int pk__task_run_claimed(const pk_task *task, const pk_registry *reg,
  * visible then). Debug builds assert that f is a live future. */
 int pk__future_done(const pk_future *f);
 
-#endif /* PK_LIB_FUTURE_INT_H */
+#endif /* PK_LIB_EXEC_EXECUTOR_INT_H */

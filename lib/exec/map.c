@@ -1,4 +1,5 @@
-/* lib/map.c - map, as_completed and chunking, written once on pk_executor.
+/* lib/exec/map.c - map, as_completed and chunking, written once on
+ * pk_executor.
  *
  * A map reads input items through the caller's next function, packs them
  * into "units" and submits each unit as one executor task. A unit is
@@ -48,10 +49,10 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "alloc.h"
-#include "dlist.h"
-#include "future_int.h"
-#include "sync.h"
+#include "../kit/alloc.h"
+#include "../kit/dlist.h"
+#include "../kit/sync.h"
+#include "executor_int.h"
 
 #define MAP_MAGIC 0x70614d70u
 #define CHECK(m) assert((m)->magic == MAP_MAGIC)

@@ -1,4 +1,4 @@
-/* lib/pool_int.h - the pool's private structures, shared by the files
+/* lib/pool/pool_int.h - the pool's private structures, shared by the files
  * that make up the core pool (pool.c: lending; pool_wait.c: the queue and
  * hand-off; pool_create.c: creating resources and pools; pool_maint.c:
  * maintenance, sizing and closing; pool_async.c: tickets; pool_group.c:
@@ -16,9 +16,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "dlist.h"
-#include "hist.h"
-#include "sync.h"
+#include "../kit/dlist.h"
+#include "../kit/hist.h"
+#include "../kit/sync.h"
 
 #define PK__POOL_MAGIC 0x706f6f6cu /* "pool" */
 

@@ -1,4 +1,4 @@
-/* lib/registry.c - pk_registry: task names to pk_named_fn.
+/* lib/exec/registry.c - pk_registry: task names to pk_named_fn.
  *
  * A small chained hash table under a read-write lock. Registration is
  * rare (start-up); lookup happens once per named task on every worker, so
@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "alloc.h"
+#include "../kit/alloc.h"
 
 #define REG_BUCKETS 64     /* power of two */
 #define REG_NAME_MAX 127   /* bytes, without the NUL */

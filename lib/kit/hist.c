@@ -1,4 +1,4 @@
-/* lib/hist.c - see hist.h. Bucket b < 4 holds the value b; above that,
+/* lib/kit/hist.c - see hist.h. Bucket b < 4 holds the value b; above that,
  * bucket 4*e + s holds values in [2^e + s*2^(e-2), 2^e + (s+1)*2^(e-2)). */
 #include "hist.h"
 

@@ -1,4 +1,4 @@
-/* lib/pool_maint.c - keeping the population in shape: maintenance passes,
+/* lib/pool/pool_maint.c - keeping the population in shape: maintenance passes,
  * the background thread, resize, pause/resume, evict-all, close, stats.
  *
  * A maintenance pass collects work under the lock (slots to retire, slots
@@ -12,7 +12,7 @@
 
 #include <string.h>
 
-#include "alloc.h"
+#include "../kit/alloc.h"
 
 /* How many slots one pass handles in each list; the rest wait for the
  * next pass. Keeps the pass's stack bounded. */

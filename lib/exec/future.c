@@ -1,4 +1,4 @@
-/* lib/future.c - pk_future: one type for every asynchronous result.
+/* lib/exec/future.c - pk_future: one type for every asynchronous result.
  *
  * The state lives in one atomic word, f->word: the low three bits are the
  * state, bit 3 (W_LISTEN) says that a waiter or a callback was registered
@@ -47,7 +47,7 @@
  * one). Under f->lock it unlinks each waiter's node and wakes the parker
  * the node names (pk__park_wake, PK__FUTURE_WAKE); then, without the
  * lock, it runs the callbacks. A waiter is anyone who linked a node with
- * pk__future_listen (future_int.h) and parks on its parker: its own in
+ * pk__future_listen (executor_int.h) and parks on its parker: its own in
  * pk_future_wait (park_on: only f wakes it), one parker under a node per
  * future in wait_any (park_on_all: the first to finish wakes it), or an
  * executor worker's own (its pool wakes it too, for new work; the worker
@@ -76,9 +76,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "alloc.h"
-#include "future_int.h"
-#include "sync.h"
+#include "../kit/alloc.h"
+#include "../kit/sync.h"
+#include "executor_int.h"
 
 #define ST_MASK 7u
 #define ST_SETTLING 5u
