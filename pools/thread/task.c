@@ -26,11 +26,16 @@ sample_clock(void)
     return (k & (k < 4096 ? 7u : 63u)) == 0 ? pk__now_ns() : 0;
 }
 
-/* A task with a future keeps its record in the future's allocation too
- * (executor_int.h), so a worker waiting on the future can run the task
- * itself if it has not started (pk__tp_task_inline). That copy owns the
- * task's copied bytes, freed with the future; the queue's copy then owns
- * nothing but its reference to the future. */
+/* A task with a future submitted by a task of the pool keeps its record
+ * in the future's allocation too (executor_int.h), so a worker waiting
+ * on the future can run the task itself if it has not started
+ * (pk__tp_task_inline): a parent waiting on its children runs them on
+ * its own stack. That copy owns the task's copied bytes, freed with the
+ * future; the queue's copy then owns nothing but its reference to the
+ * future. A future submitted from outside the pool stays plain (64
+ * bytes, not 144: half again as many tasks a second when a caller keeps
+ * a million of them); a task waiting on one helps with queued tasks
+ * instead (worker.c). */
 struct tp_job {
     struct pk__future_ext hdr;
     struct tp_task t;
@@ -61,19 +66,25 @@ make_future(struct pk_threadpool *tp, struct tp_task *t, pk_future **fut)
 {
     struct pk__future_ext *x;
     struct tp_job *job;
-    int rc = pk__future_create_ext(&t->fut, tp->event, tp->event_user, 2,
-                                   sizeof *job, &x);
+    int rc;
 
-    if (rc)
-        return rc;
-    job = (struct tp_job *)x;
-    job->hdr.fini = job_fini;
-    job->hdr.owner = tp;
-    job->t = *t;
-    job->t.fut = NULL; /* the future is its container */
-    t->copied = 0;
-    *fut = t->fut; /* the caller's reference */
-    return 0;
+    if (!tp_self_in(tp)) {
+        rc = pk__future_create_refs(&t->fut, tp->event, tp->event_user, 2);
+    } else {
+        rc = pk__future_create_ext(&t->fut, tp->event, tp->event_user, 2,
+                                   sizeof *job, &x);
+        if (rc == 0) {
+            job = (struct tp_job *)x;
+            job->hdr.fini = job_fini;
+            job->hdr.owner = tp;
+            job->t = *t;
+            job->t.fut = NULL; /* the future is its container */
+            t->copied = 0;
+        }
+    }
+    if (rc == 0)
+        *fut = t->fut; /* the caller's reference */
+    return rc;
 }
 
 int
@@ -257,7 +268,7 @@ pk__tp_task_run(struct pk_threadpool *tp, struct tp_worker *w,
         run_claimed(tp, w, t, t->fut, n);
     else if (rc == PK_ECANCELED)
         n->cancelled++;
-    else if (!was_inlined(t))
+    else if (!pk__future_ext(t->fut) || !was_inlined(t))
         n->failed++; /* settled by someone else before it ran */
     free_record(t);
 }
@@ -284,7 +295,8 @@ void
 pk__tp_task_cancel(struct tp_task *t, struct tp_tally *n)
 {
     /* A future a waiting worker claimed runs on: not cancelled here. */
-    if (!t->fut || pk_future_cancel(t->fut) == 0 || !was_inlined(t))
+    if (!t->fut || pk_future_cancel(t->fut) == 0 ||
+        !pk__future_ext(t->fut) || !was_inlined(t))
         n->cancelled++;
     n->finished++;
     free_record(t);
