@@ -92,10 +92,18 @@ typedef struct pk_threadpool_options {
     void *user;
 } pk_threadpool_options;
 
-/* Makes a pool and starts min_threads workers.
- * Returns: 0, PK_EINVAL (min above max, a thread count above
- * PK_THREADPOOL_THREADS_MAX, a bad policy or time), PK_ENOMEM,
- * or the error of starting a thread.
+/* Checks options as pk_threadpool_create does, and says what is wrong:
+ * err (may be NULL) names the field and the rule it breaks.
+ * Returns: 0, PK_EINVAL. Owner: borrows both. Threads: safe. */
+PK_API int pk_threadpool_options_check(const pk_threadpool_options *opts,
+                                       pk_error *err);
+
+/* Makes a pool and starts min_threads workers (opts NULL: defaults).
+ * pk_threadpool_options_check says why it returns PK_EINVAL.
+ * A worker that cannot start is not an error here: the pool retries it
+ * (the event hook hears each failure) while tasks wait.
+ * Returns: 0, PK_EINVAL (see pk_threadpool_options_check), PK_ENOMEM,
+ * PK_ECREATE (the pool's timer thread could not start).
  * Owner: *out returned owned (pk_threadpool_destroy); opts borrowed.
  * Threads: safe. */
 PK_API int pk_threadpool_create(pk_threadpool **out,

@@ -34,21 +34,39 @@ bad_ms(int ms)
 }
 
 static int
-check_options(const pk_threadpool_options *o)
+bad(pk_error *err, const char *why)
 {
+    return pk_error_set(err, PK_EINVAL, 0, "pk_threadpool_options: %s", why);
+}
+
+int
+pk_threadpool_options_check(const pk_threadpool_options *o, pk_error *err)
+{
+    if (!o)
+        return bad(err, "NULL options");
     if (o->full_policy < PK_FULL_BLOCK || o->full_policy > PK_FULL_REJECT)
-        return PK_EINVAL;
+        return bad(err, "full_policy is not an enum pk_full_policy value");
     if (o->submit_timeout_ms < 0 && o->submit_timeout_ms != PK_WAIT_FOREVER)
-        return PK_EINVAL;
-    if (bad_ms(o->keep_alive_ms) || bad_ms(o->slow_task_ms) ||
-        bad_ms(o->stuck_after_ms))
-        return PK_EINVAL;
-    if (o->max_threads && o->min_threads > o->max_threads)
-        return PK_EINVAL;
+        return bad(err, "submit_timeout_ms is negative but not "
+                        "PK_WAIT_FOREVER");
+    if (bad_ms(o->keep_alive_ms))
+        return bad(err, "keep_alive_ms is negative but not PK_NEVER");
+    if (bad_ms(o->slow_task_ms))
+        return bad(err, "slow_task_ms is negative but not PK_NEVER");
+    if (bad_ms(o->stuck_after_ms))
+        return bad(err, "stuck_after_ms is negative but not PK_NEVER");
     if (o->min_threads > PK_THREADPOOL_THREADS_MAX ||
-        o->max_threads > PK_THREADPOOL_THREADS_MAX ||
-        o->queue_size > PK__TP_QUEUE_MAX)
-        return PK_EINVAL;
+        o->max_threads > PK_THREADPOOL_THREADS_MAX)
+        return bad(err, "min_threads or max_threads is above "
+                        "PK_THREADPOOL_THREADS_MAX");
+    if (o->min_threads > (o->max_threads ? o->max_threads : cpu_count()))
+        return bad(err, o->max_threads ? "min_threads is above max_threads"
+                                       : "min_threads is above max_threads' "
+                                         "default (the CPUs this process "
+                                         "may use)");
+    if (o->queue_size > PK__TP_QUEUE_MAX)
+        return bad(err, "queue_size is above 2^30");
+    pk_error_clear(err);
     return 0;
 }
 
@@ -131,17 +149,13 @@ pk_threadpool_create(pk_threadpool **out, const pk_threadpool_options *opts)
     *out = NULL;
     if (!opts)
         opts = &defaults;
-    rc = check_options(opts);
+    rc = pk_threadpool_options_check(opts, NULL);
     if (rc)
         return rc;
     tp = pk__calloc(1, sizeof *tp);
     if (!tp)
         return PK_ENOMEM;
     configure(tp, opts);
-    if (tp->min_threads > atomic_load(&tp->max_threads)) {
-        pk__free(tp);
-        return PK_EINVAL;
-    }
     rc = tp_ring_init(&tp->q, opts->queue_size ? opts->queue_size : 65536);
     if (rc) {
         pk__free(tp);

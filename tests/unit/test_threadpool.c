@@ -370,6 +370,43 @@ test_bad_input_returns_einval(void **state)
     pk_threadpool_destroy(tp);
 }
 
+/* Each rule of the options names its field; a good struct clears err. */
+static void
+test_options_check_names_the_field(void **state)
+{
+    static const struct {
+        pk_threadpool_options o;
+        const char *field;
+    } cases[] = {
+        { { .min_threads = 3, .max_threads = 2 }, "min_threads" },
+        { { .full_policy = 9 }, "full_policy" },
+        { { .submit_timeout_ms = -7 }, "submit_timeout_ms" },
+        { { .keep_alive_ms = -5 }, "keep_alive_ms" },
+        { { .slow_task_ms = -5 }, "slow_task_ms" },
+        { { .stuck_after_ms = -5 }, "stuck_after_ms" },
+        { { .max_threads = PK_THREADPOOL_THREADS_MAX + 1 }, "max_threads" },
+        { { .queue_size = ((size_t)1 << 30) + 1 }, "queue_size" },
+    };
+    pk_threadpool_options good = { .max_threads = 2 };
+    pk_error err;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        memset(&err, 0x5a, sizeof err);
+        assert_int_equal(pk_threadpool_options_check(&cases[i].o, &err),
+                         PK_EINVAL);
+        assert_int_equal(err.code, PK_EINVAL);
+        assert_non_null(strstr(err.msg, cases[i].field));
+    }
+    assert_int_equal(pk_threadpool_options_check(NULL, &err), PK_EINVAL);
+    assert_int_equal(pk_threadpool_options_check(&cases[0].o, NULL),
+                     PK_EINVAL);
+    memset(&err, 0x5a, sizeof err);
+    assert_int_equal(pk_threadpool_options_check(&good, &err), 0);
+    assert_int_equal(err.code, 0);
+    assert_string_equal(err.msg, "");
+}
+
 static void
 test_executor_view_runs_tasks(void **state)
 {
@@ -762,6 +799,7 @@ main(void)
         T(test_submit_many_is_all_or_nothing),
         T(test_worker_threads_are_named),
         T(test_bad_input_returns_einval),
+        T(test_options_check_names_the_field),
         T(test_executor_view_runs_tasks),
         T(test_many_submitters_lose_nothing),
         T(test_workers_waiting_on_children_run_them),
