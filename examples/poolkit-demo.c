@@ -62,18 +62,30 @@ struct demo_ctx {
     double budget_s;
     uint64_t start_ns; /* when the row started */
     int tty;           /* stderr is a terminal */
-    int bar_shown;
+    int bar_shown;     /* something to clear on the terminal's line */
+    int dots;          /* not a terminal: dots printed, one a second */
 };
 
+/* Past a second, a bar on a terminal; elsewhere (a pipe, a log) a dot a
+ * second after the "measuring" line, so the output is never silent. */
 static void
 progress(struct demo_ctx *ctx, double frac)
 {
     enum { W = 30 };
     char bar[W + 1];
     int fill;
+    uint64_t ran = now_ns() - ctx->start_ns;
 
-    if (!ctx->tty || now_ns() - ctx->start_ns < BAR_AFTER_NS)
+    if (ran < BAR_AFTER_NS)
         return;
+    if (!ctx->tty) {
+        while ((uint64_t)ctx->dots * BAR_AFTER_NS < ran) {
+            fputc('.', stderr);
+            ctx->dots++;
+        }
+        fflush(stderr);
+        return;
+    }
     frac = frac < 0 ? 0 : frac > 1 ? 1 : frac;
     fill = (int)(frac * W + 0.5);
     for (int i = 0; i < W; i++)
@@ -85,11 +97,31 @@ progress(struct demo_ctx *ctx, double frac)
     ctx->bar_shown = 1;
 }
 
+/* Says what a row measures before its first figure arrives. */
+static void
+announce(struct demo_ctx *ctx, const char *what)
+{
+    if (ctx->tty) {
+        fprintf(stderr, "  %-10s measuring: %.60s", ctx->row, what);
+        ctx->bar_shown = 1;
+    } else {
+        fprintf(stderr, "measuring %s (about %.0f s): %s ", ctx->row,
+                ctx->budget_s, what);
+        ctx->dots = 1;
+    }
+    fflush(stderr);
+}
+
 static void
 progress_clear(struct demo_ctx *ctx)
 {
+    if (!ctx->tty && ctx->dots) {
+        fputc('\n', stderr);
+        fflush(stderr);
+        ctx->dots = 0;
+    }
     if (ctx->bar_shown) {
-        fprintf(stderr, "\r%60s\r", "");
+        fprintf(stderr, "\r%90s\r", "");
         fflush(stderr);
         ctx->bar_shown = 0;
     }
@@ -436,6 +468,7 @@ print_header(void)
            PK_VERSION_STRING, cpus, cpus == 1 ? "" : "s");
     printf("  %-10s %14s %12s %9s   %s\n", "row", "made per use", "pooled",
            "ratio", "per operation");
+    fflush(stdout); /* before the rows' progress on stderr */
 }
 
 static void
@@ -714,10 +747,11 @@ main(int argc, char **argv)
     print_header();
     for (size_t i = 0; i < N_ROWS; i++) {
         struct demo_ctx ctx = { rows[i].name, ROW_BUDGET_S, now_ns(),
-                                isatty(2), 0 };
+                                isatty(2), 0, 0 };
         if (only && strcmp(rows[i].name, only) != 0)
             continue;
         ran[i] = 1;
+        announce(&ctx, rows[i].what);
         rcs[i] = rows[i].run(&ctx, &res[i]);
         progress_clear(&ctx);
         print_row(&rows[i], &res[i], rcs[i]);
