@@ -374,6 +374,7 @@ check-build:
 	@bash tests/support/check_headers.sh
 	@bash tests/support/check_symbols.sh build/release/$(SO_REAL)
 	@MAKE='$(MAKE)' bash tests/support/check_install.sh
+	@CC='$(CC)' bash tests/support/check_readme.sh build/release
 
 # Sanitizer options: stop at the first error, with a stack; leaks fail the
 # run. A tests/support/tsan.supp, if someone adds one, is used (each entry
