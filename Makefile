@@ -312,10 +312,13 @@ D_LIB := $(DESTDIR)$(LIBDIR)
 D_INC := $(DESTDIR)$(INCLUDEDIR)/poolkit
 D_PC := $(DESTDIR)$(LIBDIR)/pkgconfig
 
+# The .pc's paths under $(PREFIX) are written relative to ${prefix}, so
+# that `pkg-config --define-prefix` finds a staged copy (README).
+pc_rel = $(patsubst $(PREFIX)/%,$${prefix}/%,$(1))
 # $(1): .pc name, $(2): description, $(3): -l name, $(4): extra lines
 define write_pc
-$(Q)printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' \
-	    'includedir=$(INCLUDEDIR)' '' 'Name: $(1)' 'Description: $(2)' \
+$(Q)printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(call pc_rel,$(LIBDIR))' \
+	    'includedir=$(call pc_rel,$(INCLUDEDIR))' '' 'Name: $(1)' 'Description: $(2)' \
 	    'Version: $(VERSION)' 'Libs: -L$${libdir} -l$(3)' \
 	    'Cflags: -I$${includedir}' $(4) > $(D_PC)/$(1).pc
 endef
