@@ -27,9 +27,11 @@
  *
  * Workers made idle in the core by anyone but themselves (the core's
  * maintenance topping up min_threads, a resize) are counted `idle` in
- * their create hook, before the core holds them; the caller of that
- * maintenance or resize looks at the queue afterwards (timer.c,
- * threadpool.c).
+ * their create hook, before the core holds them, and idle workers the
+ * core retires stay counted until their destroy hook runs: a submit in
+ * either window may find none to take. So whoever runs that maintenance
+ * or resize looks at the queue afterwards and wakes or asks for a worker
+ * (timer.c, threadpool.c).
  *
  * A task that waits (pk_future_wait and friends, through the wait helper
  * installed on each worker thread) runs queued tasks on this stack up to
@@ -272,6 +274,11 @@ help_wait_any(void *ctx, pk_future *const *fs, size_t n, uint64_t deadline)
             return PK_ENOMEM;
     }
     while (!any_done(fs, n)) {
+        /* Checked between the tasks run here, which may be long. */
+        if (deadline != UINT64_MAX && pk__now_ns() >= deadline) {
+            rc = PK_ETIMEDOUT;
+            break;
+        }
         if (run_awaited(tp, w, fs, n) || pk__tp_help_once(tp, w))
             continue;
         if (park(tp, w, fs, n, nodes, deadline) != 0 && !any_done(fs, n)) {
