@@ -104,13 +104,15 @@ TP_TIMEOUT=${TP_TIMEOUT:-300} # seconds one run may take before it fails
 tp_line() { printf '%s\n' "$1" | tee -a "$tmp"; }
 tp_key() { printf '%s' "$1" | tr -c 'A-Za-z0-9_\n' _; }
 
-# Goal ratios of issue #4 for ff and future (poolkit's throughput over the
-# peer's); 1.00 means "ahead of".
+# Goal ratios (poolkit's throughput over the peer's; 1.00 means "ahead
+# of") for CASE (ff or future) against PEER: issue #10's, after the
+# thread pool was slimmed (3x GLib and libuv for ff, 2x libuv for a
+# future per task), and issue #4's for Python.
 tp_goal() {
-    case $1 in
-        glib) echo 3.0 ;;
-        libuv) echo 3.5 ;;
-        python-tpe) echo 100 ;;
+    case $1/$2 in
+        ff/glib | ff/libuv | future/glib) echo 3.0 ;;
+        future/libuv) echo 2.0 ;;
+        */python-tpe | */python_tpe) echo 100 ;;
         *) echo 1.0 ;;
     esac
 }
@@ -295,7 +297,7 @@ tp_bench() {
         for p in "${peers[@]}"; do
             k=$(tp_key "$p")
             tp_pair "threadpool.${c}_vs_$k" "$c" "$p" tasks_per_s tasks_per_s \
-                high poolkit_tps "${k}_tps" '%.0f' "$(tp_goal "$p")" |
+                high poolkit_tps "${k}_tps" '%.0f' "$(tp_goal "$c" "$p")" |
                 tee -a "$tmp"
         done
     done
