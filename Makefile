@@ -86,8 +86,9 @@ ALL_CFLAGS = $(CPPFLAGS) $(CFLAGS) $(PK_CFLAGS) $(INC) $(MODE_FLAGS) \
              $(XCFLAGS) -MMD -MP
 ALL_LDFLAGS = $(LDFLAGS) $(MODE_FLAGS) -pthread
 # Tests (and the library compiled for them) see the fault-injecting
-# allocator (PK_TESTING).
-TEST_CFLAGS := -DPK_TESTING
+# allocator (PK_TESTING) and check the lock ranks (PK_LOCK_CHECK:
+# lib/kit/sync.h).
+TEST_CFLAGS := -DPK_TESTING -DPK_LOCK_CHECK
 
 # ---- quiet by default, V=1 prints the commands -----------------------------
 

@@ -125,8 +125,8 @@ struct pk_map {
     size_t rep_done, rep_total; /* last progress reported */
     int reported;
 
-    pthread_mutex_t lock;
-    pthread_cond_t cond;       /* seq moved */
+    pk__lock lock;             /* PK__RANK_MAP */
+    pk__cv cond;               /* seq moved */
     struct unit *done_head;    /* m->lock; unordered only */
     struct unit *done_tail;    /* m->lock */
     size_t pending;            /* m->lock: submitted, callback not run */
@@ -294,7 +294,7 @@ unit_finished(struct unit *u)
 {
     struct pk_map *m = u->m;
 
-    pk__mutex_lock(&m->lock);
+    pk__lock_acquire(&m->lock);
     u->done = 1;
     if (m->unordered) {
         u->done_next = NULL;
@@ -307,8 +307,8 @@ unit_finished(struct unit *u)
     m->items_done += u->n;
     m->pending--;
     m->seq++;
-    pthread_cond_signal(&m->cond);
-    pk__mutex_unlock(&m->lock);
+    pk__cv_broadcast(&m->cond);
+    pk__lock_release(&m->lock);
 }
 
 /* ---- reading and submitting: the consumer ------------------------------ */
@@ -471,9 +471,9 @@ submit(struct pk_map *m, struct unit *u)
     if (rc)
         return rc;
     link_unit(m, u);
-    pk__mutex_lock(&m->lock);
+    pk__lock_acquire(&m->lock);
     m->pending++; /* before the callback can run */
-    pk__mutex_unlock(&m->lock);
+    pk__lock_release(&m->lock);
     if (pk_future_on_complete(u->fut, on_done, u) != 0) {
         /* No memory for the callback node: wait here instead, so the
          * unit still finishes through on_done. Slow, but correct. */
@@ -586,9 +586,9 @@ report_progress(struct pk_map *m)
 
     if (!m->progress)
         return;
-    pk__mutex_lock(&m->lock);
+    pk__lock_acquire(&m->lock);
     done = m->items_done;
-    pk__mutex_unlock(&m->lock);
+    pk__lock_release(&m->lock);
     total = m->input_end && !m->defer_code ? m->nplaced : m->total_hint;
     if (m->reported && done == m->rep_done && total == m->rep_total)
         return;
@@ -678,7 +678,7 @@ next_unit(struct pk_map *m)
 
     if (!oldest(m))
         return NO_UNITS;
-    pk__mutex_lock(&m->lock);
+    pk__lock_acquire(&m->lock);
     u = ready_locked(m);
     seq = m->seq;
     if (!u && pk__future_helped()) {
@@ -689,17 +689,17 @@ next_unit(struct pk_map *m)
          * signal is near (it runs right after that future finishes). */
         pk_future *f = oldest(m)->fut;
 
-        pk__mutex_unlock(&m->lock);
+        pk__lock_release(&m->lock);
         (void)pk__future_wait_deadline(f, m->deadline);
-        pk__mutex_lock(&m->lock);
+        pk__lock_acquire(&m->lock);
         u = ready_locked(m);
     }
-    while (!u && m->seq == seq && rc == WOKE)
-        if (pk__cond_wait_until(&m->cond, &m->lock, m->deadline) ==
-                ETIMEDOUT &&
-            m->seq == seq)
+    while (!u && m->seq == seq && rc == WOKE) {
+        pk__cv_wait_until(&m->cond, &m->lock, m->deadline);
+        if (m->seq == seq && pk__now_ns() >= m->deadline)
             rc = TIMED_OUT;
-    pk__mutex_unlock(&m->lock);
+    }
+    pk__lock_release(&m->lock);
     if (!u)
         return rc;
     unlink_unit(m, u);
@@ -815,13 +815,11 @@ pk_map_create(pk_map **out, pk_executor *ex, pk_map_next_fn next, void *user,
     if (!m)
         return PK_ENOMEM;
     rc = configure(m, o ? o : &defaults);
-    if (rc == 0)
-        rc = pk__cond_init(&m->cond);
     if (rc) {
         pk__free(m);
         return rc;
     }
-    pk__mutex_init(&m->lock);
+    pk__lock_init(&m->lock, PK__RANK_MAP);
     m->magic = MAP_MAGIC;
     m->ex = ex;
     m->next = next;
@@ -855,10 +853,10 @@ pk_map_destroy(pk_map *m)
         return;
     CHECK(m);
     cancel_all(m);
-    pk__mutex_lock(&m->lock);
+    pk__lock_acquire(&m->lock);
     while (m->pending > 0)
-        pk__cond_wait_until(&m->cond, &m->lock, UINT64_MAX);
-    pk__mutex_unlock(&m->lock);
+        pk__cv_wait_until(&m->cond, &m->lock, UINT64_MAX);
+    pk__lock_release(&m->lock);
     /* No callback can reach the map any more. */
     if (m->cur)
         unit_free(m, m->cur);
@@ -866,8 +864,6 @@ pk_map_destroy(pk_map *m)
         unlink_unit(m, u);
         unit_free(m, u);
     }
-    pthread_cond_destroy(&m->cond);
-    pk__mutex_destroy(&m->lock);
     m->magic = 0;
     pk__free(m);
 }

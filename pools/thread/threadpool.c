@@ -137,6 +137,7 @@ pk_threadpool_create(pk_threadpool **out, const pk_threadpool_options *opts)
     tp = pk__calloc(1, sizeof *tp);
     if (!tp)
         return PK_ENOMEM;
+    pk__lock_init(&tp->lock, PK__RANK_THREADPOOL);
     configure(tp, opts);
     if (tp->min_threads > atomic_load(&tp->max_threads)) {
         pk__free(tp);
