@@ -58,7 +58,7 @@ void pk__park_wake(pk__parker *p, uint32_t v);
  * per-thread stack of held ranks and abort on a lock taken out of order
  * or never ranked; other builds keep nothing.
  *
- *   MAP         a pk_map's state (map.c)
+ *   MAP         a pk_map's state (map.c, map_unit.c)
  *   INLINE      the inline executor's count of running tasks (executor.c)
  *   REGISTRY    a pk_registry's buckets (registry.c)
  *   POOL        pk_pool.lock

@@ -99,6 +99,7 @@ for dir in lib/* pools/* adapters/*; do
     # "file type symbol" for each defined function and each use
     for o in $objs; do
         b=$(basename "$o" .o).c
+        [ -f "$dir/$b" ] || continue # a stale object of a removed file
         nm -P "$o" | awk -v f="$b" '$2 == "T" || $2 == "U" { print f, $2, $1 }'
     done >"$tmp/syms"
     awk -v dir="$dir" -v known="$known" '
