@@ -86,8 +86,9 @@ ALL_CFLAGS = $(CPPFLAGS) $(CFLAGS) $(PK_CFLAGS) $(INC) $(MODE_FLAGS) \
              $(XCFLAGS) -MMD -MP
 ALL_LDFLAGS = $(LDFLAGS) $(MODE_FLAGS) -pthread
 # Tests (and the library compiled for them) see the fault-injecting
-# allocator (PK_TESTING).
-TEST_CFLAGS := -DPK_TESTING
+# allocator (PK_TESTING) and check the lock ranks (PK_LOCK_CHECK:
+# lib/kit/sync.h).
+TEST_CFLAGS := -DPK_TESTING -DPK_LOCK_CHECK
 
 # ---- quiet by default, V=1 prints the commands -----------------------------
 
@@ -367,14 +368,17 @@ check:
 	echo "make check: all modes passed"
 
 # Compile everything with gcc and clang, then: each public header compiles
-# alone; the .so exports only declared pk_ symbols; an installed poolkit
-# works through pkg-config, shared and static.
+# alone; each folder includes only what it may and no two files of a folder
+# call each other (from nm of the gcc objects); the .so exports only
+# declared pk_ symbols; an installed poolkit works through pkg-config,
+# shared and static.
 check-build:
 	@echo "== build: gcc (build/release)"
 	@$(MAKE) -j2 MODE=release everything
 	@echo "== build: clang (build/clang)"
 	@$(MAKE) -j2 MODE=clang everything
 	@bash tests/support/check_headers.sh
+	@bash tests/support/check_layout.sh build/release
 	@bash tests/support/check_symbols.sh build/release/$(SO_REAL)
 	@MAKE='$(MAKE)' bash tests/support/check_install.sh
 	@CC='$(CC)' bash tests/support/check_readme.sh build/release
@@ -422,7 +426,7 @@ valgrind:
 help:
 	@echo "make [all]        build/release/libpoolkit.a and libpoolkit.so.$(VERSION) (+ adapters when possible)"
 	@echo "make check        setup, check-build, then the suite plain, ASan+UBSan, TSan"
-	@echo "make check-build  gcc + clang builds of everything, header/symbol/install checks"
+	@echo "make check-build  gcc + clang builds of everything, header/layout/symbol/install checks"
 	@echo "make check-plain | check-asan | check-tsan   one mode of the suite"
 	@echo "make valgrind     release test binaries under valgrind"
 	@echo "make tests        build the test binaries of MODE=$(MODE) into $(B)/tests/"

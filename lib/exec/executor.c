@@ -310,8 +310,8 @@ struct inline_exec {
     pk_registry *reg;      /* borrowed; immutable */
     pk_event_fn event;     /* immutable */
     void *event_user;
-    pthread_mutex_t lock;  /* closed, active */
-    pthread_cond_t idle;   /* active reached 0 after close */
+    pk__lock lock;         /* closed, active; PK__RANK_INLINE */
+    pk__cv idle;           /* active reached 0 after close */
     int closed;
     size_t active;         /* submits running tasks right now */
 };
@@ -321,22 +321,22 @@ inline_enter(struct inline_exec *ie)
 {
     int rc = 0;
 
-    pk__mutex_lock(&ie->lock);
+    pk__lock_acquire(&ie->lock);
     if (ie->closed)
         rc = PK_ESHUTDOWN;
     else
         ie->active++;
-    pk__mutex_unlock(&ie->lock);
+    pk__lock_release(&ie->lock);
     return rc;
 }
 
 static void
 inline_leave(struct inline_exec *ie)
 {
-    pk__mutex_lock(&ie->lock);
+    pk__lock_acquire(&ie->lock);
     if (--ie->active == 0 && ie->closed)
-        pthread_cond_broadcast(&ie->idle);
-    pk__mutex_unlock(&ie->lock);
+        pk__cv_broadcast(&ie->idle);
+    pk__lock_release(&ie->lock);
 }
 
 /* Makes futures 0..n-1 (all of them or none). */
@@ -396,12 +396,12 @@ inline_capacity(void *impl, size_t *out)
     struct inline_exec *ie = impl;
     int rc = 0;
 
-    pk__mutex_lock(&ie->lock);
+    pk__lock_acquire(&ie->lock);
     if (ie->closed)
         rc = PK_ESHUTDOWN;
     else
         *out = SIZE_MAX; /* never blocks: the submitter does the work */
-    pk__mutex_unlock(&ie->lock);
+    pk__lock_release(&ie->lock);
     return rc;
 }
 
@@ -419,15 +419,15 @@ inline_shutdown(void *impl, int how, int timeout_ms)
     (void)how;
     if (rc)
         return rc;
-    pk__mutex_lock(&ie->lock);
+    pk__lock_acquire(&ie->lock);
     ie->closed = 1;
     while (ie->active > 0 && rc == 0) {
-        if (timeout_ms == 0 ||
-            pk__cond_wait_until(&ie->idle, &ie->lock, deadline) ==
-                ETIMEDOUT)
+        if (timeout_ms != 0)
+            pk__cv_wait_until(&ie->idle, &ie->lock, deadline);
+        if (timeout_ms == 0 || pk__now_ns() >= deadline)
             rc = ie->active > 0 ? PK_ETIMEDOUT : 0;
     }
-    pk__mutex_unlock(&ie->lock);
+    pk__lock_release(&ie->lock);
     return rc;
 }
 
@@ -436,8 +436,6 @@ inline_destroy(void *impl)
 {
     struct inline_exec *ie = impl;
 
-    pthread_cond_destroy(&ie->idle);
-    pk__mutex_destroy(&ie->lock);
     pk__free(ie);
 }
 
@@ -464,13 +462,7 @@ pk_inline_executor_create(pk_executor **out, pk_registry *reg,
     ie->reg = reg;
     ie->event = event;
     ie->event_user = event_user;
-    pk__mutex_init(&ie->lock);
-    rc = pk__cond_init(&ie->idle);
-    if (rc) {
-        pk__mutex_destroy(&ie->lock);
-        pk__free(ie);
-        return rc;
-    }
+    pk__lock_init(&ie->lock, PK__RANK_INLINE);
     rc = pk_executor_create(out, &inline_ops, ie);
     if (rc)
         inline_destroy(ie);

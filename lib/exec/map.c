@@ -7,7 +7,9 @@
  * or up to `chunk` fn tasks run in turn by `runner`, which stores each
  * item's result or error in the unit. The unit's future gets a completion
  * callback (on_done) that marks the unit done under m->lock, counts its
- * items as finished and wakes the consumer: nothing polls.
+ * items as finished and wakes the consumer: nothing polls. This file is
+ * the consumer; map_unit.c is the unit (map_int.h), map_array.c
+ * pk_map_array.
  *
  * The window. `nread - ndelivered` (items read and not yet handed to the
  * consumer) never exceeds `window`: that is the reorder buffer in ordered
@@ -53,9 +55,7 @@
 #include "../kit/dlist.h"
 #include "../kit/sync.h"
 #include "executor_int.h"
-
-#define MAP_MAGIC 0x70614d70u
-#define CHECK(m) assert((m)->magic == MAP_MAGIC)
+#include "map_int.h"
 
 #define DEFAULT_WINDOW 1024
 #define CHUNK_MAX 1024
@@ -63,116 +63,8 @@
  * that the executor's per-task cost (a few microseconds) stays small. */
 #define CHUNK_TARGET_NS 100000u
 #define TASK_NAME_MAX 127
-/* item.code before the item ran: the unit's future says what happened. */
-#define NOT_RUN 1
 
-struct item {
-    pk_task task;   /* as read; consumer */
-    pk_result res;  /* runner writes, consumer moves out */
-    pk_error *err;  /* runner: a failure's detail, or NULL */
-    int code;       /* runner: 0 or the item's code; NOT_RUN before */
-    int skip;       /* an invalid task: code preset, never run */
-};
-
-struct unit {
-    struct pk_map *m;
-    struct pk__dnode link;    /* live units in input order; consumer */
-    struct unit *done_next;   /* m->done_head list; m->lock */
-    pk_future *fut;           /* our reference; NULL until submitted */
-    size_t first;             /* index of items[0] */
-    size_t n, cap;            /* items placed, items allocated */
-    size_t pos;               /* next item to deliver; consumer */
-    int named;                /* one named task, submitted as it is */
-    int done;                 /* m->lock: its future finished */
-    /* RUN_*: whether runner is on its items. A task may finish its own
-     * future (pk_task_run allows it), and a fn unit's future is every
-     * item's `self`: finished early, the unit is done only when runner
-     * stops writing its items. */
-    _Atomic int run;
-    struct item items[];
-};
-
-enum { RUN_NOT = 0, RUN_ON = 1, RUN_DONE_EARLY = 2 }; /* unit.run */
-
-struct pk_map {
-    uint32_t magic;
-    pk_executor *ex;
-    pk_map_next_fn next;
-    void *user;
-    pk_map_progress_fn progress;
-    void *progress_user;
-    void (*release)(void *user, pk_task *task);
-    size_t window;
-    size_t chunk;       /* fixed chunk, or 0 for automatic */
-    size_t chunk_cap;   /* automatic chunk's ceiling */
-    size_t total_hint;
-    int unordered;
-    uint64_t deadline;  /* CLOCK_MONOTONIC ns; UINT64_MAX = none */
-
-    /* The consumer's. */
-    size_t nread;       /* items taken from next */
-    size_t nplaced;     /* items put into units (the next index) */
-    size_t ndelivered;  /* items handed out (or dropped after an end) */
-    int input_end;      /* next said 1 or failed, or reading stopped */
-    int defer_code;     /* a map error reported once the rest is out */
-    char defer_msg[PK_ERROR_MSG_SIZE];
-    int fatal;          /* the map ended with this code (sticky) */
-    struct pk__dlist units;   /* live units (submitted), input order */
-    struct unit *cur;   /* being delivered */
-    struct unit *held;  /* made, submit said EAGAIN/EFULL: retried */
-    pk_task la;         /* an item read but not placed yet */
-    int has_la;
-    size_t rep_done, rep_total; /* last progress reported */
-    int reported;
-
-    pthread_mutex_t lock;
-    pthread_cond_t cond;       /* seq moved */
-    struct unit *done_head;    /* m->lock; unordered only */
-    struct unit *done_tail;    /* m->lock */
-    size_t pending;            /* m->lock: submitted, callback not run */
-    size_t items_done;         /* m->lock: items whose unit finished */
-    uint64_t seq;              /* m->lock: completions so far */
-    _Atomic uint64_t est_ns;   /* time per item; relaxed: a hint only */
-};
-
-/* ---- units ------------------------------------------------------------- */
-
-static struct unit *
-unit_new(struct pk_map *m, size_t cap)
-{
-    struct unit *u;
-
-    if (cap > (SIZE_MAX - sizeof *u) / sizeof u->items[0])
-        return NULL;
-    u = pk__alloc(sizeof *u + cap * sizeof u->items[0]);
-    if (!u)
-        return NULL;
-    memset(u, 0, sizeof *u);
-    atomic_init(&u->run, RUN_NOT);
-    u->m = m;
-    u->cap = cap;
-    u->first = m->nplaced;
-    return u;
-}
-
-/* Frees a unit the consumer owns (done, or never submitted): results not
- * delivered, error details, the future, and tells release about each
- * item. */
-static void
-unit_free(struct pk_map *m, struct unit *u)
-{
-    for (size_t i = 0; i < u->n; i++) {
-        struct item *it = &u->items[i];
-
-        if (it->res.value && it->res.free_fn)
-            it->res.free_fn(it->res.value);
-        pk__free(it->err);
-        if (m->release)
-            m->release(m->user, &it->task);
-    }
-    pk_future_release(u->fut);
-    pk__free(u);
-}
+/* ---- live units: the consumer ----------------------------------------- */
 
 static void
 link_unit(struct pk_map *m, struct unit *u)
@@ -192,123 +84,6 @@ oldest(const struct pk_map *m)
 {
     return m->units.head ? PK__CONTAINER(m->units.head, struct unit, link)
                          : NULL;
-}
-
-/* ---- running: on a worker thread --------------------------------------- */
-
-static void
-run_item(struct item *it, pk_future *self)
-{
-    pk_result out;
-    pk_error e;
-    int rc;
-
-    memset(&out, 0, sizeof out);
-    pk_error_clear(&e);
-    rc = it->task.fn(it->task.arg, self, &out, &e);
-    if (rc == 0) {
-        it->res = out;
-        it->code = 0;
-        return;
-    }
-    if (rc > 0) /* a bug in the task, as pk_task_run reports it */
-        rc = pk_error_set(&e, PK_ETASK, rc,
-                          "task returned %d: tasks return 0 or a negative "
-                          "code", rc);
-    it->code = rc;
-    if (e.msg[0] || e.sys) {
-        /* Without memory the code alone still says what happened. */
-        it->err = pk__alloc(sizeof *it->err);
-        if (it->err) {
-            *it->err = e;
-            it->err->code = rc;
-        }
-    }
-}
-
-static void unit_finished(struct unit *u);
-
-/* Runs a fn unit's items in turn, stopping between items once
- * cancellation was asked for (the rest stay NOT_RUN and are reported as
- * the future's outcome: cancelled). Returns that outcome. */
-static int
-run_items(struct unit *u, pk_future *self)
-{
-    uint64_t t0 = pk__now_ns();
-    size_t ran = 0;
-
-    for (size_t i = 0; i < u->n; i++) {
-        if (u->items[i].skip)
-            continue;
-        if (pk_future_cancel_requested(self))
-            return PK_ECANCELED;
-        run_item(&u->items[i], self);
-        ran++;
-    }
-    if (ran) {
-        uint64_t per = (pk__now_ns() - t0) / ran;
-
-        atomic_store_explicit(&u->m->est_ns, per ? per : 1,
-                              memory_order_relaxed);
-    }
-    return 0;
-}
-
-/* The executor task of a fn unit. If an item finished the unit's future
- * (its `self`) meanwhile, on_done left the unit to us: finished only
- * now, after which u and m are not ours to touch. */
-static int
-runner(void *arg, pk_future *self, pk_result *out, pk_error *err)
-{
-    struct unit *u = arg;
-    int rc;
-
-    (void)out;
-    (void)err;
-    atomic_store(&u->run, RUN_ON);
-    rc = run_items(u, self);
-    if (atomic_exchange(&u->run, RUN_NOT) == RUN_DONE_EARLY)
-        unit_finished(u);
-    return rc;
-}
-
-/* The completion callback: on the finishing thread, no poolkit lock held.
- * While runner is on the items (an item finished its own `self`), the
- * unit is left to runner. */
-static void
-on_done(void *arg, pk_future *f)
-{
-    struct unit *u = arg;
-    int on = RUN_ON;
-
-    (void)f;
-    if (atomic_compare_exchange_strong(&u->run, &on, RUN_DONE_EARLY))
-        return;
-    unit_finished(u);
-}
-
-/* Marks u done for the consumer. After the unlock it must not touch u or
- * m: destroy may free them. */
-static void
-unit_finished(struct unit *u)
-{
-    struct pk_map *m = u->m;
-
-    pk__mutex_lock(&m->lock);
-    u->done = 1;
-    if (m->unordered) {
-        u->done_next = NULL;
-        if (m->done_tail)
-            m->done_tail->done_next = u;
-        else
-            m->done_head = u;
-        m->done_tail = u;
-    }
-    m->items_done += u->n;
-    m->pending--;
-    m->seq++;
-    pthread_cond_signal(&m->cond);
-    pk__mutex_unlock(&m->lock);
 }
 
 /* ---- reading and submitting: the consumer ------------------------------ */
@@ -438,7 +213,7 @@ build(struct pk_map *m, struct unit **out)
         if (!u) {
             int named = is_named(&t) && task_valid(&t);
 
-            u = unit_new(m, named ? 1 : k);
+            u = pk__map_unit_new(m, named ? 1 : k);
             if (!u) {
                 m->la = t;
                 m->has_la = 1;
@@ -464,21 +239,21 @@ submit(struct pk_map *m, struct unit *u)
         t = u->items[0].task;
     } else {
         memset(&t, 0, sizeof t);
-        t.fn = runner;
+        t.fn = pk__map_runner;
         t.arg = u;
     }
     rc = pk_executor_submit(m->ex, &t, &u->fut);
     if (rc)
         return rc;
     link_unit(m, u);
-    pk__mutex_lock(&m->lock);
+    pk__lock_acquire(&m->lock);
     m->pending++; /* before the callback can run */
-    pk__mutex_unlock(&m->lock);
-    if (pk_future_on_complete(u->fut, on_done, u) != 0) {
+    pk__lock_release(&m->lock);
+    if (pk_future_on_complete(u->fut, pk__map_on_done, u) != 0) {
         /* No memory for the callback node: wait here instead, so the
          * unit still finishes through on_done. Slow, but correct. */
         pk_future_wait(u->fut, PK_WAIT_FOREVER);
-        on_done(u, u->fut);
+        pk__map_on_done(u, u->fut);
     }
     return 0;
 }
@@ -489,7 +264,7 @@ drop_unsubmitted(struct pk_map *m)
 {
     if (m->held) {
         m->ndelivered += m->held->n;
-        unit_free(m, m->held);
+        pk__map_unit_free(m, m->held);
         m->held = NULL;
     }
     if (m->has_la) {
@@ -586,9 +361,9 @@ report_progress(struct pk_map *m)
 
     if (!m->progress)
         return;
-    pk__mutex_lock(&m->lock);
+    pk__lock_acquire(&m->lock);
     done = m->items_done;
-    pk__mutex_unlock(&m->lock);
+    pk__lock_release(&m->lock);
     total = m->input_end && !m->defer_code ? m->nplaced : m->total_hint;
     if (m->reported && done == m->rep_done && total == m->rep_total)
         return;
@@ -678,7 +453,7 @@ next_unit(struct pk_map *m)
 
     if (!oldest(m))
         return NO_UNITS;
-    pk__mutex_lock(&m->lock);
+    pk__lock_acquire(&m->lock);
     u = ready_locked(m);
     seq = m->seq;
     if (!u && pk__future_helped()) {
@@ -689,17 +464,17 @@ next_unit(struct pk_map *m)
          * signal is near (it runs right after that future finishes). */
         pk_future *f = oldest(m)->fut;
 
-        pk__mutex_unlock(&m->lock);
+        pk__lock_release(&m->lock);
         (void)pk__future_wait_deadline(f, m->deadline);
-        pk__mutex_lock(&m->lock);
+        pk__lock_acquire(&m->lock);
         u = ready_locked(m);
     }
-    while (!u && m->seq == seq && rc == WOKE)
-        if (pk__cond_wait_until(&m->cond, &m->lock, m->deadline) ==
-                ETIMEDOUT &&
-            m->seq == seq)
+    while (!u && m->seq == seq && rc == WOKE) {
+        pk__cv_wait_until(&m->cond, &m->lock, m->deadline);
+        if (m->seq == seq && pk__now_ns() >= m->deadline)
             rc = TIMED_OUT;
-    pk__mutex_unlock(&m->lock);
+    }
+    pk__lock_release(&m->lock);
     if (!u)
         return rc;
     unlink_unit(m, u);
@@ -751,7 +526,7 @@ pk_map_next(pk_map *m, pk_result *res, size_t *index, pk_error *err)
         if (m->cur && m->cur->pos < m->cur->n)
             return deliver(m, res, index, err);
         if (m->cur) {
-            unit_free(m, m->cur);
+            pk__map_unit_free(m, m->cur);
             m->cur = NULL;
         }
         refill(m);
@@ -815,13 +590,11 @@ pk_map_create(pk_map **out, pk_executor *ex, pk_map_next_fn next, void *user,
     if (!m)
         return PK_ENOMEM;
     rc = configure(m, o ? o : &defaults);
-    if (rc == 0)
-        rc = pk__cond_init(&m->cond);
     if (rc) {
         pk__free(m);
         return rc;
     }
-    pk__mutex_init(&m->lock);
+    pk__lock_init(&m->lock, PK__RANK_MAP);
     m->magic = MAP_MAGIC;
     m->ex = ex;
     m->next = next;
@@ -855,103 +628,17 @@ pk_map_destroy(pk_map *m)
         return;
     CHECK(m);
     cancel_all(m);
-    pk__mutex_lock(&m->lock);
+    pk__lock_acquire(&m->lock);
     while (m->pending > 0)
-        pk__cond_wait_until(&m->cond, &m->lock, UINT64_MAX);
-    pk__mutex_unlock(&m->lock);
+        pk__cv_wait_until(&m->cond, &m->lock, UINT64_MAX);
+    pk__lock_release(&m->lock);
     /* No callback can reach the map any more. */
     if (m->cur)
-        unit_free(m, m->cur);
+        pk__map_unit_free(m, m->cur);
     while ((u = oldest(m)) != NULL) {
         unlink_unit(m, u);
-        unit_free(m, u);
+        pk__map_unit_free(m, u);
     }
-    pthread_cond_destroy(&m->cond);
-    pk__mutex_destroy(&m->lock);
     m->magic = 0;
     pk__free(m);
-}
-
-/* ---- the array convenience --------------------------------------------- */
-
-struct array_input {
-    pk_task_fn fn;
-    void *const *args;
-    size_t n, i;
-};
-
-static int
-array_next(void *user, pk_task *task)
-{
-    struct array_input *in = user;
-
-    if (in->i == in->n)
-        return 1;
-    task->fn = in->fn;
-    task->arg = in->args[in->i++];
-    return 0;
-}
-
-/* Collects every outcome into results and codes. Returns 0, the first
- * failed item's code, or the map's error. */
-static int
-collect(pk_map *m, size_t n, void **results, int *codes)
-{
-    size_t first_bad = n, idx;
-    int bad = 0, rc;
-    pk_result r;
-
-    for (;;) {
-        memset(&r, 0, sizeof r);
-        rc = pk_map_next(m, &r, &idx, NULL);
-        if (rc == 1)
-            return first_bad < n ? bad : 0;
-        if (idx == PK_MAP_NO_INDEX) {
-            for (size_t i = 0; codes && i < n; i++)
-                if (codes[i] == NOT_RUN)
-                    codes[i] = rc;
-            return rc;
-        }
-        results[idx] = rc == 0 ? r.value : NULL;
-        if (codes)
-            codes[idx] = rc;
-        if (rc && idx < first_bad) {
-            first_bad = idx;
-            bad = rc;
-        }
-    }
-}
-
-int
-pk_map_array(pk_executor *ex, pk_task_fn fn, void *const *args, size_t n,
-             void **results, int *codes, const pk_map_options *o)
-{
-    struct array_input in = { fn, args, n, 0 };
-    pk_map_options ao;
-    pk_map *m;
-    int rc, end;
-
-    if (!ex || !fn || (n && (!args || !results)))
-        return PK_EINVAL;
-    if (n == 0)
-        return 0;
-    if (o)
-        ao = *o;
-    else
-        memset(&ao, 0, sizeof ao);
-    ao.release = NULL; /* the tasks are ours */
-    if (!ao.total_hint)
-        ao.total_hint = n;
-    rc = pk_map_create(&m, ex, array_next, &in, &ao);
-    if (rc)
-        return rc;
-    /* NOT_RUN marks what the map never delivered. */
-    for (size_t i = 0; i < n; i++) {
-        results[i] = NULL;
-        if (codes)
-            codes[i] = NOT_RUN;
-    }
-    end = collect(m, n, results, codes);
-    pk_map_destroy(m);
-    return end;
 }

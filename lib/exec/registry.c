@@ -1,21 +1,20 @@
 /* lib/exec/registry.c - pk_registry: task names to pk_named_fn.
  *
- * A small chained hash table under a read-write lock. Registration is
- * rare (start-up); lookup happens once per named task on every worker, so
- * lookups share the lock. Names are copied into the entry itself (one
+ * A small chained hash table under one lock (PK__RANK_REGISTRY).
+ * Registration is rare (start-up); a lookup, once per named task, holds
+ * the lock for one short chain walk. Names are copied into the entry itself (one
  * allocation per name) and never removed: an entry lives until
  * pk_registry_destroy, which is why a looked-up fn stays valid without a
  * reference count. */
 #include <poolkit/executor.h>
 
 #include <assert.h>
-#include <pthread.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../kit/alloc.h"
+#include "../kit/sync.h"
 
 #define REG_BUCKETS 64     /* power of two */
 #define REG_NAME_MAX 127   /* bytes, without the NUL */
@@ -31,26 +30,9 @@ struct entry {
 
 struct pk_registry {
     uint32_t magic;                     /* REG_MAGIC while alive */
-    pthread_rwlock_t lock;              /* the buckets */
+    pk__lock lock;                      /* the buckets */
     struct entry *buckets[REG_BUCKETS];
 };
-
-/* A failing rwlock call is a bug (as for pk__mutex_lock): abort. */
-static void
-check_rc(const char *what, int rc)
-{
-    if (rc) {
-        fprintf(stderr, "poolkit: %s failed: %d\n", what, rc);
-        abort();
-    }
-}
-
-#define RDLOCK(r) check_rc("pthread_rwlock_rdlock", \
-                           pthread_rwlock_rdlock(&(r)->lock))
-#define WRLOCK(r) check_rc("pthread_rwlock_wrlock", \
-                           pthread_rwlock_wrlock(&(r)->lock))
-#define UNLOCK(r) check_rc("pthread_rwlock_unlock", \
-                           pthread_rwlock_unlock(&(r)->lock))
 
 /* FNV-1a: short names, no adversary (names come from the program). */
 static unsigned
@@ -78,24 +60,19 @@ int
 pk_registry_create(pk_registry **out)
 {
     pk_registry *reg;
-    int rc;
 
     if (!out)
         return PK_EINVAL;
     reg = pk__calloc(1, sizeof *reg);
     if (!reg)
         return PK_ENOMEM;
-    rc = pthread_rwlock_init(&reg->lock, NULL);
-    if (rc) {
-        pk__free(reg);
-        return rc == ENOMEM ? PK_ENOMEM : -rc;
-    }
+    pk__lock_init(&reg->lock, PK__RANK_REGISTRY);
     reg->magic = REG_MAGIC;
     *out = reg;
     return 0;
 }
 
-/* Lock held (read or write). */
+/* reg->lock held. */
 static struct entry *
 find(const pk_registry *reg, const char *name)
 {
@@ -126,15 +103,15 @@ pk_registry_register(pk_registry *reg, const char *name, pk_named_fn fn)
     e->fn = fn;
     memcpy(e->name, name, len + 1);
     b = hash_name(name);
-    WRLOCK(reg);
+    pk__lock_acquire(&reg->lock);
     if (find(reg, name)) {
-        UNLOCK(reg);
+        pk__lock_release(&reg->lock);
         pk__free(e);
         return PK_EINVAL;
     }
     e->next = reg->buckets[b];
     reg->buckets[b] = e;
-    UNLOCK(reg);
+    pk__lock_release(&reg->lock);
     return 0;
 }
 
@@ -148,11 +125,11 @@ pk_registry_lookup(const pk_registry *reg, const char *name, pk_named_fn *fn)
     if (!reg || !name || !fn || name_len(name) == 0)
         return PK_EINVAL;
     CHECK(reg);
-    RDLOCK(r);
+    pk__lock_acquire(&r->lock);
     e = find(reg, name);
     if (e)
         *fn = e->fn;
-    UNLOCK(r);
+    pk__lock_release(&r->lock);
     return e ? 0 : PK_EINVAL;
 }
 
@@ -171,7 +148,6 @@ pk_registry_destroy(pk_registry *reg)
             pk__free(e);
         }
     }
-    pthread_rwlock_destroy(&reg->lock);
     reg->magic = 0;
     pk__free(reg);
 }

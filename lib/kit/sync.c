@@ -1,4 +1,5 @@
-/* lib/kit/sync.c - mutex helpers, clock, deadlines, parking, fork counter.
+/* lib/kit/sync.c - clock, deadlines, parking, the lock (with its rank
+ * check in test builds), fork counter.
  *
  * Parking: a waiter spins on its word for a short while (a hand-off that
  * lands within a few microseconds costs no syscall), then sleeps on a
@@ -18,57 +19,6 @@
 #include <unistd.h>
 #endif
 
-static void
-die(const char *what, int rc)
-{
-    fprintf(stderr, "poolkit: %s failed: %d\n", what, rc);
-    abort();
-}
-
-void
-pk__mutex_init(pthread_mutex_t *m)
-{
-    int rc = pthread_mutex_init(m, NULL);
-    if (rc)
-        die("pthread_mutex_init", rc);
-}
-
-void
-pk__mutex_lock(pthread_mutex_t *m)
-{
-    int rc = pthread_mutex_lock(m);
-    if (rc)
-        die("pthread_mutex_lock", rc);
-}
-
-void
-pk__mutex_unlock(pthread_mutex_t *m)
-{
-    int rc = pthread_mutex_unlock(m);
-    if (rc)
-        die("pthread_mutex_unlock", rc);
-}
-
-void
-pk__mutex_destroy(pthread_mutex_t *m)
-{
-    pthread_mutex_destroy(m);
-}
-
-int
-pk__cond_init(pthread_cond_t *c)
-{
-    pthread_condattr_t a;
-    int rc = pthread_condattr_init(&a);
-
-    if (rc)
-        return -rc;
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    rc = pthread_cond_init(c, &a);
-    pthread_condattr_destroy(&a);
-    return -rc;
-}
-
 static struct timespec
 to_timespec(uint64_t ns)
 {
@@ -76,18 +26,6 @@ to_timespec(uint64_t ns)
     ts.tv_sec = (time_t)(ns / 1000000000u);
     ts.tv_nsec = (long)(ns % 1000000000u);
     return ts;
-}
-
-int
-pk__cond_wait_until(pthread_cond_t *c, pthread_mutex_t *m,
-                    uint64_t deadline_ns)
-{
-    struct timespec ts;
-
-    if (deadline_ns == UINT64_MAX)
-        return pthread_cond_wait(c, m);
-    ts = to_timespec(deadline_ns);
-    return pthread_cond_timedwait(c, m, &ts);
 }
 
 uint64_t
@@ -176,13 +114,28 @@ static struct {
 } buckets[PK__PARK_BUCKETS];
 static pthread_once_t buckets_once = PTHREAD_ONCE_INIT;
 
+/* The emulation's own pthread calls; failing is a bug: abort. */
+static void
+check_rc(const char *what, int rc)
+{
+    if (rc) {
+        fprintf(stderr, "poolkit: %s failed: %d\n", what, rc);
+        abort();
+    }
+}
+
 static void
 buckets_init(void)
 {
+    pthread_condattr_t a;
+
+    check_rc("pthread_condattr_init", pthread_condattr_init(&a));
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
     for (int i = 0; i < PK__PARK_BUCKETS; i++) {
-        pk__mutex_init(&buckets[i].m);
-        pk__cond_init(&buckets[i].c);
+        check_rc("pthread_mutex_init", pthread_mutex_init(&buckets[i].m, NULL));
+        check_rc("pthread_cond_init", pthread_cond_init(&buckets[i].c, &a));
     }
+    pthread_condattr_destroy(&a);
 }
 
 static unsigned
@@ -197,10 +150,16 @@ futex_wait_val(_Atomic uint32_t *w, uint32_t val, uint64_t deadline_ns)
     unsigned b;
     pthread_once(&buckets_once, buckets_init);
     b = bucket_of((void *)w);
-    pk__mutex_lock(&buckets[b].m);
-    if (atomic_load_explicit(w, memory_order_acquire) == val)
-        pk__cond_wait_until(&buckets[b].c, &buckets[b].m, deadline_ns);
-    pk__mutex_unlock(&buckets[b].m);
+    check_rc("pthread_mutex_lock", pthread_mutex_lock(&buckets[b].m));
+    if (atomic_load_explicit(w, memory_order_acquire) == val) {
+        if (deadline_ns == UINT64_MAX) {
+            pthread_cond_wait(&buckets[b].c, &buckets[b].m);
+        } else {
+            struct timespec ts = to_timespec(deadline_ns);
+            pthread_cond_timedwait(&buckets[b].c, &buckets[b].m, &ts);
+        }
+    }
+    check_rc("pthread_mutex_unlock", pthread_mutex_unlock(&buckets[b].m));
 }
 
 static void
@@ -210,9 +169,9 @@ futex_wake_n(_Atomic uint32_t *w, int n)
     unsigned b;
     pthread_once(&buckets_once, buckets_init);
     b = bucket_of((void *)w);
-    pk__mutex_lock(&buckets[b].m);
+    check_rc("pthread_mutex_lock", pthread_mutex_lock(&buckets[b].m));
     pthread_cond_broadcast(&buckets[b].c);
-    pk__mutex_unlock(&buckets[b].m);
+    check_rc("pthread_mutex_unlock", pthread_mutex_unlock(&buckets[b].m));
 }
 #endif
 
@@ -259,6 +218,56 @@ pk__lock_wake(pk__lock *l)
 {
     futex_wake_n(&l->v, 1);
 }
+
+#ifdef PK__LOCK_CHECKED
+/* The ranks this thread holds, in the order taken (test builds only;
+ * README, "Process-wide state"). Ranks strictly increase up the stack, so
+ * its depth is at most the number of ranks. */
+#define PK__HELD_MAX 16
+static _Thread_local struct {
+    const pk__lock *lock;
+    uint32_t rank;
+} held[PK__HELD_MAX];
+static _Thread_local int n_held;
+
+static void
+rank_abort(const char *why, const pk__lock *l)
+{
+    fprintf(stderr, "poolkit: lock order: %s (lock %p, rank %u; held:",
+            why, (const void *)l, (unsigned)l->rank);
+    for (int i = 0; i < n_held; i++)
+        fprintf(stderr, " %u", (unsigned)held[i].rank);
+    fprintf(stderr, "; ranks in lib/kit/sync.h)\n");
+    abort();
+}
+
+void
+pk__lock_check_take(const pk__lock *l)
+{
+    if (l->rank == PK__RANK_NONE)
+        rank_abort("taking a lock that pk__lock_init never ranked", l);
+    if (n_held > 0 && l->rank <= held[n_held - 1].rank)
+        rank_abort("taking a lock not ranked after the last one held", l);
+    if (n_held == PK__HELD_MAX)
+        rank_abort("too many locks held", l);
+    held[n_held].lock = l;
+    held[n_held].rank = l->rank;
+    n_held++;
+}
+
+void
+pk__lock_check_drop(const pk__lock *l)
+{
+    for (int i = n_held - 1; i >= 0; i--)
+        if (held[i].lock == l) {
+            for (; i < n_held - 1; i++)
+                held[i] = held[i + 1];
+            n_held--;
+            return;
+        }
+    rank_abort("releasing a lock this thread does not hold", l);
+}
+#endif
 
 /* No lost wake-up: a waiter counts itself and reads seq with the lock
  * held; the broadcaster changed the predicate under the same lock before

@@ -1,15 +1,7 @@
-/* lib/kit/sync.h - the core's small concurrency kit: mutexes that abort on
- * misuse (a failing lock is a bug, libuv's rule), the monotonic clock,
+/* lib/kit/sync.h - poolkit's small concurrency kit: the one lock family
+ * (pk__lock and pk__cv, futex-based) with its ranks, the monotonic clock,
  * deadlines, parking (spin briefly, then futex; a condvar off Linux) and
- * the process-wide fork counter.
- *
- * Lock order, ranked (a thread holding one may take only a later one):
- *   1. pk_pool.lock        never two pools' locks at once
- *   2. pk_pool_group.lock  a leaf: its holder never takes a pool lock
- *   3. pk_future.lock      a leaf
- * So a pool may give a unit back to its group with its own lock held, but
- * the group reaches into another member pool only after dropping its own
- * lock. */
+ * the process-wide fork counter. */
 #ifndef PK_LIB_SYNC_H
 #define PK_LIB_SYNC_H
 
@@ -20,17 +12,6 @@
 #include <time.h>
 
 #include <poolkit/error.h>
-
-void pk__mutex_init(pthread_mutex_t *m);
-void pk__mutex_lock(pthread_mutex_t *m);
-void pk__mutex_unlock(pthread_mutex_t *m);
-void pk__mutex_destroy(pthread_mutex_t *m);
-/* A condition variable on CLOCK_MONOTONIC. */
-int pk__cond_init(pthread_cond_t *c);
-/* Waits until deadline_ns (CLOCK_MONOTONIC; UINT64_MAX = forever).
- * Returns 0 or ETIMEDOUT (positive, as pthread does). */
-int pk__cond_wait_until(pthread_cond_t *c, pthread_mutex_t *m,
-                        uint64_t deadline_ns);
 
 /* CLOCK_MONOTONIC in nanoseconds. */
 uint64_t pk__now_ns(void);
@@ -68,16 +49,77 @@ void pk__park_kick(pk__parker *p);
 /* pk__park_set, then pk__park_kick if needed. */
 void pk__park_wake(pk__parker *p, uint32_t v);
 
-/* The pool lock: a three-state futex mutex (0 free, 1 held, 2 held with
+/* ---- locks ---------------------------------------------------------------
+ *
+ * Lock ranks: every pk__lock in poolkit has one, given at pk__lock_init. A
+ * thread holding locks may take only a lock of a later rank than the last
+ * it took, so two locks of one rank are never held at once (never two
+ * pools' locks, say). Test builds (PK_LOCK_CHECK, without NDEBUG) keep a
+ * per-thread stack of held ranks and abort on a lock taken out of order
+ * or never ranked; other builds keep nothing.
+ *
+ *   MAP         a pk_map's state (map.c, map_unit.c)
+ *   INLINE      the inline executor's count of running tasks (executor.c)
+ *   REGISTRY    a pk_registry's buckets (registry.c)
+ *   POOL        pk_pool.lock
+ *   GROUP       pk_pool_group.lock: a pool may give a unit back to its
+ *               group with its own lock held, but the group reaches into
+ *               another member pool only after dropping its own lock
+ *   FUTURE      pk_future.lock: nothing is taken under it
+ *   THREADPOOL  pk_threadpool.lock: nothing is taken under it (the core
+ *               pool's lock least of all: pk_pool_acquire and
+ *               pk_pool_release are never called with it held) */
+enum pk__lock_rank {
+    PK__RANK_NONE = 0, /* not initialised: the check aborts */
+    PK__RANK_MAP,
+    PK__RANK_INLINE,
+    PK__RANK_REGISTRY,
+    PK__RANK_POOL,
+    PK__RANK_GROUP,
+    PK__RANK_FUTURE,
+    PK__RANK_THREADPOOL,
+};
+
+#if defined(PK_LOCK_CHECK) && !defined(NDEBUG)
+#define PK__LOCK_CHECKED 1
+#endif
+
+/* The lock: a three-state futex mutex (0 free, 1 held, 2 held with
  * sleepers; Drepper, "Futexes Are Tricky"), inline on the hot path, with
  * a short spin before sleeping because its critical sections are tens of
- * nanoseconds. Acquire pairs with the release in pk__lock_release. */
+ * nanoseconds. Acquire pairs with the release in pk__lock_release. A
+ * failing lock is a bug, never an error to return (libuv's rule). */
 typedef struct pk__lock {
     _Atomic uint32_t v;
+#ifdef PK__LOCK_CHECKED
+    uint32_t rank; /* enum pk__lock_rank */
+#endif
 } pk__lock;
 
 void pk__lock_slow(pk__lock *l);
 void pk__lock_wake(pk__lock *l);
+
+#ifdef PK__LOCK_CHECKED
+/* The rank check: abort unless l ranks after every lock this thread
+ * holds; record it held / no longer held. */
+void pk__lock_check_take(const pk__lock *l);
+void pk__lock_check_drop(const pk__lock *l);
+#else
+#define pk__lock_check_take(l) ((void)(l))
+#define pk__lock_check_drop(l) ((void)(l))
+#endif
+
+/* Makes l free, with its rank. Not while anyone may use l. */
+static inline void
+pk__lock_init(pk__lock *l, enum pk__lock_rank rank)
+{
+    atomic_init(&l->v, 0);
+#ifdef PK__LOCK_CHECKED
+    l->rank = (uint32_t)rank;
+#else
+    (void)rank;
+#endif
+}
 
 /* While the process has one thread, nobody else can see the lock: glibc
  * says so in __libc_single_threaded (and its own mutexes skip their
@@ -99,6 +141,7 @@ pk__lock_acquire(pk__lock *l)
 {
     uint32_t z = 0;
 
+    pk__lock_check_take(l);
     if (PK__SINGLE_THREADED()) {
         atomic_store_explicit(&l->v, 1, memory_order_relaxed);
         return;
@@ -111,6 +154,7 @@ pk__lock_acquire(pk__lock *l)
 static inline void
 pk__lock_release(pk__lock *l)
 {
+    pk__lock_check_drop(l);
     if (PK__SINGLE_THREADED()) {
         atomic_store_explicit(&l->v, 0, memory_order_relaxed);
         return;

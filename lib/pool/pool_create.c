@@ -377,6 +377,7 @@ pk_pool_create(pk_pool **out, const pk_pool_options *opts)
     p = pk__calloc(1, sizeof *p);
     if (!p)
         return PK_ENOMEM;
+    pk__lock_init(&p->lock, PK__RANK_POOL);
     p->fork_epoch = pk__fork_epoch();
     rc = copy_options(p, opts);
     if (rc)

@@ -9,9 +9,9 @@
  * empty. To make a unit, a queued waiter's arrival retires the
  * longest-idle resource of another member.
  *
- * Locks: the group lock is a leaf (lib/kit/sync.h): a pool may call in with
- * its lock held, and the group drops its lock before it locks a member to
- * take an idle resource from it. A grant
+ * Locks: the group lock ranks after the pool lock (lib/kit/sync.h): a pool
+ * may call in with its lock held, and the group drops its lock before it
+ * locks a member to take an idle resource from it. A grant
  * wakes a waiter through its parking word: the grant sets `granted`, then
  * the word, both seq_cst; the waiter clears the word, then reads
  * `granted` before it parks (see acquire_wait), so no grant is lost. A
@@ -21,8 +21,8 @@
 #include "../kit/alloc.h"
 
 struct pk_pool_group {
-    pthread_mutex_t lock;
-    pthread_cond_t idle_cond;      /* busy reached 0 */
+    pk__lock lock;                 /* PK__RANK_GROUP */
+    pk__cv idle_cond;              /* busy reached 0 */
     size_t max_total;
     _Atomic size_t used;           /* units taken */
     _Atomic size_t queued;         /* waiters in the queue */
@@ -37,7 +37,6 @@ int
 pk_pool_group_create(pk_pool_group **out, size_t max_total)
 {
     struct pk_pool_group *g;
-    int rc;
 
     if (!out || max_total == 0)
         return PK_EINVAL;
@@ -45,13 +44,7 @@ pk_pool_group_create(pk_pool_group **out, size_t max_total)
     g = pk__calloc(1, sizeof *g);
     if (!g)
         return PK_ENOMEM;
-    pk__mutex_init(&g->lock);
-    rc = pk__cond_init(&g->idle_cond);
-    if (rc) {
-        pk__mutex_destroy(&g->lock);
-        pk__free(g);
-        return rc;
-    }
+    pk__lock_init(&g->lock, PK__RANK_GROUP);
     g->max_total = max_total;
     g->fork_epoch = pk__fork_epoch();
     *out = g;
@@ -87,8 +80,6 @@ pk_pool_group_destroy(pk_pool_group *g)
         pk__free(g);
         return;
     }
-    pthread_cond_destroy(&g->idle_cond);
-    pk__mutex_destroy(&g->lock);
     pk__free(g);
 }
 
@@ -112,7 +103,7 @@ pk__group_take_or_queue(struct pk_pool_group *g, struct pk_pool *p,
 {
     size_t u;
 
-    pk__mutex_lock(&g->lock);
+    pk__lock_acquire(&g->lock);
     /* Under the group lock, a unit given back (pk__group_put) either went
      * to the budget before this look, and is taken here, or finds w queued
      * after it and is granted to w. With pk__group_try_take followed by a
@@ -125,7 +116,7 @@ pk__group_take_or_queue(struct pk_pool_group *g, struct pk_pool *p,
         u = atomic_load(&g->used);
         while (u < g->max_total) {
             if (atomic_compare_exchange_weak(&g->used, &u, u + 1)) {
-                pk__mutex_unlock(&g->lock);
+                pk__lock_release(&g->lock);
                 return true;
             }
         }
@@ -136,7 +127,7 @@ pk__group_take_or_queue(struct pk_pool_group *g, struct pk_pool *p,
         w->gqueued = true;
         atomic_fetch_add(&g->queued, 1);
     }
-    pk__mutex_unlock(&g->lock);
+    pk__lock_release(&g->lock);
     return false;
 }
 
@@ -159,10 +150,10 @@ pk__group_put(struct pk_pool_group *g)
 {
     struct pk__waiter *w;
 
-    pk__mutex_lock(&g->lock);
+    pk__lock_acquire(&g->lock);
     if (!g->queue.head) {
         atomic_fetch_sub(&g->used, 1);
-        pk__mutex_unlock(&g->lock);
+        pk__lock_release(&g->lock);
         return;
     }
     w = PK__CONTAINER(g->queue.head, struct pk__waiter, glink);
@@ -178,11 +169,11 @@ pk__group_put(struct pk_pool_group *g)
          * the wake for a thread that is not waiting yet (bg_main). */
         atomic_store(&w->gpool->bg_granted, true);
         pk__cv_broadcast(&w->gpool->bg_cond);
-        pk__mutex_unlock(&g->lock);
+        pk__lock_release(&g->lock);
         return;
     }
     bool kick = pk__park_set(&w->park, PK__W_RETRY);
-    pk__mutex_unlock(&g->lock);
+    pk__lock_release(&g->lock);
     if (kick)
         pk__park_kick(&w->park);
 }
@@ -240,22 +231,22 @@ pk__group_steal(struct pk_pool_group *g, struct pk_pool *p)
     uint64_t round;
     bool done = false;
 
-    pk__mutex_lock(&g->lock);
+    pk__lock_acquire(&g->lock);
     round = ++g->steal_round;
     while (!done) {
         victim = pick_victim_locked(g, p, round);
         if (!victim)
             break;
         g->busy++;
-        pk__mutex_unlock(&g->lock);
+        pk__lock_release(&g->lock);
         done = retire_one_idle(victim);
-        pk__mutex_lock(&g->lock);
+        pk__lock_acquire(&g->lock);
         /* Still a member's memory: its pk__group_leave waits for busy. */
         victim->steal_skip = round;
         if (--g->busy == 0)
-            pthread_cond_broadcast(&g->idle_cond);
+            pk__cv_broadcast(&g->idle_cond);
     }
-    pk__mutex_unlock(&g->lock);
+    pk__lock_release(&g->lock);
 }
 
 void
@@ -263,11 +254,11 @@ pk__group_leave_wait(struct pk_pool_group *g, struct pk__waiter *w)
 {
     bool give_back;
 
-    pk__mutex_lock(&g->lock);
+    pk__lock_acquire(&g->lock);
     if (w->gqueued)
         unqueue_locked(g, w);
     give_back = atomic_exchange(&w->granted, false);
-    pk__mutex_unlock(&g->lock);
+    pk__lock_release(&g->lock);
     if (give_back)
         pk__group_put(g);
 }
@@ -275,17 +266,17 @@ pk__group_leave_wait(struct pk_pool_group *g, struct pk__waiter *w)
 int
 pk__group_join(struct pk_pool_group *g, struct pk_pool *p)
 {
-    pk__mutex_lock(&g->lock);
+    pk__lock_acquire(&g->lock);
     p->group_next = g->members;
     g->members = p;
-    pk__mutex_unlock(&g->lock);
+    pk__lock_release(&g->lock);
     return 0;
 }
 
 void
 pk__group_leave(struct pk_pool_group *g, struct pk_pool *p)
 {
-    pk__mutex_lock(&g->lock);
+    pk__lock_acquire(&g->lock);
     for (struct pk_pool **pp = &g->members; *pp; pp = &(*pp)->group_next) {
         if (*pp == p) {
             *pp = p->group_next;
@@ -293,6 +284,6 @@ pk__group_leave(struct pk_pool_group *g, struct pk_pool *p)
         }
     }
     while (g->busy)
-        pk__cond_wait_until(&g->idle_cond, &g->lock, UINT64_MAX);
-    pk__mutex_unlock(&g->lock);
+        pk__cv_wait_until(&g->idle_cond, &g->lock, UINT64_MAX);
+    pk__lock_release(&g->lock);
 }

@@ -155,6 +155,7 @@ pk_threadpool_create(pk_threadpool **out, const pk_threadpool_options *opts)
     tp = pk__calloc(1, sizeof *tp);
     if (!tp)
         return PK_ENOMEM;
+    pk__lock_init(&tp->lock, PK__RANK_THREADPOOL);
     configure(tp, opts);
     rc = tp_ring_init(&tp->q, opts->queue_size ? opts->queue_size : 65536);
     if (rc) {

@@ -7,9 +7,9 @@
  * Each member pool has its own ph_ctx (with a tag), so a test can tell
  * which pool made or destroyed what; all members share one manual clock,
  * because the group compares idle ages across them. That no two pool
- * locks are ever held at once is not observable from here (see the lock
- * ranking in lib/kit/sync.h; TSan's deadlock detector watches it in the TSan
- * run). */
+ * locks are ever held at once is not observable from here: the lock ranks
+ * (lib/kit/sync.h), checked in every test build (PK_LOCK_CHECK), abort a
+ * test that takes them out of order. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
