@@ -128,7 +128,12 @@ typedef struct pk_task_options {
     int start_within_ms; /* not started within this: dropped, and its
                             future fails with PK_ETIMEDOUT; 0 = no limit */
     int run_limit_ms;    /* running longer: its cancel flag is raised
-                            (pk_future_cancel_requested); 0 = no limit */
+                            (pk_future_cancel_requested); 0 = no limit.
+                            The flag lives in the future: a task
+                            submitted without one, or run on a caller
+                            that is not a worker (CALLER_RUNS), or
+                            nested deeper than PK_THREADPOOL_NEST_MAX,
+                            is not watched */
 } pk_task_options;
 
 /* Queues a task with limits (opts may be NULL: none). start_within_ms is
@@ -168,15 +173,20 @@ PK_API int pk_threadpool_resize(pk_threadpool *tp, size_t min_threads,
  * queued. Waits up to timeout_ms for queued and running tasks. If the
  * deadline passes while no worker is alive (none could be started),
  * what is still queued is cancelled, since nothing would run it.
+ * Called from a task of the pool, it closes the pool (and cancels what
+ * is queued, as asked) but does not wait: the task would wait for itself.
  * Returns: 0, PK_ETIMEDOUT (the deadline passed first: tasks may still
- * run; the pool stays valid and the call may be repeated), PK_EINVAL,
- * PK_EFORKED. Threads: safe. */
+ * run; the pool stays valid and the call may be repeated), PK_EDEADLK
+ * (called from a task of the pool), PK_EINVAL, PK_EFORKED.
+ * Threads: safe. */
 PK_API int pk_threadpool_shutdown(pk_threadpool *tp, int how,
                                   int timeout_ms);
 
 /* Cancels what is queued, waits for running tasks, stops the workers and
  * frees the pool. NULL is a no-op. In a child after fork() it only frees
- * memory. Owner: takes tp. Threads: exclusive. */
+ * memory. Called from a task of the pool it would wait for itself: it
+ * only shuts the pool down (CANCEL) and frees nothing; destroy it from
+ * outside. Owner: takes tp. Threads: exclusive. */
 PK_API void pk_threadpool_destroy(pk_threadpool *tp);
 
 /* An executor view of the pool, valid until pk_threadpool_destroy; its

@@ -263,13 +263,17 @@ pk__tp_task_run(struct pk_threadpool *tp, struct tp_worker *w,
 {
     int rc = t->fut ? pk_future_set_running(t->fut) : 0;
 
-    n->finished++;
     if (rc == 0)
         run_claimed(tp, w, t, t->fut, n);
     else if (rc == PK_ECANCELED)
         n->cancelled++;
     else if (!pk__future_ext(t->fut) || !was_inlined(t))
         n->failed++; /* settled by someone else before it ran */
+    /* Counted once it returned, never before: a task of this worker's
+     * that waits publishes the tally of the tasks it runs meanwhile, and
+     * a shutdown must not see it finished then. (An inlined task runs
+     * inside the task that waited for it, which is not finished yet.) */
+    n->finished++;
     free_record(t);
 }
 
@@ -281,7 +285,8 @@ pk__tp_task_inline(struct pk_threadpool *tp, struct tp_worker *w,
     struct tp_job *job = (struct tp_job *)x;
 
     if (!x || x->owner != tp ||
-        pk_future_state_get(f) != PK_FUTURE_PENDING)
+        pk_future_state_get(f) != PK_FUTURE_PENDING ||
+        atomic_load_explicit(&tp->cancelling, memory_order_relaxed))
         return false;
     /* Before the claim: a popper that loses it must see why. */
     atomic_store(&job->inlined, true);
@@ -292,12 +297,20 @@ pk__tp_task_inline(struct pk_threadpool *tp, struct tp_worker *w,
 }
 
 void
-pk__tp_task_cancel(struct tp_task *t, struct tp_tally *n)
+pk__tp_task_cancel(struct pk_threadpool *tp, struct tp_task *t,
+                   struct tp_tally *n)
 {
-    /* A future a waiting worker claimed runs on: not cancelled here. */
-    if (!t->fut || pk_future_cancel(t->fut) == 0 ||
-        !pk__future_ext(t->fut) || !was_inlined(t))
+    if (!t->fut) {
+        never_ran(tp, NULL, PK_ECANCELED, "cancelled by shutdown");
         n->cancelled++;
+    } else if (pk__future_ext(t->fut) && was_inlined(t)) {
+        /* A waiting worker claimed it: it runs (or ran) there, uncut. */
+    } else if (pk_future_cancel(t->fut) == 0 ||
+               pk_future_state_get(t->fut) == PK_FUTURE_CANCELLED) {
+        n->cancelled++;
+    } else {
+        n->failed++; /* settled by someone else before it ran */
+    }
     n->finished++;
     free_record(t);
 }

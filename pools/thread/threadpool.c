@@ -193,6 +193,11 @@ pk_threadpool_destroy(pk_threadpool *tp)
 {
     if (!tp || tp->magic != PK__TP_MAGIC)
         return;
+    if (tp_self_in(tp)) {
+        /* From a task of the pool: it would wait for itself. */
+        pk_threadpool_shutdown(tp, PK_SHUTDOWN_CANCEL, 0);
+        return;
+    }
     if (tp->fork_epoch != pk__fork_epoch()) {
         /* In a child: the threads do not exist here; free memory only. */
         pk_pool_destroy(tp->workers);
@@ -475,7 +480,7 @@ cancel_queued(struct pk_threadpool *tp)
 
     memset(&n, 0, sizeof n);
     while (tp_ring_pop(&tp->q, &t))
-        pk__tp_task_cancel(&t, &n);
+        pk__tp_task_cancel(tp, &t, &n);
     pk__tp_tally_publish(tp, &n);
 }
 
@@ -499,6 +504,8 @@ pk_threadpool_shutdown(pk_threadpool *tp, int how, int timeout_ms)
     } else if (tp_ring_count(&tp->q) > 0) {
         tp_wake_worker(tp);
     }
+    if (tp_self_in(tp))
+        return PK_EDEADLK; /* a task of the pool would wait for itself */
     for (;;) {
         uint32_t seq = pk__cv_prepare(&tp->done);
         if (all_finished(tp)) {

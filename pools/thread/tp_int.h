@@ -241,7 +241,8 @@ void pk__tp_task_run(struct pk_threadpool *tp, struct tp_worker *w,
  * it is skipped when popped. */
 bool pk__tp_task_inline(struct pk_threadpool *tp, struct tp_worker *w,
                         pk_future *f, struct tp_tally *n);
-void pk__tp_task_cancel(struct tp_task *t, struct tp_tally *n);
+void pk__tp_task_cancel(struct pk_threadpool *tp, struct tp_task *t,
+                        struct tp_tally *n);
 void pk__tp_tally_publish(struct pk_threadpool *tp, struct tp_tally *n);
 
 /* worker.c */

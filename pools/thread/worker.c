@@ -85,7 +85,7 @@ static void
 run_one(struct pk_threadpool *tp, struct tp_worker *w, struct tp_task *t)
 {
     if (atomic_load_explicit(&tp->cancelling, memory_order_relaxed))
-        pk__tp_task_cancel(t, &w->tally);
+        pk__tp_task_cancel(tp, t, &w->tally);
     else
         pk__tp_task_run(tp, w, t, &w->tally);
     if (w->tally.finished >= PK__TP_FLUSH)
@@ -99,6 +99,16 @@ take(struct pk_threadpool *tp, struct tp_task *t)
         return false;
     tp_after_pop(tp);
     return true;
+}
+
+/* A task that called fork() returned on the child's copy of its worker:
+ * the pool's other threads do not exist there, and its queue is the
+ * parent's (running it would run those tasks twice). The thread ends,
+ * and with it the child (it is the child's only thread) with status 0. */
+static void
+forked_out(void)
+{
+    pthread_exit(NULL);
 }
 
 /* Runs queued tasks until the queue stays empty through a short spin (or
@@ -116,6 +126,8 @@ drain(struct pk_threadpool *tp, struct tp_worker *w)
         if (take(tp, &t)) {
             run_one(tp, w, &t);
             spins = 0;
+            if (tp->fork_epoch != pk__fork_epoch_fast())
+                forked_out(); /* the task forked, and returned in the child */
             if (detached(w))
                 return;
         } else if (++spins < PAUSES) {
@@ -243,6 +255,7 @@ park(struct pk_threadpool *tp, struct tp_worker *w, pk_future *const *fs,
            pk__future_listen(fs[linked], &nodes[linked], &w->wait_park) == 0)
         linked++;
     if (linked == n) {
+        pk__tp_tally_publish(tp, &w->tally); /* what ran here meanwhile */
         if (help)
             set_helping(tp, w, true);
         if (!(help && tp_ring_count(&tp->q) > 0) &&

@@ -199,6 +199,88 @@ fork_and_check(pk_threadpool *tp, bool destroy)
         fail_msg("child check %d failed", WEXITSTATUS(status));
 }
 
+/* A task that forks and returns in the child: the child's copy of the
+ * worker must not go on with the parent's queue (those tasks would run
+ * twice); the child ends with status 0. The queued task writes its pid
+ * to a pipe: only the parent's may show up. */
+static int fork_pipe[2];
+
+static int
+writes_pid(void *arg, pk_future *self, pk_result *out, pk_error *err)
+{
+    pid_t me = getpid();
+
+    (void)arg;
+    (void)self;
+    (void)out;
+    (void)err;
+    return write(fork_pipe[1], &me, sizeof me) == sizeof me ? 0 : PK_ETASK;
+}
+
+static int
+forks_and_returns(void *arg, pk_future *self, pk_result *out, pk_error *err)
+{
+    pid_t pid, *child = arg;
+
+    (void)self;
+    (void)out;
+    (void)err;
+    fflush(NULL);
+    pid = fork();
+    if (pid == 0) {
+        alarm(5);
+        return 0; /* the child returns from the task */
+    }
+    *child = pid;
+    return pid > 0 ? 0 : PK_ETASK;
+}
+
+static void
+test_child_returning_from_a_forking_task_runs_no_queued_task(void **state)
+{
+    pk_threadpool_options o = { .max_threads = 1 };
+    pk_threadpool *tp;
+    pk_future *forker;
+    pid_t child = 0, seen[4];
+    int status;
+    ssize_t got;
+
+    (void)state;
+    if (SANITIZED) {
+        printf("  skip: a child forked from a task of a threaded parent "
+               "(sanitizer build: the child may hang in the sanitizer's "
+               "allocator)\n");
+        return;
+    }
+    assert_int_equal(pipe(fork_pipe), 0);
+    tp_gate_reset();
+    assert_int_equal(pk_threadpool_create(&tp, &o), 0);
+    /* The only worker: gated, so the two tasks below queue behind it. */
+    assert_int_equal(pk_threadpool_submit(tp, tp_gated_task, NULL, NULL), 0);
+    assert_int_equal(tp_wait_at_least(&tp_gate_arrived, 1), 1);
+    assert_int_equal(pk_threadpool_submit(tp, forks_and_returns, &child,
+                                          &forker), 0);
+    assert_int_equal(pk_threadpool_submit(tp, writes_pid, NULL, NULL), 0);
+    tp_gate_set(1);
+    assert_int_equal(pk_future_wait(forker, 10000), 0);
+    assert_int_equal(pk_future_result(forker, NULL), 0);
+    pk_future_release(forker);
+    assert_true(child > 0);
+    assert_int_equal(waitpid(child, &status, 0), child);
+    if (WIFSIGNALED(status))
+        fail_msg("child killed by signal %d%s", WTERMSIG(status),
+                 WTERMSIG(status) == SIGALRM ? " (hung: alarm)" : "");
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_int_equal(pk_threadpool_shutdown(tp, PK_SHUTDOWN_DRAIN, 10000), 0);
+    pk_threadpool_destroy(tp);
+    close(fork_pipe[1]);
+    got = read(fork_pipe[0], seen, sizeof seen);
+    close(fork_pipe[0]);
+    assert_int_equal(got, (ssize_t)sizeof(pid_t)); /* one task ran once */
+    assert_int_equal(seen[0], getpid());
+}
+
 /* Threads submit and tasks run (some blocked on the gate, some queued
  * behind them) in the parent while it forks. */
 static void
@@ -863,6 +945,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         T(test_fork_while_running_child_gets_eforked),
+        T(test_child_returning_from_a_forking_task_runs_no_queued_task),
         T(test_keep_alive_retires_idle_workers_down_to_zero),
         T(test_keep_alive_keeps_min_threads),
         T(test_each_task_gets_a_new_worker_while_below_max),

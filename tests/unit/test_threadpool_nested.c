@@ -337,6 +337,103 @@ test_map_inside_a_task_of_its_pool_helps(void **state)
     pk_threadpool_destroy(the_pool);
 }
 
+/* ---- a waiting task is not finished ----------------------------------- */
+
+static pk_future *gate_fut;
+static atomic_int waiter_in, waiter_out;
+
+/* Waits on gate_fut (completed by the test), helping meanwhile. */
+static int
+waits_on_gate(void *arg, pk_future *self, pk_result *out, pk_error *err)
+{
+    (void)arg;
+    (void)self;
+    (void)out;
+    atomic_store(&waiter_in, 1);
+    int rc = pk_future_wait(gate_fut, LIVENESS_MS);
+    atomic_store(&waiter_out, 1);
+    return rc ? pk_error_set(err, rc, 0, "gate: %s", pk_strerror(rc)) : 0;
+}
+
+/* A task that waits runs 100 queued tasks meanwhile (more than a worker
+ * counts before it publishes): a draining shutdown must still wait for
+ * the waiting task itself (a review found it counted finished when it
+ * was taken, and published with the tasks run inside its wait). */
+static void
+test_waiting_task_keeps_shutdown_waiting(void **state)
+{
+    pk_threadpool_options o = { .max_threads = 1 };
+    pk_threadpool_stats st;
+    pk_future *f;
+
+    (void)state;
+    tp_gate_reset();
+    atomic_store(&waiter_in, 0);
+    atomic_store(&waiter_out, 0);
+    assert_int_equal(pk_future_create(&gate_fut, NULL, NULL), 0);
+    assert_int_equal(pk_threadpool_create(&the_pool, &o), 0);
+    assert_int_equal(pk_threadpool_submit(the_pool, waits_on_gate, NULL, &f),
+                     0);
+    for (int i = 0; i < LIVENESS_MS && !atomic_load(&waiter_in); i++)
+        sleep_ms(1);
+    for (int i = 0; i < 100; i++)
+        assert_int_equal(
+            pk_threadpool_submit(the_pool, tp_count_task, NULL, NULL), 0);
+    for (int i = 0; i < LIVENESS_MS && atomic_load(&tp_counter) < 100; i++)
+        sleep_ms(1);
+    assert_int_equal(atomic_load(&tp_counter), 100); /* run by the waiter */
+    assert_int_equal(pk_threadpool_shutdown(the_pool, PK_SHUTDOWN_DRAIN, 50),
+                     PK_ETIMEDOUT);
+    assert_int_equal(pk_threadpool_stats_get(the_pool, &st), 0);
+    assert_int_equal(st.running, 1);
+    assert_int_equal(atomic_load(&waiter_out), 0);
+    assert_int_equal(pk_future_complete(gate_fut, NULL), 0);
+    assert_int_equal(pk_threadpool_shutdown(the_pool, PK_SHUTDOWN_DRAIN,
+                                            LIVENESS_MS), 0);
+    assert_int_equal(atomic_load(&waiter_out), 1);
+    assert_int_equal(pk_future_result(f, NULL), 0);
+    pk_future_release(f);
+    pk_future_release(gate_fut);
+    pk_threadpool_destroy(the_pool);
+}
+
+/* ---- shutdown and destroy from a task of the pool ---------------------- */
+
+static int
+shuts_own_pool(void *arg, pk_future *self, pk_result *out, pk_error *err)
+{
+    (void)self;
+    (void)err;
+    out->value = (void *)(intptr_t)pk_threadpool_shutdown(
+        the_pool, PK_SHUTDOWN_DRAIN, (int)(intptr_t)arg);
+    pk_threadpool_destroy(the_pool); /* must not free it under us */
+    return 0;
+}
+
+/* A task that shuts its own pool down would wait for itself: the pool
+ * closes, the call says PK_EDEADLK at once whatever its timeout, and a
+ * destroy from the task frees nothing (a review found both hanging). */
+static void
+test_shutdown_from_a_task_of_the_pool_does_not_hang(void **state)
+{
+    pk_threadpool_options o = { .max_threads = 1 };
+    pk_result r;
+    pk_future *f;
+
+    (void)state;
+    assert_int_equal(pk_threadpool_create(&the_pool, &o), 0);
+    assert_int_equal(pk_threadpool_submit(the_pool, shuts_own_pool,
+                                          (void *)(intptr_t)PK_WAIT_FOREVER,
+                                          &f), 0);
+    assert_int_equal(pk_future_wait(f, LIVENESS_MS), 0);
+    assert_int_equal(pk_future_result(f, &r), 0);
+    assert_int_equal((int)(intptr_t)r.value, PK_EDEADLK);
+    pk_future_release(f);
+    assert_int_equal(pk_threadpool_submit(the_pool, tp_count_task, NULL,
+                                          NULL), PK_ESHUTDOWN);
+    pk_threadpool_destroy(the_pool);
+}
+
 int
 main(void)
 {
@@ -347,6 +444,8 @@ main(void)
         cmocka_unit_test(test_block_policy_inside_a_task_does_not_deadlock),
         cmocka_unit_test(test_shutdown_waits_for_a_caller_run_task),
         cmocka_unit_test(test_map_inside_a_task_of_its_pool_helps),
+        cmocka_unit_test(test_waiting_task_keeps_shutdown_waiting),
+        cmocka_unit_test(test_shutdown_from_a_task_of_the_pool_does_not_hang),
     };
 
     return cmocka_run_group_tests_name("threadpool_nested", tests, NULL,
