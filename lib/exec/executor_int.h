@@ -21,6 +21,7 @@
 #include <poolkit/future.h>
 
 #include "../kit/alloc.h"
+#include "../kit/dlist.h"
 #include "../kit/hist.h"
 #include "../kit/sync.h"
 

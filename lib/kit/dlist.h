@@ -1,7 +1,7 @@
 /* lib/kit/dlist.h - an intrusive doubly linked list with a head and a tail,
  * for the core's lists: pk_map's live units (map.c), the pool's idle
  * list, free slots and waiter queue (pool_int.h) and the group's budget
- * queue (pool_group.c). A node lives in its owner
+ * queue (pool_group.c), the thread pool's workers. A node lives in its owner
  * (PK__CONTAINER gets the owner back). Not thread-safe: the list's owner
  * locks it. */
 #ifndef PK_LIB_DLIST_H

@@ -102,10 +102,12 @@ watch(struct pk_threadpool *tp, uint64_t now)
 
     f.n_limited = f.n_slow = f.n_stuck = 0;
     pk__lock_acquire(&tp->lock);
-    for (struct tp_worker *w = tp->all; w; w = w->next)
+    for (struct pk__dnode *n = tp->all.head; n; n = n->next) {
+        struct tp_worker *w = PK__CONTAINER(n, struct tp_worker, node);
         for (int d = 0; d < PK__TP_STACK; d++)
             if (w->watch[d].start)
                 look(tp, w, d, now, &f);
+    }
     pk__lock_release(&tp->lock);
     act(tp, &f);
 }

@@ -71,7 +71,7 @@ struct tp_worker {
     /* tp->lock. */
     bool detached;          /* given up as stuck */
     struct tp_watch watch[PK__TP_STACK];
-    struct tp_worker *next, *prev;  /* tp->all */
+    struct pk__dnode node;  /* in tp->all */
 };
 
 struct pk_threadpool {
@@ -118,7 +118,7 @@ struct pk_threadpool {
     char pad2[64];
 
     pk__lock lock;             /* all, helping, watch, detached, min */
-    struct tp_worker *all;     /* live workers */
+    struct pk__dlist all;      /* live workers (tp_worker.node) */
     size_t min_threads;
     pk__cv done;               /* `finished` caught up: shutdown waits */
     pk__cv room;               /* a pop made room: BLOCK submits wait */
@@ -199,9 +199,11 @@ static inline void
 tp_wake_helpers(struct pk_threadpool *tp)
 {
     pk__lock_acquire(&tp->lock);
-    for (struct tp_worker *w = tp->all; w; w = w->next)
+    for (struct pk__dnode *n = tp->all.head; n; n = n->next) {
+        struct tp_worker *w = PK__CONTAINER(n, struct tp_worker, node);
         if (w->helping)
             pk__park_wake(&w->wait_park, 1);
+    }
     pk__lock_release(&tp->lock);
 }
 

@@ -322,11 +322,7 @@ enter_pool(struct pk_threadpool *tp, struct tp_worker *w)
     w->helper.ctx = w;
     pk__future_set_wait_helper(&w->helper);
     pk__lock_acquire(&tp->lock);
-    w->prev = NULL;
-    w->next = tp->all;
-    if (tp->all)
-        tp->all->prev = w;
-    tp->all = w;
+    pk__dlist_push_head(&tp->all, &w->node);
     pk__lock_release(&tp->lock);
 }
 
@@ -334,12 +330,7 @@ static void
 leave_pool(struct pk_threadpool *tp, struct tp_worker *w)
 {
     pk__lock_acquire(&tp->lock);
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        tp->all = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
+    pk__dlist_remove(&tp->all, &w->node);
     pk__lock_release(&tp->lock);
     pk__future_set_wait_helper(NULL);
     pk__tp_self = NULL;
