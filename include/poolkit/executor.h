@@ -139,7 +139,8 @@ PK_API void pk_executor_destroy(pk_executor *ex);
  * wants an executor without threads. Named tasks are looked up in reg
  * (borrowed; may be NULL if only fn tasks are used); their data is only
  * borrowed, since the task is done before submit returns. event (optional)
- * hears failures of fire-and-forget tasks and unread failed futures.
+ * hears failures of fire-and-forget tasks and unread failed futures
+ * (without it, each is one rate-limited line on stderr: future.h).
  * Capacity is SIZE_MAX. Shutdown (any `how`) refuses later submits and
  * waits for submits running on other threads (called from inside one of
  * its own tasks, it waits for that one too: give it a timeout).
@@ -153,7 +154,8 @@ PK_API int pk_inline_executor_create(pk_executor **out, pk_registry *reg,
  * or fails fut. An invalid task or an unknown name fails fut with
  * PK_EINVAL. Without fut, a result is freed and a failure goes to event
  * (optional) as PK_EVENT_FUTURE_UNREAD with the error: a failure nobody
- * can read.
+ * can read (with a NULL event, one rate-limited line on stderr instead:
+ * "poolkit: a fire-and-forget task failed: PK_ETASK: ...", see future.h).
  * Returns: 0 if the task ran and succeeded, else its code (PK_ECANCELED
  * if fut was cancelled first, PK_EINVAL if the name is unknown or fut was
  * not pending).

@@ -8,9 +8,13 @@
  * Ownership: reference counted. pk_future_create returns one reference;
  * an executor's submit returns one to the caller and keeps its own.
  * Drop a reference with pk_future_release. A failed future whose error
- * nobody read (pk_future_result or pk_future_error) is reported through
- * its event hook, with PK_EVENT_FUTURE_UNREAD, when its last reference
- * goes, so no failure is silent.
+ * nobody read (pk_future_result, pk_future_error or pk_future_get) is
+ * reported when its last reference goes, so no failure is silent: through
+ * its event hook, with PK_EVENT_FUTURE_UNREAD, or without a hook as one
+ * line on stderr ("poolkit: a failed future was released unread:
+ * PK_ETASK: ..."; at most 10 such lines a second per process, then one
+ * saying how many were dropped; POOLKIT_LOG=off in the environment turns
+ * the lines off; never a SIGPIPE).
  *
  * Threads: every function is safe on the same future from any threads. */
 #ifndef POOLKIT_FUTURE_H
@@ -89,8 +93,8 @@ PK_API pk_future *pk_future_ref(pk_future *f);
 
 /* Drops a reference; the last one frees the future (and its result,
  * unless taken: free_fn(value) if both are set) and reports a failure
- * nobody read to the event hook, on this thread (without a hook there is
- * nobody to tell). Callbacks of a future that never finished are dropped
+ * nobody read to the event hook, on this thread (without a hook: one
+ * rate-limited line on stderr, see the top of this header). Callbacks of a future that never finished are dropped
  * uncalled. NULL is a no-op. Releasing a reference you do not hold (a
  * future released twice) is a bug: it aborts on an assertion (builds
  * without NDEBUG, the default), unless the freed memory already holds

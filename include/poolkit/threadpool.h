@@ -110,7 +110,9 @@ PK_API int pk_threadpool_create(pk_threadpool **out,
                                 const pk_threadpool_options *opts);
 
 /* Queues fn(arg). fut (optional) gets a future the caller releases;
- * without it a failure reaches the event hook (fire and forget).
+ * without it a failure (or a task that never ran) reaches the event
+ * hook, or with no hook one rate-limited line on stderr (fire and
+ * forget; future.h says how to turn the lines off).
  * Returns: 0, PK_EINVAL, PK_EAGAIN / PK_EFULL / PK_ETIMEDOUT (queue full,
  * by policy), PK_ESHUTDOWN, PK_ENOMEM, PK_EFORKED.
  * Owner: arg borrowed until the task ran. Threads: safe. */

@@ -77,6 +77,7 @@
 #include <string.h>
 
 #include "../kit/alloc.h"
+#include "../kit/log.h"
 #include "../kit/sync.h"
 #include "executor_int.h"
 
@@ -512,8 +513,9 @@ pk_future_ref(pk_future *f)
     return f;
 }
 
-/* Tells the event hook about a failure nobody read. Runs on the thread
- * that dropped the last reference, with no lock held. */
+/* Tells the event hook about a failure nobody read, or without a hook
+ * stderr (kit/log.h: one rate-limited line). Runs on the thread that
+ * dropped the last reference, with no lock held. */
 static void
 report_unread(pk_future *f)
 {
@@ -521,12 +523,15 @@ report_unread(pk_future *f)
     pk_error err;
     pk_event ev;
 
-    if ((load_word(f) & ST_MASK) != PK_FUTURE_FAILED || (flags & F_READ) ||
-        !f->event)
+    if ((load_word(f) & ST_MASK) != PK_FUTURE_FAILED || (flags & F_READ))
         return;
     err.code = f->code;
     err.sys = f->sys;
     copy_msg(f, f->code, err.msg);
+    if (!f->event) {
+        pk__log_failure("a failed future was released unread", &err);
+        return;
+    }
     memset(&ev, 0, sizeof ev);
     ev.kind = PK_EVENT_FUTURE_UNREAD;
     ev.error = &err;
