@@ -162,6 +162,22 @@ PK_API int pk_future_take_result(pk_future *f, pk_result *res);
  * Threads: safe. */
 PK_API int pk_future_error(pk_future *f, pk_error *err);
 
+/* Waits up to timeout_ms for the future to finish, then reads its
+ * outcome: pk_future_wait, pk_future_result and pk_future_error in one
+ * call (Python's f.result(timeout)). Marks a failure as read.
+ * Returns: 0 (done; *res, if res is not NULL, filled and still owned by
+ * the future, as pk_future_result), the task's code (failed),
+ * PK_ECANCELED (cancelled), PK_ETIMEDOUT (not finished in time),
+ * PK_EAGAIN (timeout 0 and not finished), PK_EDEADLK (as
+ * pk_future_wait), PK_EINVAL (NULL f, a bad timeout, or the result was
+ * taken with pk_future_take_result).
+ * Owner: err (optional) is the caller's; it is filled on every failure:
+ * as pk_future_error for a failed or cancelled future (code, sys, the
+ * task's message), else with the code and a message saying why (left
+ * alone on success). Threads: safe; waits as pk_future_wait does. */
+PK_API int pk_future_get(pk_future *f, int timeout_ms, pk_result *res,
+                         pk_error *err);
+
 /* Registers a completion callback; runs it now, on this thread, if the
  * future already finished. Several may be registered; they run in order:
  * if the finishing thread is still running earlier callbacks, cb is queued
