@@ -16,6 +16,10 @@
  * saying how many were dropped; POOLKIT_LOG=off in the environment turns
  * the lines off; never a SIGPIPE).
  *
+ * Events (pk_future_create's event; pk_event_name names them):
+ *   PK_EVENT_FUTURE_UNREAD  a failed future was released unread
+ *                           (ev.error: its code, sys and message)
+ *
  * Threads: every function is safe on the same future from any threads. */
 #ifndef POOLKIT_FUTURE_H
 #define POOLKIT_FUTURE_H
