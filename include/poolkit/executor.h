@@ -280,7 +280,11 @@ PK_API void pk_map_destroy(pk_map *m);
 
 /* Runs fn over args[0..n-1] on ex and waits for all: results[i] gets item
  * i's value, or NULL if it failed; codes (optional, n entries) gets each
- * item's code (0 or negative). Every item runs even if others fail.
+ * item's code (0 or negative); errs (optional, n entries) gets each
+ * failed item's detail as pk_map_next gives it (code, sys, the task's
+ * message; the map's error for items it never delivered) and is cleared
+ * (code 0, empty message) for each item that succeeded. Every item runs
+ * even if others fail.
  * Returns: 0 (all succeeded), the code of the first item (in input order)
  * that failed, a map error (PK_ETIMEDOUT, the executor's submit error:
  * the items not delivered get that code and NULL), PK_EINVAL (NULL ex, fn
@@ -288,11 +292,14 @@ PK_API void pk_map_destroy(pk_map *m);
  * o (optional) is used as in pk_map_create, except that release is
  * ignored and total_hint defaults to n.
  * Owner: args borrowed; the caller owns every non-NULL results[i] (free it
- * as fn's contract says; the result's free_fn is not kept).
+ * as fn's contract says; the result's free_fn is not kept); codes and
+ * errs are the caller's (an error is PK_ERROR_MSG_SIZE + 8 bytes: pass
+ * errs only if the messages are wanted). On PK_EINVAL and on a
+ * pk_map_create failure (PK_ENOMEM) the arrays are left alone.
  * Threads: safe; progress runs on this thread. */
 PK_API int pk_map_array(pk_executor *ex, pk_task_fn fn, void *const *args,
                         size_t n, void **results, int *codes,
-                        const pk_map_options *o);
+                        pk_error *errs, const pk_map_options *o);
 
 #ifdef __cplusplus
 }
