@@ -256,7 +256,9 @@ PK_API int pk_as_completed_create(pk_map **out, pk_executor *ex,
 /* Delivers the next item's outcome, waiting for it if needed (at most
  * until the map's timeout), reading more input as room frees up. *index
  * (optional) gets the item's number; *res (optional) its result; err
- * (optional) is filled whenever an item or the map failed.
+ * (optional) is filled on every failure (an item's: code, sys and the
+ * task's message; the map's; or the call's own PK_EINVAL) and left alone
+ * on 0 and 1.
  * Returns: 0 (*res filled), 1 (every item was delivered; repeats),
  * a negative code with *index < PK_MAP_NO_INDEX (that item failed with
  * this code, PK_ECANCELED if it was cancelled; the map goes on), or a

@@ -162,8 +162,10 @@ PK_API int pk_future_take_result(pk_future *f, pk_result *res);
 /* Copies a failed future's detail into *err (code, sys, message) and
  * marks it read. Returns: 0 if failed or cancelled (err filled; code
  * PK_ECANCELED for a cancelled one), PK_EAGAIN if not finished,
- * PK_EINVAL otherwise (NULL argument; done: no error).
- * Threads: safe. */
+ * PK_EINVAL otherwise (NULL argument; done: no error). On PK_EAGAIN and
+ * PK_EINVAL err (if not NULL) is filled too, with that code and why
+ * ("the future has not finished"): check the return before reading
+ * err.code as the future's. Threads: safe. */
 PK_API int pk_future_error(pk_future *f, pk_error *err);
 
 /* Waits up to timeout_ms for the future to finish, then reads its

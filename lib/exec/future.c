@@ -735,13 +735,15 @@ pk_future_error(pk_future *f, pk_error *err)
     uint32_t s;
 
     if (!f || !err)
-        return PK_EINVAL;
+        return pk_error_set(err, PK_EINVAL, 0, "the future is NULL");
     CHECK(f);
     s = load_word(f) & ST_MASK;
     if (s == PK_FUTURE_DONE)
-        return PK_EINVAL;
+        return pk_error_set(err, PK_EINVAL, 0,
+                            "the future succeeded: it has no error");
     if (s != PK_FUTURE_FAILED && s != PK_FUTURE_CANCELLED)
-        return PK_EAGAIN;
+        return pk_error_set(err, PK_EAGAIN, 0,
+                            "the future has not finished");
     if (s == PK_FUTURE_FAILED)
         atomic_fetch_or_explicit(&f->flags, F_READ, memory_order_acq_rel);
     err->code = s == PK_FUTURE_FAILED ? f->code : PK_ECANCELED;

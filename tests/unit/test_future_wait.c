@@ -414,25 +414,6 @@ test_child_forked_in_a_task_waits_on_a_fresh_pool(void **state)
 
 /* ---- pk_future_get: wait, then the outcome, in one call ------------------- */
 
-/* What a careless caller leaves in its pk_error. */
-static void
-garbage(pk_error *err)
-{
-    memset(err, 'x', sizeof *err);
-    err->code = 12345;
-    err->sys = 6789;
-    err->msg[sizeof err->msg - 1] = '\0';
-}
-
-static void
-assert_filled(const pk_error *err, int code, int sys, const char *want)
-{
-    assert_int_equal(err->code, code);
-    assert_int_equal(err->sys, sys);
-    if (!strstr(err->msg, want))
-        fail_msg("message \"%s\" lacks \"%s\"", err->msg, want);
-}
-
 static void
 test_get_waits_and_lends_the_result(void **state)
 {
@@ -446,7 +427,7 @@ test_get_waits_and_lends_the_result(void **state)
     assert_int_equal(pk_future_create(&f, NULL, NULL), 0);
     assert_int_equal(pk_future_complete(f, &(pk_result){ (void *)&l, 3,
                                                          NULL }), 0);
-    garbage(&err);
+    fh_garbage(&err);
     memset(&r, 0, sizeof r);
     assert_int_equal(pk_future_get(f, 0, &r, &err), 0);
     assert_ptr_equal(r.value, &l);
@@ -477,10 +458,10 @@ test_get_of_a_failure_fills_err_and_marks_it_read(void **state)
     memset(&rec, 0, sizeof rec);
     assert_int_equal(pk_future_create(&l.f, fh_record_event, &rec), 0);
     pthread_create(&th, NULL, fh_finish_later, &l);
-    garbage(&err);
+    fh_garbage(&err);
     assert_int_equal(pk_future_get(l.f, 10000, &r, &err), PK_ETASK);
     pthread_join(th, NULL);
-    assert_filled(&err, PK_ETASK, 0, "late");
+    fh_assert_filled(&err, PK_ETASK, 0, "late");
     assert_ptr_equal(r.value, &rec); /* untouched on failure */
     pk_future_release(l.f);
     assert_int_equal(atomic_load(&rec.calls), 0); /* read: not reported */
@@ -488,9 +469,9 @@ test_get_of_a_failure_fills_err_and_marks_it_read(void **state)
     /* A task's own PK_EINVAL is the task's, with its message and sys. */
     assert_int_equal(pk_future_create(&l.f, fh_record_event, &rec), 0);
     assert_int_equal(pk_future_fail(l.f, PK_EINVAL, 22, "bad input"), 0);
-    garbage(&err);
+    fh_garbage(&err);
     assert_int_equal(pk_future_get(l.f, 0, NULL, &err), PK_EINVAL);
-    assert_filled(&err, PK_EINVAL, 22, "bad input");
+    fh_assert_filled(&err, PK_EINVAL, 22, "bad input");
     pk_future_release(l.f);
 
     /* Without err the failure is still read. */
@@ -510,9 +491,9 @@ test_get_of_a_cancelled_future_is_ecanceled(void **state)
     (void)state;
     assert_int_equal(pk_future_create(&f, NULL, NULL), 0);
     assert_int_equal(pk_future_cancel(f), 0);
-    garbage(&err);
+    fh_garbage(&err);
     assert_int_equal(pk_future_get(f, 100, NULL, &err), PK_ECANCELED);
-    assert_filled(&err, PK_ECANCELED, 0, "canceled");
+    fh_assert_filled(&err, PK_ECANCELED, 0, "canceled");
     pk_future_release(f);
 }
 
@@ -525,14 +506,14 @@ test_get_of_an_unfinished_future_says_so(void **state)
 
     (void)state;
     assert_int_equal(pk_future_create(&f, NULL, NULL), 0);
-    garbage(&err);
+    fh_garbage(&err);
     t0 = fh_now_ms();
     assert_int_equal(pk_future_get(f, 30, NULL, &err), PK_ETIMEDOUT);
     assert_true(fh_now_ms() - t0 >= 30);
-    assert_filled(&err, PK_ETIMEDOUT, 0, "did not finish within 30 ms");
-    garbage(&err);
+    fh_assert_filled(&err, PK_ETIMEDOUT, 0, "did not finish within 30 ms");
+    fh_garbage(&err);
     assert_int_equal(pk_future_get(f, 0, NULL, &err), PK_EAGAIN);
-    assert_filled(&err, PK_EAGAIN, 0, "has not finished");
+    fh_assert_filled(&err, PK_EAGAIN, 0, "has not finished");
     assert_int_equal(pk_future_get(f, 0, NULL, NULL), PK_EAGAIN);
     assert_int_equal(pk_future_state_get(f), PK_FUTURE_PENDING);
     pk_future_release(f);
@@ -546,23 +527,23 @@ test_get_with_bad_arguments_fills_err(void **state)
     pk_error err;
 
     (void)state;
-    garbage(&err);
+    fh_garbage(&err);
     assert_int_equal(pk_future_get(NULL, 0, &r, &err), PK_EINVAL);
-    assert_filled(&err, PK_EINVAL, 0, "the future is NULL");
+    fh_assert_filled(&err, PK_EINVAL, 0, "the future is NULL");
     assert_int_equal(pk_future_get(NULL, 0, NULL, NULL), PK_EINVAL);
 
     assert_int_equal(pk_future_create(&f, NULL, NULL), 0);
-    garbage(&err);
+    fh_garbage(&err);
     assert_int_equal(pk_future_get(f, -7, &r, &err), PK_EINVAL);
-    assert_filled(&err, PK_EINVAL, 0, "timeout -7 ms");
+    fh_assert_filled(&err, PK_EINVAL, 0, "timeout -7 ms");
 
     /* A result moved out is no longer the future's to lend. */
     r = fh_counted_result(1);
     assert_int_equal(pk_future_complete(f, &r), 0);
     assert_int_equal(pk_future_take_result(f, &r), 0);
-    garbage(&err);
+    fh_garbage(&err);
     assert_int_equal(pk_future_get(f, 0, NULL, &err), PK_EINVAL);
-    assert_filled(&err, PK_EINVAL, 0, "the result was taken");
+    fh_assert_filled(&err, PK_EINVAL, 0, "the result was taken");
     r.free_fn(r.value);
     pk_future_release(f);
 }
