@@ -2,7 +2,9 @@
  *
  * Every poolkit object that reports events (a pool, a future, the
  * thread pool) takes a pk_event_fn and a user pointer in its options or
- * at create; the kinds are one list for all of them. */
+ * at create; the kinds are one list for all of them. Which kinds each
+ * object raises is listed at the top of its header (pool.h,
+ * threadpool.h, future.h); pk_event_name names a kind for a log. */
 #ifndef POOLKIT_EVENT_H
 #define POOLKIT_EVENT_H
 
@@ -36,6 +38,13 @@ typedef struct pk_event {
     uint64_t duration_ns;   /* held / waited / ran, where it applies */
     const pk_error *error;  /* detail for failures, or NULL */
 } pk_event;
+
+/* Returns the kind's name: the enum's name after PK_EVENT_, in lower
+ * case ("created", "destroyed", "check_failed", "create_failed",
+ * "timeout", "held_too_long", "detached", "future_unread",
+ * "worker_died", "slow_task"); "unknown" for any other value.
+ * Owner: returns a static string, never NULL. Threads: safe. */
+PK_API const char *pk_event_name(int kind);
 
 /* An event hook. Runs on the thread that caused the event or on the
  * maintenance thread, with no poolkit lock held; it must not block and

@@ -139,7 +139,8 @@ PK_API void pk_executor_destroy(pk_executor *ex);
  * wants an executor without threads. Named tasks are looked up in reg
  * (borrowed; may be NULL if only fn tasks are used); their data is only
  * borrowed, since the task is done before submit returns. event (optional)
- * hears failures of fire-and-forget tasks and unread failed futures.
+ * hears failures of fire-and-forget tasks and unread failed futures
+ * (without it, each is one rate-limited line on stderr: future.h).
  * Capacity is SIZE_MAX. Shutdown (any `how`) refuses later submits and
  * waits for submits running on other threads (called from inside one of
  * its own tasks, it waits for that one too: give it a timeout).
@@ -153,7 +154,8 @@ PK_API int pk_inline_executor_create(pk_executor **out, pk_registry *reg,
  * or fails fut. An invalid task or an unknown name fails fut with
  * PK_EINVAL. Without fut, a result is freed and a failure goes to event
  * (optional) as PK_EVENT_FUTURE_UNREAD with the error: a failure nobody
- * can read.
+ * can read (with a NULL event, one rate-limited line on stderr instead:
+ * "poolkit: a fire-and-forget task failed: PK_ETASK: ...", see future.h).
  * Returns: 0 if the task ran and succeeded, else its code (PK_ECANCELED
  * if fut was cancelled first, PK_EINVAL if the name is unknown or fut was
  * not pending).
@@ -254,7 +256,9 @@ PK_API int pk_as_completed_create(pk_map **out, pk_executor *ex,
 /* Delivers the next item's outcome, waiting for it if needed (at most
  * until the map's timeout), reading more input as room frees up. *index
  * (optional) gets the item's number; *res (optional) its result; err
- * (optional) is filled whenever an item or the map failed.
+ * (optional) is filled on every failure (an item's: code, sys and the
+ * task's message; the map's; or the call's own PK_EINVAL) and left alone
+ * on 0 and 1.
  * Returns: 0 (*res filled), 1 (every item was delivered; repeats),
  * a negative code with *index < PK_MAP_NO_INDEX (that item failed with
  * this code, PK_ECANCELED if it was cancelled; the map goes on), or a
@@ -278,7 +282,11 @@ PK_API void pk_map_destroy(pk_map *m);
 
 /* Runs fn over args[0..n-1] on ex and waits for all: results[i] gets item
  * i's value, or NULL if it failed; codes (optional, n entries) gets each
- * item's code (0 or negative). Every item runs even if others fail.
+ * item's code (0 or negative); errs (optional, n entries) gets each
+ * failed item's detail as pk_map_next gives it (code, sys, the task's
+ * message; the map's error for items it never delivered) and is cleared
+ * (code 0, empty message) for each item that succeeded. Every item runs
+ * even if others fail.
  * Returns: 0 (all succeeded), the code of the first item (in input order)
  * that failed, a map error (PK_ETIMEDOUT, the executor's submit error:
  * the items not delivered get that code and NULL), PK_EINVAL (NULL ex, fn
@@ -286,11 +294,14 @@ PK_API void pk_map_destroy(pk_map *m);
  * o (optional) is used as in pk_map_create, except that release is
  * ignored and total_hint defaults to n.
  * Owner: args borrowed; the caller owns every non-NULL results[i] (free it
- * as fn's contract says; the result's free_fn is not kept).
+ * as fn's contract says; the result's free_fn is not kept); codes and
+ * errs are the caller's (an error is PK_ERROR_MSG_SIZE + 8 bytes: pass
+ * errs only if the messages are wanted). On PK_EINVAL and on a
+ * pk_map_create failure (PK_ENOMEM) the arrays are left alone.
  * Threads: safe; progress runs on this thread. */
 PK_API int pk_map_array(pk_executor *ex, pk_task_fn fn, void *const *args,
                         size_t n, void **results, int *codes,
-                        const pk_map_options *o);
+                        pk_error *errs, const pk_map_options *o);
 
 #ifdef __cplusplus
 }

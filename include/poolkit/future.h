@@ -8,9 +8,17 @@
  * Ownership: reference counted. pk_future_create returns one reference;
  * an executor's submit returns one to the caller and keeps its own.
  * Drop a reference with pk_future_release. A failed future whose error
- * nobody read (pk_future_result or pk_future_error) is reported through
- * its event hook, with PK_EVENT_FUTURE_UNREAD, when its last reference
- * goes, so no failure is silent.
+ * nobody read (pk_future_result, pk_future_error or pk_future_get) is
+ * reported when its last reference goes, so no failure is silent: through
+ * its event hook, with PK_EVENT_FUTURE_UNREAD, or without a hook as one
+ * line on stderr ("poolkit: a failed future was released unread:
+ * PK_ETASK: ..."; at most 10 such lines a second per process, then one
+ * saying how many were dropped; POOLKIT_LOG=off in the environment turns
+ * the lines off; never a SIGPIPE).
+ *
+ * Events (pk_future_create's event; pk_event_name names them):
+ *   PK_EVENT_FUTURE_UNREAD  a failed future was released unread
+ *                           (ev.error: its code, sys and message)
  *
  * Threads: every function is safe on the same future from any threads. */
 #ifndef POOLKIT_FUTURE_H
@@ -89,8 +97,8 @@ PK_API pk_future *pk_future_ref(pk_future *f);
 
 /* Drops a reference; the last one frees the future (and its result,
  * unless taken: free_fn(value) if both are set) and reports a failure
- * nobody read to the event hook, on this thread (without a hook there is
- * nobody to tell). Callbacks of a future that never finished are dropped
+ * nobody read to the event hook, on this thread (without a hook: one
+ * rate-limited line on stderr, see the top of this header). Callbacks of a future that never finished are dropped
  * uncalled. NULL is a no-op. Releasing a reference you do not hold (a
  * future released twice) is a bug: it aborts on an assertion (builds
  * without NDEBUG, the default), unless the freed memory already holds
@@ -154,9 +162,27 @@ PK_API int pk_future_take_result(pk_future *f, pk_result *res);
 /* Copies a failed future's detail into *err (code, sys, message) and
  * marks it read. Returns: 0 if failed or cancelled (err filled; code
  * PK_ECANCELED for a cancelled one), PK_EAGAIN if not finished,
- * PK_EINVAL otherwise (NULL argument; done: no error).
- * Threads: safe. */
+ * PK_EINVAL otherwise (NULL argument; done: no error). On PK_EAGAIN and
+ * PK_EINVAL err (if not NULL) is filled too, with that code and why
+ * ("the future has not finished"): check the return before reading
+ * err.code as the future's. Threads: safe. */
 PK_API int pk_future_error(pk_future *f, pk_error *err);
+
+/* Waits up to timeout_ms for the future to finish, then reads its
+ * outcome: pk_future_wait, pk_future_result and pk_future_error in one
+ * call (Python's f.result(timeout)). Marks a failure as read.
+ * Returns: 0 (done; *res, if res is not NULL, filled and still owned by
+ * the future, as pk_future_result), the task's code (failed),
+ * PK_ECANCELED (cancelled), PK_ETIMEDOUT (not finished in time),
+ * PK_EAGAIN (timeout 0 and not finished), PK_EDEADLK (as
+ * pk_future_wait), PK_EINVAL (NULL f, a bad timeout, or the result was
+ * taken with pk_future_take_result).
+ * Owner: err (optional) is the caller's; it is filled on every failure:
+ * as pk_future_error for a failed or cancelled future (code, sys, the
+ * task's message), else with the code and a message saying why (left
+ * alone on success). Threads: safe; waits as pk_future_wait does. */
+PK_API int pk_future_get(pk_future *f, int timeout_ms, pk_result *res,
+                         pk_error *err);
 
 /* Registers a completion callback; runs it now, on this thread, if the
  * future already finished. Several may be registered; they run in order:

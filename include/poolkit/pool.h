@@ -14,7 +14,17 @@
  * on the thread that needs them (an acquirer, the maintenance thread, the
  * helper thread of pk_pool_acquire_async, or the thread in
  * pk_pool_maintain); destroy runs on whichever thread retires the resource;
- * reset runs on the releasing thread. Event hooks must not block. */
+ * reset runs on the releasing thread. Event hooks must not block.
+ *
+ * Events (pk_pool_options.event; pk_event_name names them):
+ *   PK_EVENT_CREATED        a create succeeded (ev.resource)
+ *   PK_EVENT_CREATE_FAILED  a create failed (ev.error: why)
+ *   PK_EVENT_DESTROYED      a resource was retired (ev.resource)
+ *   PK_EVENT_CHECK_FAILED   check or reset said unhealthy (ev.error)
+ *   PK_EVENT_TIMEOUT        an acquire or an async ticket timed out
+ *   PK_EVENT_HELD_TOO_LONG  a lease is out longer than held_too_long_ms
+ *                           (ev.file, ev.line: its acquire site)
+ *   PK_EVENT_DETACHED       a resource was released with DETACH */
 #ifndef POOLKIT_POOL_H
 #define POOLKIT_POOL_H
 

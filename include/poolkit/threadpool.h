@@ -27,7 +27,20 @@
  * the bound while work is queued (children of children 16 levels down on
  * every worker at once): keep waits shallow, or the pool larger. A task
  * that waits on its own future, or on the future of a task it is nested
- * in, gets PK_EDEADLK. */
+ * in, gets PK_EDEADLK.
+ *
+ * Events (pk_threadpool_options.event; pk_event_name names them):
+ *   PK_EVENT_CREATED        a worker started
+ *   PK_EVENT_CREATE_FAILED  a worker could not start (ev.error: why)
+ *   PK_EVENT_DESTROYED      a worker retired (keep-alive, resize, close)
+ *   PK_EVENT_FUTURE_UNREAD  a fire-and-forget task failed or never ran,
+ *                           or a task's failed future was released
+ *                           unread (ev.error); without a hook, a line on
+ *                           stderr instead (future.h)
+ *   PK_EVENT_SLOW_TASK      a task ran longer than slow_task_ms
+ *   PK_EVENT_HELD_TOO_LONG  a task ran longer than stuck_after_ms: its
+ *                           worker is given up
+ *   PK_EVENT_DETACHED       that worker was detached from the pool */
 #ifndef POOLKIT_THREADPOOL_H
 #define POOLKIT_THREADPOOL_H
 
@@ -110,7 +123,9 @@ PK_API int pk_threadpool_create(pk_threadpool **out,
                                 const pk_threadpool_options *opts);
 
 /* Queues fn(arg). fut (optional) gets a future the caller releases;
- * without it a failure reaches the event hook (fire and forget).
+ * without it a failure (or a task that never ran) reaches the event
+ * hook, or with no hook one rate-limited line on stderr (fire and
+ * forget; future.h says how to turn the lines off).
  * Returns: 0, PK_EINVAL, PK_EAGAIN / PK_EFULL / PK_ETIMEDOUT (queue full,
  * by policy), PK_ESHUTDOWN, PK_ENOMEM, PK_EFORKED.
  * Owner: arg borrowed until the task ran. Threads: safe. */

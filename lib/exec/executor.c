@@ -16,7 +16,8 @@
  * outcome, so every executor reports results, failures and cancellations
  * the same way. A failure that no future can carry (a fire-and-forget
  * task) is "a failure nobody can read": it goes to the event hook as
- * PK_EVENT_FUTURE_UNREAD, the same kind an unread failed future raises. */
+ * PK_EVENT_FUTURE_UNREAD, the same kind an unread failed future raises,
+ * or, without a hook, to stderr as one rate-limited line (kit/log.h). */
 #include <poolkit/executor.h>
 
 #include <assert.h>
@@ -27,6 +28,7 @@
 #include <string.h>
 
 #include "../kit/alloc.h"
+#include "../kit/log.h"
 #include "../kit/sync.h"
 #include "executor_int.h"
 
@@ -181,14 +183,17 @@ pk_executor_destroy(pk_executor *ex)
 
 /* ---- running one task -------------------------------------------------- */
 
-/* A failure nobody can read: tell the event hook. */
+/* A failure nobody can read: tell the event hook, or without one stderr
+ * (kit/log.h: one rate-limited line). */
 static void
 report(pk_event_fn event, void *event_user, const pk_error *err)
 {
     pk_event ev;
 
-    if (!event)
+    if (!event) {
+        pk__log_failure("a fire-and-forget task failed", err);
         return;
+    }
     memset(&ev, 0, sizeof ev);
     ev.kind = PK_EVENT_FUTURE_UNREAD;
     ev.error = err;

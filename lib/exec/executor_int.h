@@ -9,8 +9,9 @@
  * first; and a per-thread wait helper, so that a worker that waits on a
  * future can run queued work (the awaited task among it) instead of
  * blocking the pool it belongs to. From the kit: locks, parking, clock
- * and fork counter (sync.h), the allocation seam (alloc.h) and the
- * histogram (hist.h). */
+ * and fork counter (sync.h), the allocation seam (alloc.h), the
+ * histogram (hist.h) and the stderr line for a failure with no event hook
+ * to hear it (log.h). */
 #ifndef PK_LIB_EXEC_EXECUTOR_INT_H
 #define PK_LIB_EXEC_EXECUTOR_INT_H
 
@@ -23,6 +24,7 @@
 #include "../kit/alloc.h"
 #include "../kit/dlist.h"
 #include "../kit/hist.h"
+#include "../kit/log.h"
 #include "../kit/sync.h"
 
 /* A listener on a future: a waiter's node, linked on the future's list by

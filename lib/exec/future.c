@@ -77,6 +77,7 @@
 #include <string.h>
 
 #include "../kit/alloc.h"
+#include "../kit/log.h"
 #include "../kit/sync.h"
 #include "executor_int.h"
 
@@ -512,8 +513,9 @@ pk_future_ref(pk_future *f)
     return f;
 }
 
-/* Tells the event hook about a failure nobody read. Runs on the thread
- * that dropped the last reference, with no lock held. */
+/* Tells the event hook about a failure nobody read, or without a hook
+ * stderr (kit/log.h: one rate-limited line). Runs on the thread that
+ * dropped the last reference, with no lock held. */
 static void
 report_unread(pk_future *f)
 {
@@ -521,12 +523,15 @@ report_unread(pk_future *f)
     pk_error err;
     pk_event ev;
 
-    if ((load_word(f) & ST_MASK) != PK_FUTURE_FAILED || (flags & F_READ) ||
-        !f->event)
+    if ((load_word(f) & ST_MASK) != PK_FUTURE_FAILED || (flags & F_READ))
         return;
     err.code = f->code;
     err.sys = f->sys;
     copy_msg(f, f->code, err.msg);
+    if (!f->event) {
+        pk__log_failure("a failed future was released unread", &err);
+        return;
+    }
     memset(&ev, 0, sizeof ev);
     ev.kind = PK_EVENT_FUTURE_UNREAD;
     ev.error = &err;
@@ -730,13 +735,15 @@ pk_future_error(pk_future *f, pk_error *err)
     uint32_t s;
 
     if (!f || !err)
-        return PK_EINVAL;
+        return pk_error_set(err, PK_EINVAL, 0, "the future is NULL");
     CHECK(f);
     s = load_word(f) & ST_MASK;
     if (s == PK_FUTURE_DONE)
-        return PK_EINVAL;
+        return pk_error_set(err, PK_EINVAL, 0,
+                            "the future succeeded: it has no error");
     if (s != PK_FUTURE_FAILED && s != PK_FUTURE_CANCELLED)
-        return PK_EAGAIN;
+        return pk_error_set(err, PK_EAGAIN, 0,
+                            "the future has not finished");
     if (s == PK_FUTURE_FAILED)
         atomic_fetch_or_explicit(&f->flags, F_READ, memory_order_acq_rel);
     err->code = s == PK_FUTURE_FAILED ? f->code : PK_ECANCELED;

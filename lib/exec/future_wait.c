@@ -1,5 +1,6 @@
 /* lib/exec/future_wait.c - waiting on futures: pk_future_wait, _wait_all,
- * _wait_any, and the thread's wait helper.
+ * _wait_any, pk_future_get (a wait, then the outcome) and the thread's
+ * wait helper.
  *
  * The waits are clients of future.c's listener pair, as an executor is
  * (executor_int.h): a wait links a node on each future it waits for
@@ -236,4 +237,57 @@ pk_future_wait_any(pk_future *const *fs, size_t n, int timeout_ms,
     }
     *index = i;
     return 0;
+}
+
+/* pk_future_get's err for a wait that did not end in a finished future. */
+static int
+wait_failed(pk_error *err, int rc, int timeout_ms)
+{
+    switch (rc) {
+    case PK_ETIMEDOUT:
+        return pk_error_set(err, rc, 0,
+                            "the future did not finish within %d ms",
+                            timeout_ms);
+    case PK_EAGAIN:
+        return pk_error_set(err, rc, 0,
+                            "the future has not finished (timeout 0: "
+                            "no wait)");
+    case PK_EDEADLK:
+        return pk_error_set(err, rc, 0,
+                            "waiting would never end: the future is the "
+                            "waiting task's own, or one it is nested in");
+    case PK_EINVAL:
+        return pk_error_set(err, rc, 0,
+                            "timeout %d ms: use 0, a positive time or "
+                            "PK_WAIT_FOREVER", timeout_ms);
+    default:
+        return pk_error_set(err, rc, 0, "waiting on the future failed: %s",
+                            pk_strerror(rc));
+    }
+}
+
+int
+pk_future_get(pk_future *f, int timeout_ms, pk_result *res, pk_error *err)
+{
+    pk_error scratch;
+    int rc;
+
+    if (!f)
+        return pk_error_set(err, PK_EINVAL, 0, "the future is NULL");
+    rc = pk_future_wait(f, timeout_ms);
+    if (rc)
+        return wait_failed(err, rc, timeout_ms);
+    /* Finished: the state is terminal and stays so. A failed task's code
+     * may be PK_EINVAL too, so the state, not the code, says which. */
+    if (pk_future_state_get(f) == PK_FUTURE_DONE) {
+        rc = pk_future_result(f, res);
+        if (rc)
+            pk_error_set(err, rc, 0,
+                         "the result was taken (pk_future_take_result)");
+        return rc;
+    }
+    if (!err)
+        err = &scratch;
+    rc = pk_future_error(f, err); /* fills err, marks the failure read */
+    return rc ? rc : err->code;
 }

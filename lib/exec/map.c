@@ -414,6 +414,11 @@ deliver(struct pk_map *m, pk_result *res, size_t *index, pk_error *err)
         memset(&it->res, 0, sizeof it->res);
         if (rc && err && it->err)
             *err = *it->err;
+        else if (rc && it->skip)
+            pk_error_set(err, rc, 0,
+                         "invalid task: set exactly one of fn and name "
+                         "(a name of 1..%d bytes, data for len)",
+                         TASK_NAME_MAX);
         else if (rc)
             pk_error_set(err, rc, 0, NULL);
     }
@@ -518,7 +523,7 @@ int
 pk_map_next(pk_map *m, pk_result *res, size_t *index, pk_error *err)
 {
     if (!m)
-        return PK_EINVAL;
+        return pk_error_set(err, PK_EINVAL, 0, "the map is NULL");
     CHECK(m);
     for (;;) {
         if (m->fatal)

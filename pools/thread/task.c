@@ -166,19 +166,24 @@ unpack(const struct tp_task *t, pk_task *out)
 }
 
 /* A task that never ran: its future says why, or the event hook hears it
- * (fire and forget: nobody else would). */
+ * (fire and forget: nobody else would), or without a hook stderr (one
+ * rate-limited line, as pk_task_run reports a fire-and-forget failure). */
 static void
 never_ran(struct pk_threadpool *tp, pk_future *fut, int code,
           const char *why)
 {
+    pk_error e;
+    pk_event ev = { PK_EVENT_FUTURE_UNREAD, NULL, NULL, 0, 0, &e };
+
     if (fut) {
         pk_future_fail(fut, code, 0, "%s", why);
-    } else if (tp->event) {
-        pk_error e;
-        pk_event ev = { PK_EVENT_FUTURE_UNREAD, NULL, NULL, 0, 0, &e };
-        pk_error_set(&e, code, 0, "%s", why);
-        tp->event(tp->event_user, &ev);
+        return;
     }
+    pk_error_set(&e, code, 0, "%s", why);
+    if (tp->event)
+        tp->event(tp->event_user, &ev);
+    else
+        pk__log_failure("a fire-and-forget task never ran", &e);
 }
 
 /* Shows the task t at w's depth d to the watchdog (timer.c), or clears

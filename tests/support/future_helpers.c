@@ -120,3 +120,21 @@ fh_record_event(void *user, const pk_event *ev)
     }
     atomic_fetch_add(&r->calls, 1);
 }
+
+void
+fh_garbage(pk_error *err)
+{
+    memset(err, 'x', sizeof *err);
+    err->code = 12345;
+    err->sys = 6789;
+    err->msg[sizeof err->msg - 1] = '\0';
+}
+
+void
+fh_assert_filled(const pk_error *err, int code, int sys, const char *want)
+{
+    assert_int_equal(err->code, code);
+    assert_int_equal(err->sys, sys);
+    if (!strstr(err->msg, want))
+        fail_msg("message \"%s\" lacks \"%s\"", err->msg, want);
+}

@@ -8,9 +8,12 @@
  *             fh_counted_result makes); a test resets it itself.
  *   fh_recorder / fh_record_event  an event hook that keeps the last
  *             event's kind and error and counts the calls.
+ *   fh_garbage / fh_assert_filled  a pk_error pre-filled with garbage,
+ *             and the check that a failing call filled it.
  *
  * fh_count_free and fh_record_event may run on worker threads; they only
- * record. Only fh_teardown and fh_make_futures assert. */
+ * record. Only fh_teardown, fh_make_futures and fh_assert_filled
+ * assert. */
 #ifndef PK_TESTS_FUTURE_HELPERS_H
 #define PK_TESTS_FUTURE_HELPERS_H
 
@@ -46,6 +49,13 @@ typedef struct fh_later {
 } fh_later;
 
 void *fh_finish_later(void *arg);
+
+/* Fills err with what a careless caller leaves in it (code 12345, sys
+ * 6789, a message of 'x'), so a test sees whether a call filled it. */
+void fh_garbage(pk_error *err);
+/* Asserts err holds code, sys and a message containing want. */
+void fh_assert_filled(const pk_error *err, int code, int sys,
+                      const char *want);
 
 typedef struct fh_recorder {
     atomic_int calls;

@@ -1,4 +1,5 @@
-/* tests/unit/test_error.c - error codes, messages and pk_error.
+/* tests/unit/test_error.c - error codes, messages and pk_error; event
+ * names (pk_event_name).
  *
  * The X-macro list in poolkit/error.h is the contract: every code has a
  * message and a name, neither is ever NULL, unknown codes get a fixed
@@ -13,6 +14,7 @@
 #include <string.h>
 
 #include <poolkit/error.h>
+#include <poolkit/event.h>
 #include <poolkit/version.h>
 
 struct code {
@@ -140,6 +142,47 @@ test_version_matches_the_header(void **state)
     assert_int_equal(pk_version_number(), PK_VERSION_HEX);
 }
 
+static void
+test_every_event_kind_has_its_own_name(void **state)
+{
+    static const struct {
+        int kind;
+        const char *name;
+    } want[] = {
+        { PK_EVENT_CREATED, "created" },
+        { PK_EVENT_DESTROYED, "destroyed" },
+        { PK_EVENT_CHECK_FAILED, "check_failed" },
+        { PK_EVENT_CREATE_FAILED, "create_failed" },
+        { PK_EVENT_TIMEOUT, "timeout" },
+        { PK_EVENT_HELD_TOO_LONG, "held_too_long" },
+        { PK_EVENT_DETACHED, "detached" },
+        { PK_EVENT_FUTURE_UNREAD, "future_unread" },
+        { PK_EVENT_WORKER_DIED, "worker_died" },
+        { PK_EVENT_SLOW_TASK, "slow_task" },
+    };
+    size_t n = sizeof want / sizeof want[0];
+
+    (void)state;
+    for (size_t i = 0; i < n; i++) {
+        assert_string_equal(pk_event_name(want[i].kind), want[i].name);
+        for (size_t j = 0; j < i; j++)
+            assert_string_not_equal(pk_event_name(want[i].kind),
+                                    pk_event_name(want[j].kind));
+    }
+    /* The list is dense from 1: a kind appended later must be named. */
+    assert_int_equal(PK_EVENT_SLOW_TASK, (int)n);
+}
+
+static void
+test_unknown_event_kinds_are_named_unknown(void **state)
+{
+    (void)state;
+    assert_string_equal(pk_event_name(0), "unknown");
+    assert_string_equal(pk_event_name(-1), "unknown");
+    assert_string_equal(pk_event_name(PK_EVENT_SLOW_TASK + 1), "unknown");
+    assert_string_equal(pk_event_name(1 << 30), "unknown");
+}
+
 int
 main(void)
 {
@@ -153,6 +196,8 @@ main(void)
         cmocka_unit_test(test_error_set_truncates_long_messages),
         cmocka_unit_test(test_null_error_is_allowed),
         cmocka_unit_test(test_version_matches_the_header),
+        cmocka_unit_test(test_every_event_kind_has_its_own_name),
+        cmocka_unit_test(test_unknown_event_kinds_are_named_unknown),
     };
 
     return cmocka_run_group_tests_name("error", tests, NULL, NULL);

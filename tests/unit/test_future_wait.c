@@ -1,6 +1,7 @@
 /* tests/unit/test_future_wait.c - pk_future waits: pk_future_wait,
  * pk_future_wait_all and pk_future_wait_any, timing out or woken by
- * another thread; the listener pair executors park with
+ * another thread; pk_future_get (a wait and the outcome in one call, err
+ * filled on every failure); the listener pair executors park with
  * (pk__future_listen/_unlisten, executor_int.h); waits in a child forked
  * from a thread pool's task.
  *
@@ -411,6 +412,142 @@ test_child_forked_in_a_task_waits_on_a_fresh_pool(void **state)
     assert_int_equal(settled_live(live0), live0);
 }
 
+/* ---- pk_future_get: wait, then the outcome, in one call ------------------- */
+
+static void
+test_get_waits_and_lends_the_result(void **state)
+{
+    fh_later l = { NULL, 20, 0 };
+    pk_future *f;
+    pk_result r;
+    pk_error err;
+    pthread_t th;
+
+    (void)state;
+    assert_int_equal(pk_future_create(&f, NULL, NULL), 0);
+    assert_int_equal(pk_future_complete(f, &(pk_result){ (void *)&l, 3,
+                                                         NULL }), 0);
+    fh_garbage(&err);
+    memset(&r, 0, sizeof r);
+    assert_int_equal(pk_future_get(f, 0, &r, &err), 0);
+    assert_ptr_equal(r.value, &l);
+    assert_int_equal(r.len, 3);
+    assert_int_equal(err.code, 12345); /* left alone on success */
+    assert_int_equal(pk_future_get(f, 0, NULL, NULL), 0);
+    pk_future_release(f);
+
+    /* Finished by another thread while get waits. */
+    assert_int_equal(pk_future_create(&l.f, NULL, NULL), 0);
+    pthread_create(&th, NULL, fh_finish_later, &l);
+    assert_int_equal(pk_future_get(l.f, PK_WAIT_FOREVER, &r, &err), 0);
+    pthread_join(th, NULL);
+    assert_null(r.value);
+    pk_future_release(l.f);
+}
+
+static void
+test_get_of_a_failure_fills_err_and_marks_it_read(void **state)
+{
+    fh_later l = { NULL, 20, 1 };
+    fh_recorder rec;
+    pk_result r = { (void *)&rec, 1, NULL };
+    pk_error err;
+    pthread_t th;
+
+    (void)state;
+    memset(&rec, 0, sizeof rec);
+    assert_int_equal(pk_future_create(&l.f, fh_record_event, &rec), 0);
+    pthread_create(&th, NULL, fh_finish_later, &l);
+    fh_garbage(&err);
+    assert_int_equal(pk_future_get(l.f, 10000, &r, &err), PK_ETASK);
+    pthread_join(th, NULL);
+    fh_assert_filled(&err, PK_ETASK, 0, "late");
+    assert_ptr_equal(r.value, &rec); /* untouched on failure */
+    pk_future_release(l.f);
+    assert_int_equal(atomic_load(&rec.calls), 0); /* read: not reported */
+
+    /* A task's own PK_EINVAL is the task's, with its message and sys. */
+    assert_int_equal(pk_future_create(&l.f, fh_record_event, &rec), 0);
+    assert_int_equal(pk_future_fail(l.f, PK_EINVAL, 22, "bad input"), 0);
+    fh_garbage(&err);
+    assert_int_equal(pk_future_get(l.f, 0, NULL, &err), PK_EINVAL);
+    fh_assert_filled(&err, PK_EINVAL, 22, "bad input");
+    pk_future_release(l.f);
+
+    /* Without err the failure is still read. */
+    assert_int_equal(pk_future_create(&l.f, fh_record_event, &rec), 0);
+    assert_int_equal(pk_future_fail(l.f, PK_ETASK, 0, NULL), 0);
+    assert_int_equal(pk_future_get(l.f, 0, NULL, NULL), PK_ETASK);
+    pk_future_release(l.f);
+    assert_int_equal(atomic_load(&rec.calls), 0);
+}
+
+static void
+test_get_of_a_cancelled_future_is_ecanceled(void **state)
+{
+    pk_future *f;
+    pk_error err;
+
+    (void)state;
+    assert_int_equal(pk_future_create(&f, NULL, NULL), 0);
+    assert_int_equal(pk_future_cancel(f), 0);
+    fh_garbage(&err);
+    assert_int_equal(pk_future_get(f, 100, NULL, &err), PK_ECANCELED);
+    fh_assert_filled(&err, PK_ECANCELED, 0, "canceled");
+    pk_future_release(f);
+}
+
+static void
+test_get_of_an_unfinished_future_says_so(void **state)
+{
+    pk_future *f;
+    pk_error err;
+    uint64_t t0;
+
+    (void)state;
+    assert_int_equal(pk_future_create(&f, NULL, NULL), 0);
+    fh_garbage(&err);
+    t0 = fh_now_ms();
+    assert_int_equal(pk_future_get(f, 30, NULL, &err), PK_ETIMEDOUT);
+    assert_true(fh_now_ms() - t0 >= 30);
+    fh_assert_filled(&err, PK_ETIMEDOUT, 0, "did not finish within 30 ms");
+    fh_garbage(&err);
+    assert_int_equal(pk_future_get(f, 0, NULL, &err), PK_EAGAIN);
+    fh_assert_filled(&err, PK_EAGAIN, 0, "has not finished");
+    assert_int_equal(pk_future_get(f, 0, NULL, NULL), PK_EAGAIN);
+    assert_int_equal(pk_future_state_get(f), PK_FUTURE_PENDING);
+    pk_future_release(f);
+}
+
+static void
+test_get_with_bad_arguments_fills_err(void **state)
+{
+    pk_future *f;
+    pk_result r;
+    pk_error err;
+
+    (void)state;
+    fh_garbage(&err);
+    assert_int_equal(pk_future_get(NULL, 0, &r, &err), PK_EINVAL);
+    fh_assert_filled(&err, PK_EINVAL, 0, "the future is NULL");
+    assert_int_equal(pk_future_get(NULL, 0, NULL, NULL), PK_EINVAL);
+
+    assert_int_equal(pk_future_create(&f, NULL, NULL), 0);
+    fh_garbage(&err);
+    assert_int_equal(pk_future_get(f, -7, &r, &err), PK_EINVAL);
+    fh_assert_filled(&err, PK_EINVAL, 0, "timeout -7 ms");
+
+    /* A result moved out is no longer the future's to lend. */
+    r = fh_counted_result(1);
+    assert_int_equal(pk_future_complete(f, &r), 0);
+    assert_int_equal(pk_future_take_result(f, &r), 0);
+    fh_garbage(&err);
+    assert_int_equal(pk_future_get(f, 0, NULL, &err), PK_EINVAL);
+    fh_assert_filled(&err, PK_EINVAL, 0, "the result was taken");
+    r.free_fn(r.value);
+    pk_future_release(f);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, fh_setup, fh_teardown)
 
 int
@@ -430,6 +567,11 @@ main(void)
         T(test_unlisten_before_finish_is_not_woken),
         T(test_one_parker_listens_on_several_futures),
         T(test_child_forked_in_a_task_waits_on_a_fresh_pool),
+        T(test_get_waits_and_lends_the_result),
+        T(test_get_of_a_failure_fills_err_and_marks_it_read),
+        T(test_get_of_a_cancelled_future_is_ecanceled),
+        T(test_get_of_an_unfinished_future_says_so),
+        T(test_get_with_bad_arguments_fills_err),
     };
 
     return cmocka_run_group_tests_name("future_wait", tests, NULL, NULL);

@@ -886,15 +886,15 @@ test_bad_arguments_are_einval(void **state)
     assert_null(m);
     assert_int_equal(in.i, 0); /* nothing was read */
     assert_int_equal(pk_map_next(NULL, NULL, NULL, NULL), PK_EINVAL);
-    assert_int_equal(pk_map_array(NULL, tiny, args, 1, res, NULL, NULL),
+    assert_int_equal(pk_map_array(NULL, tiny, args, 1, res, NULL, NULL, NULL),
                      PK_EINVAL);
-    assert_int_equal(pk_map_array(ex, NULL, args, 1, res, NULL, NULL),
+    assert_int_equal(pk_map_array(ex, NULL, args, 1, res, NULL, NULL, NULL),
                      PK_EINVAL);
-    assert_int_equal(pk_map_array(ex, tiny, NULL, 1, res, NULL, NULL),
+    assert_int_equal(pk_map_array(ex, tiny, NULL, 1, res, NULL, NULL, NULL),
                      PK_EINVAL);
-    assert_int_equal(pk_map_array(ex, tiny, args, 1, NULL, NULL, NULL),
+    assert_int_equal(pk_map_array(ex, tiny, args, 1, NULL, NULL, NULL, NULL),
                      PK_EINVAL);
-    assert_int_equal(pk_map_array(ex, tiny, NULL, 0, NULL, NULL, NULL), 0);
+    assert_int_equal(pk_map_array(ex, tiny, NULL, 0, NULL, NULL, NULL, NULL), 0);
     pk_map_destroy(NULL);
     pk_executor_destroy(ex);
 }
@@ -912,12 +912,12 @@ test_map_array_fills_results_and_codes(void **state)
     (void)state;
     for (uintptr_t i = 0; i < N; i++)
         args[i] = (void *)i;
-    assert_int_equal(pk_map_array(ex, triple, args, N, res, NULL, NULL), 0);
+    assert_int_equal(pk_map_array(ex, triple, args, N, res, NULL, NULL, NULL), 0);
     for (uintptr_t i = 0; i < N; i++)
         wrong += (uintptr_t)res[i] != i * 3 + 1;
     assert_int_equal(wrong, 0);
 
-    rc = pk_map_array(ex, some_fail, args, N, res, codes,
+    rc = pk_map_array(ex, some_fail, args, N, res, codes, NULL,
                       &(pk_map_options){ .order = PK_MAP_UNORDERED });
     assert_int_equal(rc, PK_ETASK);
     for (uintptr_t i = 0; i < N; i++) {
@@ -927,6 +927,76 @@ test_map_array_fills_results_and_codes(void **state)
         wrong += bad ? res[i] != NULL : (uintptr_t)res[i] != i * 3 + 1;
     }
     assert_int_equal(wrong, 0);
+    drop_pool(ex);
+}
+
+/* errs keeps each failed item's message (sys too), cleared for the
+ * items that succeeded; a pre-filled array is overwritten everywhere. */
+static void
+test_map_array_keeps_each_items_message_in_errs(void **state)
+{
+    pk_executor *ex = make_pool(4);
+    enum { N = 200 };
+    static void *args[N], *res[N];
+    static int codes[N];
+    static pk_error errs[N];
+    char want[64];
+    size_t wrong = 0;
+
+    (void)state;
+    for (uintptr_t i = 0; i < N; i++)
+        args[i] = (void *)i;
+    memset(errs, 'x', sizeof errs);
+    assert_int_equal(pk_map_array(ex, some_fail, args, N, res, NULL, errs,
+                                  &(pk_map_options){ .chunk = 8 }),
+                     PK_ETASK);
+    for (uintptr_t i = 0; i < N; i++) {
+        if (i % 10 == 3) {
+            snprintf(want, sizeof want, "item %lu says no", (unsigned long)i);
+            wrong += errs[i].code != PK_ETASK;
+            wrong += errs[i].sys != (int)i;
+            wrong += strcmp(errs[i].msg, want) != 0;
+        } else {
+            wrong += errs[i].code != 0 || errs[i].sys != 0 ||
+                     errs[i].msg[0] != '\0';
+        }
+    }
+    assert_int_equal(wrong, 0);
+
+    /* With codes too, both say the same. */
+    assert_int_equal(pk_map_array(ex, some_fail, args, N, res, codes, errs,
+                                  NULL), PK_ETASK);
+    for (size_t i = 0; i < N; i++)
+        wrong += codes[i] != errs[i].code;
+    assert_int_equal(wrong, 0);
+    drop_pool(ex);
+}
+
+/* A map that times out gives the items it never delivered its error:
+ * the timeout, in codes and in errs. */
+static void
+test_map_array_gives_undelivered_items_the_maps_error(void **state)
+{
+    pk_executor *ex = make_pool(2);
+    enum { N = 20 };
+    void *args[N], *res[N];
+    int codes[N];
+    pk_error errs[N];
+
+    (void)state;
+    atomic_store(&gate_open, 0);
+    atomic_store(&gate_waiting, 0);
+    for (uintptr_t i = 0; i < N; i++)
+        args[i] = (void *)i;
+    assert_int_equal(pk_map_array(ex, gated, args, N, res, codes, errs,
+                                  &(pk_map_options){ .timeout_ms = 50,
+                                                     .chunk = 1 }),
+                     PK_ETIMEDOUT);
+    /* Item 0 waits behind the gate: never delivered. */
+    assert_int_equal(codes[0], PK_ETIMEDOUT);
+    assert_int_equal(errs[0].code, PK_ETIMEDOUT);
+    assert_non_null(strstr(errs[0].msg, "timeout"));
+    assert_null(res[0]);
     drop_pool(ex);
 }
 
@@ -940,6 +1010,7 @@ test_allocation_failures_leave_nothing_behind(void **state)
     enum { N = 40 };
     void *args[N], *res[N];
     int codes[N];
+    pk_error errs[N];
     int rc = -1, odd = 0;
     unsigned long k;
 
@@ -948,7 +1019,7 @@ test_allocation_failures_leave_nothing_behind(void **state)
         args[i] = (void *)i;
     for (k = 1; k < 2000 && rc != 0; k++) {
         pk__alloc_fail_at(k);
-        rc = pk_map_array(ex, some_fail, args, N, res, codes,
+        rc = pk_map_array(ex, some_fail, args, N, res, codes, errs,
                           &(pk_map_options){ .chunk = 4 });
         pk__alloc_fail_at(0);
         if (rc != 0 && rc != PK_ENOMEM && rc != PK_ETASK)
@@ -987,6 +1058,8 @@ main(void)
         T(test_destroy_mid_map_cancels_and_frees),
         T(test_bad_arguments_are_einval),
         T(test_map_array_fills_results_and_codes),
+        T(test_map_array_keeps_each_items_message_in_errs),
+        T(test_map_array_gives_undelivered_items_the_maps_error),
         T(test_allocation_failures_leave_nothing_behind),
 #undef T
     };

@@ -313,7 +313,7 @@ task_maps(void *arg, pk_future *self, pk_result *out, pk_error *err)
         args[i] = (void *)i;
     rc = pk_threadpool_executor(the_pool, &ex);
     if (rc == 0) {
-        rc = pk_map_array(ex, plus_one, args, MAP_N, res, NULL, &o);
+        rc = pk_map_array(ex, plus_one, args, MAP_N, res, NULL, NULL, &o);
         pk_executor_destroy(ex);
     }
     for (uintptr_t i = 0; rc == 0 && i < MAP_N; i++)
