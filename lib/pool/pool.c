@@ -1,4 +1,5 @@
-/* lib/pool/pool.c - the resource pool: lending and taking back.
+/* lib/pool/pool.c - the resource pool: the pool itself (options, create,
+ * destroy, also in a forked child), lending and taking back, stats.
  *
  * One mutex guards the population, and the plain path holds it once: an
  * acquire that finds an idle resource and no queue takes it in one lock
@@ -11,8 +12,8 @@
  * lease is the current one.
  *
  * The other parts: pool_wait.c (the queue and hand-off), pool_create.c
- * (creating resources, and the pool itself), pool_maint.c (maintenance,
- * sizing, close, stats). */
+ * (creating resources), pool_maint.c (maintenance, sizing, close),
+ * pool_async.c (tickets), pool_group.c (groups). */
 #include "pool_int.h"
 
 #include <string.h>
@@ -194,6 +195,307 @@ pk__pool_finish_retire(struct pk_pool *p, struct pk__slot *s)
     if (free_now)
         pk__pool_free(p);
     return free_now;
+}
+
+/* ---- the pool: create and destroy ----------------------------------- */
+
+int
+pk_pool_options_init(pk_pool_options *o)
+{
+    if (!o)
+        return PK_EINVAL;
+    memset(o, 0, sizeof *o);
+    o->max_size = 8;
+    o->max_creating = 2;
+    o->acquire_timeout_ms = 30000;
+    o->idle_timeout_ms = PK_NEVER;
+    o->max_lifetime_ms = PK_NEVER;
+    o->check_after_ms = 1000;
+    o->check_interval_ms = PK_NEVER;
+    o->held_too_long_ms = PK_NEVER;
+    o->maintain_interval_ms = 1000;
+    o->backoff_initial_ms = 10;
+    o->max_backoff_ms = 10000;
+    o->max_backoff_waiting_ms = 100;
+    return 0;
+}
+
+static int
+copy_times(struct pk_pool *p, const pk_pool_options *o)
+{
+    int rc = 0;
+
+    rc |= pk__option_ns(o->acquire_timeout_ms, 30000, &p->acquire_timeout_ns);
+    rc |= pk__option_ns(o->idle_timeout_ms, PK_NEVER, &p->idle_timeout_ns);
+    rc |= pk__option_ns(o->max_lifetime_ms, PK_NEVER, &p->max_lifetime_ns);
+    rc |= pk__option_ns(o->check_after_ms, 1000, &p->check_after_ns);
+    rc |= pk__option_ns(o->check_interval_ms, PK_NEVER,
+                        &p->check_interval_ns);
+    rc |= pk__option_ns(o->held_too_long_ms, PK_NEVER, &p->held_ns);
+    rc |= pk__option_ns(o->maintain_interval_ms, 1000, &p->interval_ns);
+    rc |= pk__option_ns(o->backoff_initial_ms, 10, &p->backoff_initial_ns);
+    rc |= pk__option_ns(o->max_backoff_ms, 10000, &p->max_backoff_ns);
+    rc |= pk__option_ns(o->max_backoff_waiting_ms, 100,
+                        &p->max_backoff_waiting_ns);
+    if (rc)
+        return PK_EINVAL;
+    if (o->lifetime_jitter_ms < 0)
+        return PK_EINVAL;
+    if (p->max_lifetime_ns == UINT64_MAX)
+        p->jitter_ns = 0;
+    else if (o->lifetime_jitter_ms)
+        p->jitter_ns = (uint64_t)o->lifetime_jitter_ms * 1000000u;
+    else
+        p->jitter_ns = p->max_lifetime_ns / 40;
+    if (p->jitter_ns > p->max_lifetime_ns)
+        return PK_EINVAL;
+    if (p->interval_ns == 0 || p->interval_ns == UINT64_MAX)
+        return PK_EINVAL;
+    if (p->max_backoff_ns == UINT64_MAX)
+        p->max_backoff_ns = 0;
+    if (p->backoff_initial_ns == UINT64_MAX)
+        p->backoff_initial_ns = 0;
+    if (p->backoff_initial_ns > p->max_backoff_ns)
+        p->backoff_initial_ns = p->max_backoff_ns;
+    /* PK_NEVER: no short cap, the long one applies while anyone waits. */
+    if (p->max_backoff_waiting_ns > p->max_backoff_ns)
+        p->max_backoff_waiting_ns = p->max_backoff_ns;
+    return 0;
+}
+
+static int
+copy_options(struct pk_pool *p, const pk_pool_options *o)
+{
+    if (!o->create)
+        return PK_EINVAL;
+    if (o->order != PK_POOL_LIFO && o->order != PK_POOL_FIFO)
+        return PK_EINVAL;
+    if (o->flags & ~(unsigned)(PK_POOL_MANUAL_MAINTENANCE |
+                               PK_POOL_NO_GENERATION_BUMP))
+        return PK_EINVAL;
+    p->create = o->create;
+    p->destroy = o->destroy;
+    p->check = o->check;
+    p->reset = o->reset;
+    p->forget_in_child = o->forget_in_child;
+    p->user_free = o->user_free;
+    p->user = o->user;
+    p->event = o->event;
+    p->event_user = o->event_user;
+    p->clock = o->clock;
+    p->clock_user = o->clock_user;
+    p->min_size = o->min_size;
+    p->min_idle = o->min_idle;
+    p->max_size = o->max_size ? o->max_size : 8;
+    p->max_creating = o->max_creating ? o->max_creating : 2;
+    p->max_uses = o->max_uses;
+    p->order = o->order;
+    p->flags = o->flags;
+    p->group = o->group;
+    if (p->min_size > p->max_size || p->min_idle > p->max_size)
+        return PK_EINVAL;
+    return copy_times(p, o);
+}
+
+static bool
+has_background_policy(const struct pk_pool *p)
+{
+    return p->idle_timeout_ns != UINT64_MAX ||
+           p->max_lifetime_ns != UINT64_MAX ||
+           p->check_interval_ns != UINT64_MAX || p->held_ns != UINT64_MAX ||
+           p->min_idle > 0 || p->min_size > 0; /* the floor is kept, a
+                                                  failed create retried */
+}
+
+/* Fills min_size / min_idle on the creating thread. Failures are left to
+ * maintenance: the pool is usable while its backend is down. */
+static void
+prefill(struct pk_pool *p)
+{
+    pk__lock_acquire(&p->lock);
+    while (pk__pool_creates_wanted_locked(p) > 0 &&
+           pk__pool_can_create_locked(p, pk__pool_now(p))) {
+        if (pk__pool_create_one(p, NULL) != 0)
+            break;
+    }
+    pk__pool_unlock(p);
+}
+
+int
+pk_pool_create(pk_pool **out, const pk_pool_options *opts)
+{
+    pk_pool_options defaults;
+    struct pk_pool *p;
+    int rc;
+
+    if (!out)
+        return PK_EINVAL;
+    *out = NULL;
+    if (!opts) {
+        pk_pool_options_init(&defaults);
+        opts = &defaults; /* no create hook: rejected below */
+    }
+    p = pk__calloc(1, sizeof *p);
+    if (!p)
+        return PK_ENOMEM;
+    pk__lock_init(&p->lock, PK__RANK_POOL);
+    p->fork_epoch = pk__fork_epoch();
+    rc = copy_options(p, opts);
+    if (rc)
+        goto fail;
+    p->needs_clock = p->group ||
+                     (p->check && p->check_after_ns != UINT64_MAX) ||
+                     p->held_ns != UINT64_MAX ||
+                     p->idle_timeout_ns != UINT64_MAX ||
+                     p->max_lifetime_ns != UINT64_MAX ||
+                     p->check_interval_ns != UINT64_MAX;
+    p->rng = ((uint64_t)(uintptr_t)p ^ pk__now_ns()) | 1u;
+    p->generation = 1;
+    if (p->group) {
+        rc = pk__group_join(p->group, p);
+        if (rc)
+            goto fail;
+    }
+    if (has_background_policy(p) &&
+        !(p->flags & PK_POOL_MANUAL_MAINTENANCE)) {
+        pk__lock_acquire(&p->lock);
+        rc = pk__pool_bg_start_locked(p);
+        pk__lock_release(&p->lock);
+        if (rc)
+            goto fail_group;
+    }
+    p->magic = PK__POOL_MAGIC;
+    prefill(p);
+    *out = p;
+    return 0;
+fail_group:
+    if (p->group)
+        pk__group_leave(p->group, p);
+fail:
+    pk__free(p);
+    return rc;
+}
+
+/* Frees the handle's memory. The last lease, the last destroy hook and
+ * pk_pool_destroy race to get here; only the one that sees
+ * pk__pool_may_free_locked() true (under the lock) calls it. */
+static void
+free_memory(struct pk_pool *p)
+{
+    for (struct pk__slot *s = p->all_slots; s;) {
+        struct pk__slot *n = s->all_next;
+        pk__free(s);
+        s = n;
+    }
+    p->magic = 0;
+    pk__free(p);
+}
+
+void
+pk__pool_free(struct pk_pool *p)
+{
+    if (p->user_free)
+        p->user_free(p->user);
+    free_memory(p);
+}
+
+/* In a child after fork(): no thread joined, no protocol spoken. Idle
+ * resources are forgotten now; a lent one when its lease comes back
+ * (release_in_child), and the memory is freed with the last of
+ * them. A lease whose holder did not survive the fork never comes back:
+ * its resource stays as it is and the pool's memory stays too.
+ *
+ * The lock: its holder at fork time may not exist here, but destroy is
+ * exclusive and every other call on an inherited pool returns PK_EFORKED
+ * before it takes the lock, so the child takes the lock over, fresh, for
+ * the leases that come back. */
+static void
+destroy_in_child(struct pk_pool *p)
+{
+    size_t out = 0;
+
+    if (atomic_load_explicit(&p->child_destroyed, memory_order_relaxed))
+        return;
+    for (struct pk__slot *s = p->all_slots; s; s = s->all_next) {
+        /* IDLE and CHECKING (its check ran on a parent thread) are
+         * forgotten now, LENT ones when they come back. Not FREE or
+         * CREATING (no resource yet), nor RETIRING: its destroy hook was
+         * running in the parent at fork time, and the descriptors may
+         * already be half closed. */
+        if (s->state == PK__S_LENT)
+            out++;
+        else if (p->forget_in_child && (s->state == PK__S_IDLE ||
+                                        s->state == PK__S_CHECKING))
+            p->forget_in_child(p->user, s->res);
+    }
+    if (out == 0) {
+        free_memory(p);
+        return;
+    }
+    atomic_store_explicit(&p->lock.v, 0, memory_order_relaxed);
+    p->child_leases = out;
+    /* Release: a release that sees it sees the fresh lock and the count. */
+    atomic_store_explicit(&p->child_destroyed, true, memory_order_release);
+}
+
+/* pk_pool_release in a child after fork(): PK_EFORKED until the pool is
+ * destroyed in the child; then forgets the resource (forget_in_child, not
+ * for DETACH) and frees the pool with its last inherited lease. */
+static int
+release_in_child(struct pk_pool *p, pk_lease *l, int status)
+{
+    struct pk__slot *s = l->slot_;
+    void (*forget)(void *, void *);
+    void *user, *res;
+    bool free_now;
+
+    if (!atomic_load_explicit(&p->child_destroyed, memory_order_acquire))
+        return PK_EFORKED; /* the pool is still the parent's */
+    pk__lock_acquire(&p->lock);
+    if (s->state != PK__S_LENT || s->ticket != l->ticket_) {
+        pk__lock_release(&p->lock);
+        return PK_EINVAL;
+    }
+    /* Read under the lock: once the count reaches 0 on another thread,
+     * p may be gone. DETACH: the caller owns the resource now. */
+    forget = status == PK_RELEASE_DETACH ? NULL : p->forget_in_child;
+    user = p->user;
+    res = s->res;
+    s->state = PK__S_FREE;
+    s->ticket++;
+    free_now = --p->child_leases == 0;
+    pk__lock_release(&p->lock);
+    l->resource = NULL;
+    l->pool_ = NULL;
+    l->slot_ = NULL;
+    if (forget)
+        forget(user, res);
+    if (free_now)
+        free_memory(p);
+    return 0;
+}
+
+void
+pk_pool_destroy(pk_pool *p)
+{
+    bool free_now;
+
+    if (!p || p->magic != PK__POOL_MAGIC)
+        return;
+    if (pk__pool_forked(p)) {
+        destroy_in_child(p);
+        return;
+    }
+    pk_pool_close(p, 0);
+    pk__pool_bg_stop(p);
+    if (p->group)
+        pk__group_leave(p->group, p);
+    pk__lock_acquire(&p->lock);
+    p->destroyed = true;
+    free_now = pk__pool_may_free_locked(p);
+    pk__pool_unlock(p);
+    if (free_now)
+        pk__pool_free(p);
 }
 
 /* ---- acquire ---------------------------------------------------------- */
@@ -527,7 +829,7 @@ pk_pool_release(pk_pool *p, pk_lease *l, int status)
     if (status < PK_RELEASE_OK || status > PK_RELEASE_DETACH)
         return PK_EINVAL;
     if (pk__pool_forked(p))
-        return pk__pool_release_in_child(p, l, status);
+        return release_in_child(p, l, status);
     s = l->slot_;
     pk__lock_acquire(&p->lock);
     /* A ticket names one lend of the slot, so a matching one means the
@@ -572,4 +874,70 @@ pk_lease_info_get(const pk_lease *l, pk_lease_info *info)
     }
     pk__pool_unlock(p);
     return rc;
+}
+
+/* ---- stats ------------------------------------------------------------ */
+
+static void
+backoff_stats_locked(struct pk_pool *p, pk_pool_stats *o)
+{
+    uint64_t now, next;
+
+    o->last_create_age_ns = UINT64_MAX;
+    o->next_attempt_in_ns = UINT64_MAX;
+    if (!p->fail_streak)
+        return;
+    now = pk__pool_now(p);
+    next = pk__pool_next_attempt_locked(p);
+    o->last_create_error = p->last_err.code;
+    o->last_create_age_ns = now > p->fail_ns ? now - p->fail_ns : 0;
+    o->next_attempt_in_ns = next > now ? next - now : 0;
+}
+
+int
+pk_pool_stats_get(pk_pool *p, pk_pool_stats *o)
+{
+    uint64_t zeros;
+
+    if (!p || !o || p->magic != PK__POOL_MAGIC)
+        return PK_EINVAL;
+    if (pk__pool_forked(p))
+        return PK_EFORKED;
+    memset(o, 0, sizeof *o);
+    pk__lock_acquire(&p->lock);
+    o->size = p->alive;
+    o->idle = p->idle;
+    o->lent = p->lent;
+    o->creating = p->creating;
+    o->waiters = p->waiters;
+    o->max_size = p->max_size;
+    o->generation = p->generation;
+    o->created = p->st_created;
+    o->destroyed = p->st_destroyed;
+    o->detached = p->st_detached;
+    o->acquires = p->st_acquires;
+    o->timeouts = p->st_timeouts;
+    o->check_failures = p->st_check_failures;
+    o->create_failures = p->st_create_failures;
+    backoff_stats_locked(p, o);
+    zeros = p->st_nowait_acquires - p->st_nowait_at_reset;
+    pk__pool_unlock(p);
+    o->wait_p50_ns = pk__hist_quantile(&p->wait_hist, 0.50, zeros);
+    o->wait_p99_ns = pk__hist_quantile(&p->wait_hist, 0.99, zeros);
+    o->wait_max_ns = pk__hist_max(&p->wait_hist);
+    return 0;
+}
+
+int
+pk_pool_stats_reset_wait(pk_pool *p)
+{
+    if (!p || p->magic != PK__POOL_MAGIC)
+        return PK_EINVAL;
+    if (pk__pool_forked(p))
+        return PK_EFORKED;
+    pk__lock_acquire(&p->lock);
+    p->st_nowait_at_reset = p->st_nowait_acquires;
+    pk__hist_clear(&p->wait_hist);
+    pk__pool_unlock(p);
+    return 0;
 }

@@ -1,8 +1,8 @@
 /* lib/pool/pool_int.h - the pool's private structures, shared by the files
- * that make up the core pool (pool.c: lending; pool_wait.c: the queue and
- * hand-off; pool_create.c: creating resources and pools; pool_maint.c:
- * maintenance, sizing and closing; pool_async.c: tickets; pool_group.c:
- * groups).
+ * that make up the core pool (pool.c: the pool, lending, stats;
+ * pool_wait.c: the queue and hand-off; pool_create.c: creating resources;
+ * pool_maint.c: maintenance, sizing and closing; pool_async.c: tickets;
+ * pool_group.c: groups).
  *
  * Every field below `lock` is protected by it unless its comment says
  * otherwise. */
@@ -331,10 +331,6 @@ bool pk__pool_finish_retire(struct pk_pool *p, struct pk__slot *s);
 bool pk__pool_can_create_locked(struct pk_pool *p, uint64_t now);
 bool pk__pool_may_free_locked(struct pk_pool *p);
 void pk__pool_free(struct pk_pool *p);
-/* pk_pool_release in a child after fork(): PK_EFORKED until the pool is
- * destroyed in the child; then forgets the resource (forget_in_child, not
- * for DETACH) and frees the pool with its last inherited lease. */
-int pk__pool_release_in_child(struct pk_pool *p, pk_lease *l, int status);
 size_t pk__pool_creates_wanted_locked(struct pk_pool *p);
 /* Wakes w's parked thread with v: the word now, the futex after unlock. */
 void pk__pool_wake_waiter_locked(struct pk_pool *p, struct pk__waiter *w,

@@ -1,5 +1,5 @@
-/* lib/pool/pool_maint.c - keeping the population in shape: maintenance passes,
- * the background thread, resize, pause/resume, evict-all, close, stats.
+/* lib/pool/pool_maint.c - keeping the population in shape: maintenance
+ * passes, the background thread, resize, pause/resume, evict-all, close.
  *
  * A maintenance pass collects work under the lock (slots to retire, slots
  * to check, leases held too long), then runs every hook with the lock
@@ -523,70 +523,4 @@ pk_pool_close(pk_pool *p, int timeout_ms)
     p->close_waiters--;
     pk__pool_unlock(p);
     return rc;
-}
-
-/* ---- stats ------------------------------------------------------------ */
-
-static void
-backoff_stats_locked(struct pk_pool *p, pk_pool_stats *o)
-{
-    uint64_t now, next;
-
-    o->last_create_age_ns = UINT64_MAX;
-    o->next_attempt_in_ns = UINT64_MAX;
-    if (!p->fail_streak)
-        return;
-    now = pk__pool_now(p);
-    next = pk__pool_next_attempt_locked(p);
-    o->last_create_error = p->last_err.code;
-    o->last_create_age_ns = now > p->fail_ns ? now - p->fail_ns : 0;
-    o->next_attempt_in_ns = next > now ? next - now : 0;
-}
-
-int
-pk_pool_stats_get(pk_pool *p, pk_pool_stats *o)
-{
-    uint64_t zeros;
-
-    if (!p || !o || p->magic != PK__POOL_MAGIC)
-        return PK_EINVAL;
-    if (pk__pool_forked(p))
-        return PK_EFORKED;
-    memset(o, 0, sizeof *o);
-    pk__lock_acquire(&p->lock);
-    o->size = p->alive;
-    o->idle = p->idle;
-    o->lent = p->lent;
-    o->creating = p->creating;
-    o->waiters = p->waiters;
-    o->max_size = p->max_size;
-    o->generation = p->generation;
-    o->created = p->st_created;
-    o->destroyed = p->st_destroyed;
-    o->detached = p->st_detached;
-    o->acquires = p->st_acquires;
-    o->timeouts = p->st_timeouts;
-    o->check_failures = p->st_check_failures;
-    o->create_failures = p->st_create_failures;
-    backoff_stats_locked(p, o);
-    zeros = p->st_nowait_acquires - p->st_nowait_at_reset;
-    pk__pool_unlock(p);
-    o->wait_p50_ns = pk__hist_quantile(&p->wait_hist, 0.50, zeros);
-    o->wait_p99_ns = pk__hist_quantile(&p->wait_hist, 0.99, zeros);
-    o->wait_max_ns = pk__hist_max(&p->wait_hist);
-    return 0;
-}
-
-int
-pk_pool_stats_reset_wait(pk_pool *p)
-{
-    if (!p || p->magic != PK__POOL_MAGIC)
-        return PK_EINVAL;
-    if (pk__pool_forked(p))
-        return PK_EFORKED;
-    pk__lock_acquire(&p->lock);
-    p->st_nowait_at_reset = p->st_nowait_acquires;
-    pk__hist_clear(&p->wait_hist);
-    pk__pool_unlock(p);
-    return 0;
 }
