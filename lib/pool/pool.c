@@ -1,203 +1,28 @@
-/* lib/pool/pool.c - the resource pool: the pool itself (options, create,
- * destroy, also in a forked child), lending and taking back, stats.
+/* lib/pool/pool.c - the pool handle's public calls: options, create and
+ * destroy (also in a forked child), acquire, release, lease info, stats.
  *
- * One mutex guards the population, and the plain path holds it once: an
- * acquire that finds an idle resource and no queue takes it in one lock
- * section, and a release with nobody waiting puts it back in one. Neither
- * reads the clock unless a policy needs the time (pk_pool.needs_clock).
- * Everything that can block or call user code (create, check, reset,
- * destroy) runs with the lock dropped; the slot's state says who owns it
- * meanwhile (see pool_int.h). A lease is a slot and a ticket: the ticket
- * names one lend of the slot, so a release checks under the lock that its
- * lease is the current one.
- *
- * The other parts: pool_wait.c (the queue and hand-off), pool_create.c
- * (creating resources), pool_maint.c (maintenance, sizing, close),
- * pool_async.c (tickets), pool_group.c (groups). */
+ * The top of the pool: it calls down into the other files, and none calls
+ * back up (README, "Source layout"). Bottom up: pool_group.c (a group's
+ * budget), pool_lock.c (the lock's deferred wakes, the wait queue, the
+ * background thread's handle, events), pool_slot.c (slots, hand-off,
+ * retiring), pool_create.c (creates and the backoff), pool_wait.c (a
+ * blocking acquire's wait), pool_async.c (tickets), pool_maint.c
+ * (maintenance, sizing, close). The three calls a lower file must make up
+ * go through p->ops, set here at create. One cycle is left: pool_async.c
+ * calls the lending below (take, check, take back), which is still here. */
 #include "pool_int.h"
 
 #include <string.h>
 
 #include "../kit/alloc.h"
 
-/* ---- small helpers ---------------------------------------------------- */
+static const struct pk__pool_ops ops = {
+    .bg_main = pk__pool_bg_main,
+    .ticket_ready_locked = pk__ticket_ready_locked,
+    .notify = pk__ticket_notify_list,
+};
 
-void
-pk__pool_emit(struct pk_pool *p, const struct pk__ev *e)
-{
-    pk_event ev;
-
-    if (!p->event)
-        return;
-    ev.kind = e->kind;
-    ev.resource = e->res;
-    ev.file = e->file;
-    ev.line = e->line;
-    ev.duration_ns = e->duration_ns;
-    ev.error = e->err;
-    p->event(p->event_user, &ev);
-}
-
-void
-pk__pool_emit_simple(struct pk_pool *p, pk_event_kind kind, void *res,
-                     const pk_error *err)
-{
-    struct pk__ev e = { kind, res, NULL, 0, 0, err };
-    pk__pool_emit(p, &e);
-}
-
-void
-pk__pool_unlock_slow(struct pk_pool *p)
-{
-    struct pk_pool_ticket *list = p->notify_head;
-    pk__parker *kick[sizeof p->kick / sizeof p->kick[0]];
-    unsigned n = p->n_kick;
-
-    p->notify_head = NULL;
-    for (unsigned i = 0; i < n; i++)
-        kick[i] = p->kick[i];
-    p->n_kick = 0;
-    /* close() waits for the last lease, create, check and destroy. */
-    if (p->close_waiters && p->lent == 0 && p->retiring == 0 &&
-        p->creating == 0 && p->checking == 0)
-        pk__cv_broadcast(&p->drained);
-    pk__lock_release(&p->lock);
-    for (unsigned i = 0; i < n; i++)
-        pk__park_kick(kick[i]);
-    if (list)
-        pk__ticket_notify_list(list);
-}
-
-/* ---- idle list -------------------------------------------------------- */
-
-/* For the group's choice of a victim (pool_group.c). */
-void
-pk__pool_idle_hints_locked(struct pk_pool *p)
-{
-    struct pk__slot *oldest = pk__slot_of(p->idle_list.tail);
-
-    atomic_store_explicit(&p->idle_hint, p->idle, memory_order_relaxed);
-    atomic_store_explicit(&p->oldest_idle_hint,
-                          oldest ? oldest->idle_since_ns : UINT64_MAX,
-                          memory_order_relaxed);
-}
-
-/* ---- slots ------------------------------------------------------------ */
-
-struct pk__slot *
-pk__pool_slot_get(struct pk_pool *p)
-{
-    struct pk__slot *s = pk__slot_of(pk__dlist_pop_head(&p->free_slots));
-
-    if (s)
-        return s;
-    s = pk__calloc(1, sizeof *s);
-    if (!s)
-        return NULL;
-    s->all_next = p->all_slots;
-    p->all_slots = s;
-    return s;
-}
-
-void
-pk__pool_slot_put(struct pk_pool *p, struct pk__slot *s)
-{
-    s->state = PK__S_FREE;
-    s->res = NULL;
-    s->ticket++; /* any lease still naming this slot is now stale */
-    pk__dlist_push_head(&p->free_slots, &s->link);
-}
-
-/* Lends s to the holder of a lease being filled now. */
-void
-pk__pool_slot_lend(struct pk_pool *p, struct pk__slot *s, uint64_t now,
-                   const char *file, int line)
-{
-    s->state = PK__S_LENT;
-    s->ticket++;
-    s->uses++;
-    if (p->needs_clock) { /* else these stay 0 (pk_pool.needs_clock) */
-        s->idle_ns = now > s->idle_since_ns ? now - s->idle_since_ns : 0;
-        s->lent_ns = now;
-        s->held_reported = false;
-    }
-    s->file = file;
-    s->line = line;
-    p->lent++;
-    p->st_acquires++;
-}
-
-bool
-pk__pool_slot_needs_check(const struct pk_pool *p,
-                          const struct pk__slot *s, uint64_t now)
-{
-    if (s->generation < p->generation)
-        return true;
-    if (!p->check || p->check_after_ns == UINT64_MAX)
-        return false;
-    return now - s->idle_since_ns >= p->check_after_ns;
-}
-
-static bool
-slot_expired(const struct pk_pool *p, const struct pk__slot *s, uint64_t now)
-{
-    if (s->generation < p->evict_gen)
-        return true;
-    if (p->max_uses && s->uses >= p->max_uses)
-        return true;
-    return p->max_lifetime_ns != UINT64_MAX && now >= s->expires_ns;
-}
-
-/* Removes s from the population; the caller destroys it with
- * pk__pool_finish_retire after dropping the lock. */
-void
-pk__pool_unlink_retire_locked(struct pk_pool *p, struct pk__slot *s)
-{
-    if (s->state == PK__S_IDLE)
-        pk__pool_idle_remove_locked(p, s);
-    else if (s->state == PK__S_LENT)
-        p->lent--;
-    else if (s->state == PK__S_CHECKING)
-        p->checking--;
-    s->state = PK__S_RETIRING;
-    p->alive--;
-    p->retiring++;
-}
-
-bool
-pk__pool_may_free_locked(struct pk_pool *p)
-{
-    return p->destroyed && p->lent == 0 && p->retiring == 0 &&
-           p->creating == 0 && p->checking == 0;
-}
-
-bool
-pk__pool_finish_retire(struct pk_pool *p, struct pk__slot *s)
-{
-    void *res = s->res;
-    bool free_now;
-
-    if (p->destroy)
-        p->destroy(p->user, res);
-    if (p->group)
-        pk__group_put(p->group);
-    /* Emitted while the slot still counts as retiring, so the pool cannot
-     * be freed (and user_free run) under the event hook, nor p read after
-     * a racing pk_pool_destroy freed it (test_pool_faults). */
-    pk__pool_emit_simple(p, PK_EVENT_DESTROYED, res, NULL);
-    pk__lock_acquire(&p->lock);
-    pk__pool_slot_put(p, s);
-    p->retiring--;
-    p->st_destroyed++;
-    pk__pool_wake_retry_locked(p);
-    free_now = pk__pool_may_free_locked(p);
-    pk__pool_unlock(p);
-    if (free_now)
-        pk__pool_free(p);
-    return free_now;
-}
-
-/* ---- the pool: create and destroy ----------------------------------- */
+/* ---- create ----------------------------------------------------------- */
 
 int
 pk_pool_options_init(pk_pool_options *o)
@@ -338,6 +163,7 @@ pk_pool_create(pk_pool **out, const pk_pool_options *opts)
     p = pk__calloc(1, sizeof *p);
     if (!p)
         return PK_ENOMEM;
+    p->ops = &ops;
     pk__lock_init(&p->lock, PK__RANK_POOL);
     p->fork_epoch = pk__fork_epoch();
     rc = copy_options(p, opts);
@@ -376,28 +202,7 @@ fail:
     return rc;
 }
 
-/* Frees the handle's memory. The last lease, the last destroy hook and
- * pk_pool_destroy race to get here; only the one that sees
- * pk__pool_may_free_locked() true (under the lock) calls it. */
-static void
-free_memory(struct pk_pool *p)
-{
-    for (struct pk__slot *s = p->all_slots; s;) {
-        struct pk__slot *n = s->all_next;
-        pk__free(s);
-        s = n;
-    }
-    p->magic = 0;
-    pk__free(p);
-}
-
-void
-pk__pool_free(struct pk_pool *p)
-{
-    if (p->user_free)
-        p->user_free(p->user);
-    free_memory(p);
-}
+/* ---- destroy ---------------------------------------------------------- */
 
 /* In a child after fork(): no thread joined, no protocol spoken. Idle
  * resources are forgotten now; a lent one when its lease comes back
@@ -429,7 +234,7 @@ destroy_in_child(struct pk_pool *p)
             p->forget_in_child(p->user, s->res);
     }
     if (out == 0) {
-        free_memory(p);
+        pk__pool_free_memory(p);
         return;
     }
     atomic_store_explicit(&p->lock.v, 0, memory_order_relaxed);
@@ -471,7 +276,7 @@ release_in_child(struct pk_pool *p, pk_lease *l, int status)
     if (forget)
         forget(user, res);
     if (free_now)
-        free_memory(p);
+        pk__pool_free_memory(p);
     return 0;
 }
 
@@ -498,15 +303,26 @@ pk_pool_destroy(pk_pool *p)
         pk__pool_free(p);
 }
 
-/* ---- acquire ---------------------------------------------------------- */
+/* ---- lending: one lend of a slot -------------------------------------- */
 
-static void
-fill_lease(struct pk_pool *p, pk_lease *l, struct pk__slot *s)
+/* Takes an idle resource if the fast path is open: no queue, not paused.
+ * Returns the slot lent to the caller, or NULL. */
+struct pk__slot *
+pk__pool_take_idle_locked(struct pk_pool *p, const char *file, int line,
+                          bool *needs_check)
 {
-    l->resource = s->res;
-    l->pool_ = p;
-    l->slot_ = s;
-    l->ticket_ = s->ticket;
+    struct pk__slot *s;
+    uint64_t now;
+
+    if (p->wait_queue.head || p->paused || !p->idle_list.head)
+        return NULL;
+    s = pk__pool_idle_pop_locked(p);
+    now = p->needs_clock ? pk__pool_now(p) : 0;
+    *needs_check = pk__pool_slot_needs_check(p, s, now);
+    pk__pool_slot_lend(p, s, now, file, line);
+    if (p->idle < p->min_idle && p->bg_running)
+        pk__pool_bg_kick_locked(p);
+    return s;
 }
 
 /* Retires a lent slot made before pk_pool_evict_all, which promised it
@@ -570,6 +386,141 @@ pk__pool_check_lent(struct pk_pool *p, struct pk__slot *s)
     return rc;
 }
 
+/* ---- taking back ------------------------------------------------------ */
+
+static bool
+slot_expired(const struct pk_pool *p, const struct pk__slot *s, uint64_t now)
+{
+    if (s->generation < p->evict_gen)
+        return true;
+    if (p->max_uses && s->uses >= p->max_uses)
+        return true;
+    return p->max_lifetime_ns != UINT64_MAX && now >= s->expires_ns;
+}
+
+static bool
+must_retire_locked(struct pk_pool *p, struct pk__slot *s, uint64_t now)
+{
+    if (p->closed || slot_expired(p, s, now) || p->alive > p->max_size)
+        return true;
+    /* A group member gives a spare resource back to the shared budget
+     * when another key is waiting for one and nobody here is. */
+    return p->group && !p->wait_queue.head && pk__group_has_waiters(p->group);
+}
+
+static int
+release_detach(struct pk_pool *p, struct pk__slot *s)
+{
+    void *res = s->res;
+    bool free_now;
+
+    /* The budget unit and the event go first, while the slot still counts
+     * as lent: once it stops counting, a racing pk_pool_destroy may free
+     * the pool, so nothing here may touch p after the last unlock
+     * (test_pool_faults). The lease is already stale (ticket bumped). */
+    pk__pool_unlock(p);
+    if (p->group)
+        pk__group_put(p->group);
+    pk__pool_emit_simple(p, PK_EVENT_DETACHED, res, NULL);
+    pk__lock_acquire(&p->lock);
+    p->lent--;
+    p->alive--;
+    p->st_detached++;
+    pk__pool_slot_put(p, s);
+    pk__pool_wake_retry_locked(p);
+    free_now = pk__pool_may_free_locked(p);
+    pk__pool_unlock(p);
+    if (free_now)
+        pk__pool_free(p);
+    return 0;
+}
+
+static int
+release_retire(struct pk_pool *p, struct pk__slot *s, bool bump)
+{
+    if (bump && p->check && !(p->flags & PK_POOL_NO_GENERATION_BUMP) &&
+        s->generation == p->generation)
+        p->generation++;
+    pk__pool_unlink_retire_locked(p, s);
+    pk__pool_unlock(p);
+    pk__pool_finish_retire(p, s);
+    return 0;
+}
+
+/* Runs the reset hook with the lock dropped. The lease is already stale
+ * (ticket bumped), so a second release of it fails meanwhile. Returns
+ * with the lock held; false if reset called the resource unclean. */
+static bool
+run_reset(struct pk_pool *p, struct pk__slot *s)
+{
+    int rc;
+
+    pk__pool_unlock(p);
+    rc = p->reset(p->user, s->res);
+    if (rc != 0) {
+        pk_error e;
+        pk_error_set(&e, PK_ECHECK, rc, "reset failed");
+        pk__pool_emit_simple(p, PK_EVENT_CHECK_FAILED, s->res, &e);
+    }
+    pk__lock_acquire(&p->lock);
+    if (rc != 0)
+        p->st_check_failures++;
+    return rc == 0;
+}
+
+/* Takes a slot back, entered with the lock held and the lease validated
+ * and made stale; drops the lock. With no reset hook, no time policy and
+ * nobody waiting it is one step: the slot goes to the idle list. */
+static int
+release_locked(struct pk_pool *p, struct pk__slot *s, int status)
+{
+    uint64_t now;
+
+    if (status == PK_RELEASE_DETACH)
+        return release_detach(p, s);
+    if (status == PK_RELEASE_OK && p->reset && !p->closed &&
+        !run_reset(p, s))
+        status = PK_RELEASE_BROKEN;
+    now = p->needs_clock ? pk__pool_now(p) : 0;
+    if (status == PK_RELEASE_BROKEN || must_retire_locked(p, s, now))
+        return release_retire(p, s, status == PK_RELEASE_BROKEN);
+    p->lent--;
+    pk__pool_deliver_locked(p, s, now);
+    pk__pool_unlock(p);
+    return 0;
+}
+
+int
+pk__pool_release_lease(struct pk_pool *p, pk_lease *l, int status)
+{
+    struct pk__slot *s = l->slot_;
+
+    pk__lock_acquire(&p->lock);
+    /* A ticket names one lend of the slot, so a matching one means the
+     * slot is LENT to this lease; else it was released already (through
+     * a copy of the lease, say). */
+    if (s->ticket != l->ticket_) {
+        pk__pool_unlock(p);
+        return PK_EINVAL;
+    }
+    s->ticket++;
+    l->resource = NULL;
+    l->pool_ = NULL;
+    l->slot_ = NULL;
+    return release_locked(p, s, status);
+}
+
+/* ---- acquire ---------------------------------------------------------- */
+
+static void
+fill_lease(struct pk_pool *p, pk_lease *l, struct pk__slot *s)
+{
+    l->resource = s->res;
+    l->pool_ = p;
+    l->slot_ = s;
+    l->ticket_ = s->ticket;
+}
+
 static int
 acquire_args(pk_pool *p, pk_lease *lease, int timeout_ms, pk_error *err)
 {
@@ -600,26 +551,6 @@ deadline_of(int timeout_ms, uint64_t *deadline)
     if (*deadline == PK__DEADLINE_UNSET)
         pk__deadline(timeout_ms, deadline);
     return *deadline;
-}
-
-/* Takes an idle resource if the fast path is open: no queue, not paused.
- * Returns the slot lent to the caller, or NULL. */
-struct pk__slot *
-pk__pool_take_idle_locked(struct pk_pool *p, const char *file, int line,
-                          bool *needs_check)
-{
-    struct pk__slot *s;
-    uint64_t now;
-
-    if (p->wait_queue.head || p->paused || !p->idle_list.head)
-        return NULL;
-    s = pk__pool_idle_pop_locked(p);
-    now = p->needs_clock ? pk__pool_now(p) : 0;
-    *needs_check = pk__pool_slot_needs_check(p, s, now);
-    pk__pool_slot_lend(p, s, now, file, line);
-    if (p->idle < p->min_idle && p->bg_running)
-        pk__pool_bg_kick_locked(p);
-    return s;
 }
 
 /* Waits in the queue for a slot, the lock held on entry and dropped on
@@ -724,105 +655,11 @@ pk_pool_acquire_at(pk_pool *p, pk_lease *lease, int timeout_ms,
     }
 }
 
-/* ---- release ---------------------------------------------------------- */
-
-static bool
-must_retire_locked(struct pk_pool *p, struct pk__slot *s, uint64_t now)
-{
-    if (p->closed || slot_expired(p, s, now) || p->alive > p->max_size)
-        return true;
-    /* A group member gives a spare resource back to the shared budget
-     * when another key is waiting for one and nobody here is. */
-    return p->group && !p->wait_queue.head && pk__group_has_waiters(p->group);
-}
-
-static int
-release_detach(struct pk_pool *p, struct pk__slot *s)
-{
-    void *res = s->res;
-    bool free_now;
-
-    /* The budget unit and the event go first, while the slot still counts
-     * as lent: once it stops counting, a racing pk_pool_destroy may free
-     * the pool, so nothing here may touch p after the last unlock
-     * (test_pool_faults). The lease is already stale (ticket bumped). */
-    pk__pool_unlock(p);
-    if (p->group)
-        pk__group_put(p->group);
-    pk__pool_emit_simple(p, PK_EVENT_DETACHED, res, NULL);
-    pk__lock_acquire(&p->lock);
-    p->lent--;
-    p->alive--;
-    p->st_detached++;
-    pk__pool_slot_put(p, s);
-    pk__pool_wake_retry_locked(p);
-    free_now = pk__pool_may_free_locked(p);
-    pk__pool_unlock(p);
-    if (free_now)
-        pk__pool_free(p);
-    return 0;
-}
-
-static int
-release_retire(struct pk_pool *p, struct pk__slot *s, bool bump)
-{
-    if (bump && p->check && !(p->flags & PK_POOL_NO_GENERATION_BUMP) &&
-        s->generation == p->generation)
-        p->generation++;
-    pk__pool_unlink_retire_locked(p, s);
-    pk__pool_unlock(p);
-    pk__pool_finish_retire(p, s);
-    return 0;
-}
-
-/* Runs the reset hook with the lock dropped. The lease is already stale
- * (ticket bumped), so a second release of it fails meanwhile. Returns
- * with the lock held; false if reset called the resource unclean. */
-static bool
-run_reset(struct pk_pool *p, struct pk__slot *s)
-{
-    int rc;
-
-    pk__pool_unlock(p);
-    rc = p->reset(p->user, s->res);
-    if (rc != 0) {
-        pk_error e;
-        pk_error_set(&e, PK_ECHECK, rc, "reset failed");
-        pk__pool_emit_simple(p, PK_EVENT_CHECK_FAILED, s->res, &e);
-    }
-    pk__lock_acquire(&p->lock);
-    if (rc != 0)
-        p->st_check_failures++;
-    return rc == 0;
-}
-
-/* Takes a slot back, entered with the lock held and the lease validated
- * and made stale; drops the lock. With no reset hook, no time policy and
- * nobody waiting it is one step: the slot goes to the idle list. */
-static int
-release_locked(struct pk_pool *p, struct pk__slot *s, int status)
-{
-    uint64_t now;
-
-    if (status == PK_RELEASE_DETACH)
-        return release_detach(p, s);
-    if (status == PK_RELEASE_OK && p->reset && !p->closed &&
-        !run_reset(p, s))
-        status = PK_RELEASE_BROKEN;
-    now = p->needs_clock ? pk__pool_now(p) : 0;
-    if (status == PK_RELEASE_BROKEN || must_retire_locked(p, s, now))
-        return release_retire(p, s, status == PK_RELEASE_BROKEN);
-    p->lent--;
-    pk__pool_deliver_locked(p, s, now);
-    pk__pool_unlock(p);
-    return 0;
-}
+/* ---- release and lease info ------------------------------------------- */
 
 int
 pk_pool_release(pk_pool *p, pk_lease *l, int status)
 {
-    struct pk__slot *s;
-
     if (!p || !l || p->magic != PK__POOL_MAGIC || l->pool_ != p ||
         !l->slot_)
         return PK_EINVAL;
@@ -830,20 +667,7 @@ pk_pool_release(pk_pool *p, pk_lease *l, int status)
         return PK_EINVAL;
     if (pk__pool_forked(p))
         return release_in_child(p, l, status);
-    s = l->slot_;
-    pk__lock_acquire(&p->lock);
-    /* A ticket names one lend of the slot, so a matching one means the
-     * slot is LENT to this lease; else it was released already (through
-     * a copy of the lease, say). */
-    if (s->ticket != l->ticket_) {
-        pk__pool_unlock(p);
-        return PK_EINVAL;
-    }
-    s->ticket++;
-    l->resource = NULL;
-    l->pool_ = NULL;
-    l->slot_ = NULL;
-    return release_locked(p, s, status);
+    return pk__pool_release_lease(p, l, status);
 }
 
 int

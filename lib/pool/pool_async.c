@@ -401,7 +401,7 @@ pk_pool_ticket_free(pk_pool_ticket *t)
     if (claimed && t->w.slot) {
         pk_lease l;
         result_of(t, &l, NULL);
-        pk_pool_release(l.pool_, &l, PK_RELEASE_OK);
+        pk__pool_release_lease(l.pool_, &l, PK_RELEASE_OK);
     }
     ticket_unref(t);
 }
@@ -442,7 +442,7 @@ pk__pool_async_service(struct pk_pool *p)
                 pk__ticket_ready_locked(p, &t->w);
             }
             pk__pool_unlock(p);
-            pk_pool_release(p, &l, PK_RELEASE_OK);
+            pk__pool_release_lease(p, &l, PK_RELEASE_OK);
             pk__lock_acquire(&p->lock);
         } else if (rc == 0) {
             t->w.needs_check = false;

@@ -1,5 +1,6 @@
 /* lib/pool/pool_maint.c - keeping the population in shape: maintenance
- * passes, the background thread, resize, pause/resume, evict-all, close.
+ * passes, the background thread's body, resize, pause/resume, evict-all,
+ * close.
  *
  * A maintenance pass collects work under the lock (slots to retire, slots
  * to check, leases held too long), then runs every hook with the lock
@@ -193,7 +194,7 @@ top_up(struct pk_pool *p)
              * until the next pass or its deadline.) Another grant later
              * wakes the background thread through bg_granted. */
             pk__pool_unlock(p);
-            pk__group_steal(p->group, p);
+            pk__group_steal(p->group, p, pk__pool_retire_oldest_idle);
             pk__lock_acquire(&p->lock);
             granted = atomic_load(&w->granted);
             pk__ticket_unpin(w->ticket);
@@ -272,8 +273,10 @@ bg_until_locked(struct pk_pool *p, uint64_t next_pass)
     return until;
 }
 
-static void *
-bg_main(void *arg)
+/* The thread's body, started by pk__pool_bg_start_locked (pool_lock.c)
+ * through p->ops. */
+void *
+pk__pool_bg_main(void *arg)
 {
     struct pk_pool *p = arg;
     uint64_t next = pk__now_ns() + p->interval_ns;
@@ -316,50 +319,6 @@ bg_main(void *arg)
     }
     pk__pool_unlock(p);
     return NULL;
-}
-
-int
-pk__pool_bg_start_locked(struct pk_pool *p)
-{
-    int rc;
-
-    if (p->bg_running || p->closed)
-        return 0;
-    p->bg_stop = false;
-    rc = pk__thread_create(&p->bg, bg_main, p);
-    if (rc)
-        return PK_ECREATE; /* no helper thread (errno rc) */
-    p->bg_running = true;
-    return 0;
-}
-
-void
-pk__pool_bg_kick_locked(struct pk_pool *p)
-{
-    if (p->bg_running) {
-        p->bg_kick = true;
-        pk__cv_broadcast(&p->bg_cond);
-    } else if (!(p->flags & PK_POOL_MANUAL_MAINTENANCE)) {
-        /* Started on demand (async tickets); a failure leaves the work
-         * to pk_pool_maintain and to deadlines checked by callers. */
-        if (pk__pool_bg_start_locked(p) == 0)
-            p->bg_kick = true;
-    }
-}
-
-void
-pk__pool_bg_stop(struct pk_pool *p)
-{
-    bool join;
-
-    pk__lock_acquire(&p->lock);
-    join = p->bg_running;
-    p->bg_stop = true;
-    p->bg_running = false;
-    pk__cv_broadcast(&p->bg_cond);
-    pk__pool_unlock(p);
-    if (join)
-        pthread_join(p->bg, NULL);
 }
 
 /* ---- sizing, pause, evict --------------------------------------------- */
