@@ -4,7 +4,9 @@
  * stack. It joins the same arrival-order queue as blocking acquirers, so
  * fairness is the same for both. The caller never runs a hook: creates,
  * checks and deadline expiry for tickets run on the pool's background
- * thread (started on demand) or inside pk_pool_maintain().
+ * thread (started on demand) or inside pk_pool_maintain(). Owns the
+ * tickets and p->check_head (tickets handed a slot that must be checked
+ * first, on the helper thread).
  *
  * Ticket states (t->state, atomic so take() can poll without the lock):
  *   PENDING  queued, or handed a slot that is being checked

@@ -2,17 +2,19 @@
  * the pool's limits (max_size, max_creating, a group's budget), and the
  * backoff after failures.
  *
- * Owns the backoff: fail_streak, fail_ns, fail_rand, last_err. A create reserves its slot under the lock (state CREATING, counted in
- * alive and creating), runs the hook with the lock dropped, and delivers
- * the result to the head of the queue or the idle list. A failure starts
- * or lengthens the backoff (exponential, jittered, capped) and is
- * remembered. The pool's one retry loop: while creates fail, whoever
- * waits for one (a blocking acquirer itself, the helper thread or
- * pk_pool_maintain for tickets and the floor) tries again when the
- * backoff ends, and the result goes to the longest waiter. A waiter whose
- * deadline comes before that attempt fails at once with the last error,
- * replayed and saying so. The backoff's cap is short while anyone waits
- * (a pool is back soon after its server is) and long while nobody does. */
+ * Owns the backoff: fail_streak, fail_ns, fail_rand, last_err. A create
+ * reserves its slot under the lock (state CREATING, counted in alive and
+ * creating, so max_size and max_creating hold while the hook runs), runs
+ * the hook with the lock dropped, and delivers the result to the head of
+ * the queue or the idle list. A failure starts or lengthens the backoff
+ * (exponential, jittered, capped) and is remembered. The pool's one retry
+ * loop: while creates fail, whoever waits for one (a blocking acquirer
+ * itself, the helper thread or pk_pool_maintain for tickets and the
+ * floor) tries again when the backoff ends, and the result goes to the
+ * longest waiter. A waiter whose deadline comes before that attempt fails
+ * at once with the last error, replayed and saying so. The backoff's cap
+ * is short while anyone waits (a pool is back soon after its server is)
+ * and long while nobody does. */
 #include "pool_int.h"
 
 #include <stdio.h>

@@ -169,8 +169,8 @@ pk__group_put(struct pk_pool_group *g)
     if (w->ticket) {
         /* A ticket's creates run on its pool's background thread. Woken
          * under the group lock: the ticket leaves the queue (and its pool
-         * closes) only under it. The cv needs no pool lock; the flag keeps
-         * the wake for a thread that is not waiting yet (bg_main). */
+         * closes) only under it. The cv needs no pool lock; the flag
+         * keeps the wake for a thread not waiting yet (pk__pool_bg_main). */
         atomic_store(&w->gpool->bg_granted, true);
         pk__cv_broadcast(&w->gpool->bg_cond);
         pk__lock_release(&g->lock);

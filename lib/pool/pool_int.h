@@ -174,7 +174,7 @@ struct pk_pool {
     pk_error last_err;
 
     bool paused, closed, destroyed;
-    /* In a child after fork() (pool_create.c): destroyed there, with
+    /* In a child after fork() (pool.c): destroyed there, with
      * child_leases inherited leases still out (under the lock, which the
      * child took over). */
     _Atomic bool child_destroyed;
@@ -362,8 +362,7 @@ bool pk__pool_may_free_locked(struct pk_pool *p);
 void pk__pool_free(struct pk_pool *p);
 void pk__pool_free_memory(struct pk_pool *p);
 
-/* pool.c, lending (still above pool_async.c, which calls it): one lend
- * of a slot. */
+/* pool_lease.c: one lend of a slot. */
 /* Lends an idle resource if the fast path is open (no queue, not paused);
  * *needs_check says the caller must run pk__pool_check_lent first. */
 struct pk__slot *pk__pool_take_idle_locked(struct pk_pool *p,

@@ -7,11 +7,14 @@
  * dropped, then tops the pool up one create at a time. The background
  * thread runs a pass every maintain_interval, or sooner when kicked (an
  * acquire took the last idle resource below min_idle, an async ticket
- * needs a create or has a deadline). */
+ * needs a create or has a deadline).
+ *
+ * Owns the sizes and switches the public calls here change (min_size,
+ * min_idle, max_size, paused, closed, evict_gen). Invariant: no hook runs
+ * with the lock held; a pass takes at most PK__MAINT_BATCH slots of each
+ * kind, the rest wait for the next pass. */
 #define _GNU_SOURCE /* pthread_setname_np */
 #include "pool_int.h"
-
-#include <string.h>
 
 #include "../kit/alloc.h"
 
