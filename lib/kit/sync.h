@@ -191,9 +191,8 @@ int pk__cv_wait_slice(pk__cv *c, uint32_t seq, uint64_t deadline_ns,
                       uint64_t slice_ns);
 
 /* The process-wide fork counter: bumped by a pthread_atfork child
- * handler; a documented global (README, "Process-wide state"), as is the
- * thread pool's membarrier flag. pk__fork_epoch() also registers the
- * handler on first use. */
+ * handler; a documented global (README, "Process-wide state").
+ * pk__fork_epoch() also registers the handler on first use. */
 unsigned pk__fork_epoch(void);
 /* The counter itself, for the hot path once pk__fork_epoch() has run. */
 extern _Atomic unsigned pk__fork_epoch_var;

@@ -1,199 +1,310 @@
-/* lib/pool/pool.c - the resource pool: lending and taking back.
+/* lib/pool/pool.c - the pool handle's public calls: options, create and
+ * destroy (also in a forked child), acquire, release, lease info, stats.
  *
- * One mutex guards the population, and the plain path holds it once: an
- * acquire that finds an idle resource and no queue takes it in one lock
- * section, and a release with nobody waiting puts it back in one. Neither
- * reads the clock unless a policy needs the time (pk_pool.needs_clock).
- * Everything that can block or call user code (create, check, reset,
- * destroy) runs with the lock dropped; the slot's state says who owns it
- * meanwhile (see pool_int.h). A lease is a slot and a ticket: the ticket
- * names one lend of the slot, so a release checks under the lock that its
- * lease is the current one.
+ * Owns the handle's life: its options, p->ops, the magic and the fork
+ * epoch checked at every entry, and destroy (the memory is freed by
+ * whoever sees pk__pool_may_free_locked, pool_slot.c).
  *
- * The other parts: pool_wait.c (the queue and hand-off), pool_create.c
- * (creating resources, and the pool itself), pool_maint.c (maintenance,
- * sizing, close, stats). */
+ * The top of the pool: it calls down into the other files, and none calls
+ * back up (README, "Source layout"). Bottom up: pool_group.c (a group's
+ * budget), pool_lock.c (the lock's deferred wakes, the wait queue, the
+ * background thread's handle, events), pool_slot.c (slots, hand-off,
+ * retiring), pool_lease.c (one lend: take, check, take back),
+ * pool_create.c (creates and the backoff), pool_wait.c (a blocking
+ * acquire's wait), pool_async.c (tickets), pool_maint.c (maintenance,
+ * sizing, close). The three calls a lower file must make up go through
+ * p->ops, set here at create. */
 #include "pool_int.h"
 
 #include <string.h>
 
 #include "../kit/alloc.h"
 
-/* ---- small helpers ---------------------------------------------------- */
+static const struct pk__pool_ops ops = {
+    .bg_main = pk__pool_bg_main,
+    .ticket_ready_locked = pk__ticket_ready_locked,
+    .notify = pk__ticket_notify_list,
+};
 
-void
-pk__pool_emit(struct pk_pool *p, const struct pk__ev *e)
+/* ---- create ----------------------------------------------------------- */
+
+int
+pk_pool_options_init(pk_pool_options *o)
 {
-    pk_event ev;
-
-    if (!p->event)
-        return;
-    ev.kind = e->kind;
-    ev.resource = e->res;
-    ev.file = e->file;
-    ev.line = e->line;
-    ev.duration_ns = e->duration_ns;
-    ev.error = e->err;
-    p->event(p->event_user, &ev);
+    if (!o)
+        return PK_EINVAL;
+    memset(o, 0, sizeof *o);
+    o->max_size = 8;
+    o->max_creating = 2;
+    o->acquire_timeout_ms = 30000;
+    o->idle_timeout_ms = PK_NEVER;
+    o->max_lifetime_ms = PK_NEVER;
+    o->check_after_ms = 1000;
+    o->check_interval_ms = PK_NEVER;
+    o->held_too_long_ms = PK_NEVER;
+    o->maintain_interval_ms = 1000;
+    o->backoff_initial_ms = 10;
+    o->max_backoff_ms = 10000;
+    o->max_backoff_waiting_ms = 100;
+    return 0;
 }
 
-void
-pk__pool_emit_simple(struct pk_pool *p, pk_event_kind kind, void *res,
-                     const pk_error *err)
+static int
+copy_times(struct pk_pool *p, const pk_pool_options *o)
 {
-    struct pk__ev e = { kind, res, NULL, 0, 0, err };
-    pk__pool_emit(p, &e);
+    int rc = 0;
+
+    rc |= pk__option_ns(o->acquire_timeout_ms, 30000, &p->acquire_timeout_ns);
+    rc |= pk__option_ns(o->idle_timeout_ms, PK_NEVER, &p->idle_timeout_ns);
+    rc |= pk__option_ns(o->max_lifetime_ms, PK_NEVER, &p->max_lifetime_ns);
+    rc |= pk__option_ns(o->check_after_ms, 1000, &p->check_after_ns);
+    rc |= pk__option_ns(o->check_interval_ms, PK_NEVER,
+                        &p->check_interval_ns);
+    rc |= pk__option_ns(o->held_too_long_ms, PK_NEVER, &p->held_ns);
+    rc |= pk__option_ns(o->maintain_interval_ms, 1000, &p->interval_ns);
+    rc |= pk__option_ns(o->backoff_initial_ms, 10, &p->backoff_initial_ns);
+    rc |= pk__option_ns(o->max_backoff_ms, 10000, &p->max_backoff_ns);
+    rc |= pk__option_ns(o->max_backoff_waiting_ms, 100,
+                        &p->max_backoff_waiting_ns);
+    if (rc)
+        return PK_EINVAL;
+    if (o->lifetime_jitter_ms < 0)
+        return PK_EINVAL;
+    if (p->max_lifetime_ns == UINT64_MAX)
+        p->jitter_ns = 0;
+    else if (o->lifetime_jitter_ms)
+        p->jitter_ns = (uint64_t)o->lifetime_jitter_ms * 1000000u;
+    else
+        p->jitter_ns = p->max_lifetime_ns / 40;
+    if (p->jitter_ns > p->max_lifetime_ns)
+        return PK_EINVAL;
+    if (p->interval_ns == 0 || p->interval_ns == UINT64_MAX)
+        return PK_EINVAL;
+    if (p->max_backoff_ns == UINT64_MAX)
+        p->max_backoff_ns = 0;
+    if (p->backoff_initial_ns == UINT64_MAX)
+        p->backoff_initial_ns = 0;
+    if (p->backoff_initial_ns > p->max_backoff_ns)
+        p->backoff_initial_ns = p->max_backoff_ns;
+    /* PK_NEVER: no short cap, the long one applies while anyone waits. */
+    if (p->max_backoff_waiting_ns > p->max_backoff_ns)
+        p->max_backoff_waiting_ns = p->max_backoff_ns;
+    return 0;
 }
 
-void
-pk__pool_unlock_slow(struct pk_pool *p)
+static int
+copy_options(struct pk_pool *p, const pk_pool_options *o)
 {
-    struct pk_pool_ticket *list = p->notify_head;
-    pk__parker *kick[sizeof p->kick / sizeof p->kick[0]];
-    unsigned n = p->n_kick;
-
-    p->notify_head = NULL;
-    for (unsigned i = 0; i < n; i++)
-        kick[i] = p->kick[i];
-    p->n_kick = 0;
-    /* close() waits for the last lease, create, check and destroy. */
-    if (p->close_waiters && p->lent == 0 && p->retiring == 0 &&
-        p->creating == 0 && p->checking == 0)
-        pk__cv_broadcast(&p->drained);
-    pk__lock_release(&p->lock);
-    for (unsigned i = 0; i < n; i++)
-        pk__park_kick(kick[i]);
-    if (list)
-        pk__ticket_notify_list(list);
-}
-
-/* ---- idle list -------------------------------------------------------- */
-
-/* For the group's choice of a victim (pool_group.c). */
-void
-pk__pool_idle_hints_locked(struct pk_pool *p)
-{
-    struct pk__slot *oldest = pk__slot_of(p->idle_list.tail);
-
-    atomic_store_explicit(&p->idle_hint, p->idle, memory_order_relaxed);
-    atomic_store_explicit(&p->oldest_idle_hint,
-                          oldest ? oldest->idle_since_ns : UINT64_MAX,
-                          memory_order_relaxed);
-}
-
-/* ---- slots ------------------------------------------------------------ */
-
-struct pk__slot *
-pk__pool_slot_get(struct pk_pool *p)
-{
-    struct pk__slot *s = pk__slot_of(pk__dlist_pop_head(&p->free_slots));
-
-    if (s)
-        return s;
-    s = pk__calloc(1, sizeof *s);
-    if (!s)
-        return NULL;
-    s->all_next = p->all_slots;
-    p->all_slots = s;
-    return s;
-}
-
-void
-pk__pool_slot_put(struct pk_pool *p, struct pk__slot *s)
-{
-    s->state = PK__S_FREE;
-    s->res = NULL;
-    s->ticket++; /* any lease still naming this slot is now stale */
-    pk__dlist_push_head(&p->free_slots, &s->link);
-}
-
-/* Lends s to the holder of a lease being filled now. */
-void
-pk__pool_slot_lend(struct pk_pool *p, struct pk__slot *s, uint64_t now,
-                   const char *file, int line)
-{
-    s->state = PK__S_LENT;
-    s->ticket++;
-    s->uses++;
-    if (p->needs_clock) { /* else these stay 0 (pk_pool.needs_clock) */
-        s->idle_ns = now > s->idle_since_ns ? now - s->idle_since_ns : 0;
-        s->lent_ns = now;
-        s->held_reported = false;
-    }
-    s->file = file;
-    s->line = line;
-    p->lent++;
-    p->st_acquires++;
-}
-
-bool
-pk__pool_slot_needs_check(const struct pk_pool *p,
-                          const struct pk__slot *s, uint64_t now)
-{
-    if (s->generation < p->generation)
-        return true;
-    if (!p->check || p->check_after_ns == UINT64_MAX)
-        return false;
-    return now - s->idle_since_ns >= p->check_after_ns;
+    if (!o->create)
+        return PK_EINVAL;
+    if (o->order != PK_POOL_LIFO && o->order != PK_POOL_FIFO)
+        return PK_EINVAL;
+    if (o->flags & ~(unsigned)(PK_POOL_MANUAL_MAINTENANCE |
+                               PK_POOL_NO_GENERATION_BUMP))
+        return PK_EINVAL;
+    p->create = o->create;
+    p->destroy = o->destroy;
+    p->check = o->check;
+    p->reset = o->reset;
+    p->forget_in_child = o->forget_in_child;
+    p->user_free = o->user_free;
+    p->user = o->user;
+    p->event = o->event;
+    p->event_user = o->event_user;
+    p->clock = o->clock;
+    p->clock_user = o->clock_user;
+    p->min_size = o->min_size;
+    p->min_idle = o->min_idle;
+    p->max_size = o->max_size ? o->max_size : 8;
+    p->max_creating = o->max_creating ? o->max_creating : 2;
+    p->max_uses = o->max_uses;
+    p->order = o->order;
+    p->flags = o->flags;
+    p->group = o->group;
+    if (p->min_size > p->max_size || p->min_idle > p->max_size)
+        return PK_EINVAL;
+    return copy_times(p, o);
 }
 
 static bool
-slot_expired(const struct pk_pool *p, const struct pk__slot *s, uint64_t now)
+has_background_policy(const struct pk_pool *p)
 {
-    if (s->generation < p->evict_gen)
-        return true;
-    if (p->max_uses && s->uses >= p->max_uses)
-        return true;
-    return p->max_lifetime_ns != UINT64_MAX && now >= s->expires_ns;
+    return p->idle_timeout_ns != UINT64_MAX ||
+           p->max_lifetime_ns != UINT64_MAX ||
+           p->check_interval_ns != UINT64_MAX || p->held_ns != UINT64_MAX ||
+           p->min_idle > 0 || p->min_size > 0; /* the floor is kept, a
+                                                  failed create retried */
 }
 
-/* Removes s from the population; the caller destroys it with
- * pk__pool_finish_retire after dropping the lock. */
-void
-pk__pool_unlink_retire_locked(struct pk_pool *p, struct pk__slot *s)
+/* Fills min_size / min_idle on the creating thread. Failures are left to
+ * maintenance: the pool is usable while its backend is down. */
+static void
+prefill(struct pk_pool *p)
 {
-    if (s->state == PK__S_IDLE)
-        pk__pool_idle_remove_locked(p, s);
-    else if (s->state == PK__S_LENT)
-        p->lent--;
-    else if (s->state == PK__S_CHECKING)
-        p->checking--;
-    s->state = PK__S_RETIRING;
-    p->alive--;
-    p->retiring++;
+    pk__lock_acquire(&p->lock);
+    while (pk__pool_creates_wanted_locked(p) > 0 &&
+           pk__pool_can_create_locked(p, pk__pool_now(p))) {
+        if (pk__pool_create_one(p, NULL) != 0)
+            break;
+    }
+    pk__pool_unlock(p);
 }
 
-bool
-pk__pool_may_free_locked(struct pk_pool *p)
+int
+pk_pool_create(pk_pool **out, const pk_pool_options *opts)
 {
-    return p->destroyed && p->lent == 0 && p->retiring == 0 &&
-           p->creating == 0 && p->checking == 0;
+    pk_pool_options defaults;
+    struct pk_pool *p;
+    int rc;
+
+    if (!out)
+        return PK_EINVAL;
+    *out = NULL;
+    if (!opts) {
+        pk_pool_options_init(&defaults);
+        opts = &defaults; /* no create hook: rejected below */
+    }
+    p = pk__calloc(1, sizeof *p);
+    if (!p)
+        return PK_ENOMEM;
+    p->ops = &ops;
+    pk__lock_init(&p->lock, PK__RANK_POOL);
+    p->fork_epoch = pk__fork_epoch();
+    rc = copy_options(p, opts);
+    if (rc)
+        goto fail;
+    p->needs_clock = p->group ||
+                     (p->check && p->check_after_ns != UINT64_MAX) ||
+                     p->held_ns != UINT64_MAX ||
+                     p->idle_timeout_ns != UINT64_MAX ||
+                     p->max_lifetime_ns != UINT64_MAX ||
+                     p->check_interval_ns != UINT64_MAX;
+    p->rng = ((uint64_t)(uintptr_t)p ^ pk__now_ns()) | 1u;
+    p->generation = 1;
+    if (p->group) {
+        rc = pk__group_join(p->group, p);
+        if (rc)
+            goto fail;
+    }
+    if (has_background_policy(p) &&
+        !(p->flags & PK_POOL_MANUAL_MAINTENANCE)) {
+        pk__lock_acquire(&p->lock);
+        rc = pk__pool_bg_start_locked(p);
+        pk__lock_release(&p->lock);
+        if (rc)
+            goto fail_group;
+    }
+    p->magic = PK__POOL_MAGIC;
+    prefill(p);
+    *out = p;
+    return 0;
+fail_group:
+    if (p->group)
+        pk__group_leave(p->group, p);
+fail:
+    pk__free(p);
+    return rc;
 }
 
-bool
-pk__pool_finish_retire(struct pk_pool *p, struct pk__slot *s)
+/* ---- destroy ---------------------------------------------------------- */
+
+/* In a child after fork(): no thread joined, no protocol spoken. Idle
+ * resources are forgotten now; a lent one when its lease comes back
+ * (release_in_child), and the memory is freed with the last of
+ * them. A lease whose holder did not survive the fork never comes back:
+ * its resource stays as it is and the pool's memory stays too.
+ *
+ * The lock: its holder at fork time may not exist here, but destroy is
+ * exclusive and every other call on an inherited pool returns PK_EFORKED
+ * before it takes the lock, so the child takes the lock over, fresh, for
+ * the leases that come back. */
+static void
+destroy_in_child(struct pk_pool *p)
 {
-    void *res = s->res;
+    size_t out = 0;
+
+    if (atomic_load_explicit(&p->child_destroyed, memory_order_relaxed))
+        return;
+    for (struct pk__slot *s = p->all_slots; s; s = s->all_next) {
+        /* IDLE and CHECKING (its check ran on a parent thread) are
+         * forgotten now, LENT ones when they come back. Not FREE or
+         * CREATING (no resource yet), nor RETIRING: its destroy hook was
+         * running in the parent at fork time, and the descriptors may
+         * already be half closed. */
+        if (s->state == PK__S_LENT)
+            out++;
+        else if (p->forget_in_child && (s->state == PK__S_IDLE ||
+                                        s->state == PK__S_CHECKING))
+            p->forget_in_child(p->user, s->res);
+    }
+    if (out == 0) {
+        pk__pool_free_memory(p);
+        return;
+    }
+    atomic_store_explicit(&p->lock.v, 0, memory_order_relaxed);
+    p->child_leases = out;
+    /* Release: a release that sees it sees the fresh lock and the count. */
+    atomic_store_explicit(&p->child_destroyed, true, memory_order_release);
+}
+
+/* pk_pool_release in a child after fork(): PK_EFORKED until the pool is
+ * destroyed in the child; then forgets the resource (forget_in_child, not
+ * for DETACH) and frees the pool with its last inherited lease. */
+static int
+release_in_child(struct pk_pool *p, pk_lease *l, int status)
+{
+    struct pk__slot *s = l->slot_;
+    void (*forget)(void *, void *);
+    void *user, *res;
     bool free_now;
 
-    if (p->destroy)
-        p->destroy(p->user, res);
-    if (p->group)
-        pk__group_put(p->group);
-    /* Emitted while the slot still counts as retiring, so the pool cannot
-     * be freed (and user_free run) under the event hook, nor p read after
-     * a racing pk_pool_destroy freed it (test_pool_faults). */
-    pk__pool_emit_simple(p, PK_EVENT_DESTROYED, res, NULL);
+    if (!atomic_load_explicit(&p->child_destroyed, memory_order_acquire))
+        return PK_EFORKED; /* the pool is still the parent's */
     pk__lock_acquire(&p->lock);
-    pk__pool_slot_put(p, s);
-    p->retiring--;
-    p->st_destroyed++;
-    pk__pool_wake_retry_locked(p);
+    if (s->state != PK__S_LENT || s->ticket != l->ticket_) {
+        pk__lock_release(&p->lock);
+        return PK_EINVAL;
+    }
+    /* Read under the lock: once the count reaches 0 on another thread,
+     * p may be gone. DETACH: the caller owns the resource now. */
+    forget = status == PK_RELEASE_DETACH ? NULL : p->forget_in_child;
+    user = p->user;
+    res = s->res;
+    s->state = PK__S_FREE;
+    s->ticket++;
+    free_now = --p->child_leases == 0;
+    pk__lock_release(&p->lock);
+    l->resource = NULL;
+    l->pool_ = NULL;
+    l->slot_ = NULL;
+    if (forget)
+        forget(user, res);
+    if (free_now)
+        pk__pool_free_memory(p);
+    return 0;
+}
+
+void
+pk_pool_destroy(pk_pool *p)
+{
+    bool free_now;
+
+    if (!p || p->magic != PK__POOL_MAGIC)
+        return;
+    if (pk__pool_forked(p)) {
+        destroy_in_child(p);
+        return;
+    }
+    pk_pool_close(p, 0);
+    pk__pool_bg_stop(p);
+    if (p->group)
+        pk__group_leave(p->group, p);
+    pk__lock_acquire(&p->lock);
+    p->destroyed = true;
     free_now = pk__pool_may_free_locked(p);
     pk__pool_unlock(p);
     if (free_now)
         pk__pool_free(p);
-    return free_now;
 }
 
 /* ---- acquire ---------------------------------------------------------- */
@@ -205,67 +316,6 @@ fill_lease(struct pk_pool *p, pk_lease *l, struct pk__slot *s)
     l->pool_ = p;
     l->slot_ = s;
     l->ticket_ = s->ticket;
-}
-
-/* Retires a lent slot made before pk_pool_evict_all, which promised it
- * would not be lent again: no check, no failure counted. Returns
- * PK_ECHECK, so the acquirer tries again. */
-static int
-retire_evicted(struct pk_pool *p, struct pk__slot *s)
-{
-    pk__lock_acquire(&p->lock);
-    pk__pool_unlink_retire_locked(p, s);
-    pk__pool_unlock(p);
-    pk__pool_finish_retire(p, s);
-    return PK_ECHECK;
-}
-
-/* Runs the check hook on a lent slot outside the lock. Returns 0 if
- * healthy; otherwise retires it (bumping the generation) and returns the
- * check's code. */
-int
-pk__pool_check_lent(struct pk_pool *p, struct pk__slot *s)
-{
-    pk_error e;
-    int rc = 0;
-    bool evicted;
-
-    pk__lock_acquire(&p->lock);
-    evicted = s->generation < p->evict_gen;
-    pk__pool_unlock(p);
-    if (evicted)
-        return retire_evicted(p, s);
-    pk_error_clear(&e);
-    if (p->check)
-        rc = p->check(p->user, s->res, &e);
-    else
-        rc = PK_ECHECK; /* evicted while lent, without a check hook */
-    if (rc == 0) {
-        /* Healthy in this generation, as run_check records it
-         * (test_pool: checked after a bump): without this a resource of
-         * an older generation was checked again on every lend. One
-         * evicted during the check is retired, not lent. */
-        pk__lock_acquire(&p->lock);
-        evicted = s->generation < p->evict_gen;
-        if (!evicted)
-            s->generation = p->generation;
-        pk__pool_unlock(p);
-        return evicted ? retire_evicted(p, s) : 0;
-    }
-    if (rc > 0)
-        rc = PK_ECHECK;
-    pk__lock_acquire(&p->lock);
-    if (p->check)
-        p->st_check_failures++;
-    if (p->check && !(p->flags & PK_POOL_NO_GENERATION_BUMP) &&
-        s->generation == p->generation)
-        p->generation++;
-    pk__pool_unlink_retire_locked(p, s);
-    pk__pool_unlock(p);
-    if (p->check)
-        pk__pool_emit_simple(p, PK_EVENT_CHECK_FAILED, s->res, &e);
-    pk__pool_finish_retire(p, s);
-    return rc;
 }
 
 static int
@@ -298,26 +348,6 @@ deadline_of(int timeout_ms, uint64_t *deadline)
     if (*deadline == PK__DEADLINE_UNSET)
         pk__deadline(timeout_ms, deadline);
     return *deadline;
-}
-
-/* Takes an idle resource if the fast path is open: no queue, not paused.
- * Returns the slot lent to the caller, or NULL. */
-struct pk__slot *
-pk__pool_take_idle_locked(struct pk_pool *p, const char *file, int line,
-                          bool *needs_check)
-{
-    struct pk__slot *s;
-    uint64_t now;
-
-    if (p->wait_queue.head || p->paused || !p->idle_list.head)
-        return NULL;
-    s = pk__pool_idle_pop_locked(p);
-    now = p->needs_clock ? pk__pool_now(p) : 0;
-    *needs_check = pk__pool_slot_needs_check(p, s, now);
-    pk__pool_slot_lend(p, s, now, file, line);
-    if (p->idle < p->min_idle && p->bg_running)
-        pk__pool_bg_kick_locked(p);
-    return s;
 }
 
 /* Waits in the queue for a slot, the lock held on entry and dropped on
@@ -422,126 +452,19 @@ pk_pool_acquire_at(pk_pool *p, pk_lease *lease, int timeout_ms,
     }
 }
 
-/* ---- release ---------------------------------------------------------- */
-
-static bool
-must_retire_locked(struct pk_pool *p, struct pk__slot *s, uint64_t now)
-{
-    if (p->closed || slot_expired(p, s, now) || p->alive > p->max_size)
-        return true;
-    /* A group member gives a spare resource back to the shared budget
-     * when another key is waiting for one and nobody here is. */
-    return p->group && !p->wait_queue.head && pk__group_has_waiters(p->group);
-}
-
-static int
-release_detach(struct pk_pool *p, struct pk__slot *s)
-{
-    void *res = s->res;
-    bool free_now;
-
-    /* The budget unit and the event go first, while the slot still counts
-     * as lent: once it stops counting, a racing pk_pool_destroy may free
-     * the pool, so nothing here may touch p after the last unlock
-     * (test_pool_faults). The lease is already stale (ticket bumped). */
-    pk__pool_unlock(p);
-    if (p->group)
-        pk__group_put(p->group);
-    pk__pool_emit_simple(p, PK_EVENT_DETACHED, res, NULL);
-    pk__lock_acquire(&p->lock);
-    p->lent--;
-    p->alive--;
-    p->st_detached++;
-    pk__pool_slot_put(p, s);
-    pk__pool_wake_retry_locked(p);
-    free_now = pk__pool_may_free_locked(p);
-    pk__pool_unlock(p);
-    if (free_now)
-        pk__pool_free(p);
-    return 0;
-}
-
-static int
-release_retire(struct pk_pool *p, struct pk__slot *s, bool bump)
-{
-    if (bump && p->check && !(p->flags & PK_POOL_NO_GENERATION_BUMP) &&
-        s->generation == p->generation)
-        p->generation++;
-    pk__pool_unlink_retire_locked(p, s);
-    pk__pool_unlock(p);
-    pk__pool_finish_retire(p, s);
-    return 0;
-}
-
-/* Runs the reset hook with the lock dropped. The lease is already stale
- * (ticket bumped), so a second release of it fails meanwhile. Returns
- * with the lock held; false if reset called the resource unclean. */
-static bool
-run_reset(struct pk_pool *p, struct pk__slot *s)
-{
-    int rc;
-
-    pk__pool_unlock(p);
-    rc = p->reset(p->user, s->res);
-    if (rc != 0) {
-        pk_error e;
-        pk_error_set(&e, PK_ECHECK, rc, "reset failed");
-        pk__pool_emit_simple(p, PK_EVENT_CHECK_FAILED, s->res, &e);
-    }
-    pk__lock_acquire(&p->lock);
-    if (rc != 0)
-        p->st_check_failures++;
-    return rc == 0;
-}
-
-/* Takes a slot back, entered with the lock held and the lease validated
- * and made stale; drops the lock. With no reset hook, no time policy and
- * nobody waiting it is one step: the slot goes to the idle list. */
-static int
-release_locked(struct pk_pool *p, struct pk__slot *s, int status)
-{
-    uint64_t now;
-
-    if (status == PK_RELEASE_DETACH)
-        return release_detach(p, s);
-    if (status == PK_RELEASE_OK && p->reset && !p->closed &&
-        !run_reset(p, s))
-        status = PK_RELEASE_BROKEN;
-    now = p->needs_clock ? pk__pool_now(p) : 0;
-    if (status == PK_RELEASE_BROKEN || must_retire_locked(p, s, now))
-        return release_retire(p, s, status == PK_RELEASE_BROKEN);
-    p->lent--;
-    pk__pool_deliver_locked(p, s, now);
-    pk__pool_unlock(p);
-    return 0;
-}
+/* ---- release and lease info ------------------------------------------- */
 
 int
 pk_pool_release(pk_pool *p, pk_lease *l, int status)
 {
-    struct pk__slot *s;
-
     if (!p || !l || p->magic != PK__POOL_MAGIC || l->pool_ != p ||
         !l->slot_)
         return PK_EINVAL;
     if (status < PK_RELEASE_OK || status > PK_RELEASE_DETACH)
         return PK_EINVAL;
     if (pk__pool_forked(p))
-        return pk__pool_release_in_child(p, l, status);
-    s = l->slot_;
-    pk__lock_acquire(&p->lock);
-    /* A ticket names one lend of the slot, so a matching one means the
-     * slot is LENT to this lease; else it was released already (through
-     * a copy of the lease, say). */
-    if (s->ticket != l->ticket_) {
-        pk__pool_unlock(p);
-        return PK_EINVAL;
-    }
-    s->ticket++;
-    l->resource = NULL;
-    l->pool_ = NULL;
-    l->slot_ = NULL;
-    return release_locked(p, s, status);
+        return release_in_child(p, l, status);
+    return pk__pool_release_lease(p, l, status);
 }
 
 int
@@ -572,4 +495,70 @@ pk_lease_info_get(const pk_lease *l, pk_lease_info *info)
     }
     pk__pool_unlock(p);
     return rc;
+}
+
+/* ---- stats ------------------------------------------------------------ */
+
+static void
+backoff_stats_locked(struct pk_pool *p, pk_pool_stats *o)
+{
+    uint64_t now, next;
+
+    o->last_create_age_ns = UINT64_MAX;
+    o->next_attempt_in_ns = UINT64_MAX;
+    if (!p->fail_streak)
+        return;
+    now = pk__pool_now(p);
+    next = pk__pool_next_attempt_locked(p);
+    o->last_create_error = p->last_err.code;
+    o->last_create_age_ns = now > p->fail_ns ? now - p->fail_ns : 0;
+    o->next_attempt_in_ns = next > now ? next - now : 0;
+}
+
+int
+pk_pool_stats_get(pk_pool *p, pk_pool_stats *o)
+{
+    uint64_t zeros;
+
+    if (!p || !o || p->magic != PK__POOL_MAGIC)
+        return PK_EINVAL;
+    if (pk__pool_forked(p))
+        return PK_EFORKED;
+    memset(o, 0, sizeof *o);
+    pk__lock_acquire(&p->lock);
+    o->size = p->alive;
+    o->idle = p->idle;
+    o->lent = p->lent;
+    o->creating = p->creating;
+    o->waiters = p->waiters;
+    o->max_size = p->max_size;
+    o->generation = p->generation;
+    o->created = p->st_created;
+    o->destroyed = p->st_destroyed;
+    o->detached = p->st_detached;
+    o->acquires = p->st_acquires;
+    o->timeouts = p->st_timeouts;
+    o->check_failures = p->st_check_failures;
+    o->create_failures = p->st_create_failures;
+    backoff_stats_locked(p, o);
+    zeros = p->st_nowait_acquires - p->st_nowait_at_reset;
+    pk__pool_unlock(p);
+    o->wait_p50_ns = pk__hist_quantile(&p->wait_hist, 0.50, zeros);
+    o->wait_p99_ns = pk__hist_quantile(&p->wait_hist, 0.99, zeros);
+    o->wait_max_ns = pk__hist_max(&p->wait_hist);
+    return 0;
+}
+
+int
+pk_pool_stats_reset_wait(pk_pool *p)
+{
+    if (!p || p->magic != PK__POOL_MAGIC)
+        return PK_EINVAL;
+    if (pk__pool_forked(p))
+        return PK_EFORKED;
+    pk__lock_acquire(&p->lock);
+    p->st_nowait_at_reset = p->st_nowait_acquires;
+    pk__hist_clear(&p->wait_hist);
+    pk__pool_unlock(p);
+    return 0;
 }

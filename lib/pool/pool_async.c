@@ -4,7 +4,9 @@
  * stack. It joins the same arrival-order queue as blocking acquirers, so
  * fairness is the same for both. The caller never runs a hook: creates,
  * checks and deadline expiry for tickets run on the pool's background
- * thread (started on demand) or inside pk_pool_maintain().
+ * thread (started on demand) or inside pk_pool_maintain(). Owns the
+ * tickets and p->check_head (tickets handed a slot that must be checked
+ * first, on the helper thread).
  *
  * Ticket states (t->state, atomic so take() can poll without the lock):
  *   PENDING  queued, or handed a slot that is being checked
@@ -401,7 +403,7 @@ pk_pool_ticket_free(pk_pool_ticket *t)
     if (claimed && t->w.slot) {
         pk_lease l;
         result_of(t, &l, NULL);
-        pk_pool_release(l.pool_, &l, PK_RELEASE_OK);
+        pk__pool_release_lease(l.pool_, &l, PK_RELEASE_OK);
     }
     ticket_unref(t);
 }
@@ -442,7 +444,7 @@ pk__pool_async_service(struct pk_pool *p)
                 pk__ticket_ready_locked(p, &t->w);
             }
             pk__pool_unlock(p);
-            pk_pool_release(p, &l, PK_RELEASE_OK);
+            pk__pool_release_lease(p, &l, PK_RELEASE_OK);
             pk__lock_acquire(&p->lock);
         } else if (rc == 0) {
             t->w.needs_check = false;

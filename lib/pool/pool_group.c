@@ -15,7 +15,11 @@
  * wakes a waiter through its parking word: the grant sets `granted`, then
  * the word, both seq_cst; the waiter clears the word, then reads
  * `granted` before it parks (see acquire_wait), so no grant is lost. A
- * member is not destroyed while the group is looking at it (`busy`). */
+ * member is not destroyed while the group is looking at it (`busy`).
+ *
+ * The bottom of the pool's files: it calls none of the others. The steal
+ * retires a member's resource through the function its caller passes
+ * (pk__pool_retire_oldest_idle, pool_slot.c). */
 #include "pool_int.h"
 
 #include "../kit/alloc.h"
@@ -165,8 +169,8 @@ pk__group_put(struct pk_pool_group *g)
     if (w->ticket) {
         /* A ticket's creates run on its pool's background thread. Woken
          * under the group lock: the ticket leaves the queue (and its pool
-         * closes) only under it. The cv needs no pool lock; the flag keeps
-         * the wake for a thread that is not waiting yet (bg_main). */
+         * closes) only under it. The cv needs no pool lock; the flag
+         * keeps the wake for a thread not waiting yet (pk__pool_bg_main). */
         atomic_store(&w->gpool->bg_granted, true);
         pk__cv_broadcast(&w->gpool->bg_cond);
         pk__lock_release(&g->lock);
@@ -202,30 +206,9 @@ pick_victim_locked(struct pk_pool_group *g, struct pk_pool *p,
     return best;
 }
 
-/* Retires victim's longest-idle resource; its unit goes to the head of
- * the group queue through pk__pool_finish_retire -> pk__group_put. Never
- * below the victim's min_size, the floor pool.h promises (before, a
- * steal trimmed it, and the member made it again at once: a ping-pong).
- * Returns false if there was nothing it may give. */
-static bool
-retire_one_idle(struct pk_pool *victim)
-{
-    struct pk__slot *s;
-
-    pk__lock_acquire(&victim->lock);
-    s = pk__slot_of(victim->idle_list.tail);
-    if (s && victim->alive <= victim->min_size)
-        s = NULL;
-    if (s)
-        pk__pool_unlink_retire_locked(victim, s);
-    pk__pool_unlock(victim);
-    if (s)
-        pk__pool_finish_retire(victim, s);
-    return s != NULL;
-}
-
 void
-pk__group_steal(struct pk_pool_group *g, struct pk_pool *p)
+pk__group_steal(struct pk_pool_group *g, struct pk_pool *p,
+                bool (*retire_idle)(struct pk_pool *victim))
 {
     struct pk_pool *victim;
     uint64_t round;
@@ -239,7 +222,7 @@ pk__group_steal(struct pk_pool_group *g, struct pk_pool *p)
             break;
         g->busy++;
         pk__lock_release(&g->lock);
-        done = retire_one_idle(victim);
+        done = retire_idle(victim);
         pk__lock_acquire(&g->lock);
         /* Still a member's memory: its pk__group_leave waits for busy. */
         victim->steal_skip = round;

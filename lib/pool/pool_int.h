@@ -1,8 +1,6 @@
 /* lib/pool/pool_int.h - the pool's private structures, shared by the files
- * that make up the core pool (pool.c: lending; pool_wait.c: the queue and
- * hand-off; pool_create.c: creating resources and pools; pool_maint.c:
- * maintenance, sizing and closing; pool_async.c: tickets; pool_group.c:
- * groups).
+ * of the resource pool; the files and their order are listed at the top
+ * of pool.c and in the declarations at the end of this header.
  *
  * Every field below `lock` is protected by it unless its comment says
  * otherwise. */
@@ -101,8 +99,20 @@ pk__waiter_of(struct pk__dnode *n)
     return n ? PK__CONTAINER(n, struct pk__waiter, link) : NULL;
 }
 
+/* The calls that go up the layers: a lower file calls them through
+ * p->ops, set once at create (pool.c), so it needs no declaration of the
+ * file above it. bg_main is pool_maint.c's, the other two pool_async.c's:
+ * the background thread's body, a ticket handed a slot or an error, and
+ * the announcement of ready tickets after an unlock. */
+struct pk__pool_ops {
+    void *(*bg_main)(void *pool);
+    void (*ticket_ready_locked)(struct pk_pool *p, struct pk__waiter *w);
+    void (*notify)(struct pk_pool_ticket *list);
+};
+
 struct pk_pool {
     unsigned magic;
+    const struct pk__pool_ops *ops; /* immutable */
     unsigned fork_epoch;          /* immutable */
     pk__lock lock;
 
@@ -164,7 +174,7 @@ struct pk_pool {
     pk_error last_err;
 
     bool paused, closed, destroyed;
-    /* In a child after fork() (pool_create.c): destroyed there, with
+    /* In a child after fork() (pool.c): destroyed there, with
      * child_leases inherited leases still out (under the lock, which the
      * child took over). */
     _Atomic bool child_destroyed;
@@ -280,95 +290,12 @@ pk__pool_idle_pop_locked(struct pk_pool *p)
     return s;
 }
 
-/* pool.c */
-void pk__pool_emit_simple(struct pk_pool *p, pk_event_kind kind, void *res,
-                          const pk_error *err);
-/* A slot from the free list or a new one (NULL: out of memory), and back. */
-struct pk__slot *pk__pool_slot_get(struct pk_pool *p);
-void pk__pool_slot_put(struct pk_pool *p, struct pk__slot *s);
-/* Lends s to the holder of a lease being filled now (counts it lent). */
-void pk__pool_slot_lend(struct pk_pool *p, struct pk__slot *s, uint64_t now,
-                        const char *file, int line);
-bool pk__pool_slot_needs_check(const struct pk_pool *p,
-                               const struct pk__slot *s, uint64_t now);
-/* pool_wait.c */
-/* Fills err for a call that got no resource, PK_ETIMEDOUT or PK_EAGAIN,
- * with a message that names the situation ("timed out after 2000 ms
- * waiting; 8 of 8 lent, the oldest acquired at app.c:89"). */
-void pk__pool_explain_locked(const struct pk_pool *p, pk_error *err,
-                             int code, int timeout_ms);
-/* Gives a slot that stopped being lent (release OK, create, check passed)
- * to the longest waiter, or makes it idle. */
-void pk__pool_deliver_locked(struct pk_pool *p, struct pk__slot *s,
-                             uint64_t now);
-/* pk__pool_acquire_wait's results besides error codes: GOT_LOCKED returns
- * with the lock held, GOT_UNLOCKED without. */
-enum { PK__GOT_LOCKED = 1, PK__GOT_UNLOCKED = 2 };
-/* Waits in the queue (w enqueued, lock held) for a slot, a create of its
- * own, an error or the deadline. */
-int pk__pool_acquire_wait(struct pk_pool *p, struct pk__waiter *w,
-                          uint64_t deadline, pk_error *err);
+/* The declarations below go file by file, bottom up: a file calls only
+ * those above its own section (README, "Source layout"). */
 
-/* pool_create.c and the rest */
-int pk__pool_create_one(struct pk_pool *p, struct pk__waiter *self);
-/* The backoff. While creates fail, the next attempt is due at this
- * policy time (0 when they do not fail). */
-uint64_t pk__pool_next_attempt_locked(const struct pk_pool *p);
-/* When that is on CLOCK_MONOTONIC, for a thread that sleeps until then;
- * UINT64_MAX if no attempt is pending or it is due already. */
-uint64_t pk__pool_retry_at_mono_locked(const struct pk_pool *p);
-/* True if a waiter for a create whose deadline (CLOCK_MONOTONIC) comes
- * before the next attempt should fail now (with the replayed error). */
-bool pk__pool_gives_up_locked(const struct pk_pool *p, uint64_t deadline);
-/* Fills err with the last create's error, replayed and saying so. */
-void pk__pool_replay_error_locked(const struct pk_pool *p, pk_error *err);
-void pk__pool_serve_waiters_locked(struct pk_pool *p);
-void pk__pool_wake_retry_locked(struct pk_pool *p);
-void pk__pool_unlink_retire_locked(struct pk_pool *p, struct pk__slot *s);
-/* Runs the destroy hook on a slot unlinked by the above, then frees the
- * slot; takes and drops the lock. Returns true if the pool was freed. */
-bool pk__pool_finish_retire(struct pk_pool *p, struct pk__slot *s);
-bool pk__pool_can_create_locked(struct pk_pool *p, uint64_t now);
-bool pk__pool_may_free_locked(struct pk_pool *p);
-void pk__pool_free(struct pk_pool *p);
-/* pk_pool_release in a child after fork(): PK_EFORKED until the pool is
- * destroyed in the child; then forgets the resource (forget_in_child, not
- * for DETACH) and frees the pool with its last inherited lease. */
-int pk__pool_release_in_child(struct pk_pool *p, pk_lease *l, int status);
-size_t pk__pool_creates_wanted_locked(struct pk_pool *p);
-/* Wakes w's parked thread with v: the word now, the futex after unlock. */
-void pk__pool_wake_waiter_locked(struct pk_pool *p, struct pk__waiter *w,
-                                 uint32_t v);
-void pk__pool_waiter_enqueue(struct pk_pool *p, struct pk__waiter *w,
-                             bool front);
-void pk__pool_waiter_dequeue(struct pk_pool *p, struct pk__waiter *w);
-/* Lends an idle resource if the fast path is open (no queue, not paused);
- * *needs_check says the caller must run pk__pool_check_lent first. */
-struct pk__slot *pk__pool_take_idle_locked(struct pk_pool *p,
-                                           const char *file, int line,
-                                           bool *needs_check);
-/* Checks a lent slot with no lock held; on failure retires it and returns
- * the check's code. */
-int pk__pool_check_lent(struct pk_pool *p, struct pk__slot *s);
-
-/* pool_maint.c */
-int pk__pool_bg_start_locked(struct pk_pool *p);
-void pk__pool_bg_kick_locked(struct pk_pool *p);
-void pk__pool_bg_stop(struct pk_pool *p);
-
-/* pool_async.c */
-/* Marks an async waiter's ticket ready (w->slot or w->err set) and queues
- * it on p->notify_head. */
-void pk__ticket_ready_locked(struct pk_pool *p, struct pk__waiter *w);
-void pk__ticket_notify_list(struct pk_pool_ticket *t);
-/* Holds a ticket's memory across a dropped lock. */
-void pk__ticket_pin(struct pk_pool_ticket *t);
-void pk__ticket_unpin(struct pk_pool_ticket *t);
-void pk__pool_async_service(struct pk_pool *p);
-void pk__pool_async_expire(struct pk_pool *p, uint64_t mono_now);
-uint64_t pk__pool_async_next_deadline_locked(struct pk_pool *p);
-
-/* pool_group.c. None of these may be called with a pool lock held. */
+/* pool_group.c: a group's budget (atomic, units taken by creates), its
+ * queue of waiters across keys, its members. None of these may be called
+ * with a pool lock held, except pk__group_take_or_queue. */
 bool pk__group_try_take(struct pk_pool_group *g);
 /* For a waiter's create: takes a unit, or queues w for one, in one group
  * lock section (so no unit given back meanwhile is lost). May be called
@@ -381,11 +308,118 @@ void pk__group_put(struct pk_pool_group *g);
 int pk__group_join(struct pk_pool_group *g, struct pk_pool *p);
 void pk__group_leave(struct pk_pool_group *g, struct pk_pool *p);
 bool pk__group_has_waiters(struct pk_pool_group *g);
-/* Retires another member's longest-idle resource, making a unit for the
- * head of the group queue (where pk__group_take_or_queue put the
- * waiter). Takes no waiter: a ticket may be gone by the time it runs. */
-void pk__group_steal(struct pk_pool_group *g, struct pk_pool *p);
+/* Makes a unit for the head of the group queue (where
+ * pk__group_take_or_queue put the waiter): calls retire_idle (that is
+ * pk__pool_retire_oldest_idle) on other members, the longest idle first,
+ * until one gives. Takes no waiter: a ticket may be gone by the time it
+ * runs. */
+void pk__group_steal(struct pk_pool_group *g, struct pk_pool *p,
+                     bool (*retire_idle)(struct pk_pool *victim));
 /* Takes w out of the group queue; gives back a unit granted but unused. */
 void pk__group_leave_wait(struct pk_pool_group *g, struct pk__waiter *w);
+
+/* pool_lock.c: the lock's deferred wakes, the wait queue, the background
+ * thread's handle, events. */
+/* Wakes w's parked thread with v: the word now, the futex after unlock. */
+void pk__pool_wake_waiter_locked(struct pk_pool *p, struct pk__waiter *w,
+                                 uint32_t v);
+void pk__pool_waiter_enqueue(struct pk_pool *p, struct pk__waiter *w,
+                             bool front);
+void pk__pool_waiter_dequeue(struct pk_pool *p, struct pk__waiter *w);
+/* Every waiter looks again (a create slot freed, a create failed, the
+ * pool resized...): blocking ones are woken, tickets' thread kicked. */
+void pk__pool_wake_retry_locked(struct pk_pool *p);
+int pk__pool_bg_start_locked(struct pk_pool *p);
+void pk__pool_bg_kick_locked(struct pk_pool *p);
+void pk__pool_bg_stop(struct pk_pool *p);
+void pk__pool_emit_simple(struct pk_pool *p, pk_event_kind kind, void *res,
+                          const pk_error *err);
+
+/* pool_slot.c: slots, the idle list, hand-off, retiring, freeing. */
+/* A slot from the free list or a new one (NULL: out of memory), and back. */
+struct pk__slot *pk__pool_slot_get(struct pk_pool *p);
+void pk__pool_slot_put(struct pk_pool *p, struct pk__slot *s);
+/* Lends s to the holder of a lease being filled now (counts it lent). */
+void pk__pool_slot_lend(struct pk_pool *p, struct pk__slot *s, uint64_t now,
+                        const char *file, int line);
+bool pk__pool_slot_needs_check(const struct pk_pool *p,
+                               const struct pk__slot *s, uint64_t now);
+/* Gives a slot that stopped being lent (release OK, create, check passed)
+ * to the longest waiter, or makes it idle. */
+void pk__pool_deliver_locked(struct pk_pool *p, struct pk__slot *s,
+                             uint64_t now);
+/* Hands idle slots to waiters (after a resume, a check passed). */
+void pk__pool_serve_waiters_locked(struct pk_pool *p);
+/* Removes s from the population; pk__pool_finish_retire, after the lock
+ * is dropped, runs the destroy hook and frees the slot (it takes and
+ * drops the lock) and returns true if the pool was freed. */
+void pk__pool_unlink_retire_locked(struct pk_pool *p, struct pk__slot *s);
+bool pk__pool_finish_retire(struct pk_pool *p, struct pk__slot *s);
+bool pk__pool_retire_oldest_idle(struct pk_pool *victim);
+bool pk__pool_may_free_locked(struct pk_pool *p);
+/* Frees the pool: pk__pool_free calls user_free first; in a forked
+ * child only the memory is freed. */
+void pk__pool_free(struct pk_pool *p);
+void pk__pool_free_memory(struct pk_pool *p);
+
+/* pool_lease.c: one lend of a slot. */
+/* Lends an idle resource if the fast path is open (no queue, not paused);
+ * *needs_check says the caller must run pk__pool_check_lent first. */
+struct pk__slot *pk__pool_take_idle_locked(struct pk_pool *p,
+                                           const char *file, int line,
+                                           bool *needs_check);
+/* Checks a lent slot with no lock held; on failure retires it and returns
+ * the check's code. */
+int pk__pool_check_lent(struct pk_pool *p, struct pk__slot *s);
+/* pk_pool_release past its argument checks, in the process that made the
+ * pool. */
+int pk__pool_release_lease(struct pk_pool *p, pk_lease *l, int status);
+
+/* pool_create.c: creates and the backoff. */
+size_t pk__pool_creates_wanted_locked(struct pk_pool *p);
+bool pk__pool_can_create_locked(struct pk_pool *p, uint64_t now);
+int pk__pool_create_one(struct pk_pool *p, struct pk__waiter *self);
+/* The backoff. While creates fail, the next attempt is due at this
+ * policy time (0 when they do not fail). */
+uint64_t pk__pool_next_attempt_locked(const struct pk_pool *p);
+/* When that is on CLOCK_MONOTONIC, for a thread that sleeps until then;
+ * UINT64_MAX if no attempt is pending or it is due already. */
+uint64_t pk__pool_retry_at_mono_locked(const struct pk_pool *p);
+/* True if a waiter for a create whose deadline (CLOCK_MONOTONIC) comes
+ * before the next attempt should fail now (with the replayed error). */
+bool pk__pool_gives_up_locked(const struct pk_pool *p, uint64_t deadline);
+/* Fills err with the last create's error, replayed and saying so. */
+void pk__pool_replay_error_locked(const struct pk_pool *p, pk_error *err);
+
+/* pool_wait.c: a blocking acquire's wait. */
+/* Fills err for a call that got no resource, PK_ETIMEDOUT or PK_EAGAIN,
+ * with a message that names the situation ("timed out after 2000 ms
+ * waiting; 8 of 8 lent, the oldest acquired at app.c:89"). */
+void pk__pool_explain_locked(const struct pk_pool *p, pk_error *err,
+                             int code, int timeout_ms);
+/* pk__pool_acquire_wait's results besides error codes: GOT_LOCKED returns
+ * with the lock held, GOT_UNLOCKED without. */
+enum { PK__GOT_LOCKED = 1, PK__GOT_UNLOCKED = 2 };
+/* Waits in the queue (w enqueued, lock held) for a slot, a create of its
+ * own, an error or the deadline. */
+int pk__pool_acquire_wait(struct pk_pool *p, struct pk__waiter *w,
+                          uint64_t deadline, pk_error *err);
+
+/* pool_async.c: tickets. */
+/* Marks an async waiter's ticket ready (w->slot or w->err set) and queues
+ * it on p->notify_head (p->ops->ticket_ready_locked). */
+void pk__ticket_ready_locked(struct pk_pool *p, struct pk__waiter *w);
+/* Runs the callbacks and writes the eventfds (p->ops->notify). */
+void pk__ticket_notify_list(struct pk_pool_ticket *t);
+/* Holds a ticket's memory across a dropped lock. */
+void pk__ticket_pin(struct pk_pool_ticket *t);
+void pk__ticket_unpin(struct pk_pool_ticket *t);
+void pk__pool_async_service(struct pk_pool *p);
+void pk__pool_async_expire(struct pk_pool *p, uint64_t mono_now);
+uint64_t pk__pool_async_next_deadline_locked(struct pk_pool *p);
+
+/* pool_maint.c: maintenance, sizing, close. */
+/* The background thread (p->ops->bg_main). */
+void *pk__pool_bg_main(void *pool);
 
 #endif /* PK_LIB_POOL_INT_H */

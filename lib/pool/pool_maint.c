@@ -1,16 +1,20 @@
-/* lib/pool/pool_maint.c - keeping the population in shape: maintenance passes,
- * the background thread, resize, pause/resume, evict-all, close, stats.
+/* lib/pool/pool_maint.c - keeping the population in shape: maintenance
+ * passes, the background thread's body, resize, pause/resume, evict-all,
+ * close.
  *
  * A maintenance pass collects work under the lock (slots to retire, slots
  * to check, leases held too long), then runs every hook with the lock
  * dropped, then tops the pool up one create at a time. The background
  * thread runs a pass every maintain_interval, or sooner when kicked (an
  * acquire took the last idle resource below min_idle, an async ticket
- * needs a create or has a deadline). */
+ * needs a create or has a deadline).
+ *
+ * Owns the sizes and switches the public calls here change (min_size,
+ * min_idle, max_size, paused, closed, evict_gen). Invariant: no hook runs
+ * with the lock held; a pass takes at most PK__MAINT_BATCH slots of each
+ * kind, the rest wait for the next pass. */
 #define _GNU_SOURCE /* pthread_setname_np */
 #include "pool_int.h"
-
-#include <string.h>
 
 #include "../kit/alloc.h"
 
@@ -193,7 +197,7 @@ top_up(struct pk_pool *p)
              * until the next pass or its deadline.) Another grant later
              * wakes the background thread through bg_granted. */
             pk__pool_unlock(p);
-            pk__group_steal(p->group, p);
+            pk__group_steal(p->group, p, pk__pool_retire_oldest_idle);
             pk__lock_acquire(&p->lock);
             granted = atomic_load(&w->granted);
             pk__ticket_unpin(w->ticket);
@@ -272,8 +276,10 @@ bg_until_locked(struct pk_pool *p, uint64_t next_pass)
     return until;
 }
 
-static void *
-bg_main(void *arg)
+/* The thread's body, started by pk__pool_bg_start_locked (pool_lock.c)
+ * through p->ops. */
+void *
+pk__pool_bg_main(void *arg)
 {
     struct pk_pool *p = arg;
     uint64_t next = pk__now_ns() + p->interval_ns;
@@ -316,50 +322,6 @@ bg_main(void *arg)
     }
     pk__pool_unlock(p);
     return NULL;
-}
-
-int
-pk__pool_bg_start_locked(struct pk_pool *p)
-{
-    int rc;
-
-    if (p->bg_running || p->closed)
-        return 0;
-    p->bg_stop = false;
-    rc = pk__thread_create(&p->bg, bg_main, p);
-    if (rc)
-        return PK_ECREATE; /* no helper thread (errno rc) */
-    p->bg_running = true;
-    return 0;
-}
-
-void
-pk__pool_bg_kick_locked(struct pk_pool *p)
-{
-    if (p->bg_running) {
-        p->bg_kick = true;
-        pk__cv_broadcast(&p->bg_cond);
-    } else if (!(p->flags & PK_POOL_MANUAL_MAINTENANCE)) {
-        /* Started on demand (async tickets); a failure leaves the work
-         * to pk_pool_maintain and to deadlines checked by callers. */
-        if (pk__pool_bg_start_locked(p) == 0)
-            p->bg_kick = true;
-    }
-}
-
-void
-pk__pool_bg_stop(struct pk_pool *p)
-{
-    bool join;
-
-    pk__lock_acquire(&p->lock);
-    join = p->bg_running;
-    p->bg_stop = true;
-    p->bg_running = false;
-    pk__cv_broadcast(&p->bg_cond);
-    pk__pool_unlock(p);
-    if (join)
-        pthread_join(p->bg, NULL);
 }
 
 /* ---- sizing, pause, evict --------------------------------------------- */
@@ -523,70 +485,4 @@ pk_pool_close(pk_pool *p, int timeout_ms)
     p->close_waiters--;
     pk__pool_unlock(p);
     return rc;
-}
-
-/* ---- stats ------------------------------------------------------------ */
-
-static void
-backoff_stats_locked(struct pk_pool *p, pk_pool_stats *o)
-{
-    uint64_t now, next;
-
-    o->last_create_age_ns = UINT64_MAX;
-    o->next_attempt_in_ns = UINT64_MAX;
-    if (!p->fail_streak)
-        return;
-    now = pk__pool_now(p);
-    next = pk__pool_next_attempt_locked(p);
-    o->last_create_error = p->last_err.code;
-    o->last_create_age_ns = now > p->fail_ns ? now - p->fail_ns : 0;
-    o->next_attempt_in_ns = next > now ? next - now : 0;
-}
-
-int
-pk_pool_stats_get(pk_pool *p, pk_pool_stats *o)
-{
-    uint64_t zeros;
-
-    if (!p || !o || p->magic != PK__POOL_MAGIC)
-        return PK_EINVAL;
-    if (pk__pool_forked(p))
-        return PK_EFORKED;
-    memset(o, 0, sizeof *o);
-    pk__lock_acquire(&p->lock);
-    o->size = p->alive;
-    o->idle = p->idle;
-    o->lent = p->lent;
-    o->creating = p->creating;
-    o->waiters = p->waiters;
-    o->max_size = p->max_size;
-    o->generation = p->generation;
-    o->created = p->st_created;
-    o->destroyed = p->st_destroyed;
-    o->detached = p->st_detached;
-    o->acquires = p->st_acquires;
-    o->timeouts = p->st_timeouts;
-    o->check_failures = p->st_check_failures;
-    o->create_failures = p->st_create_failures;
-    backoff_stats_locked(p, o);
-    zeros = p->st_nowait_acquires - p->st_nowait_at_reset;
-    pk__pool_unlock(p);
-    o->wait_p50_ns = pk__hist_quantile(&p->wait_hist, 0.50, zeros);
-    o->wait_p99_ns = pk__hist_quantile(&p->wait_hist, 0.99, zeros);
-    o->wait_max_ns = pk__hist_max(&p->wait_hist);
-    return 0;
-}
-
-int
-pk_pool_stats_reset_wait(pk_pool *p)
-{
-    if (!p || p->magic != PK__POOL_MAGIC)
-        return PK_EINVAL;
-    if (pk__pool_forked(p))
-        return PK_EFORKED;
-    pk__lock_acquire(&p->lock);
-    p->st_nowait_at_reset = p->st_nowait_acquires;
-    pk__hist_clear(&p->wait_hist);
-    pk__pool_unlock(p);
-    return 0;
 }

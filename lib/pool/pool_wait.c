@@ -1,129 +1,18 @@
-/* lib/pool/pool_wait.c - the pool's waiters: the arrival-order queue, the
- * hand-off of a resource to the longest waiter, and the loop a blocking
- * acquire waits in.
+/* lib/pool/pool_wait.c - the loop a blocking acquire waits in, and the
+ * message a caller that got nothing reads.
  *
- * Waiters queue in arrival order. A release hands its resource straight to
- * the head waiter (state stays LENT, the waiter's parking word goes to
- * W_HANDED), so a newcomer can never barge past a waiter: with a queue,
- * the fast path is closed to newcomers. A waiter that sees that creates
- * are wanted and allowed runs one itself and delivers the result to the
- * head of the queue, which is usually itself.
- *
- * Invariant: when the pool is not paused, idle resources and waiters never
- * coexist once the lock is dropped; whoever makes a resource idle calls
- * pk__pool_serve_waiters_locked (pk__pool_deliver_locked does). */
+ * Owns nothing but the waiter on the caller's stack. Waiters queue in
+ * arrival order (pool_lock.c). A release hands its resource straight to
+ * the head waiter (pool_slot.c: the state stays LENT, the waiter's parking
+ * word goes to W_HANDED), so a newcomer can never barge past a waiter:
+ * with a queue, the fast path is closed to newcomers. A waiter that sees
+ * that creates are wanted and allowed runs one itself (pool_create.c) and
+ * the result goes to the head of the queue, which is usually itself.
+ * Invariant: a waiter leaves this loop with a slot, or dequeued with an
+ * error. */
 #include "pool_int.h"
 
 #include <stdio.h>
-
-/* ---- the queue -------------------------------------------------------- */
-
-void
-pk__pool_wake_waiter_locked(struct pk_pool *p, struct pk__waiter *w,
-                            uint32_t v)
-{
-    if (!pk__park_set(&w->park, v))
-        return; /* still spinning: it sees v without a syscall */
-    if (p->n_kick < sizeof p->kick / sizeof p->kick[0])
-        p->kick[p->n_kick++] = &w->park;
-    else
-        pk__park_kick(&w->park);
-}
-
-void
-pk__pool_waiter_enqueue(struct pk_pool *p, struct pk__waiter *w, bool front)
-{
-    w->queued = true;
-    if (front)
-        pk__dlist_push_head(&p->wait_queue, &w->link);
-    else
-        pk__dlist_push_tail(&p->wait_queue, &w->link);
-    p->waiters++;
-    if (w->ticket)
-        p->async_waiters++;
-}
-
-void
-pk__pool_waiter_dequeue(struct pk_pool *p, struct pk__waiter *w)
-{
-    if (!w->queued)
-        return;
-    pk__dlist_remove(&p->wait_queue, &w->link);
-    w->queued = false;
-    p->waiters--;
-    if (w->ticket)
-        p->async_waiters--;
-}
-
-/* ---- hand-off --------------------------------------------------------- */
-
-/* Hands s (already counted as lent) to waiter w, which leaves the queue. */
-static void
-hand_to(struct pk_pool *p, struct pk__waiter *w, struct pk__slot *s,
-        uint64_t now)
-{
-    bool check = pk__pool_slot_needs_check(p, s, now);
-
-    pk__pool_waiter_dequeue(p, w);
-    p->lent--; /* pk__pool_slot_lend counts it again */
-    pk__pool_slot_lend(p, s, now, w->file, w->line);
-    w->slot = s;
-    w->needs_check = check;
-    if (w->ticket)
-        pk__ticket_ready_locked(p, w);
-    else
-        pk__pool_wake_waiter_locked(p, w, PK__W_HANDED);
-}
-
-void
-pk__pool_serve_waiters_locked(struct pk_pool *p)
-{
-    uint64_t now;
-
-    if (p->paused || !p->wait_queue.head || !p->idle_list.head)
-        return;
-    now = p->needs_clock ? pk__pool_now(p) : 0;
-    while (p->wait_queue.head && p->idle_list.head) {
-        struct pk__slot *s = pk__pool_idle_pop_locked(p);
-        p->lent++;
-        hand_to(p, pk__waiter_of(p->wait_queue.head), s, now);
-    }
-}
-
-void
-pk__pool_wake_retry_locked(struct pk_pool *p)
-{
-    bool async = false;
-
-    for (struct pk__dnode *n = p->wait_queue.head; n; n = n->next) {
-        struct pk__waiter *w = pk__waiter_of(n);
-        uint32_t v = atomic_load_explicit(&w->park.word,
-                                          memory_order_relaxed);
-        if (w->ticket)
-            async = true;
-        else if (v == 0 || v == PK__PARK_SLEEPING)
-            pk__pool_wake_waiter_locked(p, w, PK__W_RETRY);
-    }
-    if (async)
-        pk__pool_bg_kick_locked(p);
-}
-
-/* Gives a slot that stopped being lent (release OK, create, check passed)
- * to the longest waiter, or makes it idle. */
-void
-pk__pool_deliver_locked(struct pk_pool *p, struct pk__slot *s,
-                        uint64_t now)
-{
-    s->idle_since_ns = now;
-    if (p->wait_queue.head && !p->paused) {
-        p->lent++;
-        hand_to(p, pk__waiter_of(p->wait_queue.head), s, now);
-        return;
-    }
-    pk__pool_idle_push_locked(p, s);
-}
-
-/* ---- the waiting acquire --------------------------------------------- */
 
 /* The lease out longest (with a time policy; else any lease), or NULL. */
 static const struct pk__slot *
@@ -188,7 +77,7 @@ waiter_step(struct pk_pool *p, struct pk__waiter *w, uint64_t deadline,
             /* Queue for the group's budget; it may retire another key's
              * idle resource for us. No pool lock across group calls. */
             pk__pool_unlock(p);
-            pk__group_steal(p->group, p);
+            pk__group_steal(p->group, p, pk__pool_retire_oldest_idle);
             pk__lock_acquire(&p->lock);
             if (w->slot)
                 return 1;
