@@ -122,9 +122,13 @@ PK_API int pk_future_cancel_requested(const pk_future *f);
 PK_API pk_future_state pk_future_state_get(const pk_future *f);
 
 /* Waits until the future finishes (done, failed or cancelled). Called in
- * a task of an executor's worker (the thread pool's), the wait runs queued
- * work meanwhile, and a wait that closes a cycle (a task waiting, through
- * others, on itself) returns PK_EDEADLK. In a child after fork() from
+ * a task of an executor's worker (the thread pool's), the wait runs the
+ * awaited task itself if it is a task of that pool not started yet, and
+ * otherwise runs queued work meanwhile, up to the executor's nesting
+ * bound (PK_THREADPOOL_NEST_MAX); a task waiting on its own future, or on
+ * that of a task it runs nested in, gets PK_EDEADLK at once. A cycle
+ * through tasks on other workers is not looked for: it waits until its
+ * timeout. In a child after fork() from
  * such a task, the thread is no worker: it waits as any thread does, so
  * it can wait on futures of pools made in the child (a future of the
  * parent's pools never finishes there).
@@ -140,8 +144,8 @@ PK_API int pk_future_wait_all(pk_future *const *fs, size_t n,
 
 /* Waits until at least one of n futures finishes; *index gets the lowest
  * index of a finished one. In a worker's task it helps as pk_future_wait
- * does, but looks for cycles only when n is 1 (with several, another may
- * still finish). Returns: 0, PK_ETIMEDOUT, PK_EAGAIN, PK_EDEADLK (n 1),
+ * does (running one of the awaited tasks if it can), but gives PK_EDEADLK
+ * only when n is 1 (with several, another may still finish). Returns: 0, PK_ETIMEDOUT, PK_EAGAIN, PK_EDEADLK (n 1),
  * PK_EINVAL, PK_ENOMEM. Threads: safe. */
 PK_API int pk_future_wait_any(pk_future *const *fs, size_t n, int timeout_ms,
                               size_t *index);

@@ -252,10 +252,9 @@ typedef void (*pk_ticket_fn)(void *arg, pk_pool_ticket *ticket);
  * with the last create's error replayed (at once: *ready = 1 when that is
  * already so in this call). When it is served, times out (timeout_ms; 0 =
  * acquire_timeout_ms) or fails, cb runs (if given) and the ticket's
- * eventfd becomes readable.
+ * eventfd, if pk_pool_ticket_fd made one, becomes readable.
  * Returns: 0, PK_EINVAL, PK_ENOMEM, PK_ESHUTDOWN, PK_EFORKED, PK_ECREATE
- * (it must wait, and the helper thread could not be started), or the
- * error of making the eventfd.
+ * (it must wait, and the helper thread could not be started).
  * Owner: *out returned owned (pk_pool_ticket_take or pk_pool_ticket_free).
  * Threads: safe. */
 PK_API int pk_pool_acquire_async_at(pk_pool *pool, pk_pool_ticket **out,
@@ -266,9 +265,12 @@ PK_API int pk_pool_acquire_async_at(pk_pool *pool, pk_pool_ticket **out,
     pk_pool_acquire_async_at((pool), (out), (timeout_ms), (cb), (arg),      \
                              (ready), __FILE__, __LINE__)
 
-/* The ticket's eventfd: readable once the ticket is ready. Do not close
- * it or read it. Returns: the descriptor, or PK_EINVAL.
- * Threads: safe. */
+/* The ticket's eventfd: readable once the ticket is ready. Made on the
+ * first call (a ticket used through its callback or by polling take costs
+ * no descriptor); later calls return the same one. Do not close it or
+ * read it: pk_pool_ticket_take and _free close it.
+ * Returns: the descriptor, PK_EINVAL, PK_ENOMEM, or -errno of eventfd()
+ * (-EMFILE: the process is out of descriptors). Threads: safe. */
 PK_API int pk_pool_ticket_fd(pk_pool_ticket *ticket);
 
 /* Takes the result of a ticket and frees the ticket. If the ticket's

@@ -42,7 +42,7 @@ struct pk_pool_ticket {
     struct pk_pool *pool;
     _Atomic int state;
     _Atomic int refs;
-    int efd;
+    _Atomic int efd;         /* -1 until pk_pool_ticket_fd asks for one */
     pk_ticket_fn cb;
     void *arg;
     _Atomic int cb_state;    /* CB_*, see above */
@@ -54,11 +54,32 @@ struct pk_pool_ticket {
 };
 
 static void
+close_fd(struct pk_pool_ticket *t)
+{
+    int fd = atomic_load_explicit(&t->efd, memory_order_relaxed);
+
+    if (fd >= 0)
+        close(fd);
+}
+
+/* Announces readiness on the eventfd if the owner asked for one. */
+static void
+signal_fd(struct pk_pool_ticket *t)
+{
+    int fd = atomic_load(&t->efd);
+    uint64_t one = 1;
+
+    /* An eventfd write fails only on counter overflow, which a write or
+     * two per ticket cannot cause. */
+    if (fd >= 0 && write(fd, &one, sizeof one) < 0)
+        return;
+}
+
+static void
 ticket_unref(struct pk_pool_ticket *t)
 {
     if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) == 1) {
-        if (t->efd >= 0)
-            close(t->efd);
+        close_fd(t);
         pk__free(t);
     }
 }
@@ -102,7 +123,8 @@ pk__ticket_ready_locked(struct pk_pool *p, struct pk__waiter *w)
      * take or free the ticket without the lock, and its reference may be
      * the last (stress_pool: a double free when READY came first). */
     push_notify(p, t);
-    atomic_store_explicit(&t->state, T_READY, memory_order_release);
+    /* seq_cst: pairs with pk_pool_ticket_fd making the eventfd late. */
+    atomic_store(&t->state, T_READY);
 }
 
 /* Runs t's callback unless take or free claimed it first. */
@@ -128,13 +150,9 @@ pk__ticket_notify_list(struct pk_pool_ticket *t)
 {
     while (t) {
         struct pk_pool_ticket *next = t->notify_next;
-        uint64_t one = 1;
         if (t->cb)
             run_callback(t);
-        if (write(t->efd, &one, sizeof one) < 0) {
-            /* An eventfd write fails only on counter overflow, which a
-             * single write per ticket cannot cause. */
-        }
+        signal_fd(t);
         ticket_unref(t);
         t = next;
     }
@@ -180,12 +198,7 @@ ticket_new(struct pk_pool_ticket **out, struct pk_pool *p, int timeout_ms,
 
     if (!t)
         return PK_ENOMEM;
-    t->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (t->efd < 0) {
-        int e = errno;
-        pk__free(t);
-        return e == ENOMEM ? PK_ENOMEM : -e;
-    }
+    atomic_init(&t->efd, -1);
     atomic_init(&t->refs, 1);
     atomic_init(&t->state, T_PENDING);
     atomic_init(&t->cb_state, CB_NONE);
@@ -221,13 +234,9 @@ static int
 ready_at_once(struct pk_pool *p, struct pk_pool_ticket *t,
               pk_pool_ticket **out, int *ready)
 {
-    uint64_t one = 1;
-
-    atomic_store_explicit(&t->state, T_READY, memory_order_relaxed);
+    atomic_store(&t->state, T_READY); /* seq_cst: see signal_fd */
     pk__pool_unlock(p);
-    if (write(t->efd, &one, sizeof one) < 0) {
-        /* cannot overflow: see pk__ticket_notify_list */
-    }
+    signal_fd(t);
     if (ready)
         *ready = 1;
     *out = t;
@@ -308,10 +317,35 @@ pk_pool_acquire_async_at(pk_pool *p, pk_pool_ticket **out, int timeout_ms,
     return 0;
 }
 
+/* Made on the first call, so a ticket that is only polled or called back
+ * costs no descriptor. The ticket may turn ready meanwhile: the store of
+ * the descriptor and the load of the state here, and the store of the
+ * state and the load of the descriptor in signal_fd, are seq_cst, so one
+ * side sees the other and the eventfd is written (perhaps twice:
+ * readable either way). */
 int
 pk_pool_ticket_fd(pk_pool_ticket *t)
 {
-    return t ? t->efd : PK_EINVAL;
+    int fd, none = -1;
+    uint64_t one = 1;
+
+    if (!t)
+        return PK_EINVAL;
+    fd = atomic_load(&t->efd);
+    if (fd >= 0)
+        return fd;
+    fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (fd < 0)
+        return errno == ENOMEM ? PK_ENOMEM : -errno;
+    if (!atomic_compare_exchange_strong(&t->efd, &none, fd)) {
+        close(fd); /* another caller made it first */
+        return none;
+    }
+    if (atomic_load(&t->state) != T_PENDING &&
+        write(fd, &one, sizeof one) < 0) {
+        /* cannot overflow: one write per side */
+    }
+    return fd;
 }
 
 /* Fills lease (or err) from a ticket the caller claimed. */
@@ -363,8 +397,7 @@ pk_pool_ticket_take(pk_pool_ticket *t, pk_lease *lease, pk_error *err)
 static void
 free_in_child(struct pk_pool_ticket *t)
 {
-    if (t->efd >= 0)
-        close(t->efd);
+    close_fd(t);
     pk__free(t);
 }
 

@@ -12,6 +12,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <dirent.h>
+
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -720,6 +722,61 @@ test_async_callback_never_runs_after_take_or_free_stress(void **state)
     free(reqs);
 }
 
+/* Open descriptors of this process. */
+static int
+open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+
+    assert_non_null(d);
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n;
+}
+
+/* A ticket makes its eventfd only when asked (issue 10): a ticket that is
+ * only taken costs no descriptor, one asked for after it turned ready
+ * gets a readable one, asking twice gives the same, and take closes it. */
+static void
+test_async_ticket_makes_its_eventfd_only_when_asked(void **state)
+{
+    pk_pool_options o;
+    pk_pool *p;
+    pk_pool_ticket *t;
+    pk_lease l, held;
+    int ready = 0, fd, before;
+
+    (void)state;
+    ph_options(&o, &ctx, NULL);
+    o.max_size = 1;
+    p = ph_new_pool(&o);
+    ph_take(p, &held);
+    before = open_fds();
+    assert_int_equal(pk_pool_acquire_async(p, &t, LONG_MS, NULL, NULL,
+                                           &ready), 0);
+    assert_int_equal(ready, 0);
+    assert_int_equal(open_fds(), before); /* none yet */
+    ph_give(p, &held);                     /* the ticket is served */
+    fd = pk_pool_ticket_fd(t);             /* asked for late */
+    assert_true(fd >= 0);
+    assert_int_equal(pk_pool_ticket_fd(t), fd);
+    assert_int_equal(open_fds(), before + 1);
+    assert_true(ph_fd_readable(fd, LONG_MS));
+    assert_int_equal(pk_pool_ticket_take(t, &l, NULL), 0);
+    assert_int_equal(open_fds(), before); /* closed with the ticket */
+    ph_give(p, &l);
+    /* Never asked: no descriptor ever. */
+    assert_int_equal(pk_pool_acquire_async(p, &t, LONG_MS, NULL, NULL,
+                                           &ready), 0);
+    assert_int_equal(ready, 1);
+    assert_int_equal(open_fds(), before);
+    assert_int_equal(pk_pool_ticket_take(t, &l, NULL), 0);
+    ph_give(p, &l);
+    pk_pool_destroy(p);
+}
+
 #define T(f) \
     cmocka_unit_test_prestate_setup_teardown(f, ph_setup, ph_teardown, &fx)
 
@@ -730,6 +787,7 @@ main(void)
         T(test_async_functions_reject_invalid_arguments),
         T(test_async_acquire_on_closed_pool_returns_eshutdown),
         T(test_async_acquire_is_ready_at_once_when_idle),
+        T(test_async_ticket_makes_its_eventfd_only_when_asked),
         T(test_async_ticket_becomes_ready_when_another_thread_releases),
         T(test_async_create_runs_on_helper_thread_not_caller),
         T(test_async_create_runs_inside_maintain_when_manual),
