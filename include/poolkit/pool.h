@@ -129,14 +129,25 @@ typedef struct pk_pool_options {
  * Returns: 0, PK_EINVAL. Owner: opts borrowed. Threads: safe. */
 PK_API int pk_pool_options_init(pk_pool_options *opts);
 
+/* Checks options as pk_pool_create does, and says what is wrong: err
+ * (may be NULL) names the field and the rule it breaks ("pk_pool_options:
+ * min_idle (9) is above max_size (8)"); on success err is cleared. The
+ * rules: create is set; order and flags are enum values; min_size and
+ * min_idle are at most max_size (8 when 0); every time is 0, positive,
+ * PK_NEVER or PK_ALWAYS, but maintain_interval_ms is 0 or positive and
+ * lifetime_jitter_ms is 0 or positive and at most max_lifetime_ms.
+ * Returns: 0, PK_EINVAL. Owner: borrows both. Threads: safe. */
+PK_API int pk_pool_options_check(const pk_pool_options *opts, pk_error *err);
+
 /* Makes a pool. Resources are created lazily, except that min_size and
  * min_idle are filled on the creating thread before return (a failed
  * create there is not an error: maintenance retries it). A min_size or
  * min_idle starts the maintenance thread (unless
  * PK_POOL_MANUAL_MAINTENANCE), which keeps the pool at its floor.
- * Returns: 0, PK_EINVAL (no create hook, min_idle or min_size above
- * max_size, a bad time, order or flag), PK_ENOMEM, PK_EFORKED, PK_ECREATE
- * (the maintenance thread a policy needs could not be started).
+ * pk_pool_options_check says why it returns PK_EINVAL.
+ * Returns: 0, PK_EINVAL (see pk_pool_options_check), PK_ENOMEM,
+ * PK_EFORKED, PK_ECREATE (the maintenance thread a policy needs could not
+ * be started).
  * Owner: *out returned owned (pk_pool_destroy); opts borrowed.
  * Threads: safe. */
 PK_API int pk_pool_create(pk_pool **out, const pk_pool_options *opts);
