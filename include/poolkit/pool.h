@@ -24,7 +24,15 @@
  *   PK_EVENT_TIMEOUT        an acquire or an async ticket timed out
  *   PK_EVENT_HELD_TOO_LONG  a lease is out longer than held_too_long_ms
  *                           (ev.file, ev.line: its acquire site)
- *   PK_EVENT_DETACHED       a resource was released with DETACH */
+ *   PK_EVENT_DETACHED       a resource was released with DETACH
+ *   PK_EVENT_LEASE_OUT_AT_CLOSE  a lease was still out when pk_pool_close
+ *                           stopped waiting, or at pk_pool_destroy
+ *                           (ev.file, ev.line: its acquire site;
+ *                           ev.duration_ns: how long it has been out, 0
+ *                           if the pool reads no clock; ev.resource
+ *                           identifies it only: its holder may release
+ *                           it meanwhile). Without a hook, one stderr
+ *                           line instead (see pk_pool_close). */
 #ifndef POOLKIT_POOL_H
 #define POOLKIT_POOL_H
 
@@ -57,7 +65,11 @@ enum pk_pool_flags {
     PK_POOL_MANUAL_MAINTENANCE = 1u << 0,
     /* A broken release or a failed check says nothing about the other
      * resources: do not bump the generation (worker threads, say). */
-    PK_POOL_NO_GENERATION_BUMP = 1u << 1
+    PK_POOL_NO_GENERATION_BUMP = 1u << 1,
+    /* Leases out at close are expected (a pool module's own threads hold
+     * them, as the thread pool's busy workers do): pk_pool_close and
+     * pk_pool_destroy do not report them (PK_EVENT_LEASE_OUT_AT_CLOSE). */
+    PK_POOL_QUIET_CLOSE = 1u << 2
 };
 
 /* Zero in any field means its documented default; (pk_pool_options){
@@ -337,14 +349,21 @@ PK_API int pk_pool_evict_all(pk_pool *pool);
 
 /* Stops lending: waiters and pending tickets get PK_ESHUTDOWN, idle
  * resources are destroyed, and the call waits up to timeout_ms for lent
- * ones to come back (each is destroyed on release).
+ * ones to come back (each is destroyed on release). Each lease still out
+ * when it stops waiting is reported once (not again by a later close or
+ * destroy): PK_EVENT_LEASE_OUT_AT_CLOSE with its acquire site, or with no
+ * event hook one rate-limited stderr line ("poolkit: a lease was still
+ * out at close, acquired at app.c:12, out for 1500 ms"; the time only if
+ * the pool reads a clock; POOLKIT_LOG=off silences it, future.h). Not with
+ * PK_POOL_QUIET_CLOSE.
  * Returns: 0 (all back), PK_ETIMEDOUT (some still out; they are destroyed
  * when released), PK_EINVAL, PK_EFORKED. Calling it again is allowed.
- * Threads: safe. */
+ * Threads: safe; the event hook runs on this thread, no lock held. */
 PK_API int pk_pool_close(pk_pool *pool, int timeout_ms);
 
-/* Closes (without waiting) and frees the handle; memory a lease still
- * points at lives until that lease is released. In a child after fork(),
+/* Closes (without waiting, so each lease still out is reported as
+ * pk_pool_close says) and frees the handle; memory a lease still points
+ * at lives until that lease is released. In a child after fork(),
  * it calls only forget_in_child, on the idle resources; a lent one is
  * forgotten when its lease comes back (pk_pool_release), and the memory
  * is freed with the last one (a lease held by a thread that did not

@@ -133,7 +133,8 @@ pk_pool_options_check(const pk_pool_options *o, pk_error *err)
         return bad(err, "order (%d) is not PK_POOL_LIFO or PK_POOL_FIFO",
                    o->order);
     if (o->flags & ~(unsigned)(PK_POOL_MANUAL_MAINTENANCE |
-                               PK_POOL_NO_GENERATION_BUMP))
+                               PK_POOL_NO_GENERATION_BUMP |
+                               PK_POOL_QUIET_CLOSE))
         return bad(err, "flags (0x%x) has bits that are not an enum "
                    "pk_pool_flags value", o->flags);
     if (o->min_size > max)

@@ -45,6 +45,7 @@ struct pk__slot {
     void *res;
     int state;
     bool held_reported;
+    bool out_reported;            /* still out at close: reported */
     /* Names one lease: bumped at each lend and each release (and when the
      * slot goes back to the free list), so a lease whose ticket no longer
      * matches is stale. */

@@ -107,7 +107,10 @@ start_workers(struct pk_threadpool *tp, const pk_threadpool_options *o)
      * retried: a try is cheap. */
     po.backoff_initial_ms = 1;
     po.max_backoff_ms = 100;
-    po.flags = PK_POOL_NO_GENERATION_BUMP | PK_POOL_MANUAL_MAINTENANCE;
+    /* A busy worker holds its lease: one still out when destroy closes
+     * the core is no leak. */
+    po.flags = PK_POOL_NO_GENERATION_BUMP | PK_POOL_MANUAL_MAINTENANCE |
+               PK_POOL_QUIET_CLOSE;
     po.event = o->event;
     po.event_user = o->event_user;
     return pk_pool_create(&tp->workers, &po);
