@@ -72,6 +72,13 @@ enum pk_pool_flags {
     PK_POOL_QUIET_CLOSE = 1u << 2
 };
 
+/* min_size, min_idle, max_size and max_creating, at most (PK_EINVAL
+ * above, in the options and in pk_pool_resize): far beyond any real pool,
+ * and small enough that the pool's arithmetic on counts never wraps. The
+ * same as PK_THREADPOOL_THREADS_MAX, so a thread pool's counts always
+ * fit. */
+#define PK_POOL_SIZE_MAX ((size_t)1 << 20)
+
 /* Zero in any field means its documented default; (pk_pool_options){
  * .create = f } is complete. Options are read by pk_pool_create only;
  * strings and the struct itself are not kept. */
@@ -98,11 +105,12 @@ typedef struct pk_pool_options {
     uint64_t (*clock)(void *clock_user);
     void *clock_user;
 
-    /* Sizes. All may change later with pk_pool_resize(). */
+    /* Sizes, each at most PK_POOL_SIZE_MAX. The first three may change
+     * later with pk_pool_resize(), where 0 means the same. */
     size_t min_size;     /* population floor, never trimmed below; default 0 */
     size_t min_idle;     /* idle kept on top of those lent; default 0 */
-    size_t max_size;     /* default 8 */
-    size_t max_creating; /* creates running at once; default 2 */
+    size_t max_size;     /* default (0) 8 */
+    size_t max_creating; /* creates running at once; default (0) 2 */
 
     /* Times in ms (0 = default, PK_NEVER = off, PK_ALWAYS = zero). */
     int acquire_timeout_ms; /* deadline of pk_pool_acquire_async when it is
@@ -144,8 +152,9 @@ PK_API int pk_pool_options_init(pk_pool_options *opts);
 /* Checks options as pk_pool_create does, and says what is wrong: err
  * (may be NULL) names the field and the rule it breaks ("pk_pool_options:
  * min_idle (9) is above max_size (8)"); on success err is cleared. The
- * rules: create is set; order and flags are enum values; min_size and
- * min_idle are at most max_size (8 when 0); every time is 0, positive,
+ * rules: create is set; order and flags are enum values; the four sizes
+ * are at most PK_POOL_SIZE_MAX; min_size and min_idle are at most
+ * max_size (8 when 0); every time is 0, positive,
  * PK_NEVER or PK_ALWAYS, but maintain_interval_ms is 0 or positive and
  * lifetime_jitter_ms is 0 or positive and at most max_lifetime_ms.
  * Returns: 0, PK_EINVAL. Owner: borrows both. Threads: safe. */
@@ -328,10 +337,13 @@ PK_API void pk_pool_ticket_free(pk_pool_ticket *ticket);
  * Returns: 0, PK_EINVAL, PK_ESHUTDOWN, PK_EFORKED. Threads: safe. */
 PK_API int pk_pool_maintain(pk_pool *pool);
 
-/* Changes the sizes while the pool runs. A smaller max_size retires idle
- * resources at once and lent ones as they come back.
- * Returns: 0, PK_EINVAL (min_idle or min_size above max_size, max_size 0),
- * PK_ESHUTDOWN, PK_EFORKED. Threads: safe. */
+/* Changes the sizes while the pool runs, with the options' meaning:
+ * max_size 0 is the default, 8 (as at create); min_size and min_idle 0
+ * are none. A smaller max_size retires idle resources at once and lent
+ * ones as they come back.
+ * Returns: 0, PK_EINVAL (a size above PK_POOL_SIZE_MAX, min_idle or
+ * min_size above max_size: nothing changes), PK_ESHUTDOWN, PK_EFORKED.
+ * Threads: safe. */
 PK_API int pk_pool_resize(pk_pool *pool, size_t min_size, size_t min_idle,
                           size_t max_size);
 

@@ -36,7 +36,7 @@ pk_pool_options_init(pk_pool_options *o)
     if (!o)
         return PK_EINVAL;
     memset(o, 0, sizeof *o);
-    o->max_size = 8;
+    o->max_size = PK__POOL_DEFAULT_MAX_SIZE;
     o->max_creating = 2;
     o->acquire_timeout_ms = 30000;
     o->idle_timeout_ms = PK_NEVER;
@@ -122,7 +122,7 @@ check_times(const pk_pool_options *o, pk_error *err)
 int
 pk_pool_options_check(const pk_pool_options *o, pk_error *err)
 {
-    size_t max = o && o->max_size ? o->max_size : 8;
+    size_t max = o && o->max_size ? o->max_size : PK__POOL_DEFAULT_MAX_SIZE;
     const char *dflt = o && o->max_size ? "" : ", the default";
 
     if (!o)
@@ -137,6 +137,18 @@ pk_pool_options_check(const pk_pool_options *o, pk_error *err)
                                PK_POOL_QUIET_CLOSE))
         return bad(err, "flags (0x%x) has bits that are not an enum "
                    "pk_pool_flags value", o->flags);
+    if (o->max_size > PK_POOL_SIZE_MAX)
+        return bad(err, "max_size (%zu) is above PK_POOL_SIZE_MAX (%zu)",
+                   o->max_size, PK_POOL_SIZE_MAX);
+    if (o->min_size > PK_POOL_SIZE_MAX)
+        return bad(err, "min_size (%zu) is above PK_POOL_SIZE_MAX (%zu)",
+                   o->min_size, PK_POOL_SIZE_MAX);
+    if (o->min_idle > PK_POOL_SIZE_MAX)
+        return bad(err, "min_idle (%zu) is above PK_POOL_SIZE_MAX (%zu)",
+                   o->min_idle, PK_POOL_SIZE_MAX);
+    if (o->max_creating > PK_POOL_SIZE_MAX)
+        return bad(err, "max_creating (%zu) is above PK_POOL_SIZE_MAX "
+                   "(%zu)", o->max_creating, PK_POOL_SIZE_MAX);
     if (o->min_size > max)
         return bad(err, "min_size (%zu) is above max_size (%zu%s)",
                    o->min_size, max, dflt);
@@ -198,7 +210,7 @@ copy_options(struct pk_pool *p, const pk_pool_options *o)
     p->clock_user = o->clock_user;
     p->min_size = o->min_size;
     p->min_idle = o->min_idle;
-    p->max_size = o->max_size ? o->max_size : 8;
+    p->max_size = o->max_size ? o->max_size : PK__POOL_DEFAULT_MAX_SIZE;
     p->max_creating = o->max_creating ? o->max_creating : 2;
     p->max_uses = o->max_uses;
     p->order = o->order;

@@ -19,6 +19,8 @@
 #include "../kit/sync.h"
 
 #define PK__POOL_MAGIC 0x706f6f6cu /* "pool" */
+/* max_size 0 means this, at create and in pk_pool_resize (pool.h). */
+#define PK__POOL_DEFAULT_MAX_SIZE 8
 
 /* Slot states. A slot struct outlives its resource: it goes back to the
  * pool's free list and is freed only with the pool, so a stale lease never

@@ -379,7 +379,10 @@ pk_pool_resize(pk_pool *p, size_t min_size, size_t min_idle, size_t max_size)
 {
     int rc;
 
-    if (max_size == 0 || min_size > max_size || min_idle > max_size)
+    if (max_size == 0)
+        max_size = PK__POOL_DEFAULT_MAX_SIZE; /* as at create */
+    if (max_size > PK_POOL_SIZE_MAX || min_size > max_size ||
+        min_idle > max_size)
         return PK_EINVAL;
     rc = enter(p);
     if (rc)

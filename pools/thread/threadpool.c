@@ -17,6 +17,11 @@
 
 /* ---- create / destroy ------------------------------------------------- */
 
+/* min_threads and max_threads go to the core's pk_pool_create and
+ * pk_pool_resize as sizes. */
+_Static_assert(PK_THREADPOOL_THREADS_MAX <= PK_POOL_SIZE_MAX,
+               "thread counts fit the core's bound");
+
 static size_t
 cpu_count(void)
 {

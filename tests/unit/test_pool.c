@@ -249,12 +249,49 @@ test_resize_rejects_invalid_sizes(void **state)
     ph_options(&o, &ctx, NULL);
     p = ph_new_pool(&o);
     assert_int_equal(pk_pool_resize(NULL, 0, 0, 4), PK_EINVAL);
-    assert_int_equal(pk_pool_resize(p, 0, 0, 0), PK_EINVAL);
     assert_int_equal(pk_pool_resize(p, 5, 0, 4), PK_EINVAL);
     assert_int_equal(pk_pool_resize(p, 0, 5, 4), PK_EINVAL);
     assert_int_equal(ph_stats(p).max_size, 8); /* unchanged */
     assert_int_equal(pk_pool_resize(p, 1, 1, 4), 0);
     assert_int_equal(ph_stats(p).max_size, 4);
+    pk_pool_destroy(p);
+}
+
+/* The sizes have one bound, PK_POOL_SIZE_MAX, at create and in resize
+ * (SIZE_MAX is refused, not "no limit"); max_size 0 means the default 8
+ * in both. */
+static void
+test_sizes_are_bounded_and_zero_is_the_default_in_resize(void **state)
+{
+    pk_pool_options o;
+    pk_pool *p;
+
+    (void)state;
+    ph_options(&o, &ctx, NULL);
+    o.max_size = 4;
+    p = ph_new_pool(&o);
+    assert_int_equal(pk_pool_resize(p, 0, 0, SIZE_MAX), PK_EINVAL);
+    assert_int_equal(pk_pool_resize(p, 0, 0, PK_POOL_SIZE_MAX + 1),
+                     PK_EINVAL);
+    assert_int_equal(pk_pool_resize(p, PK_POOL_SIZE_MAX + 1, 0, SIZE_MAX),
+                     PK_EINVAL);
+    assert_int_equal(ph_stats(p).max_size, 4); /* unchanged */
+    assert_int_equal(pk_pool_resize(p, 0, 0, PK_POOL_SIZE_MAX), 0);
+    assert_int_equal(ph_stats(p).max_size, PK_POOL_SIZE_MAX);
+    /* 0: the default, as at create; a floor above it is refused. */
+    assert_int_equal(pk_pool_resize(p, 0, 0, 0), 0);
+    assert_int_equal(ph_stats(p).max_size, 8);
+    assert_int_equal(pk_pool_resize(p, 9, 0, 0), PK_EINVAL);
+    assert_int_equal(pk_pool_resize(p, 0, 9, 0), PK_EINVAL);
+    assert_int_equal(pk_pool_resize(p, 8, 8, 0), 0);
+    assert_int_equal(ph_stats(p).max_size, 8);
+    pk_pool_destroy(p);
+
+    o.max_size = SIZE_MAX;
+    assert_int_equal(pk_pool_create(&p, &o), PK_EINVAL);
+    o.max_size = PK_POOL_SIZE_MAX;
+    p = ph_new_pool(&o);
+    assert_int_equal(ph_stats(p).max_size, PK_POOL_SIZE_MAX);
     pk_pool_destroy(p);
 }
 
@@ -1895,6 +1932,7 @@ main(void)
         T(test_wait_percentiles_reflect_waits),
         T(test_lease_info_reports_age_idle_uses_generation_site),
         T(test_close_with_lent_times_out_and_destroys_on_release),
+        T(test_sizes_are_bounded_and_zero_is_the_default_in_resize),
         T(test_close_reports_each_lease_out_to_the_hook),
         T(test_destroy_reports_lease_out_without_a_clock),
         T(test_close_wakes_waiters_with_eshutdown),

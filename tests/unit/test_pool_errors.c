@@ -116,6 +116,18 @@ test_options_check_names_the_field(void **state)
         { C(.lifetime_jitter_ms = -1), "lifetime_jitter_ms (-1)" },
         { C(.max_lifetime_ms = 100, .lifetime_jitter_ms = 200),
           "lifetime_jitter_ms (200) is above max_lifetime_ms (100)" },
+        /* The sizes' bound: SIZE_MAX is no "no limit". */
+        { C(.max_size = SIZE_MAX), "max_size (18446744073709551615) is "
+                                   "above PK_POOL_SIZE_MAX (1048576)" },
+        { C(.max_size = PK_POOL_SIZE_MAX + 1), "max_size (1048577)" },
+        { C(.min_size = PK_POOL_SIZE_MAX + 1, .max_size = SIZE_MAX),
+          "max_size" },
+        { C(.min_size = PK_POOL_SIZE_MAX + 1), "min_size (1048577) is "
+                                               "above PK_POOL_SIZE_MAX" },
+        { C(.min_idle = PK_POOL_SIZE_MAX + 1), "min_idle (1048577) is "
+                                               "above PK_POOL_SIZE_MAX" },
+        { C(.max_creating = PK_POOL_SIZE_MAX + 1),
+          "max_creating (1048577) is above PK_POOL_SIZE_MAX" },
     };
 #undef C
     pk_pool_options good;
@@ -149,6 +161,10 @@ test_options_check_names_the_field(void **state)
     assert_string_equal(err.msg, "");
     memset(&good, 0, sizeof good);
     good.create = dummy_create;
+    assert_int_equal(pk_pool_options_check(&good, NULL), 0);
+    /* The bound itself is allowed, for every size. */
+    good.min_size = good.min_idle = good.max_size = good.max_creating =
+        PK_POOL_SIZE_MAX;
     assert_int_equal(pk_pool_options_check(&good, NULL), 0);
     assert_int_equal(atomic_load(&ctx.create_calls), 0);
 }
