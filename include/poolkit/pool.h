@@ -24,7 +24,15 @@
  *   PK_EVENT_TIMEOUT        an acquire or an async ticket timed out
  *   PK_EVENT_HELD_TOO_LONG  a lease is out longer than held_too_long_ms
  *                           (ev.file, ev.line: its acquire site)
- *   PK_EVENT_DETACHED       a resource was released with DETACH */
+ *   PK_EVENT_DETACHED       a resource was released with DETACH
+ *   PK_EVENT_LEASE_OUT_AT_CLOSE  a lease was still out when pk_pool_close
+ *                           stopped waiting, or at pk_pool_destroy
+ *                           (ev.file, ev.line: its acquire site;
+ *                           ev.duration_ns: how long it has been out, 0
+ *                           if the pool reads no clock; ev.resource
+ *                           identifies it only: its holder may release
+ *                           it meanwhile). Without a hook, one stderr
+ *                           line instead (see pk_pool_close). */
 #ifndef POOLKIT_POOL_H
 #define POOLKIT_POOL_H
 
@@ -57,8 +65,19 @@ enum pk_pool_flags {
     PK_POOL_MANUAL_MAINTENANCE = 1u << 0,
     /* A broken release or a failed check says nothing about the other
      * resources: do not bump the generation (worker threads, say). */
-    PK_POOL_NO_GENERATION_BUMP = 1u << 1
+    PK_POOL_NO_GENERATION_BUMP = 1u << 1,
+    /* Leases out at close are expected (a pool module's own threads hold
+     * them, as the thread pool's busy workers do): pk_pool_close and
+     * pk_pool_destroy do not report them (PK_EVENT_LEASE_OUT_AT_CLOSE). */
+    PK_POOL_QUIET_CLOSE = 1u << 2
 };
+
+/* min_size, min_idle, max_size and max_creating, at most (PK_EINVAL
+ * above, in the options and in pk_pool_resize): far beyond any real pool,
+ * and small enough that the pool's arithmetic on counts never wraps. The
+ * same as PK_THREADPOOL_THREADS_MAX, so a thread pool's counts always
+ * fit. */
+#define PK_POOL_SIZE_MAX ((size_t)1 << 20)
 
 /* Zero in any field means its documented default; (pk_pool_options){
  * .create = f } is complete. Options are read by pk_pool_create only;
@@ -86,11 +105,12 @@ typedef struct pk_pool_options {
     uint64_t (*clock)(void *clock_user);
     void *clock_user;
 
-    /* Sizes. All may change later with pk_pool_resize(). */
+    /* Sizes, each at most PK_POOL_SIZE_MAX. The first three may change
+     * later with pk_pool_resize(), where 0 means the same. */
     size_t min_size;     /* population floor, never trimmed below; default 0 */
     size_t min_idle;     /* idle kept on top of those lent; default 0 */
-    size_t max_size;     /* default 8 */
-    size_t max_creating; /* creates running at once; default 2 */
+    size_t max_size;     /* default (0) 8 */
+    size_t max_creating; /* creates running at once; default (0) 2 */
 
     /* Times in ms (0 = default, PK_NEVER = off, PK_ALWAYS = zero). */
     int acquire_timeout_ms; /* deadline of pk_pool_acquire_async when it is
@@ -129,14 +149,26 @@ typedef struct pk_pool_options {
  * Returns: 0, PK_EINVAL. Owner: opts borrowed. Threads: safe. */
 PK_API int pk_pool_options_init(pk_pool_options *opts);
 
+/* Checks options as pk_pool_create does, and says what is wrong: err
+ * (may be NULL) names the field and the rule it breaks ("pk_pool_options:
+ * min_idle (9) is above max_size (8)"); on success err is cleared. The
+ * rules: create is set; order and flags are enum values; the four sizes
+ * are at most PK_POOL_SIZE_MAX; min_size and min_idle are at most
+ * max_size (8 when 0); every time is 0, positive,
+ * PK_NEVER or PK_ALWAYS, but maintain_interval_ms is 0 or positive and
+ * lifetime_jitter_ms is 0 or positive and at most max_lifetime_ms.
+ * Returns: 0, PK_EINVAL. Owner: borrows both. Threads: safe. */
+PK_API int pk_pool_options_check(const pk_pool_options *opts, pk_error *err);
+
 /* Makes a pool. Resources are created lazily, except that min_size and
  * min_idle are filled on the creating thread before return (a failed
  * create there is not an error: maintenance retries it). A min_size or
  * min_idle starts the maintenance thread (unless
  * PK_POOL_MANUAL_MAINTENANCE), which keeps the pool at its floor.
- * Returns: 0, PK_EINVAL (no create hook, min_idle or min_size above
- * max_size, a bad time, order or flag), PK_ENOMEM, PK_EFORKED, PK_ECREATE
- * (the maintenance thread a policy needs could not be started).
+ * pk_pool_options_check says why it returns PK_EINVAL.
+ * Returns: 0, PK_EINVAL (see pk_pool_options_check), PK_ENOMEM,
+ * PK_EFORKED, PK_ECREATE (the maintenance thread a policy needs could not
+ * be started).
  * Owner: *out returned owned (pk_pool_destroy); opts borrowed.
  * Threads: safe. */
 PK_API int pk_pool_create(pk_pool **out, const pk_pool_options *opts);
@@ -307,10 +339,13 @@ PK_API void pk_pool_ticket_free(pk_pool_ticket *ticket);
  * Returns: 0, PK_EINVAL, PK_ESHUTDOWN, PK_EFORKED. Threads: safe. */
 PK_API int pk_pool_maintain(pk_pool *pool);
 
-/* Changes the sizes while the pool runs. A smaller max_size retires idle
- * resources at once and lent ones as they come back.
- * Returns: 0, PK_EINVAL (min_idle or min_size above max_size, max_size 0),
- * PK_ESHUTDOWN, PK_EFORKED. Threads: safe. */
+/* Changes the sizes while the pool runs, with the options' meaning:
+ * max_size 0 is the default, 8 (as at create); min_size and min_idle 0
+ * are none. A smaller max_size retires idle resources at once and lent
+ * ones as they come back.
+ * Returns: 0, PK_EINVAL (a size above PK_POOL_SIZE_MAX, min_idle or
+ * min_size above max_size: nothing changes), PK_ESHUTDOWN, PK_EFORKED.
+ * Threads: safe. */
 PK_API int pk_pool_resize(pk_pool *pool, size_t min_size, size_t min_idle,
                           size_t max_size);
 
@@ -328,14 +363,21 @@ PK_API int pk_pool_evict_all(pk_pool *pool);
 
 /* Stops lending: waiters and pending tickets get PK_ESHUTDOWN, idle
  * resources are destroyed, and the call waits up to timeout_ms for lent
- * ones to come back (each is destroyed on release).
+ * ones to come back (each is destroyed on release). Each lease still out
+ * when it stops waiting is reported once (not again by a later close or
+ * destroy): PK_EVENT_LEASE_OUT_AT_CLOSE with its acquire site, or with no
+ * event hook one rate-limited stderr line ("poolkit: a lease was still
+ * out at close, acquired at app.c:12, out for 1500 ms"; the time only if
+ * the pool reads a clock; POOLKIT_LOG=off silences it, future.h). Not with
+ * PK_POOL_QUIET_CLOSE.
  * Returns: 0 (all back), PK_ETIMEDOUT (some still out; they are destroyed
  * when released), PK_EINVAL, PK_EFORKED. Calling it again is allowed.
- * Threads: safe. */
+ * Threads: safe; the event hook runs on this thread, no lock held. */
 PK_API int pk_pool_close(pk_pool *pool, int timeout_ms);
 
-/* Closes (without waiting) and frees the handle; memory a lease still
- * points at lives until that lease is released. In a child after fork(),
+/* Closes (without waiting, so each lease still out is reported as
+ * pk_pool_close says) and frees the handle; memory a lease still points
+ * at lives until that lease is released. In a child after fork(),
  * it calls only forget_in_child, on the idle resources; a lent one is
  * forgotten when its lease comes back (pk_pool_release), and the memory
  * is freed with the last one (a lease held by a thread that did not

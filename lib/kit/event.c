@@ -26,6 +26,8 @@ pk_event_name(int kind)
         return "worker_died";
     case PK_EVENT_SLOW_TASK:
         return "slow_task";
+    case PK_EVENT_LEASE_OUT_AT_CLOSE:
+        return "lease_out_at_close";
     default:
         return "unknown";
     }

@@ -16,6 +16,8 @@
  * p->ops, set here at create. */
 #include "pool_int.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "../kit/alloc.h"
@@ -34,7 +36,7 @@ pk_pool_options_init(pk_pool_options *o)
     if (!o)
         return PK_EINVAL;
     memset(o, 0, sizeof *o);
-    o->max_size = 8;
+    o->max_size = PK__POOL_DEFAULT_MAX_SIZE;
     o->max_creating = 2;
     o->acquire_timeout_ms = 30000;
     o->idle_timeout_ms = PK_NEVER;
@@ -50,36 +52,136 @@ pk_pool_options_init(pk_pool_options *o)
 }
 
 static int
+bad(pk_error *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Fills err with "pk_pool_options: " and the rule broken; PK_EINVAL. */
+static int
+bad(pk_error *err, const char *fmt, ...)
+{
+    char why[PK_ERROR_MSG_SIZE];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    return pk_error_set(err, PK_EINVAL, 0, "pk_pool_options: %s", why);
+}
+
+/* A time option: 0 (default), positive, PK_NEVER or PK_ALWAYS. */
+static int
+check_ms(pk_error *err, const char *name, int ms)
+{
+    if (ms < 0 && ms != PK_NEVER && ms != PK_ALWAYS)
+        return bad(err, "%s (%d) is negative but not PK_NEVER or "
+                   "PK_ALWAYS", name, ms);
+    return 0;
+}
+
+static int
+check_times(const pk_pool_options *o, pk_error *err)
+{
+    static const size_t off[] = {
+#define PK__MS(f) offsetof(pk_pool_options, f)
+        PK__MS(acquire_timeout_ms), PK__MS(idle_timeout_ms),
+        PK__MS(max_lifetime_ms), PK__MS(check_after_ms),
+        PK__MS(check_interval_ms), PK__MS(held_too_long_ms),
+        PK__MS(maintain_interval_ms), PK__MS(backoff_initial_ms),
+        PK__MS(max_backoff_ms), PK__MS(max_backoff_waiting_ms),
+#undef PK__MS
+    };
+    static const char *const name[] = {
+        "acquire_timeout_ms", "idle_timeout_ms", "max_lifetime_ms",
+        "check_after_ms", "check_interval_ms", "held_too_long_ms",
+        "maintain_interval_ms", "backoff_initial_ms", "max_backoff_ms",
+        "max_backoff_waiting_ms",
+    };
+    int life = o->max_lifetime_ms ? o->max_lifetime_ms : PK_NEVER;
+
+    for (size_t i = 0; i < sizeof off / sizeof off[0]; i++) {
+        int ms;
+        memcpy(&ms, (const char *)o + off[i], sizeof ms);
+        if (check_ms(err, name[i], ms))
+            return PK_EINVAL;
+    }
+    if (o->maintain_interval_ms == PK_NEVER ||
+        o->maintain_interval_ms == PK_ALWAYS)
+        return bad(err, "maintain_interval_ms (%d) must be a period: 0 "
+                   "(default 1000) or positive", o->maintain_interval_ms);
+    if (o->lifetime_jitter_ms < 0)
+        return bad(err, "lifetime_jitter_ms (%d) is negative",
+                   o->lifetime_jitter_ms);
+    if (life != PK_NEVER && o->lifetime_jitter_ms >
+                                (life == PK_ALWAYS ? 0 : life))
+        return bad(err, "lifetime_jitter_ms (%d) is above max_lifetime_ms "
+                   "(%d)", o->lifetime_jitter_ms, life == PK_ALWAYS ? 0
+                                                                   : life);
+    return 0;
+}
+
+int
+pk_pool_options_check(const pk_pool_options *o, pk_error *err)
+{
+    size_t max = o && o->max_size ? o->max_size : PK__POOL_DEFAULT_MAX_SIZE;
+    const char *dflt = o && o->max_size ? "" : ", the default";
+
+    if (!o)
+        return bad(err, "NULL options");
+    if (!o->create)
+        return bad(err, "create is NULL (the create hook is required)");
+    if (o->order != PK_POOL_LIFO && o->order != PK_POOL_FIFO)
+        return bad(err, "order (%d) is not PK_POOL_LIFO or PK_POOL_FIFO",
+                   o->order);
+    if (o->flags & ~(unsigned)(PK_POOL_MANUAL_MAINTENANCE |
+                               PK_POOL_NO_GENERATION_BUMP |
+                               PK_POOL_QUIET_CLOSE))
+        return bad(err, "flags (0x%x) has bits that are not an enum "
+                   "pk_pool_flags value", o->flags);
+    if (o->max_size > PK_POOL_SIZE_MAX)
+        return bad(err, "max_size (%zu) is above PK_POOL_SIZE_MAX (%zu)",
+                   o->max_size, PK_POOL_SIZE_MAX);
+    if (o->min_size > PK_POOL_SIZE_MAX)
+        return bad(err, "min_size (%zu) is above PK_POOL_SIZE_MAX (%zu)",
+                   o->min_size, PK_POOL_SIZE_MAX);
+    if (o->min_idle > PK_POOL_SIZE_MAX)
+        return bad(err, "min_idle (%zu) is above PK_POOL_SIZE_MAX (%zu)",
+                   o->min_idle, PK_POOL_SIZE_MAX);
+    if (o->max_creating > PK_POOL_SIZE_MAX)
+        return bad(err, "max_creating (%zu) is above PK_POOL_SIZE_MAX "
+                   "(%zu)", o->max_creating, PK_POOL_SIZE_MAX);
+    if (o->min_size > max)
+        return bad(err, "min_size (%zu) is above max_size (%zu%s)",
+                   o->min_size, max, dflt);
+    if (o->min_idle > max)
+        return bad(err, "min_idle (%zu) is above max_size (%zu%s)",
+                   o->min_idle, max, dflt);
+    if (check_times(o, err))
+        return PK_EINVAL;
+    pk_error_clear(err);
+    return 0;
+}
+
+/* Converts the times of options that passed pk_pool_options_check. */
+static void
 copy_times(struct pk_pool *p, const pk_pool_options *o)
 {
-    int rc = 0;
-
-    rc |= pk__option_ns(o->acquire_timeout_ms, 30000, &p->acquire_timeout_ns);
-    rc |= pk__option_ns(o->idle_timeout_ms, PK_NEVER, &p->idle_timeout_ns);
-    rc |= pk__option_ns(o->max_lifetime_ms, PK_NEVER, &p->max_lifetime_ns);
-    rc |= pk__option_ns(o->check_after_ms, 1000, &p->check_after_ns);
-    rc |= pk__option_ns(o->check_interval_ms, PK_NEVER,
-                        &p->check_interval_ns);
-    rc |= pk__option_ns(o->held_too_long_ms, PK_NEVER, &p->held_ns);
-    rc |= pk__option_ns(o->maintain_interval_ms, 1000, &p->interval_ns);
-    rc |= pk__option_ns(o->backoff_initial_ms, 10, &p->backoff_initial_ns);
-    rc |= pk__option_ns(o->max_backoff_ms, 10000, &p->max_backoff_ns);
-    rc |= pk__option_ns(o->max_backoff_waiting_ms, 100,
-                        &p->max_backoff_waiting_ns);
-    if (rc)
-        return PK_EINVAL;
-    if (o->lifetime_jitter_ms < 0)
-        return PK_EINVAL;
+    pk__option_ns(o->acquire_timeout_ms, 30000, &p->acquire_timeout_ns);
+    pk__option_ns(o->idle_timeout_ms, PK_NEVER, &p->idle_timeout_ns);
+    pk__option_ns(o->max_lifetime_ms, PK_NEVER, &p->max_lifetime_ns);
+    pk__option_ns(o->check_after_ms, 1000, &p->check_after_ns);
+    pk__option_ns(o->check_interval_ms, PK_NEVER, &p->check_interval_ns);
+    pk__option_ns(o->held_too_long_ms, PK_NEVER, &p->held_ns);
+    pk__option_ns(o->maintain_interval_ms, 1000, &p->interval_ns);
+    pk__option_ns(o->backoff_initial_ms, 10, &p->backoff_initial_ns);
+    pk__option_ns(o->max_backoff_ms, 10000, &p->max_backoff_ns);
+    pk__option_ns(o->max_backoff_waiting_ms, 100,
+                  &p->max_backoff_waiting_ns);
     if (p->max_lifetime_ns == UINT64_MAX)
         p->jitter_ns = 0;
     else if (o->lifetime_jitter_ms)
         p->jitter_ns = (uint64_t)o->lifetime_jitter_ms * 1000000u;
     else
         p->jitter_ns = p->max_lifetime_ns / 40;
-    if (p->jitter_ns > p->max_lifetime_ns)
-        return PK_EINVAL;
-    if (p->interval_ns == 0 || p->interval_ns == UINT64_MAX)
-        return PK_EINVAL;
     if (p->max_backoff_ns == UINT64_MAX)
         p->max_backoff_ns = 0;
     if (p->backoff_initial_ns == UINT64_MAX)
@@ -89,19 +191,12 @@ copy_times(struct pk_pool *p, const pk_pool_options *o)
     /* PK_NEVER: no short cap, the long one applies while anyone waits. */
     if (p->max_backoff_waiting_ns > p->max_backoff_ns)
         p->max_backoff_waiting_ns = p->max_backoff_ns;
-    return 0;
 }
 
-static int
+/* Copies options that passed pk_pool_options_check. */
+static void
 copy_options(struct pk_pool *p, const pk_pool_options *o)
 {
-    if (!o->create)
-        return PK_EINVAL;
-    if (o->order != PK_POOL_LIFO && o->order != PK_POOL_FIFO)
-        return PK_EINVAL;
-    if (o->flags & ~(unsigned)(PK_POOL_MANUAL_MAINTENANCE |
-                               PK_POOL_NO_GENERATION_BUMP))
-        return PK_EINVAL;
     p->create = o->create;
     p->destroy = o->destroy;
     p->check = o->check;
@@ -115,15 +210,13 @@ copy_options(struct pk_pool *p, const pk_pool_options *o)
     p->clock_user = o->clock_user;
     p->min_size = o->min_size;
     p->min_idle = o->min_idle;
-    p->max_size = o->max_size ? o->max_size : 8;
+    p->max_size = o->max_size ? o->max_size : PK__POOL_DEFAULT_MAX_SIZE;
     p->max_creating = o->max_creating ? o->max_creating : 2;
     p->max_uses = o->max_uses;
     p->order = o->order;
     p->flags = o->flags;
     p->group = o->group;
-    if (p->min_size > p->max_size || p->min_idle > p->max_size)
-        return PK_EINVAL;
-    return copy_times(p, o);
+    copy_times(p, o);
 }
 
 static bool
@@ -164,15 +257,16 @@ pk_pool_create(pk_pool **out, const pk_pool_options *opts)
         pk_pool_options_init(&defaults);
         opts = &defaults; /* no create hook: rejected below */
     }
+    rc = pk_pool_options_check(opts, NULL);
+    if (rc)
+        return rc;
     p = pk__calloc(1, sizeof *p);
     if (!p)
         return PK_ENOMEM;
     p->ops = &ops;
     pk__lock_init(&p->lock, PK__RANK_POOL);
     p->fork_epoch = pk__fork_epoch();
-    rc = copy_options(p, opts);
-    if (rc)
-        goto fail;
+    copy_options(p, opts);
     p->needs_clock = p->group ||
                      (p->check && p->check_after_ns != UINT64_MAX) ||
                      p->held_ns != UINT64_MAX ||

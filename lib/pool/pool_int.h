@@ -19,6 +19,8 @@
 #include "../kit/sync.h"
 
 #define PK__POOL_MAGIC 0x706f6f6cu /* "pool" */
+/* max_size 0 means this, at create and in pk_pool_resize (pool.h). */
+#define PK__POOL_DEFAULT_MAX_SIZE 8
 
 /* Slot states. A slot struct outlives its resource: it goes back to the
  * pool's free list and is freed only with the pool, so a stale lease never
@@ -45,6 +47,7 @@ struct pk__slot {
     void *res;
     int state;
     bool held_reported;
+    bool out_reported;            /* still out at close: reported */
     /* Names one lease: bumped at each lend and each release (and when the
      * slot goes back to the free list), so a lease whose ticket no longer
      * matches is stale. */

@@ -12,11 +12,15 @@
  * Owns the sizes and switches the public calls here change (min_size,
  * min_idle, max_size, paused, closed, evict_gen). Invariant: no hook runs
  * with the lock held; a pass takes at most PK__MAINT_BATCH slots of each
- * kind, the rest wait for the next pass. */
+ * kind, the rest wait for the next pass. Close reports the leases still
+ * out the same way: collected under the lock, reported after it. */
 #define _GNU_SOURCE /* pthread_setname_np */
 #include "pool_int.h"
 
+#include <stdio.h>
+
 #include "../kit/alloc.h"
+#include "../kit/log.h"
 
 /* How many slots one pass handles in each list; the rest wait for the
  * next pass. Keeps the pass's stack bounded. */
@@ -375,7 +379,10 @@ pk_pool_resize(pk_pool *p, size_t min_size, size_t min_idle, size_t max_size)
 {
     int rc;
 
-    if (max_size == 0 || min_size > max_size || min_idle > max_size)
+    if (max_size == 0)
+        max_size = PK__POOL_DEFAULT_MAX_SIZE; /* as at create */
+    if (max_size > PK_POOL_SIZE_MAX || min_size > max_size ||
+        min_idle > max_size)
         return PK_EINVAL;
     rc = enter(p);
     if (rc)
@@ -452,6 +459,80 @@ fail_waiters_locked(struct pk_pool *p)
     }
 }
 
+/* A lease still out when close stops waiting for it. */
+struct lease_out {
+    void *res;
+    const char *file;
+    int line;
+    uint64_t out_ns; /* UINT64_MAX: unknown (the pool reads no clock) */
+};
+
+/* Takes up to max leases out that were not reported yet. A closed pool
+ * lends nothing again, so out_reported is never cleared. */
+static size_t
+collect_out_locked(struct pk_pool *p, struct lease_out *out, size_t max,
+                   uint64_t now)
+{
+    size_t n = 0;
+
+    for (struct pk__slot *s = p->all_slots; s && n < max; s = s->all_next) {
+        if (s->state != PK__S_LENT || s->out_reported)
+            continue;
+        s->out_reported = true;
+        out[n].res = s->res;
+        out[n].file = s->file;
+        out[n].line = s->line;
+        out[n].out_ns = !p->needs_clock ? UINT64_MAX
+                        : now > s->lent_ns ? now - s->lent_ns
+                                           : 0;
+        n++;
+    }
+    return n;
+}
+
+/* Through the event hook, or with none one stderr line. */
+static void
+report_out(struct pk_pool *p, const struct lease_out *o)
+{
+    const char *file = o->file ? o->file : "?";
+    char what[256];
+
+    if (p->event) {
+        struct pk__ev ev = { PK_EVENT_LEASE_OUT_AT_CLOSE, o->res, o->file,
+                             o->line, o->out_ns == UINT64_MAX ? 0
+                                                              : o->out_ns,
+                             NULL };
+        pk__pool_emit(p, &ev);
+        return;
+    }
+    if (o->out_ns == UINT64_MAX)
+        snprintf(what, sizeof what, "a lease was still out at close, "
+                 "acquired at %s:%d", file, o->line);
+    else
+        snprintf(what, sizeof what, "a lease was still out at close, "
+                 "acquired at %s:%d, out for %llu ms", file, o->line,
+                 (unsigned long long)(o->out_ns / 1000000u));
+    pk__log_failure(what, NULL);
+}
+
+/* Reports each lease still out, once: collected under the lock, in
+ * batches, reported with it dropped (the hook may take its time). */
+static void
+report_leases_out(struct pk_pool *p)
+{
+    struct lease_out batch[PK__MAINT_BATCH];
+    uint64_t now = p->needs_clock ? pk__pool_now(p) : 0;
+    size_t n;
+
+    do {
+        pk__lock_acquire(&p->lock);
+        n = collect_out_locked(p, batch, PK__MAINT_BATCH, now);
+        pk__pool_unlock(p);
+        for (size_t i = 0; i < n; i++)
+            report_out(p, &batch[i]);
+    } while (n == PK__MAINT_BATCH);
+}
+
 int
 pk_pool_close(pk_pool *p, int timeout_ms)
 {
@@ -484,5 +565,7 @@ pk_pool_close(pk_pool *p, int timeout_ms)
     }
     p->close_waiters--;
     pk__pool_unlock(p);
+    if (rc == PK_ETIMEDOUT && !(p->flags & PK_POOL_QUIET_CLOSE))
+        report_leases_out(p);
     return rc;
 }

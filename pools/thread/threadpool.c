@@ -17,6 +17,11 @@
 
 /* ---- create / destroy ------------------------------------------------- */
 
+/* min_threads and max_threads go to the core's pk_pool_create and
+ * pk_pool_resize as sizes. */
+_Static_assert(PK_THREADPOOL_THREADS_MAX <= PK_POOL_SIZE_MAX,
+               "thread counts fit the core's bound");
+
 static size_t
 cpu_count(void)
 {
@@ -107,7 +112,10 @@ start_workers(struct pk_threadpool *tp, const pk_threadpool_options *o)
      * retried: a try is cheap. */
     po.backoff_initial_ms = 1;
     po.max_backoff_ms = 100;
-    po.flags = PK_POOL_NO_GENERATION_BUMP | PK_POOL_MANUAL_MAINTENANCE;
+    /* A busy worker holds its lease: one still out when destroy closes
+     * the core is no leak. */
+    po.flags = PK_POOL_NO_GENERATION_BUMP | PK_POOL_MANUAL_MAINTENANCE |
+               PK_POOL_QUIET_CLOSE;
     po.event = o->event;
     po.event_user = o->event_user;
     return pk_pool_create(&tp->workers, &po);

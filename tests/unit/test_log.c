@@ -3,7 +3,9 @@
  * failure (the inline executor, the thread pool: failed, or never ran)
  * write one line to stderr (lib/kit/log.c); a hook replaces the line;
  * POOLKIT_LOG=off silences it; the lines are rate-limited, with a summary
- * of what was dropped; a closed stderr pipe raises no SIGPIPE.
+ * of what was dropped; a closed stderr pipe raises no SIGPIPE. A pool
+ * closed or destroyed with a lease out writes a line for each, with its
+ * acquire site.
  *
  * stderr is captured by pointing fd 2 at a temporary file for the length
  * of a test step. Every test resets the logger (pk__log_reset) first. */
@@ -23,10 +25,12 @@
 
 #include <poolkit/executor.h>
 #include <poolkit/future.h>
+#include <poolkit/pool.h>
 #include <poolkit/threadpool.h>
 
 #include "future_helpers.h"
 #include "log.h"
+#include "pool_helpers.h"
 #include "sync.h"
 #include "test_util.h"
 #include "tp_tasks.h"
@@ -345,6 +349,79 @@ test_threadpool_fire_and_forget_that_never_ran_writes_a_line(void **state)
                              "PK_ETIMEDOUT: not started within 1 ms\n");
 }
 
+/* ---- the pool: a lease still out at close ------------------------------ */
+
+/* With no hook, pk_pool_destroy (and pk_pool_close) with a lease out
+ * writes one line for each, with its acquire site and, when the pool
+ * reads a clock, how long it has been out; each lease once. */
+static void
+test_pool_lease_out_at_close_without_hook_writes_a_line(void **state)
+{
+    ph_ctx c;
+    ph_clock clk;
+    pk_pool_options o;
+    pk_pool *p, *q;
+    pk_lease a, b, d;
+    const char *out;
+
+    (void)state;
+    ph_ctx_init(&c);
+    ph_clock_init(&clk);
+    ph_options(&o, &c, &clk);
+    o.event = NULL;
+    o.check = ph_check; /* check_after reads the clock */
+    assert_int_equal(pk_pool_create(&p, &o), 0);
+    o.check = NULL; /* this one reads no clock: no duration */
+    assert_int_equal(pk_pool_create(&q, &o), 0);
+    assert_int_equal(pk_pool_acquire_at(p, &a, 1000, NULL, "app.c", 12), 0);
+    assert_int_equal(pk_pool_acquire_at(p, &b, 1000, NULL, "app.c", 13), 0);
+    assert_int_equal(pk_pool_acquire_at(q, &d, 1000, NULL, "app.c", 34), 0);
+    ph_clock_advance_ms(&clk, 1500);
+    assert_int_equal(pk_pool_release(p, &b, PK_RELEASE_OK), 0);
+
+    capture_start();
+    assert_int_equal(pk_pool_close(p, 0), PK_ETIMEDOUT);
+    pk_pool_destroy(p); /* already reported: no second line */
+    pk_pool_destroy(q);
+    out = capture_end();
+    assert_int_equal(count_lines(out), 2);
+    assert_contains(out, "poolkit: a lease was still out at close, "
+                         "acquired at app.c:12, out for 1500 ms\n");
+    assert_contains(out, "poolkit: a lease was still out at close, "
+                         "acquired at app.c:34\n");
+
+    assert_int_equal(pk_pool_release(p, &a, PK_RELEASE_OK), 0);
+    assert_int_equal(pk_pool_release(q, &d, PK_RELEASE_OK), 0);
+    assert_int_equal(atomic_load(&c.live), 0);
+    ph_ctx_fini(&c);
+}
+
+/* POOLKIT_LOG=off silences that line too. */
+static void
+test_pool_lease_out_at_close_log_off_writes_nothing(void **state)
+{
+    ph_ctx c;
+    pk_pool_options o;
+    pk_pool *p;
+    pk_lease a;
+    const char *out;
+
+    (void)state;
+    setenv("POOLKIT_LOG", "off", 1);
+    pk__log_reset();
+    ph_ctx_init(&c);
+    ph_options(&o, &c, NULL);
+    o.event = NULL;
+    assert_int_equal(pk_pool_create(&p, &o), 0);
+    assert_int_equal(pk_pool_acquire_at(p, &a, 1000, NULL, "app.c", 12), 0);
+    capture_start();
+    pk_pool_destroy(p);
+    out = capture_end();
+    assert_string_equal(out, "");
+    assert_int_equal(pk_pool_release(p, &a, PK_RELEASE_OK), 0);
+    ph_ctx_fini(&c);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int
@@ -361,6 +438,8 @@ main(void)
         T(test_inline_fire_and_forget_failure_writes_a_line),
         T(test_threadpool_fire_and_forget_failure_writes_a_line),
         T(test_threadpool_fire_and_forget_that_never_ran_writes_a_line),
+        T(test_pool_lease_out_at_close_without_hook_writes_a_line),
+        T(test_pool_lease_out_at_close_log_off_writes_nothing),
     };
 
     return cmocka_run_group_tests_name("log", tests, NULL, NULL);

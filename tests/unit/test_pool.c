@@ -249,12 +249,49 @@ test_resize_rejects_invalid_sizes(void **state)
     ph_options(&o, &ctx, NULL);
     p = ph_new_pool(&o);
     assert_int_equal(pk_pool_resize(NULL, 0, 0, 4), PK_EINVAL);
-    assert_int_equal(pk_pool_resize(p, 0, 0, 0), PK_EINVAL);
     assert_int_equal(pk_pool_resize(p, 5, 0, 4), PK_EINVAL);
     assert_int_equal(pk_pool_resize(p, 0, 5, 4), PK_EINVAL);
     assert_int_equal(ph_stats(p).max_size, 8); /* unchanged */
     assert_int_equal(pk_pool_resize(p, 1, 1, 4), 0);
     assert_int_equal(ph_stats(p).max_size, 4);
+    pk_pool_destroy(p);
+}
+
+/* The sizes have one bound, PK_POOL_SIZE_MAX, at create and in resize
+ * (SIZE_MAX is refused, not "no limit"); max_size 0 means the default 8
+ * in both. */
+static void
+test_sizes_are_bounded_and_zero_is_the_default_in_resize(void **state)
+{
+    pk_pool_options o;
+    pk_pool *p;
+
+    (void)state;
+    ph_options(&o, &ctx, NULL);
+    o.max_size = 4;
+    p = ph_new_pool(&o);
+    assert_int_equal(pk_pool_resize(p, 0, 0, SIZE_MAX), PK_EINVAL);
+    assert_int_equal(pk_pool_resize(p, 0, 0, PK_POOL_SIZE_MAX + 1),
+                     PK_EINVAL);
+    assert_int_equal(pk_pool_resize(p, PK_POOL_SIZE_MAX + 1, 0, SIZE_MAX),
+                     PK_EINVAL);
+    assert_int_equal(ph_stats(p).max_size, 4); /* unchanged */
+    assert_int_equal(pk_pool_resize(p, 0, 0, PK_POOL_SIZE_MAX), 0);
+    assert_int_equal(ph_stats(p).max_size, PK_POOL_SIZE_MAX);
+    /* 0: the default, as at create; a floor above it is refused. */
+    assert_int_equal(pk_pool_resize(p, 0, 0, 0), 0);
+    assert_int_equal(ph_stats(p).max_size, 8);
+    assert_int_equal(pk_pool_resize(p, 9, 0, 0), PK_EINVAL);
+    assert_int_equal(pk_pool_resize(p, 0, 9, 0), PK_EINVAL);
+    assert_int_equal(pk_pool_resize(p, 8, 8, 0), 0);
+    assert_int_equal(ph_stats(p).max_size, 8);
+    pk_pool_destroy(p);
+
+    o.max_size = SIZE_MAX;
+    assert_int_equal(pk_pool_create(&p, &o), PK_EINVAL);
+    o.max_size = PK_POOL_SIZE_MAX;
+    p = ph_new_pool(&o);
+    assert_int_equal(ph_stats(p).max_size, PK_POOL_SIZE_MAX);
     pk_pool_destroy(p);
 }
 
@@ -1604,6 +1641,106 @@ test_close_with_lent_times_out_and_destroys_on_release(void **state)
     pk_pool_destroy(p);
 }
 
+/* The LEASE_OUT_AT_CLOSE events recorded for the acquire site line. */
+static int
+count_out_at_close(int line, uint64_t *duration_ns, void **res)
+{
+    int n = 0;
+
+    pthread_mutex_lock(&ctx.lock);
+    for (int i = 0; i < ctx.n_events; i++) {
+        const ph_event *e = &ctx.events[i];
+        if (e->kind != PK_EVENT_LEASE_OUT_AT_CLOSE || e->line != line)
+            continue;
+        if (!e->file || strcmp(e->file, "app.c") != 0)
+            continue;
+        n++;
+        *duration_ns = e->duration_ns;
+        *res = e->resource;
+    }
+    pthread_mutex_unlock(&ctx.lock);
+    return n;
+}
+
+/* A close that gives up on leases still out reports each one, once, to
+ * the hook: its acquire site and how long it has been out. */
+static void
+test_close_reports_each_lease_out_to_the_hook(void **state)
+{
+    pk_pool_options o;
+    pk_pool *p;
+    pk_lease a, b, c;
+    uint64_t d = 0;
+    void *res = NULL;
+
+    (void)state;
+    ph_options(&o, &ctx, &clk);
+    o.check = ph_check; /* check_after reads the clock: durations known */
+    p = ph_new_pool(&o);
+    assert_int_equal(pk_pool_acquire_at(p, &a, LONG_MS, NULL, "app.c", 12),
+                     0);
+    ph_clock_advance_ms(&clk, 500);
+    assert_int_equal(pk_pool_acquire_at(p, &b, LONG_MS, NULL, "app.c", 34),
+                     0);
+    assert_int_equal(pk_pool_acquire_at(p, &c, LONG_MS, NULL, "app.c", 56),
+                     0);
+    ph_give(p, &c); /* back before the close: not reported */
+    ph_clock_advance_ms(&clk, 1000);
+    assert_int_equal(pk_pool_close(p, 0), PK_ETIMEDOUT);
+    assert_int_equal(ph_count_events(&ctx, PK_EVENT_LEASE_OUT_AT_CLOSE), 2);
+    assert_int_equal(count_out_at_close(12, &d, &res), 1);
+    assert_int_equal(d, 1500 * PH_MS);
+    assert_ptr_equal(res, a.resource);
+    assert_int_equal(count_out_at_close(34, &d, &res), 1);
+    assert_int_equal(d, 1000 * PH_MS);
+    assert_ptr_equal(res, b.resource);
+    /* Once: a second close and the destroy say nothing more. */
+    assert_int_equal(pk_pool_close(p, 0), PK_ETIMEDOUT);
+    pk_pool_destroy(p);
+    assert_int_equal(ph_count_events(&ctx, PK_EVENT_LEASE_OUT_AT_CLOSE), 2);
+    assert_int_equal(pk_pool_release(p, &a, PK_RELEASE_OK), 0);
+    assert_int_equal(pk_pool_release(p, &b, PK_RELEASE_OK), 0);
+}
+
+/* destroy without a close reports too; a pool that reads no clock
+ * reports duration 0; a close that saw every lease back reports none, nor
+ * does a pool with PK_POOL_QUIET_CLOSE. */
+static void
+test_destroy_reports_lease_out_without_a_clock(void **state)
+{
+    pk_pool_options o;
+    pk_pool *p;
+    pk_lease a, b;
+    uint64_t d = 1;
+    void *res = NULL;
+
+    (void)state;
+    ph_options(&o, &ctx, NULL);
+    p = ph_new_pool(&o);
+    assert_int_equal(pk_pool_acquire_at(p, &a, LONG_MS, NULL, "app.c", 78),
+                     0);
+    pk_pool_destroy(p);
+    assert_int_equal(count_out_at_close(78, &d, &res), 1);
+    assert_int_equal(d, 0);
+    assert_int_equal(pk_pool_release(p, &a, PK_RELEASE_OK), 0);
+
+    p = ph_new_pool(&o);
+    ph_take(p, &b);
+    ph_give(p, &b);
+    assert_int_equal(pk_pool_close(p, LONG_MS), 0);
+    pk_pool_destroy(p);
+    assert_int_equal(ph_count_events(&ctx, PK_EVENT_LEASE_OUT_AT_CLOSE), 1);
+
+    /* PK_POOL_QUIET_CLOSE: leases out are expected, nothing reported. */
+    o.flags = PK_POOL_QUIET_CLOSE;
+    p = ph_new_pool(&o);
+    ph_take(p, &b);
+    assert_int_equal(pk_pool_close(p, 0), PK_ETIMEDOUT);
+    pk_pool_destroy(p);
+    assert_int_equal(ph_count_events(&ctx, PK_EVENT_LEASE_OUT_AT_CLOSE), 1);
+    assert_int_equal(pk_pool_release(p, &b, PK_RELEASE_OK), 0);
+}
+
 static void
 test_close_wakes_waiters_with_eshutdown(void **state)
 {
@@ -1795,6 +1932,9 @@ main(void)
         T(test_wait_percentiles_reflect_waits),
         T(test_lease_info_reports_age_idle_uses_generation_site),
         T(test_close_with_lent_times_out_and_destroys_on_release),
+        T(test_sizes_are_bounded_and_zero_is_the_default_in_resize),
+        T(test_close_reports_each_lease_out_to_the_hook),
+        T(test_destroy_reports_lease_out_without_a_clock),
         T(test_close_wakes_waiters_with_eshutdown),
         T(test_close_wakes_waiter_whose_create_was_running),
         T(test_close_returns_zero_when_leases_come_back_in_time),

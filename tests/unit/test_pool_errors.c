@@ -1,7 +1,8 @@
 /* tests/unit/test_pool_errors.c - every failure of a pool call that takes
- * a pk_error fills it (error.h: "fill it on failure"): pk_pool_acquire
- * and pk_pool_ticket_take, one test per failure path, each with a
- * pk_error the caller pre-filled with garbage, which must not come back.
+ * a pk_error fills it (error.h: "fill it on failure"):
+ * pk_pool_options_check (each rule names its field), pk_pool_acquire and
+ * pk_pool_ticket_take, one test per failure path, each with a pk_error
+ * the caller pre-filled with garbage, which must not come back.
  * The code is the call's code, and the message names the situation.
  * (Create failures: test_pool_recovery; fork: also test_pool_faults.) */
 #include <stdarg.h>
@@ -69,6 +70,103 @@ give_all(pk_pool *p, pk_lease *held, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         ph_give(p, &held[i]);
+}
+
+/* ---- pk_pool_options_check ---------------------------------------------- */
+
+static int
+dummy_create(void *user, void **res, pk_error *err)
+{
+    (void)user;
+    (void)err;
+    *res = NULL;
+    return 0;
+}
+
+/* Each rule of the options names its field (and the value that breaks
+ * it); a good struct clears err; pk_pool_create refuses the same. */
+static void
+test_options_check_names_the_field(void **state)
+{
+#define C(...) { .create = dummy_create, __VA_ARGS__ }
+    static const struct {
+        pk_pool_options o;
+        const char *want;
+    } cases[] = {
+        { { .create = NULL }, "create is NULL" },
+        { C(.order = 2), "order (2)" },
+        { C(.flags = 1u << 7), "flags (0x80)" },
+        { C(.min_size = 9), "min_size (9) is above max_size (8, the "
+                            "default)" },
+        { C(.min_idle = 9, .max_size = 8),
+          "pk_pool_options: min_idle (9) is above max_size (8)" },
+        { C(.min_size = 3, .max_size = 2), "min_size (3) is above "
+                                           "max_size (2)" },
+        { C(.acquire_timeout_ms = -3), "acquire_timeout_ms (-3)" },
+        { C(.idle_timeout_ms = -5), "idle_timeout_ms (-5)" },
+        { C(.max_lifetime_ms = -7), "max_lifetime_ms (-7)" },
+        { C(.check_after_ms = -100), "check_after_ms (-100)" },
+        { C(.check_interval_ms = -3), "check_interval_ms (-3)" },
+        { C(.held_too_long_ms = -3), "held_too_long_ms (-3)" },
+        { C(.maintain_interval_ms = -5), "maintain_interval_ms (-5)" },
+        { C(.maintain_interval_ms = PK_NEVER), "maintain_interval_ms (-1)" },
+        { C(.backoff_initial_ms = -4), "backoff_initial_ms (-4)" },
+        { C(.max_backoff_ms = -4), "max_backoff_ms (-4)" },
+        { C(.max_backoff_waiting_ms = -9), "max_backoff_waiting_ms (-9)" },
+        { C(.lifetime_jitter_ms = -1), "lifetime_jitter_ms (-1)" },
+        { C(.max_lifetime_ms = 100, .lifetime_jitter_ms = 200),
+          "lifetime_jitter_ms (200) is above max_lifetime_ms (100)" },
+        /* The sizes' bound: SIZE_MAX is no "no limit". */
+        { C(.max_size = SIZE_MAX), "max_size (18446744073709551615) is "
+                                   "above PK_POOL_SIZE_MAX (1048576)" },
+        { C(.max_size = PK_POOL_SIZE_MAX + 1), "max_size (1048577)" },
+        { C(.min_size = PK_POOL_SIZE_MAX + 1, .max_size = SIZE_MAX),
+          "max_size" },
+        { C(.min_size = PK_POOL_SIZE_MAX + 1), "min_size (1048577) is "
+                                               "above PK_POOL_SIZE_MAX" },
+        { C(.min_idle = PK_POOL_SIZE_MAX + 1), "min_idle (1048577) is "
+                                               "above PK_POOL_SIZE_MAX" },
+        { C(.max_creating = PK_POOL_SIZE_MAX + 1),
+          "max_creating (1048577) is above PK_POOL_SIZE_MAX" },
+    };
+#undef C
+    pk_pool_options good;
+    pk_error err;
+    pk_pool *p;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        garbage(&err);
+        assert_int_equal(pk_pool_options_check(&cases[i].o, &err),
+                         PK_EINVAL);
+        assert_filled(&err, PK_EINVAL, cases[i].want);
+        assert_non_null(strstr(err.msg, "pk_pool_options: "));
+        p = (pk_pool *)&err;
+        assert_int_equal(pk_pool_create(&p, &cases[i].o), PK_EINVAL);
+        assert_null(p);
+    }
+    garbage(&err);
+    assert_int_equal(pk_pool_options_check(NULL, &err), PK_EINVAL);
+    assert_filled(&err, PK_EINVAL, "NULL options");
+    assert_int_equal(pk_pool_options_check(&cases[0].o, NULL), PK_EINVAL);
+    /* Good: defaults spelled out, and the bare zero struct with a hook;
+     * PK_NEVER and PK_ALWAYS are fine where the policy can be off. */
+    ph_options(&good, &ctx, NULL);
+    good.check_after_ms = PK_ALWAYS;
+    good.max_lifetime_ms = PK_NEVER;
+    good.min_size = good.min_idle = good.max_size;
+    garbage(&err);
+    assert_int_equal(pk_pool_options_check(&good, &err), 0);
+    assert_int_equal(err.code, 0);
+    assert_string_equal(err.msg, "");
+    memset(&good, 0, sizeof good);
+    good.create = dummy_create;
+    assert_int_equal(pk_pool_options_check(&good, NULL), 0);
+    /* The bound itself is allowed, for every size. */
+    good.min_size = good.min_idle = good.max_size = good.max_creating =
+        PK_POOL_SIZE_MAX;
+    assert_int_equal(pk_pool_options_check(&good, NULL), 0);
+    assert_int_equal(atomic_load(&ctx.create_calls), 0);
 }
 
 /* ---- pk_pool_acquire ---------------------------------------------------- */
@@ -323,6 +421,7 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
+        T(test_options_check_names_the_field),
         T(test_acquire_einval_fills_err),
         T(test_acquire_eagain_fills_err),
         T(test_acquire_etimedout_names_the_wait_and_the_pool),

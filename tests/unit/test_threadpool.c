@@ -362,6 +362,10 @@ test_bad_input_returns_einval(void **state)
     assert_int_equal(pk_threadpool_resize(tp, 0, SIZE_MAX), PK_EINVAL);
     assert_int_equal(
         pk_threadpool_resize(tp, 0, PK_THREADPOOL_THREADS_MAX + 1), PK_EINVAL);
+    /* The bound itself fits the core's (PK_POOL_SIZE_MAX). */
+    assert_int_equal(pk_threadpool_resize(tp, 0, PK_THREADPOOL_THREADS_MAX),
+                     0);
+    assert_int_equal(pk_threadpool_resize(tp, 0, 2), 0);
     assert_int_equal(pk_threadpool_shutdown(tp, 7, 0), PK_EINVAL);
     assert_int_equal(pk_threadpool_shutdown(tp, 0, -5), PK_EINVAL);
     assert_int_equal(pk_threadpool_stats_get(tp, NULL), PK_EINVAL);
