@@ -4,8 +4,9 @@
  * counts a worker keeps of what it settled, published in batches.
  *
  * A failure nobody can read (a fire-and-forget task that failed or never
- * ran) reaches the event hook: pk_task_run reports a task's own failure,
- * this file the ones that never ran (expired, cancelled by shutdown). */
+ * ran) reaches the event hook, or stderr without one (lib/kit/log.h):
+ * pk_task_run reports a task's own failure, this file the ones that never
+ * ran (expired, cancelled by shutdown). */
 #include <stdio.h>
 #include <string.h>
 
