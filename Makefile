@@ -146,6 +146,9 @@ LIB_SO := $(B)/$(SO_REAL)
 LIB_LINKS := $(B)/$(SONAME) $(B)/libpoolkit.so
 TEST_A := $(B)/libpoolkit-test.a
 TEST_BINS := $(patsubst %.c,$(B)/tests/%,$(notdir $(TEST_SRCS)))
+# tests/integration/test_*.c run an adapter against a real server; each is
+# built only when its adapter is (see below), into the same $(B)/tests/.
+INTEG_SRCS := $(wildcard tests/integration/test_*.c)
 EXAMPLE_BINS := $(patsubst examples/%.c,$(B)/examples/%,$(EXAMPLE_SRCS))
 BENCH_BINS := $(patsubst bench/%.c,$(B)/bench/%,$(BENCH_MAINS))
 DEMO_BIN := $(if $(DEMO_SRC),$(B)/poolkit-demo)
@@ -188,6 +191,21 @@ $(B)/libpoolkit-$(1).so: $(B)/libpoolkit-$(1).so.$(MAJOR)
 endef
 $(foreach a,$(ADAPTERS_ON),$(eval $(call adapter_rules,$(a))))
 
+# Integration tests: tests/integration/test_<adapter>*.c links the test
+# archive, that adapter's static library and the library it wraps, and is
+# built only when the adapter is.
+integ_adapter = $(firstword $(foreach a,$(ADAPTERS),$(if $(filter test_$(a) test_$(a)_%,$(1)),$(a))))
+INTEG_BINS := $(foreach f,$(INTEG_SRCS),$(if $(filter $(ADAPTERS_ON),$(call integ_adapter,$(basename $(notdir $(f))))),$(B)/tests/$(basename $(notdir $(f)))))
+define integ_rules
+$(B)/tobj/tests/integration/$(1).o: XCFLAGS := $(shell $(PKG_CONFIG) --cflags $(adapter_pkg_$(2)))
+$(B)/tests/$(1): $(B)/tobj/tests/integration/$(1).o $(call tobj,$(SUPPORT_SRCS)) $(B)/libpoolkit-$(2).a $(TEST_A)
+	$$(call say,LD,$$@)
+	@mkdir -p $$(@D)
+	$(Q)$$(MCC) -o $$@ $$^ $$(ALL_LDFLAGS) $$(TEST_LIBS) $(shell $(PKG_CONFIG) --libs $(adapter_pkg_$(2)))
+endef
+$(foreach f,$(INTEG_SRCS),$(if $(filter $(ADAPTERS_ON),$(call integ_adapter,$(basename $(notdir $(f))))),\
+  $(eval $(call integ_rules,$(basename $(notdir $(f))),$(call integ_adapter,$(basename $(notdir $(f))))))))
+
 # ---- top-level targets -----------------------------------------------------
 
 .PHONY: all libs tests everything examples bench bench-build demo demo-build \
@@ -202,7 +220,7 @@ libs: $(LIB_A) $(LIB_SO) $(LIB_LINKS) $(ADAPTER_LIBS)
 adapters-note:
 	@$(foreach a,$(ADAPTERS_OFF),echo "  SKIP     libpoolkit-$(a): $(call adapter_why,$(a))";)
 
-tests: $(TEST_BINS)
+tests: $(TEST_BINS) $(INTEG_BINS) adapters-note
 	@:
 
 # Everything that compiles, without running anything: what check-build

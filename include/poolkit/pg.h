@@ -1,0 +1,162 @@
+/* poolkit/pg.h - a pool of PostgreSQL connections (libpq), built on
+ * pk_pool. Library libpoolkit-pg, pkg-config poolkit-pg.
+ *
+ * Each resource is a PGconn. The adapter supplies the pool's hooks:
+ *   create           a non-blocking connect (PQconnectStartParams and
+ *                    PQconnectPoll, poll() on PQsocket) that ends by
+ *                    connect_timeout_ms whatever the server does;
+ *   check            before lending a connection idle longer than
+ *                    check_after_ms: a liveness test without a round trip
+ *                    (poll the socket with a zero timeout; EOF or data
+ *                    sent by the server while idle, such as the FATAL of a
+ *                    shutdown, are read with PQconsumeInput, then
+ *                    PQstatus decides);
+ *   reset            on release: ROLLBACK when PQtransactionStatus says a
+ *                    transaction is open or failed, then, in the default
+ *                    PK_PG_RESET_FULL mode, the one statement `DISCARD
+ *                    ALL` (session settings, temp tables, prepared
+ *                    statements, LISTEN, advisory locks, cursors, plans,
+ *                    sequences state, SET ROLE/SESSION AUTHORIZATION); a
+ *                    connection still busy with a query, or whose reset
+ *                    fails or takes longer than reset_timeout_ms, is
+ *                    closed instead of lent again;
+ *   destroy          PQfinish;
+ *   forget_in_child  after fork(), in the child: close(PQsocket(conn))
+ *                    only. No Terminate message is sent (the parent's
+ *                    session goes on) and the PGconn is not freed: the
+ *                    child leaks its copy's memory, since PQfinish would
+ *                    speak the protocol.
+ *
+ * This header does not include <libpq-fe.h>: a connection is a `struct
+ * pg_conn *`, libpq's PGconn (typedef struct pg_conn PGconn). */
+#ifndef POOLKIT_PG_H
+#define POOLKIT_PG_H
+
+#include <stddef.h>
+
+#include <poolkit/error.h>
+#include <poolkit/event.h>
+#include <poolkit/pool.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct pg_conn; /* libpq's PGconn */
+
+typedef struct pk_pg_pool pk_pg_pool; /* opaque */
+
+enum pk_pg_reset {
+    PK_PG_RESET_FULL = 0,    /* default: ROLLBACK if needed, then DISCARD
+                                ALL (one round trip, two if a transaction
+                                was left open) */
+    PK_PG_RESET_ROLLBACK = 1 /* ROLLBACK only when a transaction is open
+                                or failed, else no round trip: for callers
+                                who promise not to change session state */
+};
+
+/* Zero in any field means its documented default. Strings are copied at
+ * create; the struct is not kept. */
+typedef struct pk_pg_options {
+    /* Required: any conninfo string or URI libpq accepts ("host=/tmp
+     * dbname=app", "postgresql://u@h1,h2/db?target_session_attrs=
+     * read-write"). A malformed one is PK_EINVAL at create, with libpq's
+     * message. */
+    const char *conninfo;
+
+    /* The core's sizes and policies, passed through as pk_pool_options
+     * defines them (max_size default 8, max_creating default 2,
+     * check_after_ms default 1000, idle_timeout_ms and max_lifetime_ms
+     * off by default). */
+    size_t min_size;
+    size_t max_size;
+    size_t max_creating;
+    int check_after_ms;
+    int idle_timeout_ms;
+    int max_lifetime_ms;
+
+    /* One connect attempt, all hosts of the conninfo included, ends by
+     * this deadline (default 10000; PK_NEVER: no limit). Enforced by the
+     * adapter: libpq's own connect_timeout is not applied by
+     * PQconnectPoll. */
+    int connect_timeout_ms;
+    /* The reset on release ends by this deadline, or the connection is
+     * closed (default 5000). */
+    int reset_timeout_ms;
+    int reset; /* enum pk_pg_reset */
+
+    pk_event_fn event; /* the core's events (pool.h); optional */
+    void *event_user;
+} pk_pg_options;
+
+/* A borrowed connection: `conn` is the caller's until pk_pg_release; the
+ * field ending in _ is the pool's. */
+typedef struct pk_pg_lease {
+    struct pg_conn *conn;
+    pk_lease lease_;
+} pk_pg_lease;
+
+/* Makes a pool of connections to o->conninfo; min_size connections are
+ * made before it returns (a failed connect there is not an error: the
+ * pool retries it in the background).
+ * Returns: 0, PK_EINVAL (NULL out or o, no conninfo, a malformed
+ * conninfo, bad sizes or times: err says which), PK_ENOMEM, PK_ECREATE
+ * (the maintenance thread could not start).
+ * Owner: *out returned owned (pk_pg_pool_destroy); o and err borrowed
+ * (err may be NULL). Threads: safe. */
+PK_API int pk_pg_pool_create(pk_pg_pool **out, const pk_pg_options *o,
+                             pk_error *err);
+
+/* Lends a connection, waiting up to timeout_ms (0: only an idle one, no
+ * wait, PK_EAGAIN otherwise; PK_WAIT_FOREVER: no limit). A connect this
+ * call needs runs on the core's helper thread, so the call returns by its
+ * deadline even while a server accepts and never answers. When a connect
+ * fails while this call waits and nothing was handed to it, it returns
+ * that failure at once (PK_ECONNECT, libpq's message in err) instead of
+ * waiting for its deadline; while the server stays down, a call whose
+ * deadline comes before the pool's next attempt fails at once with the
+ * last message, replayed (pool.h, pk_pool_acquire).
+ * Returns: 0 (lease->conn set), PK_EINVAL, PK_EAGAIN, PK_ETIMEDOUT,
+ * PK_ECONNECT, PK_ESHUTDOWN, PK_EFORKED, PK_ENOMEM, PK_ECREATE.
+ * Owner: lease and err borrowed (err may be NULL); lease->conn is
+ * borrowed until pk_pg_release. Threads: safe; the connection belongs to
+ * the calling thread until released. */
+PK_API int pk_pg_acquire_at(pk_pg_pool *pool, pk_pg_lease *lease,
+                            int timeout_ms, pk_error *err, const char *file,
+                            int line);
+#define pk_pg_acquire(pool, lease, timeout_ms, err)                         \
+    pk_pg_acquire_at((pool), (lease), (timeout_ms), (err), __FILE__,        \
+                     __LINE__)
+
+/* Gives a connection back. status is a pk_release_status: OK resets it
+ * (see the top of this header) and lends it again, but a connection whose
+ * PQstatus is not CONNECTION_OK is released BROKEN whatever status says;
+ * BROKEN closes it and makes every older idle connection pass a check
+ * before it is lent; DETACH: the pool forgets it and the caller owns the
+ * PGconn (PQfinish it).
+ * Returns: 0, PK_EINVAL (NULL, a lease not held, a bad status: nothing
+ * changes), PK_EFORKED. Owner: takes the lease (cleared on success).
+ * Threads: safe; the reset runs on this thread. */
+PK_API int pk_pg_release(pk_pg_pool *pool, pk_pg_lease *lease, int status);
+
+/* The core pool underneath, for what pool.h offers as it is (stats,
+ * evict_all, pause/resume, resize, maintain). Do not destroy it.
+ * Returns borrowed (valid until pk_pg_pool_destroy), NULL for NULL.
+ * Threads: safe. */
+PK_API pk_pool *pk_pg_pool_core(pk_pg_pool *pool);
+
+/* Stops lending and waits up to timeout_ms for lent connections (see
+ * pk_pool_close). Returns: 0, PK_ETIMEDOUT, PK_EINVAL, PK_EFORKED.
+ * Threads: safe. */
+PK_API int pk_pg_pool_close(pk_pg_pool *pool, int timeout_ms);
+
+/* Closes every connection and frees the pool; a lease still out keeps
+ * the pool's memory until it is released. In a child after fork(), only
+ * forget_in_child runs (see the top of this header). NULL is a no-op.
+ * Owner: takes pool. Threads: exclusive. */
+PK_API void pk_pg_pool_destroy(pk_pg_pool *pool);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* POOLKIT_PG_H */
