@@ -376,11 +376,14 @@ clean:
 # failing mode does not stop the others, so one run shows every failure;
 # make check fails at the end if any failed.
 
+# setup.sh installs PostgreSQL and libpq-dev, so here the pg integration
+# tests must run: PK_PG_REQUIRED=1 turns their skip into a failure.
 check:
 	@bash scripts/setup.sh check
+	@$(PKG_CONFIG) --exists libpq || { echo "make check: libpq not found by $(PKG_CONFIG): the pg tests cannot run"; exit 1; }
 	@$(MAKE) check-build
 	@failed=; for m in plain asan tsan; do \
-	    $(MAKE) check-$$m || failed="$$failed $$m"; \
+	    PK_PG_REQUIRED=1 $(MAKE) check-$$m || failed="$$failed $$m"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "make check: FAILED in:$$failed"; exit 1; fi; \
 	echo "make check: all modes passed"
@@ -398,6 +401,7 @@ check-build:
 	@bash tests/support/check_headers.sh
 	@bash tests/support/check_layout.sh build/release
 	@bash tests/support/check_symbols.sh build/release/$(SO_REAL)
+	@$(foreach a,$(ADAPTERS_ON),bash tests/support/check_symbols.sh build/release/libpoolkit-$(a).so.$(VERSION) &&) true
 	@MAKE='$(MAKE)' bash tests/support/check_install.sh
 	@CC='$(CC)' bash tests/support/check_readme.sh build/release
 

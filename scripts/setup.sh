@@ -2,7 +2,9 @@
 # scripts/setup.sh WHAT - make sure this machine has what `make WHAT` needs.
 #
 #   check     compilers (gcc, clang with its sanitizer runtimes), cmocka,
-#             pkg-config, binutils (nm, readelf): everything `make check` uses
+#             pkg-config, binutils (nm, readelf), libpq-dev (the pg adapter
+#             builds against it) and postgresql (the integration tests start
+#             a throwaway server): everything `make check` uses
 #   demo      a C compiler and make
 #   valgrind  what check needs, plus valgrind
 #
@@ -14,7 +16,7 @@ set -euo pipefail
 
 what=${1:-check}
 case $what in
-check)    pkgs="build-essential gcc make clang libclang-rt-dev libcmocka-dev pkg-config binutils coreutils" ;;
+check)    pkgs="build-essential gcc make clang libclang-rt-dev libcmocka-dev pkg-config binutils coreutils libpq-dev postgresql" ;;
 demo)     pkgs="build-essential gcc make" ;;
 valgrind) pkgs="build-essential gcc make libcmocka-dev pkg-config valgrind" ;;
 *) echo "usage: $0 check|demo|valgrind" >&2; exit 2 ;;
@@ -29,6 +31,9 @@ if ! command -v dpkg-query >/dev/null 2>&1; then
             command -v "$c" >/dev/null 2>&1 || missing="$missing $c"
         done
         pkg-config --exists cmocka 2>/dev/null || missing="$missing cmocka(dev)"
+        pkg-config --exists libpq 2>/dev/null || missing="$missing libpq(dev)"
+        bash "$(dirname "$0")/../tests/support/pg_server.sh" probe - >/dev/null 2>&1 ||
+            missing="$missing postgresql(server)"
     fi
     [ "$what" = valgrind ] && { command -v valgrind >/dev/null 2>&1 || missing="$missing valgrind"; }
     if [ -n "$missing" ]; then

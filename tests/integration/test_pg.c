@@ -421,6 +421,49 @@ test_pool_recovers_after_server_restart(void **state)
     pk_pg_pool_destroy(pool);
 }
 
+/* A child that inherited the pool destroys it: forget_in_child closes
+ * its copies of the sockets without a Terminate message, so the parent's
+ * sessions go on (a Terminate would end them on the server). */
+static void
+test_fork_child_destroy_leaves_parent_connections_alive(void **state)
+{
+    (void)state;
+    if (SANITIZED) {
+        printf("test_pg: skip: fork from a threaded parent under a "
+               "sanitizer (test_util.h)\n");
+        skip();
+    }
+    pk_pg_pool *pool = make_pool(&(pk_pg_options){ .min_size = 2,
+                                                   .max_size = 2 });
+    pk_pg_lease l;
+    pk_error err;
+    char v[32];
+
+    assert_int_equal(pk_pg_acquire(pool, &l, LONG_MS, &err), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        pk_pg_pool_destroy(pool); /* the idle one: forgotten */
+        _exit(pk_pg_release(pool, &l, PK_RELEASE_OK) == 0 ? 0 : 1);
+    }
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_string_equal(query1(l.conn, "SELECT 1", v, sizeof v), "1");
+    assert_int_equal(pk_pg_release(pool, &l, PK_RELEASE_OK), 0);
+    pk_pg_lease a, b;
+    assert_int_equal(pk_pg_acquire(pool, &a, LONG_MS, &err), 0);
+    assert_int_equal(pk_pg_acquire(pool, &b, LONG_MS, &err), 0);
+    assert_string_equal(query1(a.conn, "SELECT 1", v, sizeof v), "1");
+    assert_string_equal(query1(b.conn, "SELECT 1", v, sizeof v), "1");
+    pk_pool_stats ps;
+    assert_int_equal(pk_pool_stats_get(pk_pg_pool_core(pool), &ps), 0);
+    assert_int_equal(ps.created, 2); /* nothing was lost and remade */
+    assert_int_equal(pk_pg_release(pool, &a, PK_RELEASE_OK), 0);
+    assert_int_equal(pk_pg_release(pool, &b, PK_RELEASE_OK), 0);
+    pk_pg_pool_destroy(pool);
+}
+
 static void
 test_zero_timeout_and_exhausted_pool(void **state)
 {
@@ -532,6 +575,8 @@ main(void)
         cmocka_unit_test(test_failed_transaction_is_rolled_back),
         cmocka_unit_test(test_session_setting_does_not_leak_with_full_reset),
         cmocka_unit_test(test_zero_timeout_and_exhausted_pool),
+        cmocka_unit_test(
+            test_fork_child_destroy_leaves_parent_connections_alive),
         cmocka_unit_test(test_bad_input_is_einval),
         cmocka_unit_test(test_pool_recovers_after_server_restart),
     };

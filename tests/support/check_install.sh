@@ -84,6 +84,47 @@ fi
 out=$(env -u LD_LIBRARY_PATH "$dest/app-static") || fail "the static build failed to run"
 echo "   static: $out"
 
+# The pg adapter, when this machine builds it: poolkit-pg.pc says
+# Requires: poolkit and Requires.private: libpq, so the system's libpq.pc
+# must be found too: the staged .pc files are read with --define-prefix
+# (their prefix is where they lie) instead of a sysroot, which would move
+# libpq's paths as well.
+if [ -f "$libdir/pkgconfig/poolkit-pg.pc" ]; then
+    pgpc() { env -u PKG_CONFIG_LIBDIR -u PKG_CONFIG_SYSROOT_DIR \
+        PKG_CONFIG_PATH="$libdir/pkgconfig" pkg-config --define-prefix "$@"; }
+    grep -qx 'Requires: poolkit' "$libdir/pkgconfig/poolkit-pg.pc" ||
+        fail "poolkit-pg.pc lacks Requires: poolkit"
+    grep -qx 'Requires.private: libpq' "$libdir/pkgconfig/poolkit-pg.pc" ||
+        fail "poolkit-pg.pc lacks Requires.private: libpq"
+    cat >"$dest/pgapp.c" <<'C'
+#include <poolkit/pg.h>
+#include <stdio.h>
+
+int
+main(void)
+{
+    pk_pg_pool *pool = NULL;
+    pk_error err;
+    int rc = pk_pg_pool_create(&pool, &(pk_pg_options){ .conninfo = "host='x" },
+                               &err);
+    if (rc != PK_EINVAL || pool != NULL) {
+        fprintf(stderr, "a malformed conninfo gave %d\n", rc);
+        return 1;
+    }
+    printf("poolkit-pg linked and ran (%s)\n", err.msg);
+    return 0;
+}
+C
+    # shellcheck disable=SC2046
+    $cc -std=c11 -Wall -Wextra -Werror -o "$dest/pgapp" "$dest/pgapp.c" \
+        $(pgpc --cflags poolkit-pg) $(pgpc --libs poolkit-pg) ||
+        fail "could not build a program with pkg-config poolkit-pg"
+    readelf -d "$dest/pgapp" | grep -q "NEEDED.*\[libpoolkit-pg.so.$major\]" ||
+        fail "the pg program does not need libpoolkit-pg.so.$major"
+    out=$(LD_LIBRARY_PATH=$libdir "$dest/pgapp") || fail "the pg program failed to run"
+    echo "   pg:     $out"
+fi
+
 # Uninstall leaves no file behind (directories may stay).
 $make uninstall DESTDIR="$dest" PREFIX="$prefix" >/dev/null
 left=$(find "$dest$prefix" \( -type f -o -type l \) | sed "s|^$dest||")

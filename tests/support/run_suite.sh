@@ -4,7 +4,8 @@
 #
 # Test binaries are discovered, not listed: every executable file named
 # test_* or stress_* directly in BUILDDIR/tests/ (the Makefile builds one per
-# tests/unit/test_*.c and tests/stress/stress_*.c). Unit tests run first,
+# tests/unit/test_*.c, tests/stress/stress_*.c and, when its adapter builds,
+# tests/integration/test_*.c). Unit tests run first,
 # then stress tests, each alone, so a crash or a hang is pinned to a binary.
 #
 # For each binary it prints `== NAME: PASS (1.2s)` (or FAIL, with the reason)
