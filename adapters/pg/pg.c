@@ -495,7 +495,7 @@ acquire_ticket(struct pk_pg_pool *pg, pk_lease *lease, int timeout_ms,
         /* A second past the ticket's own timeout: only a safety net. */
         uint64_t deadline = timeout_ms == PK_WAIT_FOREVER
                                 ? NO_DEADLINE
-                                : deadline_after(timeout_ms + 1000);
+                                : deadline_after(timeout_ms) + 1000000000u;
         failed = wait_ticket(pg, &w, seq, deadline, &fail);
     }
     rc = pk_pool_ticket_take(t, lease, err);

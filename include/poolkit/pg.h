@@ -82,8 +82,8 @@ typedef struct pk_pg_options {
     int connect_timeout_ms;
     /* The reset on release ends by this deadline, or the connection is
      * closed (default 5000). */
-    int reset_timeout_ms;
-    int reset; /* enum pk_pg_reset */
+    int reset_timeout_ms; /* 0 or positive */
+    int reset;            /* enum pk_pg_reset */
 
     pk_event_fn event; /* the core's events (pool.h); optional */
     void *event_user;
@@ -140,14 +140,16 @@ PK_API int pk_pg_acquire_at(pk_pg_pool *pool, pk_pg_lease *lease,
 PK_API int pk_pg_release(pk_pg_pool *pool, pk_pg_lease *lease, int status);
 
 /* The core pool underneath, for what pool.h offers as it is (stats,
- * evict_all, pause/resume, resize, maintain). Do not destroy it.
- * Returns borrowed (valid until pk_pg_pool_destroy), NULL for NULL.
- * Threads: safe. */
+ * evict_all, pause/resume, resize, maintain). Do not destroy it, and do
+ * not lend from it directly with a timeout (pk_pg_acquire reports failed
+ * connects; pk_pool_acquire would retry them until its deadline).
+ * Returns: the core, or NULL for NULL. Owner: returns borrowed (valid
+ * until pk_pg_pool_destroy). Threads: safe. */
 PK_API pk_pool *pk_pg_pool_core(pk_pg_pool *pool);
 
 /* Stops lending and waits up to timeout_ms for lent connections (see
  * pk_pool_close). Returns: 0, PK_ETIMEDOUT, PK_EINVAL, PK_EFORKED.
- * Threads: safe. */
+ * Owner: borrows pool. Threads: safe. */
 PK_API int pk_pg_pool_close(pk_pg_pool *pool, int timeout_ms);
 
 /* Closes every connection and frees the pool; a lease still out keeps

@@ -191,8 +191,11 @@ test_acquire_select_1_release(void **state)
     assert_string_equal(query1(l.conn, "SELECT 1", v, sizeof v), "1");
     assert_int_equal(pk_pg_release(pool, &l, PK_RELEASE_OK), 0);
     assert_null(l.conn);
-    /* Again: the same connection comes back (LIFO), still working. */
-    assert_int_equal(pk_pg_acquire(pool, &l, LONG_MS, &err), 0);
+    /* Again: the same connection comes back (LIFO), still working; the
+     * longest and the endless timeout are valid. */
+    assert_int_equal(pk_pg_acquire(pool, &l, INT_MAX, &err), 0);
+    assert_int_equal(pk_pg_release(pool, &l, PK_RELEASE_OK), 0);
+    assert_int_equal(pk_pg_acquire(pool, &l, PK_WAIT_FOREVER, &err), 0);
     assert_string_equal(query1(l.conn, "SELECT 2", v, sizeof v), "2");
     assert_int_equal(pk_pg_release(pool, &l, PK_RELEASE_OK), 0);
     pk_pool_stats st;
@@ -475,6 +478,48 @@ test_fork_child_destroy_leaves_parent_connections_alive(void **state)
 }
 
 static void
+test_busy_or_dead_connection_is_not_lent_again(void **state)
+{
+    (void)state;
+    pk_pg_pool *pool = make_pool(&(pk_pg_options){ .max_size = 1 });
+    pk_pg_lease l;
+    pk_error err;
+    pk_pool_stats st;
+    char v[32];
+
+    /* Busy: a query sent and its results never read. */
+    assert_int_equal(pk_pg_acquire(pool, &l, LONG_MS, &err), 0);
+    int pid = PQbackendPID(l.conn);
+    assert_int_equal(PQsendQuery(l.conn, "SELECT pg_sleep(0.05)"), 1);
+    assert_int_equal(pk_pg_release(pool, &l, PK_RELEASE_OK), 0);
+    assert_int_equal(pk_pool_stats_get(pk_pg_pool_core(pool), &st), 0);
+    assert_int_equal(st.destroyed, 1);
+    assert_int_equal(pk_pg_acquire(pool, &l, LONG_MS, &err), 0);
+    assert_int_not_equal(PQbackendPID(l.conn), pid);
+
+    /* Dead: its backend terminated by another session while lent; the
+     * caller's release OK counts as BROKEN. */
+    pid = PQbackendPID(l.conn);
+    char ci[256], sql[64];
+    PGconn *admin = PQconnectdb(tcp_conninfo(ci, sizeof ci, NULL));
+    snprintf(sql, sizeof sql, "SELECT pg_terminate_backend(%d)", pid);
+    assert_string_equal(query1(admin, sql, v, sizeof v), "t");
+    PQfinish(admin);
+    for (int i = 0; i < 100 && PQstatus(l.conn) == CONNECTION_OK; i++) {
+        PQclear(PQexec(l.conn, "SELECT 1")); /* fails once it is gone */
+        sleep_ms(10);
+    }
+    assert_int_equal(PQstatus(l.conn), CONNECTION_BAD);
+    assert_int_equal(pk_pg_release(pool, &l, PK_RELEASE_OK), 0);
+    assert_int_equal(pk_pool_stats_get(pk_pg_pool_core(pool), &st), 0);
+    assert_int_equal(st.destroyed, 2);
+    assert_int_equal(pk_pg_acquire(pool, &l, LONG_MS, &err), 0);
+    assert_string_equal(query1(l.conn, "SELECT 1", v, sizeof v), "1");
+    assert_int_equal(pk_pg_release(pool, &l, PK_RELEASE_OK), 0);
+    pk_pg_pool_destroy(pool);
+}
+
+static void
 test_zero_timeout_and_exhausted_pool(void **state)
 {
     (void)state;
@@ -584,6 +629,7 @@ main(void)
         cmocka_unit_test(test_open_transaction_is_rolled_back),
         cmocka_unit_test(test_failed_transaction_is_rolled_back),
         cmocka_unit_test(test_session_setting_does_not_leak_with_full_reset),
+        cmocka_unit_test(test_busy_or_dead_connection_is_not_lent_again),
         cmocka_unit_test(test_zero_timeout_and_exhausted_pool),
         cmocka_unit_test(
             test_fork_child_destroy_leaves_parent_connections_alive),
