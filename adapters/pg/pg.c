@@ -44,6 +44,12 @@
 #define CONNECT_TIMEOUT_DEFAULT_MS 10000
 #define RESET_TIMEOUT_DEFAULT_MS 5000
 #define NO_DEADLINE UINT64_MAX
+/* After a cancel, how long pk_pg_exec waits for the connection to come
+ * back idle before it closes it instead. */
+#define EXEC_DRAIN_MS 500
+
+/* PostgreSQL's MAKE_SQLSTATE: 6 bits a character, the first lowest. */
+#define PGSIXBIT(ch) (((ch) - '0') & 0x3F)
 
 struct pk_pg_pool {
     unsigned magic;       /* PG_MAGIC from create until user_free */
@@ -571,4 +577,198 @@ pk_pg_pool_destroy(pk_pg_pool *pool)
     /* The handle itself is freed by pg_user_free, after the last
      * connection is destroyed (maybe inside this call). */
     pk_pool_destroy(pool->core);
+}
+
+/* ---- SQLSTATE ------------------------------------------------------------ */
+
+static int
+pack_sqlstate(const char *s)
+{
+    int v = 0;
+    if (!s || strlen(s) != 5)
+        return 0;
+    for (int i = 0; i < 5; i++)
+        v += PGSIXBIT(s[i]) << (6 * i);
+    return v;
+}
+
+int
+pk_pg_sqlstate(int sys, char out[6])
+{
+    if (!out)
+        return PK_EINVAL;
+    char buf[6];
+    if ((unsigned)sys >> 30)
+        return PK_EINVAL;
+    for (int i = 0; i < 5; i++) {
+        char ch = (char)(((sys >> (6 * i)) & 0x3F) + '0');
+        if (!((ch >= '0' && ch <= '9') || (ch >= 'A' && ch <= 'Z')))
+            return PK_EINVAL;
+        buf[i] = ch;
+    }
+    buf[5] = '\0';
+    memcpy(out, buf, sizeof buf);
+    return 0;
+}
+
+/* Connection-class: the session is gone or cannot be trusted. */
+static int
+conn_class(const char *st)
+{
+    if (!st)
+        return 0;
+    return strncmp(st, "08", 2) == 0 || strcmp(st, "57P01") == 0 ||
+           strcmp(st, "57P02") == 0 || strcmp(st, "57P03") == 0;
+}
+
+/* The release status a connection earns after its last result. */
+static int
+status_after(PGconn *c, const PGresult *last)
+{
+    if (PQstatus(c) != CONNECTION_OK)
+        return PK_RELEASE_BROKEN;
+    if (last && conn_class(PQresultErrorField(last, PG_DIAG_SQLSTATE)))
+        return PK_RELEASE_BROKEN;
+    return PK_RELEASE_OK;
+}
+
+int
+pk_pg_release_result(pk_pg_pool *pool, pk_pg_lease *lease,
+                     const struct pg_result *last)
+{
+    if (!pool || pool->magic != PG_MAGIC || !lease || !lease->conn)
+        return PK_EINVAL;
+    return pk_pg_release(pool, lease, status_after(lease->conn, last));
+}
+
+/* Fills err from a failed result (or from the connection when r is
+ * NULL): PK_EADAPTER, sys = the packed SQLSTATE, msg = the primary
+ * message on one line. A lost connection that carries no SQLSTATE gets
+ * 08006 (connection_failure). */
+static int
+set_result_error(pk_error *err, PGconn *c, const PGresult *r)
+{
+    const char *st = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    const char *msg = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY)
+                        : NULL;
+    if (!msg && r)
+        msg = PQresultErrorMessage(r);
+    if (!msg || !*msg)
+        msg = PQerrorMessage(c);
+    if (!st && PQstatus(c) != CONNECTION_OK)
+        st = "08006";
+    return set_pq_error(err, PK_EADAPTER, pack_sqlstate(st), "", msg);
+}
+
+/* ---- pk_pg_exec ------------------------------------------------------- */
+
+/* Reads results until libpq has none left, the connection fails, or the
+ * deadline. Keeps the first failed result, else the last one, in *keep
+ * (may be NULL: then everything is cleared). Returns 1 done, 0 deadline,
+ * -1 connection failure. */
+static int
+read_results(PGconn *c, uint64_t deadline, PGresult **keep)
+{
+    int fd = PQsocket(c);
+    for (;;) {
+        int f = PQflush(c);
+        if (f < 0)
+            return -1;
+        while (f == 0 && !PQisBusy(c)) {
+            PGresult *r = PQgetResult(c);
+            if (!r)
+                return 1;
+            if (!keep) {
+                PQclear(r);
+                continue;
+            }
+            if (*keep && PQresultStatus(*keep) == PGRES_FATAL_ERROR) {
+                PQclear(r); /* keep the first failure */
+            } else {
+                PQclear(*keep);
+                *keep = r;
+            }
+            if (PQstatus(c) != CONNECTION_OK)
+                return -1;
+        }
+        int r = wait_fd(fd, f == 1 ? (POLLIN | POLLOUT) : POLLIN, deadline);
+        if (r == 0)
+            return 0;
+        if (r < 0 || !PQconsumeInput(c))
+            return -1;
+    }
+}
+
+int
+pk_pg_exec(pk_pg_pool *pool, const char *sql, int nparams,
+           const char *const *params, int timeout_ms, struct pg_result **out,
+           pk_error *err)
+{
+    if (out)
+        *out = NULL;
+    if (!pool || pool->magic != PG_MAGIC || !sql || !out || nparams < 0 ||
+        (nparams > 0 && !params) ||
+        (timeout_ms <= 0 && timeout_ms != PK_WAIT_FOREVER))
+        return pk_error_set(err, PK_EINVAL, 0, "pk_pg_exec: %s",
+                            !pool || pool->magic != PG_MAGIC
+                                ? "not a pk_pg_pool"
+                            : !sql || !out ? "NULL argument"
+                            : nparams < 0 || (nparams > 0 && !params)
+                                ? "bad parameters"
+                                : "bad timeout (positive or "
+                                  "PK_WAIT_FOREVER)");
+    uint64_t deadline = deadline_after(timeout_ms);
+    pk_pg_lease l;
+    int rc = pk_pg_acquire_at(pool, &l, timeout_ms, err, __FILE__, __LINE__);
+    if (rc)
+        return rc;
+    PGconn *c = l.conn;
+    if (deadline != NO_DEADLINE && now_ns() >= deadline) {
+        pk_pg_release(pool, &l, PK_RELEASE_OK);
+        return pk_error_set(err, PK_ETIMEDOUT, 0, "pk_pg_exec: timed out "
+                            "after %d ms (acquire)", timeout_ms);
+    }
+    if (PQsetnonblocking(c, 1) != 0 ||
+        !PQsendQueryParams(c, sql, nparams, NULL, params, NULL, NULL, 0)) {
+        rc = set_result_error(err, c, NULL);
+        pk_pg_release(pool, &l, status_after(c, NULL));
+        return rc;
+    }
+    PGresult *res = NULL;
+    int done = read_results(c, deadline, &res);
+    if (done == 1 || done < 0) {
+        ExecStatusType s = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+        int status = status_after(c, res);
+        if (done == 1 && s != PGRES_FATAL_ERROR && s != PGRES_BAD_RESPONSE) {
+            pk_pg_release(pool, &l, status);
+            *out = res;
+            return 0;
+        }
+        rc = set_result_error(err, c, res);
+        PQclear(res);
+        pk_pg_release(pool, &l, status);
+        return rc;
+    }
+    /* The deadline: cancel the query on the server (PQcancel opens a new
+     * connection and waits for it: blocking, briefly), then drain the
+     * cancelled query's results within EXEC_DRAIN_MS, or close. */
+    PQclear(res);
+    char ebuf[256];
+    int cancelled = 0;
+    PGcancel *cn = PQgetCancel(c);
+    if (cn) {
+        cancelled = PQcancel(cn, ebuf, sizeof ebuf);
+        PQfreeCancel(cn);
+    }
+    int status = PK_RELEASE_BROKEN;
+    if (cancelled && read_results(c, deadline_after(EXEC_DRAIN_MS), NULL) ==
+                         1 &&
+        PQstatus(c) == CONNECTION_OK)
+        status = PK_RELEASE_OK; /* idle; the reset rolls back if needed */
+    pk_pg_release(pool, &l, status);
+    return pk_error_set(err, PK_ETIMEDOUT, 0, "pk_pg_exec: timed out after "
+                        "%d ms; the query was cancelled%s", timeout_ms,
+                        status == PK_RELEASE_OK
+                            ? ""
+                            : " and its connection closed");
 }

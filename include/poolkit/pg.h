@@ -27,8 +27,18 @@
  *                    child leaks its copy's memory, since PQfinish would
  *                    speak the protocol.
  *
+ * Query helper. pk_pg_exec borrows a connection, runs one statement with
+ * its parameters and gives the connection back, all by one deadline; a
+ * query past it is cancelled on the server. A failed query's SQLSTATE
+ * reaches the caller in pk_error.sys (pk_pg_sqlstate reads it), and a
+ * connection-class failure (SQLSTATE class 08, 57P01, 57P02, 57P03)
+ * releases the connection BROKEN: the core then checks every older idle
+ * connection before lending it. Callers who run libpq themselves get the
+ * same decision from pk_pg_release_result.
+ *
  * This header does not include <libpq-fe.h>: a connection is a `struct
- * pg_conn *`, libpq's PGconn (typedef struct pg_conn PGconn). */
+ * pg_conn *`, libpq's PGconn (typedef struct pg_conn PGconn), and a
+ * result a `struct pg_result *`, libpq's PGresult. */
 #ifndef POOLKIT_PG_H
 #define POOLKIT_PG_H
 
@@ -42,7 +52,8 @@
 extern "C" {
 #endif
 
-struct pg_conn; /* libpq's PGconn */
+struct pg_conn;   /* libpq's PGconn */
+struct pg_result; /* libpq's PGresult */
 
 typedef struct pk_pg_pool pk_pg_pool; /* opaque */
 
@@ -138,6 +149,61 @@ PK_API int pk_pg_acquire_at(pk_pg_pool *pool, pk_pg_lease *lease,
  * changes), PK_EFORKED. Owner: takes the lease (cleared on success).
  * Threads: safe; the reset runs on this thread. */
 PK_API int pk_pg_release(pk_pg_pool *pool, pk_pg_lease *lease, int status);
+
+/* Gives a connection back after the caller ran libpq on it, deciding
+ * the status from `last`, the last PGresult the caller got (NULL: none):
+ * BROKEN when PQstatus is not CONNECTION_OK or when last failed with a
+ * connection-class SQLSTATE (class 08, 57P01 admin_shutdown, 57P02
+ * crash_shutdown, 57P03 cannot_connect_now), else OK (then reset as
+ * pk_pg_release does). last is only read; the caller still PQclears it.
+ * Returns: as pk_pg_release. Owner: takes the lease; last borrowed.
+ * Threads: safe; the reset runs on this thread. */
+PK_API int pk_pg_release_result(pk_pg_pool *pool, pk_pg_lease *lease,
+                                const struct pg_result *last);
+
+/* Runs one statement: borrows a connection (waiting up to timeout_ms),
+ * sends sql with its nparams text parameters ($1, $2, ...; params[i]
+ * NULL is SQL NULL; types inferred by the server, so cast them:
+ * "SELECT $1::int + 1") through PQsendQueryParams, waits for the result
+ * with poll() on the socket, and gives the connection back. The whole
+ * call, acquire included, ends by timeout_ms: a query still running then
+ * is cancelled on the server (PQgetCancel/PQcancel; PQcancel opens a
+ * connection of its own to the server and blocks until the server takes
+ * the request, usually a millisecond or two, longer if the server is slow
+ * to accept), then its results are drained for up to 500 ms so the
+ * connection goes back idle; one that does not come back idle in that
+ * time is closed (released BROKEN). A connection whose query was
+ * abandoned is never lent busy. One statement only (the extended
+ * protocol). Results are requested in text format.
+ * On failure of the query: PK_EADAPTER, err->sys = the SQLSTATE packed as
+ * PostgreSQL's MAKE_SQLSTATE packs it (pk_pg_sqlstate reads it back;
+ * 08006 when libpq lost the connection without one), err->msg = the
+ * server's primary message on one line; a connection-class SQLSTATE (see
+ * pk_pg_release_result) releases the connection BROKEN, any other
+ * releases it OK (an open transaction is rolled back by the reset).
+ * Returns: 0 (*out = the result: PGRES_TUPLES_OK, PGRES_COMMAND_OK or
+ * another non-error status), PK_EADAPTER (the query failed; err as
+ * above), PK_ETIMEDOUT (acquire or query past timeout_ms; "the query was
+ * cancelled" in err->msg when it ran), PK_EINVAL (NULL pool, sql or out,
+ * nparams < 0, params NULL with nparams > 0, timeout_ms 0 or negative
+ * other than PK_WAIT_FOREVER), and the acquire's codes (PK_ECONNECT,
+ * PK_ESHUTDOWN, PK_EFORKED, PK_ENOMEM, PK_ECREATE); *out is NULL on
+ * every failure.
+ * Owner: *out returned owned (PQclear it); sql, params and err borrowed
+ * (err may be NULL). Threads: safe; the query, its cancel and the reset
+ * run on the calling thread. */
+PK_API int pk_pg_exec(pk_pg_pool *pool, const char *sql, int nparams,
+                      const char *const *params, int timeout_ms,
+                      struct pg_result **out, pk_error *err);
+
+/* Unpacks a SQLSTATE packed by PostgreSQL's MAKE_SQLSTATE (as pk_pg_exec
+ * leaves it in pk_error.sys: 6 bits a character, (ch - '0') & 0x3F, the
+ * i-th character shifted left by 6*i) into five characters and a NUL:
+ * 22012 for division_by_zero.
+ * Returns: 0, PK_EINVAL (out NULL, or sys is not a packed SQLSTATE of
+ * digits and capital letters; out is left alone). Owner: out borrowed.
+ * Threads: safe. */
+PK_API int pk_pg_sqlstate(int sys, char out[6]);
 
 /* The core pool underneath, for what pool.h offers as it is (stats,
  * evict_all, pause/resume, resize, maintain). Do not destroy it, and do

@@ -600,6 +600,289 @@ test_bad_input_is_einval(void **state)
     pk_pg_pool_destroy(pool);
 }
 
+
+/* ---- SQLSTATE, pk_pg_exec, connection-class errors ------------------ */
+
+/* The packing PostgreSQL's MAKE_SQLSTATE uses, written out here so the
+ * test does not share the library's code. */
+static int
+packed(const char *st)
+{
+    int v = 0;
+    for (int i = 0; i < 5; i++)
+        v |= ((st[i] - '0') & 0x3F) << (6 * i);
+    return v;
+}
+
+static void
+test_sqlstate_of_failed_query_in_error(void **state)
+{
+    (void)state;
+    pk_pg_pool *pool = make_pool(&(pk_pg_options){ .max_size = 1 });
+    PGresult *r = (PGresult *)0x1;
+    pk_error err;
+    char st[6];
+
+    assert_int_equal(pk_pg_exec(pool, "SELECT 1/0", 0, NULL, LONG_MS, &r,
+                                &err),
+                     PK_EADAPTER);
+    assert_null(r);
+    assert_int_equal(err.code, PK_EADAPTER);
+    assert_int_equal(err.sys, packed("22012"));
+    assert_int_equal(pk_pg_sqlstate(err.sys, st), 0);
+    assert_string_equal(st, "22012");
+    assert_string_equal(err.msg, "division by zero");
+
+    assert_int_equal(pk_pg_exec(pool, "SELEC 1", 0, NULL, LONG_MS, &r, &err),
+                     PK_EADAPTER);
+    assert_int_equal(err.sys, packed("42601"));
+    assert_int_equal(pk_pg_sqlstate(err.sys, st), 0);
+    assert_string_equal(st, "42601");
+    if (!strstr(err.msg, "syntax error"))
+        fail_msg("unexpected message: %s", err.msg);
+    assert_null(strchr(err.msg, '\n'));
+
+    /* The helper round-trips every code of letters and digits. */
+    const char *codes[] = { "00000", "08006", "57P01", "40P01", "XX000",
+                            "ZZZZZ", "2BP01" };
+    for (size_t i = 0; i < sizeof codes / sizeof *codes; i++) {
+        assert_int_equal(pk_pg_sqlstate(packed(codes[i]), st), 0);
+        assert_string_equal(st, codes[i]);
+    }
+    assert_int_equal(pk_pg_sqlstate(packed("22012"), NULL), PK_EINVAL);
+    assert_int_equal(pk_pg_sqlstate(-1, st), PK_EINVAL);
+    assert_int_equal(pk_pg_sqlstate(1 << 30, st), PK_EINVAL);
+    assert_string_equal(st, "2BP01"); /* left alone on failure */
+
+    /* A query error does not cost the connection. */
+    pk_pool_stats ps;
+    assert_int_equal(pk_pool_stats_get(pk_pg_pool_core(pool), &ps), 0);
+    assert_int_equal(ps.created, 1);
+    assert_int_equal(ps.destroyed, 0);
+    pk_pg_pool_destroy(pool);
+}
+
+static void
+test_exec_with_parameters(void **state)
+{
+    (void)state;
+    pk_pg_pool *pool = make_pool(&(pk_pg_options){ .max_size = 1 });
+    PGresult *r = NULL;
+    pk_error err;
+
+    const char *const p1[] = { "41" };
+    assert_int_equal(pk_pg_exec(pool, "SELECT $1::int + 1", 1, p1, LONG_MS,
+                                &r, &err),
+                     0);
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    assert_string_equal(PQgetvalue(r, 0, 0), "42");
+    PQclear(r);
+    /* Text, NULL, no parameters, a command, PK_WAIT_FOREVER. */
+    const char *const p2[] = { "a'b", NULL };
+    assert_int_equal(pk_pg_exec(pool, "SELECT $1::text || 'c', $2::int IS "
+                                      "NULL",
+                                2, p2, PK_WAIT_FOREVER, &r, &err),
+                     0);
+    assert_string_equal(PQgetvalue(r, 0, 0), "a'bc");
+    assert_string_equal(PQgetvalue(r, 0, 1), "t");
+    PQclear(r);
+    assert_int_equal(pk_pg_exec(pool, "SET application_name = 'x'", 0, NULL,
+                                LONG_MS, &r, &err),
+                     0);
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    /* Bad input. */
+    assert_int_equal(pk_pg_exec(NULL, "SELECT 1", 0, NULL, 10, &r, &err),
+                     PK_EINVAL);
+    assert_int_equal(pk_pg_exec(pool, NULL, 0, NULL, 10, &r, &err),
+                     PK_EINVAL);
+    assert_int_equal(pk_pg_exec(pool, "SELECT 1", 0, NULL, 10, NULL, &err),
+                     PK_EINVAL);
+    assert_int_equal(pk_pg_exec(pool, "SELECT $1", 1, NULL, 10, &r, &err),
+                     PK_EINVAL);
+    assert_int_equal(pk_pg_exec(pool, "SELECT 1", -1, NULL, 10, &r, &err),
+                     PK_EINVAL);
+    assert_int_equal(pk_pg_exec(pool, "SELECT 1", 0, NULL, 0, &r, &err),
+                     PK_EINVAL);
+    assert_int_equal(pk_pg_exec(pool, "SELECT 1", 0, NULL, -7, &r, &err),
+                     PK_EINVAL);
+    /* The pool is exhausted: the acquire times out within the call's
+     * timeout. */
+    pk_pg_lease l;
+    assert_int_equal(pk_pg_acquire(pool, &l, LONG_MS, &err), 0);
+    assert_int_equal(pk_pg_exec(pool, "SELECT 1", 0, NULL, 100, &r, &err),
+                     PK_ETIMEDOUT);
+    assert_null(r);
+    assert_int_equal(pk_pg_release(pool, &l, PK_RELEASE_OK), 0);
+    pk_pg_pool_destroy(pool);
+}
+
+static void
+test_exec_timeout_cancels_query_and_connection_comes_back_idle(void **state)
+{
+    (void)state;
+    pk_pg_pool *pool = make_pool(&(pk_pg_options){ .max_size = 1 });
+    PGresult *r = NULL;
+    pk_error err;
+    struct timespec t0;
+    char v[32], ci[256];
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int rc = pk_pg_exec(pool, "SELECT pg_sleep(5)", 0, NULL, 200, &r, &err);
+    uint64_t took = elapsed_ms(&t0);
+    assert_int_equal(rc, PK_ETIMEDOUT);
+    assert_null(r);
+    if (!strstr(err.msg, "cancelled"))
+        fail_msg("unexpected message: %s", err.msg);
+    assert_true(took >= 190);
+    assert_true(took < 1000);
+
+    /* The server runs no pg_sleep any more. */
+    PGconn *admin = PQconnectdb(tcp_conninfo(ci, sizeof ci, NULL));
+    assert_int_equal(PQstatus(admin), CONNECTION_OK);
+    assert_string_equal(query1(admin, "SELECT count(*) FROM pg_stat_activity "
+                                      "WHERE state = 'active' AND query "
+                                      "LIKE 'SELECT pg_sleep(5)%' AND pid <> "
+                                      "pg_backend_pid()",
+                               v, sizeof v),
+                        "0");
+    PQfinish(admin);
+
+    /* The next borrower gets an idle, working connection. */
+    pk_pg_lease l;
+    assert_int_equal(pk_pg_acquire(pool, &l, LONG_MS, &err), 0);
+    assert_int_equal(PQtransactionStatus(l.conn), PQTRANS_IDLE);
+    assert_int_equal(PQisBusy(l.conn), 0);
+    assert_string_equal(query1(l.conn, "SELECT 7", v, sizeof v), "7");
+    assert_int_equal(pk_pg_release(pool, &l, PK_RELEASE_OK), 0);
+    /* It was drained, not replaced. */
+    pk_pool_stats ps;
+    assert_int_equal(pk_pool_stats_get(pk_pg_pool_core(pool), &ps), 0);
+    assert_int_equal(ps.destroyed, 0);
+
+    /* And pk_pg_exec on it works. */
+    assert_int_equal(pk_pg_exec(pool, "SELECT 1", 0, NULL, LONG_MS, &r, &err),
+                     0);
+    assert_string_equal(PQgetvalue(r, 0, 0), "1");
+    PQclear(r);
+    pk_pg_pool_destroy(pool);
+}
+
+static void
+test_connection_class_error_releases_broken(void **state)
+{
+    (void)state;
+    pk_pg_pool *pool = make_pool(&(pk_pg_options){ .max_size = 1 });
+    PGresult *r = NULL;
+    pk_error err;
+    pk_pool_stats ps;
+    char st[6];
+
+    assert_int_equal(pk_pg_exec(pool, "SELECT pg_backend_pid()", 0, NULL,
+                                LONG_MS, &r, &err),
+                     0);
+    int pid = atoi(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    assert_int_equal(pk_pg_exec(pool, "SELECT pg_terminate_backend("
+                                      "pg_backend_pid())",
+                                0, NULL, LONG_MS, &r, &err),
+                     PK_EADAPTER);
+    assert_null(r);
+    assert_int_equal(pk_pg_sqlstate(err.sys, st), 0);
+    assert_string_equal(st, "57P01"); /* admin_shutdown */
+    assert_int_equal(pk_pool_stats_get(pk_pg_pool_core(pool), &ps), 0);
+    assert_int_equal(ps.destroyed, 1);
+    /* The SQLSTATE alone decides, through pk_pg_exec too: a
+     * connection-class code raised on a healthy connection. */
+    assert_int_equal(pk_pg_exec(pool, "DO $$ BEGIN RAISE EXCEPTION 'gone' "
+                                      "USING ERRCODE = '08003'; END $$",
+                                0, NULL, LONG_MS, &r, &err),
+                     PK_EADAPTER);
+    assert_int_equal(pk_pg_sqlstate(err.sys, st), 0);
+    assert_string_equal(st, "08003");
+    assert_string_equal(err.msg, "gone");
+    assert_int_equal(pk_pool_stats_get(pk_pg_pool_core(pool), &ps), 0);
+    assert_int_equal(ps.destroyed, 2);
+    /* The next exec works, on a new connection. */
+    assert_int_equal(pk_pg_exec(pool, "SELECT pg_backend_pid()", 0, NULL,
+                                LONG_MS, &r, &err),
+                     0);
+    assert_int_not_equal(atoi(PQgetvalue(r, 0, 0)), pid);
+    PQclear(r);
+    pk_pg_pool_destroy(pool);
+}
+
+static void
+test_release_result_decides_from_sqlstate(void **state)
+{
+    (void)state;
+    pk_pg_pool *pool = make_pool(&(pk_pg_options){ .max_size = 2 });
+    pk_pg_lease a, b;
+    pk_error err;
+    pk_pool_stats ps;
+    char v[32], ci[256], sql[64];
+
+    /* a's backend is terminated from another session; the query a's
+     * caller runs next fails with 57P01. */
+    assert_int_equal(pk_pg_acquire(pool, &a, LONG_MS, &err), 0);
+    assert_int_equal(pk_pg_acquire(pool, &b, LONG_MS, &err), 0);
+    int pid_b = PQbackendPID(b.conn);
+    PGconn *admin = PQconnectdb(tcp_conninfo(ci, sizeof ci, NULL));
+    snprintf(sql, sizeof sql, "SELECT pg_terminate_backend(%d)",
+             PQbackendPID(a.conn));
+    assert_string_equal(query1(admin, sql, v, sizeof v), "t");
+    PQfinish(admin);
+    PGresult *dead = NULL;
+    for (int i = 0; i < 100; i++) {
+        PQclear(dead);
+        dead = PQexec(a.conn, "SELECT 1");
+        if (PQresultStatus(dead) == PGRES_FATAL_ERROR)
+            break;
+        sleep_ms(10);
+    }
+    assert_int_equal(PQresultStatus(dead), PGRES_FATAL_ERROR);
+    assert_int_equal(pk_pg_release_result(pool, &a, dead), 0);
+    assert_null(a.conn);
+    assert_int_equal(pk_pool_stats_get(pk_pg_pool_core(pool), &ps), 0);
+    assert_int_equal(ps.destroyed, 1);
+
+    PQclear(dead);
+    assert_int_equal(pk_pg_release(pool, &b, PK_RELEASE_OK), 0);
+
+    /* On a healthy connection the SQLSTATE alone decides: a result that
+     * failed with each connection-class code (raised by the server on
+     * purpose) releases it BROKEN. */
+    const char *codes[] = { "08006", "08P01", "57P01", "57P02", "57P03" };
+    for (size_t i = 0; i < sizeof codes / sizeof *codes; i++) {
+        assert_int_equal(pk_pg_acquire(pool, &b, LONG_MS, &err), 0);
+        snprintf(sql, sizeof sql, "DO $$ BEGIN RAISE EXCEPTION 'x' USING "
+                 "ERRCODE = '%s'; END $$", codes[i]);
+        PGresult *r = PQexec(b.conn, sql);
+        assert_string_equal(PQresultErrorField(r, PG_DIAG_SQLSTATE),
+                            codes[i]);
+        assert_int_equal(PQstatus(b.conn), CONNECTION_OK);
+        assert_int_equal(pk_pg_release_result(pool, &b, r), 0);
+        PQclear(r);
+        assert_int_equal(pk_pool_stats_get(pk_pg_pool_core(pool), &ps), 0);
+        assert_int_equal(ps.destroyed, 2 + i);
+    }
+
+    /* A failed query of another class keeps the connection. */
+    assert_int_equal(pk_pg_acquire(pool, &b, LONG_MS, &err), 0);
+    assert_int_not_equal(PQbackendPID(b.conn), pid_b);
+    int pid = PQbackendPID(b.conn);
+    PGresult *r = PQexec(b.conn, "SELECT 1/0");
+    assert_string_equal(PQresultErrorField(r, PG_DIAG_SQLSTATE), "22012");
+    assert_int_equal(pk_pg_release_result(pool, &b, r), 0);
+    PQclear(r);
+    assert_int_equal(pk_pg_acquire(pool, &b, LONG_MS, &err), 0);
+    assert_int_equal(PQbackendPID(b.conn), pid);
+    assert_int_equal(pk_pg_release_result(pool, &b, NULL), 0);
+    assert_int_equal(pk_pg_release_result(pool, &b, NULL), PK_EINVAL);
+    assert_int_equal(pk_pg_release_result(NULL, &b, NULL), PK_EINVAL);
+    pk_pg_pool_destroy(pool);
+}
+
 int
 main(void)
 {
@@ -634,6 +917,12 @@ main(void)
         cmocka_unit_test(
             test_fork_child_destroy_leaves_parent_connections_alive),
         cmocka_unit_test(test_bad_input_is_einval),
+        cmocka_unit_test(test_sqlstate_of_failed_query_in_error),
+        cmocka_unit_test(test_exec_with_parameters),
+        cmocka_unit_test(
+            test_exec_timeout_cancels_query_and_connection_comes_back_idle),
+        cmocka_unit_test(test_connection_class_error_releases_broken),
+        cmocka_unit_test(test_release_result_decides_from_sqlstate),
         cmocka_unit_test(test_pool_recovers_after_server_restart),
     };
     return cmocka_run_group_tests_name("pg", tests, group_setup,
