@@ -185,13 +185,14 @@ pk_executor_destroy(pk_executor *ex)
 
 /* A failure nobody can read: tell the event hook, or without one stderr
  * (kit/log.h: one rate-limited line). */
-static void
-report(pk_event_fn event, void *event_user, const pk_error *err)
+void
+pk__task_report_unread(pk_event_fn event, void *event_user,
+                       const pk_error *err, const char *what)
 {
     pk_event ev;
 
     if (!event) {
-        pk__log_failure("a fire-and-forget task failed", err);
+        pk__log_failure(what, err);
         return;
     }
     memset(&ev, 0, sizeof ev);
@@ -210,7 +211,8 @@ settle_failure(pk_future *fut, pk_event_fn event, void *event_user,
     if (fut)
         pk_future_fail(fut, err->code, err->sys, "%s", err->msg);
     else
-        report(event, event_user, err);
+        pk__task_report_unread(event, event_user, err,
+                               "a fire-and-forget task failed");
     return err->code;
 }
 

@@ -133,6 +133,12 @@ int pk__future_create_ext(pk_future **out, pk_event_fn event,
 /* The record of a future made by pk__future_create_ext, or NULL. */
 struct pk__future_ext *pk__future_ext(pk_future *f);
 
+/* A failure nobody can read (a fire-and-forget task's): to event as
+ * PK_EVENT_FUTURE_UNREAD, or without one a stderr line saying `what`
+ * (lib/kit/log.h). The one place executors report such failures. */
+void pk__task_report_unread(pk_event_fn event, void *event_user,
+                            const pk_error *err, const char *what);
+
 /* pk_task_run for a future its caller already set running (claimed). */
 int pk__task_run_claimed(const pk_task *task, const pk_registry *reg,
                          pk_future *fut, pk_event_fn event,

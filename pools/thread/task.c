@@ -166,25 +166,22 @@ unpack(const struct tp_task *t, pk_task *out)
     out->flags = t->flags;
 }
 
-/* A task that never ran: its future says why, or the event hook hears it
- * (fire and forget: nobody else would), or without a hook stderr (one
- * rate-limited line, as pk_task_run reports a fire-and-forget failure). */
+/* A task that never ran: its future says why, or (fire and forget:
+ * nobody else would) the event hook or stderr hears it, as pk_task_run
+ * reports a fire-and-forget failure. */
 static void
 never_ran(struct pk_threadpool *tp, pk_future *fut, int code,
           const char *why)
 {
     pk_error e;
-    pk_event ev = { PK_EVENT_FUTURE_UNREAD, NULL, NULL, 0, 0, &e };
 
     if (fut) {
         pk_future_fail(fut, code, 0, "%s", why);
         return;
     }
     pk_error_set(&e, code, 0, "%s", why);
-    if (tp->event)
-        tp->event(tp->event_user, &ev);
-    else
-        pk__log_failure("a fire-and-forget task never ran", &e);
+    pk__task_report_unread(tp->event, tp->event_user, &e,
+                           "a fire-and-forget task never ran");
 }
 
 /* Shows the task t at w's depth d to the watchdog (timer.c), or clears
