@@ -112,10 +112,7 @@ start_workers(struct pk_threadpool *tp, const pk_threadpool_options *o)
      * retried: a try is cheap. */
     po.backoff_initial_ms = 1;
     po.max_backoff_ms = 100;
-    /* A busy worker holds its lease: one still out when destroy closes
-     * the core is no leak. */
-    po.flags = PK_POOL_NO_GENERATION_BUMP | PK_POOL_MANUAL_MAINTENANCE |
-               PK_POOL_QUIET_CLOSE;
+    po.flags = PK_POOL_NO_GENERATION_BUMP | PK_POOL_MANUAL_MAINTENANCE;
     po.event = o->event;
     po.event_user = o->event_user;
     return pk_pool_create(&tp->workers, &po);
@@ -212,8 +209,12 @@ pk_threadpool_destroy(pk_threadpool *tp)
     } else {
         pk_threadpool_shutdown(tp, PK_SHUTDOWN_CANCEL, PK_WAIT_FOREVER);
         atomic_store(&tp->timer_quit, true);
-        /* Stops idle workers, and wakes the timer if it waits for one. */
-        pk_pool_close(tp->workers, 0);
+        /* Stops idle workers, wakes the timer if it waits for one, and
+         * waits for the others to give their leases back: after the
+         * shutdown above they only finish their last look at the queue
+         * (a stuck worker given up was released DETACH: not waited for).
+         * So a lease still out here would be a real leak, reported. */
+        pk_pool_close(tp->workers, PK_WAIT_FOREVER);
         pk__tp_timer_stop(tp);
         pk_pool_destroy(tp->workers);
         wait_threads_exited(tp);
