@@ -98,15 +98,6 @@ int pk__future_helped(void);
  * pk_future_wait. */
 int pk__future_wait_deadline(pk_future *f, uint64_t deadline);
 
-/* Waits without the helper, parked on a parker of its own that only f
- * wakes (listen, park, unlisten). Returns 0 or PK_ETIMEDOUT. */
-int pk__future_wait_until(pk_future *f, uint64_t deadline);
-
-/* The same for any of fs[0..n-1]. Returns 0 (one finished), PK_ETIMEDOUT
- * or PK_ENOMEM (more than a few futures, and no memory for the nodes). */
-int pk__future_wait_any_until(pk_future *const *fs, size_t n,
-                              uint64_t deadline);
-
 /* pk_future_create with `refs` references at once (an executor's own
  * and its caller's): one atomic increment less than a pk_future_ref. */
 int pk__future_create_refs(pk_future **out, pk_event_fn event,

@@ -79,12 +79,6 @@ park_on(pk_future *f, uint64_t deadline)
     return pk__future_done(f) ? 0 : PK_ETIMEDOUT;
 }
 
-int
-pk__future_wait_until(pk_future *f, uint64_t deadline)
-{
-    return pk__future_done(f) ? 0 : park_on(f, deadline);
-}
-
 static int
 wait_one(pk_future *f, uint64_t deadline)
 {
@@ -196,8 +190,11 @@ park_on_all(pk_future *const *fs, size_t n, uint64_t deadline)
     return 0;
 }
 
-int
-pk__future_wait_any_until(pk_future *const *fs, size_t n, uint64_t deadline)
+/* Waits, without the helper, until one of fs finished. Returns 0,
+ * PK_ETIMEDOUT or PK_ENOMEM (more than a few futures, and no memory for
+ * the nodes). */
+static int
+wait_any_until(pk_future *const *fs, size_t n, uint64_t deadline)
 {
     int rc = 0;
 
@@ -228,7 +225,7 @@ pk_future_wait_any(pk_future *const *fs, size_t n, int timeout_ms,
         rc = pk__deadline(timeout_ms, &deadline);
         if (rc == 0)
             rc = h && h->any ? h->any(h->ctx, fs, n, deadline)
-                             : pk__future_wait_any_until(fs, n, deadline);
+                             : wait_any_until(fs, n, deadline);
         if (rc)
             return rc;
         i = lowest_finished(fs, n);

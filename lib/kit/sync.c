@@ -314,22 +314,6 @@ pk__cv_wait_prepared(pk__cv *c, uint32_t seq, uint64_t deadline_ns)
     atomic_fetch_sub(&c->waiters, 1);
 }
 
-int
-pk__cv_wait_slice(pk__cv *c, uint32_t seq, uint64_t deadline_ns,
-                  uint64_t slice_ns)
-{
-    uint64_t now = pk__now_ns();
-
-    if (now >= deadline_ns) {
-        pk__cv_cancel(c);
-        return PK_ETIMEDOUT;
-    }
-    pk__cv_wait_prepared(c, seq, deadline_ns - now > slice_ns
-                                     ? now + slice_ns
-                                     : deadline_ns);
-    return 0;
-}
-
 uint32_t
 pk__park(pk__parker *p, uint64_t deadline_ns)
 {

@@ -183,12 +183,6 @@ void pk__cv_wait_until(pk__cv *c, pk__lock *l, uint64_t deadline_ns);
 uint32_t pk__cv_prepare(pk__cv *c);
 void pk__cv_cancel(pk__cv *c);
 void pk__cv_wait_prepared(pk__cv *c, uint32_t seq, uint64_t deadline_ns);
-/* pk__cv_wait_prepared for at most slice_ns and never past deadline_ns,
- * for a waiter that must also look again at what no wake reports (a
- * worker's progress, the clock). Returns PK_ETIMEDOUT, the prepare
- * cancelled, if the deadline has passed already; else 0 after the wait. */
-int pk__cv_wait_slice(pk__cv *c, uint32_t seq, uint64_t deadline_ns,
-                      uint64_t slice_ns);
 
 /* The process-wide fork counter: bumped by a pthread_atfork child
  * handler; a documented global (README, "Process-wide state").
