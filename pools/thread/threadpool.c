@@ -134,7 +134,6 @@ configure(struct pk_threadpool *tp, const pk_threadpool_options *o)
     tp->slow_ns = limit_ns(o->slow_task_ms);
     tp->stuck_ns = limit_ns(o->stuck_after_ms);
     tp->maint_ns = maint_period(o->keep_alive_ms);
-    tp->min_threads = o->min_threads;
     atomic_init(&tp->room_at, SIZE_MAX);
     atomic_init(&tp->max_threads,
                 o->max_threads ? o->max_threads : cpu_count());
@@ -456,10 +455,7 @@ pk_threadpool_resize(pk_threadpool *tp, size_t min_threads,
         return PK_EINVAL;
     if (atomic_load(&tp->closed))
         return PK_ESHUTDOWN;
-    pk__lock_acquire(&tp->lock);
     atomic_store(&tp->max_threads, max_threads);
-    tp->min_threads = min_threads;
-    pk__lock_release(&tp->lock);
     rc = pk_pool_resize(tp->workers, min_threads, 0, max_threads);
     /* The resize may have made workers idle in the core, or allowed more:
      * worker.c's protocol asks for a look at the queue. */

@@ -117,11 +117,11 @@ struct pk_threadpool {
     pk__hist wait_hist, run_hist;   /* sampled */
     char pad2[64];
 
-    pk__lock lock;             /* all, helping, watch, detached, min */
+    pk__lock lock;             /* all, helping, watch, detached */
     struct pk__dlist all;      /* live workers (tp_worker.node) */
-    size_t min_threads;
     pk__cv done;               /* `finished` caught up: shutdown waits */
-    pk__cv room;               /* a pop made room: BLOCK submits wait */
+    pk__cv room;               /* the queue is down to room_at: BLOCK
+                                  submits wait (tp_after_pop) */
     pk__cv exited;             /* a worker thread exited: destroy waits */
     /* The timer thread (timer.c). */
     pthread_t timer;
