@@ -1,0 +1,901 @@
+/* adapters/pg/pool.c - the PostgreSQL pool: libpq connections as pk_pool
+ * resources (include/poolkit/pg.h says what each hook does).
+ *
+ * The core owns the population; this file owns only the hooks and the
+ * acquire path. A pk_pg_pool is the hooks' `user`: it lives until the
+ * core's user_free, which runs after the last destroy hook, so a lease
+ * released after pk_pg_pool_destroy still finds it.
+ *
+ * Connect. PQconnectStartParams with the caller's conninfo as an
+ * expandable dbname (so any conninfo or URI works, several hosts
+ * included), then PQconnectPoll driven by poll() on PQsocket (which may
+ * change between hosts) until one overall deadline, connect_timeout_ms:
+ * PQconnectPoll applies no timeout of its own. init_sql and the init hook
+ * follow under the same deadline.
+ *
+ * Acquire. A blocking acquire that needs a connect would run the create
+ * hook on the acquiring thread and retry failed connects until its own
+ * deadline (the core's rule). Instead the adapter waits on a core ticket
+ * (pk_pool_acquire_async), whose creates run on the core's helper thread,
+ * and on the adapter's failure sequence: each failed connect bumps
+ * fail_seq under mu and broadcasts cv. A waiter that sees the sequence
+ * move while it has not been served withdraws its ticket and returns that
+ * failure, so a wrong password reaches the caller after one connect, not
+ * after the acquire timeout. A 0-timeout acquire goes straight to the
+ * core (it never waits for a connect).
+ *
+ * Locks: mu protects fail_seq and last_fail, and a waiter's `ready`
+ * flag. It is never held while a core call or a libpq call runs, except
+ * that the ticket callback takes it (the core runs callbacks with no
+ * poolkit lock held). Counters are atomics. */
+#include "pg_int.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PG_MAGIC 0x706b5047u /* "pkPG" */
+#define CONNECT_TIMEOUT_DEFAULT_MS 10000
+#define RESET_TIMEOUT_DEFAULT_MS 5000
+#define STATEMENT_CACHE_DEFAULT 64
+#define STATEMENT_CACHE_MAX 4096
+
+int
+pk__pg_valid(const pk_pg_pool *pool)
+{
+    return pool && pool->magic == PG_MAGIC;
+}
+
+/* ---- counters --------------------------------------------------------------- */
+
+#define COUNT(pg, field) \
+    atomic_fetch_add_explicit(&(pg)->n.field, 1, memory_order_relaxed)
+
+/* Connect times in microseconds, 4 buckets per power of two: bucket
+ * 4*(e-1) + the two bits under the top one, for v >= 4 with top bit e. */
+static int
+hist_bucket(uint64_t v)
+{
+    if (v < 4)
+        return (int)v;
+    int e = 63 - __builtin_clzll(v);
+    int b = 4 * (e - 1) + (int)((v >> (e - 2)) & 3);
+    return b < 255 ? b : 255;
+}
+
+static uint64_t
+hist_upper(int b)
+{
+    if (b < 4)
+        return (uint64_t)b;
+    int e = b / 4 + 1;
+    uint64_t sub = (uint64_t)(b % 4);
+    return ((4 + sub + 1) << (e - 2)) - 1;
+}
+
+static uint64_t
+hist_quantile(const _Atomic uint64_t *h, double q)
+{
+    uint64_t c[256], total = 0;
+    for (int i = 0; i < 256; i++) {
+        c[i] = atomic_load_explicit(&h[i], memory_order_relaxed);
+        total += c[i];
+    }
+    if (total == 0)
+        return 0;
+    uint64_t rank = (uint64_t)(q * (double)(total - 1)) + 1, seen = 0;
+    for (int i = 0; i < 256; i++) {
+        seen += c[i];
+        if (seen >= rank)
+            return hist_upper(i);
+    }
+    return hist_upper(255);
+}
+
+/* ---- connect ------------------------------------------------------------------ */
+
+static void
+note_failure(struct pk_pg_pool *pg, const pk_error *e)
+{
+    COUNT(pg, connects_failed);
+    pthread_mutex_lock(&pg->mu);
+    pg->fail_seq++;
+    pg->last_fail = *e;
+    pthread_cond_broadcast(&pg->cv);
+    pthread_mutex_unlock(&pg->mu);
+}
+
+/* Drives PQconnectPoll to the end or to the deadline. Returns 0 or a
+ * PK_ECONNECT filled into e. */
+static int
+connect_poll(PGconn *c, uint64_t deadline, int timeout_ms, pk_error *e)
+{
+    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+
+    for (;;) {
+        if (st == PGRES_POLLING_OK)
+            return 0;
+        if (st == PGRES_POLLING_FAILED)
+            return pk__pg_set_error(e, PK_ECONNECT, CONNECTION_BAD, "",
+                                    PQerrorMessage(c));
+        int fd = PQsocket(c);
+        if (fd >= 0) {
+            int r = pk__pg_wait_fd(
+                fd, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline);
+            if (r == 0)
+                return pk_error_set(e, PK_ECONNECT, CONNECTION_BAD,
+                                    "connect to %s:%s timed out after %d ms "
+                                    "(connect_timeout_ms)",
+                                    PQhost(c) ? PQhost(c) : "?",
+                                    PQport(c) ? PQport(c) : "?", timeout_ms);
+            if (r < 0)
+                return pk_error_set(e, PK_ECONNECT, errno, "poll: %s",
+                                    strerror(errno));
+        }
+        st = PQconnectPoll(c);
+    }
+}
+
+/* The full reset, and the DO block that deallocates every prepared
+ * statement not named pk_s... nor in `keep` (the names init made, as a
+ * quoted SQL array, or NULL). Several statements in one simple query run
+ * as one implicit transaction; DISCARD ALL cannot, hence the list. */
+static const char full_reset_head[] =
+    "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; CLOSE ALL; UNLISTEN *; "
+    "SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD PLANS; "
+    "DISCARD SEQUENCES; DO $pk$DECLARE n text; BEGIN FOR n IN SELECT name "
+    "FROM pg_prepared_statements WHERE name NOT LIKE '" PK__PG_STMT_PREFIX
+    "%'";
+static const char full_reset_tail[] =
+    " LOOP EXECUTE format('DEALLOCATE %I', n); END LOOP; END$pk$";
+
+static char *
+full_reset_sql(const char *keep)
+{
+    size_t n = sizeof full_reset_head + sizeof full_reset_tail +
+               (keep ? strlen(keep) + 32 : 0);
+    char *s = malloc(n);
+    if (s)
+        snprintf(s, n, "%s%s%s%s%s", full_reset_head,
+                 keep ? " AND name <> ALL (" : "", keep ? keep : "",
+                 keep ? ")" : "", full_reset_tail);
+    return s;
+}
+
+/* After init ran: the full reset for this connection keeps the
+ * statements it prepared. Reads their names back (one round trip, at
+ * connect only). A name with the dollar quote in it is not kept. */
+static int
+keep_init_statements(struct pk__pg_conn *pc, uint64_t deadline, pk_error *e)
+{
+    PGresult *r = NULL;
+    int rc = pk__pg_run(pc->conn,
+                        "SELECT string_agg(quote_literal(name), ',') FROM "
+                        "pg_prepared_statements WHERE strpos(name, '$pk$') "
+                        "= 0",
+                        deadline, &r, e);
+    if (rc == 0 && r && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0)) {
+        const char *names = PQgetvalue(r, 0, 0);
+        size_t n = strlen(names) + 16;
+        char *keep = malloc(n);
+        if (keep) {
+            snprintf(keep, n, "ARRAY[%s]", names);
+            pc->reset_sql = full_reset_sql(keep);
+            free(keep);
+        }
+        if (!pc->reset_sql)
+            rc = pk_error_set(e, PK_ENOMEM, ENOMEM, "init: out of memory");
+    } else if (rc) {
+        rc = pk_error_set(e, rc, e->sys, "init: %s", e->msg);
+    }
+    PQclear(r);
+    return rc;
+}
+
+static int
+run_init(struct pk_pg_pool *pg, struct pk__pg_conn *pc, uint64_t deadline,
+         pk_error *e)
+{
+    if (pg->init_sql) {
+        int rc = pk__pg_run(pc->conn, pg->init_sql, deadline, NULL, e);
+        if (rc)
+            return pk_error_set(e, rc, e->sys, "init_sql: %s", e->msg);
+    }
+    if (pg->init) {
+        int rc = pg->init(pc->conn, &pc->ctx, pg->init_user, e);
+        if (rc) {
+            if (e->code == 0)
+                pk_error_set(e, rc, 0, "init hook failed: %s",
+                             pk_strerror(rc));
+            return rc;
+        }
+    }
+    if (pg->reset == PK_PG_RESET_FULL && (pg->init_sql || pg->init))
+        return keep_init_statements(pc, deadline, e);
+    return 0;
+}
+
+static void
+finish(struct pk_pg_pool *pg, struct pk__pg_conn *pc)
+{
+    if (pg->fini)
+        pg->fini(pc->conn, pc->ctx, pg->init_user);
+    PQfinish(pc->conn);
+    pk__pg_conn_free(pc);
+}
+
+/* libpq prints notices, and a FATAL that arrives while the connection is
+ * idle (a shutdown, idle_session_timeout), to stderr by default: in a
+ * pool those are the pool's business (the check reads them), not the
+ * program's output. init may install a processor of its own. */
+static void
+drop_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
+static int
+pg_create(void *user, void **res, pk_error *err)
+{
+    struct pk_pg_pool *pg = user;
+    const char *const keys[] = { "dbname", NULL };
+    const char *const vals[] = { pg->conninfo, NULL };
+    pk_error e = { 0, 0, "" };
+    uint64_t t0 = pk__pg_now_ns();
+    uint64_t deadline = pk__pg_deadline_after(pg->connect_timeout_ms);
+    struct pk__pg_conn *pc = NULL;
+    int rc;
+
+    PGconn *c = PQconnectStartParams(keys, vals, 1);
+    if (!c)
+        return pk_error_set(err, PK_ENOMEM, ENOMEM, "libpq: out of memory");
+    if (PQstatus(c) == CONNECTION_BAD)
+        rc = pk__pg_set_error(&e, PK_ECONNECT, CONNECTION_BAD, "",
+                              PQerrorMessage(c));
+    else
+        rc = connect_poll(c, deadline, pg->connect_timeout_ms, &e);
+    if (rc == 0) {
+        PQsetNoticeProcessor(c, drop_notice, NULL);
+        pc = pk__pg_conn_new(pg, c, pg->statement_cache);
+        rc = pc ? run_init(pg, pc, deadline, &e)
+                : pk_error_set(&e, PK_ENOMEM, ENOMEM, "out of memory");
+    }
+    if (rc) {
+        if (pc)
+            finish(pg, pc);
+        else
+            PQfinish(c);
+        note_failure(pg, &e);
+        if (err)
+            *err = e;
+        return rc;
+    }
+    COUNT(pg, connects_ok);
+    atomic_fetch_add_explicit(
+        &pg->n.connect_us[hist_bucket((pk__pg_now_ns() - t0) / 1000)], 1,
+        memory_order_relaxed);
+    *res = pc;
+    return 0;
+}
+
+/* ---- closing a connection ------------------------------------------------------ */
+
+/* A connection closed while its query still runs: PQfinish alone leaves
+ * the query running on the server until it next writes to the socket.
+ * PQcancel blocks (libpq 15 has no non-blocking cancel), so a thread of
+ * its own cancels, then closes. */
+static void *
+cancel_main(void *arg)
+{
+    PGconn *c = arg;
+    char ebuf[256];
+    PGcancel *cn = PQgetCancel(c);
+    if (cn) {
+        (void)PQcancel(cn, ebuf, sizeof ebuf);
+        PQfreeCancel(cn);
+    }
+    PQfinish(c);
+    return NULL;
+}
+
+static int
+busy(PGconn *c)
+{
+    return PQstatus(c) == CONNECTION_OK &&
+           (PQtransactionStatus(c) == PQTRANS_ACTIVE || PQisBusy(c));
+}
+
+static void
+pg_destroy(void *user, void *res)
+{
+    struct pk_pg_pool *pg = user;
+    struct pk__pg_conn *pc = res;
+
+    if (busy(pc->conn)) {
+        COUNT(pg, queries_cancelled);
+        if (pg->fini)
+            pg->fini(pc->conn, pc->ctx, pg->init_user);
+        PGconn *c = pc->conn;
+        pk__pg_conn_free(pc);
+        pthread_t t;
+        pthread_attr_t a;
+        int ok = pthread_attr_init(&a) == 0;
+        if (ok) {
+            pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+            ok = pthread_create(&t, &a, cancel_main, c) == 0;
+            pthread_attr_destroy(&a);
+        }
+        if (!ok)
+            cancel_main(c);
+        return;
+    }
+    finish(pg, pc);
+}
+
+/* Async-signal-safe: PQsocket reads a field, close is safe. The PGconn
+ * and the record are leaked on purpose (PQfinish would send Terminate). */
+static void
+pg_forget_in_child(void *user, void *res)
+{
+    struct pk__pg_conn *pc = res;
+    (void)user;
+    int fd = PQsocket(pc->conn);
+    if (fd >= 0)
+        close(fd);
+}
+
+/* ---- check and reset ------------------------------------------------------------- */
+
+/* No round trip: a connection idle in the pool should have nothing to
+ * read. If the socket is readable, read what is there (the FATAL of a
+ * shutdown, an EOF, a notification); a few rounds let the EOF that
+ * follows a FATAL be seen. */
+static int
+check_socket(PGconn *c, pk_error *err)
+{
+    for (int round = 0; round < 4; round++) {
+        if (PQstatus(c) != CONNECTION_OK)
+            break;
+        struct pollfd p = { .fd = PQsocket(c), .events = POLLIN,
+                            .revents = 0 };
+        int n = poll(&p, 1, 0);
+        if (n == 0)
+            return 0;
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return pk_error_set(err, PK_ECHECK, errno, "poll: %s",
+                                strerror(errno));
+        }
+        if (p.revents & POLLNVAL)
+            return pk_error_set(err, PK_ECHECK, CONNECTION_BAD,
+                                "connection socket is closed");
+        if (!PQconsumeInput(c))
+            break;
+        PGnotify *nt;
+        while ((nt = PQnotifies(c)) != NULL)
+            PQfreemem(nt); /* not the next borrower's */
+    }
+    if (PQstatus(c) == CONNECTION_OK)
+        return 0;
+    return pk__pg_set_error(err, PK_ECHECK, PQstatus(c), "connection lost: ",
+                            PQerrorMessage(c));
+}
+
+static int
+pg_check(void *user, void *res, pk_error *err)
+{
+    struct pk_pg_pool *pg = user;
+    struct pk__pg_conn *pc = res;
+    pk_error e = { 0, 0, "" };
+
+    int rc = pc->doomed ? pk_error_set(&e, PK_ECHECK, 0, "connection-class "
+                                       "error seen")
+                        : check_socket(pc->conn, &e);
+    if (rc == 0 && pg->check_query &&
+        pk__pg_run(pc->conn, "", pk__pg_deadline_after(pg->reset_timeout_ms),
+                   NULL, &e) != 0)
+        rc = pk_error_set(&e, PK_ECHECK, e.sys, "empty query: %s", e.msg);
+    if (rc) {
+        COUNT(pg, checks_failed);
+        if (err)
+            *err = e;
+    }
+    return rc;
+}
+
+static int
+reset_statements(struct pk_pg_pool *pg, struct pk__pg_conn *pc,
+                 uint64_t deadline)
+{
+    PGconn *c = pc->conn;
+    char *stale = pk__pg_stmt_take_stale(pc);
+    int rc = 0;
+
+    if (stale) {
+        rc = pk__pg_run(c, stale, deadline, NULL, NULL);
+        free(stale);
+    }
+    if (rc == 0 && pg->reset == PK_PG_RESET_FULL) {
+        COUNT(pg, resets_full);
+        rc = pk__pg_run(c, pc->reset_sql ? pc->reset_sql : pg->reset_sql,
+                        deadline, NULL, NULL);
+    } else if (rc == 0 && pg->reset == PK_PG_RESET_CUSTOM) {
+        COUNT(pg, resets_custom);
+        rc = pk__pg_run(c, pg->reset_sql, deadline, NULL, NULL);
+        pk__pg_stmt_forget_all(pc);
+    }
+    return rc;
+}
+
+static int
+pg_reset(void *user, void *res)
+{
+    struct pk_pg_pool *pg = user;
+    struct pk__pg_conn *pc = res;
+    PGconn *c = pc->conn;
+
+    /* ACTIVE: a query still runs or its results are unread; the caller
+     * gave up on it. The destroy hook cancels it. */
+    PGTransactionStatusType ts = PQtransactionStatus(c);
+    if (pc->doomed || PQstatus(c) != CONNECTION_OK ||
+        PQpipelineStatus(c) != PQ_PIPELINE_OFF || ts == PQTRANS_ACTIVE ||
+        ts == PQTRANS_UNKNOWN || PQisBusy(c) ||
+        (PQisnonblocking(c) && PQsetnonblocking(c, 0) != 0))
+        goto fail;
+    uint64_t deadline = pk__pg_deadline_after(pg->reset_timeout_ms);
+    if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR) {
+        COUNT(pg, resets_rollback);
+        if (pk__pg_run(c, "ROLLBACK", deadline, NULL, NULL) != 0)
+            goto fail;
+    }
+    if (reset_statements(pg, pc, deadline) != 0 ||
+        PQtransactionStatus(c) != PQTRANS_IDLE)
+        goto fail;
+    return 0;
+fail:
+    COUNT(pg, resets_failed);
+    return -1;
+}
+
+/* ---- events ----------------------------------------------------------------- */
+
+static void
+pg_event(void *user, const pk_event *ev)
+{
+    struct pk_pg_pool *pg = user;
+    if (ev->kind == PK_EVENT_HELD_TOO_LONG)
+        COUNT(pg, leaks_suspected);
+    if (pg->event)
+        pg->event(pg->event_user, ev);
+}
+
+/* ---- create and destroy ------------------------------------------------------ */
+
+static void
+pg_free(struct pk_pg_pool *pg)
+{
+    pg->magic = 0;
+    pthread_cond_destroy(&pg->cv);
+    pthread_mutex_destroy(&pg->mu);
+    free(pg->conninfo);
+    free(pg->init_sql);
+    free(pg->reset_sql);
+    free(pg);
+}
+
+static void
+pg_user_free(void *user)
+{
+    pg_free(user);
+}
+
+static int
+check_options(const pk_pg_options *o, pk_error *err)
+{
+    char *msg = NULL;
+
+    if (!o->conninfo)
+        return pk_error_set(err, PK_EINVAL, 0, "pk_pg_options: conninfo "
+                            "is NULL");
+    PQconninfoOption *opts = PQconninfoParse(o->conninfo, &msg);
+    if (!opts) {
+        int rc = pk__pg_set_error(err, PK_EINVAL, 0,
+                                  "pk_pg_options: conninfo: ",
+                                  msg ? msg : "out of memory");
+        PQfreemem(msg);
+        return rc;
+    }
+    PQconninfoFree(opts);
+    if (o->connect_timeout_ms < 0 && o->connect_timeout_ms != PK_NEVER)
+        return pk_error_set(err, PK_EINVAL, 0, "pk_pg_options: "
+                            "connect_timeout_ms (%d) must be 0, positive or "
+                            "PK_NEVER", o->connect_timeout_ms);
+    if (o->reset_timeout_ms < 0)
+        return pk_error_set(err, PK_EINVAL, 0, "pk_pg_options: "
+                            "reset_timeout_ms (%d) must be 0 or positive",
+                            o->reset_timeout_ms);
+    if (o->reset != PK_PG_RESET_FULL && o->reset != PK_PG_RESET_ROLLBACK &&
+        o->reset != PK_PG_RESET_CUSTOM)
+        return pk_error_set(err, PK_EINVAL, 0, "pk_pg_options: reset (%d) "
+                            "is not a pk_pg_reset", o->reset);
+    if ((o->reset == PK_PG_RESET_CUSTOM) != (o->reset_sql != NULL))
+        return pk_error_set(err, PK_EINVAL, 0, "pk_pg_options: reset_sql "
+                            "goes with PK_PG_RESET_CUSTOM, and only with it");
+    if (o->statement_cache < -1 || o->statement_cache > STATEMENT_CACHE_MAX)
+        return pk_error_set(err, PK_EINVAL, 0, "pk_pg_options: "
+                            "statement_cache (%d) must be -1 (off), 0 (the "
+                            "default) or up to %d", o->statement_cache,
+                            STATEMENT_CACHE_MAX);
+    return 0;
+}
+
+static int
+copy_text(char **dst, const char *src)
+{
+    if (!src)
+        return 0;
+    *dst = strdup(src);
+    return *dst ? 0 : -1;
+}
+
+static void
+apply_options(struct pk_pg_pool *pg, const pk_pg_options *o)
+{
+    pg->connect_timeout_ms = o->connect_timeout_ms ? o->connect_timeout_ms
+                                                   : CONNECT_TIMEOUT_DEFAULT_MS;
+    pg->reset_timeout_ms = o->reset_timeout_ms ? o->reset_timeout_ms
+                                               : RESET_TIMEOUT_DEFAULT_MS;
+    pg->reset = o->reset;
+    pg->init = o->init;
+    pg->fini = o->fini;
+    pg->init_user = o->init_user;
+    pg->event = o->event;
+    pg->event_user = o->event_user;
+    pg->check_query = o->check_query != 0;
+    pg->require_writable = o->require_writable != 0;
+    pg->pgbouncer = o->pgbouncer_transaction_mode != 0;
+    pg->statement_cache = o->statement_cache == 0 ? STATEMENT_CACHE_DEFAULT
+                          : o->statement_cache < 0 ? 0
+                                                   : o->statement_cache;
+    if (pg->pgbouncer) {
+        /* A server session is not this connection's between
+         * transactions: no statement survives, no session reset means
+         * anything. */
+        pg->statement_cache = 0;
+        if (pg->reset == PK_PG_RESET_FULL)
+            pg->reset = PK_PG_RESET_ROLLBACK;
+    }
+}
+
+static struct pk_pg_pool *
+pg_new(const pk_pg_options *o)
+{
+    struct pk_pg_pool *pg = calloc(1, sizeof *pg);
+    pthread_condattr_t ca;
+
+    if (!pg)
+        return NULL;
+    if (copy_text(&pg->conninfo, o->conninfo) ||
+        copy_text(&pg->init_sql, o->init_sql) ||
+        copy_text(&pg->reset_sql, o->reset_sql) ||
+        (o->reset == PK_PG_RESET_FULL && !(pg->reset_sql = full_reset_sql(NULL))))
+        goto fail;
+    if (pthread_condattr_init(&ca) != 0)
+        goto fail;
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    int rc = pthread_cond_init(&pg->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (rc != 0)
+        goto fail;
+    if (pthread_mutex_init(&pg->mu, NULL) != 0) {
+        pthread_cond_destroy(&pg->cv);
+        goto fail;
+    }
+    apply_options(pg, o);
+    return pg;
+fail:
+    free(pg->conninfo);
+    free(pg->init_sql);
+    free(pg->reset_sql);
+    free(pg);
+    return NULL;
+}
+
+int
+pk_pg_pool_create(pk_pg_pool **out, const pk_pg_options *o, pk_error *err)
+{
+    if (!out || !o)
+        return pk_error_set(err, PK_EINVAL, 0, "pk_pg_pool_create: %s is "
+                            "NULL", !out ? "out" : "options");
+    int rc = check_options(o, err);
+    if (rc)
+        return rc;
+    pk_pool_options po = {
+        .create = pg_create, .destroy = pg_destroy, .check = pg_check,
+        .reset = pg_reset, .forget_in_child = pg_forget_in_child,
+        .user_free = pg_user_free, .event = pg_event,
+        .min_size = o->min_size, .max_size = o->max_size,
+        .max_creating = o->max_creating,
+        .check_after_ms = o->check_after_ms,
+        .idle_timeout_ms = o->idle_timeout_ms,
+        .max_lifetime_ms = o->max_lifetime_ms,
+        .held_too_long_ms = o->held_too_long_ms,
+    };
+    rc = pk_pool_options_check(&po, err);
+    if (rc)
+        return rc;
+    struct pk_pg_pool *pg = pg_new(o);
+    if (!pg)
+        return pk_error_set(err, PK_ENOMEM, ENOMEM, "pk_pg_pool_create: "
+                            "out of memory");
+    po.user = pg;
+    po.event_user = pg;
+    pg->magic = PG_MAGIC;
+    rc = pk_pool_create(&pg->core, &po);
+    if (rc) {
+        pg_free(pg); /* the core calls user_free only once it existed */
+        return pk_error_set(err, rc, 0, "pk_pg_pool_create: the core pool "
+                            "could not be made: %s", pk_strerror(rc));
+    }
+    *out = pg;
+    return 0;
+}
+
+/* ---- acquire and release ----------------------------------------------- */
+
+struct waiter {
+    struct pk_pg_pool *pg;
+    int ready; /* pg->mu */
+};
+
+static void
+on_ready(void *arg, pk_pool_ticket *t)
+{
+    struct waiter *w = arg;
+    (void)t;
+    pthread_mutex_lock(&w->pg->mu);
+    w->ready = 1;
+    pthread_cond_broadcast(&w->pg->cv);
+    pthread_mutex_unlock(&w->pg->mu);
+}
+
+/* Waits for the ticket, a connect failure after seq, or the deadline
+ * (the ticket's own timeout normally comes first: the core then makes it
+ * ready). Returns 1 if a connect failed, copying it into *fail. */
+static int
+wait_ticket(struct pk_pg_pool *pg, struct waiter *w, uint64_t seq,
+            uint64_t deadline, pk_error *fail)
+{
+    int failed = 0;
+
+    pthread_mutex_lock(&pg->mu);
+    while (!w->ready && pg->fail_seq == seq) {
+        if (deadline == PK__PG_NO_DEADLINE) {
+            pthread_cond_wait(&pg->cv, &pg->mu);
+            continue;
+        }
+        struct timespec ts = { .tv_sec = (time_t)(deadline / 1000000000u),
+                               .tv_nsec = (long)(deadline % 1000000000u) };
+        if (pthread_cond_timedwait(&pg->cv, &pg->mu, &ts) == ETIMEDOUT)
+            break;
+    }
+    if (!w->ready && pg->fail_seq != seq) {
+        failed = 1;
+        *fail = pg->last_fail;
+    }
+    pthread_mutex_unlock(&pg->mu);
+    return failed;
+}
+
+static int
+acquire_ticket(struct pk_pg_pool *pg, pk_lease *lease, int timeout_ms,
+               pk_error *err, const char *file, int line)
+{
+    struct waiter w = { pg, 0 };
+    pk_pool_ticket *t = NULL;
+    pk_error fail = { 0, 0, "" };
+    int ready = 0;
+
+    pthread_mutex_lock(&pg->mu);
+    uint64_t seq = pg->fail_seq;
+    pthread_mutex_unlock(&pg->mu);
+    int rc = pk_pool_acquire_async_at(pg->core, &t, timeout_ms, on_ready, &w,
+                                      &ready, file, line);
+    if (rc)
+        return pk_error_set(err, rc, 0, "pk_pg_acquire: %s",
+                            pk_strerror(rc));
+    int failed = 0;
+    if (!ready) {
+        /* A second past the ticket's own timeout: only a safety net. */
+        uint64_t deadline =
+            timeout_ms == PK_WAIT_FOREVER
+                ? PK__PG_NO_DEADLINE
+                : pk__pg_deadline_after(timeout_ms) + 1000000000u;
+        failed = wait_ticket(pg, &w, seq, deadline, &fail);
+    }
+    rc = pk_pool_ticket_take(t, lease, err);
+    if (rc != PK_EAGAIN)
+        return rc;
+    pk_pool_ticket_free(t);
+    if (failed) {
+        if (err)
+            *err = fail;
+        return fail.code;
+    }
+    return pk_error_set(err, PK_ETIMEDOUT, 0, "pk_pg_acquire: timed out "
+                        "after %d ms", timeout_ms);
+}
+
+static void
+lease_fill(pk_pg_lease *lease)
+{
+    struct pk__pg_conn *pc = lease->lease_.resource;
+    lease->conn = pc->conn;
+    lease->ctx = pc->ctx;
+}
+
+int
+pk_pg_acquire_at(pk_pg_pool *pool, pk_pg_lease *lease, int timeout_ms,
+                 pk_error *err, const char *file, int line)
+{
+    if (!pk__pg_valid(pool) || !lease || !file ||
+        (timeout_ms < 0 && timeout_ms != PK_WAIT_FOREVER))
+        return pk_error_set(err, PK_EINVAL, 0, "pk_pg_acquire: %s",
+                            !pk__pg_valid(pool) ? "not a pk_pg_pool"
+                            : !lease || !file   ? "NULL argument"
+                                                : "bad timeout");
+    memset(lease, 0, sizeof *lease);
+    int rc;
+    if (timeout_ms == 0)
+        rc = pk_pool_acquire_at(pool->core, &lease->lease_, 0, err, file,
+                                line);
+    else
+        rc = acquire_ticket(pool, &lease->lease_, timeout_ms, err, file,
+                            line);
+    if (rc == 0)
+        lease_fill(lease);
+    return rc;
+}
+
+int
+pk_pg_acquire_async_at(pk_pg_pool *pool, pk_pool_ticket **ticket,
+                       int timeout_ms, pk_ticket_fn cb, void *arg, int *ready,
+                       const char *file, int line)
+{
+    if (!pk__pg_valid(pool))
+        return PK_EINVAL;
+    return pk_pool_acquire_async_at(pool->core, ticket, timeout_ms, cb, arg,
+                                    ready, file, line);
+}
+
+int
+pk_pg_ticket_take(pk_pg_pool *pool, pk_pool_ticket *ticket,
+                  pk_pg_lease *lease, pk_error *err)
+{
+    if (!pk__pg_valid(pool) || !ticket || !lease)
+        return pk_error_set(err, PK_EINVAL, 0, "pk_pg_ticket_take: %s",
+                            !pk__pg_valid(pool) ? "not a pk_pg_pool"
+                                                : "NULL argument");
+    memset(lease, 0, sizeof *lease);
+    int rc = pk_pool_ticket_take(ticket, &lease->lease_, err);
+    if (rc == 0)
+        lease_fill(lease);
+    return rc;
+}
+
+static int
+lease_held(const pk_pg_lease *lease)
+{
+    const struct pk__pg_conn *pc = lease ? lease->lease_.resource : NULL;
+    return pc && lease->conn && lease->conn == pc->conn;
+}
+
+int
+pk_pg_release(pk_pg_pool *pool, pk_pg_lease *lease, int status)
+{
+    if (!pk__pg_valid(pool) || !lease_held(lease))
+        return PK_EINVAL;
+    struct pk__pg_conn *pc = lease->lease_.resource;
+    if (status == PK_RELEASE_OK &&
+        (pc->doomed || PQstatus(pc->conn) != CONNECTION_OK))
+        status = PK_RELEASE_BROKEN;
+    int rc = pk_pool_release(pool->core, &lease->lease_, status);
+    if (rc == 0) {
+        if (status == PK_RELEASE_DETACH)
+            pk__pg_conn_free(pc); /* the PGconn and ctx are the caller's */
+        lease->conn = NULL;
+        lease->ctx = NULL;
+    }
+    return rc;
+}
+
+/* Connection-class: the session is gone or cannot be trusted. */
+static int
+conn_class(const struct pk_pg_pool *pg, const char *st)
+{
+    if (!st)
+        return 0;
+    return strncmp(st, "08", 2) == 0 || strcmp(st, "57P01") == 0 ||
+           strcmp(st, "57P02") == 0 || strcmp(st, "57P03") == 0 ||
+           (pg->require_writable && strcmp(st, "25006") == 0);
+}
+
+int
+pk__pg_status_after(pk_pg_pool *pool, struct pk__pg_conn *pc,
+                    const PGresult *last)
+{
+    if (PQstatus(pc->conn) != CONNECTION_OK ||
+        (last && conn_class(pool, PQresultErrorField(last, PG_DIAG_SQLSTATE))))
+        pc->doomed = 1;
+    return pc->doomed ? PK_RELEASE_BROKEN : PK_RELEASE_OK;
+}
+
+int
+pk_pg_release_result(pk_pg_pool *pool, pk_pg_lease *lease,
+                     const struct pg_result *last)
+{
+    if (!pk__pg_valid(pool) || !lease_held(lease))
+        return PK_EINVAL;
+    return pk_pg_release(pool, lease,
+                         pk__pg_status_after(pool, lease->lease_.resource,
+                                             last));
+}
+
+/* ---- the rest ------------------------------------------------------------------- */
+
+int
+pk_pg_stats_get(pk_pg_pool *pool, pk_pg_stats *out)
+{
+    if (!pk__pg_valid(pool) || !out)
+        return PK_EINVAL;
+    memset(out, 0, sizeof *out);
+    int rc = pk_pool_stats_get(pool->core, &out->core);
+    if (rc)
+        return rc;
+#define READ(field) \
+    out->field = atomic_load_explicit(&pool->n.field, memory_order_relaxed)
+    READ(connects_ok);
+    READ(connects_failed);
+    READ(checks_failed);
+    READ(resets_rollback);
+    READ(resets_full);
+    READ(resets_custom);
+    READ(resets_failed);
+    READ(queries_cancelled);
+    READ(leaks_suspected);
+    READ(statements_prepared);
+#undef READ
+    out->connect_p50_us = hist_quantile(pool->n.connect_us, 0.50);
+    out->connect_p99_us = hist_quantile(pool->n.connect_us, 0.99);
+    return 0;
+}
+
+pk_pool *
+pk_pg_pool_core(pk_pg_pool *pool)
+{
+    return pk__pg_valid(pool) ? pool->core : NULL;
+}
+
+int
+pk_pg_pool_close(pk_pg_pool *pool, int timeout_ms)
+{
+    if (!pk__pg_valid(pool))
+        return PK_EINVAL;
+    return pk_pool_close(pool->core, timeout_ms);
+}
+
+void
+pk_pg_pool_destroy(pk_pg_pool *pool)
+{
+    if (!pk__pg_valid(pool))
+        return;
+    /* The handle itself is freed by pg_user_free, after the last
+     * connection is destroyed (maybe inside this call). */
+    pk_pool_destroy(pool->core);
+}
