@@ -12,6 +12,7 @@
 #ifndef POOLKIT_PG_INT_H
 #define POOLKIT_PG_INT_H
 
+#include <poolkit/hist.h>
 #include <poolkit/pg.h>
 
 #include <libpq-fe.h>
@@ -117,7 +118,6 @@ struct pk__pg_counts {
     _Atomic uint64_t queries_cancelled;
     _Atomic uint64_t leaks_suspected;
     _Atomic uint64_t statements_prepared;
-    _Atomic uint64_t connect_us[256]; /* histogram, see pool.c */
 };
 
 struct pk_pg_pool {
@@ -146,6 +146,7 @@ struct pk_pg_pool {
     uint64_t fail_seq;    /* mu: failed connects so far */
     pk_error last_fail;   /* mu: the latest one */
     struct pk__pg_counts n;
+    pk_hist *connect_us;  /* successful connects' time */
 };
 
 /* Is a pk_pg_pool (magic set). */

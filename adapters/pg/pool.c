@@ -55,47 +55,6 @@ pk__pg_valid(const pk_pg_pool *pool)
 #define COUNT(pg, field) \
     atomic_fetch_add_explicit(&(pg)->n.field, 1, memory_order_relaxed)
 
-/* Connect times in microseconds, 4 buckets per power of two: bucket
- * 4*(e-1) + the two bits under the top one, for v >= 4 with top bit e. */
-static int
-hist_bucket(uint64_t v)
-{
-    if (v < 4)
-        return (int)v;
-    int e = 63 - __builtin_clzll(v);
-    int b = 4 * (e - 1) + (int)((v >> (e - 2)) & 3);
-    return b < 255 ? b : 255;
-}
-
-static uint64_t
-hist_upper(int b)
-{
-    if (b < 4)
-        return (uint64_t)b;
-    int e = b / 4 + 1;
-    uint64_t sub = (uint64_t)(b % 4);
-    return ((4 + sub + 1) << (e - 2)) - 1;
-}
-
-static uint64_t
-hist_quantile(const _Atomic uint64_t *h, double q)
-{
-    uint64_t c[256], total = 0;
-    for (int i = 0; i < 256; i++) {
-        c[i] = atomic_load_explicit(&h[i], memory_order_relaxed);
-        total += c[i];
-    }
-    if (total == 0)
-        return 0;
-    uint64_t rank = (uint64_t)(q * (double)(total - 1)) + 1, seen = 0;
-    for (int i = 0; i < 256; i++) {
-        seen += c[i];
-        if (seen >= rank)
-            return hist_upper(i);
-    }
-    return hist_upper(255);
-}
-
 /* ---- connect ------------------------------------------------------------------ */
 
 static void
@@ -276,9 +235,7 @@ pg_create(void *user, void **res, pk_error *err)
         return rc;
     }
     COUNT(pg, connects_ok);
-    atomic_fetch_add_explicit(
-        &pg->n.connect_us[hist_bucket((pk__pg_now_ns() - t0) / 1000)], 1,
-        memory_order_relaxed);
+    pk_hist_add(pg->connect_us, (pk__pg_now_ns() - t0) / 1000);
     *res = pc;
     return 0;
 }
@@ -483,6 +440,7 @@ pg_free(struct pk_pg_pool *pg)
     pg->magic = 0;
     pthread_cond_destroy(&pg->cv);
     pthread_mutex_destroy(&pg->mu);
+    pk_hist_destroy(pg->connect_us);
     free(pg->conninfo);
     free(pg->init_sql);
     free(pg->reset_sql);
@@ -586,7 +544,7 @@ pg_new(const pk_pg_options *o)
         copy_text(&pg->reset_sql, o->reset_sql) ||
         (o->reset == PK_PG_RESET_FULL && !(pg->reset_sql = full_reset_sql(NULL))))
         goto fail;
-    if (pthread_condattr_init(&ca) != 0)
+    if (pk_hist_create(&pg->connect_us) != 0 || pthread_condattr_init(&ca) != 0)
         goto fail;
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     int rc = pthread_cond_init(&pg->cv, &ca);
@@ -600,6 +558,7 @@ pg_new(const pk_pg_options *o)
     apply_options(pg, o);
     return pg;
 fail:
+    pk_hist_destroy(pg->connect_us);
     free(pg->conninfo);
     free(pg->init_sql);
     free(pg->reset_sql);
@@ -871,8 +830,8 @@ pk_pg_stats_get(pk_pg_pool *pool, pk_pg_stats *out)
     READ(leaks_suspected);
     READ(statements_prepared);
 #undef READ
-    out->connect_p50_us = hist_quantile(pool->n.connect_us, 0.50);
-    out->connect_p99_us = hist_quantile(pool->n.connect_us, 0.99);
+    out->connect_p50_us = pk_hist_quantile(pool->connect_us, 0.50);
+    out->connect_p99_us = pk_hist_quantile(pool->connect_us, 0.99);
     return 0;
 }
 

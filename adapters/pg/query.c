@@ -320,8 +320,13 @@ retryable(const pk_error *e)
     char st[6];
     if (e->code != PK_EADAPTER || pk_pg_sqlstate(e->sys, st) != 0)
         return 0;
+    /* 0A000 and 26000 only as the statement cache meets them: a plan
+     * invalidated by a schema change, or a cached statement deallocated by
+     * someone else (the next attempt prepares it again). */
     return strcmp(st, "40001") == 0 || strcmp(st, "40P01") == 0 ||
-           strcmp(st, "0A000") == 0 || strcmp(st, "26000") == 0;
+           (strcmp(st, "0A000") == 0 && strstr(e->msg, "cached plan")) ||
+           (strcmp(st, "26000") == 0 &&
+            strstr(e->msg, "\"" PK__PG_STMT_PREFIX));
 }
 
 /* Runs a statement of the transaction's own (BEGIN, COMMIT) by the

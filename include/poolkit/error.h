@@ -44,7 +44,8 @@ extern "C" {
     X(ETASK, -3005, "the task failed")                                      \
     X(ECONNECT, -3006, "a connection could not be made")                    \
     X(EFORKED, -3007, "used in a child process after fork()")               \
-    X(EADAPTER, -3008, "the underlying library (libpq, libcurl) failed")
+    X(EADAPTER, -3008, "the underlying library (libpq, libcurl) failed")  \
+    X(ETOOBIG, -3009, "too big: over the limit set for it")
 
 #define PK_ERROR_LIST(X) PK_ERRNO_LIST(X) PK_OWN_LIST(X)
 

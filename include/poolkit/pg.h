@@ -372,7 +372,7 @@ typedef struct pk_pg_stats {
 
 /* Fills *out. Counters are read one by one (each exact, the set not one
  * instant); the connect percentiles are the upper edge of a bucket about
- * 19% wide. Returns: 0, PK_EINVAL, PK_EFORKED. Threads: safe. */
+ * 19% wide (poolkit/hist.h). Returns: 0, PK_EINVAL, PK_EFORKED. Threads: safe. */
 PK_API int pk_pg_stats_get(pk_pg_pool *pool, pk_pg_stats *out);
 
 /* The core pool underneath, for what pool.h offers as it is (stats,

@@ -8,5 +8,6 @@
 #include <poolkit/pool.h>
 #include <poolkit/future.h>
 #include <poolkit/executor.h>
+#include <poolkit/hist.h>
 
 #endif /* POOLKIT_POOLKIT_H */

@@ -2,6 +2,10 @@
  * bucket 4*e + s holds values in [2^e + s*2^(e-2), 2^e + (s+1)*2^(e-2)). */
 #include "hist.h"
 
+#include <poolkit/hist.h>
+
+#include "alloc.h"
+
 static unsigned
 bucket_of(uint64_t v)
 {
@@ -79,4 +83,47 @@ pk__hist_clear(pk__hist *h)
     for (unsigned b = 0; b < PK__HIST_BUCKETS; b++)
         atomic_store_explicit(&h->count[b], 0, memory_order_relaxed);
     atomic_store_explicit(&h->max, 0, memory_order_relaxed);
+}
+
+/* ---- the public face (poolkit/hist.h) ------------------------------------ */
+
+struct pk_hist {
+    pk__hist h;
+};
+
+int
+pk_hist_create(pk_hist **out)
+{
+    if (!out)
+        return PK_EINVAL;
+    pk_hist *h = pk__calloc(1, sizeof *h);
+    if (!h)
+        return PK_ENOMEM;
+    *out = h;
+    return 0;
+}
+
+void
+pk_hist_add(pk_hist *h, uint64_t value)
+{
+    if (h)
+        pk__hist_add(&h->h, value);
+}
+
+uint64_t
+pk_hist_quantile(const pk_hist *h, double q)
+{
+    return h ? pk__hist_quantile(&h->h, q, 0) : 0;
+}
+
+uint64_t
+pk_hist_max(const pk_hist *h)
+{
+    return h ? pk__hist_max(&h->h) : 0;
+}
+
+void
+pk_hist_destroy(pk_hist *h)
+{
+    pk__free(h);
 }
