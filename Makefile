@@ -206,6 +206,49 @@ endef
 $(foreach f,$(INTEG_SRCS),$(if $(filter $(ADAPTERS_ON),$(call integ_adapter,$(basename $(notdir $(f))))),\
   $(eval $(call integ_rules,$(basename $(notdir $(f))),$(call integ_adapter,$(basename $(notdir $(f))))))))
 
+# ---- programs that use the pg adapter: the demo's pg rows, examples/pg_*.c
+# With the adapter, examples/demo_pg.c is compiled with -DPK_DEMO_PG and
+# libpq's cflags, and poolkit-demo links libpoolkit-pg.a, libpq and the
+# throwaway-cluster helper (examples/support/); examples/pg_*.c build
+# likewise. Without it, demo_pg.c compiles to rows that say skipped and
+# why, and examples/pg_*.c are not built.
+
+PG_ON := $(filter pg,$(ADAPTERS_ON))
+PG_EXAMPLE_SRCS := $(filter examples/pg_%.c,$(EXAMPLE_SRCS))
+EXAMPLE_SUPPORT_PG := examples/support/throwaway_pg.c
+ifneq ($(PG_ON),)
+PG_CFLAGS := $(shell $(PKG_CONFIG) --cflags libpq)
+PG_LIBS := $(shell $(PKG_CONFIG) --libs libpq)
+DEMO_PG_OBJS := $(call obj,$(EXAMPLE_SUPPORT_PG)) $(B)/libpoolkit-pg.a
+$(B)/obj/examples/demo_pg.o $(call obj,$(PG_EXAMPLE_SRCS)): \
+    XCFLAGS := -DPK_DEMO_PG $(PG_CFLAGS)
+$(B)/examples/pg_%: $(B)/obj/examples/pg_%.o $(call obj,$(EXAMPLE_SUPPORT_PG)) \
+    $(B)/libpoolkit-pg.a $(LIB_A)
+	$(call say,LD,$@)
+	@mkdir -p $(@D)
+	$(Q)$(MCC) -o $@ $^ $(ALL_LDFLAGS) $(PG_LIBS) -lm
+else
+EXAMPLE_BINS := $(filter-out $(patsubst examples/%.c,$(B)/examples/%,$(PG_EXAMPLE_SRCS)),$(EXAMPLE_BINS))
+endif
+# Installing (or removing) libpq must rebuild demo_pg.o: the stub rows of
+# a build without libpq must not outlive it. Compiling it leaves a stamp
+# named after the adapter's state; when the stamp of this run's state is
+# missing, a phony prerequisite forces the compile. (A stamp made by a
+# rule would not do: .SECONDARY makes make skip a missing one.)
+DEMO_PG_STAMP := $(B)/obj/examples/demo_pg.$(if $(PG_ON),with,without)-libpq
+$(B)/obj/examples/demo_pg.o: examples/demo_pg.c
+	$(call say,CC,$@)
+	@mkdir -p $(@D)
+	@rm -f $(B)/obj/examples/demo_pg.with-libpq $(B)/obj/examples/demo_pg.without-libpq
+	$(Q)$(MCC) $(ALL_CFLAGS) -c -o $@ $<
+	@touch $(DEMO_PG_STAMP)
+ifeq ($(wildcard $(DEMO_PG_STAMP)),)
+$(B)/obj/examples/demo_pg.o: demo-pg-state-changed
+endif
+.PHONY: demo-pg-state-changed
+demo-pg-state-changed:
+	@:
+
 # ---- top-level targets -----------------------------------------------------
 
 .PHONY: all libs tests everything examples bench bench-build demo demo-build \
@@ -229,7 +272,7 @@ everything: libs tests $(EXAMPLE_BINS) $(BENCH_BINS) $(DEMO_BIN)
 	@:
 
 examples: $(EXAMPLE_BINS)
-	@:
+	@$(if $(PG_ON)$(if $(PG_EXAMPLE_SRCS),,y),:,echo "  SKIP     $(notdir $(basename $(PG_EXAMPLE_SRCS))): the pg adapter is off")
 
 # ---- compiling -------------------------------------------------------------
 
@@ -294,9 +337,10 @@ $(B)/examples/%: $(B)/obj/examples/%.o $(LIB_A)
 	@mkdir -p $(@D)
 	$(Q)$(MCC) -o $@ $^ $(ALL_LDFLAGS) -lm
 
-$(B)/poolkit-demo: $(B)/obj/examples/poolkit-demo.o $(call obj,$(DEMO_ROW_SRCS)) $(LIB_A)
+$(B)/poolkit-demo: $(B)/obj/examples/poolkit-demo.o $(call obj,$(DEMO_ROW_SRCS)) \
+    $(DEMO_PG_OBJS) $(LIB_A)
 	$(call say,LD,$@)
-	$(Q)$(MCC) -o $@ $^ $(ALL_LDFLAGS) -lm
+	$(Q)$(MCC) -o $@ $^ $(ALL_LDFLAGS) $(PG_LIBS) -lm
 
 # bench/bench_*.c are programs; any other bench/*.c is a helper linked into
 # each. bench/peers/ (peer drivers) is not built here yet.

@@ -11,7 +11,13 @@
  * struct demo_result *)`, in poolkit-demo.c or in an examples/demo_*.c of
  * its own (the Makefile links every demo_*.c into poolkit-demo; declare
  * the function below), and add {name, what, function} to the rows[] table
- * in poolkit-demo.c, in the order the rows should print. */
+ * in poolkit-demo.c, in the order the rows should print.
+ *
+ * Rows that share something costly (a server) are a group: names that
+ * share a prefix before a dash (pg-unix, pg-tcp, pg-tls), which
+ * `--only pg` runs together. The first row of the group that runs sets
+ * the shared thing up; the rows' `finish` function releases it once, after
+ * the last row ran (whatever the rows returned). */
 #ifndef POOLKIT_DEMO_ROWS_H
 #define POOLKIT_DEMO_ROWS_H
 
@@ -43,7 +49,13 @@ struct demo_pair {
 int demo_measure(struct demo_ctx *ctx, const struct demo_pair *pair,
                  struct demo_result *out);
 
-/* Writes a printf-style message into out->note (for errors and skips). */
+/* Starts the row's time budget and progress bar again: a row calls it
+ * when a slow set-up (starting a server) is done, so the set-up does not
+ * eat the measuring time. */
+void demo_setup_done(struct demo_ctx *ctx);
+
+/* Writes a printf-style message into out->note: why a row was skipped or
+ * failed, or, from a row that ran, a line printed under the table. */
 void demo_note(struct demo_result *out, const char *fmt, ...)
 #if defined(__GNUC__) || defined(__clang__)
     __attribute__((format(printf, 2, 3)))
@@ -56,6 +68,9 @@ struct demo_row {
     /* Returns 0 (out filled, or out->skipped set), nonzero on error
      * (out->note says what failed). */
     int (*run)(struct demo_ctx *ctx, struct demo_result *out);
+    /* Optional: called once after all rows ran, if this row ran; rows
+     * that share a finish function get one call. */
+    void (*finish)(void);
 };
 
 /* Rows defined outside poolkit-demo.c. */
@@ -63,5 +78,11 @@ struct demo_row {
 int demo_row_thread(struct demo_ctx *ctx, struct demo_result *out);
 int demo_row_process(struct demo_ctx *ctx, struct demo_result *out);
 int demo_row_io_scaling(struct demo_ctx *ctx, struct demo_result *out);
+/* demo_pg.c: pg-unix, pg-tcp, pg-tls (skipped when built without libpq);
+ * demo_pg_finish stops the server the first of them started */
+int demo_row_pg_unix(struct demo_ctx *ctx, struct demo_result *out);
+int demo_row_pg_tcp(struct demo_ctx *ctx, struct demo_result *out);
+int demo_row_pg_tls(struct demo_ctx *ctx, struct demo_result *out);
+void demo_pg_finish(void);
 
 #endif /* POOLKIT_DEMO_ROWS_H */

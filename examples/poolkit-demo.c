@@ -6,6 +6,7 @@
  *
  *   poolkit-demo                 every row (well under a minute)
  *   poolkit-demo --only socket   one row
+ *   poolkit-demo --only pg       a group of rows (pg-unix, pg-tcp, pg-tls)
  *   poolkit-demo --svg out.svg   also draw the table as a bar chart
  *
  * Measuring: a row's two operations run in alternating timed batches of
@@ -65,6 +66,12 @@ struct demo_ctx {
     int bar_shown;     /* something to clear on the terminal's line */
     int dots;          /* not a terminal: dots printed, one a second */
 };
+
+void
+demo_setup_done(struct demo_ctx *ctx)
+{
+    ctx->start_ns = now_ns();
+}
 
 /* Past a second, a bar on a terminal; elsewhere (a pipe, a log) a dot a
  * second after the "measuring" line, so the output is never silent. */
@@ -405,13 +412,21 @@ demo_row_socket(struct demo_ctx *ctx, struct demo_result *out)
 
 static const struct demo_row rows[] = {
     { "socket", "socketpair + handshake; one request/response per use",
-      demo_row_socket },
+      demo_row_socket, NULL },
     { "thread", "pthread_create+join per task vs submit+wait on a "
-                "pk_threadpool", demo_row_thread },
+                "pk_threadpool", demo_row_thread, NULL },
     { "process", "fork+waitpid per task vs a pooled thread (process pool: "
-                 "later)", demo_row_process },
+                 "later)", demo_row_process, NULL },
     { "io-scaling", "64 tasks each waiting 2 ms on a socket: 1 thread vs 16",
-      demo_row_io_scaling },
+      demo_row_io_scaling, NULL },
+    /* The transport first: a terminal shows 60 characters while a row
+     * runs. */
+    { "pg-unix", "SELECT 1, unix socket: PQconnectdb per query vs pk_pg_exec",
+      demo_row_pg_unix, demo_pg_finish },
+    { "pg-tcp", "SELECT 1, TCP loopback: PQconnectdb per query vs pk_pg_exec",
+      demo_row_pg_tcp, demo_pg_finish },
+    { "pg-tls", "SELECT 1, TCP + TLS: PQconnectdb per query vs pk_pg_exec",
+      demo_row_pg_tls, demo_pg_finish },
 };
 #define N_ROWS (sizeof rows / sizeof rows[0])
 
@@ -471,17 +486,25 @@ print_header(void)
     fflush(stdout); /* before the rows' progress on stderr */
 }
 
+/* A skip or failure for the same reason as the row above says so
+ * instead of repeating the reason (the rows of a group share one). */
 static void
 print_row(const struct demo_row *row, const struct demo_result *r, int rc)
 {
+    static char last[sizeof r->note]; /* the reason printed last */
     char a[32], b[32], x[32];
 
     printf("  %-10s ", row->name);
-    if (rc) {
-        printf("failed: %s\n", r->note);
-    } else if (r->skipped) {
-        printf("skipped: %s\n", r->note);
+    if (rc || r->skipped) {
+        const char *how = rc ? "failed" : "skipped";
+        if (last[0] && strcmp(last, r->note) == 0) {
+            printf("%s: as above\n", how);
+        } else {
+            printf("%s: %s\n", how, r->note);
+            snprintf(last, sizeof last, "%s", r->note);
+        }
     } else {
+        last[0] = '\0';
         fmt_time(a, sizeof a, r->per_use_ns);
         fmt_time(b, sizeof b, r->pooled_ns);
         snprintf(x, sizeof x, "%.1f\xc3\x97", r->per_use_ns / r->pooled_ns);
@@ -524,6 +547,10 @@ print_notes(const int *ran, const struct demo_result *res, const int *rcs)
     if (row_ok("io-scaling", ran, res, rcs))
         printf("io-scaling: wall time per task on a pool of 1 thread vs 16; "
                "the ratio is the speed-up.\n");
+    /* What rows that ran had to say (the server they measured, say). */
+    for (size_t i = 0; i < N_ROWS; i++)
+        if (row_ok(rows[i].name, ran, res, rcs) && res[i].note[0])
+            printf("%s: %s\n", rows[i].name, res[i].note);
 }
 
 /* ---- the chart ---------------------------------------------------------- */
@@ -655,7 +682,7 @@ usage(FILE *f)
             "Shows what pooling saves on this machine: each row does the "
             "same work\nmaking a resource per use and reusing one from a "
             "pool.\n"
-            "  --only NAME  run one row\n"
+            "  --only NAME  run one row, or a group (pg: every pg-* row)\n"
             "  --svg FILE   also write the table as an SVG bar chart\n"
             "  --help       this text\n"
             "rows:\n");
@@ -670,6 +697,32 @@ bad_usage(const char *fmt, const char *arg)
     fprintf(stderr, fmt, arg);
     fprintf(stderr, "\ntry 'poolkit-demo --help'\n");
     return 2;
+}
+
+/* Does --only ONLY select the row called name: the row itself, or
+ * ONLY is its group (the name's part before a dash)? */
+static int
+selected(const char *name, const char *only)
+{
+    size_t n = strlen(only);
+    return strcmp(name, only) == 0 ||
+           (strncmp(name, only, n) == 0 && name[n] == '-');
+}
+
+/* Each distinct finish function of the rows that ran, once. */
+static void
+finish_rows(const int *ran)
+{
+    for (size_t i = 0; i < N_ROWS; i++) {
+        size_t j;
+        if (!ran[i] || !rows[i].finish)
+            continue;
+        for (j = 0; j < i; j++)
+            if (ran[j] && rows[j].finish == rows[i].finish)
+                break;
+        if (j == i)
+            rows[i].finish();
+    }
 }
 
 /* Reads `--opt VALUE` or `--opt=VALUE` at argv[*i]; NULL if not opt. */
@@ -722,7 +775,7 @@ main(int argc, char **argv)
     if (only) {
         size_t i;
         for (i = 0; i < N_ROWS; i++)
-            if (strcmp(rows[i].name, only) == 0)
+            if (selected(rows[i].name, only))
                 break;
         if (i == N_ROWS) {
             fprintf(stderr, "poolkit-demo: no row named '%s'; rows:", only);
@@ -748,7 +801,7 @@ main(int argc, char **argv)
     for (size_t i = 0; i < N_ROWS; i++) {
         struct demo_ctx ctx = { rows[i].name, ROW_BUDGET_S, now_ns(),
                                 isatty(2), 0, 0 };
-        if (only && strcmp(rows[i].name, only) != 0)
+        if (only && !selected(rows[i].name, only))
             continue;
         ran[i] = 1;
         announce(&ctx, rows[i].what);
@@ -757,6 +810,7 @@ main(int argc, char **argv)
         print_row(&rows[i], &res[i], rcs[i]);
         failed |= rcs[i] != 0;
     }
+    finish_rows(ran);
     printf("\nratio = made per use / pooled: how many times cheaper the "
            "pooled way is.\nEach figure is the median of alternating ~10 ms "
            "batches (about %.0f s per row).\n",

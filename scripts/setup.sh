@@ -5,19 +5,27 @@
 #             pkg-config, binutils (nm, readelf), libpq-dev (the pg adapter
 #             builds against it) and postgresql (the integration tests start
 #             a throwaway server): everything `make check` uses
-#   demo      a C compiler and make
+#   demo      a C compiler and make; pkg-config, libpq-dev and postgresql
+#             for the demo's pg rows (they start a throwaway server; built
+#             without libpq, the rows say skipped and the rest runs)
 #   valgrind  what check needs, plus valgrind
 #
 # On Debian/Ubuntu it asks dpkg what is missing. As root it installs the
 # missing packages (apt-get update once, only when something is missing);
 # otherwise it prints the exact apt-get line to run and exits 1. On other
 # systems it checks the commands and says what it could not find.
+#
+# openssl (pg_server.sh makes the cluster's TLS certificate with it) is not
+# listed: on Debian postgresql depends on it (postgresql -> postgresql-15
+# -> postgresql-common -> ssl-cert -> openssl, all Depends, so
+# --no-install-recommends installs it too). Without it the cluster only
+# serves no TLS.
 set -euo pipefail
 
 what=${1:-check}
 case $what in
 check)    pkgs="build-essential gcc make clang libclang-rt-dev libcmocka-dev pkg-config binutils coreutils libpq-dev postgresql" ;;
-demo)     pkgs="build-essential gcc make" ;;
+demo)     pkgs="build-essential gcc make pkg-config libpq-dev postgresql" ;;
 valgrind) pkgs="build-essential gcc make libcmocka-dev pkg-config valgrind" ;;
 *) echo "usage: $0 check|demo|valgrind" >&2; exit 2 ;;
 esac

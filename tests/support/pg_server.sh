@@ -17,6 +17,15 @@
 # `pk_secret`, scram-sha-256) over TCP and the socket, so a wrong password
 # can be tested. The superuser is `postgres`.
 #
+# TLS: at initdb time a self-signed certificate is made with `openssl req
+# -x509` (CN localhost, subjectAltName localhost and 127.0.0.1) into
+# DIR/data/server.crt and server.key (owned by the cluster's owner, the key
+# mode 0600), with `ssl = on`, so TCP clients may ask for sslmode=require
+# (or verify-full with sslrootcert=DIR/server.crt, a copy of the
+# certificate, and host=localhost or 127.0.0.1); clients that do not ask
+# still connect without TLS. The file DIR/tls then exists. Without openssl
+# the cluster serves no TLS and says so on stderr (not an error).
+#
 # initdb and postgres refuse to run as root: as root the cluster belongs to
 # the `postgres` user (Debian's postgresql package makes it) and the
 # commands run through runuser. Binaries are found under
@@ -99,6 +108,33 @@ full_page_writes = off
 max_connections = 100
 password_encryption = 'scram-sha-256'
 EOF
+    make_tls
+}
+
+# make_tls: the self-signed certificate and `ssl = on`, or a message on
+# stderr saying why the cluster has no TLS. Run once, at initdb time.
+make_tls() {
+    if ! command -v openssl >/dev/null 2>&1; then
+        echo "pg_server: openssl not found: the cluster serves no TLS (apt-get install openssl)" >&2
+        return 0
+    fi
+    # -nodes: an unencrypted key, which the server reads without asking.
+    if ! openssl req -x509 -newkey rsa:2048 -nodes -days 3650 \
+            -subj /CN=localhost \
+            -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+            -keyout "$data/server.key" -out "$data/server.crt" \
+            >"$dir/openssl.log" 2>&1; then
+        echo "pg_server: openssl req failed: the cluster serves no TLS:" >&2
+        cat "$dir/openssl.log" >&2
+        rm -f "$data/server.key" "$data/server.crt"
+        return 0
+    fi
+    chown "$owner" "$data/server.key" "$data/server.crt"
+    chmod 600 "$data/server.key"
+    cp "$data/server.crt" "$dir/server.crt"
+    chmod 644 "$dir/server.crt"
+    echo "ssl = on" >>"$data/postgresql.conf"
+    touch "$dir/tls"
 }
 
 do_start() {

@@ -1,0 +1,50 @@
+/* examples/support/throwaway_pg.h - a throwaway PostgreSQL cluster for the
+ * examples and the demo, started and removed through
+ * tests/support/pg_server.sh.
+ *
+ * throwaway_pg_start makes a directory with mkdtemp, starts a cluster in
+ * it (a unix socket there, TCP on a free port of 127.0.0.1, trust auth,
+ * TLS when openssl is installed) and starts a guard process beside it.
+ * throwaway_pg_stop stops the cluster and removes the directory. If the
+ * program ends without calling it (Ctrl-C, a crash, exit()), the guard
+ * does the same: it waits in its own process group, so the terminal's
+ * Ctrl-C does not reach it, for the end of a pipe whose other end only
+ * this program holds, and cleans up when the pipe closes.
+ *
+ * Uses no libpq, so it builds wherever the examples build. */
+#ifndef POOLKIT_EXAMPLES_THROWAWAY_PG_H
+#define POOLKIT_EXAMPLES_THROWAWAY_PG_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+struct throwaway_pg {
+    char top[64];     /* the mkdtemp directory: the cluster and its logs */
+    char dir[80];     /* top/pg: pg_server.sh's DIR, the socket's directory */
+    int port;         /* the TCP port, also in the socket's name */
+    int tls;          /* 1: the server accepts TLS (sslmode=require) */
+    char no_tls[160]; /* tls 0: pg_server.sh's reason, if it gave one */
+    pid_t guard;      /* the guard process; 0 when none runs */
+    int guard_fd;     /* the write end of its pipe; -1 when closed */
+};
+
+enum {
+    THROWAWAY_PG_OK = 0,
+    THROWAWAY_PG_FAILED = 1,   /* msg says what failed */
+    THROWAWAY_PG_ABSENT = 3    /* PostgreSQL's server is not installed */
+};
+
+/* Starts a cluster. Returns THROWAWAY_PG_OK (pg filled: stop it with
+ * throwaway_pg_stop), THROWAWAY_PG_ABSENT (the server binaries or
+ * pg_server.sh are not here; nothing is left behind) or
+ * THROWAWAY_PG_FAILED (nothing is left behind either); msg says why on
+ * failure. pg_server.sh is found through $PK_PG_SERVER, then
+ * tests/support/ under the working directory, then the source tree the
+ * program was built in (build/MODE/..., found from /proc/self/exe). */
+int throwaway_pg_start(struct throwaway_pg *pg, char *msg, size_t n);
+
+/* Stops the cluster and removes its directory, waiting until that is
+ * done. Safe to call twice. */
+void throwaway_pg_stop(struct throwaway_pg *pg);
+
+#endif /* POOLKIT_EXAMPLES_THROWAWAY_PG_H */
