@@ -48,6 +48,8 @@ struct pk_pool_ticket {
     _Atomic int cb_state;    /* CB_*, see above */
     pthread_t cb_thread;     /* written before CB_RUNNING (release) */
     uint64_t deadline;       /* CLOCK_MONOTONIC */
+    uint64_t t0;             /* when it was made: its wait goes to the
+                                pool's wait_hist, as a blocking acquire's */
     pk_error err;
     struct pk_pool_ticket *notify_next;
     bool abandoned;          /* under the pool lock: freed while checked */
@@ -112,6 +114,8 @@ pk__ticket_ready_locked(struct pk_pool *p, struct pk__waiter *w)
         pk__pool_bg_kick_locked(p);
         return;
     }
+    if (w->slot)
+        pk__hist_add(&p->wait_hist, pk__now_ns() - t->t0);
     if (w->err == PK_ETIMEDOUT && !t->err.code)
         pk__pool_explain_locked(p, &t->err, PK_ETIMEDOUT, w->timeout_ms);
     else if (w->err == PK_ESHUTDOWN && !t->err.code)
@@ -207,6 +211,7 @@ ticket_new(struct pk_pool_ticket **out, struct pk_pool *p, int timeout_ms,
     t->arg = arg;
     t->w.ticket = t;
     ns = timeout_ms ? (uint64_t)timeout_ms * 1000000u : p->acquire_timeout_ns;
+    t->t0 = pk__now_ns();
     t->deadline = ns == UINT64_MAX || timeout_ms == PK_WAIT_FOREVER
                       ? UINT64_MAX
                       : pk__now_ns() + ns;

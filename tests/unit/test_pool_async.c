@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <poolkit/pool.h>
 
@@ -189,6 +190,8 @@ test_async_ticket_becomes_ready_when_another_thread_releases(void **state)
     assert_int_equal(ph_stats(p).waiters, 1);
     assert_false(ph_fd_readable(pk_pool_ticket_fd(t), 0));
     assert_int_equal(pk_pool_ticket_take(t, &l, NULL), PK_EAGAIN);
+    struct timespec nap = { 0, 20 * 1000 * 1000 };
+    nanosleep(&nap, NULL); /* the ticket waits at least this long */
     assert_int_equal(pthread_create(&r.t, NULL, releaser_main, &r), 0);
     assert_true(ph_fd_readable(pk_pool_ticket_fd(t), LONG_MS));
     pthread_join(r.t, NULL);
@@ -198,6 +201,8 @@ test_async_ticket_becomes_ready_when_another_thread_releases(void **state)
     assert_true(pthread_equal(cb.thread, r.t)); /* on the releasing thread */
     assert_int_equal(pk_pool_ticket_take(t, &l, NULL), 0);
     assert_ptr_equal(l.resource, res);
+    /* The ticket's wait counts in the wait figures, as a blocking one. */
+    assert_true(ph_stats(p).wait_max_ns >= 20 * 1000 * 1000);
     ph_give(p, &l);
     pk_pool_destroy(p);
 }
