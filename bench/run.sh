@@ -593,6 +593,7 @@ pg_one() {
         ci=${pg_ci[${label#select1_}]}
         local pre=()
         [ "$label" = select1_tls ] && pre=(env PGSSLMODE=require)
+        [ "$label" = select1_tcp ] && pre=("${pg_plain[@]}")
         case $impl in
         poolkit) pg_run "$label" "$r" poolkit "${pre[@]}" "$pg_prog" select1 "$ci" "$PG_SELECT1_N" ;;
         connect) pg_run "$label" "$r" connect "${pre[@]}" "$pg_prog" connect "$ci" "$PG_CONNECT_N" ;;
@@ -629,7 +630,7 @@ pg_one() {
             pg_run contend "$r" "$impl" ${pg_cmd[$impl]} contend "$ci" "$t" "$p" "$ms" ;;
         esac ;;
     recovery)
-        pg_run recovery "$r" poolkit "$pg_prog" recovery "${pg_ci[tcp]}" \
+        pg_run recovery "$r" poolkit "${pg_plain[@]}" "$pg_prog" recovery "${pg_ci[tcp]}" \
             "$PG_RECOVERY_EXEC_MS" bash "$here/../tests/support/pg_server.sh" \
             restart "$pg_server_dir" ;;
     esac
@@ -686,6 +687,10 @@ pg_bench() {
     pg_prog=$1
     local want=$2 line name cmd p k tr probe peers=() impls reason
     declare -gA pg_cmd=() pg_ci=()
+    # Plain TCP on our own server: libpq's default sslmode (prefer) would
+    # take TLS once the server offers it. A given PK_PG_CONNINFO keeps
+    # whatever it and the environment say.
+    pg_plain=()
     : >"$tpwork/data"
     pg_want() { [ "$want" = ALL ] || [[ ",$want," == *",$1,"* ]]; }
     pg_peer() { [ -z "${PG_PEERS:-}" ] || [[ ",$PG_PEERS," == *",$1,"* ]]; }
@@ -710,6 +715,7 @@ pg_bench() {
             return 1
         fi
         pg_ci[local]="host=$pg_server_dir port=$(cat "$pg_server_dir/port") user=postgres dbname=postgres"
+        pg_plain=(env PGSSLMODE=disable)
     fi
     if ! probe=$("$pg_prog" probe "${pg_ci[local]}" 2>&1) || [ "${probe#ok=1}" = "$probe" ]; then
         tp_line "pg.server skip=cannot connect: ${probe#skip=}"
