@@ -116,8 +116,12 @@ SUPPORT_SRCS := $(wildcard tests/support/*.c)
 EXAMPLE_SRCS := $(filter-out examples/poolkit-demo.c examples/demo_%.c,$(wildcard examples/*.c))
 DEMO_SRC := $(wildcard examples/poolkit-demo.c)
 DEMO_ROW_SRCS := $(wildcard examples/demo_*.c)
-BENCH_MAINS := $(wildcard bench/bench_*.c)
-BENCH_HELPERS := $(filter-out $(BENCH_MAINS),$(wildcard bench/*.c))
+# bench/bench_<adapter>.c (bench_pg.c) are built only with their adapter
+# (see "adapters" below); the other bench/bench_*.c always.
+BENCH_ALL_MAINS := $(wildcard bench/bench_*.c)
+BENCH_ADAPTER_MAINS := $(wildcard $(foreach a,pg http,bench/bench_$(a).c)) # = ADAPTERS, below
+BENCH_MAINS := $(filter-out $(BENCH_ADAPTER_MAINS),$(BENCH_ALL_MAINS))
+BENCH_HELPERS := $(filter-out $(BENCH_ALL_MAINS),$(wildcard bench/*.c))
 
 # ---- include paths, per folder -----------------------------------------
 # lib/pool/, lib/exec/ and lib/kit/ include each other by relative path
@@ -249,6 +253,22 @@ endif
 demo-pg-state-changed:
 	@:
 
+# Adapter benches: bench/bench_<adapter>.c links that adapter's static
+# library, libpoolkit.a and the library it wraps, and is built only when
+# the adapter is (so `make everything` still works without libpq). Its
+# object also sees bench/peers/ (peer_pg_common.h: the timing loops it
+# shares with the C peer drivers).
+define bench_adapter_rules
+$(B)/obj/bench/bench_$(1).o: XCFLAGS := -Ibench $(shell $(PKG_CONFIG) --cflags $(adapter_pkg_$(1)))
+$(B)/bench/bench_$(1): $(B)/obj/bench/bench_$(1).o $(call obj,$(BENCH_HELPERS)) $(B)/libpoolkit-$(1).a $(LIB_A)
+	$$(call say,LD,$$@)
+	@mkdir -p $$(@D)
+	$(Q)$$(MCC) -o $$@ $$^ $$(ALL_LDFLAGS) -lm $(shell $(PKG_CONFIG) --libs $(adapter_pkg_$(1)))
+endef
+BENCH_ADAPTERS := $(foreach a,$(ADAPTERS_ON),$(if $(filter bench/bench_$(a).c,$(BENCH_ADAPTER_MAINS)),$(a)))
+$(foreach a,$(BENCH_ADAPTERS),$(eval $(call bench_adapter_rules,$(a))))
+BENCH_BINS += $(foreach a,$(BENCH_ADAPTERS),$(B)/bench/bench_$(a))
+
 # ---- top-level targets -----------------------------------------------------
 
 .PHONY: all libs tests everything examples bench bench-build demo demo-build \
@@ -343,7 +363,8 @@ $(B)/poolkit-demo: $(B)/obj/examples/poolkit-demo.o $(call obj,$(DEMO_ROW_SRCS))
 	$(Q)$(MCC) -o $@ $^ $(ALL_LDFLAGS) $(PG_LIBS) -lm
 
 # bench/bench_*.c are programs; any other bench/*.c is a helper linked into
-# each. bench/peers/ (peer drivers) is not built here yet.
+# each. bench/peers/ (peer drivers) is built by bench/run.sh
+# (bench/peers/build.sh), not here.
 $(B)/obj/bench/%.o: XCFLAGS := -Ibench
 $(B)/bench/%: $(B)/obj/bench/%.o $(call obj,$(BENCH_HELPERS)) $(LIB_A)
 	$(call say,LD,$@)

@@ -158,6 +158,9 @@ tp_pair() {
         sortv(v, k)
         return k % 2 ? v[(k + 1) / 2] : (v[k / 2] + v[k / 2 + 1]) / 2
     }
+    # Ratios with two decimals, or three significant digits below 0.1
+    # (a pg wait ratio can be 0.001: "0.00" would say nothing).
+    function fr(x) { return sprintf(x >= 0.1 ? "%.2f" : "%.3g", x) }
     function fig(name, v, k,   m) {
         m = med(v, k)
         return sprintf("%s_med=" FMT " %s_min=" FMT " %s_max=" FMT,
@@ -190,11 +193,12 @@ tp_pair() {
         if (k == 0) { print NAME " skip=no figures"; exit }
         line = NAME " " fig(FA, va, k) " " fig(FB, vb, k) " "
         rm = med(vr, k)
-        line = line sprintf("ratio=%.2f ratio_min=%.2f ratio_max=%.2f", rm, vr[1], vr[k])
+        line = line "ratio=" fr(rm) " ratio_min=" fr(vr[1]) " ratio_max=" fr(vr[k])
         if (GOAL != "")
             line = line sprintf(" goal_ratio=%.2f goal=%s", GOAL, rm >= GOAL + 0 ? "met" : "missed")
         line = line " rounds=" k
-        line = line (na == nb ? " n=" na : " " A "_n=" na " " PK "_n=" nb)
+        if (na != "" || nb != "")   # the pg contend runs have no n
+            line = line (na == nb ? " n=" na : " " A "_n=" na " " PK "_n=" nb)
         if (cb != ca && A == "poolkit") # a peer measured with another case
             line = line " " PK "_case=" cb
         print line
@@ -266,7 +270,7 @@ tp_bench() {
     if tp_want ff || tp_want future || tp_want many || tp_want roundtrip ||
             tp_want futex; then
         echo "threadpool: peer set-up (bench/peers/setup.sh)" >&2
-        if ! sh "$here/peers/setup.sh" >&2; then
+        if ! sh "$here/peers/setup.sh" threadpool >&2; then
             echo "bench/run.sh: peer set-up failed or not allowed; peers that cannot build are skipped" >&2
         fi
         echo "threadpool: building peers into $dir/peers" >&2
@@ -521,9 +525,345 @@ tp_futex() {
     tp_line "threadpool.futex $med $(tp_stat futex glib calls glib_calls '%.0f') goal_calls=10000 goal=$goal rounds=$rounds n=$TP_N"
 }
 
+# ---- pg: poolkit's PostgreSQL pool against other pools (issue #12) ---------
+#
+# bench_pg is a driver like bench_threadpool: one case, one run, one line
+# (`bench_pg --help`; bench/bench_pg.c says what each case times). This
+# part starts a throwaway PostgreSQL (tests/support/pg_server.sh, in a
+# temporary directory, removed at the end, also on failure) or uses
+# PK_PG_CONNINFO, sets up and builds the peers (libzdb, psycopg_pool; and
+# PgBouncer, started with bench/peers/pg_bouncer.sh), and runs interleaved
+# rounds as tp_rounds does. Cases: select1 (pooled SELECT 1 against
+# connect per query: unix socket, TCP, TLS), overhead (acquire + release),
+# contend (16 threads on 4 connections), recovery (after a server restart).
+# PG_PEERS=libzdb,pgbouncer,psycopg keeps only the named peers. Sizes
+# (override for a quick look):
+PG_SELECT1_N=${PG_SELECT1_N:-5000}        # pooled SELECT 1 per run
+PG_CONNECT_N=${PG_CONNECT_N:-200}         # connect + SELECT 1 + close per run
+PG_OVERHEAD_N=${PG_OVERHEAD_N:-500000}    # acquire+release pairs per thread (C pools)
+PG_CHECK_N=${PG_CHECK_N:-50000}           # the same with the forced check
+PG_FULL_N=${PG_FULL_N:-5000}              # the same with the full reset (a round trip each)
+PG_PY_N=${PG_PY_N:-20000}                 # the same for psycopg_pool
+PG_CONTEND_THREADS=${PG_CONTEND_THREADS:-16}
+PG_CONTEND_POOL=${PG_CONTEND_POOL:-4}
+PG_CONTEND_MS=${PG_CONTEND_MS:-1000}      # counted time per contended run (+200 ms warm-up)
+PG_ZDB_RETRY_US=${PG_ZDB_RETRY_US:-100}   # libzdb's retry sleep at its cap
+PG_RECOVERY_EXEC_MS=${PG_RECOVERY_EXEC_MS:-100}  # pk_pg_exec timeout in the recovery loop
+PG_TIMEOUT=${PG_TIMEOUT:-120}             # seconds one run may take before it fails
+
+pg_tmp=
+pg_server_dir=
+pg_bouncer_dir=
+
+# Stops what the pg part started; from the EXIT trap too.
+pg_cleanup() {
+    if [ -n "$pg_bouncer_dir" ]; then
+        bash "$here/peers/pg_bouncer.sh" stop "$pg_bouncer_dir" >/dev/null 2>&1 || true
+        pg_bouncer_dir=
+    fi
+    if [ -n "$pg_server_dir" ]; then
+        bash "$here/../tests/support/pg_server.sh" clean "$pg_server_dir" >/dev/null 2>&1 || true
+        pg_server_dir=
+    fi
+    if [ -n "$pg_tmp" ]; then
+        rm -rf "$pg_tmp"
+        pg_tmp=
+    fi
+}
+
+# pg_run LABEL ROUND IMPL CMD...: runs CMD once and appends `LABEL ROUND
+# IMPL key=value...` (its last stdout line) to the data file, or `LABEL
+# ROUND IMPL FAIL <reason>` (the last line of its stderr).
+pg_run() {
+    local label=$1 r=$2 impl=$3 line
+    shift 3
+    if line=$(timeout "$PG_TIMEOUT" "$@" </dev/null 2>"$tpwork/err" |
+            tail -n 1) && [ -n "$line" ]; then
+        echo "$label $r $impl $line" >>"$tpwork/data"
+    else
+        echo "$label $r $impl FAIL exit or timeout (${PG_TIMEOUT}s): $(grep . "$tpwork/err" | tail -n 1 | tr -d '\r')" >>"$tpwork/data"
+    fi
+}
+
+# pg_one LABEL ROUND IMPL: one run of IMPL for LABEL.
+pg_one() {
+    local label=$1 r=$2 impl=$3 ci t
+    case $label in
+    select1_*)
+        ci=${pg_ci[${label#select1_}]}
+        local pre=()
+        [ "$label" = select1_tls ] && pre=(env PGSSLMODE=require)
+        [ "$label" = select1_tcp ] && pre=("${pg_plain[@]}")
+        case $impl in
+        poolkit) pg_run "$label" "$r" poolkit "${pre[@]}" "$pg_prog" select1 "$ci" "$PG_SELECT1_N" ;;
+        connect) pg_run "$label" "$r" connect "${pre[@]}" "$pg_prog" connect "$ci" "$PG_CONNECT_N" ;;
+        esac ;;
+    overhead_*t)
+        t=${label#overhead_}
+        t=${t%t}
+        ci=${pg_ci[local]}
+        case $impl in
+        poolkit) pg_run "$label" "$r" poolkit "$pg_prog" overhead "$ci" "$t" "$PG_OVERHEAD_N" rollback ;;
+        nowait) pg_run "$label" "$r" nowait "$pg_prog" overhead "$ci" "$t" "$PG_OVERHEAD_N" nowait ;;
+        full) pg_run "$label" "$r" full "$pg_prog" overhead "$ci" "$t" "$PG_FULL_N" full ;;
+        check) pg_run "$label" "$r" check "$pg_prog" overhead "$ci" "$t" "$PG_CHECK_N" check ;;
+        psycopg)
+            # shellcheck disable=SC2086
+            pg_run "$label" "$r" psycopg ${pg_cmd[psycopg]} overhead "$ci" "$t" "$PG_PY_N" ;;
+        *)
+            # shellcheck disable=SC2086
+            pg_run "$label" "$r" "$impl" ${pg_cmd[$impl]} overhead "$ci" "$t" "$PG_OVERHEAD_N" ;;
+        esac ;;
+    contend)
+        ci=${pg_ci[local]}
+        t=$PG_CONTEND_THREADS
+        local p=$PG_CONTEND_POOL ms=$PG_CONTEND_MS
+        case $impl in
+        poolkit) pg_run contend "$r" poolkit "$pg_prog" contend "$ci" "$t" "$p" "$ms" acquire ;;
+        exec | core) pg_run contend "$r" "$impl" "$pg_prog" contend "$ci" "$t" "$p" "$ms" "$impl" ;;
+        pgbouncer) pg_run contend "$r" pgbouncer "$pg_prog" contend "$pg_bouncer_ci" "$t" "$p" "$ms" perconn ;;
+        libzdb)
+            # shellcheck disable=SC2086
+            pg_run contend "$r" libzdb ${pg_cmd[libzdb]} contend "$ci" "$t" "$p" "$ms" "$PG_ZDB_RETRY_US" ;;
+        *)
+            # shellcheck disable=SC2086
+            pg_run contend "$r" "$impl" ${pg_cmd[$impl]} contend "$ci" "$t" "$p" "$ms" ;;
+        esac ;;
+    recovery)
+        pg_run recovery "$r" poolkit "${pg_plain[@]}" "$pg_prog" recovery "${pg_ci[tcp]}" \
+            "$PG_RECOVERY_EXEC_MS" bash "$here/../tests/support/pg_server.sh" \
+            restart "$pg_server_dir" ;;
+    esac
+}
+
+# pg_rounds LABEL IMPLS...: ROUNDS rounds, the order rotated by one each
+# round.
+pg_rounds() {
+    local label=$1 r i k
+    shift
+    local impls=("$@")
+    k=${#impls[@]}
+    for ((r = 1; r <= rounds; r++)); do
+        echo "pg: $label round $r/$rounds (${impls[*]})" >&2
+        for ((i = 0; i < k; i++)); do
+            pg_one "$label" "$r" "${impls[(i + r - 1) % k]}"
+        done
+    done
+}
+
+# pg_fail LABEL IMPL: the failure reason of IMPL in LABEL, if any run failed.
+pg_fail() {
+    awk -v L="$1" -v I="$2" '$1 == L && $3 == I && $4 == "FAIL" { print substr($0, index($0, "FAIL") + 5); exit }' "$tpwork/data"
+}
+
+# pg_med LABEL IMPL KEY: the median of KEY over the rounds (for goals).
+pg_med() {
+    local s
+    s=$(tp_stat "$1" "$2" "$3" x '%.6f')
+    s=${s#x_med=}
+    echo "${s%% *}"
+}
+
+# pg_alone NAME LABEL IMPL GOAL_PCT: a poolkit-only overhead line: pair_ns,
+# the SELECT 1 beside it and the fraction; goal on the fraction if given.
+pg_alone() {
+    local name=$1 label=$2 impl=$3 goal=$4 fail med line
+    fail=$(pg_fail "$label" "$impl")
+    if [ -n "$fail" ]; then
+        tp_line "$name skip=bench_pg failed: $fail"
+        return
+    fi
+    line="$name $(tp_stat "$label" "$impl" pair_ns poolkit_pair_ns '%.1f') $(tp_stat "$label" "$impl" select1_ns select1_ns '%.0f') $(tp_stat "$label" "$impl" frac_pct frac_pct '%.3f')"
+    if [ -n "$goal" ]; then
+        med=$(pg_med "$label" "$impl" frac_pct)
+        line="$line goal_pct=$goal goal=$(awk -v m="$med" -v g="$goal" 'BEGIN { print (m <= g ? "met" : "missed") }')"
+    fi
+    tp_line "$line rounds=$rounds n=$(awk -v L="$label" -v I="$impl" '$1 == L && $3 == I { for (i = 4; i <= NF; i++) if ($i ~ /^n=/) { print substr($i, 3); exit } }' "$tpwork/data")"
+}
+
+# pg_bench PROG WANT: the pg lines. WANT: ALL or a comma list of cases
+# (select1, overhead, contend, recovery).
+pg_bench() {
+    pg_prog=$1
+    local want=$2 line name cmd p k tr probe peers=() impls reason
+    declare -gA pg_cmd=() pg_ci=()
+    # Plain TCP on our own server: libpq's default sslmode (prefer) would
+    # take TLS once the server offers it. A given PK_PG_CONNINFO keeps
+    # whatever it and the environment say.
+    pg_plain=()
+    : >"$tpwork/data"
+    pg_want() { [ "$want" = ALL ] || [[ ",$want," == *",$1,"* ]]; }
+    pg_peer() { [ -z "${PG_PEERS:-}" ] || [[ ",$PG_PEERS," == *",$1,"* ]]; }
+
+    # The server.
+    if [ -n "${PK_PG_CONNINFO:-}" ]; then
+        pg_ci[local]=$PK_PG_CONNINFO
+        pg_ci[tcp]=$PK_PG_CONNINFO
+        echo "pg: using PK_PG_CONNINFO" >&2
+    else
+        if ! reason=$(bash "$here/../tests/support/pg_server.sh" probe - 2>&1 >/dev/null); then
+            tp_line "pg.server skip=${reason:-PostgreSQL server not found}"
+            return 0
+        fi
+        pg_tmp=$(mktemp -d "${TMPDIR:-/tmp}/pk-bench-pg.XXXXXX")
+        chmod 711 "$pg_tmp"    # the postgres user must reach its folders
+        pg_server_dir=$pg_tmp/server
+        echo "pg: starting a throwaway server in $pg_server_dir" >&2
+        if ! pg_ci[tcp]=$(bash "$here/../tests/support/pg_server.sh" start "$pg_server_dir" 2>"$tpwork/err"); then
+            tp_line "pg.server skip=pg_server.sh start failed: $(grep . "$tpwork/err" | tail -n 1)"
+            pg_cleanup
+            return 1
+        fi
+        pg_ci[local]="host=$pg_server_dir port=$(cat "$pg_server_dir/port") user=postgres dbname=postgres"
+        pg_plain=(env PGSSLMODE=disable)
+    fi
+    if ! probe=$("$pg_prog" probe "${pg_ci[local]}" 2>&1) || [ "${probe#ok=1}" = "$probe" ]; then
+        tp_line "pg.server skip=cannot connect: ${probe#skip=}"
+        pg_cleanup
+        return 1
+    fi
+
+    # Peers, for the cases that have them.
+    if pg_want overhead || pg_want contend; then
+        echo "pg: peer set-up (bench/peers/setup.sh pg)" >&2
+        if ! sh "$here/peers/setup.sh" pg >&2; then
+            echo "bench/run.sh: pg peer set-up failed or not allowed; peers that cannot build are skipped" >&2
+        fi
+        while IFS= read -r line; do
+            case $line in
+                'SKIP '*:*)
+                    name=${line#SKIP }; name=${name%%:*}
+                    case $name in pg_zdb) name=libzdb ;; pg_psycopg) name=psycopg ;; esac
+                    pg_peer "$name" && tp_line "pg.peer_$name skip=${line#*: }" ;;
+                *) [ -n "$line" ] && echo "$line" >&2 ;;
+            esac
+        done < <(sh "$here/peers/build.sh" "$dir/peers" pg 2>&1)
+        while read -r name cmd; do
+            [ -n "$name" ] || continue
+            pg_peer "$name" || continue
+            pg_cmd[$name]=$cmd
+            peers+=("$name")
+        done < <(sh "$here/peers/list.sh" "$dir/peers" pg)
+        echo "pg: peers: ${peers[*]:-none}" >&2
+    fi
+
+    if pg_want select1; then
+        if [ -n "${PK_PG_CONNINFO:-}" ]; then
+            tr="conninfo"
+            pg_ci[conninfo]=$PK_PG_CONNINFO
+        else
+            tr="unix tcp"
+            pg_ci[unix]=${pg_ci[local]}
+        fi
+        # TLS when the server has it: try sslmode=require.
+        probe=$(PGSSLMODE=require "$pg_prog" probe "${pg_ci[tcp]}" 2>&1 || true)
+        if [ "${probe#ok=1}" != "$probe" ]; then
+            tr="$tr tls"
+            pg_ci[tls]=${pg_ci[tcp]}
+        else
+            tp_line "pg.select1_tls_vs_connect skip=no TLS: sslmode=require failed: ${probe#skip=}"
+        fi
+        for k in $tr; do
+            pg_rounds "select1_$k" poolkit connect
+            tp_pair "pg.select1_${k}_vs_connect" "select1_$k" connect ns_per_q \
+                ns_per_q low poolkit_ns connect_ns '%.0f' '' | tee -a "$tmp"
+            # The same runs: pk_pg_exec against PQexec on a held connection
+            # (what the pool's path adds to a query; ratio below 1).
+            tp_pair "pg.select1_${k}_exec_vs_held" "select1_$k" poolkit ns_per_q \
+                held_ns low exec_ns held_ns '%.0f' '' | tee -a "$tmp"
+        done
+    fi
+
+    if pg_want overhead; then
+        for t in 1 2; do
+            impls=(poolkit nowait)
+            [ "$t" = 1 ] && impls+=(full check)
+            pg_rounds "overhead_${t}t" "${impls[@]}" "${peers[@]}"
+            pg_alone "pg.overhead_${t}t" "overhead_${t}t" poolkit 1.0
+            for p in "${peers[@]}"; do
+                tp_pair "pg.overhead_${t}t_vs_$p" "overhead_${t}t" "$p" pair_ns \
+                    pair_ns low poolkit_pair_ns "${p}_pair_ns" '%.1f' '' | tee -a "$tmp"
+            done
+            pg_alone "pg.overhead_nowait_${t}t" "overhead_${t}t" nowait ''
+        done
+        pg_alone pg.overhead_full_1t overhead_1t full ''
+        pg_alone pg.overhead_check_1t overhead_1t check ''
+    fi
+
+    if pg_want contend; then
+        local c=contend$PG_CONTEND_THREADS cpeers=()
+        pg_bouncer_ci=
+        if pg_peer pgbouncer; then
+            echo "pg: starting PgBouncer (bench/peers/pg_bouncer.sh)" >&2
+            if pg_bouncer_ci=$(bash "$here/peers/pg_bouncer.sh" start "${pg_tmp:-$tpwork}/bouncer" \
+                    "${pg_ci[local]}" "$PG_CONTEND_POOL" 2>"$tpwork/err"); then
+                pg_bouncer_dir=${pg_tmp:-$tpwork}/bouncer
+                cpeers=(pgbouncer)
+            else
+                tp_line "pg.peer_pgbouncer skip=$(grep . "$tpwork/err" | tail -n 1)"
+            fi
+        fi
+        cpeers+=("${peers[@]}")
+        pg_rounds contend poolkit exec core "${cpeers[@]}"
+        if [ -n "$pg_bouncer_dir" ]; then
+            bash "$here/peers/pg_bouncer.sh" stop "$pg_bouncer_dir" >/dev/null 2>&1 || true
+            pg_bouncer_dir=
+        fi
+        for p in "${cpeers[@]}"; do
+            tp_pair "pg.${c}_vs_$p" contend "$p" qps qps high poolkit_qps \
+                "${p}_qps" '%.0f' '' | tee -a "$tmp"
+        done
+        # Fairness: least / most queries per thread, every pool.
+        if [ -n "$(pg_fail contend poolkit)" ]; then
+            tp_line "pg.${c}_fair skip=bench_pg failed: $(pg_fail contend poolkit)"
+        else
+            line="pg.${c}_fair $(tp_stat contend poolkit fair poolkit_fair '%.3f')"
+            for p in core "${cpeers[@]}"; do
+                [ -z "$(pg_fail contend "$p")" ] &&
+                    line="$line $(tp_stat contend "$p" fair "${p}_fair" '%.3f')"
+            done
+            tp_line "$line goal_poolkit=0.80 goal=$(awk -v m="$(pg_med contend poolkit fair)" 'BEGIN { print (m >= 0.8 ? "met" : "missed") }') rounds=$rounds"
+        fi
+        for p in "${cpeers[@]}"; do
+            [ "$p" = pgbouncer ] && continue   # no acquire to time
+            tp_pair "pg.${c}_wait_max_vs_$p" contend "$p" wait_max_ns \
+                wait_max_ns low poolkit_wait_max_ns "${p}_wait_max_ns" '%.0f' '' | tee -a "$tmp"
+            tp_pair "pg.${c}_wait_p99_vs_$p" contend "$p" wait_p99_ns \
+                wait_p99_ns low poolkit_wait_p99_ns "${p}_wait_p99_ns" '%.0f' '' | tee -a "$tmp"
+        done
+        # poolkit against itself: pk_pg_exec, and the core's own acquire
+        # (no ticket), each over pk_pg_acquire + PQexec + pk_pg_release.
+        tp_pair "pg.${c}_exec_vs_acquire" contend poolkit qps qps high \
+            exec_qps acquire_qps '%.0f' '' exec | tee -a "$tmp"
+        tp_pair "pg.${c}_core_vs_acquire" contend poolkit qps qps high \
+            core_qps acquire_qps '%.0f' '' core | tee -a "$tmp"
+    fi
+
+    if pg_want recovery; then
+        if [ -n "${PK_PG_CONNINFO:-}" ]; then
+            tp_line "pg.recovery skip=PK_PG_CONNINFO is set: the bench restarts only a server it started"
+        else
+            pg_rounds recovery poolkit
+            local fail med
+            fail=$(pg_fail recovery poolkit)
+            if [ -n "$fail" ]; then
+                tp_line "pg.recovery skip=bench_pg recovery failed: $fail"
+            else
+                med=$(pg_med recovery poolkit recovery_ms)
+                tp_line "pg.recovery $(tp_stat recovery poolkit recovery_ms poolkit_ms '%.1f') goal_ms=100 goal=$(awk -v m="$med" 'BEGIN { print (m <= 100 ? "met" : "missed") }') $(tp_stat recovery poolkit down_ms down_ms '%.0f') failures_after=$(awk '$1 == "recovery" { for (i = 4; i <= NF; i++) if ($i ~ /^failures_after=/) s += substr($i, 16) } END { print s + 0 }' "$tpwork/data") rounds=$rounds exec_timeout_ms=$PG_RECOVERY_EXEC_MS"
+            fi
+        fi
+    fi
+    pg_cleanup
+    return 0
+}
+
 tmp=$(mktemp "${TMPDIR:-/tmp}/pk-bench.XXXXXX")
 tpwork=$(mktemp -d "${TMPDIR:-/tmp}/pk-bench-tp.XXXXXX")
-trap 'rm -f "$tmp"; rm -rf "$tpwork"' EXIT
+trap 'pg_cleanup; rm -f "$tmp"; rm -rf "$tpwork"' EXIT
+# A signal ends the script through the EXIT trap (the pg server stops).
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 header="# poolkit bench $(date -u +%Y-%m-%dT%H:%M:%SZ) host=$(uname -n) cpus=$(getconf _NPROCESSORS_ONLN) kernel=$(uname -r) rounds=$rounds load=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null | tr ' ' ,)"
 echo "$header" | tee "$tmp"
@@ -531,6 +871,15 @@ echo "$header" | tee "$tmp"
 status=0
 for prog in "${progs[@]}"; do
     mod=${prog##*/bench_}
+    if [ "$mod" = pg ]; then
+        # A driver too; starts its own server (pg_bench).
+        if [ "$want_all" = 1 ]; then
+            pg_bench "$prog" ALL || status=1
+        else
+            pg_bench "$prog" "${want_cases[$mod]}" || status=1
+        fi
+        continue
+    fi
     if [ "$mod" = threadpool ]; then
         # Not a --rounds program: a driver like the peers'; see tp_bench.
         if [ "$want_all" = 1 ]; then

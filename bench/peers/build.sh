@@ -1,5 +1,8 @@
 #!/bin/sh
-# bench/peers/build.sh OUTDIR - builds every peer driver it can into OUTDIR.
+# bench/peers/build.sh OUTDIR [threadpool|pg|all] - builds every peer
+# driver of the set it can into OUTDIR: the thread pools' (the default, as
+# bench/run.sh's threadpool part calls it), the PostgreSQL pools' (pg), or
+# both.
 #
 # A peer whose toolchain or library is missing is reported as
 # `SKIP <peer>: <reason>` and the rest still build, so a bench run on a bare
@@ -7,7 +10,12 @@
 # bench/peers/setup.sh installs what is missing. Nothing is fetched and
 # nothing is written outside OUTDIR (Go's caches included).
 set -u
-[ $# -eq 1 ] || { echo "usage: $0 OUTDIR" >&2; exit 2; }
+[ $# -eq 1 ] || [ $# -eq 2 ] || { echo "usage: $0 OUTDIR [threadpool|pg|all]" >&2; exit 2; }
+set_=${2:-threadpool}
+case $set_ in
+    threadpool | pg | all) ;;
+    *) echo "usage: $0 OUTDIR [threadpool|pg|all]" >&2; exit 2 ;;
+esac
 src=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$1" || exit 1
 out=$(cd "$1" && pwd)
@@ -36,6 +44,16 @@ cpeer() {
         skip "$name" "$CC failed: $(echo "$err" | head -n 3 | tr '\n' ' ')"
     fi
 }
+
+# The PostgreSQL pools (issue #12). PgBouncer needs no build: run.sh
+# starts it with pg_bouncer.sh, which says why when it cannot.
+if [ "$set_" != threadpool ]; then
+    cpeer pg_zdb peer_pg_zdb.c zdb libpq
+    if ! /usr/bin/python3 -c 'import psycopg_pool' 2>/dev/null; then
+        skip pg_psycopg "/usr/bin/python3 cannot import psycopg_pool (Debian: python3-psycopg-pool)"
+    fi
+fi
+[ "$set_" = pg ] && exit 0
 
 cpeer naive naive_threadpool.c
 cpeer glib peer_glib.c glib-2.0

@@ -1,12 +1,22 @@
 #!/bin/sh
-# bench/peers/list.sh OUTDIR - one line per peer that build.sh built:
+# bench/peers/list.sh OUTDIR [threadpool|pg] - one line per peer of the set
+# (default threadpool) that build.sh built:
 #   <peer-name> <command prefix>
 # A runner appends `<case> <n>` to the prefix (see peer_common.h for the
-# CLI). Paths are absolute, so the commands work from any directory.
+# CLI) or, for pg, the case and its arguments (peer_pg_common.h). Paths
+# are absolute, so the commands work from any directory.
 set -u
-[ $# -eq 1 ] || { echo "usage: $0 OUTDIR" >&2; exit 2; }
+[ $# -eq 1 ] || [ $# -eq 2 ] || { echo "usage: $0 OUTDIR [threadpool|pg]" >&2; exit 2; }
 src=$(cd "$(dirname "$0")" && pwd)
 out=$(cd "$1" 2>/dev/null && pwd) || { echo "list.sh: no directory $1" >&2; exit 2; }
+
+if [ "${2:-threadpool}" = pg ]; then
+    [ -x "$out/peer_pg_zdb" ] && echo "libzdb $out/peer_pg_zdb"
+    if /usr/bin/python3 -c 'import psycopg_pool' 2>/dev/null; then
+        echo "psycopg /usr/bin/python3 $src/peer_pg_psycopg.py"
+    fi
+    exit 0
+fi
 
 for p in naive glib libuv apr; do
     [ -x "$out/peer_$p" ] && echo "$p $out/peer_$p"
