@@ -141,8 +141,8 @@ struct pk_pg_pool {
     int pgbouncer;
     int statement_cache;  /* slots per connection; 0: off */
     pthread_mutex_t mu;
-    pthread_cond_t cv;    /* CLOCK_MONOTONIC; broadcast on fail_seq and
-                             on a ticket ready */
+    pthread_condattr_t cv_attr; /* CLOCK_MONOTONIC, for waiters' cvs */
+    struct pk__pg_waiter *waiters; /* mu: threads waiting on a ticket */
     uint64_t fail_seq;    /* mu: failed connects so far */
     pk_error last_fail;   /* mu: the latest one */
     struct pk__pg_counts n;

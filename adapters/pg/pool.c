@@ -18,14 +18,14 @@
  * deadline (the core's rule). Instead the adapter waits on a core ticket
  * (pk_pool_acquire_async), whose creates run on the core's helper thread,
  * and on the adapter's failure sequence: each failed connect bumps
- * fail_seq under mu and broadcasts cv. A waiter that sees the sequence
+ * fail_seq under mu and wakes every waiter. A waiter that sees the sequence
  * move while it has not been served withdraws its ticket and returns that
  * failure, so a wrong password reaches the caller after one connect, not
  * after the acquire timeout. A 0-timeout acquire goes straight to the
  * core (it never waits for a connect).
  *
- * Locks: mu protects fail_seq and last_fail, and a waiter's `ready`
- * flag. It is never held while a core call or a libpq call runs, except
+ * Locks: mu protects fail_seq, last_fail, the waiters list and a
+ * waiter's `ready` flag. It is never held while a core call or a libpq call runs, except
  * that the ticket callback takes it (the core runs callbacks with no
  * poolkit lock held). Counters are atomics. */
 #include "pg_int.h"
@@ -43,6 +43,16 @@
 #define RESET_TIMEOUT_DEFAULT_MS 5000
 #define STATEMENT_CACHE_DEFAULT 64
 #define STATEMENT_CACHE_MAX 4096
+
+/* A thread waiting on a ticket. It sleeps on its own condition variable:
+ * a hand-off wakes only the thread it serves, and a failed connect wakes
+ * every waiter (note_failure walks pg->waiters). */
+struct pk__pg_waiter {
+    struct pk_pg_pool *pg;
+    pthread_cond_t cv;
+    int ready;                  /* pg->mu */
+    struct pk__pg_waiter *prev, *next; /* pg->waiters, pg->mu */
+};
 
 int
 pk__pg_valid(const pk_pg_pool *pool)
@@ -64,7 +74,8 @@ note_failure(struct pk_pg_pool *pg, const pk_error *e)
     pthread_mutex_lock(&pg->mu);
     pg->fail_seq++;
     pg->last_fail = *e;
-    pthread_cond_broadcast(&pg->cv);
+    for (struct pk__pg_waiter *w = pg->waiters; w; w = w->next)
+        pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&pg->mu);
 }
 
@@ -99,43 +110,41 @@ connect_poll(PGconn *c, uint64_t deadline, int timeout_ms, pk_error *e)
     }
 }
 
-/* The full reset, and the DO block that deallocates every prepared
- * statement not named pk_s... nor in `keep` (the names init made, as a
- * quoted SQL array, or NULL). Several statements in one simple query run
- * as one implicit transaction; DISCARD ALL cannot, hence the list. */
+/* The full reset, ending in a query for the prepared statements that are
+ * not the statement cache's (pk_s...) nor in `keep` (the names init
+ * made, as a quoted SQL array, or NULL). Usually none: a second round
+ * trip deallocates them when there are (deallocate_others). Several
+ * statements in one simple query run as one implicit transaction; DISCARD
+ * ALL cannot, hence the list. A DO block could deallocate in the same
+ * round trip, but compiling it costs more than the round trip saves. */
 static const char full_reset_head[] =
     "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; CLOSE ALL; UNLISTEN *; "
     "SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD PLANS; "
-    "DISCARD SEQUENCES; DO $pk$DECLARE n text; BEGIN FOR n IN SELECT name "
-    "FROM pg_prepared_statements WHERE name NOT LIKE '" PK__PG_STMT_PREFIX
-    "%'";
-static const char full_reset_tail[] =
-    " LOOP EXECUTE format('DEALLOCATE %I', n); END LOOP; END$pk$";
+    "DISCARD SEQUENCES; SELECT name FROM pg_prepared_statements WHERE "
+    "name NOT LIKE '" PK__PG_STMT_PREFIX "%'";
 
 static char *
 full_reset_sql(const char *keep)
 {
-    size_t n = sizeof full_reset_head + sizeof full_reset_tail +
-               (keep ? strlen(keep) + 32 : 0);
+    size_t n = sizeof full_reset_head + (keep ? strlen(keep) + 32 : 0);
     char *s = malloc(n);
     if (s)
-        snprintf(s, n, "%s%s%s%s%s", full_reset_head,
+        snprintf(s, n, "%s%s%s%s", full_reset_head,
                  keep ? " AND name <> ALL (" : "", keep ? keep : "",
-                 keep ? ")" : "", full_reset_tail);
+                 keep ? ")" : "");
     return s;
 }
 
 /* After init ran: the full reset for this connection keeps the
  * statements it prepared. Reads their names back (one round trip, at
- * connect only). A name with the dollar quote in it is not kept. */
+ * connect only). */
 static int
 keep_init_statements(struct pk__pg_conn *pc, uint64_t deadline, pk_error *e)
 {
     PGresult *r = NULL;
     int rc = pk__pg_run(pc->conn,
                         "SELECT string_agg(quote_literal(name), ',') FROM "
-                        "pg_prepared_statements WHERE strpos(name, '$pk$') "
-                        "= 0",
+                        "pg_prepared_statements",
                         deadline, &r, e);
     if (rc == 0 && r && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0)) {
         const char *names = PQgetvalue(r, 0, 0);
@@ -366,6 +375,33 @@ pg_check(void *user, void *res, pk_error *err)
     return rc;
 }
 
+/* DEALLOCATE each statement the full reset's query named (the
+ * borrower's), in one round trip. */
+static int
+deallocate_others(PGconn *c, const PGresult *names, uint64_t deadline)
+{
+    size_t cap = 1, len = 0;
+    int n = PQntuples(names), rc = -1;
+    for (int i = 0; i < n; i++)
+        cap += (size_t)PQgetlength(names, i, 0) * 2 + 16;
+    char *sql = malloc(cap);
+    if (!sql)
+        return -1;
+    sql[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        const char *v = PQgetvalue(names, i, 0);
+        char *id = PQescapeIdentifier(c, v, strlen(v));
+        if (!id)
+            goto out;
+        len += (size_t)snprintf(sql + len, cap - len, "DEALLOCATE %s; ", id);
+        PQfreemem(id);
+    }
+    rc = pk__pg_run(c, sql, deadline, NULL, NULL);
+out:
+    free(sql);
+    return rc;
+}
+
 static int
 reset_statements(struct pk_pg_pool *pg, struct pk__pg_conn *pc,
                  uint64_t deadline)
@@ -380,8 +416,12 @@ reset_statements(struct pk_pg_pool *pg, struct pk__pg_conn *pc,
     }
     if (rc == 0 && pg->reset == PK_PG_RESET_FULL) {
         COUNT(pg, resets_full);
+        PGresult *others = NULL;
         rc = pk__pg_run(c, pc->reset_sql ? pc->reset_sql : pg->reset_sql,
-                        deadline, NULL, NULL);
+                        deadline, &others, NULL);
+        if (rc == 0 && PQntuples(others) > 0)
+            rc = deallocate_others(c, others, deadline);
+        PQclear(others);
     } else if (rc == 0 && pg->reset == PK_PG_RESET_CUSTOM) {
         COUNT(pg, resets_custom);
         rc = pk__pg_run(c, pg->reset_sql, deadline, NULL, NULL);
@@ -438,7 +478,7 @@ static void
 pg_free(struct pk_pg_pool *pg)
 {
     pg->magic = 0;
-    pthread_cond_destroy(&pg->cv);
+    pthread_condattr_destroy(&pg->cv_attr);
     pthread_mutex_destroy(&pg->mu);
     pk_hist_destroy(pg->connect_us);
     free(pg->conninfo);
@@ -535,7 +575,6 @@ static struct pk_pg_pool *
 pg_new(const pk_pg_options *o)
 {
     struct pk_pg_pool *pg = calloc(1, sizeof *pg);
-    pthread_condattr_t ca;
 
     if (!pg)
         return NULL;
@@ -544,15 +583,12 @@ pg_new(const pk_pg_options *o)
         copy_text(&pg->reset_sql, o->reset_sql) ||
         (o->reset == PK_PG_RESET_FULL && !(pg->reset_sql = full_reset_sql(NULL))))
         goto fail;
-    if (pk_hist_create(&pg->connect_us) != 0 || pthread_condattr_init(&ca) != 0)
+    if (pk_hist_create(&pg->connect_us) != 0 ||
+        pthread_condattr_init(&pg->cv_attr) != 0)
         goto fail;
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    int rc = pthread_cond_init(&pg->cv, &ca);
-    pthread_condattr_destroy(&ca);
-    if (rc != 0)
-        goto fail;
+    pthread_condattr_setclock(&pg->cv_attr, CLOCK_MONOTONIC);
     if (pthread_mutex_init(&pg->mu, NULL) != 0) {
-        pthread_cond_destroy(&pg->cv);
+        pthread_condattr_destroy(&pg->cv_attr);
         goto fail;
     }
     apply_options(pg, o);
@@ -608,27 +644,43 @@ pk_pg_pool_create(pk_pg_pool **out, const pk_pg_options *o, pk_error *err)
 
 /* ---- acquire and release ----------------------------------------------- */
 
-struct waiter {
-    struct pk_pg_pool *pg;
-    int ready; /* pg->mu */
-};
-
 static void
 on_ready(void *arg, pk_pool_ticket *t)
 {
-    struct waiter *w = arg;
+    struct pk__pg_waiter *w = arg;
     (void)t;
     pthread_mutex_lock(&w->pg->mu);
     w->ready = 1;
-    pthread_cond_broadcast(&w->pg->cv);
+    pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->pg->mu);
+}
+
+static void
+waiter_link_locked(struct pk_pg_pool *pg, struct pk__pg_waiter *w)
+{
+    w->prev = NULL;
+    w->next = pg->waiters;
+    if (pg->waiters)
+        pg->waiters->prev = w;
+    pg->waiters = w;
+}
+
+static void
+waiter_unlink_locked(struct pk_pg_pool *pg, struct pk__pg_waiter *w)
+{
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        pg->waiters = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
 }
 
 /* Waits for the ticket, a connect failure after seq, or the deadline
  * (the ticket's own timeout normally comes first: the core then makes it
  * ready). Returns 1 if a connect failed, copying it into *fail. */
 static int
-wait_ticket(struct pk_pg_pool *pg, struct waiter *w, uint64_t seq,
+wait_ticket(struct pk_pg_pool *pg, struct pk__pg_waiter *w, uint64_t seq,
             uint64_t deadline, pk_error *fail)
 {
     int failed = 0;
@@ -636,12 +688,12 @@ wait_ticket(struct pk_pg_pool *pg, struct waiter *w, uint64_t seq,
     pthread_mutex_lock(&pg->mu);
     while (!w->ready && pg->fail_seq == seq) {
         if (deadline == PK__PG_NO_DEADLINE) {
-            pthread_cond_wait(&pg->cv, &pg->mu);
+            pthread_cond_wait(&w->cv, &pg->mu);
             continue;
         }
         struct timespec ts = { .tv_sec = (time_t)(deadline / 1000000000u),
                                .tv_nsec = (long)(deadline % 1000000000u) };
-        if (pthread_cond_timedwait(&pg->cv, &pg->mu, &ts) == ETIMEDOUT)
+        if (pthread_cond_timedwait(&w->cv, &pg->mu, &ts) == ETIMEDOUT)
             break;
     }
     if (!w->ready && pg->fail_seq != seq) {
@@ -656,21 +708,22 @@ static int
 acquire_ticket(struct pk_pg_pool *pg, pk_lease *lease, int timeout_ms,
                pk_error *err, const char *file, int line)
 {
-    struct waiter w = { pg, 0 };
+    struct pk__pg_waiter w = { .pg = pg };
     pk_pool_ticket *t = NULL;
     pk_error fail = { 0, 0, "" };
     int ready = 0;
 
+    if (pthread_cond_init(&w.cv, &pg->cv_attr) != 0)
+        return pk_error_set(err, PK_ENOMEM, 0, "pk_pg_acquire: no condition "
+                            "variable");
     pthread_mutex_lock(&pg->mu);
     uint64_t seq = pg->fail_seq;
+    waiter_link_locked(pg, &w);
     pthread_mutex_unlock(&pg->mu);
     int rc = pk_pool_acquire_async_at(pg->core, &t, timeout_ms, on_ready, &w,
                                       &ready, file, line);
-    if (rc)
-        return pk_error_set(err, rc, 0, "pk_pg_acquire: %s",
-                            pk_strerror(rc));
     int failed = 0;
-    if (!ready) {
+    if (rc == 0 && !ready) {
         /* A second past the ticket's own timeout: only a safety net. */
         uint64_t deadline =
             timeout_ms == PK_WAIT_FOREVER
@@ -678,17 +731,25 @@ acquire_ticket(struct pk_pg_pool *pg, pk_lease *lease, int timeout_ms,
                 : pk__pg_deadline_after(timeout_ms) + 1000000000u;
         failed = wait_ticket(pg, &w, seq, deadline, &fail);
     }
-    rc = pk_pool_ticket_take(t, lease, err);
-    if (rc != PK_EAGAIN)
-        return rc;
-    pk_pool_ticket_free(t);
-    if (failed) {
-        if (err)
-            *err = fail;
-        return fail.code;
+    if (rc == 0) {
+        rc = pk_pool_ticket_take(t, lease, err);
+        if (rc == PK_EAGAIN) {
+            pk_pool_ticket_free(t);
+            rc = failed ? fail.code
+                        : pk_error_set(err, PK_ETIMEDOUT, 0, "pk_pg_acquire: "
+                                       "timed out after %d ms", timeout_ms);
+            if (failed && err)
+                *err = fail;
+        }
+    } else {
+        pk_error_set(err, rc, 0, "pk_pg_acquire: %s", pk_strerror(rc));
     }
-    return pk_error_set(err, PK_ETIMEDOUT, 0, "pk_pg_acquire: timed out "
-                        "after %d ms", timeout_ms);
+    /* The callback never runs after take or free returned (pool.h). */
+    pthread_mutex_lock(&pg->mu);
+    waiter_unlink_locked(pg, &w);
+    pthread_mutex_unlock(&pg->mu);
+    pthread_cond_destroy(&w.cv);
+    return rc;
 }
 
 static void
@@ -710,11 +771,12 @@ pk_pg_acquire_at(pk_pg_pool *pool, pk_pg_lease *lease, int timeout_ms,
                             : !lease || !file   ? "NULL argument"
                                                 : "bad timeout");
     memset(lease, 0, sizeof *lease);
-    int rc;
-    if (timeout_ms == 0)
-        rc = pk_pool_acquire_at(pool->core, &lease->lease_, 0, err, file,
-                                line);
-    else
+    /* An idle connection first, with no ticket: while anyone waits, a
+     * released connection goes to the longest waiter, never to idle, so
+     * this does not jump the queue. */
+    int rc = pk_pool_acquire_at(pool->core, &lease->lease_, 0,
+                                timeout_ms == 0 ? err : NULL, file, line);
+    if (rc == PK_EAGAIN && timeout_ms != 0)
         rc = acquire_ticket(pool, &lease->lease_, timeout_ms, err, file,
                             line);
     if (rc == 0)

@@ -87,8 +87,10 @@ enum pk_pg_reset {
     /* The default: ROLLBACK if a transaction is open, then, in one round
      * trip, SET SESSION AUTHORIZATION DEFAULT; RESET ALL; CLOSE ALL;
      * UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD
-     * PLANS; DISCARD SEQUENCES; and DEALLOCATE of every prepared statement
-     * but the statement cache's and those init_sql or the init hook made.
+     * PLANS; DISCARD SEQUENCES; and a look at pg_prepared_statements: a
+     * statement that is not the statement cache's nor made by init_sql or
+     * the init hook (the borrower's) is deallocated, in a second round
+     * trip only when there is one.
      * RESET ALL undoes a SET run by init_sql: put session settings in the
      * conninfo instead (application_name=..., options='-c
      * search_path=app'), which RESET ALL returns to. A temporary table
