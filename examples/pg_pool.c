@@ -9,8 +9,7 @@
  * runs the statement and gives the connection back, all within one
  * deadline. At the end it prints what each thread got and the pool's own
  * counters (pk_pg_pool_core, pk_pool_stats_get): how many connections it
- * made for all those queries. (Not its acquire-wait figures: pk_pg_exec
- * waits for a connection on a core ticket, which those do not count yet.)
+ * made for all those queries, and how long threads waited for one.
  *
  * The server: PK_PG_CONNINFO (any libpq conninfo or URI) when it is set;
  * else a throwaway cluster started through tests/support/pg_server.sh
@@ -164,50 +163,14 @@ print_stats(pk_pg_pool *pool)
         return;
     }
     printf("pool: %llu connection%s made (max_size %zu) for %llu acquires; "
-           "%llu timeouts, %llu failed connects\n",
+           "%llu timeouts, %llu failed connects; waits p50 %.1f us, p99 "
+           "%.1f us, max %.1f us\n",
            (unsigned long long)st.created, st.created == 1 ? "" : "s",
            st.max_size,
            (unsigned long long)st.acquires,
            (unsigned long long)st.timeouts,
-           (unsigned long long)st.create_failures);
-}
-
-/* The conninfo to use, from PK_PG_CONNINFO or a throwaway cluster put in
- * *pg (*started set). Returns 0, or the exit status to end with. */
-static int
-server(char *ci, size_t n, struct throwaway_pg *pg, int *started)
-{
-    const char *env = getenv("PK_PG_CONNINFO");
-    char why[256];
-    int rc;
-
-    *started = 0;
-    if (env && *env) {
-        snprintf(ci, n, "%s", env);
-        printf("server: PK_PG_CONNINFO\n");
-        return 0;
-    }
-    rc = throwaway_pg_start(pg, why, sizeof why);
-    if (rc == THROWAWAY_PG_ABSENT) {
-        fprintf(stderr,
-                "pg_pool: no PostgreSQL to run against: %s\n"
-                "Point it at a server with a libpq conninfo, for example\n"
-                "  PK_PG_CONNINFO='host=/var/run/postgresql dbname=postgres' "
-                "pg_pool\n"
-                "or, with PostgreSQL's server installed, run it from "
-                "poolkit's source tree:\nit then starts a throwaway server "
-                "of its own.\n", why);
-        return 2;
-    }
-    if (rc != THROWAWAY_PG_OK) {
-        fprintf(stderr, "pg_pool: starting a throwaway cluster: %s\n", why);
-        return 1;
-    }
-    *started = 1;
-    snprintf(ci, n, "host=%s port=%d user=postgres dbname=postgres "
-             "application_name=pg_pool", pg->dir, pg->port);
-    printf("server: a throwaway cluster, unix socket in %s\n", pg->dir);
-    return 0;
+           (unsigned long long)st.create_failures, st.wait_p50_ns / 1e3,
+           st.wait_p99_ns / 1e3, st.wait_max_ns / 1e3);
 }
 
 int
@@ -227,7 +190,7 @@ main(int argc, char **argv)
                 MAX_THREADS);
         return 2;
     }
-    rc = server(ci, sizeof ci, &pg, &started);
+    rc = throwaway_pg_conninfo("pg_pool", ci, sizeof ci, &pg, &started);
     if (rc)
         return rc;
     rc = pk_pg_pool_create(&pool, &(pk_pg_options){

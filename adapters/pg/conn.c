@@ -304,6 +304,22 @@ pk__pg_stmt_forget_all(struct pk__pg_conn *pc)
 {
     for (int i = 0; i < pc->ncache; i++)
         slot_clear(&pc->cache[i]);
+    pc->nstale = 0;
+}
+
+void
+pk__pg_stmt_mark_stale(struct pk__pg_conn *pc, struct pk__pg_stmt *s)
+{
+    if (s->state == PK__PG_STMT_READY) {
+        s->state = PK__PG_STMT_STALE;
+        pc->nstale++;
+    }
+}
+
+int
+pk__pg_stmt_has_stale(const struct pk__pg_conn *pc)
+{
+    return pc->nstale > 0;
 }
 
 char *
@@ -329,5 +345,6 @@ pk__pg_stmt_take_stale(struct pk__pg_conn *pc)
                                 s->id);
         slot_clear(s);
     }
+    pc->nstale = 0;
     return sql;
 }

@@ -58,6 +58,7 @@ struct pk__pg_conn {
     struct pk__pg_stmt *cache;
     uint64_t clock;  /* statement uses so far */
     unsigned next_id;
+    int nstale;      /* STALE slots */
     char *reset_sql; /* the full reset for this connection: the pool's,
                         plus the names init prepared (to keep); owned,
                         NULL: the pool's */
@@ -103,6 +104,9 @@ struct pk__pg_stmt *pk__pg_stmt_add(struct pk__pg_conn *pc, const char *sql,
 /* Forgets every cached statement (after a reset the adapter cannot see
  * into). */
 void pk__pg_stmt_forget_all(struct pk__pg_conn *pc);
+/* A READY statement the server rejected: deallocated at the next chance. */
+void pk__pg_stmt_mark_stale(struct pk__pg_conn *pc, struct pk__pg_stmt *s);
+int pk__pg_stmt_has_stale(const struct pk__pg_conn *pc);
 /* "DEALLOCATE pk_s<id>; ..." for each STALE statement, those slots freed;
  * NULL if none (or out of memory: then nothing is freed). Owned. */
 char *pk__pg_stmt_take_stale(struct pk__pg_conn *pc);

@@ -445,6 +445,10 @@ pg_reset(void *user, void *res)
         ts == PQTRANS_UNKNOWN || PQisBusy(c) ||
         (PQisnonblocking(c) && PQsetnonblocking(c, 0) != 0))
         goto fail;
+    /* The common rollback-mode release sends nothing: no clock read. */
+    if (ts == PQTRANS_IDLE && pg->reset == PK_PG_RESET_ROLLBACK &&
+        !pk__pg_stmt_has_stale(pc))
+        return 0;
     uint64_t deadline = pk__pg_deadline_after(pg->reset_timeout_ms);
     if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR) {
         COUNT(pg, resets_rollback);

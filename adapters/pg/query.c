@@ -181,11 +181,9 @@ drop_rejected(struct pk__pg_conn *pc, const char *sql, uint64_t deadline)
     struct pk__pg_stmt *s = pk__pg_stmt_find(pc, sql);
     if (!s || s->state != PK__PG_STMT_READY)
         return 0;
-    if (PQtransactionStatus(pc->conn) != PQTRANS_IDLE) {
-        s->state = PK__PG_STMT_STALE;
+    pk__pg_stmt_mark_stale(pc, s);
+    if (PQtransactionStatus(pc->conn) != PQTRANS_IDLE)
         return 0;
-    }
-    s->state = PK__PG_STMT_STALE;
     char *stale = pk__pg_stmt_take_stale(pc);
     int ok = stale && pk__pg_run(pc->conn, stale, deadline, NULL, NULL) == 0;
     free(stale);

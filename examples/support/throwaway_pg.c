@@ -314,3 +314,40 @@ throwaway_pg_start(struct throwaway_pg *pg, char *msg, size_t n)
         script_message(err_path, pg->no_tls, sizeof pg->no_tls);
     return THROWAWAY_PG_OK;
 }
+
+int
+throwaway_pg_conninfo(const char *prog, char *ci, size_t n,
+                      struct throwaway_pg *pg, int *started)
+{
+    const char *env = getenv("PK_PG_CONNINFO");
+    char why[256];
+    int rc;
+
+    *started = 0;
+    if (env && *env) {
+        snprintf(ci, n, "%s", env);
+        printf("server: PK_PG_CONNINFO\n");
+        return 0;
+    }
+    rc = throwaway_pg_start(pg, why, sizeof why);
+    if (rc == THROWAWAY_PG_ABSENT) {
+        fprintf(stderr,
+                "%s: no PostgreSQL to run against: %s\n"
+                "Point it at a server with a libpq conninfo, for example\n"
+                "  PK_PG_CONNINFO='host=/var/run/postgresql dbname=postgres' "
+                "%s\n"
+                "or, with PostgreSQL's server installed, run it from "
+                "poolkit's source tree:\nit then starts a throwaway server "
+                "of its own.\n", prog, why, prog);
+        return 2;
+    }
+    if (rc != THROWAWAY_PG_OK) {
+        fprintf(stderr, "%s: starting a throwaway cluster: %s\n", prog, why);
+        return 1;
+    }
+    *started = 1;
+    snprintf(ci, n, "host=%s port=%d user=postgres dbname=postgres "
+             "application_name=%s", pg->dir, pg->port, prog);
+    printf("server: a throwaway cluster, unix socket in %s\n", pg->dir);
+    return 0;
+}

@@ -47,4 +47,12 @@ int throwaway_pg_start(struct throwaway_pg *pg, char *msg, size_t n);
  * done. Safe to call twice. */
 void throwaway_pg_stop(struct throwaway_pg *pg);
 
+/* The conninfo an example runs against: PK_PG_CONNINFO when set, else a
+ * throwaway cluster put in *pg (*started set to 1: stop it at the end),
+ * its unix socket, user postgres, application_name prog. Returns 0, or
+ * the exit status to end with (2: no server to run against, said on
+ * stderr with how to give one; 1: the cluster would not start). */
+int throwaway_pg_conninfo(const char *prog, char *ci, size_t n,
+                          struct throwaway_pg *pg, int *started);
+
 #endif /* POOLKIT_EXAMPLES_THROWAWAY_PG_H */

@@ -945,6 +945,88 @@ test_server_down_then_back(void **state)
     pk_pg_pool_destroy(pool);
 }
 
+/* ---- restart under load ------------------------------------------------------ */
+
+struct load {
+    pk_pg_pool *pool;
+    atomic_int phase;  /* 0 before the restart, 1 during, 2 after */
+    atomic_int stop;
+    atomic_int ok_after, failed_after, failed_during;
+    atomic_int unclear; /* a failure without a message, or a surprising code */
+};
+
+static void *
+load_thread(void *arg)
+{
+    struct load *ld = arg;
+    while (!atomic_load(&ld->stop)) {
+        PGresult *r = NULL;
+        pk_error err = { 0, 0, "" };
+        int phase = atomic_load(&ld->phase);
+        int rc = pk_pg_exec(ld->pool, "SELECT 1", 0, NULL, 3000, &r, &err);
+        PQclear(r);
+        if (rc == 0) {
+            if (phase == 2)
+                atomic_fetch_add(&ld->ok_after, 1);
+            continue;
+        }
+        if (phase == 2)
+            atomic_fetch_add(&ld->failed_after, 1);
+        else
+            atomic_fetch_add(&ld->failed_during, 1);
+        if (err.msg[0] == '\0' ||
+            (rc != PK_EADAPTER && rc != PK_ECONNECT && rc != PK_ETIMEDOUT))
+            atomic_fetch_add(&ld->unclear, 1);
+        sleep_ms(5);
+    }
+    return NULL;
+}
+
+/* 16 threads run queries while the server restarts (fast, then
+ * immediate: a crash): queries in flight fail with a clear error; once
+ * it is back, no caller gets a dead connection and the pool is full. */
+static void
+test_server_restart_under_load(void **state)
+{
+    (void)state;
+    enum { THREADS = 16 };
+    struct load ld = { 0 };
+    ld.pool = make_pool(&(pk_pg_options){ .min_size = 4, .max_size = 4 });
+    pthread_t t[THREADS];
+    for (int i = 0; i < THREADS; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, load_thread, &ld), 0);
+    const char *modes[] = { "fast", "immediate" };
+    for (int m = 0; m < 2; m++) {
+        sleep_ms(200);
+        atomic_store(&ld.phase, 1);
+        setenv("PG_STOP_MODE", modes[m], 1);
+        assert_int_equal(server("restart"), 0);
+        unsetenv("PG_STOP_MODE");
+        /* Back: the pool recovers within its backoff (100 ms while
+         * callers wait); then nothing may fail. */
+        sleep_ms(500);
+        atomic_store(&ld.ok_after, 0);
+        atomic_store(&ld.failed_after, 0);
+        atomic_store(&ld.phase, 2);
+        sleep_ms(500);
+        if (atomic_load(&ld.failed_after) != 0)
+            fail_msg("%s: %d queries failed after the restart (%d ok)",
+                     modes[m], atomic_load(&ld.failed_after),
+                     atomic_load(&ld.ok_after));
+        assert_true(atomic_load(&ld.ok_after) > THREADS);
+        atomic_store(&ld.phase, 0);
+    }
+    atomic_store(&ld.stop, 1);
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(t[i], NULL);
+    assert_int_equal(atomic_load(&ld.unclear), 0);
+    pk_pool_stats st;
+    assert_int_equal(pk_pool_stats_get(pk_pg_pool_core(ld.pool), &st), 0);
+    assert_int_equal(st.size, 4);
+    assert_int_equal(st.lent, 0);
+    pk_pg_pool_destroy(ld.pool);
+}
+
 int
 main(void)
 {
@@ -972,6 +1054,7 @@ main(void)
         cmocka_unit_test(test_many_threads_at_once_make_no_connection_storm),
         cmocka_unit_test(test_server_down_then_back),
         cmocka_unit_test(test_pool_recovers_after_server_restart),
+        cmocka_unit_test(test_server_restart_under_load),
     };
     return pg_main("test_pg", tests, sizeof tests / sizeof tests[0]);
 }

@@ -389,6 +389,19 @@ test_statement_cache_evicts_least_recently_used(void **state)
     pk_pg_pool_destroy(pool);
 }
 
+static int
+select_inv(pk_pg_lease *l, void *arg, pk_error *err)
+{
+    PGresult *r = NULL;
+    ++*(int *)arg;
+    int rc = pk_pg_query(l, "SELECT * FROM pk_inv", 0, NULL, LONG_MS, &r,
+                         err);
+    if (rc == 0 && PQnfields(r) != 3)
+        rc = pk_error_set(err, PK_EADAPTER, 0, "%d columns", PQnfields(r));
+    PQclear(r);
+    return rc;
+}
+
 /* After ALTER TABLE a prepared SELECT * fails with "cached plan must not
  * change result type" (0A000); the helper prepares it again and runs it
  * again, so the caller never sees it (the error that bricks every pooled
@@ -412,6 +425,23 @@ test_statement_invalidated_by_alter_table_is_prepared_again(void **state)
     PQclear(r);
     r = exec_result(pool, "SELECT * FROM pk_inv");
     assert_int_equal(PQnfields(r), 2);
+    PQclear(r);
+
+    /* Inside a transaction the error cannot be hidden (the transaction
+     * is aborted); pk_pg_transaction runs it again, and the statement is
+     * deallocated when the connection is released. */
+    PQclear(exec_result(pool, "ALTER TABLE pk_inv ADD COLUMN c int"));
+    int attempts = 0;
+    pk_error err;
+    assert_int_equal(pk_pg_transaction(pool, NULL, 0, LONG_MS, select_inv,
+                                       &attempts, &err),
+                     0);
+    assert_int_equal(attempts, 2);
+    pk_pg_stats st;
+    assert_int_equal(pk_pg_stats_get(pool, &st), 0);
+    assert_int_equal(st.resets_failed, 0);
+    r = exec_result(pool, "SELECT * FROM pk_inv");
+    assert_int_equal(PQnfields(r), 3);
     PQclear(r);
     PQclear(exec_result(pool, "DROP TABLE pk_inv"));
     pk_pg_pool_destroy(pool);

@@ -7,7 +7,9 @@
 #                port. Prints the TCP conninfo on stdout and writes
 #                DIR/port. The server listens on 127.0.0.1:PORT (a free
 #                port) and on a unix socket in DIR.
-#   stop DIR     stops it (pg_ctl stop -m fast); the cluster stays
+#   stop DIR     stops it (pg_ctl stop -m fast, or -m $PG_STOP_MODE:
+#                immediate is a crash, recovered at the next start); the
+#                cluster stays
 #   restart DIR  stop, then start
 #   clean DIR    stops it if it runs and removes DIR
 #   probe -      exit 0 if PostgreSQL's server binaries are here, else
@@ -173,7 +175,7 @@ do_start() {
 
 do_stop() {
     if running; then
-        as_owner "$bin/pg_ctl" -D "$data" -w -t 30 -m fast stop >/dev/null
+        as_owner "$bin/pg_ctl" -D "$data" -w -t 30 -m "${PG_STOP_MODE:-fast}" stop >/dev/null
     fi
 }
 
