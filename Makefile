@@ -164,7 +164,7 @@ DEMO_BIN := $(if $(DEMO_SRC),$(B)/poolkit-demo)
 
 ADAPTERS := pg http
 adapter_pkg_pg := libpq
-adapter_pkg_http := libcurl
+adapter_pkg_http := libcurl openssl
 adapter_srcs = $(wildcard adapters/$(1)/*.c)
 adapter_found = $(shell $(PKG_CONFIG) --exists $(adapter_pkg_$(1)) && echo y)
 ADAPTERS_ON := $(foreach a,$(ADAPTERS),\
@@ -418,8 +418,8 @@ install: libs
 	    ln -sf $$l.so.$(MAJOR) $(D_LIB)/$$l.so || exit 1; \
 	done
 	$(call write_pc,poolkit,C11 pooling library: resource pool core and pools,poolkit,'Libs.private: -pthread')
-	$(if $(filter pg,$(ADAPTERS_ON)),$(call write_pc,poolkit-pg,poolkit PostgreSQL pool and job queue,poolkit-pg,'Requires: poolkit' 'Requires.private: libpq'))
-	$(if $(filter http,$(ADAPTERS_ON)),$(call write_pc,poolkit-http,poolkit HTTP connection pool,poolkit-http,'Requires: poolkit' 'Requires.private: libcurl'))
+	$(if $(filter pg,$(ADAPTERS_ON)),$(call write_pc,poolkit-pg,poolkit PostgreSQL pool,poolkit-pg,'Requires: poolkit' 'Requires.private: libpq'))
+	$(if $(filter http,$(ADAPTERS_ON)),$(call write_pc,poolkit-http,poolkit HTTP connection pool,poolkit-http,'Requires: poolkit' 'Requires.private: libcurl openssl'))
 
 # Removes what install put there, whichever adapters this machine builds.
 uninstall:
@@ -441,14 +441,16 @@ clean:
 # failing mode does not stop the others, so one run shows every failure;
 # make check fails at the end if any failed.
 
-# setup.sh installs PostgreSQL and libpq-dev, so here the pg integration
-# tests must run: PK_PG_REQUIRED=1 turns their skip into a failure.
+# setup.sh installs PostgreSQL and libpq-dev, nginx and libcurl with
+# OpenSSL, so here the integration tests must run: PK_PG_REQUIRED=1 and
+# PK_HTTP_REQUIRED=1 turn their skips into failures.
 check:
 	@bash scripts/setup.sh check
 	@$(PKG_CONFIG) --exists libpq || { echo "make check: libpq not found by $(PKG_CONFIG): the pg tests cannot run"; exit 1; }
+	@$(PKG_CONFIG) --exists $(adapter_pkg_http) || { echo "make check: $(adapter_pkg_http) not found by $(PKG_CONFIG): the http tests cannot run"; exit 1; }
 	@$(MAKE) check-build
 	@failed=; for m in plain asan tsan; do \
-	    PK_PG_REQUIRED=1 $(MAKE) check-$$m || failed="$$failed $$m"; \
+	    PK_PG_REQUIRED=1 PK_HTTP_REQUIRED=1 $(MAKE) check-$$m || failed="$$failed $$m"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "make check: FAILED in:$$failed"; exit 1; fi; \
 	echo "make check: all modes passed"

@@ -4,7 +4,10 @@
 #   check     compilers (gcc, clang with its sanitizer runtimes), cmocka,
 #             pkg-config, binutils (nm, readelf), libpq-dev (the pg adapter
 #             builds against it) and postgresql (the integration tests start
-#             a throwaway server): everything `make check` uses
+#             a throwaway server), libcurl4-openssl-dev and libssl-dev (the
+#             http adapter: libcurl with OpenSSL, whose CA store it shares)
+#             and nginx (a throwaway HTTP server): everything `make check`
+#             uses
 #   demo      a C compiler and make; pkg-config, libpq-dev and postgresql
 #             for the demo's pg rows (they start a throwaway server; built
 #             without libpq, the rows say skipped and the rest runs)
@@ -24,7 +27,7 @@ set -euo pipefail
 
 what=${1:-check}
 case $what in
-check)    pkgs="build-essential gcc make clang libclang-rt-dev libcmocka-dev pkg-config binutils coreutils libpq-dev postgresql" ;;
+check)    pkgs="build-essential gcc make clang libclang-rt-dev libcmocka-dev pkg-config binutils coreutils libpq-dev postgresql libcurl4-openssl-dev libssl-dev nginx openssl" ;;
 demo)     pkgs="build-essential gcc make pkg-config libpq-dev postgresql" ;;
 valgrind) pkgs="build-essential gcc make libcmocka-dev pkg-config valgrind" ;;
 *) echo "usage: $0 check|demo|valgrind" >&2; exit 2 ;;
@@ -40,6 +43,8 @@ if ! command -v dpkg-query >/dev/null 2>&1; then
         done
         pkg-config --exists cmocka 2>/dev/null || missing="$missing cmocka(dev)"
         pkg-config --exists libpq 2>/dev/null || missing="$missing libpq(dev)"
+        pkg-config --exists libcurl openssl 2>/dev/null || missing="$missing libcurl+openssl(dev)"
+        command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$missing nginx"
         bash "$(dirname "$0")/../tests/support/pg_server.sh" probe - >/dev/null 2>&1 ||
             missing="$missing postgresql(server)"
     fi

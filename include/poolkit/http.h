@@ -210,8 +210,10 @@ typedef struct pk_http_response {
 PK_API int pk_http_exec_at(pk_http_pool *pool, const pk_http_request *rq,
                            pk_http_response *out, pk_error *err,
                            const char *file, int line);
-#define pk_http_exec(pool, rq, out, err)                                    \
-    pk_http_exec_at((pool), (rq), (out), (err), __FILE__, __LINE__)
+/* Variadic so that a compound literal request, commas and all, passes
+ * through: pk_http_exec(pool, &(pk_http_request){ .url = u }, &r, &err). */
+#define pk_http_exec(pool, ...)                                             \
+    pk_http_exec_at((pool), __VA_ARGS__, __FILE__, __LINE__)
 
 /* Frees a response's buffers and zeroes it. NULL is a no-op. */
 PK_API void pk_http_response_free(pk_http_response *r);

@@ -308,9 +308,10 @@ PK_API int pk_pg_exec_at(pk_pg_pool *pool, const char *sql, int nparams,
                          const char *const *params, int timeout_ms,
                          struct pg_result **out, pk_error *err,
                          const char *file, int line);
-#define pk_pg_exec(pool, sql, nparams, params, timeout_ms, out, err)        \
-    pk_pg_exec_at((pool), (sql), (nparams), (params), (timeout_ms), (out),  \
-                  (err), __FILE__, __LINE__)
+/* Variadic so that a compound literal array of parameters, commas and
+ * all, passes through: (const char *const[]){ "1", "2" }. */
+#define pk_pg_exec(pool, ...)                                               \
+    pk_pg_exec_at((pool), __VA_ARGS__, __FILE__, __LINE__)
 
 /* A transaction's body: runs its statements on l (pk_pg_query, or libpq
  * directly) and returns 0 to commit, or a negative code (with err

@@ -125,6 +125,45 @@ C
     echo "   pg:     $out"
 fi
 
+# The HTTP adapter likewise (Requires.private: libcurl openssl).
+if [ -f "$libdir/pkgconfig/poolkit-http.pc" ]; then
+    httppc() { env -u PKG_CONFIG_LIBDIR -u PKG_CONFIG_SYSROOT_DIR \
+        PKG_CONFIG_PATH="$libdir/pkgconfig" pkg-config --define-prefix "$@"; }
+    grep -qx 'Requires.private: libcurl openssl' "$libdir/pkgconfig/poolkit-http.pc" ||
+        fail "poolkit-http.pc lacks Requires.private: libcurl openssl"
+    cat >"$dest/httpapp.c" <<'C'
+#include <poolkit/http.h>
+#include <stdio.h>
+
+int
+main(void)
+{
+    pk_http_pool *pool = NULL;
+    pk_http_response r;
+    pk_error err;
+    if (pk_http_pool_create(&pool, NULL, &err) != 0)
+        return 1;
+    int rc = pk_http_exec(pool, &(pk_http_request){ .url = "gopher://x/" },
+                          &r, &err);
+    pk_http_pool_destroy(pool);
+    if (rc != PK_EINVAL) {
+        fprintf(stderr, "an unsupported scheme gave %d\n", rc);
+        return 1;
+    }
+    printf("poolkit-http linked and ran (%s)\n", err.msg);
+    return 0;
+}
+C
+    # shellcheck disable=SC2046
+    $cc -std=c11 -Wall -Wextra -Werror -o "$dest/httpapp" "$dest/httpapp.c" \
+        $(httppc --cflags poolkit-http) $(httppc --libs poolkit-http) ||
+        fail "could not build a program with pkg-config poolkit-http"
+    readelf -d "$dest/httpapp" | grep -q "NEEDED.*\[libpoolkit-http.so.$major\]" ||
+        fail "the http program does not need libpoolkit-http.so.$major"
+    out=$(LD_LIBRARY_PATH=$libdir "$dest/httpapp") || fail "the http program failed to run"
+    echo "   http:   $out"
+fi
+
 # Uninstall leaves no file behind (directories may stay).
 $make uninstall DESTDIR="$dest" PREFIX="$prefix" >/dev/null
 left=$(find "$dest$prefix" \( -type f -o -type l \) | sed "s|^$dest||")
