@@ -9,7 +9,7 @@
  *   bench_pg overhead <conninfo> <threads> <n> rollback|nowait|full|check
  *                                       pair_ns= agg_ns= select1_ns=
  *                                       frac_pct= n= threads=
- *   bench_pg contend <conninfo> <threads> <pool> <ms> acquire|exec|core|perconn
+ *   bench_pg contend <conninfo> <threads> <pool> <ms> acquire|exec|perconn
  *                                       qps= fair= queries= ...
  *   bench_pg recovery <conninfo> <exec_timeout_ms> <cmd> [args...]
  *                                       recovery_ms= down_ms= ...
@@ -38,11 +38,7 @@
  *             looping acquire, SELECT 1, release (peer_pg_common.h,
  *             pgb_contend): acquire = pk_pg_acquire (timed) + PQexec +
  *             pk_pg_release; exec = pk_pg_exec (nothing to time around
- *             the acquire); core = pk_pool_acquire/pk_pool_release on
- *             pk_pg_pool_core (the core's blocking hand-off, which pg.h
- *             advises against because a failed connect is retried until
- *             the deadline; here none fails: it shows what the adapter's
- *             ticket path costs); perconn = no pool: each thread its own
+ *             the acquire); perconn = no pool: each thread its own
  *             PGconn (the PgBouncer peer: conninfo points at PgBouncer).
  *             The pool is reset mode rollback, min_size = pool.
  *   recovery  a pool of 4 (default options otherwise) is filled, then
@@ -212,12 +208,10 @@ struct pk_ctx {
     const char *conninfo; /* perconn */
     int exec;             /* contend exec: pk_pg_exec is the whole loop */
     int nowait;           /* overhead nowait: acquire with timeout 0 */
-    int core;             /* contend core: pk_pool_acquire on the core */
 };
 
 struct pk_ts {
     pk_pg_lease lease;
-    pk_lease core_lease; /* contend core */
     PGconn *own;         /* perconn */
 };
 
@@ -258,15 +252,8 @@ pk_acquire(void *ctx, void *ts)
     if (t->own || c->exec)
         return 0;
     pk_error e = { 0, 0, "" };
-    int rc;
-    if (c->core) {
-        rc = pk_pool_acquire(pk_pg_pool_core(c->pool), &t->core_lease,
-                             EXEC_TIMEOUT_MS, &e);
-        t->lease.conn = rc ? NULL : t->core_lease.resource;
-    } else {
-        rc = pk_pg_acquire(c->pool, &t->lease,
+    int rc = pk_pg_acquire(c->pool, &t->lease,
                            c->nowait ? 0 : EXEC_TIMEOUT_MS, &e);
-    }
     if (rc)
         fprintf(stderr, "bench_pg: pk_pg_acquire: %s: %s\n", pk_strerror(rc),
                 e.msg);
@@ -300,9 +287,7 @@ pk_release(void *ctx, void *ts)
     struct pk_ts *t = ts;
     if (t->own || c->exec)
         return;
-    int rc = c->core ? pk_pool_release(pk_pg_pool_core(c->pool),
-                                       &t->core_lease, PK_RELEASE_OK)
-                     : pk_pg_release(c->pool, &t->lease, PK_RELEASE_OK);
+    int rc = pk_pg_release(c->pool, &t->lease, PK_RELEASE_OK);
     if (rc)
         die_pk("pk_pg_release", rc, NULL);
 }
@@ -369,15 +354,13 @@ run_contend(const char *conninfo, int threads, int size, int ms,
     int timed = 0;
     if (!strcmp(mode, "perconn")) {
         c.conninfo = conninfo;
-    } else if (!strcmp(mode, "acquire") || !strcmp(mode, "exec") ||
-               !strcmp(mode, "core")) {
+    } else if (!strcmp(mode, "acquire") || !strcmp(mode, "exec")) {
         c.pool = make_pool(conninfo, (size_t)size, (size_t)size,
                            PK_PG_RESET_ROLLBACK, 0);
         c.exec = !strcmp(mode, "exec");
-        c.core = !strcmp(mode, "core");
         timed = !c.exec;
     } else {
-        pgb_die("bench_pg: contend mode: acquire, exec, core or perconn");
+        pgb_die("bench_pg: contend mode: acquire, exec or perconn");
     }
     struct pgb_ops ops = pk_ops_proto;
     ops.ctx = &c;
@@ -546,7 +529,7 @@ usage(FILE *to)
             "       bench_pg overhead <conninfo> <threads> <n> "
             "rollback|nowait|full|check\n"
             "       bench_pg contend <conninfo> <threads> <pool> <ms> "
-            "acquire|exec|core|perconn\n"
+            "acquire|exec|perconn\n"
             "       bench_pg recovery <conninfo> <exec_timeout_ms> <cmd> "
             "[args...]\n"
             "One line on stdout, as the pg peer drivers in bench/peers/. "

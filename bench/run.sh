@@ -620,7 +620,7 @@ pg_one() {
         local p=$PG_CONTEND_POOL ms=$PG_CONTEND_MS
         case $impl in
         poolkit) pg_run contend "$r" poolkit "$pg_prog" contend "$ci" "$t" "$p" "$ms" acquire ;;
-        exec | core) pg_run contend "$r" "$impl" "$pg_prog" contend "$ci" "$t" "$p" "$ms" "$impl" ;;
+        exec) pg_run contend "$r" "$impl" "$pg_prog" contend "$ci" "$t" "$p" "$ms" "$impl" ;;
         pgbouncer) pg_run contend "$r" pgbouncer "$pg_prog" contend "$pg_bouncer_ci" "$t" "$p" "$ms" perconn ;;
         libzdb)
             # shellcheck disable=SC2086
@@ -804,7 +804,7 @@ pg_bench() {
             fi
         fi
         cpeers+=("${peers[@]}")
-        pg_rounds contend poolkit exec core "${cpeers[@]}"
+        pg_rounds contend poolkit exec "${cpeers[@]}"
         if [ -n "$pg_bouncer_dir" ]; then
             bash "$here/peers/pg_bouncer.sh" stop "$pg_bouncer_dir" >/dev/null 2>&1 || true
             pg_bouncer_dir=
@@ -818,7 +818,7 @@ pg_bench() {
             tp_line "pg.${c}_fair skip=bench_pg failed: $(pg_fail contend poolkit)"
         else
             line="pg.${c}_fair $(tp_stat contend poolkit fair poolkit_fair '%.3f')"
-            for p in core "${cpeers[@]}"; do
+            for p in "${cpeers[@]}"; do
                 [ -z "$(pg_fail contend "$p")" ] &&
                     line="$line $(tp_stat contend "$p" fair "${p}_fair" '%.3f')"
             done
@@ -831,12 +831,10 @@ pg_bench() {
             tp_pair "pg.${c}_wait_p99_vs_$p" contend "$p" wait_p99_ns \
                 wait_p99_ns low poolkit_wait_p99_ns "${p}_wait_p99_ns" '%.0f' '' | tee -a "$tmp"
         done
-        # poolkit against itself: pk_pg_exec, and the core's own acquire
-        # (no ticket), each over pk_pg_acquire + PQexec + pk_pg_release.
+        # poolkit against itself: pk_pg_exec over pk_pg_acquire + PQexec
+        # + pk_pg_release.
         tp_pair "pg.${c}_exec_vs_acquire" contend poolkit qps qps high \
             exec_qps acquire_qps '%.0f' '' exec | tee -a "$tmp"
-        tp_pair "pg.${c}_core_vs_acquire" contend poolkit qps qps high \
-            core_qps acquire_qps '%.0f' '' core | tee -a "$tmp"
     fi
 
     if pg_want recovery; then

@@ -380,8 +380,10 @@ PK_API int pk_pg_stats_get(pk_pg_pool *pool, pk_pg_stats *out);
 
 /* The core pool underneath, for what pool.h offers as it is (stats,
  * evict_all, pause/resume, resize, maintain). Do not destroy it, and do
- * not lend from it directly with a timeout (pk_pg_acquire reports failed
- * connects; pk_pool_acquire would retry them until its deadline).
+ * not lend from it directly: its resources are the adapter's records of
+ * connections, not PGconns (pk_pg_acquire lends those, and reports failed
+ * connects at once where pk_pool_acquire would retry them until its
+ * deadline).
  * Returns: the core, or NULL for NULL. Owner: returns borrowed (valid
  * until pk_pg_pool_destroy). Threads: safe. */
 PK_API pk_pool *pk_pg_pool_core(pk_pg_pool *pool);

@@ -373,6 +373,9 @@ test_zero_timeout_and_exhausted_pool(void **state)
     assert_int_equal(pk_pg_acquire(pool, &b, 0, &err), PK_EAGAIN);
     assert_int_equal(pk_pg_acquire(pool, &b, 100, &err), PK_ETIMEDOUT);
     assert_int_equal(err.code, PK_ETIMEDOUT);
+    /* The core's account of who holds what: the leak's site. */
+    if (!strstr(err.msg, "1 of 1 lent") || !strstr(err.msg, "test_pg.c:"))
+        fail_msg("the timeout does not name the holder: %s", err.msg);
     assert_int_equal(pk_pg_release(pool, &a, PK_RELEASE_OK), 0);
     assert_int_equal(pk_pg_acquire(pool, &b, 0, &err), 0);
     assert_int_equal(pk_pg_release(pool, &b, PK_RELEASE_OK), 0);
