@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 #include <time.h>
 
 uint64_t
@@ -126,6 +127,19 @@ on_header(char *p, size_t size, size_t nmemb, void *arg)
     return n;
 }
 
+/* ---- the connection's socket --------------------------------------------------- */
+
+/* libcurl closes the handle's sockets through this, so the record never
+ * keeps a socket number that may be reused for another file. */
+static int
+on_close_socket(void *arg, curl_socket_t fd)
+{
+    struct pk__http_handle *h = arg;
+    if (h->sock == fd)
+        h->sock = -1;
+    return close(fd);
+}
+
 /* ---- defaults ------------------------------------------------------------------ */
 
 /* Each new TLS connection gets the pool's one CA store instead of parsing
@@ -154,6 +168,8 @@ apply(struct pk__http_handle *h, const struct pk__http_conf *c)
     SET(CURLOPT_WRITEDATA, h);
     SET(CURLOPT_HEADERFUNCTION, on_header);
     SET(CURLOPT_HEADERDATA, h);
+    SET(CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
+    SET(CURLOPT_CLOSESOCKETDATA, h);
     SET(CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
     SET(CURLOPT_TIMEOUT_MS, c->transfer_timeout_ms);
     SET(CURLOPT_USERAGENT, c->user_agent);
@@ -190,9 +206,12 @@ pk__http_handle_new(const struct pk__http_conf *conf,
     if (!h)
         return NULL;
     h->easy = curl_easy_init();
+    h->multi = curl_multi_init();
     h->origin = o;
     h->sock = -1;
-    if (!h->easy || apply(h, conf) != 0) {
+    if (!h->easy || !h->multi ||
+        curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, 1L) != CURLM_OK ||
+        apply(h, conf) != 0) {
         pk__http_handle_free(h);
         return NULL;
     }
@@ -206,6 +225,8 @@ pk__http_handle_free(struct pk__http_handle *h)
         return;
     if (h->easy)
         curl_easy_cleanup(h->easy);
+    if (h->multi)
+        curl_multi_cleanup(h->multi); /* closes its connection */
     free(h);
 }
 
@@ -213,16 +234,54 @@ int
 pk__http_handle_reset(struct pk__http_handle *h,
                       const struct pk__http_conf *conf)
 {
-    curl_socket_t s = CURL_SOCKET_BAD;
-    if (curl_easy_getinfo(h->easy, CURLINFO_ACTIVESOCKET, &s) != CURLE_OK)
-        s = CURL_SOCKET_BAD;
-    h->sock = s == CURL_SOCKET_BAD ? -1 : (int)s;
     h->idle_since = pk__http_now_ns();
     h->cap = NULL;
     if (!conf->share_cookies)
         curl_easy_setopt(h->easy, CURLOPT_COOKIELIST, "ALL");
     curl_easy_reset(h->easy);
     return apply(h, conf);
+}
+
+/* ---- a transfer through the handle's own multi handle --------------------------- */
+
+CURLcode
+pk__http_handle_run(struct pk__http_handle *h)
+{
+    CURLMcode mc = curl_multi_add_handle(h->multi, h->easy);
+    if (mc != CURLM_OK)
+        return mc == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY
+                                         : CURLE_FAILED_INIT;
+    int running = 1;
+    while (running && mc == CURLM_OK) {
+        mc = curl_multi_perform(h->multi, &running);
+        if (running && mc == CURLM_OK)
+            mc = curl_multi_poll(h->multi, NULL, 0, 1000, NULL);
+    }
+    CURLcode rc = pk__http_handle_done(h);
+    if (rc == CURLE_OK && mc != CURLM_OK)
+        rc = mc == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY
+                                       : CURLE_RECV_ERROR;
+    return rc;
+}
+
+CURLcode
+pk__http_handle_done(struct pk__http_handle *h)
+{
+    CURLcode rc = CURLE_RECV_ERROR; /* no result: the transfer vanished */
+    CURLMsg *m;
+    int left;
+    while ((m = curl_multi_info_read(h->multi, &left)) != NULL)
+        if (m->msg == CURLMSG_DONE && m->easy_handle == h->easy)
+            rc = m->data.result;
+    /* The kept connection's socket, while the handle is still in the
+     * multi handle whose cache holds it (the check polls it; a forked
+     * child closes it). */
+    curl_socket_t s = CURL_SOCKET_BAD;
+    if (curl_easy_getinfo(h->easy, CURLINFO_ACTIVESOCKET, &s) != CURLE_OK)
+        s = CURL_SOCKET_BAD;
+    h->sock = s == CURL_SOCKET_BAD ? -1 : (int)s;
+    curl_multi_remove_handle(h->multi, h->easy); /* the connection stays */
+    return rc;
 }
 
 /* ---- health ---------------------------------------------------------------------- */

@@ -1,6 +1,6 @@
 /* adapters/http/http_int.h - what the HTTP adapter's files share.
  *
- * Three files, each calling only the ones above it in this list:
+ * Four files, each calling only the ones above it in this list:
  *   handle.c   one easy handle: the record the core pools (the CURL *,
  *              its socket, the server's keep-alive), the pool-wide
  *              defaults applied to it, the response capture callbacks,
@@ -8,8 +8,10 @@
  *   pool.c     the pool: options, the shared DNS/TLS-session cache and CA
  *              store, origins (member pools of one group), the core's
  *              hooks, acquire, release, maintenance, stats;
- *   request.c  pk_http_exec: a request by one deadline, retries,
- *              redirects.
+ *   request.c  a request by one deadline, retries, redirects: the job
+ *              pk_http_exec runs on this thread;
+ *   batch.c    pk_http_batch: many jobs at once from one thread, one poll
+ *              over their sockets.
  * Nothing here is API: libpoolkit-http exports only http.h. */
 #ifndef POOLKIT_HTTP_INT_H
 #define POOLKIT_HTTP_INT_H
@@ -64,9 +66,16 @@ struct pk__http_origin;
  * hook, which holds it too) touches it. */
 struct pk__http_handle {
     CURL *easy;
+    CURLM *multi;          /* its own, cache of one connection: the
+                              adapter runs every transfer through it, so
+                              pk_http_exec and the batch reuse the same
+                              connections (curl_easy_perform would keep
+                              them in a cache of its own) */
     struct pk__http_origin *origin;
     int sock;              /* the kept connection's socket, or -1 (read
-                              at release, for forget_in_child and check) */
+                              after each transfer; libcurl closes sockets
+                              through the handle's callback, which
+                              clears it) */
     uint64_t idle_since;   /* CLOCK_MONOTONIC ns, at release */
     int keepalive_ms;      /* the server's Keep-Alive timeout, 0: unsaid */
     int tls_resumed;       /* the current transfer's TLS session was
@@ -81,9 +90,14 @@ uint64_t pk__http_now_ns(void);
 struct pk__http_handle *pk__http_handle_new(const struct pk__http_conf *conf,
                                             struct pk__http_origin *o);
 void pk__http_handle_free(struct pk__http_handle *h);
-/* curl_easy_reset, conf again, cookies cleared unless shared. Reads the
- * connection's socket first. Returns 0, or -1 when a default would not
- * set (the handle should be closed). */
+/* Runs the transfer set on h through its multi handle, on this thread,
+ * to the end (libcurl's own timeouts bound it). Returns its CURLcode. */
+CURLcode pk__http_handle_run(struct pk__http_handle *h);
+/* After a transfer h->easy ran in h->multi: its result, and the easy
+ * handle taken out of the multi handle (the connection stays cached). */
+CURLcode pk__http_handle_done(struct pk__http_handle *h);
+/* curl_easy_reset, conf again, cookies cleared unless shared. Returns 0,
+ * or -1 when a default would not set (the handle should be closed). */
 int pk__http_handle_reset(struct pk__http_handle *h,
                           const struct pk__http_conf *conf);
 /* 1 if the handle's connection is past the server's keep-alive or its
@@ -148,5 +162,47 @@ void pk__http_count_attempt(struct pk__http_handle *h, uint64_t took_ns);
 /* The origin key of url ("https://host:443"), owned; NULL with err set
  * (PK_EINVAL: cannot parse, not http(s); PK_ENOMEM). */
 char *pk__http_origin_key(const char *url, int *tls, pk_error *err);
+
+/* ---- request.c ------------------------------------------------------------------- */
+
+/* One request through its attempts and redirects. */
+struct pk__http_job {
+    const pk_http_request *rq;  /* the caller's */
+    pk_http_response *out;      /* the caller's */
+    const char *method;         /* "GET" after a 303 */
+    const void *body;
+    size_t body_len;
+    char *url;                  /* owned: this hop's */
+    struct curl_slist *headers; /* owned */
+    int retries_used, retries_counted, redirects;
+    int rc;                     /* when done */
+    pk_error err;
+    /* The attempt in flight: */
+    pk_http_lease lease;
+    struct pk__http_capture cap;
+    uint64_t t0;
+};
+
+uint64_t pk__http_deadline_after(int ms); /* PK_WAIT_FOREVER: none */
+int pk__http_ms_left(uint64_t deadline);  /* PK_WAIT_FOREVER: none */
+/* 0, or PK_EINVAL with err filled (who names the call). */
+int pk__http_bad_request(pk_http_pool *pool, const pk_http_request *rq,
+                         pk_error *err, const char *who);
+/* A request's whole timeout: its own, or the pool's acquire + transfer. */
+int pk__http_timeout_of(const pk_http_pool *pool, int timeout_ms);
+/* Zeroes out. Returns 0 or PK_ENOMEM. */
+int pk__http_job_init(struct pk__http_job *j, const pk_http_request *rq,
+                      pk_http_response *out);
+void pk__http_job_free(struct pk__http_job *j);
+/* Borrows a handle for the job's URL (waiting up to acquire_ms) and sets
+ * the request on it. Returns 0 (ready to run), or a code with j->err. */
+int pk__http_job_start(pk_http_pool *pool, struct pk__http_job *j,
+                       int acquire_ms, uint64_t deadline, const char *file,
+                       int line);
+/* After the transfer ended with code: counts it, fills out, gives the
+ * handle back. Returns 1 when the job is done (j->rc, j->err), 0 when it
+ * goes again (a retry or a redirect: start it again). */
+int pk__http_job_finish(pk_http_pool *pool, struct pk__http_job *j,
+                        CURLcode code, uint64_t deadline);
 
 #endif /* POOLKIT_HTTP_INT_H */

@@ -1,18 +1,19 @@
-/* adapters/http/request.c - pk_http_exec: one request by one deadline,
- * with retries of idempotent requests and same-origin redirects
+/* adapters/http/request.c - one request by one deadline, with retries of
+ * idempotent requests and same-origin redirects: the job that
+ * pk_http_exec runs on this thread and pk_http_batch runs many of
  * (include/poolkit/http.h).
  *
- * Each attempt borrows a handle for the URL's origin, sets the request on
- * it, runs curl_easy_perform on this thread and gives the handle back:
- * BROKEN after a connection-level failure, so the retry goes out on
- * another connection (and the origin's older idle ones are checked). A
- * redirect is followed by hand, so that each hop borrows from its own
- * origin's pool and a hop to another origin is refused unless allowed. */
+ * Each attempt borrows a handle for the URL's origin (job_start), sets
+ * the request on it, runs it through the handle's own multi handle, and
+ * gives the handle back (job_finish): BROKEN after a connection-level
+ * failure, so a retry goes out on another connection (and the origin's
+ * older idle ones are checked). A redirect is followed by hand, so that
+ * each hop borrows from its own origin's pool and a hop to another origin
+ * is refused unless allowed. */
 #include "http_int.h"
 
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 /* RFC 9110, 9.2.2. */
 static int
@@ -26,17 +27,15 @@ idempotent(const char *method)
     return 0;
 }
 
-static uint64_t
-deadline_after(int ms)
+uint64_t
+pk__http_deadline_after(int ms)
 {
     return ms == PK_WAIT_FOREVER ? PK__HTTP_NO_DEADLINE
                                  : pk__http_now_ns() + (uint64_t)ms * 1000000u;
 }
 
-/* Milliseconds left (at least 1 while any is), 0 past the deadline,
- * PK_WAIT_FOREVER without one. */
-static int
-ms_left(uint64_t deadline)
+int
+pk__http_ms_left(uint64_t deadline)
 {
     if (deadline == PK__HTTP_NO_DEADLINE)
         return PK_WAIT_FOREVER;
@@ -47,29 +46,30 @@ ms_left(uint64_t deadline)
     return ms > INT32_MAX ? INT32_MAX : (int)ms;
 }
 
+/* ---- the job's pieces -------------------------------------------------------------- */
+
 /* The request's method, headers and body on the borrowed handle. */
 static int
-set_request(CURL *e, const char *method, const pk_http_request *rq,
-            struct curl_slist *headers, int fresh, int timeout_ms,
+set_request(CURL *e, const struct pk__http_job *j, int fresh, int left_ms,
             long transfer_ms)
 {
     CURLcode rc = CURLE_OK;
 #define SET(opt, val) \
     (rc = rc != CURLE_OK ? rc : curl_easy_setopt(e, opt, val))
-    if (strcmp(method, "HEAD") == 0)
+    if (strcmp(j->method, "HEAD") == 0)
         SET(CURLOPT_NOBODY, 1L);
-    else if (strcmp(method, "GET") != 0)
-        SET(CURLOPT_CUSTOMREQUEST, method);
-    if (rq->body) {
-        SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)rq->body_len);
-        SET(CURLOPT_POSTFIELDS, rq->body);
+    else if (strcmp(j->method, "GET") != 0)
+        SET(CURLOPT_CUSTOMREQUEST, j->method);
+    if (j->body) {
+        SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)j->body_len);
+        SET(CURLOPT_POSTFIELDS, j->body);
     }
-    if (headers)
-        SET(CURLOPT_HTTPHEADER, headers);
+    if (j->headers)
+        SET(CURLOPT_HTTPHEADER, j->headers);
     if (fresh)
         SET(CURLOPT_FRESH_CONNECT, 1L);
-    if (timeout_ms != PK_WAIT_FOREVER && timeout_ms < transfer_ms)
-        SET(CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+    if (left_ms != PK_WAIT_FOREVER && left_ms < transfer_ms)
+        SET(CURLOPT_TIMEOUT_MS, (long)left_ms);
 #undef SET
     return rc == CURLE_OK ? 0 : -1;
 }
@@ -104,7 +104,7 @@ take_capture(pk_http_response *out, struct pk__http_capture *c)
     c->body = c->headers = NULL;
 }
 
-/* The call's code for a failed transfer; libcurl's message is read from
+/* The job's code for a failed transfer; libcurl's message is read from
  * the handle before it goes back. *retry: an idempotent request may go
  * again. */
 static int
@@ -112,6 +112,7 @@ failure(const struct pk__http_capture *cap, CURLcode rc,
         const struct pk__http_handle *h, const char *url, int *retry,
         pk_error *err)
 {
+    *retry = 0;
     if (cap->too_big)
         return pk_error_set(err, PK_ETOOBIG, (int)rc, "%s: the response body "
                             "is larger than max_response (%zu bytes)", url,
@@ -126,7 +127,7 @@ failure(const struct pk__http_capture *cap, CURLcode rc,
     return pk__http_set_error(err, rc, h, url);
 }
 
-/* A redirect this call follows: the next URL (owned), or NULL. */
+/* A redirect to follow: the next URL (owned), or NULL. */
 static char *
 redirect_of(CURL *e, long status)
 {
@@ -137,58 +138,6 @@ redirect_of(CURL *e, long status)
     return strdup(loc);
 }
 
-/* One attempt on one borrowed handle. Returns 0 (a response arrived;
- * *next: a redirect to follow, when follow) or a poolkit code with err
- * filled. */
-static int
-attempt_once(pk_http_pool *pool, const char *url, const char *method,
-             const pk_http_request *rq, struct curl_slist *headers,
-             uint64_t deadline, int follow, int is_retry,
-             pk_http_response *out, int *retry, char **next, pk_error *err,
-             const char *file, int line)
-{
-    pk_http_lease l;
-    *retry = 0;
-    int left = ms_left(deadline);
-    if (left == 0)
-        return pk_error_set(err, PK_ETIMEDOUT, 0, "%s: timed out", url);
-    int rc = pk_http_acquire_at(pool, url, &l, left, err, file, line);
-    if (rc)
-        return rc;
-    struct pk__http_handle *h = l.lease_.resource;
-    int fresh = !idempotent(method) && !rq->allow_replay;
-    struct pk__http_capture cap = {
-        .max_body = rq->max_response ? rq->max_response : pool->max_response,
-        .on_data = rq->on_data, .on_data_user = rq->on_data_user };
-    if (set_request(h->easy, method, rq, headers, fresh, ms_left(deadline),
-                    pool->conf.transfer_timeout_ms) != 0) {
-        pk_http_release(pool, &l, CURLE_OK);
-        return pk_error_set(err, PK_ENOMEM, 0, "%s: setting the request "
-                            "failed", url);
-    }
-    if (fresh)
-        atomic_fetch_add(&h->origin->n.fresh_for_replay, 1);
-    if (is_retry)
-        atomic_fetch_add(&h->origin->n.retries, 1);
-    h->cap = &cap;
-    uint64_t t0 = pk__http_now_ns();
-    CURLcode code = curl_easy_perform(h->easy);
-    pk__http_count_attempt(h, pk__http_now_ns() - t0);
-    h->cap = NULL;
-    long status = 0, connects = 0;
-    curl_easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_getinfo(h->easy, CURLINFO_NUM_CONNECTS, &connects);
-    out->status = status;
-    out->reused = connects == 0;
-    take_capture(out, &cap);
-    if (code == CURLE_OK && follow)
-        *next = redirect_of(h->easy, status);
-    rc = code == CURLE_OK ? 0 : failure(&cap, code, h, url, retry, err);
-    pk_http_release(pool, &l, code);
-    return rc;
-}
-
-/* Whether a redirect from url to next may be followed here. */
 static int
 same_origin(const char *url, const char *next)
 {
@@ -201,13 +150,153 @@ same_origin(const char *url, const char *next)
     return same;
 }
 
-static int
-bad_request(pk_http_pool *pool, const pk_http_request *rq,
-            pk_http_response *out)
+/* ---- the job ------------------------------------------------------------------------ */
+
+int
+pk__http_job_init(struct pk__http_job *j, const pk_http_request *rq,
+                  pk_http_response *out)
 {
-    return !pk__http_valid(pool) || !rq || !out || !rq->url ||
-           (rq->body_len && !rq->body) ||
-           (rq->timeout_ms < 0 && rq->timeout_ms != PK_WAIT_FOREVER);
+    memset(j, 0, sizeof *j);
+    memset(out, 0, sizeof *out);
+    j->rq = rq;
+    j->out = out;
+    j->method = rq->method ? rq->method : rq->body ? "POST" : "GET";
+    j->body = rq->body;
+    j->body_len = rq->body_len;
+    int failed;
+    j->headers = header_list(rq, &failed);
+    j->url = strdup(rq->url);
+    if (failed || !j->url) {
+        pk__http_job_free(j);
+        return PK_ENOMEM;
+    }
+    return 0;
+}
+
+void
+pk__http_job_free(struct pk__http_job *j)
+{
+    curl_slist_free_all(j->headers);
+    free(j->url);
+    j->headers = NULL;
+    j->url = NULL;
+}
+
+int
+pk__http_job_start(pk_http_pool *pool, struct pk__http_job *j,
+                   int acquire_ms, uint64_t deadline, const char *file,
+                   int line)
+{
+    int rc = pk_http_acquire_at(pool, j->url, &j->lease, acquire_ms, &j->err,
+                                file, line);
+    if (rc)
+        return rc;
+    struct pk__http_handle *h = j->lease.lease_.resource;
+    int fresh = !idempotent(j->method) && !j->rq->allow_replay;
+    j->cap = (struct pk__http_capture){
+        .max_body = j->rq->max_response ? j->rq->max_response
+                                        : pool->max_response,
+        .on_data = j->rq->on_data,
+        .on_data_user = j->rq->on_data_user };
+    if (set_request(h->easy, j, fresh, pk__http_ms_left(deadline),
+                    pool->conf.transfer_timeout_ms) != 0) {
+        pk_http_release(pool, &j->lease, CURLE_OK);
+        return pk_error_set(&j->err, PK_ENOMEM, 0, "%s: setting the request "
+                            "failed", j->url);
+    }
+    if (fresh)
+        atomic_fetch_add(&h->origin->n.fresh_for_replay, 1);
+    if (j->retries_used > j->retries_counted) {
+        atomic_fetch_add(&h->origin->n.retries, 1);
+        j->retries_counted = j->retries_used;
+    }
+    h->cap = &j->cap;
+    j->out->attempts++;
+    j->t0 = pk__http_now_ns();
+    return 0;
+}
+
+/* Whether the job goes again (a retry or a redirect); sets url, method
+ * and body for it. */
+static int
+again(pk_http_pool *pool, struct pk__http_job *j, int rc, int retry,
+      char *next, uint64_t deadline)
+{
+    if (rc && retry && idempotent(j->method) &&
+        j->retries_used < pool->retries && pk__http_ms_left(deadline) != 0) {
+        j->retries_used++;
+        return 1;
+    }
+    if (rc || !next ||
+        (!pool->redirect_any_origin && !same_origin(j->url, next))) {
+        free(next);
+        return 0;
+    }
+    /* 303, and 301/302 after a POST as browsers do: GET, no body. */
+    long st = j->out->status;
+    if (st == 303 || ((st == 301 || st == 302) &&
+                      strcmp(j->method, "POST") == 0)) {
+        j->method = "GET";
+        j->body = NULL;
+        j->body_len = 0;
+    }
+    free(j->url);
+    j->url = next;
+    j->redirects++;
+    return 1;
+}
+
+int
+pk__http_job_finish(pk_http_pool *pool, struct pk__http_job *j,
+                    CURLcode code, uint64_t deadline)
+{
+    struct pk__http_handle *h = j->lease.lease_.resource;
+    pk__http_count_attempt(h, pk__http_now_ns() - j->t0);
+    h->cap = NULL;
+    long status = 0, connects = 0;
+    curl_easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(h->easy, CURLINFO_NUM_CONNECTS, &connects);
+    j->out->status = status;
+    j->out->reused = connects == 0;
+    take_capture(j->out, &j->cap);
+    char *next = NULL;
+    if (code == CURLE_OK && j->redirects < pool->max_redirects)
+        next = redirect_of(h->easy, status);
+    int retry = 0;
+    int rc = code == CURLE_OK
+                 ? 0
+                 : failure(&j->cap, code, h, j->url, &retry, &j->err);
+    pk_http_release(pool, &j->lease, code);
+    if (again(pool, j, rc, retry, next, deadline))
+        return 0;
+    j->rc = rc;
+    return 1;
+}
+
+/* ---- pk_http_exec ------------------------------------------------------------------- */
+
+int
+pk__http_bad_request(pk_http_pool *pool, const pk_http_request *rq,
+                     pk_error *err, const char *who)
+{
+    if (pk__http_valid(pool) && rq && rq->url &&
+        !(rq->body_len && !rq->body) &&
+        !(rq->timeout_ms < 0 && rq->timeout_ms != PK_WAIT_FOREVER))
+        return 0;
+    return pk_error_set(err, PK_EINVAL, 0, "%s: %s", who,
+                        !pk__http_valid(pool) ? "not a pk_http_pool"
+                        : !rq                 ? "NULL request"
+                        : !rq->url            ? "no URL"
+                        : rq->timeout_ms < 0  ? "bad timeout"
+                                              : "body_len without body");
+}
+
+int
+pk__http_timeout_of(const pk_http_pool *pool, int timeout_ms)
+{
+    return timeout_ms ? timeout_ms
+                      : pool->acquire_timeout_ms +
+                            (int)pool->conf.transfer_timeout_ms;
 }
 
 int
@@ -217,59 +306,33 @@ pk_http_exec_at(pk_http_pool *pool, const pk_http_request *rq,
 {
     if (out)
         memset(out, 0, sizeof *out);
-    if (bad_request(pool, rq, out) || !file)
-        return pk_error_set(err, PK_EINVAL, 0, "pk_http_exec: %s",
-                            !pk__http_valid(pool) ? "not a pk_http_pool"
-                            : !rq || !out || !file ? "NULL argument"
-                            : !rq->url             ? "no URL"
-                            : rq->timeout_ms < 0   ? "bad timeout"
-                                                   : "body_len without body");
-    pk_http_request r = *rq;
-    if (!r.method)
-        r.method = r.body ? "POST" : "GET";
-    int timeout = r.timeout_ms ? r.timeout_ms
-                               : pool->acquire_timeout_ms +
-                                     (int)pool->conf.transfer_timeout_ms;
-    uint64_t deadline = deadline_after(timeout);
-    int failed;
-    struct curl_slist *headers = header_list(&r, &failed);
-    char *url = strdup(r.url);
-    if (failed || !url) {
-        curl_slist_free_all(headers);
-        free(url);
+    int rc = pk__http_bad_request(pool, rq, err, "pk_http_exec");
+    if (rc || !out || !file)
+        return rc ? rc : pk_error_set(err, PK_EINVAL, 0, "pk_http_exec: "
+                                      "NULL argument");
+    uint64_t deadline =
+        pk__http_deadline_after(pk__http_timeout_of(pool, rq->timeout_ms));
+    struct pk__http_job j;
+    if (pk__http_job_init(&j, rq, out) != 0)
         return pk_error_set(err, PK_ENOMEM, 0, "pk_http_exec: out of memory");
-    }
-    int rc, retries = 0, redirects = 0, retry = 0;
     for (;;) {
-        char *next = NULL;
-        out->attempts++;
-        rc = attempt_once(pool, url, r.method, &r, headers, deadline,
-                          redirects < pool->max_redirects, retry, out, &retry,
-                          &next, err, file, line);
-        if (rc && retry && idempotent(r.method) && retries < pool->retries &&
-            ms_left(deadline) != 0) {
-            retries++;
-            continue;
-        }
-        if (rc || !next || (!pool->redirect_any_origin &&
-                            !same_origin(url, next))) {
-            free(next);
+        int left = pk__http_ms_left(deadline);
+        rc = left == 0 ? pk_error_set(&j.err, PK_ETIMEDOUT, 0, "%s: timed "
+                                      "out", j.url)
+                       : pk__http_job_start(pool, &j, left, deadline, file,
+                                            line);
+        if (rc) {
+            j.rc = rc;
             break;
         }
-        /* 303, and 301/302 after a POST as browsers do: GET, no body. */
-        if (out->status == 303 ||
-            ((out->status == 301 || out->status == 302) &&
-             strcmp(r.method, "POST") == 0)) {
-            r.method = "GET";
-            r.body = NULL;
-            r.body_len = 0;
-        }
-        free(url);
-        url = next;
-        redirects++;
+        struct pk__http_handle *h = j.lease.lease_.resource;
+        if (pk__http_job_finish(pool, &j, pk__http_handle_run(h), deadline))
+            break;
     }
-    curl_slist_free_all(headers);
-    free(url);
+    rc = j.rc;
+    if (rc && err)
+        *err = j.err;
+    pk__http_job_free(&j);
     return rc;
 }
 

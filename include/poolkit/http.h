@@ -218,6 +218,51 @@ PK_API int pk_http_exec_at(pk_http_pool *pool, const pk_http_request *rq,
 /* Frees a response's buffers and zeroes it. NULL is a no-op. */
 PK_API void pk_http_response_free(pk_http_response *r);
 
+/* Called as each request of a batch ends, on the batch's thread:
+ * index into the batch, how many have ended so far of total, the
+ * request's code (0: a response of any status arrived), its response
+ * (also in the batch's responses[index]) and its error. It must not call
+ * into the batch. */
+typedef void (*pk_http_done_fn)(void *user, size_t index, size_t completed,
+                                size_t total, int rc,
+                                const pk_http_response *r,
+                                const pk_error *err);
+
+typedef struct pk_http_batch {
+    const pk_http_request *requests; /* n of them */
+    size_t n;
+    pk_http_response *responses;     /* n, the caller's: filled (free
+                                        each with pk_http_response_free) */
+    int *codes;                      /* n, optional: each request's code */
+    size_t max_parallel;             /* transfers at once; 0: 8 */
+    int timeout_ms;                  /* the whole batch: a request not
+                                        started by then ends PK_ETIMEDOUT
+                                        (0 or PK_WAIT_FOREVER: none); each
+                                        request's own timeout_ms counts
+                                        from its start */
+    pk_http_done_fn on_done;         /* optional: progress, per request */
+    void *user;
+} pk_http_batch;
+
+/* Runs a batch of requests concurrently from the calling thread, up to
+ * max_parallel transfers at once under the pool's caps (a request whose
+ * origin is at its cap waits for a handle of its own batch or of another
+ * thread to come back), reusing the pool's connections: each transfer
+ * goes through its handle's own multi handle, the one pk_http_exec uses
+ * too, so a connection opened by either serves both. Each request is
+ * handled as pk_http_exec would (retries, redirects, limits). All on this
+ * thread: one poll() over the transfers' sockets.
+ * Returns: 0 when every request got a response; else the code of the
+ * first one that failed (err holds its error; codes[] has each). PK_EINVAL
+ * (NULL pool, b, requests or responses with n > 0, or a bad request: err
+ * names its index; nothing was sent).
+ * Owner: b and what it points to borrowed; the responses' buffers
+ * returned owned. Threads: safe; callbacks run on this thread. */
+PK_API int pk_http_batch_run_at(pk_http_pool *pool, const pk_http_batch *b,
+                                pk_error *err, const char *file, int line);
+#define pk_http_batch_run(pool, ...)                                        \
+    pk_http_batch_run_at((pool), __VA_ARGS__, __FILE__, __LINE__)
+
 typedef struct pk_http_stats {
     pk_pool_stats core;        /* summed over the origins (waits: the
                                   largest of their percentiles) */

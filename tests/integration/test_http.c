@@ -633,6 +633,155 @@ test_bad_input_is_a_clear_error(void **state)
     pk_http_pool_destroy(pool);
 }
 
+/* ---- the batch ------------------------------------------------------------------------- */
+
+struct progress {
+    size_t calls, last_completed, total;
+    int failures;
+};
+
+static void
+on_done(void *user, size_t index, size_t completed, size_t total, int rc,
+        const pk_http_response *r, const pk_error *err)
+{
+    struct progress *p = user;
+    (void)index;
+    (void)r;
+    p->calls++;
+    assert_int_equal(completed, p->calls);
+    p->last_completed = completed;
+    p->total = total;
+    if (rc) {
+        p->failures++;
+        assert_non_null(err);
+    }
+}
+
+/* The batch reuses the connection pk_http_exec opened (and the other way
+ * round): every transfer goes through its handle's own multi handle. */
+static void
+test_batch_reuses_the_pools_connections(void **state)
+{
+    (void)state;
+    pk_http_pool *pool = make_pool(&(pk_http_options){ .max_per_origin = 4,
+                                                       .max_redirects = 1 });
+    char u[128];
+    int from = log_lines();
+    get_ok(pool, url(u, sizeof u, 0, "/"));
+
+    enum { N = 24 };
+    pk_http_request rq[N];
+    pk_http_response out[N];
+    int codes[N];
+    char urls[N][128];
+    for (int i = 0; i < N; i++) {
+        url(urls[i], sizeof urls[i], 0, i % 8 == 7 ? "/redirect" : "/");
+        rq[i] = (pk_http_request){ .url = urls[i] };
+    }
+    struct progress pr = { 0 };
+    pk_error err;
+    assert_int_equal(pk_http_batch_run(pool, &(pk_http_batch){
+                                           .requests = rq, .n = N,
+                                           .responses = out, .codes = codes,
+                                           .max_parallel = 1,
+                                           .on_done = on_done,
+                                           .user = &pr },
+                                       &err),
+                     0);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(codes[i], 0);
+        assert_int_equal(out[i].status, 200);
+        assert_string_equal(out[i].body, "hello\n");
+        pk_http_response_free(&out[i]);
+    }
+    assert_int_equal(pr.calls, N);
+    assert_int_equal(pr.total, N);
+    /* One at a time: exec's GET and the batch's 24 (3 of them after a
+     * redirect), all over exec's connection. */
+    struct log_view v = log_since(from, "GET", "/");
+    assert_int_equal(v.lines, 1 + N);
+    assert_int_equal(v.connections, 1);
+    assert_int_equal(stats(pool).connections_new, 1);
+
+    /* In parallel: 4 at once, at most the cap of 4 connections. */
+    from = log_lines();
+    pr = (struct progress){ 0 };
+    assert_int_equal(pk_http_batch_run(pool, &(pk_http_batch){
+                                           .requests = rq, .n = N,
+                                           .responses = out,
+                                           .max_parallel = 6,
+                                           .on_done = on_done,
+                                           .user = &pr },
+                                       &err),
+                     0);
+    for (int i = 0; i < N; i++)
+        pk_http_response_free(&out[i]);
+    v = log_since(from, "GET", "/");
+    assert_int_equal(v.lines, N);
+    assert_true(v.connections >= 1 && v.connections <= 4);
+    assert_true(stats(pool).connections_new <= 4);
+    /* And exec after the batch: still no new connection. */
+    uint64_t made = stats(pool).connections_new;
+    get_ok(pool, url(u, sizeof u, 0, "/"));
+    assert_int_equal(stats(pool).connections_new, made);
+    pk_http_pool_destroy(pool);
+}
+
+static void
+test_batch_reports_each_failure(void **state)
+{
+    (void)state;
+    pk_http_pool *pool = make_pool(NULL);
+    char a[128], b[128], c[128];
+    pk_http_request rq[3] = {
+        { .url = url(a, sizeof a, 0, "/") },
+        { .url = url(b, sizeof b, 0, "/drop"), .method = "POST",
+          .body = "x", .body_len = 1 },
+        { .url = url(c, sizeof c, 0, "/slow"), .timeout_ms = 200 },
+    };
+    pk_http_response out[3];
+    int codes[3];
+    struct progress pr = { 0 };
+    pk_error err;
+    assert_int_equal(pk_http_batch_run(pool, &(pk_http_batch){
+                                           .requests = rq, .n = 3,
+                                           .responses = out, .codes = codes,
+                                           .on_done = on_done,
+                                           .user = &pr },
+                                       &err),
+                     PK_EADAPTER); /* the first to fail: /drop, at once */
+    assert_int_equal(codes[0], 0);
+    assert_int_equal(codes[1], PK_EADAPTER);
+    if (codes[2] != PK_ETIMEDOUT)
+        fail_msg("the slow request: %s", pk_err_name(codes[2]));
+    assert_int_equal(pr.failures, 2);
+    for (int i = 0; i < 3; i++)
+        pk_http_response_free(&out[i]);
+
+    /* Bad input: nothing is sent. */
+    rq[1].url = "nope://x";
+    assert_int_equal(pk_http_batch_run(pool, &(pk_http_batch){
+                                           .requests = rq, .n = 3,
+                                           .responses = out },
+                                       &err),
+                     PK_EINVAL);
+    rq[1].url = NULL;
+    assert_int_equal(pk_http_batch_run(pool, &(pk_http_batch){
+                                           .requests = rq, .n = 3,
+                                           .responses = out },
+                                       &err),
+                     PK_EINVAL);
+    assert_non_null(strstr(err.msg, "request 1"));
+    assert_int_equal(pk_http_batch_run(pool, NULL, &err), PK_EINVAL);
+    assert_int_equal(pk_http_batch_run(NULL, &(pk_http_batch){ .n = 0 },
+                                       &err),
+                     PK_EINVAL);
+    assert_int_equal(pk_http_batch_run(pool, &(pk_http_batch){ .n = 0 },
+                                       &err),
+                     0);
+    pk_http_pool_destroy(pool);
+}
+
 int
 main(void)
 {
@@ -662,6 +811,8 @@ main(void)
         cmocka_unit_test(test_limits_streams_and_redirects),
         cmocka_unit_test(test_fork_child_destroy_leaves_parent_connection_alive),
         cmocka_unit_test(test_bad_input_is_a_clear_error),
+        cmocka_unit_test(test_batch_reuses_the_pools_connections),
+        cmocka_unit_test(test_batch_reports_each_failure),
     };
     return cmocka_run_group_tests_name("http", tests, group_setup,
                                        group_teardown);
