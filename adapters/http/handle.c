@@ -62,6 +62,7 @@ on_body(char *p, size_t size, size_t nmemb, void *arg)
             c->stopped = 1;
             return 0;
         }
+        c->streamed += n;
         return n;
     }
     if (c->body_len + n > c->max_body) {
@@ -180,11 +181,12 @@ apply(struct pk__http_handle *h, const struct pk__http_conf *c)
     SET(CURLOPT_SSL_VERIFYHOST, c->insecure ? 0L : 2L);
     if (c->proxy)
         SET(CURLOPT_PROXY, c->proxy);
-    if (c->store) {
+    void *store = atomic_load_explicit(&c->store, memory_order_acquire);
+    if (store) {
         SET(CURLOPT_CAINFO, (char *)NULL);
         SET(CURLOPT_CAPATH, (char *)NULL);
         SET(CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx);
-        SET(CURLOPT_SSL_CTX_DATA, c->store);
+        SET(CURLOPT_SSL_CTX_DATA, store);
     } else {
         if (c->ca_file)
             SET(CURLOPT_CAINFO, c->ca_file);
@@ -284,6 +286,28 @@ pk__http_handle_done(struct pk__http_handle *h)
     return rc;
 }
 
+int
+pk__http_handle_warm(struct pk__http_handle *h, const char *url,
+                     const char *method, pk_error *err)
+{
+    CURL *e = h->easy;
+    if (curl_easy_setopt(e, CURLOPT_URL, url) != CURLE_OK ||
+        (strcmp(method, "HEAD") == 0
+             ? curl_easy_setopt(e, CURLOPT_NOBODY, 1L)
+             : curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method)) !=
+            CURLE_OK)
+        return pk_error_set(err, PK_ENOMEM, 0, "warming %s: out of memory",
+                            url);
+    CURLcode rc = pk__http_handle_run(h); /* no capture: body dropped */
+    curl_easy_setopt(e, CURLOPT_NOBODY, 0L);
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, (char *)NULL);
+    if (rc != CURLE_OK) {
+        pk__http_set_error(err, rc, h, url);
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- health ---------------------------------------------------------------------- */
 
 int
@@ -325,6 +349,19 @@ pk__http_code_broken(CURLcode rc)
         /* Connect, TLS, send, receive, timeouts, a transfer stopped
          * half-way (its connection holds unread bytes): close it. */
         return 1;
+    }
+}
+
+int
+pk__http_code_no_connection(CURLcode rc)
+{
+    switch (rc) {
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_COULDNT_CONNECT:
+        return 1;
+    default:
+        return 0;
     }
 }
 

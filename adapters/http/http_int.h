@@ -33,8 +33,10 @@
  * filled once by pool.c, read-only after. */
 struct pk__http_conf {
     CURLSH *share;
-    void *store;            /* X509_STORE *, installed by the SSL_CTX
-                               callback; NULL: libcurl loads CAs itself */
+    _Atomic(void *) store;  /* X509_STORE *, installed by the SSL_CTX
+                               callback; NULL: libcurl loads CAs itself.
+                               Set once, at the first TLS origin, while
+                               other origins' handles may read it */
     const char *ca_file;    /* with store NULL only */
     const char *ca_path;
     const char *user_agent;
@@ -55,6 +57,7 @@ struct pk__http_capture {
     size_t headers_len, headers_cap;
     pk_http_data_fn on_data;
     void *on_data_user;
+    size_t streamed; /* bytes handed to on_data */
     int too_big;  /* the body passed max_body */
     int stopped;  /* on_data said stop */
     int no_memory;
@@ -96,6 +99,10 @@ CURLcode pk__http_handle_run(struct pk__http_handle *h);
 /* After a transfer h->easy ran in h->multi: its result, and the easy
  * handle taken out of the multi handle (the connection stays cached). */
 CURLcode pk__http_handle_done(struct pk__http_handle *h);
+/* Runs `method` to url on h and discards the response (pre-warming).
+ * Returns 0, or -1 with err filled. */
+int pk__http_handle_warm(struct pk__http_handle *h, const char *url,
+                         const char *method, pk_error *err);
 /* curl_easy_reset, conf again, cookies cleared unless shared. Returns 0,
  * or -1 when a default would not set (the handle should be closed). */
 int pk__http_handle_reset(struct pk__http_handle *h,
@@ -106,6 +113,8 @@ int pk__http_handle_reset(struct pk__http_handle *h,
 int pk__http_handle_stale(const struct pk__http_handle *h);
 /* A CURLcode that says the connection cannot be trusted again. */
 int pk__http_code_broken(CURLcode rc);
+/* A CURLcode of a connect that failed: no connection was used. */
+int pk__http_code_no_connection(CURLcode rc);
 /* ... and that an idempotent request may be sent again for it. */
 int pk__http_code_retryable(CURLcode rc);
 /* The poolkit code for a failed transfer (PK_ECONNECT, PK_ETIMEDOUT, ...)
@@ -129,6 +138,9 @@ struct pk__http_origin {
     pk_pool *core;
     struct pk__http_counts n;
     pk_hist *transfer_us;
+    pthread_mutex_t warm_mu;      /* warm_url, warm_method */
+    char *warm_url;               /* pk_http_prewarm's, or NULL */
+    char *warm_method;
 };
 
 struct pk_http_pool {
@@ -158,7 +170,8 @@ struct pk_http_pool {
 
 int pk__http_valid(const pk_http_pool *pool);
 /* Counts a finished attempt on h: new or reused connection, TLS, time. */
-void pk__http_count_attempt(struct pk__http_handle *h, uint64_t took_ns);
+void pk__http_count_attempt(struct pk__http_handle *h, CURLcode code,
+                            uint64_t took_ns);
 /* The origin key of url ("https://host:443"), owned; NULL with err set
  * (PK_EINVAL: cannot parse, not http(s); PK_ENOMEM). */
 char *pk__http_origin_key(const char *url, int *tls, pk_error *err);

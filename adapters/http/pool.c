@@ -61,7 +61,7 @@ pool_free(struct pk_http_pool *p)
     pk_pool_group_destroy(p->group);
     if (p->conf.share)
         curl_share_cleanup(p->conf.share);
-    X509_STORE_free(p->conf.store);
+    X509_STORE_free(atomic_load(&p->conf.store));
     for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
         pthread_mutex_destroy(&p->share_mu[i]);
     pthread_cond_destroy(&p->cv);
@@ -156,12 +156,32 @@ load_store(struct pk_http_pool *p, pk_error *err)
     }
     if (!file && !dir)
         X509_STORE_set_default_paths(s);
-    p->conf.store = s;
+    atomic_store_explicit(&p->conf.store, s, memory_order_release);
     atomic_fetch_add(&p->ca_loads, 1);
     return 0;
 }
 
 /* ---- hooks -------------------------------------------------------------------------- */
+
+/* A pre-warmed origin's new handle runs the warming request first, so
+ * it enters the pool with its connection open. */
+static int
+warm(struct pk__http_origin *o, struct pk__http_handle *h, pk_error *err)
+{
+    pthread_mutex_lock(&o->warm_mu);
+    char *url = o->warm_url ? strdup(o->warm_url) : NULL;
+    char *method = o->warm_method ? strdup(o->warm_method) : NULL;
+    int wanted = o->warm_url != NULL;
+    pthread_mutex_unlock(&o->warm_mu);
+    int rc = 0;
+    if (wanted && (!url || !method))
+        rc = pk_error_set(err, PK_ENOMEM, ENOMEM, "out of memory");
+    else if (wanted && pk__http_handle_warm(h, url, method, err) != 0)
+        rc = err ? err->code : PK_ECONNECT;
+    free(url);
+    free(method);
+    return rc;
+}
 
 static int
 h_create(void *user, void **res, pk_error *err)
@@ -170,6 +190,11 @@ h_create(void *user, void **res, pk_error *err)
     struct pk__http_handle *h = pk__http_handle_new(&o->pool->conf, o);
     if (!h)
         return pk_error_set(err, PK_ENOMEM, ENOMEM, "curl_easy_init failed");
+    int rc = warm(o, h, err);
+    if (rc) {
+        pk__http_handle_free(h);
+        return rc;
+    }
     *res = h;
     return 0;
 }
@@ -216,6 +241,9 @@ origin_free(void *user)
     struct pk__http_origin *o = user;
     struct pk_http_pool *p = o->pool;
     pk_hist_destroy(o->transfer_us);
+    pthread_mutex_destroy(&o->warm_mu);
+    free(o->warm_url);
+    free(o->warm_method);
     free(o->key);
     free(o);
     pool_unref(p);
@@ -280,12 +308,18 @@ origin_new(struct pk_http_pool *p, char *key, int tls)
         free(o);
         return NULL;
     }
+    if (pthread_mutex_init(&o->warm_mu, NULL) != 0) {
+        pk_hist_destroy(o->transfer_us);
+        free(o);
+        return NULL;
+    }
     o->pool = p;
     o->key = key;
     o->tls = tls;
     pk_pool_options po = p->member;
     po.user = o;
     if (pk_pool_create(&o->core, &po) != 0) {
+        pthread_mutex_destroy(&o->warm_mu);
         pk_hist_destroy(o->transfer_us);
         free(o);
         return NULL;
@@ -312,7 +346,7 @@ origin_get(struct pk_http_pool *p, char *key, int tls, pk_error *err)
      * when the pool is made (a pool that only speaks http never pays). */
     if (tls && curl_uses_openssl()) {
         pthread_mutex_lock(&p->mu);
-        int rc = p->conf.store ? 0 : load_store(p, err);
+        int rc = atomic_load(&p->conf.store) ? 0 : load_store(p, err);
         pthread_mutex_unlock(&p->mu);
         if (rc) {
             free(key);
@@ -585,10 +619,53 @@ pk_http_release(pk_http_pool *pool, pk_http_lease *lease, int last)
     return rc;
 }
 
+/* ---- pre-warming ------------------------------------------------------------------ */
+
+int
+pk_http_prewarm(pk_http_pool *pool, const char *url, const char *method,
+                size_t min_idle, pk_error *err)
+{
+    if (!pk__http_valid(pool) || !url)
+        return pk_error_set(err, PK_EINVAL, 0, "pk_http_prewarm: %s",
+                            !url ? "NULL url" : "not a pk_http_pool");
+    if (min_idle > pool->member.max_size)
+        return pk_error_set(err, PK_EINVAL, 0, "pk_http_prewarm: min_idle "
+                            "(%zu) is above max_per_origin (%zu)", min_idle,
+                            pool->member.max_size);
+    int tls = 0;
+    char *key = pk__http_origin_key(url, &tls, err);
+    if (!key)
+        return err ? err->code : PK_EINVAL;
+    struct pk__http_origin *o = origin_get(pool, key, tls, err);
+    if (!o)
+        return err ? err->code : PK_ESHUTDOWN;
+    char *u = min_idle ? strdup(url) : NULL;
+    char *m = min_idle ? strdup(method ? method : "HEAD") : NULL;
+    if (min_idle && (!u || !m)) {
+        free(u);
+        free(m);
+        return pk_error_set(err, PK_ENOMEM, ENOMEM, "pk_http_prewarm: out "
+                            "of memory");
+    }
+    pthread_mutex_lock(&o->warm_mu);
+    free(o->warm_url);
+    free(o->warm_method);
+    o->warm_url = u;
+    o->warm_method = m;
+    pthread_mutex_unlock(&o->warm_mu);
+    int rc = pk_pool_resize(o->core, 0, min_idle, pool->member.max_size);
+    if (rc == 0)
+        rc = pk_pool_maintain(o->core); /* open them now */
+    return rc ? pk_error_set(err, rc, 0, "pk_http_prewarm: %s",
+                             pk_strerror(rc))
+              : 0;
+}
+
 /* ---- stats -------------------------------------------------------------------------- */
 
 void
-pk__http_count_attempt(struct pk__http_handle *h, uint64_t took_ns)
+pk__http_count_attempt(struct pk__http_handle *h, CURLcode code,
+                       uint64_t took_ns)
 {
     struct pk__http_origin *o = h->origin;
     long connects = 0;
@@ -601,8 +678,8 @@ pk__http_count_attempt(struct pk__http_handle *h, uint64_t took_ns)
             if (h->tls_resumed)
                 COUNT(&o->n, tls_resumed);
         }
-    } else {
-        COUNT(&o->n, connections_reused);
+    } else if (!pk__http_code_no_connection(code)) {
+        COUNT(&o->n, connections_reused); /* not a connect that failed */
     }
     h->tls_resumed = 0;
     pk_hist_add(o->transfer_us, took_ns / 1000);

@@ -123,7 +123,9 @@ failure(const struct pk__http_capture *cap, CURLcode rc,
     if (cap->no_memory)
         return pk_error_set(err, PK_ENOMEM, (int)rc, "%s: out of memory for "
                             "the response", url);
-    *retry = pk__http_code_retryable(rc);
+    /* Not once part of a body went to on_data: it would see the body
+     * again from the start. */
+    *retry = pk__http_code_retryable(rc) && cap->streamed == 0;
     return pk__http_set_error(err, rc, h, url);
 }
 
@@ -192,13 +194,21 @@ pk__http_job_start(pk_http_pool *pool, struct pk__http_job *j,
     if (rc)
         return rc;
     struct pk__http_handle *h = j->lease.lease_.resource;
+    /* The wait for the handle may have used all the time: libcurl would
+     * read a timeout of 0 as none. */
+    int left = pk__http_ms_left(deadline);
+    if (left == 0) {
+        pk_http_release(pool, &j->lease, CURLE_OK);
+        return pk_error_set(&j->err, PK_ETIMEDOUT, 0, "%s: timed out "
+                            "waiting for a connection", j->url);
+    }
     int fresh = !idempotent(j->method) && !j->rq->allow_replay;
     j->cap = (struct pk__http_capture){
         .max_body = j->rq->max_response ? j->rq->max_response
                                         : pool->max_response,
         .on_data = j->rq->on_data,
         .on_data_user = j->rq->on_data_user };
-    if (set_request(h->easy, j, fresh, pk__http_ms_left(deadline),
+    if (set_request(h->easy, j, fresh, left,
                     pool->conf.transfer_timeout_ms) != 0) {
         pk_http_release(pool, &j->lease, CURLE_OK);
         return pk_error_set(&j->err, PK_ENOMEM, 0, "%s: setting the request "
@@ -251,13 +261,13 @@ pk__http_job_finish(pk_http_pool *pool, struct pk__http_job *j,
                     CURLcode code, uint64_t deadline)
 {
     struct pk__http_handle *h = j->lease.lease_.resource;
-    pk__http_count_attempt(h, pk__http_now_ns() - j->t0);
+    pk__http_count_attempt(h, code, pk__http_now_ns() - j->t0);
     h->cap = NULL;
     long status = 0, connects = 0;
     curl_easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_getinfo(h->easy, CURLINFO_NUM_CONNECTS, &connects);
     j->out->status = status;
-    j->out->reused = connects == 0;
+    j->out->reused = connects == 0 && !pk__http_code_no_connection(code);
     take_capture(j->out, &j->cap);
     char *next = NULL;
     if (code == CURLE_OK && j->redirects < pool->max_redirects)

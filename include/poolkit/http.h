@@ -263,6 +263,22 @@ PK_API int pk_http_batch_run_at(pk_http_pool *pool, const pk_http_batch *b,
 #define pk_http_batch_run(pool, ...)                                        \
     pk_http_batch_run_at((pool), __VA_ARGS__, __FILE__, __LINE__)
 
+/* Keeps min_idle connections to url's origin open and idle, ready for
+ * the next borrowers (a cold start's connects and TLS handshakes paid
+ * ahead). Each new handle of the origin first runs a warming request on
+ * its connection: `method` (NULL: "HEAD") to url, whose response (any
+ * status) is discarded; a warming request that fails counts as a failed
+ * create, retried with the core's backoff. The maintenance thread tops
+ * the origin up within about a second of a handle going out or going
+ * stale. min_idle 0 stops warming. (Not CURLOPT_CONNECT_ONLY: libcurl
+ * 7.88 never lends a connect-only connection to a later transfer.)
+ * Returns: 0, PK_EINVAL (NULL, a bad URL, min_idle above the origin's
+ * cap), PK_ENOMEM, PK_ESHUTDOWN. Owner: url and method copied.
+ * Threads: safe. */
+PK_API int pk_http_prewarm(pk_http_pool *pool, const char *url,
+                           const char *method, size_t min_idle,
+                           pk_error *err);
+
 typedef struct pk_http_stats {
     pk_pool_stats core;        /* summed over the origins (waits: the
                                   largest of their percentiles) */

@@ -621,15 +621,201 @@ test_bad_input_is_a_clear_error(void **state)
     assert_int_equal(pk_http_pool_close(NULL, 0), PK_EINVAL);
     pk_http_response_free(NULL);
     pk_http_pool_destroy(NULL);
-    /* Refused connections: the connect error, fast. */
+    /* Refused connections: the connect error, fast; not counted as a
+     * reused connection. */
     assert_int_equal(pk_http_exec(pool, &(pk_http_request){
                                       .url = "http://127.0.0.1:1/" },
                                   &r, &err),
                      PK_ECONNECT);
+    assert_false(r.reused);
     pk_http_response_free(&r);
+    assert_int_equal(pk_http_stats_get(pool, "http://127.0.0.1:1", &s), 0);
+    assert_int_equal(s.connections_reused, 0);
+    assert_int_equal(s.connections_new, 0);
     get_ok(pool, u);
     assert_int_equal(pk_http_stats_get(pool, u, &s), 0);
     assert_int_equal(s.requests, 1);
+    pk_http_pool_destroy(pool);
+}
+
+/* The server says `Keep-Alive: timeout=2` (and keeps 4 s): after 1.2 s
+ * idle the connection is retired before it is lent (the pool keeps a
+ * second's margin), though nginx would still have served it. */
+static void
+test_keep_alive_header_retires_early(void **state)
+{
+    (void)state;
+    pk_http_pool *pool = make_pool(&(pk_http_options){ .retries = PK_NEVER });
+    char u[128];
+    url(u, sizeof u, 0, "/ka");
+    int from = log_lines();
+    get_ok(pool, u);
+    sleep_ms(1200);
+    get_ok(pool, u);
+    pk_http_stats s = stats(pool);
+    assert_int_equal(s.stale_caught, 1);
+    assert_int_equal(s.connections_new, 2);
+    assert_int_equal(log_since(from, "GET", "/ka").connections, 2);
+    pk_http_pool_destroy(pool);
+}
+
+static void
+test_prewarm_opens_connections_ahead(void **state)
+{
+    (void)state;
+    pk_http_pool *pool = make_pool(&(pk_http_options){ .max_per_origin = 4 });
+    char u[128];
+    pk_error err;
+    url(u, sizeof u, 0, "/");
+    int from = log_lines();
+    assert_int_equal(pk_http_prewarm(pool, u, NULL, 2, &err), 0);
+    pk_http_stats s;
+    for (int i = 0; i < 300; i++) {
+        assert_int_equal(pk_http_stats_get(pool, u, &s), 0);
+        if (s.core.idle >= 2)
+            break;
+        sleep_ms(10);
+    }
+    assert_int_equal(s.core.idle, 2);
+    assert_int_equal(log_since(from, "HEAD", "/").lines, 2);
+    pk_http_response r;
+    assert_int_equal(pk_http_exec(pool, &(pk_http_request){ .url = u }, &r,
+                                  &err),
+                     0);
+    assert_true(r.reused); /* a warm connection, not a new one */
+    pk_http_response_free(&r);
+    assert_int_equal(stats(pool).connections_new, 0);
+    assert_int_equal(pk_http_prewarm(pool, u, NULL, 9, &err), PK_EINVAL);
+    assert_int_equal(pk_http_prewarm(pool, "bad", NULL, 1, &err), PK_EINVAL);
+    assert_int_equal(pk_http_prewarm(NULL, u, NULL, 1, &err), PK_EINVAL);
+    assert_int_equal(pk_http_prewarm(pool, u, NULL, 0, &err), 0);
+    pk_http_pool_destroy(pool);
+}
+
+/* ---- load: a reload, a restart, a stalled origin ------------------------------------- */
+
+struct load {
+    pk_http_pool *pool;
+    char url[128];
+    atomic_int phase; /* 0 steady, 1 around a restart, 2 after */
+    atomic_int stop, ok, failed_steady, failed_after;
+};
+
+static void *
+load_main(void *arg)
+{
+    struct load *ld = arg;
+    while (!atomic_load(&ld->stop)) {
+        int phase = atomic_load(&ld->phase);
+        pk_http_response r;
+        pk_error err;
+        int rc = pk_http_exec(ld->pool, &(pk_http_request){ .url = ld->url,
+                                                            .timeout_ms = 5000 },
+                              &r, &err);
+        pk_http_response_free(&r);
+        if (rc == 0)
+            atomic_fetch_add(&ld->ok, 1);
+        else if (phase == 0)
+            atomic_fetch_add(&ld->failed_steady, 1);
+        else if (phase == 2)
+            atomic_fetch_add(&ld->failed_after, 1);
+        if (rc)
+            sleep_ms(5);
+    }
+    return NULL;
+}
+
+/* nginx reloaded under load: its old workers close their idle keep-alive
+ * connections; not one GET fails (stale ones are caught or retried).
+ * Restarted: requests during the gap may fail; none after it. */
+static void
+test_nginx_reload_and_restart_under_load(void **state)
+{
+    (void)state;
+    struct load ld = { 0 };
+    ld.pool = make_pool(&(pk_http_options){ .max_per_origin = 4 });
+    url(ld.url, sizeof ld.url, 0, "/");
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, load_main, &ld), 0);
+    sleep_ms(200);
+    assert_int_equal(server("reload"), 0);
+    sleep_ms(500);
+    atomic_store(&ld.phase, 1);
+    assert_int_equal(server("restart"), 0);
+    sleep_ms(300);
+    atomic_store(&ld.phase, 2);
+    int ok_before = atomic_load(&ld.ok);
+    sleep_ms(500);
+    atomic_store(&ld.stop, 1);
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    assert_int_equal(atomic_load(&ld.failed_steady), 0);
+    assert_int_equal(atomic_load(&ld.failed_after), 0);
+    assert_true(atomic_load(&ld.ok) > ok_before);
+    pk_http_pool_destroy(ld.pool);
+}
+
+struct slow_get {
+    pk_http_pool *pool;
+    char url[128];
+    int rc;
+    long status;
+    size_t len;
+};
+
+static void *
+slow_main(void *arg)
+{
+    struct slow_get *g = arg;
+    pk_http_response r;
+    pk_error err;
+    g->rc = pk_http_exec(g->pool, &(pk_http_request){ .url = g->url,
+                                                      .timeout_ms = 1500 },
+                         &r, &err);
+    g->status = r.status;
+    g->len = r.body_len;
+    pk_http_response_free(&r);
+    return NULL;
+}
+
+/* A stalled origin (/slow, 4 s a response) holds only its share: with a
+ * cap of 2 per origin and 4 in all, another origin is served at once. */
+static void
+test_stalled_origin_holds_only_its_share(void **state)
+{
+    (void)state;
+    char ca[sizeof dir + 16], u[128];
+    pk_http_pool *pool = make_pool(&(pk_http_options){
+        .max_per_origin = 2, .max_total = 4,
+        .ca_file = ca_file(ca, sizeof ca) });
+    struct slow_get g[4];
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) {
+        g[i].pool = pool;
+        url(g[i].url, sizeof g[i].url, 0, "/slow");
+        assert_int_equal(pthread_create(&t[i], NULL, slow_main, &g[i]), 0);
+    }
+    sleep_ms(200);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(get_ok(pool, url(u, sizeof u, 1, "/")), 6);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long ms = (t1.tv_sec - t0.tv_sec) * 1000 +
+              (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    assert_true(ms < 1000);
+    pk_http_stats s;
+    char slow[128];
+    assert_int_equal(pk_http_stats_get(pool, url(slow, sizeof slow, 0, "/"),
+                                       &s),
+                     0);
+    assert_true(s.core.size <= 2);
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        if (g[i].rc != PK_ETIMEDOUT)
+            fail_msg("a stalled GET gave %s (status %ld, %zu bytes)",
+                     pk_err_name(g[i].rc), g[i].status, g[i].len);
+    }
     pk_http_pool_destroy(pool);
 }
 
@@ -812,6 +998,10 @@ main(void)
         cmocka_unit_test(test_fork_child_destroy_leaves_parent_connection_alive),
         cmocka_unit_test(test_bad_input_is_a_clear_error),
         cmocka_unit_test(test_batch_reuses_the_pools_connections),
+        cmocka_unit_test(test_keep_alive_header_retires_early),
+        cmocka_unit_test(test_prewarm_opens_connections_ahead),
+        cmocka_unit_test(test_stalled_origin_holds_only_its_share),
+        cmocka_unit_test(test_nginx_reload_and_restart_under_load),
         cmocka_unit_test(test_batch_reports_each_failure),
     };
     return cmocka_run_group_tests_name("http", tests, group_setup,

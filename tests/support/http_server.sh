@@ -18,6 +18,8 @@
 # Locations (any method):
 #   /            200 "hello\n"
 #   /short       200 "short\n", keepalive_timeout 1s on its connection
+#   /ka          200 "ka\n", keepalive_timeout 4s, and a `Keep-Alive:
+#                timeout=2` header that says less than nginx keeps
 #   /drop        closes the connection without a response (return 444)
 #   /big         a 10 MiB file
 #   /slow        a 256 KiB file sent at 64 KiB/s (4 s)
@@ -96,6 +98,7 @@ http {
         root $dir/www;
         location = / { return 200 "hello\n"; }
         location = /short { keepalive_timeout 1s; return 200 "short\n"; }
+        location = /ka { keepalive_timeout 4s 2s; return 200 "ka\n"; }
         location = /drop { return 444; }
         location = /redirect { return 302 /; }
         location = /big { }
