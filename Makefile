@@ -219,7 +219,7 @@ $(foreach f,$(INTEG_SRCS),$(if $(filter $(ADAPTERS_ON),$(call integ_adapter,$(ba
 
 PG_ON := $(filter pg,$(ADAPTERS_ON))
 PG_EXAMPLE_SRCS := $(filter examples/pg_%.c,$(EXAMPLE_SRCS))
-EXAMPLE_SUPPORT_PG := examples/support/throwaway_pg.c
+EXAMPLE_SUPPORT_PG := examples/support/throwaway.c examples/support/throwaway_pg.c
 ifneq ($(PG_ON),)
 PG_CFLAGS := $(shell $(PKG_CONFIG) --cflags libpq)
 PG_LIBS := $(shell $(PKG_CONFIG) --libs libpq)
