@@ -164,12 +164,13 @@ print_stats(pk_http_pool *pool)
 
     if (pk_http_stats_get(pool, NULL, &st) != 0)
         return;
-    printf("  pool: %" PRIu64 " requests, %" PRIu64 " connections opened, "
+    printf("  pool: %" PRIu64 " requests, %" PRIu64 " connection%s opened, "
            "%" PRIu64 " reused", st.requests, st.connections_new,
-           st.connections_reused);
+           st.connections_new == 1 ? "" : "s", st.connections_reused);
     if (st.tls_handshakes)
-        printf("; %" PRIu64 " TLS handshakes (%" PRIu64 " resumed)",
-               st.tls_handshakes, st.tls_resumed);
+        printf("; %" PRIu64 " TLS handshake%s (%" PRIu64 " resumed)",
+               st.tls_handshakes, st.tls_handshakes == 1 ? "" : "s",
+               st.tls_resumed);
     printf("; transfer p50 %.1f ms, p99 %.1f ms\n",
            (double)st.transfer_p50_us / 1e3, (double)st.transfer_p99_us / 1e3);
 }
