@@ -210,16 +210,22 @@ endef
 $(foreach f,$(INTEG_SRCS),$(if $(filter $(ADAPTERS_ON),$(call integ_adapter,$(basename $(notdir $(f))))),\
   $(eval $(call integ_rules,$(basename $(notdir $(f))),$(call integ_adapter,$(basename $(notdir $(f))))))))
 
-# ---- programs that use the pg adapter: the demo's pg rows, examples/pg_*.c
-# With the adapter, examples/demo_pg.c is compiled with -DPK_DEMO_PG and
-# libpq's cflags, and poolkit-demo links libpoolkit-pg.a, libpq and the
+# ---- programs that use an adapter: the demo's pg and http rows,
+# examples/pg_*.c and examples/http_*.c
+# With the pg adapter, examples/demo_pg.c is compiled with -DPK_DEMO_PG
+# and libpq's cflags, and poolkit-demo links libpoolkit-pg.a, libpq and the
 # throwaway-cluster helper (examples/support/); examples/pg_*.c build
-# likewise. Without it, demo_pg.c compiles to rows that say skipped and
-# why, and examples/pg_*.c are not built.
+# likewise. The http adapter does the same for examples/demo_http.c
+# (-DPK_DEMO_HTTP), examples/http_*.c and the throwaway-nginx helper,
+# with libpoolkit-http.a and libcurl + OpenSSL. Without its adapter, a
+# demo_<adapter>.c compiles to rows that say skipped and why, and its
+# examples are not built. The examples link libpoolkit.a too (the thread
+# pool; the adapter libraries need the core).
 
+EXAMPLE_SUPPORT := examples/support/throwaway.c
 PG_ON := $(filter pg,$(ADAPTERS_ON))
 PG_EXAMPLE_SRCS := $(filter examples/pg_%.c,$(EXAMPLE_SRCS))
-EXAMPLE_SUPPORT_PG := examples/support/throwaway_pg.c
+EXAMPLE_SUPPORT_PG := $(EXAMPLE_SUPPORT) examples/support/throwaway_pg.c
 ifneq ($(PG_ON),)
 PG_CFLAGS := $(shell $(PKG_CONFIG) --cflags libpq)
 PG_LIBS := $(shell $(PKG_CONFIG) --libs libpq)
@@ -234,24 +240,48 @@ $(B)/examples/pg_%: $(B)/obj/examples/pg_%.o $(call obj,$(EXAMPLE_SUPPORT_PG)) \
 else
 EXAMPLE_BINS := $(filter-out $(patsubst examples/%.c,$(B)/examples/%,$(PG_EXAMPLE_SRCS)),$(EXAMPLE_BINS))
 endif
-# Installing (or removing) libpq must rebuild demo_pg.o: the stub rows of
-# a build without libpq must not outlive it. Compiling it leaves a stamp
-# named after the adapter's state; when the stamp of this run's state is
-# missing, a phony prerequisite forces the compile. (A stamp made by a
-# rule would not do: .SECONDARY makes make skip a missing one.)
-DEMO_PG_STAMP := $(B)/obj/examples/demo_pg.$(if $(PG_ON),with,without)-libpq
-$(B)/obj/examples/demo_pg.o: examples/demo_pg.c
-	$(call say,CC,$@)
+
+HTTP_ON := $(filter http,$(ADAPTERS_ON))
+HTTP_EXAMPLE_SRCS := $(filter examples/http_%.c,$(EXAMPLE_SRCS))
+EXAMPLE_SUPPORT_HTTP := $(EXAMPLE_SUPPORT) examples/support/throwaway_http.c
+ifneq ($(HTTP_ON),)
+HTTP_CFLAGS := $(shell $(PKG_CONFIG) --cflags $(adapter_pkg_http))
+HTTP_LIBS := $(shell $(PKG_CONFIG) --libs $(adapter_pkg_http))
+DEMO_HTTP_OBJS := $(call obj,$(EXAMPLE_SUPPORT_HTTP)) $(B)/libpoolkit-http.a
+$(B)/obj/examples/demo_http.o $(call obj,$(HTTP_EXAMPLE_SRCS)): \
+    XCFLAGS := -DPK_DEMO_HTTP $(HTTP_CFLAGS)
+$(B)/examples/http_%: $(B)/obj/examples/http_%.o $(call obj,$(EXAMPLE_SUPPORT_HTTP)) \
+    $(B)/libpoolkit-http.a $(LIB_A)
+	$(call say,LD,$@)
 	@mkdir -p $(@D)
-	@rm -f $(B)/obj/examples/demo_pg.with-libpq $(B)/obj/examples/demo_pg.without-libpq
-	$(Q)$(MCC) $(ALL_CFLAGS) -c -o $@ $<
-	@touch $(DEMO_PG_STAMP)
-ifeq ($(wildcard $(DEMO_PG_STAMP)),)
-$(B)/obj/examples/demo_pg.o: demo-pg-state-changed
+	$(Q)$(MCC) -o $@ $^ $(ALL_LDFLAGS) $(HTTP_LIBS) -lm
+else
+EXAMPLE_BINS := $(filter-out $(patsubst examples/%.c,$(B)/examples/%,$(HTTP_EXAMPLE_SRCS)),$(EXAMPLE_BINS))
 endif
-.PHONY: demo-pg-state-changed
-demo-pg-state-changed:
+
+# Installing (or removing) libpq or libcurl must rebuild demo_pg.o or
+# demo_http.o: the stub rows of a build without the library must not
+# outlive it. Compiling one leaves a stamp named after its adapter's
+# state; when the stamp of this run's state is missing, a phony
+# prerequisite forces the compile. (A stamp made by a rule would not do:
+# .SECONDARY makes make skip a missing one.)
+# $(1): the adapter, $(2): its library's name in the stamp, $(3): on?
+define demo_stamp_rules
+$(B)/obj/examples/demo_$(1).o: examples/demo_$(1).c
+	$$(call say,CC,$$@)
+	@mkdir -p $$(@D)
+	@rm -f $(B)/obj/examples/demo_$(1).with-$(2) $(B)/obj/examples/demo_$(1).without-$(2)
+	$(Q)$$(MCC) $$(ALL_CFLAGS) -c -o $$@ $$<
+	@touch $(B)/obj/examples/demo_$(1).$(if $(3),with,without)-$(2)
+ifeq ($$(wildcard $(B)/obj/examples/demo_$(1).$(if $(3),with,without)-$(2)),)
+$(B)/obj/examples/demo_$(1).o: demo-$(1)-state-changed
+endif
+.PHONY: demo-$(1)-state-changed
+demo-$(1)-state-changed:
 	@:
+endef
+$(eval $(call demo_stamp_rules,pg,libpq,$(PG_ON)))
+$(if $(wildcard examples/demo_http.c),$(eval $(call demo_stamp_rules,http,libcurl,$(HTTP_ON))))
 
 # Adapter benches: bench/bench_<adapter>.c links that adapter's static
 # library, libpoolkit.a and the library it wraps, and is built only when
@@ -293,6 +323,7 @@ everything: libs tests $(EXAMPLE_BINS) $(BENCH_BINS) $(DEMO_BIN)
 
 examples: $(EXAMPLE_BINS)
 	@$(if $(PG_ON)$(if $(PG_EXAMPLE_SRCS),,y),:,echo "  SKIP     $(notdir $(basename $(PG_EXAMPLE_SRCS))): the pg adapter is off")
+	@$(if $(HTTP_ON)$(if $(HTTP_EXAMPLE_SRCS),,y),:,echo "  SKIP     $(notdir $(basename $(HTTP_EXAMPLE_SRCS))): the http adapter is off")
 
 # ---- compiling -------------------------------------------------------------
 
@@ -358,9 +389,9 @@ $(B)/examples/%: $(B)/obj/examples/%.o $(LIB_A)
 	$(Q)$(MCC) -o $@ $^ $(ALL_LDFLAGS) -lm
 
 $(B)/poolkit-demo: $(B)/obj/examples/poolkit-demo.o $(call obj,$(DEMO_ROW_SRCS)) \
-    $(DEMO_PG_OBJS) $(LIB_A)
+    $(DEMO_PG_OBJS) $(DEMO_HTTP_OBJS) $(LIB_A)
 	$(call say,LD,$@)
-	$(Q)$(MCC) -o $@ $^ $(ALL_LDFLAGS) $(PG_LIBS) -lm
+	$(Q)$(MCC) -o $@ $^ $(ALL_LDFLAGS) $(PG_LIBS) $(HTTP_LIBS) -lm
 
 # bench/bench_*.c are programs; any other bench/*.c is a helper linked into
 # each. bench/peers/ (peer drivers) is built by bench/run.sh

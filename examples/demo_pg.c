@@ -195,7 +195,7 @@ conninfo(enum transport t, char *buf, size_t n, struct demo_result *out)
     }
     snprintf(buf, n, "host=%s port=%d user=postgres dbname=postgres "
              "connect_timeout=10%s",
-             t == T_UNIX ? srv.pg.dir : "127.0.0.1", srv.pg.port, ssl[t]);
+             t == T_UNIX ? srv.pg.t.dir : "127.0.0.1", srv.pg.port, ssl[t]);
     return 0;
 }
 

@@ -84,5 +84,10 @@ int demo_row_pg_unix(struct demo_ctx *ctx, struct demo_result *out);
 int demo_row_pg_tcp(struct demo_ctx *ctx, struct demo_result *out);
 int demo_row_pg_tls(struct demo_ctx *ctx, struct demo_result *out);
 void demo_pg_finish(void);
+/* demo_http.c: http, https (skipped when built without libcurl);
+ * demo_http_finish stops the server the first of them started */
+int demo_row_http(struct demo_ctx *ctx, struct demo_result *out);
+int demo_row_https(struct demo_ctx *ctx, struct demo_result *out);
+void demo_http_finish(void);
 
 #endif /* POOLKIT_DEMO_ROWS_H */

@@ -427,6 +427,10 @@ static const struct demo_row rows[] = {
       demo_row_pg_tcp, demo_pg_finish },
     { "pg-tls", "SELECT 1, TCP + TLS: PQconnectdb per query vs pk_pg_exec",
       demo_row_pg_tls, demo_pg_finish },
+    { "http", "GET /, HTTP: new curl easy handle per GET vs pk_http_exec",
+      demo_row_http, demo_http_finish },
+    { "https", "GET /, HTTPS: new curl easy handle per GET vs pk_http_exec",
+      demo_row_https, demo_http_finish },
 };
 #define N_ROWS (sizeof rows / sizeof rows[0])
 

@@ -10,7 +10,14 @@
  * site would, so a download spends nearly all its time blocked in read().
  * That is the case threads are for: while one thread waits, the others
  * wait too, in parallel, and the total time drops by about the number of
- * threads. The real network version comes with poolkit's HTTP pool.
+ * threads.
+ *
+ * This one is the stand-in: it runs anywhere, with no network, no server
+ * and no libcurl, and shows only the thread pool. The real thing is
+ * examples/http_download.c: HTTP downloads through pk_http_exec on a
+ * pk_http_pool shared by the pool's tasks, against a throwaway nginx or
+ * the URLs you give it, with the connections each run opened and reused
+ * (built when the http adapter is).
  *
  * Exit status: 0 when every download succeeded both ways, 1 if one
  * failed (each failure is printed), 2 on a usage error. */

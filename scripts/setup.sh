@@ -9,8 +9,10 @@
 #             and nginx (a throwaway HTTP server): everything `make check`
 #             uses
 #   demo      a C compiler and make; pkg-config, libpq-dev and postgresql
-#             for the demo's pg rows (they start a throwaway server; built
-#             without libpq, the rows say skipped and the rest runs)
+#             for the demo's pg rows, libcurl4-openssl-dev, libssl-dev,
+#             nginx and openssl for its http rows (both start a throwaway
+#             server; built without libpq or libcurl, those rows say
+#             skipped and the rest runs)
 #   valgrind  what check needs, plus valgrind
 #
 # On Debian/Ubuntu it asks dpkg what is missing. As root it installs the
@@ -18,17 +20,16 @@
 # otherwise it prints the exact apt-get line to run and exits 1. On other
 # systems it checks the commands and says what it could not find.
 #
-# openssl (pg_server.sh makes the cluster's TLS certificate with it) is not
-# listed: on Debian postgresql depends on it (postgresql -> postgresql-15
-# -> postgresql-common -> ssl-cert -> openssl, all Depends, so
-# --no-install-recommends installs it too). Without it the cluster only
-# serves no TLS.
+# openssl makes the throwaway servers' certificates: http_server.sh needs
+# it (nginx does not depend on it), pg_server.sh serves no TLS without it
+# (on Debian postgresql pulls it in anyway: postgresql -> postgresql-15 ->
+# postgresql-common -> ssl-cert -> openssl, all Depends).
 set -euo pipefail
 
 what=${1:-check}
 case $what in
 check)    pkgs="build-essential gcc make clang libclang-rt-dev libcmocka-dev pkg-config binutils coreutils libpq-dev postgresql libcurl4-openssl-dev libssl-dev nginx openssl" ;;
-demo)     pkgs="build-essential gcc make pkg-config libpq-dev postgresql" ;;
+demo)     pkgs="build-essential gcc make pkg-config libpq-dev postgresql libcurl4-openssl-dev libssl-dev nginx openssl" ;;
 valgrind) pkgs="build-essential gcc make libcmocka-dev pkg-config valgrind" ;;
 *) echo "usage: $0 check|demo|valgrind" >&2; exit 2 ;;
 esac

@@ -2,36 +2,32 @@
  * examples and the demo, started and removed through
  * tests/support/pg_server.sh.
  *
- * throwaway_pg_start makes a directory with mkdtemp, starts a cluster in
- * it (a unix socket there, TCP on a free port of 127.0.0.1, trust auth,
- * TLS when openssl is installed) and starts a guard process beside it.
- * throwaway_pg_stop stops the cluster and removes the directory. If the
- * program ends without calling it (Ctrl-C, a crash, exit()), the guard
- * does the same: it waits in its own process group, so the terminal's
- * Ctrl-C does not reach it, for the end of a pipe whose other end only
- * this program holds, and cleans up when the pipe closes.
+ * throwaway_pg_start starts a cluster (a unix socket in its directory,
+ * TCP on a free port of 127.0.0.1, trust auth, TLS when openssl is
+ * installed) in a directory of its own, with a guard process that removes
+ * it however the program ends (examples/support/throwaway.h).
  *
  * Uses no libpq, so it builds wherever the examples build. */
 #ifndef POOLKIT_EXAMPLES_THROWAWAY_PG_H
 #define POOLKIT_EXAMPLES_THROWAWAY_PG_H
 
 #include <stddef.h>
-#include <sys/types.h>
+
+#include "throwaway.h"
 
 struct throwaway_pg {
-    char top[64];     /* the mkdtemp directory: the cluster and its logs */
-    char dir[80];     /* top/pg: pg_server.sh's DIR, the socket's directory */
+    struct throwaway t; /* t.dir: pg_server.sh's DIR, the socket's
+                           directory */
     int port;         /* the TCP port, also in the socket's name */
     int tls;          /* 1: the server accepts TLS (sslmode=require) */
     char no_tls[160]; /* tls 0: pg_server.sh's reason, if it gave one */
-    pid_t guard;      /* the guard process; 0 when none runs */
-    int guard_fd;     /* the write end of its pipe; -1 when closed */
 };
 
 enum {
-    THROWAWAY_PG_OK = 0,
-    THROWAWAY_PG_FAILED = 1,   /* msg says what failed */
-    THROWAWAY_PG_ABSENT = 3    /* PostgreSQL's server is not installed */
+    THROWAWAY_PG_OK = THROWAWAY_OK,
+    THROWAWAY_PG_FAILED = THROWAWAY_FAILED, /* msg says what failed */
+    THROWAWAY_PG_ABSENT = THROWAWAY_ABSENT  /* PostgreSQL's server is not
+                                               installed */
 };
 
 /* Starts a cluster. Returns THROWAWAY_PG_OK (pg filled: stop it with
