@@ -13,10 +13,12 @@
 # bench/last.txt (next to this script), with one `#` header line saying
 # when, where and how they were taken. `make bench` calls this script.
 #
-# bench_threadpool is the exception: a driver shaped like the peer drivers
-# in bench/peers/ (`<case> <n>`, one line), so this script sets the peers
-# up, builds them into DIR/peers and runs the interleaved rounds itself
-# (tp_bench below; bench/README.md lists its lines and knobs).
+# bench_threadpool, bench_pg and bench_http are the exception: drivers
+# shaped like the peer drivers in bench/peers/ (one case, one line), so
+# this script sets the peers up, builds them into DIR/peers, starts the
+# servers (PostgreSQL, nginx) and runs the interleaved rounds itself
+# (tp_bench, pg_bench, http_bench below; bench/README.md lists their lines
+# and knobs).
 set -euo pipefail
 
 dir=${1:-build/release/bench}
