@@ -6,7 +6,7 @@
  *
  *   bench_http exec|acquire|post <url> <threads> <warm_ms> <ms> [ca_file]
  *       rps= ns_per_req= requests= fair= min_thread= max_thread=
- *       connections= threads= mode= cap= connections_new=
+ *       cpu_ns_per_req= connections= threads= mode= cap= connections_new=
  *       connections_reused= tls_handshakes= tls_resumed= ca_loads=
  *
  * One pool for the run, made before the clock starts: the default options

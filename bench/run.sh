@@ -1018,6 +1018,14 @@ http_bench() {
         if http_has curl_reuse; then
             tp_pair "http.${label}_acquire_vs_curl_reuse" "$label" curl_reuse \
                 rps rps high acquire_rps curl_reuse_rps '%.0f' '' acquire | tee -a "$tmp"
+            # The same runs in client CPU time per request (the threads'
+            # own clocks): what a busy machine moves least.
+            tp_pair "http.${label}_cpu_vs_curl_reuse" "$label" curl_reuse \
+                cpu_ns_per_req cpu_ns_per_req low poolkit_cpu_ns curl_reuse_cpu_ns \
+                '%.0f' '' | tee -a "$tmp"
+            tp_pair "http.${label}_acquire_cpu_vs_curl_reuse" "$label" curl_reuse \
+                cpu_ns_per_req cpu_ns_per_req low acquire_cpu_ns curl_reuse_cpu_ns \
+                '%.0f' '' acquire | tee -a "$tmp"
         fi
     done
 
@@ -1038,6 +1046,9 @@ http_bench() {
                     line="$line poolkit_connections_max=$conns curl_reuse_connections_max=$(http_max "$label" curl_reuse connections) cap=$cap conn_goal=$([ "$conns" -le "$cap" ] && echo met || echo missed) $(tp_stat "$label" poolkit fair poolkit_fair '%.3f') $(tp_stat "$label" curl_reuse fair curl_reuse_fair '%.3f')"
                 fi
                 tp_line "$line"
+                tp_pair "http.${label}_cpu_vs_curl_reuse" "$label" curl_reuse \
+                    cpu_ns_per_req cpu_ns_per_req low poolkit_cpu_ns curl_reuse_cpu_ns \
+                    '%.0f' '' | tee -a "$tmp"
             done
         fi
     fi

@@ -3,7 +3,7 @@
  *
  *   peer_http_curl new|reuse <url> <threads> <warm_ms> <ms> [ca_file]
  *       rps= ns_per_req= requests= fair= min_thread= max_thread=
- *       connections= threads= mode=
+ *       cpu_ns_per_req= connections= threads= mode=
  *
  *   new    a new easy handle per request: curl_easy_init, the options,
  *          curl_easy_perform, curl_easy_cleanup. Nothing is kept between

@@ -4,7 +4,7 @@ issue #13. Run by /usr/bin/python3 (Debian's python3-* packages).
 
     peer_http_requests.py get|session <url> <threads> <warm_ms> <ms> [ca_file]
         rps= ns_per_req= requests= fair= min_thread= max_thread=
-        connections= threads= mode=
+        cpu_ns_per_req= connections= threads= mode=
 
     get      requests.get(url) per request: a new Session each time, so a
              new connection (and a new TLS context, CA file loaded again)
@@ -16,7 +16,8 @@ verify=ca_file when given (else requests' default). Each response must be
 200 with the body "hello\\n". The loop is peer_http_common.h's (the C
 harness) written again in Python: threads start together, each runs
 warm_ms untimed (at least one request), then times whole requests until
-<ms> more have passed. connections: new connections, the whole run (get:
+<ms> more have passed; cpu_ns_per_req: the threads' CPU time
+(time.thread_time_ns) in their timed parts per request. connections: new connections, the whole run (get:
 one per request; session: urllib3's num_connections of the session's
 pools).
 """
@@ -85,6 +86,7 @@ def main(argv):
                 n_warm += 1
                 if time.monotonic_ns() >= warm_end:
                     break
+            c0 = time.thread_time_ns()
             t0 = time.monotonic_ns()
             end = t0 + ms * 1000000
             count = 0
@@ -94,8 +96,9 @@ def main(argv):
                 t1 = time.monotonic_ns()
                 if t1 >= end:
                     break
+            cpu = time.thread_time_ns() - c0
             conns = session_connections(s) if s else n_warm + count
-            res[i] = (count, t0, t1, conns)
+            res[i] = (count, t0, t1, conns, cpu)
         except Exception as e:  # reported, the run fails
             errors.append("peer_http_requests: %s" % e)
         finally:
@@ -110,13 +113,14 @@ def main(argv):
     if errors or any(r is None for r in res):
         sys.stderr.write((errors[0] if errors else "peer_http_requests: a thread failed") + "\n")
         sys.exit(1)
-    rps = sum(c * 1e9 / (t1 - t0) for c, t0, t1, _ in res)
-    counts = [c for c, _, _, _ in res]
+    rps = sum(r[0] * 1e9 / (r[2] - r[1]) for r in res)
+    counts = [r[0] for r in res]
     least, most = min(counts), max(counts)
     print("rps=%.1f ns_per_req=%.0f requests=%d fair=%.3f min_thread=%d "
-          "max_thread=%d connections=%d threads=%d mode=%s" % (
+          "max_thread=%d cpu_ns_per_req=%.0f connections=%d threads=%d mode=%s" % (
               rps, 1e9 / rps, sum(counts), least / most if most else 0.0, least,
-              most, sum(r[3] for r in res), threads, mode))
+              most, sum(r[4] for r in res) / sum(counts), sum(r[3] for r in res),
+              threads, mode))
 
 
 if __name__ == "__main__":
