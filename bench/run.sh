@@ -952,7 +952,7 @@ http_max() {
 # (small, small_http, small_https, threads, tls_new).
 http_bench() {
     http_prog=$1
-    local want=$2 line name cmd reason ports hport sport dirs p t u ca label
+    local want=$2 line name cmd reason ports hport sport p t label goal
     local peers=() impls=() fail
     declare -gA http_cmd=()
     : >"$tpwork/data"
@@ -1008,7 +1008,7 @@ http_bench() {
         done
         http_rounds "$label" "${url[$p]}" 1 "${cafile[$p]}" "${impls[@]}"
         for t in "${impls[@]:2}"; do
-            local goal=''
+            goal=''
             [ "$t" = curl_reuse ] && goal=0.90
             tp_pair "http.${label}_vs_$t" "$label" "$t" rps rps high \
                 poolkit_rps "${t}_rps" '%.0f' "$goal" | tee -a "$tmp"
