@@ -1019,7 +1019,7 @@ http_bench() {
             tp_pair "http.${label}_acquire_vs_curl_reuse" "$label" curl_reuse \
                 rps rps high acquire_rps curl_reuse_rps '%.0f' '' acquire | tee -a "$tmp"
             # The same runs in client CPU time per request (the threads'
-            # own clocks): what a busy machine moves least.
+            # own clocks): a busy machine usually moves it less.
             tp_pair "http.${label}_cpu_vs_curl_reuse" "$label" curl_reuse \
                 cpu_ns_per_req cpu_ns_per_req low poolkit_cpu_ns curl_reuse_cpu_ns \
                 '%.0f' '' | tee -a "$tmp"

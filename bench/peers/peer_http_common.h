@@ -20,7 +20,7 @@
  *       CLOCK_THREAD_CPUTIME_ID, user and system, of the client threads
  *       only (on loopback it includes some of the kernel's work for the
  *       server's packets, the same for every client); a busy machine
- *       moves it much less than the wall-clock rate.
+ *       usually moves it less than the wall-clock rate.
  *
  * Each request must get status 200 and the body "hello\n" (nginx's `/`
  * in tests/support/http_server.sh); anything else fails the run, with the
