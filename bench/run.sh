@@ -13,10 +13,12 @@
 # bench/last.txt (next to this script), with one `#` header line saying
 # when, where and how they were taken. `make bench` calls this script.
 #
-# bench_threadpool is the exception: a driver shaped like the peer drivers
-# in bench/peers/ (`<case> <n>`, one line), so this script sets the peers
-# up, builds them into DIR/peers and runs the interleaved rounds itself
-# (tp_bench below; bench/README.md lists its lines and knobs).
+# bench_threadpool, bench_pg and bench_http are the exception: drivers
+# shaped like the peer drivers in bench/peers/ (one case, one line), so
+# this script sets the peers up, builds them into DIR/peers, starts the
+# servers (PostgreSQL, nginx) and runs the interleaved rounds itself
+# (tp_bench, pg_bench, http_bench below; bench/README.md lists their lines
+# and knobs).
 set -euo pipefail
 
 dir=${1:-build/release/bench}
@@ -856,10 +858,232 @@ pg_bench() {
     return 0
 }
 
+# ---- http: poolkit's HTTP pool against plain libcurl and requests (#13) -----
+#
+# bench_http is a driver like bench_pg: one run, one line (`bench_http
+# --help`; bench/bench_http.c says what each mode times). This part starts
+# a throwaway nginx (tests/support/http_server.sh, in a temporary
+# directory, stopped and removed at the end, also on failure), sets up and
+# builds the peers (bench/peers/setup.sh http, build.sh DIR http: libcurl
+# with a new handle per request or one kept per thread, Python requests
+# with and without a Session), and runs interleaved rounds as pg_rounds
+# does. Cases: small (a small GET over HTTP and HTTPS, one thread), threads
+# (HTTP_THREADS threads share one pool, against a private handle each),
+# tls_new (a new HTTPS connection through the pool against a new handle's
+# first request, Debian's CA bundle). HTTP_PEERS=curl_new,curl_reuse,
+# requests,requests_session keeps only the named peers. Sizes (override
+# for a quick look):
+HTTP_MS=${HTTP_MS:-500}              # timed part of a run, per thread
+HTTP_WARM_MS=${HTTP_WARM_MS:-100}    # untimed part before it
+HTTP_THREADS=${HTTP_THREADS:-8}      # the threads case
+HTTP_CA_BUNDLE=${HTTP_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}  # tls_new
+HTTP_TIMEOUT=${HTTP_TIMEOUT:-60}     # seconds one run may take before it fails
+
+http_tmp=
+
+# Stops what the http part started; from the EXIT trap too.
+http_cleanup() {
+    if [ -n "$http_tmp" ]; then
+        bash "$here/../tests/support/http_server.sh" clean "$http_tmp/server" >/dev/null 2>&1 || true
+        rm -rf "$http_tmp"
+        http_tmp=
+    fi
+}
+
+# http_run LABEL ROUND IMPL CMD...: as pg_run, with HTTP_TIMEOUT.
+http_run() {
+    local label=$1 r=$2 impl=$3 line
+    shift 3
+    if line=$(timeout "$HTTP_TIMEOUT" "$@" </dev/null 2>"$tpwork/err" |
+            tail -n 1) && [ -n "$line" ]; then
+        echo "$label $r $impl $line" >>"$tpwork/data"
+    else
+        echo "$label $r $impl FAIL exit or timeout (${HTTP_TIMEOUT}s): $(grep . "$tpwork/err" | tail -n 1 | tr -d '\r')" >>"$tpwork/data"
+    fi
+}
+
+# http_one LABEL ROUND IMPL URL THREADS [CA_FILE]: one run of IMPL.
+# poolkit's own modes: poolkit (pk_http_exec GET), acquire (pk_http_acquire
+# + curl_easy_perform + pk_http_release), post (pk_http_exec POST: a new
+# connection each).
+http_one() {
+    local label=$1 r=$2 impl=$3 url=$4 t=$5
+    shift 5
+    case $impl in
+    poolkit) http_run "$label" "$r" poolkit "$http_prog" exec "$url" "$t" "$HTTP_WARM_MS" "$HTTP_MS" "$@" ;;
+    acquire | post) http_run "$label" "$r" "$impl" "$http_prog" "$impl" "$url" "$t" "$HTTP_WARM_MS" "$HTTP_MS" "$@" ;;
+    *)
+        # shellcheck disable=SC2086
+        http_run "$label" "$r" "$impl" ${http_cmd[$impl]} "$url" "$t" "$HTTP_WARM_MS" "$HTTP_MS" "$@" ;;
+    esac
+}
+
+# http_rounds LABEL URL THREADS CA_FILE IMPLS...: ROUNDS rounds, the order
+# rotated by one each round (CA_FILE may be empty: none).
+http_rounds() {
+    local label=$1 url=$2 t=$3 ca=$4 r i k
+    shift 4
+    local impls=("$@") cargs=()
+    [ -n "$ca" ] && cargs=("$ca")
+    k=${#impls[@]}
+    for ((r = 1; r <= rounds; r++)); do
+        echo "http: $label round $r/$rounds (${impls[*]})" >&2
+        for ((i = 0; i < k; i++)); do
+            http_one "$label" "$r" "${impls[(i + r - 1) % k]}" "$url" "$t" "${cargs[@]}"
+        done
+    done
+}
+
+# http_sum LABEL IMPL KEY: KEY summed over the rounds.
+http_sum() {
+    awk -v L="$1" -v I="$2" -v K="$3" '$1 == L && $3 == I {
+        for (i = 4; i <= NF; i++) if ($i ~ ("^" K "=")) s += substr($i, length(K) + 2)
+    } END { print s + 0 }' "$tpwork/data"
+}
+
+# http_max LABEL IMPL KEY: the largest KEY over the rounds.
+http_max() {
+    awk -v L="$1" -v I="$2" -v K="$3" '$1 == L && $3 == I {
+        for (i = 4; i <= NF; i++) if ($i ~ ("^" K "=")) { v = substr($i, length(K) + 2) + 0; if (v > m) m = v }
+    } END { print m + 0 }' "$tpwork/data"
+}
+
+# http_bench PROG WANT: the http lines. WANT: ALL or a comma list of cases
+# (small, small_http, small_https, threads, tls_new).
+http_bench() {
+    http_prog=$1
+    local want=$2 line name cmd reason ports hport sport p t label goal
+    local peers=() impls=() fail
+    declare -gA http_cmd=()
+    : >"$tpwork/data"
+    http_want() { [ "$want" = ALL ] || [[ ",$want," == *",$1,"* ]]; }
+    http_peer() { [ -z "${HTTP_PEERS:-}" ] || [[ ",$HTTP_PEERS," == *",$1,"* ]]; }
+    http_has() { [ -n "${http_cmd[$1]:-}" ]; }
+
+    # Peers first: setup.sh http also installs nginx.
+    echo "http: peer set-up (bench/peers/setup.sh http)" >&2
+    if ! sh "$here/peers/setup.sh" http >&2; then
+        echo "bench/run.sh: http peer set-up failed or not allowed; peers that cannot build are skipped" >&2
+    fi
+    while IFS= read -r line; do
+        case $line in
+            'SKIP '*:*)
+                name=${line#SKIP }; name=${name%%:*}
+                case $name in http_curl) name=curl ;; http_requests) name=requests ;; esac
+                tp_line "http.peer_$name skip=${line#*: }" ;;
+            *) [ -n "$line" ] && echo "$line" >&2 ;;
+        esac
+    done < <(sh "$here/peers/build.sh" "$dir/peers" http 2>&1)
+    while read -r name cmd; do
+        [ -n "$name" ] || continue
+        http_peer "$name" || continue
+        http_cmd[$name]=$cmd
+        peers+=("$name")
+    done < <(sh "$here/peers/list.sh" "$dir/peers" http)
+    echo "http: peers: ${peers[*]:-none}" >&2
+
+    # The server.
+    if ! reason=$(bash "$here/../tests/support/http_server.sh" probe - 2>&1 >/dev/null); then
+        tp_line "http.server skip=${reason:-nginx not found}"
+        return 0
+    fi
+    http_tmp=$(mktemp -d "${TMPDIR:-/tmp}/pk-bench-http.XXXXXX")
+    echo "http: starting a throwaway nginx in $http_tmp/server" >&2
+    if ! ports=$(bash "$here/../tests/support/http_server.sh" start "$http_tmp/server" 2>"$tpwork/err"); then
+        tp_line "http.server skip=http_server.sh start failed: $(grep . "$tpwork/err" | tail -n 1)"
+        http_cleanup
+        return 1
+    fi
+    read -r hport sport <<<"$ports"
+    declare -A url=([http]="http://127.0.0.1:$hport/" [https]="https://127.0.0.1:$sport/")
+    declare -A cafile=([http]="" [https]="$http_tmp/server/cert.pem")
+
+    # small: one thread, GET /, pooled against each peer.
+    for p in http https; do
+        http_want small || http_want "small_$p" || continue
+        label=small_$p
+        impls=(poolkit acquire)
+        for t in curl_new curl_reuse requests requests_session; do
+            http_has "$t" && impls+=("$t")
+        done
+        http_rounds "$label" "${url[$p]}" 1 "${cafile[$p]}" "${impls[@]}"
+        for t in "${impls[@]:2}"; do
+            goal=''
+            [ "$t" = curl_reuse ] && goal=0.90
+            tp_pair "http.${label}_vs_$t" "$label" "$t" rps rps high \
+                poolkit_rps "${t}_rps" '%.0f' "$goal" | tee -a "$tmp"
+        done
+        # poolkit without pk_http_exec (acquire, perform, release) against
+        # the handle kept by hand: what the pool itself costs.
+        if http_has curl_reuse; then
+            tp_pair "http.${label}_acquire_vs_curl_reuse" "$label" curl_reuse \
+                rps rps high acquire_rps curl_reuse_rps '%.0f' '' acquire | tee -a "$tmp"
+            # The same runs in client CPU time per request (the threads'
+            # own clocks): a busy machine usually moves it less.
+            tp_pair "http.${label}_cpu_vs_curl_reuse" "$label" curl_reuse \
+                cpu_ns_per_req cpu_ns_per_req low poolkit_cpu_ns curl_reuse_cpu_ns \
+                '%.0f' '' | tee -a "$tmp"
+            tp_pair "http.${label}_acquire_cpu_vs_curl_reuse" "$label" curl_reuse \
+                cpu_ns_per_req cpu_ns_per_req low acquire_cpu_ns curl_reuse_cpu_ns \
+                '%.0f' '' acquire | tee -a "$tmp"
+        fi
+    done
+
+    # threads: HTTP_THREADS threads share one pool (cap max(8, threads))
+    # against as many private kept handles; connections over the whole run.
+    if http_want threads; then
+        if ! http_has curl_reuse; then
+            tp_line "http.threads${HTTP_THREADS} skip=no libcurl peer (peer_http_curl not built)"
+        else
+            local cap=$((HTTP_THREADS > 8 ? HTTP_THREADS : 8)) conns
+            for p in http https; do
+                label=threads${HTTP_THREADS}_$p
+                http_rounds "$label" "${url[$p]}" "$HTTP_THREADS" "${cafile[$p]}" poolkit curl_reuse
+                line=$(tp_pair "http.${label}_vs_curl_reuse" "$label" curl_reuse rps rps \
+                    high poolkit_rps curl_reuse_rps '%.0f' 0.90)
+                if [ "${line#* skip=}" = "$line" ]; then
+                    conns=$(http_max "$label" poolkit connections_new)
+                    line="$line poolkit_connections_max=$conns curl_reuse_connections_max=$(http_max "$label" curl_reuse connections) cap=$cap conn_goal=$([ "$conns" -le "$cap" ] && echo met || echo missed) $(tp_stat "$label" poolkit fair poolkit_fair '%.3f') $(tp_stat "$label" curl_reuse fair curl_reuse_fair '%.3f')"
+                fi
+                tp_line "$line"
+                tp_pair "http.${label}_cpu_vs_curl_reuse" "$label" curl_reuse \
+                    cpu_ns_per_req cpu_ns_per_req low poolkit_cpu_ns curl_reuse_cpu_ns \
+                    '%.0f' '' | tee -a "$tmp"
+            done
+        fi
+    fi
+
+    # tls_new: every request a new HTTPS connection, CA file = Debian's
+    # bundle + the server's certificate. poolkit: pk_http_exec POST (a
+    # fresh connection each; CA store parsed once, TLS session resumed);
+    # curl_new: a new handle per request, a GET (its first request: the
+    # bundle parsed, a full handshake). ns per request; ratio = curl_new's
+    # time / poolkit's; goal 10 (poolkit <= 0.1x).
+    if http_want tls_new; then
+        if ! http_has curl_new; then
+            tp_line "http.tls_new_vs_curl_new skip=no libcurl peer (peer_http_curl not built)"
+        elif [ ! -r "$HTTP_CA_BUNDLE" ]; then
+            tp_line "http.tls_new_vs_curl_new skip=no CA bundle $HTTP_CA_BUNDLE (Debian: ca-certificates)"
+        else
+            cat "$HTTP_CA_BUNDLE" "$http_tmp/server/cert.pem" >"$http_tmp/bundle.pem"
+            http_rounds tls_new "${url[https]}" 1 "$http_tmp/bundle.pem" post curl_new
+            line=$(tp_pair http.tls_new_vs_curl_new tls_new curl_new ns_per_req ns_per_req \
+                low poolkit_ns curl_new_ns '%.0f' 10 post)
+            if [ "${line#* skip=}" = "$line" ]; then
+                line="$line ca_certs=$(grep -c 'BEGIN CERTIFICATE' "$http_tmp/bundle.pem") poolkit_tls_handshakes=$(http_sum tls_new post tls_handshakes) poolkit_tls_resumed=$(http_sum tls_new post tls_resumed) poolkit_ca_loads_max=$(http_max tls_new post ca_loads)"
+            fi
+            tp_line "$line"
+        fi
+    fi
+    http_cleanup
+    return 0
+}
+
 tmp=$(mktemp "${TMPDIR:-/tmp}/pk-bench.XXXXXX")
 tpwork=$(mktemp -d "${TMPDIR:-/tmp}/pk-bench-tp.XXXXXX")
-trap 'pg_cleanup; rm -f "$tmp"; rm -rf "$tpwork"' EXIT
-# A signal ends the script through the EXIT trap (the pg server stops).
+trap 'pg_cleanup; http_cleanup; rm -f "$tmp"; rm -rf "$tpwork"' EXIT
+# A signal ends the script through the EXIT trap (the pg server and nginx
+# stop).
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -875,6 +1099,15 @@ for prog in "${progs[@]}"; do
             pg_bench "$prog" ALL || status=1
         else
             pg_bench "$prog" "${want_cases[$mod]}" || status=1
+        fi
+        continue
+    fi
+    if [ "$mod" = http ]; then
+        # A driver too; starts its own nginx (http_bench).
+        if [ "$want_all" = 1 ]; then
+            http_bench "$prog" ALL || status=1
+        else
+            http_bench "$prog" "${want_cases[$mod]}" || status=1
         fi
         continue
     fi

@@ -1,8 +1,8 @@
 #!/bin/sh
-# bench/peers/build.sh OUTDIR [threadpool|pg|all] - builds every peer
-# driver of the set it can into OUTDIR: the thread pools' (the default, as
-# bench/run.sh's threadpool part calls it), the PostgreSQL pools' (pg), or
-# both.
+# bench/peers/build.sh OUTDIR [threadpool|pg|http|all] - builds every
+# peer driver of the set it can into OUTDIR: the thread pools' (the
+# default, as bench/run.sh's threadpool part calls it), the PostgreSQL
+# pools' (pg), the HTTP clients' (http), or all of them.
 #
 # A peer whose toolchain or library is missing is reported as
 # `SKIP <peer>: <reason>` and the rest still build, so a bench run on a bare
@@ -10,11 +10,11 @@
 # bench/peers/setup.sh installs what is missing. Nothing is fetched and
 # nothing is written outside OUTDIR (Go's caches included).
 set -u
-[ $# -eq 1 ] || [ $# -eq 2 ] || { echo "usage: $0 OUTDIR [threadpool|pg|all]" >&2; exit 2; }
+[ $# -eq 1 ] || [ $# -eq 2 ] || { echo "usage: $0 OUTDIR [threadpool|pg|http|all]" >&2; exit 2; }
 set_=${2:-threadpool}
 case $set_ in
-    threadpool | pg | all) ;;
-    *) echo "usage: $0 OUTDIR [threadpool|pg|all]" >&2; exit 2 ;;
+    threadpool | pg | http | all) ;;
+    *) echo "usage: $0 OUTDIR [threadpool|pg|http|all]" >&2; exit 2 ;;
 esac
 src=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$1" || exit 1
@@ -44,6 +44,16 @@ cpeer() {
         skip "$name" "$CC failed: $(echo "$err" | head -n 3 | tr '\n' ' ')"
     fi
 }
+
+# The HTTP clients (issue #13): plain libcurl (a new handle per request,
+# or one kept per thread) and Python requests (no build).
+if [ "$set_" = http ] || [ "$set_" = all ]; then
+    cpeer http_curl peer_http_curl.c libcurl
+    if ! /usr/bin/python3 -c 'import requests' 2>/dev/null; then
+        skip http_requests "/usr/bin/python3 cannot import requests (Debian: python3-requests)"
+    fi
+fi
+[ "$set_" = http ] && exit 0
 
 # The PostgreSQL pools (issue #12). PgBouncer needs no build: run.sh
 # starts it with pg_bouncer.sh, which says why when it cannot.

@@ -1,14 +1,27 @@
 #!/bin/sh
-# bench/peers/list.sh OUTDIR [threadpool|pg] - one line per peer of the set
-# (default threadpool) that build.sh built:
+# bench/peers/list.sh OUTDIR [threadpool|pg|http] - one line per peer of
+# the set (default threadpool) that build.sh built:
 #   <peer-name> <command prefix>
 # A runner appends `<case> <n>` to the prefix (see peer_common.h for the
-# CLI) or, for pg, the case and its arguments (peer_pg_common.h). Paths
+# CLI), for pg the case and its arguments (peer_pg_common.h), for http
+# `<url> <threads> <warm_ms> <ms> [ca_file]` (peer_http_curl.c). Paths
 # are absolute, so the commands work from any directory.
 set -u
-[ $# -eq 1 ] || [ $# -eq 2 ] || { echo "usage: $0 OUTDIR [threadpool|pg]" >&2; exit 2; }
+[ $# -eq 1 ] || [ $# -eq 2 ] || { echo "usage: $0 OUTDIR [threadpool|pg|http]" >&2; exit 2; }
 src=$(cd "$(dirname "$0")" && pwd)
 out=$(cd "$1" 2>/dev/null && pwd) || { echo "list.sh: no directory $1" >&2; exit 2; }
+
+if [ "${2:-threadpool}" = http ]; then
+    if [ -x "$out/peer_http_curl" ]; then
+        echo "curl_new $out/peer_http_curl new"
+        echo "curl_reuse $out/peer_http_curl reuse"
+    fi
+    if /usr/bin/python3 -c 'import requests' 2>/dev/null; then
+        echo "requests /usr/bin/python3 $src/peer_http_requests.py get"
+        echo "requests_session /usr/bin/python3 $src/peer_http_requests.py session"
+    fi
+    exit 0
+fi
 
 if [ "${2:-threadpool}" = pg ]; then
     [ -x "$out/peer_pg_zdb" ] && echo "libzdb $out/peer_pg_zdb"
