@@ -232,12 +232,36 @@ pk__http_handle_free(struct pk__http_handle *h)
     free(h);
 }
 
+/* What set_request (request.c) may have set, back to conf. */
+static int
+undo_request(struct pk__http_handle *h, const struct pk__http_conf *c)
+{
+    CURL *e = h->easy;
+    CURLcode rc = CURLE_OK;
+#define SET(opt, val) \
+    (rc = rc != CURLE_OK ? rc : curl_easy_setopt(e, opt, val))
+    SET(CURLOPT_NOBODY, 0L);
+    SET(CURLOPT_CUSTOMREQUEST, (char *)NULL);
+    SET(CURLOPT_POSTFIELDS, (char *)NULL);
+    SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)-1);
+    SET(CURLOPT_HTTPGET, 1L);
+    SET(CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
+    SET(CURLOPT_FRESH_CONNECT, 0L);
+    SET(CURLOPT_TIMEOUT_MS, c->transfer_timeout_ms);
+#undef SET
+    h->errbuf[0] = '\0';
+    return rc == CURLE_OK ? 0 : -1;
+}
+
 int
 pk__http_handle_reset(struct pk__http_handle *h,
                       const struct pk__http_conf *conf)
 {
     h->idle_since = pk__http_now_ns();
     h->cap = NULL;
+    if (!h->raw)
+        return undo_request(h, conf);
+    h->raw = 0;
     if (!conf->share_cookies)
         curl_easy_setopt(h->easy, CURLOPT_COOKIELIST, "ALL");
     curl_easy_reset(h->easy);

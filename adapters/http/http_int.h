@@ -81,6 +81,10 @@ struct pk__http_handle {
                               clears it) */
     uint64_t idle_since;   /* CLOCK_MONOTONIC ns, at release */
     int keepalive_ms;      /* the server's Keep-Alive timeout, 0: unsaid */
+    int raw;               /* lent by pk_http_acquire: the caller may
+                              have set anything, so its release resets
+                              all; the adapter's own leases undo only
+                              what they set */
     int tls_resumed;       /* the current transfer's TLS session was
                               resumed (read at its first response line,
                               while libcurl still shows the SSL *) */
@@ -103,8 +107,10 @@ CURLcode pk__http_handle_done(struct pk__http_handle *h);
  * Returns 0, or -1 with err filled. */
 int pk__http_handle_warm(struct pk__http_handle *h, const char *url,
                          const char *method, pk_error *err);
-/* curl_easy_reset, conf again, cookies cleared unless shared. Returns 0,
- * or -1 when a default would not set (the handle should be closed). */
+/* After a transfer of a raw lease: curl_easy_reset, conf again, cookies
+ * cleared unless shared; else only what the adapter's requests set goes
+ * back to conf. Returns 0, or -1 when a default would not set (the
+ * handle should be closed). */
 int pk__http_handle_reset(struct pk__http_handle *h,
                           const struct pk__http_conf *conf);
 /* 1 if the handle's connection is past the server's keep-alive or its
@@ -131,9 +137,13 @@ struct pk__http_counts {
 };
 
 struct pk__http_origin {
-    struct pk__http_origin *next; /* pool->origins, under pool->mu */
+    struct pk__http_origin *next; /* set before it is published; fixed */
     struct pk_http_pool *pool;
     char *key;                    /* "https://host:443" */
+    char *prefix;                 /* the first URL's "scheme://authority"
+                                     as written: a URL that starts so
+                                     finds its origin without a parse */
+    size_t prefix_len;
     int tls;
     pk_pool *core;
     struct pk__http_counts n;
@@ -149,9 +159,12 @@ struct pk_http_pool {
     pid_t pid;              /* of the creator: a child does not join */
     pthread_mutex_t mu;     /* origins, closing */
     pthread_cond_t cv;      /* maintenance thread's sleep (CLOCK_MONOTONIC) */
-    struct pk__http_origin *origins;
-    size_t norigins;
-    int closing;            /* mu: no new origins, maintenance stops */
+    /* Pushed at the head under mu, read without it: an origin is never
+     * unlinked before the pool is destroyed. */
+    _Atomic(struct pk__http_origin *) origins;
+    size_t norigins;        /* mu */
+    _Atomic int closing;    /* set under mu: no new origins, maintenance
+                               stops; read without it on the fast path */
     pthread_t maint;
     int maint_running;
     pk_pool_group *group;
@@ -175,6 +188,10 @@ void pk__http_count_attempt(struct pk__http_handle *h, CURLcode code,
 /* The origin key of url ("https://host:443"), owned; NULL with err set
  * (PK_EINVAL: cannot parse, not http(s); PK_ENOMEM). */
 char *pk__http_origin_key(const char *url, int *tls, pk_error *err);
+/* pk_http_acquire_at, with raw 0 for the adapter's own requests. */
+int pk__http_acquire(pk_http_pool *pool, const char *url,
+                     pk_http_lease *lease, int timeout_ms, int raw,
+                     pk_error *err, const char *file, int line);
 
 /* ---- request.c ------------------------------------------------------------------- */
 

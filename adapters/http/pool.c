@@ -244,6 +244,7 @@ origin_free(void *user)
     pthread_mutex_destroy(&o->warm_mu);
     free(o->warm_url);
     free(o->warm_method);
+    free(o->prefix);
     free(o->key);
     free(o);
     pool_unref(p);
@@ -294,22 +295,51 @@ pk__http_origin_key(const char *url, int *tls, pk_error *err)
 static struct pk__http_origin *
 find_locked(struct pk_http_pool *p, const char *key)
 {
-    for (struct pk__http_origin *o = p->origins; o; o = o->next)
+    for (struct pk__http_origin *o = atomic_load(&p->origins); o; o = o->next)
         if (strcmp(o->key, key) == 0)
             return o;
     return NULL;
 }
 
+/* "scheme://authority" of url as written: its length, or 0. */
+static size_t
+prefix_len(const char *url)
+{
+    const char *s = strstr(url, "://");
+    if (!s)
+        return 0;
+    return (size_t)(s + 3 - url) + strcspn(s + 3, "/?#");
+}
+
+/* The origin whose first URL began as url does: no parse, no lock. */
 static struct pk__http_origin *
-origin_new(struct pk_http_pool *p, char *key, int tls)
+find_by_prefix(struct pk_http_pool *p, const char *url)
+{
+    size_t n = prefix_len(url);
+    for (struct pk__http_origin *o = atomic_load(&p->origins); n && o;
+         o = o->next)
+        if (o->prefix_len == n && memcmp(o->prefix, url, n) == 0)
+            return o;
+    return NULL;
+}
+
+static struct pk__http_origin *
+origin_new(struct pk_http_pool *p, char *key, int tls, const char *url)
 {
     struct pk__http_origin *o = calloc(1, sizeof *o);
-    if (!o || pk_hist_create(&o->transfer_us) != 0) {
+    if (o) {
+        o->prefix_len = prefix_len(url);
+        o->prefix = strndup(url, o->prefix_len);
+    }
+    if (!o || !o->prefix || pk_hist_create(&o->transfer_us) != 0) {
+        if (o)
+            free(o->prefix);
         free(o);
         return NULL;
     }
     if (pthread_mutex_init(&o->warm_mu, NULL) != 0) {
         pk_hist_destroy(o->transfer_us);
+        free(o->prefix);
         free(o);
         return NULL;
     }
@@ -321,6 +351,7 @@ origin_new(struct pk_http_pool *p, char *key, int tls)
     if (pk_pool_create(&o->core, &po) != 0) {
         pthread_mutex_destroy(&o->warm_mu);
         pk_hist_destroy(o->transfer_us);
+        free(o->prefix);
         free(o);
         return NULL;
     }
@@ -328,9 +359,11 @@ origin_new(struct pk_http_pool *p, char *key, int tls)
     return o;
 }
 
-/* The origin of url, made on first use. Takes *key either way. */
+/* The origin of key, made on first use (url: the URL that asks). Takes
+ * *key either way. */
 static struct pk__http_origin *
-origin_get(struct pk_http_pool *p, char *key, int tls, pk_error *err)
+origin_get(struct pk_http_pool *p, char *key, int tls, const char *url,
+           pk_error *err)
 {
     pthread_mutex_lock(&p->mu);
     struct pk__http_origin *o = p->closing ? NULL : find_locked(p, key);
@@ -353,7 +386,7 @@ origin_get(struct pk_http_pool *p, char *key, int tls, pk_error *err)
             return NULL;
         }
     }
-    struct pk__http_origin *made = origin_new(p, key, tls);
+    struct pk__http_origin *made = origin_new(p, key, tls, url);
     if (!made) {
         free(key);
         pk_error_set(err, PK_ENOMEM, ENOMEM, "out of memory");
@@ -362,8 +395,8 @@ origin_get(struct pk_http_pool *p, char *key, int tls, pk_error *err)
     pthread_mutex_lock(&p->mu);
     o = p->closing ? NULL : find_locked(p, made->key);
     if (!o && !p->closing) {
-        made->next = p->origins;
-        p->origins = made;
+        made->next = atomic_load(&p->origins);
+        atomic_store(&p->origins, made); /* published whole */
         p->norigins++;
         o = made;
         made = NULL;
@@ -391,7 +424,8 @@ maint_main(void *arg)
         pthread_cond_timedwait(&p->cv, &p->mu, &ts);
         /* Origins are only added, and freed after this thread is joined:
          * the walk may leave the lock between them. */
-        for (struct pk__http_origin *o = p->origins; o && !p->closing;
+        for (struct pk__http_origin *o = atomic_load(&p->origins);
+             o && !p->closing;
              o = o->next) {
             pthread_mutex_unlock(&p->mu);
             pk_pool_maintain(o->core);
@@ -568,9 +602,25 @@ pk_http_pool_create(pk_http_pool **out, const pk_http_options *o,
 
 /* ---- acquire and release ---------------------------------------------------------- */
 
+/* The origin of url: by its prefix when one was seen, else parsed. */
+static struct pk__http_origin *
+origin_of(struct pk_http_pool *p, const char *url, pk_error *err)
+{
+    struct pk__http_origin *o = find_by_prefix(p, url);
+    if (o) {
+        if (p->closing) /* a plain read: closing only ever goes to 1 */
+            pk_error_set(err, PK_ESHUTDOWN, 0, "the HTTP pool is closed");
+        return p->closing ? NULL : o;
+    }
+    int tls = 0;
+    char *key = pk__http_origin_key(url, &tls, err);
+    return key ? origin_get(p, key, tls, url, err) : NULL;
+}
+
 int
-pk_http_acquire_at(pk_http_pool *pool, const char *url, pk_http_lease *lease,
-                   int timeout_ms, pk_error *err, const char *file, int line)
+pk__http_acquire(pk_http_pool *pool, const char *url, pk_http_lease *lease,
+                 int timeout_ms, int raw, pk_error *err, const char *file,
+                 int line)
 {
     if (!pk__http_valid(pool) || !url || !lease || !file ||
         (timeout_ms < 0 && timeout_ms != PK_WAIT_FOREVER))
@@ -579,18 +629,19 @@ pk_http_acquire_at(pk_http_pool *pool, const char *url, pk_http_lease *lease,
                             : !url || !lease || !file ? "NULL argument"
                                                       : "bad timeout");
     memset(lease, 0, sizeof *lease);
-    int tls = 0;
-    char *key = pk__http_origin_key(url, &tls, err);
-    if (!key)
-        return err ? err->code : PK_EINVAL;
-    struct pk__http_origin *o = origin_get(pool, key, tls, err);
-    if (!o)
-        return err ? err->code : PK_ESHUTDOWN;
+    pk_error e;
+    struct pk__http_origin *o = origin_of(pool, url, &e);
+    if (!o) {
+        if (err)
+            *err = e;
+        return e.code;
+    }
     int rc = pk_pool_acquire_at(o->core, &lease->lease_, timeout_ms, err, file,
                                 line);
     if (rc)
         return rc;
     struct pk__http_handle *h = lease->lease_.resource;
+    h->raw = raw;
     if (curl_easy_setopt(h->easy, CURLOPT_URL, url) != CURLE_OK) {
         pk_pool_release(o->core, &lease->lease_, PK_RELEASE_OK);
         return pk_error_set(err, PK_ENOMEM, ENOMEM, "CURLOPT_URL");
@@ -598,6 +649,13 @@ pk_http_acquire_at(pk_http_pool *pool, const char *url, pk_http_lease *lease,
     lease->easy = h->easy;
     lease->origin_ = o;
     return 0;
+}
+
+int
+pk_http_acquire_at(pk_http_pool *pool, const char *url, pk_http_lease *lease,
+                   int timeout_ms, pk_error *err, const char *file, int line)
+{
+    return pk__http_acquire(pool, url, lease, timeout_ms, 1, err, file, line);
 }
 
 int
@@ -632,13 +690,13 @@ pk_http_prewarm(pk_http_pool *pool, const char *url, const char *method,
         return pk_error_set(err, PK_EINVAL, 0, "pk_http_prewarm: min_idle "
                             "(%zu) is above max_per_origin (%zu)", min_idle,
                             pool->member.max_size);
-    int tls = 0;
-    char *key = pk__http_origin_key(url, &tls, err);
-    if (!key)
-        return err ? err->code : PK_EINVAL;
-    struct pk__http_origin *o = origin_get(pool, key, tls, err);
-    if (!o)
-        return err ? err->code : PK_ESHUTDOWN;
+    pk_error e;
+    struct pk__http_origin *o = origin_of(pool, url, &e);
+    if (!o) {
+        if (err)
+            *err = e;
+        return e.code;
+    }
     char *u = min_idle ? strdup(url) : NULL;
     char *m = min_idle ? strdup(method ? method : "HEAD") : NULL;
     if (min_idle && (!u || !m)) {
@@ -738,7 +796,8 @@ pk_http_stats_get(pk_http_pool *pool, const char *origin, pk_http_stats *out)
     const pk_hist *h = key ? NULL : pool->transfer_us;
     int found = 0;
     pthread_mutex_lock(&pool->mu);
-    for (struct pk__http_origin *o = pool->origins; o; o = o->next) {
+    for (struct pk__http_origin *o = atomic_load(&pool->origins); o;
+         o = o->next) {
         if (key && strcmp(o->key, key) != 0)
             continue;
         pk_pool_stats s;
@@ -784,7 +843,8 @@ pk_http_pool_close(pk_http_pool *pool, int timeout_ms)
     stop_maintenance(pool);
     int rc = 0;
     /* No origin is added once closing is set: the list is fixed. */
-    for (struct pk__http_origin *o = pool->origins; o; o = o->next) {
+    for (struct pk__http_origin *o = atomic_load(&pool->origins); o;
+         o = o->next) {
         int r = pk_pool_close(o->core, timeout_ms);
         if (r && !rc)
             rc = r;
@@ -800,12 +860,13 @@ pk_http_pool_destroy(pk_http_pool *pool)
     if (pool->pid != getpid()) {
         /* A child: forget the inherited connections, free nothing that
          * libcurl or OpenSSL might touch. */
-        for (struct pk__http_origin *o = pool->origins; o; o = o->next)
+        for (struct pk__http_origin *o = atomic_load(&pool->origins); o;
+             o = o->next)
             pk_pool_destroy(o->core);
         return;
     }
     stop_maintenance(pool);
-    struct pk__http_origin *o = pool->origins;
+    struct pk__http_origin *o = atomic_load(&pool->origins);
     while (o) {
         struct pk__http_origin *next = o->next;
         pk_pool_destroy(o->core); /* origin_free may run in here */

@@ -189,8 +189,8 @@ pk__http_job_start(pk_http_pool *pool, struct pk__http_job *j,
                    int acquire_ms, uint64_t deadline, const char *file,
                    int line)
 {
-    int rc = pk_http_acquire_at(pool, j->url, &j->lease, acquire_ms, &j->err,
-                                file, line);
+    int rc = pk__http_acquire(pool, j->url, &j->lease, acquire_ms, 0,
+                              &j->err, file, line);
     if (rc)
         return rc;
     struct pk__http_handle *h = j->lease.lease_.resource;

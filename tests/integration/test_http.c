@@ -403,6 +403,39 @@ test_acquire_times_out_at_the_cap(void **state)
     pk_http_pool_destroy(pool);
 }
 
+/* A handle the caller set up by hand is reset whole when it comes back;
+ * the adapter's own requests undo only what they set. Either way the
+ * next request is a plain GET. */
+static void
+test_release_resets_what_the_borrower_set(void **state)
+{
+    (void)state;
+    pk_http_pool *pool = make_pool(&(pk_http_options){ .max_per_origin = 1 });
+    char u[128];
+    pk_http_lease l;
+    pk_error err;
+    int from = log_lines();
+    url(u, sizeof u, 0, "/");
+    assert_int_equal(pk_http_acquire(pool, u, &l, LONG_MS, &err), 0);
+    curl_easy_setopt(l.easy, CURLOPT_CUSTOMREQUEST, "DELETE");
+    assert_int_equal(curl_easy_perform(l.easy), CURLE_OK);
+    assert_int_equal(pk_http_release(pool, &l, CURLE_OK), 0);
+    pk_http_response r;
+    assert_int_equal(pk_http_exec(pool, &(pk_http_request){
+                                      .url = u, .method = "PUT",
+                                      .body = "x", .body_len = 1,
+                                      .headers = (const char *const[]){
+                                          "X-Pk: 1", NULL } },
+                                  &r, &err),
+                     0);
+    pk_http_response_free(&r);
+    get_ok(pool, u);
+    assert_int_equal(log_since(from, "DELETE", "/").lines, 1);
+    assert_int_equal(log_since(from, "PUT", "/").lines, 1);
+    assert_int_equal(log_since(from, "GET", "/").lines, 1);
+    pk_http_pool_destroy(pool);
+}
+
 /* ---- TLS ----------------------------------------------------------------------------- */
 
 static void
@@ -993,6 +1026,7 @@ main(void)
         cmocka_unit_test(test_connection_closed_by_server_is_not_lent),
         cmocka_unit_test(test_post_is_never_sent_twice),
         cmocka_unit_test(test_acquire_times_out_at_the_cap),
+        cmocka_unit_test(test_release_resets_what_the_borrower_set),
         cmocka_unit_test(test_tls_verifies_and_loads_the_ca_once),
         cmocka_unit_test(test_limits_streams_and_redirects),
         cmocka_unit_test(test_fork_child_destroy_leaves_parent_connection_alive),
