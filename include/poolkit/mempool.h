@@ -227,6 +227,79 @@ PK_API int pk_mempool_stats_get(pk_mempool *mp, pk_mempool_stats *out);
  * running or start); dtor runs on this thread. */
 PK_API void pk_mempool_destroy(pk_mempool *mp);
 
+/* ---- the arena ---------------------------------------------------------- */
+
+/* pk_arena: bump allocation of any size from blocks (malloc), freed all
+ * at once. pk_arena_reset frees everything but keeps the first block, so
+ * an arena reused per request does not give its memory back and fault it
+ * in again every time; an allocation larger than a block gets a block of
+ * its own. Cleanup callbacks run at reset and destroy, last added first
+ * (APR's and nginx's pool cleanups). A child arena is destroyed with its
+ * parent, and at the parent's reset (talloc, APR).
+ *
+ * Threads: an arena and its children are used by one thread at a time
+ * (no lock): hand the tree to another thread with your own
+ * synchronisation. After fork() the child has its own copy and may go on
+ * using it. */
+typedef struct pk_arena pk_arena; /* opaque */
+
+#define PK_ARENA_BLOCK_MIN ((size_t)256)
+#define PK_ARENA_BLOCK_MAX ((size_t)1 << 30)
+
+/* Makes an arena whose blocks are block_size bytes (0: 64 KiB; else
+ * PK_ARENA_BLOCK_MIN to PK_ARENA_BLOCK_MAX). The first block is
+ * allocated now. With a parent, the arena is the parent's child: it is
+ * destroyed when the parent is destroyed or reset, unless destroyed
+ * first.
+ * Returns: 0, PK_EINVAL, PK_ENOMEM.
+ * Owner: *out returned owned (pk_arena_destroy, or the parent's destroy
+ * or reset); parent borrowed. Threads: one at a time per tree (this
+ * changes the parent). */
+PK_API int pk_arena_create(pk_arena **out, pk_arena *parent,
+                           size_t block_size);
+
+/* Hands out size bytes (0 counts as 1) at a multiple of align (a power
+ * of two up to 4096; 0: 16, malloc's alignment) in *out; not zeroed.
+ * Returns: 0, PK_EINVAL (NULL, bad align, size over PK_ARENA_BLOCK_MAX),
+ * PK_ENOMEM. Owner: *out returned borrowed, until pk_arena_reset or
+ * pk_arena_destroy of this arena or an ancestor; NULL on failure.
+ * Threads: one at a time per tree. */
+PK_API int pk_arena_alloc(pk_arena *a, size_t size, size_t align,
+                          void **out);
+
+/* Registers fn(arg), to run at the next reset or at destroy, before the
+ * memory goes; cleanups run last added first, after the children are
+ * destroyed. The record is allocated in the arena.
+ * Returns: 0, PK_EINVAL (a or fn NULL), PK_ENOMEM (fn not registered).
+ * Owner: arg borrowed until fn runs. Threads: one at a time per tree;
+ * fn runs on the thread that resets or destroys. */
+PK_API int pk_arena_cleanup_add(pk_arena *a, void (*fn)(void *arg),
+                                void *arg);
+
+/* Frees all at once: destroys the children, runs the cleanups, frees
+ * every block but the first and starts again at its beginning. O(blocks
+ * + children + cleanups), not O(allocations).
+ * Returns: 0, PK_EINVAL. Threads: one at a time per tree. */
+PK_API int pk_arena_reset(pk_arena *a);
+
+typedef struct pk_arena_stats {
+    size_t used;        /* bytes handed out since the last reset */
+    size_t reserved;    /* bytes of blocks held (headers included) */
+    size_t blocks;      /* blocks held, large ones included */
+    size_t large;       /* of which blocks of one large allocation */
+    size_t children;    /* child arenas alive */
+    uint64_t resets;
+} pk_arena_stats;
+
+/* Fills *out for this arena alone (not its children).
+ * Returns: 0, PK_EINVAL. Threads: one at a time per tree. */
+PK_API int pk_arena_stats_get(const pk_arena *a, pk_arena_stats *out);
+
+/* Destroys the children, runs the cleanups, frees the memory and, for a
+ * child, leaves its parent. NULL is a no-op.
+ * Owner: takes a. Threads: one at a time per tree. */
+PK_API void pk_arena_destroy(pk_arena *a);
+
 #ifdef __cplusplus
 }
 #endif
