@@ -1,0 +1,295 @@
+/* pools/memory/arena.c - pk_arena: bump allocation from blocks, freed all
+ * at once.
+ *
+ * An arena is a list of blocks (pk__alloc), the first one made at create
+ * and kept across resets. Allocation bumps `ptr` towards `end` in the
+ * current block; when it does not fit, a new block of block_size becomes
+ * current, or, for an allocation larger than a block's room, a block of
+ * its own is linked behind the current one (so the current block keeps
+ * its room). Cleanups are records allocated in the arena itself, a
+ * stack; children are a list of arenas with their own memory. One owner
+ * thread at a time, no lock (mempool.h). Independent of the object pool:
+ * this file calls nothing of the folder. */
+#include <stdint.h>
+#include <string.h>
+
+#include <poolkit/mempool.h>
+
+#include "executor_int.h" /* the allocation seam (lib/kit/alloc.h) */
+
+#define ARENA_MAGIC 0x6172656eu /* "aren" */
+#define ARENA_DEFAULT_BLOCK ((size_t)64 << 10)
+#define ALIGN_MAX 4096
+
+struct block {
+    struct block *next;
+    size_t size;            /* bytes of this block, header included */
+    int large;              /* made for one allocation */
+};
+
+struct cleanup {
+    struct cleanup *next;
+    void (*fn)(void *);
+    void *arg;
+};
+
+struct pk_arena {
+    uint32_t magic;
+    size_t block_size;
+    char *ptr, *end;        /* the room left in the current block */
+    struct block *first;    /* kept at reset */
+    struct block *blocks;   /* all but the first, newest first */
+    struct cleanup *cleanups;
+    struct pk_arena *parent;
+    struct pk_arena *children;      /* this arena's children */
+    struct pk_arena *next, *prev;   /* in the parent's list */
+    size_t used, nblocks, nlarge, nchildren, reserved;
+    uint64_t resets;
+};
+
+/* A block's header, rounded up to 16 (malloc's alignment). */
+#define HDR ((sizeof(struct block) + 15) & ~(size_t)15)
+
+static char *
+room_of(struct block *b)
+{
+    return (char *)b + HDR;
+}
+
+static struct block *
+block_new(size_t size, int large)
+{
+    struct block *b = pk__alloc(size);
+
+    if (!b)
+        return NULL;
+    b->next = NULL;
+    b->size = size;
+    b->large = large;
+    return b;
+}
+
+/* ---- create ------------------------------------------------------------- */
+
+int
+pk_arena_create(pk_arena **out, pk_arena *parent, size_t block_size)
+{
+    struct pk_arena *a;
+
+    if (!out)
+        return PK_EINVAL;
+    *out = NULL;
+    if (parent && parent->magic != ARENA_MAGIC)
+        return PK_EINVAL;
+    if (block_size == 0)
+        block_size = ARENA_DEFAULT_BLOCK;
+    if (block_size < PK_ARENA_BLOCK_MIN || block_size > PK_ARENA_BLOCK_MAX)
+        return PK_EINVAL;
+    a = pk__calloc(1, sizeof *a);
+    if (!a)
+        return PK_ENOMEM;
+    a->first = block_new(block_size, 0);
+    if (!a->first) {
+        pk__free(a);
+        return PK_ENOMEM;
+    }
+    a->magic = ARENA_MAGIC;
+    a->block_size = block_size;
+    a->ptr = room_of(a->first);
+    a->end = (char *)a->first + block_size;
+    a->nblocks = 1;
+    a->reserved = block_size;
+    a->parent = parent;
+    if (parent) {
+        a->next = parent->children;
+        if (parent->children)
+            parent->children->prev = a;
+        parent->children = a;
+        parent->nchildren++;
+    }
+    *out = a;
+    return 0;
+}
+
+/* ---- alloc -------------------------------------------------------------- */
+
+static void *
+bump(struct pk_arena *a, size_t size, size_t align)
+{
+    uintptr_t p = ((uintptr_t)a->ptr + align - 1) & ~(uintptr_t)(align - 1);
+
+    if (p > (uintptr_t)a->end || size > (uintptr_t)a->end - p)
+        return NULL;
+    a->ptr = (char *)p + size;
+    a->used += size;
+    return (void *)p;
+}
+
+/* A block of its own for an allocation larger than a block's room,
+ * linked behind the current one. */
+static void *
+alloc_large(struct pk_arena *a, size_t size, size_t align)
+{
+    size_t bytes = HDR + size + align;
+    struct block *b = block_new(bytes, 1);
+    uintptr_t p;
+
+    if (!b)
+        return NULL;
+    b->next = a->blocks;
+    a->blocks = b;
+    a->nblocks++;
+    a->nlarge++;
+    a->reserved += bytes;
+    a->used += size;
+    p = ((uintptr_t)room_of(b) + align - 1) & ~(uintptr_t)(align - 1);
+    return (void *)p;
+}
+
+/* A new current block. */
+static int
+grow(struct pk_arena *a)
+{
+    struct block *b = block_new(a->block_size, 0);
+
+    if (!b)
+        return PK_ENOMEM;
+    b->next = a->blocks;
+    a->blocks = b;
+    a->nblocks++;
+    a->reserved += a->block_size;
+    a->ptr = room_of(b);
+    a->end = (char *)b + a->block_size;
+    return 0;
+}
+
+int
+pk_arena_alloc(pk_arena *a, size_t size, size_t align, void **out)
+{
+    size_t room;
+    void *p;
+
+    if (!out)
+        return PK_EINVAL;
+    *out = NULL;
+    if (!a || a->magic != ARENA_MAGIC)
+        return PK_EINVAL;
+    if (align == 0)
+        align = 16;
+    if ((align & (align - 1)) || align > ALIGN_MAX ||
+        size > PK_ARENA_BLOCK_MAX)
+        return PK_EINVAL;
+    if (size == 0)
+        size = 1;
+    p = bump(a, size, align);
+    if (p) {
+        *out = p;
+        return 0;
+    }
+    room = a->block_size - HDR;
+    if (size + align > room) {
+        p = alloc_large(a, size, align);
+        if (!p)
+            return PK_ENOMEM;
+        *out = p;
+        return 0;
+    }
+    if (grow(a) != 0)
+        return PK_ENOMEM;
+    *out = bump(a, size, align); /* fits: size + align <= room */
+    return 0;
+}
+
+int
+pk_arena_cleanup_add(pk_arena *a, void (*fn)(void *), void *arg)
+{
+    struct cleanup *c;
+    int rc;
+
+    if (!a || !fn || a->magic != ARENA_MAGIC)
+        return PK_EINVAL;
+    rc = pk_arena_alloc(a, sizeof *c, 0, (void **)&c);
+    if (rc)
+        return rc;
+    a->used -= sizeof *c; /* bookkeeping, not the caller's bytes */
+    c->fn = fn;
+    c->arg = arg;
+    c->next = a->cleanups;
+    a->cleanups = c;
+    return 0;
+}
+
+/* ---- reset and destroy ---------------------------------------------------- */
+
+/* Children, then cleanups (they may use what the children held no
+ * more, not the other way round: a child is the narrower scope). */
+static void
+release(struct pk_arena *a)
+{
+    while (a->children)
+        pk_arena_destroy(a->children);
+    while (a->cleanups) {
+        struct cleanup *c = a->cleanups;
+        a->cleanups = c->next;
+        c->fn(c->arg);
+    }
+    while (a->blocks) {
+        struct block *b = a->blocks;
+        a->blocks = b->next;
+        pk__free(b);
+    }
+}
+
+int
+pk_arena_reset(pk_arena *a)
+{
+    if (!a || a->magic != ARENA_MAGIC)
+        return PK_EINVAL;
+    release(a);
+    a->ptr = room_of(a->first);
+    a->end = (char *)a->first + a->block_size;
+    a->used = 0;
+    a->nblocks = 1;
+    a->nlarge = 0;
+    a->reserved = a->block_size;
+    a->resets++;
+    return 0;
+}
+
+int
+pk_arena_stats_get(const pk_arena *a, pk_arena_stats *o)
+{
+    if (!a || !o || a->magic != ARENA_MAGIC)
+        return PK_EINVAL;
+    memset(o, 0, sizeof *o);
+    o->used = a->used;
+    o->reserved = a->reserved;
+    o->blocks = a->nblocks;
+    o->large = a->nlarge;
+    o->children = a->nchildren;
+    o->resets = a->resets;
+    return 0;
+}
+
+void
+pk_arena_destroy(pk_arena *a)
+{
+    struct pk_arena *p;
+
+    if (!a || a->magic != ARENA_MAGIC)
+        return;
+    release(a);
+    p = a->parent;
+    if (p) {
+        if (a->prev)
+            a->prev->next = a->next;
+        else
+            p->children = a->next;
+        if (a->next)
+            a->next->prev = a->prev;
+        p->nchildren--;
+    }
+    a->magic = 0;
+    pk__free(a->first);
+    pk__free(a);
+}

@@ -1,0 +1,341 @@
+/* pools/memory/cache.c - each thread's caches of objects, the pool's hot
+ * path.
+ *
+ * A thread keeps, per pool it uses, an array of up to cache_cap free
+ * objects (struct mp_cache). alloc pops one and free pushes one with no
+ * lock and no atomic read-modify-write: the cache is the thread's own.
+ * An empty cache takes a batch (half its size) from the depot, a full
+ * one gives the older half back; a free while an alloc waits at the
+ * budget goes straight to the depot, which wakes the waiter.
+ *
+ * Finding the cache: the thread's caches are a list (tls_head) with the
+ * last one used in tls_last, so a thread that uses one pool finds it in
+ * one compare. A cache is made on the thread's first call on a pool
+ * (pk__alloc; without memory the thread goes to the depot every time).
+ *
+ * Process-wide state (README): one pthread key, made once
+ * (pthread_once), whose destructor gives a thread's caches back when the
+ * thread exits; and the two thread-locals above.
+ *
+ * Who frees a cache. The owner thread, always, but only once nobody
+ * else can touch it. Each cache is also on its pool's list (under
+ * mp->lock) and has a state:
+ *   LIVE      the owner uses it
+ *   FLUSHING  the owner is exiting and gives it back: it puts the objects
+ *             into the depot, then unlinks it from the pool under the
+ *             lock and broadcasts mp->cv (the pool stays alive meanwhile:
+ *             destroy waits for this)
+ *   DEAD      destroy took it over: the pool is gone, the objects with
+ *             it; the owner frees the cache when it next looks at its
+ *             list or exits, without touching the pool
+ * LIVE -> FLUSHING (owner) and LIVE -> DEAD (destroy) are one CAS each,
+ * so exactly one wins. destroy unlinks a cache before its CAS and links
+ * it back if the CAS fails, all under the lock, so the owner never frees
+ * a cache destroy still touches, and a flushing owner finds its cache
+ * linked. */
+#include <pthread.h>
+#include <string.h>
+
+#include "mp_int.h"
+
+static pthread_key_t key;
+static pthread_once_t key_once = PTHREAD_ONCE_INIT;
+static bool key_ok;
+
+static _Thread_local struct mp_cache *tls_head;
+static _Thread_local struct mp_cache *tls_last;
+
+/* ---- the pool's list (under mp->lock) --------------------------------- */
+
+static void
+pool_link_locked(struct pk_mempool *mp, struct mp_cache *c)
+{
+    c->pprev = NULL;
+    c->pnext = mp->caches;
+    if (mp->caches)
+        mp->caches->pprev = c;
+    mp->caches = c;
+}
+
+static void
+pool_unlink_locked(struct pk_mempool *mp, struct mp_cache *c)
+{
+    if (c->pprev)
+        c->pprev->pnext = c->pnext;
+    else
+        mp->caches = c->pnext;
+    if (c->pnext)
+        c->pnext->pprev = c->pprev;
+}
+
+/* ---- thread exit ---------------------------------------------------------- */
+
+/* Gives c back to its pool (if the pool still has it) and frees it. */
+static void
+give_back(struct mp_cache *c)
+{
+    struct pk_mempool *mp = c->mp;
+    int st = PK__MPC_LIVE;
+
+    /* A cache from before a fork belongs to the parent's pool: forget it.
+     * acq_rel: pairs with destroy's CAS (one of the two wins). */
+    if (c->epoch == pk__fork_epoch_fast() &&
+        atomic_compare_exchange_strong_explicit(
+            &c->state, &st, PK__MPC_FLUSHING, memory_order_acq_rel,
+            memory_order_acquire)) {
+        if (c->n)
+            pk__mp_depot_put(mp, c->objs, c->n);
+        pk__lock_acquire(&mp->lock);
+        pool_unlink_locked(mp, c);
+        atomic_fetch_add_explicit(&mp->gone_allocs,
+                                  atomic_load_explicit(&c->allocs,
+                                                       memory_order_relaxed),
+                                  memory_order_relaxed);
+        atomic_fetch_add_explicit(&mp->gone_frees,
+                                  atomic_load_explicit(&c->frees,
+                                                       memory_order_relaxed),
+                                  memory_order_relaxed);
+        pk__cv_broadcast(&mp->cv); /* destroy may wait for this */
+        pk__lock_release(&mp->lock);
+    }
+    pk__free(c);
+}
+
+/* The key's destructor: runs at thread exit with the thread's list. */
+static void
+thread_exit(void *head)
+{
+    struct mp_cache *c = head;
+
+    tls_head = NULL;
+    tls_last = NULL;
+    while (c) {
+        struct mp_cache *next = c->next;
+        give_back(c);
+        c = next;
+    }
+}
+
+static void
+key_init(void)
+{
+    key_ok = pthread_key_create(&key, thread_exit) == 0;
+}
+
+/* ---- finding a thread's cache -------------------------------------------- */
+
+static bool
+usable(const struct mp_cache *c, const struct pk_mempool *mp)
+{
+    return c->mp == mp && c->epoch == mp->fork_epoch &&
+           atomic_load_explicit(&c->state, memory_order_acquire) ==
+               PK__MPC_LIVE;
+}
+
+/* Frees this thread's caches that destroy took over (or that a fork
+ * left to the parent). */
+static void
+reap(void)
+{
+    struct mp_cache **pp = &tls_head;
+    unsigned epoch = pk__fork_epoch_fast();
+
+    while (*pp) {
+        struct mp_cache *c = *pp;
+        if (c->epoch != epoch ||
+            atomic_load_explicit(&c->state, memory_order_acquire) ==
+                PK__MPC_DEAD) {
+            *pp = c->next;
+            if (tls_last == c)
+                tls_last = NULL;
+            pk__free(c);
+        } else {
+            pp = &c->next;
+        }
+    }
+}
+
+static struct mp_cache *
+make(struct pk_mempool *mp)
+{
+    struct mp_cache *c;
+
+    pthread_once(&key_once, key_init);
+    if (!key_ok)
+        return NULL;
+    c = pk__alloc(sizeof *c + mp->cache_cap * sizeof c->objs[0]);
+    if (!c)
+        return NULL;
+    memset(c, 0, sizeof *c);
+    c->mp = mp;
+    c->epoch = mp->fork_epoch;
+    atomic_init(&c->state, PK__MPC_LIVE);
+    atomic_init(&c->allocs, 0);
+    atomic_init(&c->frees, 0);
+    c->cap = mp->cache_cap;
+    c->next = tls_head;
+    if (pthread_setspecific(key, c) != 0) {
+        pk__free(c);
+        return NULL;
+    }
+    tls_head = c;
+    pk__lock_acquire(&mp->lock);
+    pool_link_locked(mp, c);
+    pk__lock_release(&mp->lock);
+    return c;
+}
+
+/* This thread's cache of mp, made if it has none; NULL if mp has no
+ * caches or no memory for one. create 0: only look. */
+static struct mp_cache *
+cache_of(struct pk_mempool *mp, bool create)
+{
+    struct mp_cache *c = tls_last;
+
+    if (c && usable(c, mp))
+        return c;
+    if (!mp->cache_cap)
+        return NULL;
+    reap();
+    for (c = tls_head; c; c = c->next)
+        if (usable(c, mp))
+            break;
+    if (!c && create)
+        c = make(mp);
+    /* The key holds the list's head, for thread_exit. */
+    if (key_ok && pthread_getspecific(key) != tls_head)
+        pthread_setspecific(key, tls_head); /* can't fail: set before */
+    if (c)
+        tls_last = c;
+    return c;
+}
+
+/* A relaxed load and store: only the owner writes, stats read. */
+static void
+bump(_Atomic uint64_t *n)
+{
+    atomic_store_explicit(n, atomic_load_explicit(n, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
+
+/* ---- alloc and free ------------------------------------------------------- */
+
+int
+pk__mp_cache_alloc(struct pk_mempool *mp, void **out, int timeout_ms)
+{
+    struct mp_cache *c = cache_of(mp, true);
+    int n;
+
+    if (!c) {
+        n = pk__mp_depot_get(mp, out, 1, timeout_ms);
+        if (n < 0)
+            return n;
+        atomic_fetch_add_explicit(&mp->gone_allocs, 1, memory_order_relaxed);
+        return 0;
+    }
+    if (c->n == 0) {
+        size_t want = c->cap > 1 ? c->cap / 2 : 1;
+        if (atomic_load_explicit(&mp->waiters, memory_order_relaxed))
+            want = 1; /* others wait at the budget: take no more */
+        n = pk__mp_depot_get(mp, c->objs, want, timeout_ms);
+        if (n < 0)
+            return n;
+        c->n = (uint32_t)n;
+    }
+    *out = c->objs[--c->n];
+    bump(&c->allocs);
+    return 0;
+}
+
+void
+pk__mp_cache_free(struct pk_mempool *mp, void *obj)
+{
+    struct mp_cache *c = cache_of(mp, true);
+
+    if (!c || atomic_load_explicit(&mp->waiters, memory_order_relaxed)) {
+        pk__mp_depot_put(mp, &obj, 1);
+        if (c)
+            bump(&c->frees);
+        else
+            atomic_fetch_add_explicit(&mp->gone_frees, 1,
+                                      memory_order_relaxed);
+        return;
+    }
+    if (c->n == c->cap) {
+        /* Full: the older half goes back to the slabs. */
+        uint32_t k = c->n > 1 ? c->n / 2 : 1;
+        pk__mp_depot_put(mp, c->objs, k);
+        memmove(c->objs, c->objs + k, (c->n - k) * sizeof c->objs[0]);
+        c->n -= k;
+    }
+    c->objs[c->n++] = obj;
+    bump(&c->frees);
+}
+
+void
+pk__mp_cache_flush_mine(struct pk_mempool *mp)
+{
+    struct mp_cache *c = cache_of(mp, false);
+
+    if (c && c->n) {
+        pk__mp_depot_put(mp, c->objs, c->n);
+        c->n = 0;
+    }
+}
+
+/* ---- destroy and stats ---------------------------------------------------- */
+
+uint64_t
+pk__mp_cache_detach_all(struct pk_mempool *mp)
+{
+    uint64_t cached = 0;
+    struct mp_cache *c;
+
+    pk__lock_acquire(&mp->lock);
+    while ((c = mp->caches) != NULL) {
+        /* Read before the CAS: once DEAD, its owner may free it. */
+        uint32_t n = c->n;
+        uint64_t a = atomic_load_explicit(&c->allocs, memory_order_relaxed);
+        uint64_t f = atomic_load_explicit(&c->frees, memory_order_relaxed);
+        int st = PK__MPC_LIVE;
+
+        pool_unlink_locked(mp, c);
+        if (atomic_compare_exchange_strong_explicit(
+                &c->state, &st, PK__MPC_DEAD, memory_order_acq_rel,
+                memory_order_acquire)) {
+            cached += n;
+            atomic_fetch_add_explicit(&mp->gone_allocs, a,
+                                      memory_order_relaxed);
+            atomic_fetch_add_explicit(&mp->gone_frees, f,
+                                      memory_order_relaxed);
+            continue;
+        }
+        /* FLUSHING: its thread is exiting and unlinks it itself. */
+        pool_link_locked(mp, c);
+        pk__cv_wait_until(&mp->cv, &mp->lock, UINT64_MAX);
+    }
+    pk__lock_release(&mp->lock);
+    reap(); /* this thread's own cache of mp, now DEAD */
+    if (key_ok && pthread_getspecific(key) != tls_head)
+        pthread_setspecific(key, tls_head);
+    return cached;
+}
+
+void
+pk__mp_cache_counts(struct pk_mempool *mp, uint64_t *allocs,
+                    uint64_t *frees)
+{
+    uint64_t a = 0, f = 0;
+
+    pk__lock_acquire(&mp->lock);
+    for (struct mp_cache *c = mp->caches; c; c = c->pnext) {
+        a += atomic_load_explicit(&c->allocs, memory_order_relaxed);
+        f += atomic_load_explicit(&c->frees, memory_order_relaxed);
+    }
+    /* Under the lock: a cache that goes moves its counts in one step. */
+    a += atomic_load_explicit(&mp->gone_allocs, memory_order_relaxed);
+    f += atomic_load_explicit(&mp->gone_frees, memory_order_relaxed);
+    pk__lock_release(&mp->lock);
+    *allocs = a;
+    *frees = f;
+}

@@ -1,0 +1,295 @@
+/* pools/memory/depot.c - the slabs a pool holds from its core, and the
+ * budget.
+ *
+ * The core lends slabs; the depot holds each one it borrowed (the `held`
+ * list) until every object of it is back, then releases it to the core,
+ * where it is idle: the core keeps min_idle of those warm and unmaps the
+ * others after idle_timeout (or at a trim). `partial` lists the held
+ * slabs with objects in them to hand out. Everything here is under
+ * mp->lock, which is dropped around every call into the core (whose
+ * create hook runs ctor).
+ *
+ * The budget is the core's max_size in slabs. The depot never asks the
+ * core for a slab the core could not give at once: it reserves one
+ * (npending) only while held + pending slabs are under max_slabs, so the
+ * core then has an idle slab or room to map one. At the budget an alloc
+ * waits on mp->cv for objects to come back (depot_put broadcasts while
+ * anyone waits, and frees skip their cache then: cache.c).
+ *
+ * Counts: `out` is the objects out of their slabs (in use or in a
+ * thread's cache), exact under the lock; `peak` its maximum. */
+#include "mp_int.h"
+
+/* ---- lists ------------------------------------------------------------ */
+
+static void
+held_link(struct pk_mempool *mp, struct mp_slab *s)
+{
+    s->prev = NULL;
+    s->next = mp->held;
+    if (mp->held)
+        mp->held->prev = s;
+    mp->held = s;
+    mp->nheld++;
+}
+
+static void
+held_unlink(struct pk_mempool *mp, struct mp_slab *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        mp->held = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    mp->nheld--;
+}
+
+static void
+partial_push(struct pk_mempool *mp, struct mp_slab *s)
+{
+    s->pprev = NULL;
+    s->pnext = mp->partial;
+    if (mp->partial)
+        mp->partial->pprev = s;
+    mp->partial = s;
+    s->on_partial = true;
+}
+
+static void
+partial_unlink(struct pk_mempool *mp, struct mp_slab *s)
+{
+    if (s->pprev)
+        s->pprev->pnext = s->pnext;
+    else
+        mp->partial = s->pnext;
+    if (s->pnext)
+        s->pnext->pprev = s->pprev;
+    s->on_partial = false;
+}
+
+/* ---- get ---------------------------------------------------------------- */
+
+/* Takes up to want objects from the slabs with room. */
+static size_t
+take_locked(struct pk_mempool *mp, void **out, size_t want)
+{
+    size_t n = 0;
+
+    while (n < want && mp->partial) {
+        struct mp_slab *s = mp->partial;
+        n += pk__mp_slab_take(s, out + n, want - n);
+        if (s->nfree == 0)
+            partial_unlink(mp, s);
+    }
+    mp->out += n;
+    if (mp->out > mp->peak)
+        mp->peak = mp->out;
+    return n;
+}
+
+/* The core's timeout for a slab the depot reserved: it has room or an
+ * idle one, so it does not wait for a release; the timeout bounds only
+ * its retries while mapping fails. A 0 ms alloc may still map (1 ms:
+ * the core's 0 never creates). */
+static int
+core_timeout(int timeout_ms, uint64_t deadline)
+{
+    uint64_t now, left;
+
+    if (timeout_ms <= 0)
+        return timeout_ms == 0 ? 1 : timeout_ms;
+    now = pk__now_ns();
+    left = deadline > now ? (deadline - now) / 1000000u : 0;
+    return left == 0 ? 1 : left > (uint64_t)timeout_ms ? timeout_ms
+                                                       : (int)left;
+}
+
+/* Borrows a slab from the core (lock dropped) and adds it, lock held on
+ * return. Returns 0 or the core's error. */
+static int
+add_slab(struct pk_mempool *mp, int timeout_ms, uint64_t deadline)
+{
+    pk_lease l;
+    struct mp_slab *s;
+    int rc;
+
+    mp->npending++;
+    pk__lock_release(&mp->lock);
+    rc = pk_pool_acquire(mp->core, &l, core_timeout(timeout_ms, deadline),
+                         NULL);
+    pk__lock_acquire(&mp->lock);
+    mp->npending--;
+    if (rc) {
+        /* A reservation came free: a waiter may map one itself. */
+        if (atomic_load_explicit(&mp->waiters, memory_order_relaxed))
+            pk__cv_broadcast(&mp->cv);
+        /* The core times out only if it could not map within the time
+         * (a retired slab still unmapping, say): at the budget, then. */
+        return rc == PK_ETIMEDOUT && timeout_ms == 0 ? PK_EAGAIN : rc;
+    }
+    s = l.resource;
+    s->lease = l;
+    held_link(mp, s);
+    if (s->nfree)
+        partial_push(mp, s);
+    return 0;
+}
+
+int
+pk__mp_depot_get(struct pk_mempool *mp, void **out, size_t want,
+                 int timeout_ms)
+{
+    uint64_t deadline = UINT64_MAX;
+    bool waited = false;
+    size_t n;
+    int rc;
+
+    pk__lock_acquire(&mp->lock);
+    for (;;) {
+        n = take_locked(mp, out, want);
+        if (n)
+            break;
+        if (mp->nheld + mp->npending < mp->max_slabs) {
+            rc = add_slab(mp, timeout_ms, deadline);
+            if (rc)
+                goto fail;
+            continue;
+        }
+        if (timeout_ms == 0) {
+            rc = PK_EAGAIN;
+            goto fail;
+        }
+        if (!waited) {
+            waited = true;
+            mp->waits++;
+            pk__deadline(timeout_ms, &deadline);
+        }
+        if (pk__now_ns() >= deadline) {
+            rc = PK_ETIMEDOUT;
+            goto fail;
+        }
+        atomic_fetch_add_explicit(&mp->waiters, 1, memory_order_relaxed);
+        pk__cv_wait_until(&mp->cv, &mp->lock, deadline);
+        atomic_fetch_sub_explicit(&mp->waiters, 1, memory_order_relaxed);
+    }
+    pk__lock_release(&mp->lock);
+    return (int)n;
+fail:
+    if (rc == PK_EAGAIN || rc == PK_ETIMEDOUT)
+        mp->timeouts++;
+    pk__lock_release(&mp->lock);
+    return rc;
+}
+
+/* ---- put ---------------------------------------------------------------- */
+
+/* Gives empty slabs (linked through next) back to the core. */
+static void
+release_all(struct pk_mempool *mp, struct mp_slab *list, int status)
+{
+    while (list) {
+        struct mp_slab *s = list;
+        /* A copy: the release may unmap the slab and free s. */
+        pk_lease l = s->lease;
+        list = s->next;
+        pk_pool_release(mp->core, &l, status);
+    }
+}
+
+void
+pk__mp_depot_put(struct pk_mempool *mp, void *const *objs, size_t n)
+{
+    struct mp_slab *empty = NULL;
+    size_t doubles = 0;
+
+    pk__lock_acquire(&mp->lock);
+    for (size_t i = 0; i < n; i++) {
+        struct mp_slab *s = pk__mp_head_of(mp, objs[i])->slab;
+        if (pk__mp_slab_put(s, objs[i]) != 0) {
+            doubles++;
+            continue;
+        }
+        mp->out--;
+        if (s->nfree == mp->nobjs) {
+            /* Empty: back to the core, which keeps or unmaps it. */
+            if (s->on_partial)
+                partial_unlink(mp, s);
+            held_unlink(mp, s);
+            s->next = empty;
+            empty = s;
+        } else if (!s->on_partial) {
+            partial_push(mp, s);
+        }
+    }
+    mp->double_frees += doubles;
+    if (atomic_load_explicit(&mp->waiters, memory_order_relaxed))
+        pk__cv_broadcast(&mp->cv);
+    pk__lock_release(&mp->lock);
+    release_all(mp, empty, PK_RELEASE_OK);
+    if (doubles)
+        pk__log_failure("pk_mempool_free: an object was freed twice "
+                        "(found when it reached its slab; dropped)", NULL);
+}
+
+/* ---- trim, close, stats ----------------------------------------------- */
+
+void
+pk__mp_depot_trim(struct pk_mempool *mp)
+{
+    pk_pool_stats st;
+    pk_lease l;
+
+    /* One slab at a time, looking again each time: allocs may take idle
+     * slabs meanwhile, and another trim may run. */
+    while (pk_pool_stats_get(mp->core, &st) == 0 && st.idle > mp->min_idle) {
+        if (pk_pool_acquire(mp->core, &l, 0, NULL) != 0)
+            break;
+        pk_pool_release(mp->core, &l, PK_RELEASE_BROKEN); /* unmaps it */
+    }
+}
+
+uint64_t
+pk__mp_depot_close(struct pk_mempool *mp)
+{
+    struct mp_slab *list;
+    uint64_t out;
+
+    pk__lock_acquire(&mp->lock);
+    list = mp->held;
+    out = mp->out;
+    mp->held = NULL;
+    mp->partial = NULL;
+    mp->nheld = 0;
+    mp->out = 0;
+    pk__lock_release(&mp->lock);
+    release_all(mp, list, PK_RELEASE_BROKEN); /* next is the held link */
+    return out;
+}
+
+void
+pk__mp_depot_forget_in_child(struct pk_mempool *mp)
+{
+    /* The core was destroyed in this child first: each release forgets
+     * its slab (pk__mp_slab_forget), the last one frees the core. */
+    release_all(mp, mp->held, PK_RELEASE_OK);
+    mp->held = NULL;
+}
+
+void
+pk__mp_depot_stats(struct pk_mempool *mp, pk_mempool_stats *o)
+{
+    pk_pool_stats st;
+
+    pk__lock_acquire(&mp->lock);
+    o->peak = mp->peak;
+    o->waits = mp->waits;
+    o->timeouts = mp->timeouts;
+    o->double_frees = mp->double_frees;
+    pk__lock_release(&mp->lock);
+    if (pk_pool_stats_get(mp->core, &st) == 0) {
+        o->slabs = st.size - st.creating;
+        o->slabs_empty = st.idle;
+    }
+    o->bytes_mapped = o->slabs * mp->slab_size;
+}

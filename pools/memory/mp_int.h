@@ -1,0 +1,225 @@
+/* pools/memory/mp_int.h - the object pool's internals, shared by its
+ * files. Bottom up, each file calling only the ones above it:
+ *
+ *   slab.c     one slab: its mapping, its free bitmap, ctor and dtor
+ *              (the core's create, destroy and forget_in_child hooks)
+ *   depot.c    the slabs the pool holds from the core: which have room,
+ *              the budget and the allocs waiting at it, empty slabs back
+ *              to the core, trim, the leak count at destroy
+ *   cache.c    the per-thread caches: the lock-free path, batches to and
+ *              from the depot, the thread-exit flush (a pthread key)
+ *   mempool.c  the public calls
+ *
+ * Lock: one per pool (mp->lock), a leaf: nothing is taken under it, the
+ * core's lock least of all (the core is called with it dropped). No hook
+ * runs under it. */
+#ifndef PK_POOLS_MEMORY_MP_INT_H
+#define PK_POOLS_MEMORY_MP_INT_H
+
+#include <poolkit/mempool.h>
+#include <poolkit/pool.h>
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "executor_int.h" /* lib/kit: locks, fork counter, alloc seam, log */
+
+#define PK__MP_MAGIC 0x6d656d70u            /* "memp" */
+#define PK__MP_SLAB_MAGIC 0x736c6162706b6d70ull /* at each slab's start */
+
+/* ---- a slab (slab.c) ---------------------------------------------------- */
+
+/* The first bytes of every mapping: how a freed pointer finds its slab
+ * (the mapping is aligned to its size, so the header is the pointer
+ * rounded down to slab_size). Written once when the slab is mapped. */
+struct mp_slab_head {
+    uint64_t magic;                 /* PK__MP_SLAB_MAGIC */
+    const struct pk_mempool *mp;    /* the pool it belongs to */
+    struct mp_slab *slab;           /* its descriptor */
+};
+
+/* A slab's descriptor, kept beside the mapping (pk__alloc) so that free
+ * objects are never written to. The lists and the bitmap are depot.c's,
+ * under mp->lock, while the depot holds the slab; base and nfree are
+ * read-only while the slab sits idle in the core. */
+struct mp_slab {
+    char *base;                 /* the mapping: slab_size bytes */
+    struct pk_mempool *mp;
+    pk_lease lease;             /* while the depot holds it */
+    struct mp_slab *next, *prev;   /* depot: every slab held */
+    struct mp_slab *pnext, *pprev; /* depot: slabs with room */
+    bool on_partial;
+    size_t nfree;               /* objects back in the slab (bit set) */
+    size_t hint;                /* no set bit in words below this one */
+    size_t nwords;
+    uint64_t bits[];            /* bit i set: object i is in the slab */
+};
+
+/* The core's hooks. */
+int pk__mp_slab_create(void *user, void **res, pk_error *err);
+void pk__mp_slab_destroy(void *user, void *res);
+void pk__mp_slab_forget(void *user, void *res); /* async-signal-safe */
+
+/* Takes up to want objects out of s into out (bits cleared). Returns how
+ * many. mp->lock held. */
+size_t pk__mp_slab_take(struct mp_slab *s, void **out, size_t want);
+
+/* Puts obj back into s. Returns 0, or -1 if it is in s already (a double
+ * free: nothing changes). mp->lock held. */
+int pk__mp_slab_put(struct mp_slab *s, void *obj);
+
+/* ---- per-thread caches (cache.c) ---------------------------------------- */
+
+enum { PK__MPC_LIVE = 0, PK__MPC_FLUSHING = 1, PK__MPC_DEAD = 2 };
+
+/* One thread's cache of one pool. The owner thread alone reads and
+ * writes n, objs and its list link, without a lock. state says who else
+ * may touch it: LIVE, the owner uses it; FLUSHING, the owner is giving it
+ * back at thread exit (destroy waits for that); DEAD, the pool is gone
+ * (destroy took it over) and the owner only frees it. */
+struct mp_cache {
+    struct mp_cache *next;        /* the owner's list */
+    struct pk_mempool *mp;        /* never dereferenced unless LIVE */
+    unsigned epoch;               /* the fork epoch it was made in */
+    _Atomic int state;            /* acquire/release: see cache.c */
+    struct mp_cache *pnext, *pprev; /* the pool's list, under mp->lock */
+    _Atomic uint64_t allocs;      /* owner stores, stats read: relaxed */
+    _Atomic uint64_t frees;
+    uint32_t n, cap;
+    void *objs[];
+};
+
+/* ---- the pool ------------------------------------------------------------- */
+
+struct pk_mempool {
+    uint32_t magic;               /* PK__MP_MAGIC while alive */
+    unsigned fork_epoch;
+
+    /* The geometry and options: set at create, read-only after. */
+    size_t obj_size, stride, slab_size, first, nobjs, nwords;
+    uintptr_t slab_mask;          /* ~(slab_size - 1) */
+    unsigned stride_shift;        /* log2(stride) when a power of two */
+    size_t max_slabs, min_idle, max_bytes;
+    uint32_t cache_cap;           /* 0: no caches */
+    unsigned flags;
+    int (*ctor)(void *, void *);
+    void (*dtor)(void *, void *);
+    void (*on_alloc)(void *, void *);
+    void (*on_free)(void *, void *);
+    void *user;
+    pk_event_fn event;
+    void *event_user;
+    pk_pool *core;                /* slabs */
+
+    pk__lock lock;
+    pk__cv cv;                    /* allocs at the budget; destroy
+                                     waiting for a thread-exit flush */
+    /* Allocs waiting at the budget. Written under lock; a free reads it
+     * without (relaxed) and then takes the slow path, so the waiter sees
+     * the object come back; a free that misses a new waiter leaves the
+     * object in its cache (the waiter may time out: documented). */
+    _Atomic uint32_t waiters;
+
+    /* depot.c's, under lock. */
+    struct mp_slab *held;         /* every slab the depot holds */
+    struct mp_slab *partial;      /* those with room */
+    size_t nheld, npending;       /* held; core acquires under way */
+    uint64_t out, peak;           /* objects out of slabs, its peak */
+    uint64_t waits, timeouts, double_frees;
+
+    /* cache.c's: the caches of this pool (under lock), the counts of
+     * caches gone and of calls made without a cache (atomic). */
+    struct mp_cache *caches;
+    _Atomic uint64_t gone_allocs, gone_frees;
+
+    /* slab.c's. */
+    _Atomic uint64_t slabs_mapped, slabs_unmapped;
+};
+
+/* The header of the slab obj would be in: read it only for a pointer
+ * the caller says is of some pool. */
+static inline const struct mp_slab_head *
+pk__mp_head_of(const struct pk_mempool *mp, const void *obj)
+{
+    return (const struct mp_slab_head *)((uintptr_t)obj & mp->slab_mask);
+}
+
+/* obj's index in its slab, or (size_t)-1 if obj is not an object's
+ * start in a slab of mp. */
+static inline size_t
+pk__mp_index(const struct pk_mempool *mp, const void *obj)
+{
+    const struct mp_slab_head *h = pk__mp_head_of(mp, obj);
+    size_t off = (size_t)((uintptr_t)obj - (uintptr_t)h), i;
+
+    if (h->magic != PK__MP_SLAB_MAGIC || h->mp != mp || off < mp->first)
+        return (size_t)-1;
+    off -= mp->first;
+    if (mp->stride_shift) {
+        if (off & (mp->stride - 1))
+            return (size_t)-1;
+        i = off >> mp->stride_shift;
+    } else {
+        if (off % mp->stride)
+            return (size_t)-1;
+        i = off / mp->stride;
+    }
+    return i < mp->nobjs ? i : (size_t)-1;
+}
+
+static inline bool
+pk__mp_forked(const struct pk_mempool *mp)
+{
+    return mp->fork_epoch != pk__fork_epoch_fast();
+}
+
+/* ---- the depot (depot.c) ------------------------------------------------ */
+
+/* Takes between 1 and want objects out of the slabs into out, mapping a
+ * slab through the core when none has room, waiting up to timeout_ms at
+ * the budget. Returns how many (> 0) or PK_EAGAIN, PK_ETIMEDOUT,
+ * PK_ENOMEM, a ctor's code. Lock not held. */
+int pk__mp_depot_get(struct pk_mempool *mp, void **out, size_t want,
+                     int timeout_ms);
+
+/* Puts n objects back into their slabs; a slab that becomes empty goes
+ * back to the core. Wakes allocs waiting at the budget. Lock not held. */
+void pk__mp_depot_put(struct pk_mempool *mp, void *const *objs, size_t n);
+
+/* Unmaps the core's empty slabs down to min_idle. Lock not held. */
+void pk__mp_depot_trim(struct pk_mempool *mp);
+
+/* At destroy: gives every held slab back to the core to be unmapped.
+ * Returns the objects that were out of their slabs. Lock not held. */
+uint64_t pk__mp_depot_close(struct pk_mempool *mp);
+
+/* In a child after fork(): forgets (unmaps) every slab the depot held,
+ * without the lock (the child's only thread). */
+void pk__mp_depot_forget_in_child(struct pk_mempool *mp);
+
+/* Fills the depot's part of *out. Lock not held. */
+void pk__mp_depot_stats(struct pk_mempool *mp, pk_mempool_stats *out);
+
+/* ---- caches (cache.c) --------------------------------------------------- */
+
+/* One object for this thread: from its cache, else a batch from the
+ * depot. Returns 0 or the depot's error. */
+int pk__mp_cache_alloc(struct pk_mempool *mp, void **out, int timeout_ms);
+
+/* obj (checked) back into this thread's cache, or to the depot. */
+void pk__mp_cache_free(struct pk_mempool *mp, void *obj);
+
+/* Empties this thread's cache of mp into the depot. */
+void pk__mp_cache_flush_mine(struct pk_mempool *mp);
+
+/* At destroy: every cache of mp is taken over (DEAD); waits for a thread
+ * that is flushing at exit. Returns the objects they held. Frees this
+ * thread's dead caches. */
+uint64_t pk__mp_cache_detach_all(struct pk_mempool *mp);
+
+/* The counts of calls, summed over caches (lock taken inside). */
+void pk__mp_cache_counts(struct pk_mempool *mp, uint64_t *allocs,
+                         uint64_t *frees);
+
+#endif /* PK_POOLS_MEMORY_MP_INT_H */
