@@ -68,7 +68,9 @@ void pk__park_wake(pk__parker *p, uint32_t v);
  *   FUTURE      pk_future.lock: nothing is taken under it
  *   THREADPOOL  pk_threadpool.lock: nothing is taken under it (the core
  *               pool's lock least of all: pk_pool_acquire and
- *               pk_pool_release are never called with it held) */
+ *               pk_pool_release are never called with it held)
+ *   MEMPOOL     pk_mempool.lock: nothing is taken under it either (the
+ *               core's calls are made with it released) */
 enum pk__lock_rank {
     PK__RANK_NONE = 0, /* not initialised: the check aborts */
     PK__RANK_MAP,
@@ -78,6 +80,7 @@ enum pk__lock_rank {
     PK__RANK_GROUP,
     PK__RANK_FUTURE,
     PK__RANK_THREADPOOL,
+    PK__RANK_MEMPOOL,
 };
 
 #if defined(PK_LOCK_CHECK) && !defined(NDEBUG)

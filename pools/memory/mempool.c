@@ -185,10 +185,7 @@ configure(struct pk_mempool *mp, const pk_mempool_options *o,
     mp->user = o->user;
     mp->event = o->event;
     mp->event_user = o->event_user;
-    /* A leaf lock (mp_int.h). sync.h has no rank for the memory pool
-     * yet; THREADPOOL's is the other leaf of a pool module, and the two
-     * are never held together (neither takes anything under it). */
-    pk__lock_init(&mp->lock, PK__RANK_THREADPOOL);
+    pk__lock_init(&mp->lock, PK__RANK_MEMPOOL); /* a leaf (mp_int.h) */
 }
 
 static int
