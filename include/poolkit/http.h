@@ -279,6 +279,9 @@ PK_API int pk_http_prewarm(pk_http_pool *pool, const char *url,
                            const char *method, size_t min_idle,
                            pk_error *err);
 
+/* The counters below count the adapter's own transfers (pk_http_exec,
+ * pk_http_batch_run): what a caller runs with curl_easy_perform on a
+ * pk_http_acquire lease shows only in the core's figures. */
 typedef struct pk_http_stats {
     pk_pool_stats core;        /* summed over the origins (waits: the
                                   largest of their percentiles) */

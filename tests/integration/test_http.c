@@ -491,6 +491,42 @@ test_tls_verifies_and_loads_the_ca_once(void **state)
     pk_http_pool_destroy(pool);
 }
 
+/* HTTP/2 on request: still one connection per handle, its requests over
+ * it. */
+static void
+test_http2_on_request(void **state)
+{
+    (void)state;
+    char ca[sizeof dir + 16], u[128];
+    pk_http_pool *pool = make_pool(&(pk_http_options){
+        .http2 = 1, .ca_file = ca_file(ca, sizeof ca) });
+    int from = log_lines();
+    url(u, sizeof u, 1, "/");
+    for (int i = 0; i < 5; i++) {
+        pk_http_response r;
+        pk_error err;
+        assert_int_equal(pk_http_exec(pool, &(pk_http_request){ .url = u },
+                                      &r, &err),
+                         0);
+        assert_int_equal(r.status, 200);
+        assert_true(strncmp(r.headers, "HTTP/2", 6) == 0);
+        pk_http_response_free(&r);
+    }
+    assert_int_equal(log_since(from, "GET", "/").connections, 1);
+    assert_int_equal(stats(pool).connections_new, 1);
+    pk_http_pool_destroy(pool);
+    /* The default stays HTTP/1.1. */
+    pool = make_pool(&(pk_http_options){ .ca_file = ca });
+    pk_http_response r;
+    pk_error err;
+    assert_int_equal(pk_http_exec(pool, &(pk_http_request){ .url = u }, &r,
+                                  &err),
+                     0);
+    assert_true(strncmp(r.headers, "HTTP/1.1", 8) == 0);
+    pk_http_response_free(&r);
+    pk_http_pool_destroy(pool);
+}
+
 /* ---- bodies, redirects, streams ------------------------------------------------------ */
 
 static int
@@ -1028,6 +1064,7 @@ main(void)
         cmocka_unit_test(test_acquire_times_out_at_the_cap),
         cmocka_unit_test(test_release_resets_what_the_borrower_set),
         cmocka_unit_test(test_tls_verifies_and_loads_the_ca_once),
+        cmocka_unit_test(test_http2_on_request),
         cmocka_unit_test(test_limits_streams_and_redirects),
         cmocka_unit_test(test_fork_child_destroy_leaves_parent_connection_alive),
         cmocka_unit_test(test_bad_input_is_a_clear_error),

@@ -7,7 +7,8 @@
 #                DIR/cert.pem is the CA file a client must be given) and
 #                the content, then starts nginx; later (after stop) starts
 #                it again on the same ports. Prints "HTTP_PORT HTTPS_PORT"
-#                and writes DIR/ports. nginx listens on 127.0.0.1 only.
+#                and writes DIR/ports. nginx listens on 127.0.0.1 only;
+#                its TLS port speaks HTTP/1.1 and HTTP/2 (ALPN).
 #   stop DIR     stops it (nginx -s quit, then waits for the pid to go)
 #   reload DIR   nginx -s reload (new workers; old keep-alive connections
 #                are closed by the old workers once idle)
@@ -94,7 +95,7 @@ http {
     client_max_body_size 64m;
     server {
         listen 127.0.0.1:$http;
-        listen 127.0.0.1:$https ssl;
+        listen 127.0.0.1:$https ssl http2;
         root $dir/www;
         location = / { return 200 "hello\n"; }
         location = /short { keepalive_timeout 1s; return 200 "short\n"; }
