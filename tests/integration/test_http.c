@@ -114,6 +114,7 @@ struct log_view {
     int lines;
     int connections;
     int reused_sessions; /* $ssl_session_reused "r" */
+    int with_cookie;     /* a Cookie header was sent */
 };
 
 static int
@@ -133,11 +134,11 @@ log_lines(void)
 static struct log_view
 log_since(int from, const char *method, const char *path)
 {
-    char file[sizeof dir + 16], line[256], m[16], u[128], r[8];
+    char file[sizeof dir + 16], line[256], m[16], u[128], r[8], ck[64];
     long conns[4096];
     int nconns = 0, i = 0, status, reqs;
     long conn;
-    struct log_view v = { 0, 0, 0 };
+    struct log_view v = { 0, 0, 0, 0 };
 
     sleep_ms(50); /* nginx writes its log line after the response */
     snprintf(file, sizeof file, "%s/access.log", dir);
@@ -145,11 +146,12 @@ log_since(int from, const char *method, const char *path)
     while (f && fgets(line, sizeof line, f)) {
         if (i++ < from)
             continue;
-        if (sscanf(line, "%15s %127s %d %ld %d %7s", m, u, &status, &conn,
-                   &reqs, r) != 6 ||
+        if (sscanf(line, "%15s %127s %d %ld %d %7s %63s", m, u, &status,
+                   &conn, &reqs, r, ck) != 7 ||
             strcmp(m, method) != 0 || strcmp(u, path) != 0)
             continue;
         v.lines++;
+        v.with_cookie += strcmp(ck, "-") != 0;
         v.reused_sessions += strcmp(r, "r") == 0;
         int seen = 0;
         for (int k = 0; k < nconns; k++)
@@ -433,6 +435,69 @@ test_release_resets_what_the_borrower_set(void **state)
     assert_int_equal(log_since(from, "DELETE", "/").lines, 1);
     assert_int_equal(log_since(from, "PUT", "/").lines, 1);
     assert_int_equal(log_since(from, "GET", "/").lines, 1);
+    pk_http_pool_destroy(pool);
+}
+
+/* Cookies: a borrower that turned the cookie engine on leaves no cookie
+ * to the next one; with share_cookies the pool keeps one store, used by
+ * every handle. */
+static void
+test_cookies_do_not_leak_unless_shared(void **state)
+{
+    (void)state;
+    char c[128], u[128];
+    pk_http_lease l;
+    pk_error err;
+    pk_http_pool *pool = make_pool(&(pk_http_options){ .max_per_origin = 1 });
+    url(c, sizeof c, 0, "/cookie");
+    url(u, sizeof u, 0, "/");
+    int from = log_lines();
+    assert_int_equal(pk_http_acquire(pool, c, &l, LONG_MS, &err), 0);
+    curl_easy_setopt(l.easy, CURLOPT_COOKIEFILE, "");
+    assert_int_equal(curl_easy_perform(l.easy), CURLE_OK);
+    curl_easy_setopt(l.easy, CURLOPT_URL, u);
+    assert_int_equal(curl_easy_perform(l.easy), CURLE_OK);
+    assert_int_equal(pk_http_release(pool, &l, CURLE_OK), 0);
+    assert_int_equal(log_since(from, "GET", "/").with_cookie, 1);
+    from = log_lines();
+    get_ok(pool, u);
+    assert_int_equal(log_since(from, "GET", "/").with_cookie, 0);
+    pk_http_pool_destroy(pool);
+
+    pool = make_pool(&(pk_http_options){ .share_cookies = 1 });
+    get_ok(pool, c);
+    from = log_lines();
+    get_ok(pool, u);
+    assert_int_equal(log_since(from, "GET", "/").with_cookie, 1);
+    pk_http_pool_destroy(pool);
+}
+
+/* At the total cap, another origin's idle handle is retired so a waiting
+ * origin can open one (the core's group). */
+static void
+test_total_cap_moves_to_the_origin_that_waits(void **state)
+{
+    (void)state;
+    char ca[sizeof dir + 16], u[128];
+    pk_http_pool *pool = make_pool(&(pk_http_options){
+        .max_per_origin = 2, .max_total = 2,
+        .ca_file = ca_file(ca, sizeof ca) });
+    pk_http_lease a, b;
+    pk_error err;
+    url(u, sizeof u, 0, "/");
+    assert_int_equal(pk_http_acquire(pool, u, &a, LONG_MS, &err), 0);
+    assert_int_equal(pk_http_acquire(pool, u, &b, LONG_MS, &err), 0);
+    assert_int_equal(pk_http_release(pool, &a, CURLE_OK), 0);
+    assert_int_equal(pk_http_release(pool, &b, CURLE_OK), 0);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(get_ok(pool, url(u, sizeof u, 1, "/")), 6);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_true((t1.tv_sec - t0.tv_sec) * 1000 +
+                    (t1.tv_nsec - t0.tv_nsec) / 1000000 < 2000);
+    pk_http_stats s;
+    assert_int_equal(pk_http_stats_get(pool, NULL, &s), 0);
+    assert_true(s.core.size <= 2);
     pk_http_pool_destroy(pool);
 }
 
@@ -1063,6 +1128,8 @@ main(void)
         cmocka_unit_test(test_post_is_never_sent_twice),
         cmocka_unit_test(test_acquire_times_out_at_the_cap),
         cmocka_unit_test(test_release_resets_what_the_borrower_set),
+        cmocka_unit_test(test_cookies_do_not_leak_unless_shared),
+        cmocka_unit_test(test_total_cap_moves_to_the_origin_that_waits),
         cmocka_unit_test(test_tls_verifies_and_loads_the_ca_once),
         cmocka_unit_test(test_http2_on_request),
         cmocka_unit_test(test_limits_streams_and_redirects),

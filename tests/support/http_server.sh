@@ -25,8 +25,10 @@
 #   /big         a 10 MiB file
 #   /slow        a 256 KiB file sent at 64 KiB/s (4 s)
 #   /redirect    302 to /
+#   /cookie      200, and Set-Cookie: pk=1
 # Access log DIR/access.log, one line a request:
 #   method uri status connection connection_requests ssl_session_reused
+#   cookie ("-" when none was sent)
 # ($connection is nginx's connection serial number: two requests with the
 # same one went over the same connection.)
 #
@@ -79,7 +81,7 @@ pid $pidf;
 error_log $dir/error.log warn;
 events { worker_connections 1024; }
 http {
-    log_format pk '\$request_method \$uri \$status \$connection \$connection_requests \$ssl_session_reused';
+    log_format pk '\$request_method \$uri \$status \$connection \$connection_requests \$ssl_session_reused \$http_cookie';
     access_log $dir/access.log pk;
     client_body_temp_path $dir/tmp/body;
     proxy_temp_path $dir/tmp/proxy;
@@ -100,6 +102,7 @@ http {
         location = / { return 200 "hello\n"; }
         location = /short { keepalive_timeout 1s; return 200 "short\n"; }
         location = /ka { keepalive_timeout 4s 2s; return 200 "ka\n"; }
+        location = /cookie { add_header Set-Cookie "pk=1; Path=/"; return 200 "cookie\n"; }
         location = /drop { return 444; }
         location = /redirect { return 302 /; }
         location = /big { }
