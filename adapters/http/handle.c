@@ -225,8 +225,10 @@ pk__http_handle_free(struct pk__http_handle *h)
 {
     if (!h)
         return;
-    if (h->easy)
+    if (h->easy) {
+        curl_easy_setopt(h->easy, CURLOPT_COOKIEFILE, (char *)NULL);
         curl_easy_cleanup(h->easy);
+    }
     if (h->multi)
         curl_multi_cleanup(h->multi); /* closes its connection */
     free(h);
@@ -264,6 +266,9 @@ pk__http_handle_reset(struct pk__http_handle *h,
     h->raw = 0;
     if (!conf->share_cookies)
         curl_easy_setopt(h->easy, CURLOPT_COOKIELIST, "ALL");
+    /* A cookie file the borrower named and no transfer loaded stays on a
+     * list curl_easy_reset keeps (and libcurl 7.88 never frees). */
+    curl_easy_setopt(h->easy, CURLOPT_COOKIEFILE, (char *)NULL);
     curl_easy_reset(h->easy);
     return apply(h, conf);
 }
