@@ -30,6 +30,7 @@
 
 #include <poolkit/pg.h>
 
+#include "server_script.h"
 #include "test_util.h"
 
 
@@ -43,39 +44,14 @@ static int port;
 static inline int
 find_script(void)
 {
-    const char *env = getenv("PK_PG_SERVER");
-    char exe[PATH_MAX - 64];
-
-    if (env) {
-        snprintf(script, sizeof script, "%s", env);
-        return access(script, R_OK);
-    }
-    snprintf(script, sizeof script, "tests/support/pg_server.sh");
-    if (access(script, R_OK) == 0)
-        return 0;
-    /* The binary lives in build/MODE/tests/. */
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0)
-        return -1;
-    exe[n] = '\0';
-    char *slash = strrchr(exe, '/');
-    if (!slash)
-        return -1;
-    *slash = '\0';
-    snprintf(script, sizeof script, "%s/../../../tests/support/pg_server.sh",
-             exe);
-    return access(script, R_OK);
+    return script_find(script, "pg_server.sh", "PK_PG_SERVER");
 }
 
 /* Runs pg_server.sh CMD DIR; returns its exit status. */
 static inline int
 server(const char *cmd)
 {
-    char line[PATH_MAX * 2 + 64];
-    snprintf(line, sizeof line, "bash '%s' %s '%s' >/dev/null", script, cmd,
-             dir);
-    int st = system(line);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+    return script_run(script, cmd, dir);
 }
 
 static inline int

@@ -28,6 +28,7 @@
 
 #include <poolkit/http.h>
 
+#include "server_script.h"
 #include "test_util.h"
 
 #define LONG_MS 20000
@@ -41,31 +42,13 @@ static int http_port, https_port;
 static int
 find_script(void)
 {
-    char exe[PATH_MAX - 64];
-    snprintf(script, sizeof script, "tests/support/http_server.sh");
-    if (access(script, R_OK) == 0)
-        return 0;
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0)
-        return -1;
-    exe[n] = '\0';
-    char *slash = strrchr(exe, '/');
-    if (!slash)
-        return -1;
-    *slash = '\0';
-    snprintf(script, sizeof script,
-             "%s/../../../tests/support/http_server.sh", exe);
-    return access(script, R_OK);
+    return script_find(script, "http_server.sh", NULL);
 }
 
 static int
 server(const char *cmd)
 {
-    char line[PATH_MAX * 2 + 64];
-    snprintf(line, sizeof line, "bash '%s' %s '%s' >/dev/null", script, cmd,
-             dir);
-    int st = system(line);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+    return script_run(script, cmd, dir);
 }
 
 static int
