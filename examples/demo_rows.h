@@ -78,6 +78,10 @@ struct demo_row {
 int demo_row_thread(struct demo_ctx *ctx, struct demo_result *out);
 int demo_row_process(struct demo_ctx *ctx, struct demo_result *out);
 int demo_row_io_scaling(struct demo_ctx *ctx, struct demo_result *out);
+/* demo_mempool.c: mem-obj, mem-arena, mem-ctor */
+int demo_row_mem_obj(struct demo_ctx *ctx, struct demo_result *out);
+int demo_row_mem_arena(struct demo_ctx *ctx, struct demo_result *out);
+int demo_row_mem_ctor(struct demo_ctx *ctx, struct demo_result *out);
 /* demo_pg.c: pg-unix, pg-tcp, pg-tls (skipped when built without libpq);
  * demo_pg_finish stops the server the first of them started */
 int demo_row_pg_unix(struct demo_ctx *ctx, struct demo_result *out);

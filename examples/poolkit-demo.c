@@ -419,6 +419,14 @@ static const struct demo_row rows[] = {
                  "later)", demo_row_process, NULL },
     { "io-scaling", "64 tasks each waiting 2 ms on a socket: 1 thread vs 16",
       demo_row_io_scaling, NULL },
+    { "mem-obj", "64-byte object: malloc+free vs pk_mempool_alloc+free",
+      demo_row_mem_obj, NULL },
+    { "mem-arena", "1000 allocs of 16-112 B then free all, per alloc: "
+                   "malloc+free vs pk_arena+reset",
+      demo_row_mem_arena, NULL },
+    { "mem-ctor", "5 KiB object (zeroed buffer, mutex, table): constructed "
+                  "per use vs pk_mempool ctor",
+      demo_row_mem_ctor, NULL },
     /* The transport first: a terminal shows 60 characters while a row
      * runs. */
     { "pg-unix", "SELECT 1, unix socket: PQconnectdb per query vs pk_pg_exec",
