@@ -11,8 +11,11 @@
  *   <driver> batch <n> <reps>       ns= cold_ns= bytes_per_obj= base_kb=
  *                                   full_kb= free_kb= n= reps=
  *   <driver> mt2 <n>                ns= ns_1t= mops_1t= mops_2t= n=
- *   <driver> xthread <n>            ns= prod_ns= cons_ns= wall_ns= n=
- *   <driver> xthread_ring <n>       the same with no allocator (the ring
+ *   <driver> xthread <n> [pin|nopin]
+ *                                   ns= prod_ns= cons_ns= wall_ns=
+ *                                   pinned= n=
+ *   <driver> xthread_ring <n> [pin|nopin]
+ *                                   the same with no allocator (the ring
  *                                   alone)
  *   <driver> arena <cycles> <k>     ns= n= k=
  *   <driver> trim <n>               base_kb= full_kb= free_kb= trim_kb=
@@ -45,9 +48,16 @@
  *             threads.
  *   xthread   a producer thread allocates and writes n objects and passes
  *             each through a single-producer single-consumer ring of
- *             MB_RING slots to a consumer thread that frees it. A side
- *             that finds the ring full or empty spins briefly, then naps
- *             (MB_NAP_NS): the threads alternate in bursts. ns =
+ *             MB_RING slots to a consumer thread that frees it, each
+ *             object as it comes; each side publishes its index every
+ *             MB_BATCH objects. A side that finds the ring full or empty
+ *             spins briefly, then naps (MB_NAP_NS). With `pin` (the
+ *             default) the producer and the consumer are bound to the
+ *             first two CPUs the process may use (pinned=1), so every
+ *             object crosses between cores: unbound, the scheduler now
+ *             and then runs both on one core, where a handed-over object
+ *             never leaves the cache and the figure drops 2-4x, and
+ *             rounds stop being comparable. ns =
  *             process CPU (both threads, spinning included) per object;
  *             prod_ns, cons_ns each thread's share. An untimed run of
  *             n/10 first. xthread_ring: the same ring and threads with no
@@ -172,6 +182,11 @@ static int mb_extra(int argc, char **argv);
  * be free on a shared machine. */
 #define MB_SPINS 64
 #define MB_NAP_NS 20000
+/* Each side publishes its ring index every MB_BATCH objects (and before
+ * it waits), not every object: on two cores, an index and a slot line
+ * moving between them per object cost more than most allocators (about
+ * 40 ns a side here), and would drown the figures in the queue's cost. */
+#define MB_BATCH 64
 
 /* ---- helpers ------------------------------------------------------------- */
 
@@ -479,6 +494,8 @@ mb_case_mt2(long n)
 }
 #endif
 
+static int mb_usage(void);
+
 /* ---- xthread ----------------------------------------------------------------- */
 
 struct mb_ring {
@@ -491,6 +508,7 @@ struct mb_xt {
     struct mb_ring ring;
     pthread_barrier_t go;
     long n;
+    int cpu[2]; /* the producer's and the consumer's CPU; -1: unpinned */
     int64_t prod_cpu, cons_cpu;
     char *buf; /* xthread_ring: the objects, 2 * MB_RING of them */
 };
@@ -512,7 +530,7 @@ mb_ring_wait(unsigned *spins)
 static inline __attribute__((always_inline)) void
 mb_xt_produce(struct mb_xt *x, int alloc)
 {
-    size_t h = 0, tail = 0;
+    size_t h = 0, published = 0, tail = 0;
 
     for (long i = 0; i < x->n; i++) {
         void *p;
@@ -528,31 +546,46 @@ mb_xt_produce(struct mb_xt *x, int alloc)
             p = x->buf + (size_t)(i % (2 * MB_RING)) * MB_OBJ;
         }
         mb_touch(p, (uint64_t)i);
-        while (h - tail == MB_RING) {
-            tail = atomic_load_explicit(&x->ring.tail, memory_order_acquire);
-            if (h - tail == MB_RING)
+        if (h - tail == MB_RING) {
+            /* Full as far as we know: publish what we have, then wait. */
+            atomic_store_explicit(&x->ring.head, h, memory_order_release);
+            published = h;
+            while ((tail = atomic_load_explicit(&x->ring.tail,
+                                                memory_order_acquire)) +
+                       MB_RING ==
+                   h)
                 mb_ring_wait(&spins);
         }
         x->ring.slot[h % MB_RING] = p;
-        atomic_store_explicit(&x->ring.head, ++h, memory_order_release);
+        if (++h - published == MB_BATCH) {
+            atomic_store_explicit(&x->ring.head, h, memory_order_release);
+            published = h;
+        }
     }
+    atomic_store_explicit(&x->ring.head, h, memory_order_release);
 }
 
 static inline __attribute__((always_inline)) void
 mb_xt_consume(struct mb_xt *x, int alloc)
 {
-    size_t t = 0, head = 0;
+    size_t t = 0, published = 0, head = 0;
 
     for (long i = 0; i < x->n; i++) {
         void *p;
         unsigned spins = 0;
-        while (t == head) {
-            head = atomic_load_explicit(&x->ring.head, memory_order_acquire);
-            if (t == head)
+        if (t == head) {
+            /* Empty as far as we know: publish what we took, then wait. */
+            atomic_store_explicit(&x->ring.tail, t, memory_order_release);
+            published = t;
+            while ((head = atomic_load_explicit(&x->ring.head,
+                                                memory_order_acquire)) == t)
                 mb_ring_wait(&spins);
         }
         p = x->ring.slot[t % MB_RING];
-        atomic_store_explicit(&x->ring.tail, ++t, memory_order_release);
+        if (++t - published == MB_BATCH) {
+            atomic_store_explicit(&x->ring.tail, t, memory_order_release);
+            published = t;
+        }
 #if MB_PER_OBJECT && MB_THREADS
         if (alloc)
             mb_free(p);
@@ -563,15 +596,52 @@ mb_xt_consume(struct mb_xt *x, int alloc)
             __asm__ __volatile__("" : : "r"(p) : "memory");
         }
     }
+    atomic_store_explicit(&x->ring.tail, t, memory_order_release);
+}
+
+/* Binds the calling thread to cpu (nothing for -1). */
+static inline void
+mb_pin(int cpu)
+{
+    cpu_set_t set;
+
+    if (cpu < 0)
+        return;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    if (pthread_setaffinity_np(pthread_self(), sizeof set, &set) != 0)
+        mb_die("pthread_setaffinity_np failed");
+}
+
+/* The first two CPUs this process may run on, in cpu[0] and cpu[1]; 0,
+ * or -1 (both left -1) when it may run on fewer than two. */
+static inline int
+mb_two_cpus(int cpu[2])
+{
+    cpu_set_t set;
+    int k = 0;
+
+    cpu[0] = cpu[1] = -1;
+    if (sched_getaffinity(0, sizeof set, &set) != 0)
+        return -1;
+    for (int c = 0; c < CPU_SETSIZE && k < 2; c++)
+        if (CPU_ISSET(c, &set))
+            cpu[k++] = c;
+    if (k < 2) {
+        cpu[0] = cpu[1] = -1;
+        return -1;
+    }
+    return 0;
 }
 
 /* A thread function running body(x, alloc) and keeping its CPU time in
  * x->field. */
-#define MB_XT_THREAD(name, body, alloc, field)                              \
+#define MB_XT_THREAD(name, body, alloc, field, side)                        \
     static void *name(void *arg)                                          \
     {                                                                     \
         struct mb_xt *x = arg;                                            \
         int64_t c0;                                                       \
+        mb_pin(x->cpu[side]);                                             \
         pthread_barrier_wait(&x->go);                                     \
         c0 = mb_thread_cpu();                                             \
         body(x, alloc);                                                   \
@@ -579,11 +649,11 @@ mb_xt_consume(struct mb_xt *x, int alloc)
         return NULL;                                                      \
     }
 #if MB_PER_OBJECT && MB_THREADS
-MB_XT_THREAD(mb_xt_prod_alloc, mb_xt_produce, 1, prod_cpu)
-MB_XT_THREAD(mb_xt_cons_alloc, mb_xt_consume, 1, cons_cpu)
+MB_XT_THREAD(mb_xt_prod_alloc, mb_xt_produce, 1, prod_cpu, 0)
+MB_XT_THREAD(mb_xt_cons_alloc, mb_xt_consume, 1, cons_cpu, 1)
 #endif
-MB_XT_THREAD(mb_xt_prod_ring, mb_xt_produce, 0, prod_cpu)
-MB_XT_THREAD(mb_xt_cons_ring, mb_xt_consume, 0, cons_cpu)
+MB_XT_THREAD(mb_xt_prod_ring, mb_xt_produce, 0, prod_cpu, 0)
+MB_XT_THREAD(mb_xt_cons_ring, mb_xt_consume, 0, cons_cpu, 1)
 
 /* One run of n objects; *cpu = process CPU over it. */
 static void
@@ -619,19 +689,36 @@ mb_xt_run(struct mb_xt *x, long n, int alloc, int64_t *cpu, int64_t *wall)
 }
 
 static int
-mb_case_xthread(long n, int alloc)
+mb_case_xthread(long n, int alloc, int pin)
 {
     struct mb_xt *x = mb_map(sizeof *x);
     int64_t cpu, wall;
     long warm = n / 10 > MB_WARM ? n / 10 : MB_WARM;
 
     x->buf = mb_map((size_t)2 * MB_RING * MB_OBJ);
+    x->cpu[0] = x->cpu[1] = -1;
+    if (pin)
+        mb_two_cpus(x->cpu);
     mb_xt_run(x, warm, alloc, &cpu, &wall);
     mb_xt_run(x, n, alloc, &cpu, &wall);
-    printf("ns=%.3f prod_ns=%.3f cons_ns=%.3f wall_ns=%.3f n=%ld\n",
+    printf("ns=%.3f prod_ns=%.3f cons_ns=%.3f wall_ns=%.3f pinned=%d n=%ld\n",
            (double)cpu / (double)n, (double)x->prod_cpu / (double)n,
-           (double)x->cons_cpu / (double)n, (double)wall / (double)n, n);
+           (double)x->cons_cpu / (double)n, (double)wall / (double)n,
+           x->cpu[0] >= 0, n);
     return 0;
+}
+
+/* xthread's optional last argument: pin (the default) or nopin. */
+static int
+mb_pin_arg(int argc, char **argv)
+{
+    if (argc == 3)
+        return 1;
+    if (argc == 4 && !strcmp(argv[3], "pin"))
+        return 1;
+    if (argc == 4 && !strcmp(argv[3], "nopin"))
+        return 0;
+    exit(mb_usage());
 }
 
 /* ---- arena ------------------------------------------------------------------ */
@@ -708,7 +795,8 @@ mb_usage(void)
 {
     fprintf(stderr,
             "usage: <driver> cases | lifo N | batch N REPS | mt2 N | "
-            "xthread N | xthread_ring N | arena CYCLES K | trim N%s%s\n"
+            "xthread N [pin|nopin] | xthread_ring N [pin|nopin] | "
+            "arena CYCLES K | trim N%s%s\n"
             "(bench/peers/peer_mempool_common.h says what each times)\n",
             *MB_EXTRA_CASES ? " | " : "", MB_EXTRA_CASES);
     return 2;
@@ -737,11 +825,8 @@ mb_main(int argc, char **argv)
         }
         return mb_usage();
     }
-    if (!strcmp(c, "xthread_ring")) {
-        if (argc != 3)
-            return mb_usage();
-        return mb_case_xthread(mb_arg(argv[2], 1), 0);
-    }
+    if (!strcmp(c, "xthread_ring") && (argc == 3 || argc == 4))
+        return mb_case_xthread(mb_arg(argv[2], 1), 0, mb_pin_arg(argc, argv));
     if (mb_init() != 0)
         mb_die("set-up failed");
 #if MB_PER_OBJECT
@@ -755,8 +840,8 @@ mb_main(int argc, char **argv)
 #if MB_PER_OBJECT && MB_THREADS
     if (!strcmp(c, "mt2") && argc == 3)
         return mb_case_mt2(mb_arg(argv[2], MB_CHUNKS));
-    if (!strcmp(c, "xthread") && argc == 3)
-        return mb_case_xthread(mb_arg(argv[2], 1), 1);
+    if (!strcmp(c, "xthread") && (argc == 3 || argc == 4))
+        return mb_case_xthread(mb_arg(argv[2], 1), 1, mb_pin_arg(argc, argv));
 #endif
 #if MB_ARENA
     if (!strcmp(c, "arena") && argc == 4)
