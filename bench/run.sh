@@ -13,12 +13,12 @@
 # bench/last.txt (next to this script), with one `#` header line saying
 # when, where and how they were taken. `make bench` calls this script.
 #
-# bench_threadpool, bench_pg and bench_http are the exception: drivers
-# shaped like the peer drivers in bench/peers/ (one case, one line), so
-# this script sets the peers up, builds them into DIR/peers, starts the
-# servers (PostgreSQL, nginx) and runs the interleaved rounds itself
-# (tp_bench, pg_bench, http_bench below; bench/README.md lists their lines
-# and knobs).
+# bench_threadpool, bench_pg, bench_http and bench_mempool are the
+# exception: drivers shaped like the peer drivers in bench/peers/ (one
+# case, one line), so this script sets the peers up, builds them into
+# DIR/peers, starts the servers (PostgreSQL, nginx) and runs the
+# interleaved rounds itself (tp_bench, pg_bench, http_bench, mp_bench
+# below; bench/README.md lists their lines and knobs).
 set -euo pipefail
 
 dir=${1:-build/release/bench}
@@ -1079,6 +1079,321 @@ http_bench() {
     return 0
 }
 
+# ---- mempool: poolkit's memory pools against the mallocs, talloc, APR (#14) -
+#
+# bench_mempool is a driver like bench_pg: one case, one run, one line
+# (`bench_mempool --help`; bench/peers/peer_mempool_common.h holds the
+# loops every driver shares and says what each case times). This part
+# sets up and builds the peers (bench/peers/setup.sh mempool, build.sh DIR
+# mempool: one program per malloc, since a malloc that replaces glibc's
+# must own its process; talloc, talloc_pool, APR), checks that each malloc
+# program really runs on its malloc (`<driver> cases` prints
+# malloc_from=), and runs interleaved rounds as tp_rounds does, each run a
+# fresh process. Figures are CPU ns per operation. Cases: lifo, batch,
+# mt2, xthread (with the ring alone, `ring`), arena, stats, debug, trim.
+# MEMPOOL_PEERS=glibc,apr keeps only the named peers. Sizes (override for
+# a quick look):
+MEMPOOL_LIFO_N=${MEMPOOL_LIFO_N:-20000000}       # alloc+free pairs per lifo run
+MEMPOOL_BATCH_N=${MEMPOOL_BATCH_N:-1000000}      # objects per batch
+MEMPOOL_BATCH_REPS=${MEMPOOL_BATCH_REPS:-5}      # timed (warm) batches per run
+MEMPOOL_MT2_N=${MEMPOOL_MT2_N:-10000000}         # pairs per thread, 1 then 2 threads
+MEMPOOL_XTHREAD_N=${MEMPOOL_XTHREAD_N:-5000000}  # objects handed over per run
+MEMPOOL_XTHREAD_PIN=${MEMPOOL_XTHREAD_PIN:-1}    # 1: producer, consumer on two CPUs
+MEMPOOL_ARENA_CYCLES=${MEMPOOL_ARENA_CYCLES:-10000}  # alloc-then-reset cycles per run
+MEMPOOL_ARENA_K=${MEMPOOL_ARENA_K:-1000}         # allocations per cycle
+MEMPOOL_TRIM_N=${MEMPOOL_TRIM_N:-1000000}        # objects (64 MB) per trim run
+MEMPOOL_STATS_N=${MEMPOOL_STATS_N:-20000000}     # pairs per stats run, each side
+MEMPOOL_STATS_EVERY=${MEMPOOL_STATS_EVERY:-1000} # pairs between two stats reads
+MEMPOOL_DEBUG_N=${MEMPOOL_DEBUG_N:-5000000}      # pairs per debug run, each side
+MEMPOOL_TIMEOUT=${MEMPOOL_TIMEOUT:-120}          # seconds one run may take
+# The mallocs: "the best malloc" of a round is the fastest of these.
+MP_MALLOCS="glibc jemalloc tcmalloc tcmalloc_minimal mimalloc"
+
+# mp_args CASE: the arguments of a run of CASE.
+mp_args() {
+    case $1 in
+        lifo) echo "$MEMPOOL_LIFO_N" ;;
+        batch) echo "$MEMPOOL_BATCH_N $MEMPOOL_BATCH_REPS" ;;
+        mt2) echo "$MEMPOOL_MT2_N" ;;
+        xthread | xthread_ring)
+            echo "$MEMPOOL_XTHREAD_N $([ "$MEMPOOL_XTHREAD_PIN" = 0 ] && echo nopin || echo pin)" ;;
+        arena) echo "$MEMPOOL_ARENA_CYCLES $MEMPOOL_ARENA_K" ;;
+        trim) echo "$MEMPOOL_TRIM_N" ;;
+        stats) echo "$MEMPOOL_STATS_N $MEMPOOL_STATS_EVERY" ;;
+        debug) echo "$MEMPOOL_DEBUG_N" ;;
+    esac
+}
+
+# mp_rounds CASE IMPLS...: ROUNDS rounds of CASE, every impl once per
+# round, the order rotated by one each round; `ring` is bench_mempool's
+# xthread_ring. Rows `CASE ROUND IMPL key=value...` (or FAIL) in the data
+# file.
+mp_rounds() {
+    local label=$1 r i k impl rc line
+    shift
+    local impls=("$@")
+    k=${#impls[@]}
+    for ((r = 1; r <= rounds; r++)); do
+        echo "mempool: $label round $r/$rounds (${impls[*]})" >&2
+        for ((i = 0; i < k; i++)); do
+            impl=${impls[(i + r - 1) % k]}
+            rc=$label
+            [ "$impl" = ring ] && rc=xthread_ring
+            # shellcheck disable=SC2046,SC2086
+            if line=$(timeout "$MEMPOOL_TIMEOUT" ${mp_cmd[$impl]} "$rc" $(mp_args "$rc") \
+                    </dev/null 2>"$tpwork/err" | tail -n 1) && [ -n "$line" ]; then
+                echo "$label $r $impl $line" >>"$tpwork/data"
+            else
+                echo "$label $r $impl FAIL exit or timeout (${MEMPOOL_TIMEOUT}s): $(grep . "$tpwork/err" | tail -n 1 | tr -d '\r')" >>"$tpwork/data"
+            fi
+        done
+    done
+}
+
+# mp_best NAME LABEL GOAL: poolkit against the best malloc of each round
+# (the lowest ns among MP_MALLOCS that ran): ratio = best / poolkit per
+# round, median, min, max; best= names the malloc with the lowest median.
+mp_best() {
+    awk -v NAME="$1" -v L="$2" -v GOAL="$3" -v R="$rounds" -v M="$MP_MALLOCS" '
+    function sortv(v, k,   i, j, t) {
+        for (i = 2; i <= k; i++) {
+            t = v[i]
+            for (j = i - 1; j >= 1 && v[j] > t; j--)
+                v[j + 1] = v[j]
+            v[j + 1] = t
+        }
+    }
+    function med(v, k) {
+        sortv(v, k)
+        return k % 2 ? v[(k + 1) / 2] : (v[k / 2] + v[k / 2 + 1]) / 2
+    }
+    function fr(x) { return sprintf(x >= 0.1 ? "%.2f" : "%.3g", x) }
+    BEGIN { nm = split(M, ml, " ") }
+    $1 == L && $4 != "FAIL" && !index($0, " skip=") {
+        for (i = 4; i <= NF; i++)
+            if (index($i, "ns=") == 1) v[$3, $2] = substr($i, 4) + 0
+    }
+    END {
+        k = 0
+        for (r = 1; r <= R; r++) {
+            if (!(("poolkit", r) in v) || v["poolkit", r] <= 0) continue
+            b = -1
+            for (i = 1; i <= nm; i++)
+                if (((ml[i], r) in v) && v[ml[i], r] > 0 && (b < 0 || v[ml[i], r] < b))
+                    b = v[ml[i], r]
+            if (b < 0) continue
+            k++; va[k] = v["poolkit", r]; vb[k] = b; vr[k] = b / va[k]
+        }
+        if (!k) { print NAME " skip=no figures (no malloc peer ran)"; exit }
+        bn = ""
+        for (i = 1; i <= nm; i++) {
+            c = 0
+            for (r = 1; r <= R; r++)
+                if ((ml[i], r) in v) w[++c] = v[ml[i], r]
+            if (c) {
+                m = med(w, c)
+                if (bn == "" || m < bm) { bn = ml[i]; bm = m }
+            }
+            delete w
+        }
+        pm = med(va, k); bmed = med(vb, k); rm = med(vr, k)
+        printf "%s best=%s poolkit_ns_med=%.2f poolkit_ns_min=%.2f poolkit_ns_max=%.2f best_ns_med=%.2f best_ns_min=%.2f best_ns_max=%.2f ratio=%s ratio_min=%s ratio_max=%s goal_ratio=%.2f goal=%s rounds=%d\n",
+            NAME, bn, pm, va[1], va[k], bmed, vb[1], vb[k], fr(rm), fr(vr[1]), fr(vr[k]),
+            GOAL, (rm >= GOAL + 0 ? "met" : "missed"), k
+    }' "$tpwork/data"
+}
+
+# mp_med LABEL IMPL KEY: the median of KEY over the rounds ("" if none).
+mp_med() {
+    local s
+    s=$(tp_stat "$1" "$2" "$3" x '%.3f')
+    s=${s#x_med=}
+    echo "${s%% *}"
+}
+
+# mp_bench PROG WANT: the mempool lines. WANT: ALL or a comma list of
+# cases.
+mp_bench() {
+    local prog=$1 want=$2 line name cmd c p expect from impls peers=() mallocs=()
+    declare -gA mp_cmd=() mp_cases=()
+    : >"$tpwork/data"
+    mp_want() { [ "$want" = ALL ] || [[ ",$want," == *",$1,"* ]]; }
+    mp_can() { [[ ",${mp_cases[$1]:-}," == *",$2,"* ]]; }
+    # The impls that run case $1: poolkit first, then the peers that can.
+    mp_impls() {
+        local q
+        impls=(poolkit)
+        for q in "${peers[@]}"; do
+            mp_can "$q" "$1" && impls+=("$q")
+        done
+    }
+
+    mp_cmd[poolkit]=$prog
+    mp_cmd[ring]=$prog
+    line=$("$prog" cases 2>/dev/null) || line=
+    mp_cases[poolkit]=$(awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^cases=/) print substr($i, 7) }' <<<"$line")
+    if [ -z "${mp_cases[poolkit]}" ]; then
+        tp_line "mempool.bench skip=$prog cases printed nothing"
+        return 1
+    fi
+
+    echo "mempool: peer set-up (bench/peers/setup.sh mempool)" >&2
+    if ! sh "$here/peers/setup.sh" mempool >&2; then
+        echo "bench/run.sh: mempool peer set-up failed or not allowed; peers that cannot build are skipped" >&2
+    fi
+    while IFS= read -r line; do
+        case $line in
+            'SKIP '*:*)
+                name=${line#SKIP }; name=${name%%:*}
+                tp_line "mempool.peer_$name skip=${line#*: }" ;;
+            *) [ -n "$line" ] && echo "$line" >&2 ;;
+        esac
+    done < <(sh "$here/peers/build.sh" "$dir/peers" mempool 2>&1)
+    while read -r name cmd; do
+        [ -n "$name" ] || continue
+        if [ -n "${MEMPOOL_PEERS:-}" ] && [[ ",$MEMPOOL_PEERS," != *",$name,"* ]]; then
+            continue
+        fi
+        # shellcheck disable=SC2086
+        line=$($cmd cases 2>/dev/null) || line=
+        from=$(awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^malloc_from=/) print substr($i, 13) }' <<<"$line")
+        case $name in
+            glibc | talloc | talloc_pool | apr) expect=libc.so ;;
+            tcmalloc) expect=libtcmalloc.so ;;
+            *) expect=$name ;;
+        esac
+        if [[ "$from" != *"$expect"* ]]; then
+            tp_line "mempool.peer_$name skip=malloc comes from ${from:-nowhere known} in $cmd, not $expect"
+            continue
+        fi
+        mp_cmd[$name]=$cmd
+        mp_cases[$name]=$(awk '{ for (i = 1; i <= NF; i++) if ($i ~ /^cases=/) print substr($i, 7) }' <<<"$line")
+        peers+=("$name")
+        [[ " $MP_MALLOCS " == *" $name "* ]] && mallocs+=("$name")
+    done < <(sh "$here/peers/list.sh" "$dir/peers" mempool)
+    echo "mempool: peers: ${peers[*]:-none} (mallocs: ${mallocs[*]:-none})" >&2
+
+    # Goals are issue #14's: ratio = the other's ns / poolkit's, so 2.00
+    # is "poolkit <= 0.5x".
+    for c in lifo batch; do
+        mp_want "$c" || continue
+        mp_impls "$c"
+        mp_rounds "$c" "${impls[@]}"
+        for p in "${impls[@]:1}"; do
+            tp_pair "mempool.${c}_vs_$p" "$c" "$p" ns ns low poolkit_ns \
+                "${p}_ns" '%.2f' '' | tee -a "$tmp"
+        done
+        mp_best "mempool.${c}_vs_best" "$c" "$([ "$c" = lifo ] && echo 2.00 || echo 1.00)" | tee -a "$tmp"
+        if [ "$c" = batch ]; then
+            # Resident bytes per object, from the cold batch; and that
+            # batch's CPU per pair (first touch of the memory included).
+            line="mempool.batch_rss"
+            for p in "${impls[@]}"; do
+                line="$line $(tp_stat batch "$p" bytes_per_obj "${p}_bytes_per_obj" '%.1f')"
+            done
+            local bpo
+            bpo=$(mp_med batch poolkit bytes_per_obj)
+            tp_line "$line goal_bytes=65 goal=$(awk -v b="${bpo:-999}" 'BEGIN { print (b <= 65 ? "met" : "missed") }') n=$MEMPOOL_BATCH_N"
+            line="mempool.batch_cold"
+            for p in "${impls[@]}"; do
+                line="$line $(tp_stat batch "$p" cold_ns "${p}_cold_ns" '%.2f')"
+            done
+            tp_line "$line n=$MEMPOOL_BATCH_N"
+        fi
+    done
+
+    if mp_want mt2; then
+        mp_impls mt2
+        mp_rounds mt2 "${impls[@]}"
+        # poolkit's two-thread figure against its own one-thread figure of
+        # the same run: goal <= 1.1x (ratio >= 1/1.1).
+        line=$(tp_pair mempool.mt2_vs_1t mt2 poolkit ns ns_1t low poolkit_2t_ns \
+            poolkit_1t_ns '%.2f' 0.909)
+        [ "${line#* skip=}" = "$line" ] &&
+            line="$line $(tp_stat mt2 poolkit mops_1t poolkit_mops_1t '%.0f') $(tp_stat mt2 poolkit mops_2t poolkit_mops_2t '%.0f')"
+        tp_line "$line"
+        for p in "${impls[@]:1}"; do
+            tp_pair "mempool.mt2_vs_$p" mt2 "$p" ns ns low poolkit_ns "${p}_ns" \
+                '%.2f' '' | tee -a "$tmp"
+        done
+        for p in "${impls[@]:1}"; do
+            tp_pair "mempool.mt2_${p}_vs_1t" mt2 "$p" ns ns_1t low "${p}_2t_ns" \
+                "${p}_1t_ns" '%.2f' '' "$p" | tee -a "$tmp"
+        done
+    fi
+
+    if mp_want xthread; then
+        mp_impls xthread
+        mp_rounds xthread "${impls[@]}" ring
+        for p in "${impls[@]:1}"; do
+            tp_pair "mempool.xthread_vs_$p" xthread "$p" ns ns low poolkit_ns \
+                "${p}_ns" '%.2f' '' | tee -a "$tmp"
+        done
+        # Goal <= 0.6x the best malloc (ratio >= 1/0.6); ring_ns: the
+        # queue alone, inside every figure.
+        line=$(mp_best mempool.xthread_vs_best xthread 1.667)
+        [ "${line#* skip=}" = "$line" ] &&
+            line="$line $(tp_stat xthread ring ns ring_ns '%.2f') pinned=$(mp_med xthread poolkit pinned | cut -d. -f1)"
+        tp_line "$line"
+    fi
+
+    if mp_want arena; then
+        mp_impls arena
+        mp_rounds arena "${impls[@]}"
+        if [ "${#impls[@]}" -eq 1 ]; then
+            tp_line "mempool.arena_vs_apr skip=no arena peer (APR, talloc) built"
+        fi
+        for p in "${impls[@]:1}"; do
+            tp_pair "mempool.arena_vs_$p" arena "$p" ns ns low poolkit_ns \
+                "${p}_ns" '%.2f' "$([ "$p" = apr ] && echo 2.00)" | tee -a "$tmp"
+        done
+    fi
+
+    if mp_want stats; then
+        mp_rounds stats poolkit
+        # lifo with a pk_mempool_stats_get every MEMPOOL_STATS_EVERY
+        # pairs against plain lifo, same run: goal <= 10% (ratio >= 1/1.1).
+        line=$(tp_pair mempool.stats_cost stats poolkit ns_stats ns_plain low \
+            poolkit_stats_ns poolkit_plain_ns '%.2f' 0.909)
+        [ "${line#* skip=}" = "$line" ] &&
+            line="$line $(tp_stat stats poolkit stats_get_ns stats_get_ns '%.0f') every=$MEMPOOL_STATS_EVERY"
+        tp_line "$line"
+    fi
+
+    if mp_want debug; then
+        mp_rounds debug poolkit
+        # Debug pool against release pool, same run: goal <= 10x.
+        tp_pair mempool.debug_cost debug poolkit ns_debug ns_release low \
+            poolkit_debug_ns poolkit_release_ns '%.2f' 0.10 | tee -a "$tmp"
+    fi
+
+    if mp_want trim; then
+        mp_impls trim
+        mp_rounds trim "${impls[@]}"
+        local fail ret floor
+        fail=$(awk '$1 == "trim" && $3 == "poolkit" && $4 == "FAIL" { print substr($0, index($0, "FAIL") + 5); exit }' "$tpwork/data")
+        if [ -n "$fail" ]; then
+            tp_line "mempool.trim skip=bench_mempool trim failed: $fail"
+        else
+            # Resident kB above the size before the allocs, after
+            # pk_mempool_trim: goal <= the floor (min_idle slabs) + 1 MB.
+            ret=$(mp_med trim poolkit trim_retained_kb)
+            floor=$(mp_med trim poolkit floor_kb)
+            tp_line "mempool.trim $(tp_stat trim poolkit trim_retained_kb poolkit_trim_retained_kb '%.0f') $(tp_stat trim poolkit free_retained_kb poolkit_free_retained_kb '%.0f') $(tp_stat trim poolkit full_kb poolkit_full_kb '%.0f') $(tp_stat trim poolkit base_kb poolkit_base_kb '%.0f') floor_kb=${floor%.*} goal_kb=$(( ${floor%.*} + 1024 )) goal=$(awk -v r="${ret:-1e9}" -v f="${floor:-0}" 'BEGIN { print (r <= f + 1024 ? "met" : "missed") }') $(tp_stat trim poolkit trim_ms poolkit_trim_ms '%.2f') $(tp_stat trim poolkit pool_resident_kb_free pool_resident_kb_free '%.0f') $(tp_stat trim poolkit pool_resident_kb_trim pool_resident_kb_trim '%.0f') $(tp_stat trim poolkit pool_mapped_trim pool_slabs_mapped_trim '%.0f') $(tp_stat trim poolkit pool_slabs pool_slabs '%.0f') n=$MEMPOOL_TRIM_N"
+        fi
+        for p in "${impls[@]:1}"; do
+            fail=$(awk -v P="$p" '$1 == "trim" && $3 == P && $4 == "FAIL" { print substr($0, index($0, "FAIL") + 5); exit }' "$tpwork/data")
+            if [ -n "$fail" ]; then
+                tp_line "mempool.trim_vs_$p skip=$p failed: $fail"
+                continue
+            fi
+            # No ratio: a retained size near 0 makes one meaningless.
+            tp_line "mempool.trim_vs_$p $(tp_stat trim poolkit trim_retained_kb poolkit_trim_retained_kb '%.0f') $(tp_stat trim "$p" free_retained_kb "${p}_free_retained_kb" '%.0f') $(tp_stat trim "$p" trim_retained_kb "${p}_trim_retained_kb" '%.0f') $(tp_stat trim "$p" trim_ms "${p}_trim_ms" '%.2f') ${p}_trim_call=$(awk -v P="$p" '$1 == "trim" && $3 == P { for (i = 4; i <= NF; i++) if ($i ~ /^trim_call=/) { print substr($i, 11); exit } }' "$tpwork/data") n=$MEMPOOL_TRIM_N"
+        done
+    fi
+    return 0
+}
+
 tmp=$(mktemp "${TMPDIR:-/tmp}/pk-bench.XXXXXX")
 tpwork=$(mktemp -d "${TMPDIR:-/tmp}/pk-bench-tp.XXXXXX")
 trap 'pg_cleanup; http_cleanup; rm -f "$tmp"; rm -rf "$tpwork"' EXIT
@@ -1108,6 +1423,15 @@ for prog in "${progs[@]}"; do
             http_bench "$prog" ALL || status=1
         else
             http_bench "$prog" "${want_cases[$mod]}" || status=1
+        fi
+        continue
+    fi
+    if [ "$mod" = mempool ]; then
+        # A driver too, with peers of its own (mp_bench).
+        if [ "$want_all" = 1 ]; then
+            mp_bench "$prog" ALL || status=1
+        else
+            mp_bench "$prog" "${want_cases[$mod]}" || status=1
         fi
         continue
     fi

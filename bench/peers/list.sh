@@ -1,15 +1,23 @@
 #!/bin/sh
-# bench/peers/list.sh OUTDIR [threadpool|pg|http] - one line per peer of
-# the set (default threadpool) that build.sh built:
+# bench/peers/list.sh OUTDIR [threadpool|pg|http|mempool] - one line per
+# peer of the set (default threadpool) that build.sh built:
 #   <peer-name> <command prefix>
 # A runner appends `<case> <n>` to the prefix (see peer_common.h for the
 # CLI), for pg the case and its arguments (peer_pg_common.h), for http
-# `<url> <threads> <warm_ms> <ms> [ca_file]` (peer_http_curl.c). Paths
-# are absolute, so the commands work from any directory.
+# `<url> <threads> <warm_ms> <ms> [ca_file]` (peer_http_curl.c), for
+# mempool the case and its arguments (peer_mempool_common.h). Paths are
+# absolute, so the commands work from any directory.
 set -u
-[ $# -eq 1 ] || [ $# -eq 2 ] || { echo "usage: $0 OUTDIR [threadpool|pg|http]" >&2; exit 2; }
+[ $# -eq 1 ] || [ $# -eq 2 ] || { echo "usage: $0 OUTDIR [threadpool|pg|http|mempool]" >&2; exit 2; }
 src=$(cd "$(dirname "$0")" && pwd)
 out=$(cd "$1" 2>/dev/null && pwd) || { echo "list.sh: no directory $1" >&2; exit 2; }
+
+if [ "${2:-threadpool}" = mempool ]; then
+    for p in glibc jemalloc tcmalloc tcmalloc_minimal mimalloc talloc talloc_pool apr; do
+        [ -x "$out/peer_mempool_$p" ] && echo "$p $out/peer_mempool_$p"
+    done
+    exit 0
+fi
 
 if [ "${2:-threadpool}" = http ]; then
     if [ -x "$out/peer_http_curl" ]; then
