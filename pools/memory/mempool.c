@@ -158,6 +158,24 @@ free_handle(void *user)
     pk__free(user);
 }
 
+/* For the inline free's index check (mempool.h): stride = odd << rot,
+ * and inv * odd == 1 modulo 2^64 (Newton's iteration: each step doubles
+ * the bits that are right, and odd * odd == 1 modulo 8 to start). Then
+ * for x = obj - slab - first, rotr(x * inv, rot) is x / stride when
+ * stride divides x, and more than 2^64 / stride when it does not (Hacker's
+ * Delight, 10-17), so one compare with nobjs checks both. */
+static void
+stride_inverse(size_t stride, uint64_t *inv, unsigned *rot)
+{
+    unsigned k = (unsigned)__builtin_ctzll(stride);
+    uint64_t odd = (uint64_t)stride >> k, x = odd;
+
+    for (int i = 0; i < 5; i++)
+        x *= 2 - odd * x;
+    *inv = x;
+    *rot = k;
+}
+
 static void
 configure(struct pk_mempool *mp, const pk_mempool_options *o,
           const struct geom *g)
@@ -173,6 +191,7 @@ configure(struct pk_mempool *mp, const pk_mempool_options *o,
     mp->stride_shift = 0;
     if (pow2(g->stride))
         mp->stride_shift = (unsigned)__builtin_ctzll(g->stride);
+    stride_inverse(g->stride, &mp->stride_inv, &mp->stride_rot);
     mp->max_slabs = g->max_slabs;
     mp->min_idle = o->min_idle;
     mp->max_bytes = o->max_bytes;
@@ -185,6 +204,7 @@ configure(struct pk_mempool *mp, const pk_mempool_options *o,
     mp->user = o->user;
     mp->event = o->event;
     mp->event_user = o->event_user;
+    mp->plain = !(o->flags & PK_MEMPOOL_ZERO) && !o->on_alloc && !o->on_free;
     pk__lock_init(&mp->lock, PK__RANK_MEMPOOL); /* a leaf (mp_int.h) */
 }
 
@@ -300,10 +320,13 @@ check(const struct pk_mempool *mp)
 }
 
 int
-pk_mempool_alloc(pk_mempool *mp, void **out, int timeout_ms)
+pk_mempool_alloc_at(pk_mempool *mp, void **out, int timeout_ms,
+                    const char *file, int line)
 {
     int rc;
 
+    (void)file;
+    (void)line;
     if (!out)
         return PK_EINVAL;
     *out = NULL;
@@ -325,7 +348,13 @@ pk_mempool_alloc(pk_mempool *mp, void **out, int timeout_ms)
 }
 
 int
-pk_mempool_free(pk_mempool *mp, void *obj)
+(pk_mempool_alloc)(pk_mempool *mp, void **out, int timeout_ms)
+{
+    return pk_mempool_alloc_at(mp, out, timeout_ms, NULL, 0);
+}
+
+int
+(pk_mempool_free)(pk_mempool *mp, void *obj)
 {
     if (!mp || !obj || mp->magic != PK__MP_MAGIC ||
         pk__mp_index(mp, obj) == (size_t)-1)

@@ -26,16 +26,15 @@
 #include "executor_int.h" /* lib/kit: locks, fork counter, alloc seam, log */
 
 #define PK__MP_MAGIC 0x6d656d70u            /* "memp" */
-#define PK__MP_SLAB_MAGIC 0x736c6162706b6d70ull /* at each slab's start */
 
 /* ---- a slab (slab.c) ---------------------------------------------------- */
 
 /* The first bytes of every mapping: how a freed pointer finds its slab
  * (the mapping is aligned to its size, so the header is the pointer
- * rounded down to slab_size). Written once when the slab is mapped. */
+ * rounded down to slab_size). Written once when the slab is mapped. The
+ * tag (magic, pool) is ABI: the inline free reads it (mempool.h). */
 struct mp_slab_head {
-    uint64_t magic;                 /* PK__MP_SLAB_MAGIC */
-    const struct pk_mempool *mp;    /* the pool it belongs to */
+    struct pk_mempool_slab_tag tag; /* PK_MEMPOOL_SLAB_MAGIC, the pool */
     struct mp_slab *slab;           /* its descriptor */
 };
 
@@ -73,21 +72,22 @@ int pk__mp_slab_put(struct mp_slab *s, void *obj);
 
 enum { PK__MPC_LIVE = 0, PK__MPC_FLUSHING = 1, PK__MPC_DEAD = 2 };
 
-/* One thread's cache of one pool. The owner thread alone reads and
- * writes n, objs and its list link, without a lock. state says who else
- * may touch it: LIVE, the owner uses it; FLUSHING, the owner is giving it
- * back at thread exit (destroy waits for that); DEAD, the pool is gone
- * (destroy took it over) and the owner only frees it. */
+/* One thread's cache of one pool. pub is what the inline path sees
+ * (mempool.h: ABI); its objs point at store. The owner thread alone
+ * reads and writes pub's n and objs and the list link, without a lock;
+ * pub.fast is also cleared by destroy, and pub.allocs and frees are read
+ * by stats (both relaxed atomics). state says who else may touch it:
+ * LIVE, the owner uses it; FLUSHING, the owner is giving it back at
+ * thread exit (destroy waits for that); DEAD, the pool is gone (destroy
+ * took it over) and the owner only frees it. */
 struct mp_cache {
+    struct pk_mempool_tcache pub;
     struct mp_cache *next;        /* the owner's list */
     struct pk_mempool *mp;        /* never dereferenced unless LIVE */
     unsigned epoch;               /* the fork epoch it was made in */
     _Atomic int state;            /* acquire/release: see cache.c */
     struct mp_cache *pnext, *pprev; /* the pool's list, under mp->lock */
-    _Atomic uint64_t allocs;      /* owner stores, stats read: relaxed */
-    _Atomic uint64_t frees;
-    uint32_t n, cap;
-    void *objs[];
+    void *store[];
 };
 
 /* ---- the pool ------------------------------------------------------------- */
@@ -100,6 +100,11 @@ struct pk_mempool {
     size_t obj_size, stride, slab_size, first, nobjs, nwords;
     uintptr_t slab_mask;          /* ~(slab_size - 1) */
     unsigned stride_shift;        /* log2(stride) when a power of two */
+    uint64_t stride_inv;          /* the inline free's index check: the */
+    unsigned stride_rot;          /* inverse of stride's odd part, and
+                                     stride's power of two (mempool.h) */
+    bool plain;                   /* no hooks, no zeroing: the inline
+                                     path may serve it */
     size_t max_slabs, min_idle, max_bytes;
     uint32_t cache_cap;           /* 0: no caches */
     unsigned flags;
@@ -112,14 +117,21 @@ struct pk_mempool {
     void *event_user;
     pk_pool *core;                /* slabs */
 
+    /* Allocs waiting at the budget. Written under lock; a free reads it
+     * without (relaxed; the inline one too, through its cache's pointer)
+     * and then takes the slow path, so the waiter sees the object come
+     * back; a free that misses a new waiter leaves the object in its
+     * cache (the waiter may time out: documented). A plain uint32_t for
+     * the inline path (__atomic builtins), on a line of its own: every
+     * free on every thread reads it, and the lock next to it would make
+     * that read miss. */
+    char pad0[64];
+    uint32_t waiters;
+    char pad1[64];
+
     pk__lock lock;
     pk__cv cv;                    /* allocs at the budget; destroy
                                      waiting for a thread-exit flush */
-    /* Allocs waiting at the budget. Written under lock; a free reads it
-     * without (relaxed) and then takes the slow path, so the waiter sees
-     * the object come back; a free that misses a new waiter leaves the
-     * object in its cache (the waiter may time out: documented). */
-    _Atomic uint32_t waiters;
 
     /* depot.c's, under lock. */
     struct mp_slab *held;         /* every slab the depot holds */
@@ -153,7 +165,8 @@ pk__mp_index(const struct pk_mempool *mp, const void *obj)
     const struct mp_slab_head *h = pk__mp_head_of(mp, obj);
     size_t off = (size_t)((uintptr_t)obj - (uintptr_t)h), i;
 
-    if (h->magic != PK__MP_SLAB_MAGIC || h->mp != mp || off < mp->first)
+    if (h->tag.magic != PK_MEMPOOL_SLAB_MAGIC || h->tag.pool != mp ||
+        off < mp->first)
         return (size_t)-1;
     off -= mp->first;
     if (mp->stride_shift) {
@@ -166,6 +179,13 @@ pk__mp_index(const struct pk_mempool *mp, const void *obj)
         i = off / mp->stride;
     }
     return i < mp->nobjs ? i : (size_t)-1;
+}
+
+/* mp->waiters, read and written with relaxed __atomic builtins. */
+static inline uint32_t
+pk__mp_waiters(const struct pk_mempool *mp)
+{
+    return __atomic_load_n(&mp->waiters, __ATOMIC_RELAXED);
 }
 
 static inline bool

@@ -96,8 +96,8 @@ pk__mp_slab_create(void *user, void **res, pk_error *err)
                             e);
     }
     h = (struct mp_slab_head *)s->base;
-    h->magic = PK__MP_SLAB_MAGIC;
-    h->mp = mp;
+    h->tag.magic = PK_MEMPOOL_SLAB_MAGIC;
+    h->tag.pool = mp;
     h->slab = s;
     s->mp = mp;
     if (mp->flags & PK_MEMPOOL_PREFAULT)
