@@ -73,8 +73,37 @@ enum pk_mempool_flags {
     PK_MEMPOOL_PREFAULT = 1u << 1,
     /* Never start the core's maintenance thread: the embedder calls
      * pk_mempool_maintain() (PK_POOL_MANUAL_MAINTENANCE). */
-    PK_MEMPOOL_MANUAL_MAINTENANCE = 1u << 2
+    PK_MEMPOOL_MANUAL_MAINTENANCE = 1u << 2,
+    /* The debug mode, for tests and for hunting a bug in a release
+     * build (one build serves both). Every pk_mempool_free is checked
+     * against a registry of the pool's slabs before anything of the slab
+     * is read, so a pointer from elsewhere (malloc's, another pool's, an
+     * unmapped slab's), a pointer into an object or a slab's header, and
+     * an object freed twice are all found: each is reported (the event
+     * hook: PK_EVENT_CHECK_FAILED, ev.resource the pointer, ev.file and
+     * ev.line the object's alloc site when it has one, ev.error PK_EINVAL
+     * and a message; with no hook, a stderr line) and the free returns
+     * PK_EINVAL, changing nothing. A freed object is filled with
+     * PK_MEMPOOL_POISON (not with a ctor: a constructed object keeps its
+     * bytes), poisoned for AddressSanitizer when the library is built
+     * with it (a use after free is then reported at the faulting access)
+     * and handed back to Valgrind as freed when <valgrind/memcheck.h> was
+     * there at build time (VALGRIND_MEMPOOL_ALLOC/FREE); an alloc that
+     * finds a poison byte changed reports the write after free
+     * (PK_EVENT_CHECK_FAILED, PK_ECHECK) and hands the object out.
+     * Each object's alloc site (the pk_mempool_alloc macro's __FILE__ and
+     * __LINE__) is kept, and destroy reports the objects still out by
+     * site (one PK_EVENT_LEASE_OUT_AT_CLOSE per site, ev.file and
+     * ev.line, up to 64 sites and one for the rest). Costs: no inline
+     * path, a lock per free, 16 bytes per object beside the slab. In a
+     * child after fork() the checks are off (the lock may be held by a
+     * thread the child does not have). */
+    PK_MEMPOOL_DEBUG = 1u << 3
 };
+
+/* The byte a freed object is filled with in debug mode (as the Linux
+ * kernel's slab poison). */
+#define PK_MEMPOOL_POISON 0x6b
 
 /* Zero in any field means its documented default; (pk_mempool_options){
  * .object_size = 64 } is complete. Read by pk_mempool_create only. */
@@ -184,9 +213,11 @@ PK_API int (pk_mempool_alloc)(pk_mempool *mp, void **out, int timeout_ms);
  * be read out of bounds there: pass only pointers of some pk_mempool);
  * an object freed twice is found when it reaches its slab, reported (a
  * stderr line) and dropped.
+ * With PK_MEMPOOL_DEBUG every bad pointer and every double free is
+ * found before anything is read, reported and refused (PK_EINVAL).
  * Returns: 0, PK_EINVAL (NULL, or obj is not an object of mp: nothing
- * happens). In a child after fork(): 0 for an inherited object, which is
- * forgotten.
+ * happens; debug mode: also an object freed twice). In a child after
+ * fork(): 0 for an inherited object, which is forgotten.
  * Owner: takes obj. Threads: safe; on_free runs on this thread.
  *
  * pk_mempool_free is a macro too: for a plain pool it puts obj into this
@@ -223,7 +254,8 @@ typedef struct pk_mempool_stats {
     uint64_t slabs_unmapped; /* slabs ever unmapped */
     uint64_t waits;        /* allocs that waited at the budget */
     uint64_t timeouts;     /* of which gave up (PK_ETIMEDOUT, PK_EAGAIN) */
-    uint64_t double_frees; /* objects freed twice, found and dropped */
+    uint64_t double_frees; /* objects freed twice, found and dropped (in
+                              debug mode: found and refused) */
     /* The geometry the options gave. */
     size_t object_size;
     size_t stride;         /* bytes from one object to the next */
@@ -231,6 +263,8 @@ typedef struct pk_mempool_stats {
     size_t objects_per_slab;
     size_t max_bytes;      /* the budget, 0 = none */
     size_t cache_size;     /* per thread, 0 = no cache */
+    uint64_t bad_frees;    /* debug mode: frees of pointers that were no
+                              object of the pool, found and refused */
 } pk_mempool_stats;
 
 /* Fills *out. The per-thread counts are summed as they are: a snapshot
@@ -240,7 +274,8 @@ PK_API int pk_mempool_stats_get(pk_mempool *mp, pk_mempool_stats *out);
 
 /* Frees the pool and all its memory, objects still out included (their
  * pointers dangle after it; dtor runs on them with the rest). Objects
- * still out are reported once: to the event hook as
+ * still out are reported once (in debug mode, by alloc site first: see
+ * PK_MEMPOOL_DEBUG): to the event hook as
  * PK_EVENT_LEASE_OUT_AT_CLOSE (ev.error's message: "3 objects still out
  * (192 bytes) at pk_mempool_destroy"), or with no hook as one stderr
  * line (POOLKIT_LOG=off silences it). Other threads' caches of the pool

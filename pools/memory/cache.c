@@ -55,7 +55,9 @@
 
 static pthread_key_t key;
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
-static bool key_ok;
+/* Set once in key_init (release); read by threads that may not have run
+ * the pthread_once themselves (acquire: then key is made). */
+static _Atomic bool key_ok;
 
 static _Thread_local struct mp_cache *tls_head;
 /* The last cache used (mempool.h: the inline path reads it). */
@@ -152,11 +154,19 @@ forked_child(void)
 static void
 key_init(void)
 {
-    key_ok = pthread_key_create(&key, thread_exit) == 0;
-    if (key_ok && pthread_atfork(NULL, NULL, forked_child) != 0) {
+    bool ok = pthread_key_create(&key, thread_exit) == 0;
+
+    if (ok && pthread_atfork(NULL, NULL, forked_child) != 0) {
         pthread_key_delete(key); /* no caches rather than unsafe ones */
-        key_ok = false;
+        ok = false;
     }
+    atomic_store_explicit(&key_ok, ok, memory_order_release);
+}
+
+static bool
+have_key(void)
+{
+    return atomic_load_explicit(&key_ok, memory_order_acquire);
 }
 
 /* ---- finding a thread's cache -------------------------------------------- */
@@ -214,7 +224,7 @@ make(struct pk_mempool *mp)
     struct mp_cache *c;
 
     pthread_once(&key_once, key_init);
-    if (!key_ok)
+    if (!have_key())
         return NULL;
     c = pk__alloc(sizeof *c + mp->cache_cap * sizeof c->store[0]);
     if (!c)
@@ -254,7 +264,7 @@ cache_of(struct pk_mempool *mp, bool create)
     if (!c && create)
         c = make(mp);
     /* The key holds the list's head, for thread_exit. */
-    if (key_ok && pthread_getspecific(key) != tls_head)
+    if (have_key() && pthread_getspecific(key) != tls_head)
         pthread_setspecific(key, tls_head); /* can't fail: set before */
     if (c)
         set_last(c);
@@ -372,7 +382,7 @@ pk__mp_cache_detach_all(struct pk_mempool *mp)
     }
     pk__lock_release(&mp->lock);
     reap(); /* this thread's own cache of mp, now DEAD */
-    if (key_ok && pthread_getspecific(key) != tls_head)
+    if (have_key() && pthread_getspecific(key) != tls_head)
         pthread_setspecific(key, tls_head);
     return cached;
 }

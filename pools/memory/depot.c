@@ -286,6 +286,7 @@ pk__mp_depot_stats(struct pk_mempool *mp, pk_mempool_stats *o)
     o->waits = mp->waits;
     o->timeouts = mp->timeouts;
     o->double_frees = mp->double_frees;
+    o->bad_frees = mp->bad_frees; /* debug.c's */
     pk__lock_release(&mp->lock);
     if (pk_pool_stats_get(mp->core, &st) == 0) {
         o->slabs = st.size - st.creating;

@@ -1,6 +1,9 @@
 /* pools/memory/mp_int.h - the object pool's internals, shared by its
  * files. Bottom up, each file calling only the ones above it:
  *
+ *   debug.c    the debug mode (PK_MEMPOOL_DEBUG): the registry of the
+ *              pool's slabs, each object's state and site, poisoning,
+ *              the reports of bad frees and of leaks at destroy
  *   slab.c     one slab: its mapping, its free bitmap, ctor and dtor
  *              (the core's create, destroy and forget_in_child hooks)
  *   depot.c    the slabs the pool holds from the core: which have room,
@@ -27,6 +30,44 @@
 
 #define PK__MP_MAGIC 0x6d656d70u            /* "memp" */
 
+/* ---- debug mode (debug.c) ------------------------------------------------ */
+
+struct mp_slab;
+
+/* The slab's per-object records, and the slab into the registry (the
+ * core's create hook, after the mapping). Returns 0 or PK_ENOMEM. Lock not
+ * held. */
+int pk__mp_dbg_slab_made(struct pk_mempool *mp, struct mp_slab *s);
+
+/* The slab out of the registry, its poison lifted, its records freed (the
+ * core's destroy hook, before dtor and unmap). Lock not held. */
+void pk__mp_dbg_slab_unmade(struct pk_mempool *mp, struct mp_slab *s);
+
+/* In a child after fork(), before the unmap: the poison lifted, nothing
+ * else (async-signal-safe). */
+void pk__mp_dbg_slab_forget(struct pk_mempool *mp, struct mp_slab *s);
+
+/* Whether obj may be freed: an allocated object of a slab of mp, then
+ * marked freed; otherwise reported, and PK_EINVAL. Lock not held. */
+int pk__mp_dbg_free_check(struct pk_mempool *mp, void *obj);
+
+/* A freed object's poisoning (bytes, ASan, Valgrind). */
+void pk__mp_dbg_poison(struct pk_mempool *mp, void *obj);
+
+/* An object handed out: unpoisoned, marked allocated at file:line, and
+ * reported if written after its free. */
+void pk__mp_dbg_alloc(struct pk_mempool *mp, void *obj, const char *file,
+                      int line);
+
+/* The pool's start and end in debug mode (Valgrind's mempool; the
+ * registry's memory, freed with the handle). */
+void pk__mp_dbg_create(struct pk_mempool *mp);
+void pk__mp_dbg_free_handle(struct pk_mempool *mp);
+
+/* At destroy, caches taken over: reports the objects still allocated by
+ * site. Returns how many. */
+uint64_t pk__mp_dbg_leaks(struct pk_mempool *mp);
+
 /* ---- a slab (slab.c) ---------------------------------------------------- */
 
 /* The first bytes of every mapping: how a freed pointer finds its slab
@@ -36,6 +77,14 @@
 struct mp_slab_head {
     struct pk_mempool_slab_tag tag; /* PK_MEMPOOL_SLAB_MAGIC, the pool */
     struct mp_slab *slab;           /* its descriptor */
+};
+
+/* Debug mode: one object's state (debug.c: FRESH, ALLOCATED, FREED) and
+ * the site of its last alloc; relaxed __atomic builtins. */
+struct mp_obj_dbg {
+    const char *file;
+    int line;
+    unsigned char state;
 };
 
 /* A slab's descriptor, kept beside the mapping (pk__alloc) so that free
@@ -52,6 +101,7 @@ struct mp_slab {
     size_t nfree;               /* objects back in the slab (bit set) */
     size_t hint;                /* no set bit in words below this one */
     size_t nwords;
+    struct mp_obj_dbg *dbg;     /* debug mode: nobjs of them, else NULL */
     uint64_t bits[];            /* bit i set: object i is in the slab */
 };
 
@@ -103,8 +153,12 @@ struct pk_mempool {
     uint64_t stride_inv;          /* the inline free's index check: the */
     unsigned stride_rot;          /* inverse of stride's odd part, and
                                      stride's power of two (mempool.h) */
-    bool plain;                   /* no hooks, no zeroing: the inline
-                                     path may serve it */
+    bool plain;                   /* no hooks, no zeroing, no debug:
+                                     the inline path may serve it */
+    bool debug;                   /* PK_MEMPOOL_DEBUG */
+    bool poison_bytes;            /* debug and no ctor: fill freed
+                                     objects with PK_MEMPOOL_POISON */
+    unsigned slab_shift;          /* log2(slab_size) */
     size_t max_slabs, min_idle, max_bytes;
     uint32_t cache_cap;           /* 0: no caches */
     unsigned flags;
@@ -139,6 +193,13 @@ struct pk_mempool {
     size_t nheld, npending;       /* held; core acquires under way */
     uint64_t out, peak;           /* objects out of slabs, its peak */
     uint64_t waits, timeouts, double_frees;
+
+    /* debug.c's, under lock: the registry (a hash set of every slab
+     * mapped, linear probing, reg_cap a power of two or 0), and the frees
+     * of pointers that were no object of the pool. */
+    struct mp_slab **reg;
+    size_t reg_cap, reg_n;
+    uint64_t bad_frees;
 
     /* cache.c's: the caches of this pool (under lock), the counts of
      * caches gone and of calls made without a cache (atomic). */

@@ -215,18 +215,18 @@ reuse_thread(void *arg)
 
     /* Leaves this thread's cache of A full of A's objects, and A's
      * cache its last used. */
-    r->rc_a = pk_mempool_alloc(r->a, &p, 0);
+    r->rc_a = pk_mempool_alloc(r->a, &p, PK_WAIT_FOREVER);
     if (r->rc_a == 0)
         r->rc_a = pk_mempool_free(r->a, p);
     set_step(r, 1);
     wait_step(r, 2);
-    r->rc_b = pk_mempool_alloc(r->b, &r->obj, 0);
+    r->rc_b = pk_mempool_alloc(r->b, &r->obj, PK_WAIT_FOREVER);
     if (r->rc_b == 0) {
         /* An object of B: the function's check (its slab's tag) says so,
          * and it is writable (A's slabs are unmapped). */
         memset(r->obj, 0x5a, 64);
         r->rc_free_fn = (pk_mempool_free)(r->b, r->obj);
-        r->rc_free = pk_mempool_alloc(r->b, &p, 0);
+        r->rc_free = pk_mempool_alloc(r->b, &p, PK_WAIT_FOREVER);
         if (r->rc_free == 0)
             r->rc_free = pk_mempool_free(r->b, p);
     }
@@ -350,7 +350,7 @@ spin(void *arg)
 
     for (int i = 0; i < s->n; i++) {
         for (int j = 0; j < 4; j++)
-            if (pk_mempool_alloc(s->mp, &p[j], 0) != 0)
+            if (pk_mempool_alloc(s->mp, &p[j], PK_WAIT_FOREVER) != 0)
                 s->bad++;
         for (int j = 0; j < 4; j++)
             if (pk_mempool_free(s->mp, p[j]) != 0)
