@@ -32,8 +32,15 @@
  * every other call on an inherited pool returns PK_EFORKED. A child that
  * wants objects makes a pool of its own.
  *
- * ABI: the structs here are the options and the stats, and nothing of a
- * pool's layout: the fast path is out of line. */
+ * ABI: besides the options and the stats, the structs of the inline fast
+ * path (struct pk_mempool_tcache, struct pk_mempool_slab_tag and struct
+ * pk_arena_bump, at the end of this header) are compiled into programs:
+ * their layout is part of the ABI, and a change to it bumps the soname's
+ * major. Define PK_MEMPOOL_NO_INLINE before including this header to call
+ * the library for everything (nothing of those structs is then compiled
+ * into the program). The inline path reads an initial-exec thread-local
+ * that libpoolkit.so exports (8 bytes of static TLS: dlopen of the
+ * library works within the C library's reserve for that). */
 #ifndef POOLKIT_MEMPOOL_H
 #define POOLKIT_MEMPOOL_H
 
@@ -66,8 +73,37 @@ enum pk_mempool_flags {
     PK_MEMPOOL_PREFAULT = 1u << 1,
     /* Never start the core's maintenance thread: the embedder calls
      * pk_mempool_maintain() (PK_POOL_MANUAL_MAINTENANCE). */
-    PK_MEMPOOL_MANUAL_MAINTENANCE = 1u << 2
+    PK_MEMPOOL_MANUAL_MAINTENANCE = 1u << 2,
+    /* The debug mode, for tests and for hunting a bug in a release
+     * build (one build serves both). Every pk_mempool_free is checked
+     * against a registry of the pool's slabs before anything of the slab
+     * is read, so a pointer from elsewhere (malloc's, another pool's, an
+     * unmapped slab's), a pointer into an object or a slab's header, and
+     * an object freed twice are all found: each is reported (the event
+     * hook: PK_EVENT_CHECK_FAILED, ev.resource the pointer, ev.file and
+     * ev.line the object's alloc site when it has one, ev.error PK_EINVAL
+     * and a message; with no hook, a stderr line) and the free returns
+     * PK_EINVAL, changing nothing. A freed object is filled with
+     * PK_MEMPOOL_POISON (not with a ctor: a constructed object keeps its
+     * bytes), poisoned for AddressSanitizer when the library is built
+     * with it (a use after free is then reported at the faulting access)
+     * and handed back to Valgrind as freed when <valgrind/memcheck.h> was
+     * there at build time (VALGRIND_MEMPOOL_ALLOC/FREE); an alloc that
+     * finds a poison byte changed reports the write after free
+     * (PK_EVENT_CHECK_FAILED, PK_ECHECK) and hands the object out.
+     * Each object's alloc site (the pk_mempool_alloc macro's __FILE__ and
+     * __LINE__) is kept, and destroy reports the objects still out by
+     * site (one PK_EVENT_LEASE_OUT_AT_CLOSE per site, ev.file and
+     * ev.line, up to 64 sites and one for the rest). Costs: no inline
+     * path, a lock per free, 16 bytes per object beside the slab. In a
+     * child after fork() the checks are off (the lock may be held by a
+     * thread the child does not have). */
+    PK_MEMPOOL_DEBUG = 1u << 3
 };
+
+/* The byte a freed object is filled with in debug mode (as the Linux
+ * kernel's slab poison). */
+#define PK_MEMPOOL_POISON 0x6b
 
 /* Zero in any field means its documented default; (pk_mempool_options){
  * .object_size = 64 } is complete. Read by pk_mempool_create only. */
@@ -157,8 +193,19 @@ PK_API int pk_mempool_create(pk_mempool **out,
  * (the system refused the memory); PK_EFORKED; a failing ctor's code.
  * Owner: *out returned owned (pk_mempool_free, or pk_mempool_destroy);
  * *out is NULL on failure.
- * Threads: safe; ctor and on_alloc run on this thread, no lock held. */
-PK_API int pk_mempool_alloc(pk_mempool *mp, void **out, int timeout_ms);
+ * Threads: safe; ctor and on_alloc run on this thread, no lock held.
+ *
+ * pk_mempool_alloc is a macro: it takes an object from this thread's
+ * cache inline (a few loads and stores, no call) when the pool is plain
+ * (no on_alloc, no on_free, no PK_MEMPOOL_ZERO) and the cache has one,
+ * and otherwise calls pk_mempool_alloc_at with the caller's __FILE__ and
+ * __LINE__ (the site a debug-mode leak report names). The function
+ * pk_mempool_alloc exists too, for a function pointer or another
+ * language: (pk_mempool_alloc)(mp, out, timeout_ms). file must be a
+ * static string (it is kept, not copied); NULL and 0 mean no site. */
+PK_API int pk_mempool_alloc_at(pk_mempool *mp, void **out, int timeout_ms,
+                               const char *file, int line);
+PK_API int (pk_mempool_alloc)(pk_mempool *mp, void **out, int timeout_ms);
 
 /* Takes an object back (on_free runs first). Any thread may free any
  * object of the pool. It checks that obj is the start of an object of
@@ -166,11 +213,18 @@ PK_API int pk_mempool_alloc(pk_mempool *mp, void **out, int timeout_ms);
  * be read out of bounds there: pass only pointers of some pk_mempool);
  * an object freed twice is found when it reaches its slab, reported (a
  * stderr line) and dropped.
+ * With PK_MEMPOOL_DEBUG every bad pointer and every double free is
+ * found before anything is read, reported and refused (PK_EINVAL).
  * Returns: 0, PK_EINVAL (NULL, or obj is not an object of mp: nothing
- * happens). In a child after fork(): 0 for an inherited object, which is
- * forgotten.
- * Owner: takes obj. Threads: safe; on_free runs on this thread. */
-PK_API int pk_mempool_free(pk_mempool *mp, void *obj);
+ * happens; debug mode: also an object freed twice). In a child after
+ * fork(): 0 for an inherited object, which is forgotten.
+ * Owner: takes obj. Threads: safe; on_free runs on this thread.
+ *
+ * pk_mempool_free is a macro too: for a plain pool it puts obj into this
+ * thread's cache inline, after the same check of obj (the slab's header
+ * and obj's offset in it), and otherwise calls the function
+ * (pk_mempool_free)(mp, obj). */
+PK_API int (pk_mempool_free)(pk_mempool *mp, void *obj);
 
 /* Gives memory back now: this thread's cache goes back to the slabs, and
  * empty slabs are unmapped (dtor runs on their objects) down to
@@ -200,7 +254,8 @@ typedef struct pk_mempool_stats {
     uint64_t slabs_unmapped; /* slabs ever unmapped */
     uint64_t waits;        /* allocs that waited at the budget */
     uint64_t timeouts;     /* of which gave up (PK_ETIMEDOUT, PK_EAGAIN) */
-    uint64_t double_frees; /* objects freed twice, found and dropped */
+    uint64_t double_frees; /* objects freed twice, found and dropped (in
+                              debug mode: found and refused) */
     /* The geometry the options gave. */
     size_t object_size;
     size_t stride;         /* bytes from one object to the next */
@@ -208,6 +263,8 @@ typedef struct pk_mempool_stats {
     size_t objects_per_slab;
     size_t max_bytes;      /* the budget, 0 = none */
     size_t cache_size;     /* per thread, 0 = no cache */
+    uint64_t bad_frees;    /* debug mode: frees of pointers that were no
+                              object of the pool, found and refused */
 } pk_mempool_stats;
 
 /* Fills *out. The per-thread counts are summed as they are: a snapshot
@@ -217,7 +274,8 @@ PK_API int pk_mempool_stats_get(pk_mempool *mp, pk_mempool_stats *out);
 
 /* Frees the pool and all its memory, objects still out included (their
  * pointers dangle after it; dtor runs on them with the rest). Objects
- * still out are reported once: to the event hook as
+ * still out are reported once (in debug mode, by alloc site first: see
+ * PK_MEMPOOL_DEBUG): to the event hook as
  * PK_EVENT_LEASE_OUT_AT_CLOSE (ev.error's message: "3 objects still out
  * (192 bytes) at pk_mempool_destroy"), or with no hook as one stderr
  * line (POOLKIT_LOG=off silences it). Other threads' caches of the pool
@@ -263,9 +321,12 @@ PK_API int pk_arena_create(pk_arena **out, pk_arena *parent,
  * Returns: 0, PK_EINVAL (NULL, bad align, size over PK_ARENA_BLOCK_MAX),
  * PK_ENOMEM. Owner: *out returned borrowed, until pk_arena_reset or
  * pk_arena_destroy of this arena or an ancestor; NULL on failure.
- * Threads: one at a time per tree. */
-PK_API int pk_arena_alloc(pk_arena *a, size_t size, size_t align,
-                          void **out);
+ * Threads: one at a time per tree.
+ * pk_arena_alloc is a macro that bumps the pointer inline when the
+ * allocation fits the current block, and calls the function
+ * (pk_arena_alloc)(a, size, align, out) otherwise. */
+PK_API int (pk_arena_alloc)(pk_arena *a, size_t size, size_t align,
+                            void **out);
 
 /* Registers fn(arg), to run at the next reset or at destroy, before the
  * memory goes; cleanups run last added first, after the children are
@@ -299,6 +360,147 @@ PK_API int pk_arena_stats_get(const pk_arena *a, pk_arena_stats *out);
  * child, leaves its parent. NULL is a no-op.
  * Owner: takes a. Threads: one at a time per tree. */
 PK_API void pk_arena_destroy(pk_arena *a);
+
+/* ---- the inline fast paths (ABI) ---------------------------------------
+ *
+ * What the macros pk_mempool_alloc, pk_mempool_free and pk_arena_alloc
+ * compile into the caller. Not API: use the macros. The layout of these
+ * structs is part of the ABI (a change bumps the soname's major); their
+ * fields are the library's to write.
+ *
+ * pk_mempool: pk_mempool_tls_cache is this thread's last used cache of
+ * some pool (initial-exec thread-local storage: one load off the thread
+ * pointer). `fast` is the pool it serves when that pool is plain, else
+ * NULL; the library clears it when the pool is destroyed, and a child
+ * after fork() starts with pk_mempool_tls_cache NULL, so the inline path
+ * never serves a pool that is gone or inherited. Everything else in the
+ * struct is written by the owner thread alone. The inline free checks
+ * obj as the function does: obj rounded down to the slab size must be
+ * the slab's tag of this pool, and (obj - tag - first) must be i * stride
+ * with i < nobjs (one multiply: inv is stride's odd part's inverse
+ * modulo 2^64, rotated right by shift, the power of two in stride). */
+
+#define PK_MEMPOOL_SLAB_MAGIC 0x736c6162706b6d70ull
+
+/* The first bytes of every slab. */
+struct pk_mempool_slab_tag {
+    uint64_t magic;                 /* PK_MEMPOOL_SLAB_MAGIC */
+    const struct pk_mempool *pool;
+};
+
+struct pk_mempool_tcache {
+    const struct pk_mempool *fast;  /* atomic (relaxed) */
+    const uint32_t *waiters;        /* the pool's count of allocs waiting
+                                       at the budget (atomic, relaxed):
+                                       a free then takes the slow path */
+    void **objs;                    /* objs[0 .. n-1] are free objects */
+    uint32_t n, cap;
+    uintptr_t mask;                 /* ~(slab_size - 1) */
+    uint64_t first, nobjs, inv;
+    unsigned shift;
+    uint64_t allocs, frees;         /* owner stores, stats read: relaxed */
+};
+
+/* pk_arena: the first member of every arena: the room left in the
+ * current block. */
+struct pk_arena_bump {
+    char *ptr, *end;
+    size_t used;
+    uint32_t magic;                 /* PK_ARENA_MAGIC while alive */
+};
+#define PK_ARENA_MAGIC 0x6172656eu
+
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(PK_MEMPOOL_NO_INLINE)
+
+extern PK_API __thread struct pk_mempool_tcache *pk_mempool_tls_cache
+    __attribute__((tls_model("initial-exec")));
+
+static inline int
+pk_mempool_alloc_fast(pk_mempool *mp, void **out, int timeout_ms,
+                      const char *file, int line)
+{
+    struct pk_mempool_tcache *c = pk_mempool_tls_cache;
+
+    if (__builtin_expect(c && mp && out && timeout_ms >= PK_WAIT_FOREVER &&
+                             __atomic_load_n(&c->fast, __ATOMIC_RELAXED) ==
+                                 mp &&
+                             c->n != 0,
+                         1)) {
+        *out = c->objs[--c->n];
+        __atomic_store_n(&c->allocs, c->allocs + 1, __ATOMIC_RELAXED);
+        return 0;
+    }
+    return pk_mempool_alloc_at(mp, out, timeout_ms, file, line);
+}
+
+static inline int
+pk_mempool_free_fast(pk_mempool *mp, void *obj)
+{
+    struct pk_mempool_tcache *c = pk_mempool_tls_cache;
+
+    if (__builtin_expect(c && mp && obj &&
+                             __atomic_load_n(&c->fast, __ATOMIC_RELAXED) ==
+                                 mp &&
+                             c->n < c->cap,
+                         1)) {
+        const struct pk_mempool_slab_tag *t =
+            (const struct pk_mempool_slab_tag *)((uintptr_t)obj & c->mask);
+        uint64_t q = ((uint64_t)((uintptr_t)obj - (uintptr_t)t) - c->first) *
+                     c->inv;
+
+        q = (q >> c->shift) | (q << ((64 - c->shift) & 63));
+        if (__builtin_expect(t->magic == PK_MEMPOOL_SLAB_MAGIC &&
+                                 t->pool == mp && q < c->nobjs &&
+                                 !__atomic_load_n(c->waiters,
+                                                  __ATOMIC_RELAXED),
+                             1)) {
+            c->objs[c->n++] = obj;
+            __atomic_store_n(&c->frees, c->frees + 1, __ATOMIC_RELAXED);
+            return 0;
+        }
+    }
+    return (pk_mempool_free)(mp, obj);
+}
+
+static inline int
+pk_arena_alloc_fast(pk_arena *a, size_t size, size_t align, void **out)
+{
+    struct pk_arena_bump *b = (struct pk_arena_bump *)a;
+
+    if (align == 0)
+        align = 16;
+    if (size == 0)
+        size = 1;
+    if (__builtin_expect(b && out && b->magic == PK_ARENA_MAGIC &&
+                             (align & (align - 1)) == 0 && align <= 4096,
+                         1)) {
+        uintptr_t p = ((uintptr_t)b->ptr + align - 1) &
+                      ~(uintptr_t)(align - 1);
+
+        if (__builtin_expect(p <= (uintptr_t)b->end &&
+                                 size <= (uintptr_t)b->end - p,
+                             1)) {
+            b->ptr = (char *)p + size;
+            b->used += size;
+            *out = (void *)p;
+            return 0;
+        }
+    }
+    return (pk_arena_alloc)(a, size, align, out);
+}
+
+#define pk_mempool_alloc(mp, out, timeout_ms)                                 \
+    pk_mempool_alloc_fast((mp), (out), (timeout_ms), __FILE__, __LINE__)
+#define pk_mempool_free(mp, obj) pk_mempool_free_fast((mp), (obj))
+#define pk_arena_alloc(a, size, align, out)                                   \
+    pk_arena_alloc_fast((a), (size), (align), (out))
+
+#else /* no inline path */
+
+#define pk_mempool_alloc(mp, out, timeout_ms)                                 \
+    pk_mempool_alloc_at((mp), (out), (timeout_ms), __FILE__, __LINE__)
+
+#endif
 
 #ifdef __cplusplus
 }

@@ -9,7 +9,13 @@
  * its room). Cleanups are records allocated in the arena itself, a
  * stack; children are a list of arenas with their own memory. One owner
  * thread at a time, no lock (mempool.h). Independent of the object pool:
- * this file calls nothing of the folder. */
+ * this file calls nothing of the folder.
+ *
+ * The bump itself is also inline in mempool.h (pk_arena_alloc_fast): the
+ * struct pk_arena_bump at the start of the arena is ABI, and the function
+ * here is what the inline path calls when the allocation does not fit
+ * the current block (a new block, a large one) or its arguments are
+ * wrong. */
 #include <stdint.h>
 #include <string.h>
 
@@ -17,7 +23,6 @@
 
 #include "executor_int.h" /* the allocation seam (lib/kit/alloc.h) */
 
-#define ARENA_MAGIC 0x6172656eu /* "aren" */
 #define ARENA_DEFAULT_BLOCK ((size_t)64 << 10)
 #define ALIGN_MAX 4096
 
@@ -34,16 +39,18 @@ struct cleanup {
 };
 
 struct pk_arena {
-    uint32_t magic;
+    /* First: the inline bump path's view (mempool.h, ABI): the room left
+     * in the current block (ptr, end), the bytes handed out since the
+     * last reset, PK_ARENA_MAGIC while alive. */
+    struct pk_arena_bump b;
     size_t block_size;
-    char *ptr, *end;        /* the room left in the current block */
     struct block *first;    /* kept at reset */
     struct block *blocks;   /* all but the first, newest first */
     struct cleanup *cleanups;
     struct pk_arena *parent;
     struct pk_arena *children;      /* this arena's children */
     struct pk_arena *next, *prev;   /* in the parent's list */
-    size_t used, nblocks, nlarge, nchildren, reserved;
+    size_t nblocks, nlarge, nchildren, reserved;
     uint64_t resets;
 };
 
@@ -79,7 +86,7 @@ pk_arena_create(pk_arena **out, pk_arena *parent, size_t block_size)
     if (!out)
         return PK_EINVAL;
     *out = NULL;
-    if (parent && parent->magic != ARENA_MAGIC)
+    if (parent && parent->b.magic != PK_ARENA_MAGIC)
         return PK_EINVAL;
     if (block_size == 0)
         block_size = ARENA_DEFAULT_BLOCK;
@@ -93,10 +100,10 @@ pk_arena_create(pk_arena **out, pk_arena *parent, size_t block_size)
         pk__free(a);
         return PK_ENOMEM;
     }
-    a->magic = ARENA_MAGIC;
+    a->b.magic = PK_ARENA_MAGIC;
     a->block_size = block_size;
-    a->ptr = room_of(a->first);
-    a->end = (char *)a->first + block_size;
+    a->b.ptr = room_of(a->first);
+    a->b.end = (char *)a->first + block_size;
     a->nblocks = 1;
     a->reserved = block_size;
     a->parent = parent;
@@ -116,12 +123,13 @@ pk_arena_create(pk_arena **out, pk_arena *parent, size_t block_size)
 static void *
 bump(struct pk_arena *a, size_t size, size_t align)
 {
-    uintptr_t p = ((uintptr_t)a->ptr + align - 1) & ~(uintptr_t)(align - 1);
+    uintptr_t p = ((uintptr_t)a->b.ptr + align - 1) &
+                  ~(uintptr_t)(align - 1);
 
-    if (p > (uintptr_t)a->end || size > (uintptr_t)a->end - p)
+    if (p > (uintptr_t)a->b.end || size > (uintptr_t)a->b.end - p)
         return NULL;
-    a->ptr = (char *)p + size;
-    a->used += size;
+    a->b.ptr = (char *)p + size;
+    a->b.used += size;
     return (void *)p;
 }
 
@@ -141,7 +149,7 @@ alloc_large(struct pk_arena *a, size_t size, size_t align)
     a->nblocks++;
     a->nlarge++;
     a->reserved += bytes;
-    a->used += size;
+    a->b.used += size;
     p = ((uintptr_t)room_of(b) + align - 1) & ~(uintptr_t)(align - 1);
     return (void *)p;
 }
@@ -158,13 +166,13 @@ grow(struct pk_arena *a)
     a->blocks = b;
     a->nblocks++;
     a->reserved += a->block_size;
-    a->ptr = room_of(b);
-    a->end = (char *)b + a->block_size;
+    a->b.ptr = room_of(b);
+    a->b.end = (char *)b + a->block_size;
     return 0;
 }
 
 int
-pk_arena_alloc(pk_arena *a, size_t size, size_t align, void **out)
+(pk_arena_alloc)(pk_arena *a, size_t size, size_t align, void **out)
 {
     size_t room;
     void *p;
@@ -172,7 +180,7 @@ pk_arena_alloc(pk_arena *a, size_t size, size_t align, void **out)
     if (!out)
         return PK_EINVAL;
     *out = NULL;
-    if (!a || a->magic != ARENA_MAGIC)
+    if (!a || a->b.magic != PK_ARENA_MAGIC)
         return PK_EINVAL;
     if (align == 0)
         align = 16;
@@ -206,12 +214,12 @@ pk_arena_cleanup_add(pk_arena *a, void (*fn)(void *), void *arg)
     struct cleanup *c;
     int rc;
 
-    if (!a || !fn || a->magic != ARENA_MAGIC)
+    if (!a || !fn || a->b.magic != PK_ARENA_MAGIC)
         return PK_EINVAL;
     rc = pk_arena_alloc(a, sizeof *c, 0, (void **)&c);
     if (rc)
         return rc;
-    a->used -= sizeof *c; /* bookkeeping, not the caller's bytes */
+    a->b.used -= sizeof *c; /* bookkeeping, not the caller's bytes */
     c->fn = fn;
     c->arg = arg;
     c->next = a->cleanups;
@@ -243,12 +251,12 @@ release(struct pk_arena *a)
 int
 pk_arena_reset(pk_arena *a)
 {
-    if (!a || a->magic != ARENA_MAGIC)
+    if (!a || a->b.magic != PK_ARENA_MAGIC)
         return PK_EINVAL;
     release(a);
-    a->ptr = room_of(a->first);
-    a->end = (char *)a->first + a->block_size;
-    a->used = 0;
+    a->b.ptr = room_of(a->first);
+    a->b.end = (char *)a->first + a->block_size;
+    a->b.used = 0;
     a->nblocks = 1;
     a->nlarge = 0;
     a->reserved = a->block_size;
@@ -259,10 +267,10 @@ pk_arena_reset(pk_arena *a)
 int
 pk_arena_stats_get(const pk_arena *a, pk_arena_stats *o)
 {
-    if (!a || !o || a->magic != ARENA_MAGIC)
+    if (!a || !o || a->b.magic != PK_ARENA_MAGIC)
         return PK_EINVAL;
     memset(o, 0, sizeof *o);
-    o->used = a->used;
+    o->used = a->b.used;
     o->reserved = a->reserved;
     o->blocks = a->nblocks;
     o->large = a->nlarge;
@@ -276,7 +284,7 @@ pk_arena_destroy(pk_arena *a)
 {
     struct pk_arena *p;
 
-    if (!a || a->magic != ARENA_MAGIC)
+    if (!a || a->b.magic != PK_ARENA_MAGIC)
         return;
     release(a);
     p = a->parent;
@@ -289,7 +297,7 @@ pk_arena_destroy(pk_arena *a)
             a->next->prev = a->prev;
         p->nchildren--;
     }
-    a->magic = 0;
+    a->b.magic = 0;
     pk__free(a->first);
     pk__free(a);
 }

@@ -9,13 +9,28 @@
  * budget goes straight to the depot, which wakes the waiter.
  *
  * Finding the cache: the thread's caches are a list (tls_head) with the
- * last one used in tls_last, so a thread that uses one pool finds it in
- * one compare. A cache is made on the thread's first call on a pool
- * (pk__alloc; without memory the thread goes to the depot every time).
+ * last one used in pk_mempool_tls_cache, so a thread that uses one pool
+ * finds it in one compare. A cache is made on the thread's first call on
+ * a pool (pk__alloc; without memory the thread goes to the depot every
+ * time).
  *
- * Process-wide state (README): one pthread key, made once
- * (pthread_once), whose destructor gives a thread's caches back when the
- * thread exits; and the two thread-locals above.
+ * The inline path (mempool.h) is this file's alloc and free with the
+ * cache neither empty nor full, compiled into the caller: it reads
+ * pk_mempool_tls_cache (initial-exec TLS, exported) and the cache's pub
+ * part, which is ABI. It serves a pool only while the cache's pub.fast
+ * names it: set when the cache is made, for a plain pool (no hooks, no
+ * zeroing), cleared by destroy before it takes the cache over, so a pool
+ * made later at the same address is never served from a dead cache. In
+ * a child after fork() the forking thread's pk_mempool_tls_cache is
+ * cleared by a pthread_atfork child handler, so the child's first call
+ * on an inherited pool takes the slow path, which answers PK_EFORKED
+ * (alloc) or forgets the object (free).
+ *
+ * Process-wide state (README): one pthread key and one pthread_atfork
+ * child handler, made once (pthread_once): the key's destructor gives a
+ * thread's caches back when the thread exits; the handler clears the
+ * forking thread's pk_mempool_tls_cache in the child. And the two
+ * thread-locals above.
  *
  * Who frees a cache. The owner thread, always, but only once nobody
  * else can touch it. Each cache is also on its pool's list (under
@@ -40,10 +55,26 @@
 
 static pthread_key_t key;
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
-static bool key_ok;
+/* Set once in key_init (release); read by threads that may not have run
+ * the pthread_once themselves (acquire: then key is made). */
+static _Atomic bool key_ok;
 
 static _Thread_local struct mp_cache *tls_head;
-static _Thread_local struct mp_cache *tls_last;
+/* The last cache used (mempool.h: the inline path reads it). */
+PK_API __thread struct pk_mempool_tcache *pk_mempool_tls_cache
+    __attribute__((tls_model("initial-exec")));
+
+static struct mp_cache *
+last(void)
+{
+    return (struct mp_cache *)pk_mempool_tls_cache; /* pub is first */
+}
+
+static void
+set_last(struct mp_cache *c)
+{
+    pk_mempool_tls_cache = c ? &c->pub : NULL;
+}
 
 /* ---- the pool's list (under mp->lock) --------------------------------- */
 
@@ -83,17 +114,13 @@ give_back(struct mp_cache *c)
         atomic_compare_exchange_strong_explicit(
             &c->state, &st, PK__MPC_FLUSHING, memory_order_acq_rel,
             memory_order_acquire)) {
-        if (c->n)
-            pk__mp_depot_put(mp, c->objs, c->n);
+        if (c->pub.n)
+            pk__mp_depot_put(mp, c->pub.objs, c->pub.n);
         pk__lock_acquire(&mp->lock);
         pool_unlink_locked(mp, c);
-        atomic_fetch_add_explicit(&mp->gone_allocs,
-                                  atomic_load_explicit(&c->allocs,
-                                                       memory_order_relaxed),
+        atomic_fetch_add_explicit(&mp->gone_allocs, c->pub.allocs,
                                   memory_order_relaxed);
-        atomic_fetch_add_explicit(&mp->gone_frees,
-                                  atomic_load_explicit(&c->frees,
-                                                       memory_order_relaxed),
+        atomic_fetch_add_explicit(&mp->gone_frees, c->pub.frees,
                                   memory_order_relaxed);
         pk__cv_broadcast(&mp->cv); /* destroy may wait for this */
         pk__lock_release(&mp->lock);
@@ -108,7 +135,7 @@ thread_exit(void *head)
     struct mp_cache *c = head;
 
     tls_head = NULL;
-    tls_last = NULL;
+    set_last(NULL);
     while (c) {
         struct mp_cache *next = c->next;
         give_back(c);
@@ -116,10 +143,30 @@ thread_exit(void *head)
     }
 }
 
+/* In the child after fork(), on the forking thread (the child's only
+ * one): the inline path must not serve the parent's pools. */
+static void
+forked_child(void)
+{
+    set_last(NULL);
+}
+
 static void
 key_init(void)
 {
-    key_ok = pthread_key_create(&key, thread_exit) == 0;
+    bool ok = pthread_key_create(&key, thread_exit) == 0;
+
+    if (ok && pthread_atfork(NULL, NULL, forked_child) != 0) {
+        pthread_key_delete(key); /* no caches rather than unsafe ones */
+        ok = false;
+    }
+    atomic_store_explicit(&key_ok, ok, memory_order_release);
+}
+
+static bool
+have_key(void)
+{
+    return atomic_load_explicit(&key_ok, memory_order_acquire);
 }
 
 /* ---- finding a thread's cache -------------------------------------------- */
@@ -146,13 +193,29 @@ reap(void)
             atomic_load_explicit(&c->state, memory_order_acquire) ==
                 PK__MPC_DEAD) {
             *pp = c->next;
-            if (tls_last == c)
-                tls_last = NULL;
+            if (last() == c)
+                set_last(NULL);
             pk__free(c);
         } else {
             pp = &c->next;
         }
     }
+}
+
+/* The inline path's copy of the pool's geometry (mempool.h). */
+static void
+init_pub(struct mp_cache *c, struct pk_mempool *mp)
+{
+    c->pub.fast = mp->plain ? mp : NULL;
+    c->pub.waiters = &mp->waiters;
+    c->pub.objs = c->store;
+    c->pub.n = 0;
+    c->pub.cap = mp->cache_cap;
+    c->pub.mask = mp->slab_mask;
+    c->pub.first = mp->first;
+    c->pub.nobjs = mp->nobjs;
+    c->pub.inv = mp->stride_inv;
+    c->pub.shift = mp->stride_rot;
 }
 
 static struct mp_cache *
@@ -161,18 +224,16 @@ make(struct pk_mempool *mp)
     struct mp_cache *c;
 
     pthread_once(&key_once, key_init);
-    if (!key_ok)
+    if (!have_key())
         return NULL;
-    c = pk__alloc(sizeof *c + mp->cache_cap * sizeof c->objs[0]);
+    c = pk__alloc(sizeof *c + mp->cache_cap * sizeof c->store[0]);
     if (!c)
         return NULL;
     memset(c, 0, sizeof *c);
+    init_pub(c, mp);
     c->mp = mp;
     c->epoch = mp->fork_epoch;
     atomic_init(&c->state, PK__MPC_LIVE);
-    atomic_init(&c->allocs, 0);
-    atomic_init(&c->frees, 0);
-    c->cap = mp->cache_cap;
     c->next = tls_head;
     if (pthread_setspecific(key, c) != 0) {
         pk__free(c);
@@ -190,7 +251,7 @@ make(struct pk_mempool *mp)
 static struct mp_cache *
 cache_of(struct pk_mempool *mp, bool create)
 {
-    struct mp_cache *c = tls_last;
+    struct mp_cache *c = last();
 
     if (c && usable(c, mp))
         return c;
@@ -203,19 +264,19 @@ cache_of(struct pk_mempool *mp, bool create)
     if (!c && create)
         c = make(mp);
     /* The key holds the list's head, for thread_exit. */
-    if (key_ok && pthread_getspecific(key) != tls_head)
+    if (have_key() && pthread_getspecific(key) != tls_head)
         pthread_setspecific(key, tls_head); /* can't fail: set before */
     if (c)
-        tls_last = c;
+        set_last(c);
     return c;
 }
 
-/* A relaxed load and store: only the owner writes, stats read. */
+/* A relaxed store: only the owner writes (its own plain read is no
+ * race), stats read. */
 static void
-bump(_Atomic uint64_t *n)
+bump(uint64_t *n)
 {
-    atomic_store_explicit(n, atomic_load_explicit(n, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
+    __atomic_store_n(n, *n + 1, __ATOMIC_RELAXED);
 }
 
 /* ---- alloc and free ------------------------------------------------------- */
@@ -233,17 +294,17 @@ pk__mp_cache_alloc(struct pk_mempool *mp, void **out, int timeout_ms)
         atomic_fetch_add_explicit(&mp->gone_allocs, 1, memory_order_relaxed);
         return 0;
     }
-    if (c->n == 0) {
-        size_t want = c->cap > 1 ? c->cap / 2 : 1;
-        if (atomic_load_explicit(&mp->waiters, memory_order_relaxed))
+    if (c->pub.n == 0) {
+        size_t want = c->pub.cap > 1 ? c->pub.cap / 2 : 1;
+        if (pk__mp_waiters(mp))
             want = 1; /* others wait at the budget: take no more */
-        n = pk__mp_depot_get(mp, c->objs, want, timeout_ms);
+        n = pk__mp_depot_get(mp, c->pub.objs, want, timeout_ms);
         if (n < 0)
             return n;
-        c->n = (uint32_t)n;
+        c->pub.n = (uint32_t)n;
     }
-    *out = c->objs[--c->n];
-    bump(&c->allocs);
+    *out = c->pub.objs[--c->pub.n];
+    bump(&c->pub.allocs);
     return 0;
 }
 
@@ -252,24 +313,25 @@ pk__mp_cache_free(struct pk_mempool *mp, void *obj)
 {
     struct mp_cache *c = cache_of(mp, true);
 
-    if (!c || atomic_load_explicit(&mp->waiters, memory_order_relaxed)) {
+    if (!c || pk__mp_waiters(mp)) {
         pk__mp_depot_put(mp, &obj, 1);
         if (c)
-            bump(&c->frees);
+            bump(&c->pub.frees);
         else
             atomic_fetch_add_explicit(&mp->gone_frees, 1,
                                       memory_order_relaxed);
         return;
     }
-    if (c->n == c->cap) {
+    if (c->pub.n == c->pub.cap) {
         /* Full: the older half goes back to the slabs. */
-        uint32_t k = c->n > 1 ? c->n / 2 : 1;
-        pk__mp_depot_put(mp, c->objs, k);
-        memmove(c->objs, c->objs + k, (c->n - k) * sizeof c->objs[0]);
-        c->n -= k;
+        uint32_t k = c->pub.n > 1 ? c->pub.n / 2 : 1;
+        pk__mp_depot_put(mp, c->pub.objs, k);
+        memmove(c->pub.objs, c->pub.objs + k,
+                (c->pub.n - k) * sizeof c->pub.objs[0]);
+        c->pub.n -= k;
     }
-    c->objs[c->n++] = obj;
-    bump(&c->frees);
+    c->pub.objs[c->pub.n++] = obj;
+    bump(&c->pub.frees);
 }
 
 void
@@ -277,9 +339,9 @@ pk__mp_cache_flush_mine(struct pk_mempool *mp)
 {
     struct mp_cache *c = cache_of(mp, false);
 
-    if (c && c->n) {
-        pk__mp_depot_put(mp, c->objs, c->n);
-        c->n = 0;
+    if (c && c->pub.n) {
+        pk__mp_depot_put(mp, c->pub.objs, c->pub.n);
+        c->pub.n = 0;
     }
 }
 
@@ -293,12 +355,16 @@ pk__mp_cache_detach_all(struct pk_mempool *mp)
 
     pk__lock_acquire(&mp->lock);
     while ((c = mp->caches) != NULL) {
-        /* Read before the CAS: once DEAD, its owner may free it. */
-        uint32_t n = c->n;
-        uint64_t a = atomic_load_explicit(&c->allocs, memory_order_relaxed);
-        uint64_t f = atomic_load_explicit(&c->frees, memory_order_relaxed);
+        /* Read before the CAS: once DEAD, its owner may free it. The
+         * owner is not in a call on mp (destroy is exclusive), so n is
+         * settled. */
+        uint32_t n = c->pub.n;
+        uint64_t a = __atomic_load_n(&c->pub.allocs, __ATOMIC_RELAXED);
+        uint64_t f = __atomic_load_n(&c->pub.frees, __ATOMIC_RELAXED);
         int st = PK__MPC_LIVE;
 
+        /* Before the CAS too: the inline path stops serving mp here. */
+        __atomic_store_n(&c->pub.fast, NULL, __ATOMIC_RELAXED);
         pool_unlink_locked(mp, c);
         if (atomic_compare_exchange_strong_explicit(
                 &c->state, &st, PK__MPC_DEAD, memory_order_acq_rel,
@@ -316,7 +382,7 @@ pk__mp_cache_detach_all(struct pk_mempool *mp)
     }
     pk__lock_release(&mp->lock);
     reap(); /* this thread's own cache of mp, now DEAD */
-    if (key_ok && pthread_getspecific(key) != tls_head)
+    if (have_key() && pthread_getspecific(key) != tls_head)
         pthread_setspecific(key, tls_head);
     return cached;
 }
@@ -329,8 +395,8 @@ pk__mp_cache_counts(struct pk_mempool *mp, uint64_t *allocs,
 
     pk__lock_acquire(&mp->lock);
     for (struct mp_cache *c = mp->caches; c; c = c->pnext) {
-        a += atomic_load_explicit(&c->allocs, memory_order_relaxed);
-        f += atomic_load_explicit(&c->frees, memory_order_relaxed);
+        a += __atomic_load_n(&c->pub.allocs, __ATOMIC_RELAXED);
+        f += __atomic_load_n(&c->pub.frees, __ATOMIC_RELAXED);
     }
     /* Under the lock: a cache that goes moves its counts in one step. */
     a += atomic_load_explicit(&mp->gone_allocs, memory_order_relaxed);

@@ -122,7 +122,7 @@ add_slab(struct pk_mempool *mp, int timeout_ms, uint64_t deadline)
     mp->npending--;
     if (rc) {
         /* A reservation came free: a waiter may map one itself. */
-        if (atomic_load_explicit(&mp->waiters, memory_order_relaxed))
+        if (pk__mp_waiters(mp))
             pk__cv_broadcast(&mp->cv);
         /* The core times out only if it could not map within the time
          * (a retired slab still unmapping, say): at the budget, then. */
@@ -169,9 +169,9 @@ pk__mp_depot_get(struct pk_mempool *mp, void **out, size_t want,
             rc = PK_ETIMEDOUT;
             goto fail;
         }
-        atomic_fetch_add_explicit(&mp->waiters, 1, memory_order_relaxed);
+        __atomic_fetch_add(&mp->waiters, 1, __ATOMIC_RELAXED);
         pk__cv_wait_until(&mp->cv, &mp->lock, deadline);
-        atomic_fetch_sub_explicit(&mp->waiters, 1, memory_order_relaxed);
+        __atomic_fetch_sub(&mp->waiters, 1, __ATOMIC_RELAXED);
     }
     pk__lock_release(&mp->lock);
     return (int)n;
@@ -223,7 +223,7 @@ pk__mp_depot_put(struct pk_mempool *mp, void *const *objs, size_t n)
         }
     }
     mp->double_frees += doubles;
-    if (atomic_load_explicit(&mp->waiters, memory_order_relaxed))
+    if (pk__mp_waiters(mp))
         pk__cv_broadcast(&mp->cv);
     pk__lock_release(&mp->lock);
     release_all(mp, empty, PK_RELEASE_OK);
@@ -286,6 +286,7 @@ pk__mp_depot_stats(struct pk_mempool *mp, pk_mempool_stats *o)
     o->waits = mp->waits;
     o->timeouts = mp->timeouts;
     o->double_frees = mp->double_frees;
+    o->bad_frees = mp->bad_frees; /* debug.c's */
     pk__lock_release(&mp->lock);
     if (pk_pool_stats_get(mp->core, &st) == 0) {
         o->slabs = st.size - st.creating;

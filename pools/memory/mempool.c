@@ -114,7 +114,8 @@ geometry(const pk_mempool_options *o, struct geom *g, pk_error *err)
     if (o->align && (!pow2(o->align) || o->align > page))
         return bad(err, "align is not a power of two up to the page size");
     if (o->flags & ~(unsigned)(PK_MEMPOOL_ZERO | PK_MEMPOOL_PREFAULT |
-                               PK_MEMPOOL_MANUAL_MAINTENANCE))
+                               PK_MEMPOOL_MANUAL_MAINTENANCE |
+                               PK_MEMPOOL_DEBUG))
         return bad(err, "flags has a bit that is no pk_mempool_flags");
     if ((o->flags & PK_MEMPOOL_ZERO) && o->ctor)
         return bad(err, "PK_MEMPOOL_ZERO would undo the ctor's work");
@@ -155,7 +156,29 @@ pk_mempool_options_check(const pk_mempool_options *o, pk_error *err)
 static void
 free_handle(void *user)
 {
-    pk__free(user);
+    struct pk_mempool *mp = user;
+
+    if (mp->debug)
+        pk__mp_dbg_free_handle(mp);
+    pk__free(mp);
+}
+
+/* For the inline free's index check (mempool.h): stride = odd << rot,
+ * and inv * odd == 1 modulo 2^64 (Newton's iteration: each step doubles
+ * the bits that are right, and odd * odd == 1 modulo 8 to start). Then
+ * for x = obj - slab - first, rotr(x * inv, rot) is x / stride when
+ * stride divides x, and more than 2^64 / stride when it does not (Hacker's
+ * Delight, 10-17), so one compare with nobjs checks both. */
+static void
+stride_inverse(size_t stride, uint64_t *inv, unsigned *rot)
+{
+    unsigned k = (unsigned)__builtin_ctzll(stride);
+    uint64_t odd = (uint64_t)stride >> k, x = odd;
+
+    for (int i = 0; i < 5; i++)
+        x *= 2 - odd * x;
+    *inv = x;
+    *rot = k;
 }
 
 static void
@@ -173,6 +196,7 @@ configure(struct pk_mempool *mp, const pk_mempool_options *o,
     mp->stride_shift = 0;
     if (pow2(g->stride))
         mp->stride_shift = (unsigned)__builtin_ctzll(g->stride);
+    stride_inverse(g->stride, &mp->stride_inv, &mp->stride_rot);
     mp->max_slabs = g->max_slabs;
     mp->min_idle = o->min_idle;
     mp->max_bytes = o->max_bytes;
@@ -185,6 +209,11 @@ configure(struct pk_mempool *mp, const pk_mempool_options *o,
     mp->user = o->user;
     mp->event = o->event;
     mp->event_user = o->event_user;
+    mp->debug = (o->flags & PK_MEMPOOL_DEBUG) != 0;
+    mp->poison_bytes = mp->debug && !o->ctor;
+    mp->plain = !(o->flags & PK_MEMPOOL_ZERO) && !o->on_alloc &&
+                !o->on_free && !mp->debug;
+    mp->slab_shift = (unsigned)__builtin_ctzll(g->slab_size);
     pk__lock_init(&mp->lock, PK__RANK_MEMPOOL); /* a leaf (mp_int.h) */
 }
 
@@ -233,6 +262,8 @@ pk_mempool_create(pk_mempool **out, const pk_mempool_options *o)
     if (!mp)
         return PK_ENOMEM;
     configure(mp, o, &g);
+    if (mp->debug)
+        pk__mp_dbg_create(mp);
     mp->magic = PK__MP_MAGIC;
     rc = start_core(mp, o);
     if (rc) {
@@ -267,6 +298,8 @@ destroy_in_child(struct pk_mempool *mp)
     mp->magic = 0;
     pk_pool_destroy(mp->core);          /* forgets the empty slabs */
     pk__mp_depot_forget_in_child(mp);   /* and the held ones */
+    if (mp->debug)
+        pk__mp_dbg_free_handle(mp);
     pk__free(mp);
 }
 
@@ -282,6 +315,8 @@ pk_mempool_destroy(pk_mempool *mp)
         return;
     }
     cached = pk__mp_cache_detach_all(mp);
+    if (mp->debug)
+        pk__mp_dbg_leaks(mp); /* by site, before the slabs go */
     out = pk__mp_depot_close(mp);
     if (out > cached)
         report_leak(mp, out - cached);
@@ -300,7 +335,8 @@ check(const struct pk_mempool *mp)
 }
 
 int
-pk_mempool_alloc(pk_mempool *mp, void **out, int timeout_ms)
+pk_mempool_alloc_at(pk_mempool *mp, void **out, int timeout_ms,
+                    const char *file, int line)
 {
     int rc;
 
@@ -317,6 +353,8 @@ pk_mempool_alloc(pk_mempool *mp, void **out, int timeout_ms)
         *out = NULL;
         return rc;
     }
+    if (mp->debug)
+        pk__mp_dbg_alloc(mp, *out, file, line);
     if (mp->flags & PK_MEMPOOL_ZERO)
         memset(*out, 0, mp->obj_size);
     if (mp->on_alloc)
@@ -325,10 +363,36 @@ pk_mempool_alloc(pk_mempool *mp, void **out, int timeout_ms)
 }
 
 int
-pk_mempool_free(pk_mempool *mp, void *obj)
+(pk_mempool_alloc)(pk_mempool *mp, void **out, int timeout_ms)
 {
-    if (!mp || !obj || mp->magic != PK__MP_MAGIC ||
-        pk__mp_index(mp, obj) == (size_t)-1)
+    return pk_mempool_alloc_at(mp, out, timeout_ms, NULL, 0);
+}
+
+/* Debug mode: the registry says whether obj may be freed before
+ * anything of its slab is read (debug.c); it is poisoned after on_free
+ * has seen it. */
+static int
+free_debug(struct pk_mempool *mp, void *obj)
+{
+    int rc = pk__mp_dbg_free_check(mp, obj);
+
+    if (rc)
+        return rc;
+    if (mp->on_free)
+        mp->on_free(mp->user, obj);
+    pk__mp_dbg_poison(mp, obj);
+    pk__mp_cache_free(mp, obj);
+    return 0;
+}
+
+int
+(pk_mempool_free)(pk_mempool *mp, void *obj)
+{
+    if (!mp || !obj || mp->magic != PK__MP_MAGIC)
+        return PK_EINVAL;
+    if (mp->debug && !pk__mp_forked(mp))
+        return free_debug(mp, obj);
+    if (pk__mp_index(mp, obj) == (size_t)-1)
         return PK_EINVAL;
     if (pk__mp_forked(mp))
         return 0; /* an inherited object: forgotten */

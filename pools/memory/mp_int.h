@@ -1,6 +1,9 @@
 /* pools/memory/mp_int.h - the object pool's internals, shared by its
  * files. Bottom up, each file calling only the ones above it:
  *
+ *   debug.c    the debug mode (PK_MEMPOOL_DEBUG): the registry of the
+ *              pool's slabs, each object's state and site, poisoning,
+ *              the reports of bad frees and of leaks at destroy
  *   slab.c     one slab: its mapping, its free bitmap, ctor and dtor
  *              (the core's create, destroy and forget_in_child hooks)
  *   depot.c    the slabs the pool holds from the core: which have room,
@@ -26,17 +29,62 @@
 #include "executor_int.h" /* lib/kit: locks, fork counter, alloc seam, log */
 
 #define PK__MP_MAGIC 0x6d656d70u            /* "memp" */
-#define PK__MP_SLAB_MAGIC 0x736c6162706b6d70ull /* at each slab's start */
+
+/* ---- debug mode (debug.c) ------------------------------------------------ */
+
+struct mp_slab;
+
+/* The slab's per-object records, and the slab into the registry (the
+ * core's create hook, after the mapping). Returns 0 or PK_ENOMEM. Lock not
+ * held. */
+int pk__mp_dbg_slab_made(struct pk_mempool *mp, struct mp_slab *s);
+
+/* The slab out of the registry, its poison lifted, its records freed (the
+ * core's destroy hook, before dtor and unmap). Lock not held. */
+void pk__mp_dbg_slab_unmade(struct pk_mempool *mp, struct mp_slab *s);
+
+/* In a child after fork(), before the unmap: the poison lifted, nothing
+ * else (async-signal-safe). */
+void pk__mp_dbg_slab_forget(struct pk_mempool *mp, struct mp_slab *s);
+
+/* Whether obj may be freed: an allocated object of a slab of mp, then
+ * marked freed; otherwise reported, and PK_EINVAL. Lock not held. */
+int pk__mp_dbg_free_check(struct pk_mempool *mp, void *obj);
+
+/* A freed object's poisoning (bytes, ASan, Valgrind). */
+void pk__mp_dbg_poison(struct pk_mempool *mp, void *obj);
+
+/* An object handed out: unpoisoned, marked allocated at file:line, and
+ * reported if written after its free. */
+void pk__mp_dbg_alloc(struct pk_mempool *mp, void *obj, const char *file,
+                      int line);
+
+/* The pool's start and end in debug mode (Valgrind's mempool; the
+ * registry's memory, freed with the handle). */
+void pk__mp_dbg_create(struct pk_mempool *mp);
+void pk__mp_dbg_free_handle(struct pk_mempool *mp);
+
+/* At destroy, caches taken over: reports the objects still allocated by
+ * site. Returns how many. */
+uint64_t pk__mp_dbg_leaks(struct pk_mempool *mp);
 
 /* ---- a slab (slab.c) ---------------------------------------------------- */
 
 /* The first bytes of every mapping: how a freed pointer finds its slab
  * (the mapping is aligned to its size, so the header is the pointer
- * rounded down to slab_size). Written once when the slab is mapped. */
+ * rounded down to slab_size). Written once when the slab is mapped. The
+ * tag (magic, pool) is ABI: the inline free reads it (mempool.h). */
 struct mp_slab_head {
-    uint64_t magic;                 /* PK__MP_SLAB_MAGIC */
-    const struct pk_mempool *mp;    /* the pool it belongs to */
+    struct pk_mempool_slab_tag tag; /* PK_MEMPOOL_SLAB_MAGIC, the pool */
     struct mp_slab *slab;           /* its descriptor */
+};
+
+/* Debug mode: one object's state (debug.c: FRESH, ALLOCATED, FREED) and
+ * the site of its last alloc; relaxed __atomic builtins. */
+struct mp_obj_dbg {
+    const char *file;
+    int line;
+    unsigned char state;
 };
 
 /* A slab's descriptor, kept beside the mapping (pk__alloc) so that free
@@ -53,6 +101,7 @@ struct mp_slab {
     size_t nfree;               /* objects back in the slab (bit set) */
     size_t hint;                /* no set bit in words below this one */
     size_t nwords;
+    struct mp_obj_dbg *dbg;     /* debug mode: nobjs of them, else NULL */
     uint64_t bits[];            /* bit i set: object i is in the slab */
 };
 
@@ -73,21 +122,22 @@ int pk__mp_slab_put(struct mp_slab *s, void *obj);
 
 enum { PK__MPC_LIVE = 0, PK__MPC_FLUSHING = 1, PK__MPC_DEAD = 2 };
 
-/* One thread's cache of one pool. The owner thread alone reads and
- * writes n, objs and its list link, without a lock. state says who else
- * may touch it: LIVE, the owner uses it; FLUSHING, the owner is giving it
- * back at thread exit (destroy waits for that); DEAD, the pool is gone
- * (destroy took it over) and the owner only frees it. */
+/* One thread's cache of one pool. pub is what the inline path sees
+ * (mempool.h: ABI); its objs point at store. The owner thread alone
+ * reads and writes pub's n and objs and the list link, without a lock;
+ * pub.fast is also cleared by destroy, and pub.allocs and frees are read
+ * by stats (both relaxed atomics). state says who else may touch it:
+ * LIVE, the owner uses it; FLUSHING, the owner is giving it back at
+ * thread exit (destroy waits for that); DEAD, the pool is gone (destroy
+ * took it over) and the owner only frees it. */
 struct mp_cache {
+    struct pk_mempool_tcache pub;
     struct mp_cache *next;        /* the owner's list */
     struct pk_mempool *mp;        /* never dereferenced unless LIVE */
     unsigned epoch;               /* the fork epoch it was made in */
     _Atomic int state;            /* acquire/release: see cache.c */
     struct mp_cache *pnext, *pprev; /* the pool's list, under mp->lock */
-    _Atomic uint64_t allocs;      /* owner stores, stats read: relaxed */
-    _Atomic uint64_t frees;
-    uint32_t n, cap;
-    void *objs[];
+    void *store[];
 };
 
 /* ---- the pool ------------------------------------------------------------- */
@@ -100,6 +150,15 @@ struct pk_mempool {
     size_t obj_size, stride, slab_size, first, nobjs, nwords;
     uintptr_t slab_mask;          /* ~(slab_size - 1) */
     unsigned stride_shift;        /* log2(stride) when a power of two */
+    uint64_t stride_inv;          /* the inline free's index check: the */
+    unsigned stride_rot;          /* inverse of stride's odd part, and
+                                     stride's power of two (mempool.h) */
+    bool plain;                   /* no hooks, no zeroing, no debug:
+                                     the inline path may serve it */
+    bool debug;                   /* PK_MEMPOOL_DEBUG */
+    bool poison_bytes;            /* debug and no ctor: fill freed
+                                     objects with PK_MEMPOOL_POISON */
+    unsigned slab_shift;          /* log2(slab_size) */
     size_t max_slabs, min_idle, max_bytes;
     uint32_t cache_cap;           /* 0: no caches */
     unsigned flags;
@@ -112,14 +171,21 @@ struct pk_mempool {
     void *event_user;
     pk_pool *core;                /* slabs */
 
+    /* Allocs waiting at the budget. Written under lock; a free reads it
+     * without (relaxed; the inline one too, through its cache's pointer)
+     * and then takes the slow path, so the waiter sees the object come
+     * back; a free that misses a new waiter leaves the object in its
+     * cache (the waiter may time out: documented). A plain uint32_t for
+     * the inline path (__atomic builtins), on a line of its own: every
+     * free on every thread reads it, and the lock next to it would make
+     * that read miss. */
+    char pad0[64];
+    uint32_t waiters;
+    char pad1[64];
+
     pk__lock lock;
     pk__cv cv;                    /* allocs at the budget; destroy
                                      waiting for a thread-exit flush */
-    /* Allocs waiting at the budget. Written under lock; a free reads it
-     * without (relaxed) and then takes the slow path, so the waiter sees
-     * the object come back; a free that misses a new waiter leaves the
-     * object in its cache (the waiter may time out: documented). */
-    _Atomic uint32_t waiters;
 
     /* depot.c's, under lock. */
     struct mp_slab *held;         /* every slab the depot holds */
@@ -127,6 +193,13 @@ struct pk_mempool {
     size_t nheld, npending;       /* held; core acquires under way */
     uint64_t out, peak;           /* objects out of slabs, its peak */
     uint64_t waits, timeouts, double_frees;
+
+    /* debug.c's, under lock: the registry (a hash set of every slab
+     * mapped, linear probing, reg_cap a power of two or 0), and the frees
+     * of pointers that were no object of the pool. */
+    struct mp_slab **reg;
+    size_t reg_cap, reg_n;
+    uint64_t bad_frees;
 
     /* cache.c's: the caches of this pool (under lock), the counts of
      * caches gone and of calls made without a cache (atomic). */
@@ -153,7 +226,8 @@ pk__mp_index(const struct pk_mempool *mp, const void *obj)
     const struct mp_slab_head *h = pk__mp_head_of(mp, obj);
     size_t off = (size_t)((uintptr_t)obj - (uintptr_t)h), i;
 
-    if (h->magic != PK__MP_SLAB_MAGIC || h->mp != mp || off < mp->first)
+    if (h->tag.magic != PK_MEMPOOL_SLAB_MAGIC || h->tag.pool != mp ||
+        off < mp->first)
         return (size_t)-1;
     off -= mp->first;
     if (mp->stride_shift) {
@@ -166,6 +240,13 @@ pk__mp_index(const struct pk_mempool *mp, const void *obj)
         i = off / mp->stride;
     }
     return i < mp->nobjs ? i : (size_t)-1;
+}
+
+/* mp->waiters, read and written with relaxed __atomic builtins. */
+static inline uint32_t
+pk__mp_waiters(const struct pk_mempool *mp)
+{
+    return __atomic_load_n(&mp->waiters, __ATOMIC_RELAXED);
 }
 
 static inline bool

@@ -10,7 +10,9 @@
  * unmade by the core, through the three hooks here: create maps and runs
  * ctor on every object, destroy runs dtor on every object and unmaps,
  * forget (a child after fork) only unmaps. Take and put work on the
- * bitmap under the pool's lock (depot.c calls them). */
+ * bitmap under the pool's lock (depot.c calls them). In debug mode a slab
+ * is in debug.c's registry from just after its mapping to just before its
+ * unmapping. */
 #define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
 #include <errno.h>
 #include <string.h>
@@ -96,15 +98,23 @@ pk__mp_slab_create(void *user, void **res, pk_error *err)
                             e);
     }
     h = (struct mp_slab_head *)s->base;
-    h->magic = PK__MP_SLAB_MAGIC;
-    h->mp = mp;
+    h->tag.magic = PK_MEMPOOL_SLAB_MAGIC;
+    h->tag.pool = mp;
     h->slab = s;
     s->mp = mp;
+    if (mp->debug && pk__mp_dbg_slab_made(mp, s) != 0) {
+        munmap(s->base, mp->slab_size);
+        pk__free(s);
+        return pk_error_set(err, PK_ENOMEM, ENOMEM, "pk_mempool: no memory "
+                            "for a slab's debug records");
+    }
     if (mp->flags & PK_MEMPOOL_PREFAULT)
         prefault(s->base, mp->slab_size);
     if (mp->ctor) {
         rc = construct(mp, s, err);
         if (rc) {
+            if (mp->debug)
+                pk__mp_dbg_slab_unmade(mp, s);
             munmap(s->base, mp->slab_size);
             pk__free(s);
             return rc;
@@ -125,6 +135,8 @@ pk__mp_slab_destroy(void *user, void *res)
     struct pk_mempool *mp = user;
     struct mp_slab *s = res;
 
+    if (mp->debug)
+        pk__mp_dbg_slab_unmade(mp, s); /* first: no free finds it now */
     if (mp->dtor)
         for (size_t i = 0; i < mp->nobjs; i++)
             mp->dtor(mp->user, object(mp, s, i));
@@ -140,7 +152,10 @@ pk__mp_slab_forget(void *user, void *res)
     struct mp_slab *s = res;
 
     /* munmap only: async-signal-safe. The descriptor stays (the child's
-     * copy of the parent's heap). */
+     * copy of the parent's heap), and so does the registry (debug mode:
+     * the child never takes the lock). */
+    if (mp->debug)
+        pk__mp_dbg_slab_forget(mp, s);
     munmap(s->base, mp->slab_size);
 }
 

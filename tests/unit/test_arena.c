@@ -2,7 +2,8 @@
  * new block when one is full, a block of its own for a large allocation,
  * reset keeping the first block, cleanups (last added first, at reset and
  * destroy), child arenas destroyed with their parent and at its reset,
- * every allocation failing in turn, bad input to every call. */
+ * every allocation failing in turn, bad input to every call; the inline
+ * bump path and the function mixed. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -64,6 +65,40 @@ test_allocations_are_aligned_and_disjoint(void **state)
     assert_true(stats(a).blocks > 1); /* 4096-aligned ones fill blocks */
     assert_int_equal(pk_arena_alloc(a, 0, 0, (void **)&p), 0); /* as 1 */
     pk_arena_destroy(a);
+}
+
+/* The inline bump (the macro) and the function (pk_arena_alloc) share the
+ * arena: aligned, disjoint, counted in used, in one block while it has
+ * room. */
+static void
+test_inline_bump_and_function_agree(void **state)
+{
+    pk_arena *a;
+    char *p[300];
+    size_t used = 0;
+    void *bad = (void *)1;
+
+    (void)state;
+    assert_int_equal(pk_arena_create(&a, NULL, 65536), 0);
+    for (int i = 0; i < 300; i++) {
+        size_t size = (size_t)(i % 13) * 7 + 1, al = (size_t)1 << (i % 7);
+        int rc = i % 2 ? pk_arena_alloc(a, size, al, (void **)&p[i])
+                       : (pk_arena_alloc)(a, size, al, (void **)&p[i]);
+        assert_int_equal(rc, 0);
+        assert_int_equal((uintptr_t)p[i] % al, 0);
+        memset(p[i], i & 0xff, size);
+        if (i)
+            assert_true(p[i] >= p[i - 1] + (size_t)((i - 1) % 13) * 7 + 1);
+        used += size;
+    }
+    assert_int_equal(stats(a).used, used);
+    assert_int_equal(stats(a).blocks, 1);
+    /* Bad arguments reach the function, which says so. */
+    assert_int_equal(pk_arena_alloc(a, 8, 24, &bad), PK_EINVAL);
+    assert_null(bad);
+    assert_int_equal(pk_arena_alloc(a, 8, 8192, &bad), PK_EINVAL);
+    pk_arena_destroy(a);
+    assert_int_equal(pk_arena_alloc(NULL, 8, 0, &bad), PK_EINVAL);
 }
 
 static void
@@ -254,6 +289,7 @@ main(void)
     const struct CMUnitTest tests[] = {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
         T(test_allocations_are_aligned_and_disjoint),
+        T(test_inline_bump_and_function_agree),
         T(test_full_block_grows_and_large_gets_its_own),
         T(test_reset_keeps_the_first_block_and_runs_cleanups),
         T(test_children_go_with_their_parent),
