@@ -100,6 +100,8 @@ enum pk_mempool_flags {
      * thread the child does not have). */
     PK_MEMPOOL_DEBUG = 1u << 3
 };
+/* A macro too, so code can test for the debug mode with #ifdef. */
+#define PK_MEMPOOL_DEBUG PK_MEMPOOL_DEBUG
 
 /* The byte a freed object is filled with in debug mode (as the Linux
  * kernel's slab poison). */
