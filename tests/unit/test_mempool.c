@@ -29,46 +29,8 @@
 #include <poolkit/mempool.h>
 
 #include "alloc.h"
+#include "mempool_helpers.h"
 #include "test_util.h"
-
-static long live0;
-
-static int
-setup(void **state)
-{
-    (void)state;
-    setenv("POOLKIT_LOG", "off", 1);
-    live0 = pk__alloc_live();
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    (void)state;
-    /* Every cache and slab descriptor is freed (threads joined). */
-    assert_int_equal(settled_live(live0), live0);
-    return 0;
-}
-
-static pk_mempool *
-make(const pk_mempool_options *o)
-{
-    pk_mempool *mp = NULL;
-
-    assert_int_equal(pk_mempool_create(&mp, o), 0);
-    assert_non_null(mp);
-    return mp;
-}
-
-static pk_mempool_stats
-stats(pk_mempool *mp)
-{
-    pk_mempool_stats st;
-
-    assert_int_equal(pk_mempool_stats_get(mp, &st), 0);
-    return st;
-}
 
 /* 1 if the page holding p is mapped in this process. */
 static int
@@ -150,8 +112,8 @@ test_geometry_follows_the_options(void **state)
     pk_mempool_stats st;
 
     (void)state;
-    mp = make(&(pk_mempool_options){ .object_size = 64 });
-    st = stats(mp);
+    mp = mh_make(&(pk_mempool_options){ .object_size = 64 });
+    st = mh_stats(mp);
     assert_int_equal(st.object_size, 64);
     assert_int_equal(st.stride, 64);
     assert_int_equal(st.slab_size, 65536);
@@ -160,14 +122,14 @@ test_geometry_follows_the_options(void **state)
     assert_int_equal(st.slabs, 0); /* nothing mapped before the first alloc */
     pk_mempool_destroy(mp);
 
-    mp = make(&(pk_mempool_options){ .object_size = 3 });
-    st = stats(mp);
+    mp = mh_make(&(pk_mempool_options){ .object_size = 3 });
+    st = mh_stats(mp);
     assert_int_equal(st.stride, 4);
     pk_mempool_destroy(mp);
 
-    mp = make(&(pk_mempool_options){ .object_size = PK_MEMPOOL_OBJECT_MAX,
+    mp = mh_make(&(pk_mempool_options){ .object_size = PK_MEMPOOL_OBJECT_MAX,
                                      .cache_size = PK_NEVER });
-    st = stats(mp);
+    st = mh_stats(mp);
     assert_true(st.objects_per_slab >= 8);
     assert_int_equal(st.cache_size, 0);
     pk_mempool_destroy(mp);
@@ -184,7 +146,7 @@ test_objects_are_distinct_aligned_and_writable(void **state)
 
     (void)state;
     for (size_t a = 0; a < sizeof aligns / sizeof aligns[0]; a++) {
-        pk_mempool *mp = make(&(pk_mempool_options){
+        pk_mempool *mp = mh_make(&(pk_mempool_options){
             .object_size = 40, .align = aligns[a] });
         size_t want = aligns[a] ? aligns[a] : 16;
         pk_mempool_stats st;
@@ -197,7 +159,7 @@ test_objects_are_distinct_aligned_and_writable(void **state)
         for (int i = 0; i < N; i++)
             for (int j = 0; j < 40; j++)
                 assert_int_equal(((unsigned char *)objs[i])[j], i & 0xff);
-        st = stats(mp);
+        st = mh_stats(mp);
         assert_int_equal(st.allocated, N);
         assert_int_equal(st.live, N);
         assert_true(st.peak >= N);
@@ -205,7 +167,7 @@ test_objects_are_distinct_aligned_and_writable(void **state)
         assert_int_equal(st.bytes_mapped, st.slabs * st.slab_size);
         for (int i = 0; i < N; i++)
             assert_int_equal(pk_mempool_free(mp, objs[i]), 0);
-        st = stats(mp);
+        st = mh_stats(mp);
         assert_int_equal(st.freed, N);
         assert_int_equal(st.live, 0);
         pk_mempool_destroy(mp);
@@ -219,7 +181,7 @@ test_zero_flag_zeroes_a_reused_object(void **state)
     unsigned char *p, *q;
 
     (void)state;
-    mp = make(&(pk_mempool_options){ .object_size = 100,
+    mp = mh_make(&(pk_mempool_options){ .object_size = 100,
                                      .flags = PK_MEMPOOL_ZERO });
     assert_int_equal(pk_mempool_alloc(mp, (void **)&p, 0), 0);
     memset(p, 0xab, 100);
@@ -291,10 +253,10 @@ test_objects_stay_constructed_across_reuse(void **state)
     struct obj *o;
 
     (void)state;
-    mp = make(&(pk_mempool_options){
+    mp = mh_make(&(pk_mempool_options){
         .object_size = sizeof(struct obj), .ctor = h_ctor, .dtor = h_dtor,
         .on_alloc = h_alloc, .on_free = h_free, .user = &h });
-    st = stats(mp);
+    st = mh_stats(mp);
     for (int i = 0; i < 1000; i++) {
         assert_int_equal(pk_mempool_alloc(mp, (void **)&o, 0), 0);
         assert_int_equal(o->magic, 0xc0ffee);
@@ -319,7 +281,7 @@ test_a_failing_ctor_fails_the_alloc(void **state)
     (void)state;
     for (int c = 0; c < 2; c++) {
         struct hooks h = { .fail_at = 3, .fail_code = codes[c] };
-        pk_mempool *mp = make(&(pk_mempool_options){
+        pk_mempool *mp = mh_make(&(pk_mempool_options){
             .object_size = sizeof(struct obj), .ctor = h_ctor,
             .dtor = h_dtor, .user = &h });
         void *p = (void *)1;
@@ -327,7 +289,7 @@ test_a_failing_ctor_fails_the_alloc(void **state)
         assert_int_equal(pk_mempool_alloc(mp, &p, 0), want[c]);
         assert_null(p);
         assert_int_equal(atomic_load(&h.dtors), 2); /* the two before */
-        assert_int_equal(stats(mp).slabs, 0);
+        assert_int_equal(mh_stats(mp).slabs, 0);
         pk_mempool_destroy(mp);
     }
 }
@@ -362,10 +324,10 @@ budget_case(int cache_size)
     pthread_t t;
     struct later l;
 
-    mp = make(&(pk_mempool_options){ .object_size = 64,
+    mp = mh_make(&(pk_mempool_options){ .object_size = 64,
                                      .max_bytes = 65536,
                                      .cache_size = cache_size });
-    st = stats(mp);
+    st = mh_stats(mp);
     n = st.objects_per_slab;
     objs = calloc(n, sizeof *objs);
     for (size_t i = 0; i < n; i++)
@@ -373,7 +335,7 @@ budget_case(int cache_size)
     assert_int_equal(pk_mempool_alloc(mp, &p, 0), PK_EAGAIN);
     assert_null(p);
     assert_int_equal(pk_mempool_alloc(mp, &p, 30), PK_ETIMEDOUT);
-    st = stats(mp);
+    st = mh_stats(mp);
     assert_int_equal(st.slabs, 1);
     assert_int_equal(st.waits, 1);
     assert_int_equal(st.timeouts, 2);
@@ -411,17 +373,17 @@ test_trim_unmaps_empty_slabs_down_to_min_idle(void **state)
     pk_mempool_stats st;
 
     (void)state;
-    mp = make(&(pk_mempool_options){ .object_size = 64, .min_idle = 2 });
-    st = stats(mp);
+    mp = mh_make(&(pk_mempool_options){ .object_size = 64, .min_idle = 2 });
+    st = mh_stats(mp);
     assert_int_equal(st.slabs, 2); /* the warm floor, mapped at create */
     for (int i = 0; i < N; i++)
         assert_int_equal(pk_mempool_alloc(mp, &objs[i], 0), 0);
-    st = stats(mp);
+    st = mh_stats(mp);
     assert_true(st.slabs >= N / st.objects_per_slab + 1);
     for (int i = 0; i < N; i++)
         assert_int_equal(pk_mempool_free(mp, objs[i]), 0);
     assert_int_equal(pk_mempool_trim(mp), 0);
-    st = stats(mp);
+    st = mh_stats(mp);
     assert_int_equal(st.slabs, 2);
     assert_int_equal(st.slabs_empty, 2);
     assert_int_equal(st.bytes_mapped, 2 * st.slab_size);
@@ -465,21 +427,21 @@ test_idle_timeout_unmaps_after_thread_exit(void **state)
     struct churn c;
 
     (void)state;
-    mp = make(&(pk_mempool_options){
+    mp = mh_make(&(pk_mempool_options){
         .object_size = 64, .idle_timeout_ms = 20,
         .flags = PK_MEMPOOL_MANUAL_MAINTENANCE });
     c = (struct churn){ .mp = mp, .n = 10 };
     assert_int_equal(pthread_create(&t, NULL, alloc_free_exit, &c), 0);
     pthread_join(t, NULL);
     assert_int_equal(c.bad, 0);
-    st = stats(mp);
+    st = mh_stats(mp);
     assert_int_equal(st.slabs, 1);
     assert_int_equal(st.slabs_empty, 1); /* the cache came back at exit */
     assert_int_equal(st.live, 0);
     assert_int_equal(st.allocated, 10);
     sleep_ms(40);
     assert_int_equal(pk_mempool_maintain(mp), 0);
-    st = stats(mp);
+    st = mh_stats(mp);
     assert_int_equal(st.slabs, 0);
     assert_int_equal(st.slabs_unmapped, 1);
     pk_mempool_destroy(mp);
@@ -507,20 +469,20 @@ test_objects_freed_on_another_thread_drain_back(void **state)
     struct churn c;
 
     (void)state;
-    mp = make(&(pk_mempool_options){ .object_size = 48 });
+    mp = mh_make(&(pk_mempool_options){ .object_size = 48 });
     for (int i = 0; i < N; i++)
         assert_int_equal(pk_mempool_alloc(mp, &objs[i], 0), 0);
     c = (struct churn){ .mp = mp, .n = N, .objs = objs };
     assert_int_equal(pthread_create(&t, NULL, free_all, &c), 0);
     pthread_join(t, NULL);
     assert_int_equal(c.bad, 0);
-    st = stats(mp);
+    st = mh_stats(mp);
     assert_int_equal(st.freed, N);
     assert_int_equal(st.live, 0);
     /* Every object is back in its slab: this thread's cache took a batch
      * of the last slab's objects; trim gives that back too. */
     assert_int_equal(pk_mempool_trim(mp), 0);
-    st = stats(mp);
+    st = mh_stats(mp);
     assert_int_equal(st.slabs, 0);
     pk_mempool_destroy(mp);
 }
@@ -559,7 +521,7 @@ test_destroy_reports_objects_still_out(void **state)
     void *p[5];
 
     (void)state;
-    mp = make(&(pk_mempool_options){
+    mp = mh_make(&(pk_mempool_options){
         .object_size = sizeof(struct obj), .ctor = h_ctor, .dtor = h_dtor,
         .user = &h, .event = on_event, .event_user = &ev });
     for (int i = 0; i < 5; i++)
@@ -575,7 +537,7 @@ test_destroy_reports_objects_still_out(void **state)
 
     /* Nothing out, nothing reported. */
     ev.n = 0;
-    mp = make(&(pk_mempool_options){ .object_size = 8, .event = on_event,
+    mp = mh_make(&(pk_mempool_options){ .object_size = 8, .event = on_event,
                                      .event_user = &ev });
     assert_int_equal(pk_mempool_alloc(mp, &p[0], 0), 0);
     pk_mempool_free(mp, p[0]);
@@ -591,15 +553,15 @@ test_double_free_is_found_at_the_slab(void **state)
     void *p, *q;
 
     (void)state;
-    mp = make(&(pk_mempool_options){ .object_size = 32,
+    mp = mh_make(&(pk_mempool_options){ .object_size = 32,
                                      .cache_size = PK_NEVER });
     assert_int_equal(pk_mempool_alloc(mp, &p, 0), 0);
     assert_int_equal(pk_mempool_alloc(mp, &q, 0), 0);
     assert_int_equal(pk_mempool_free(mp, p), 0);
     assert_int_equal(pk_mempool_free(mp, p), 0); /* found and dropped */
-    assert_int_equal(stats(mp).double_frees, 1);
+    assert_int_equal(mh_stats(mp).double_frees, 1);
     assert_int_equal(pk_mempool_free(mp, q), 0);
-    assert_int_equal(stats(mp).slabs_empty, 1);
+    assert_int_equal(mh_stats(mp).slabs_empty, 1);
     pk_mempool_destroy(mp);
 }
 
@@ -613,8 +575,8 @@ test_bad_input_to_every_call(void **state)
     char *base;
 
     (void)state;
-    mp = make(&(pk_mempool_options){ .object_size = 64 });
-    other = make(&(pk_mempool_options){ .object_size = 64 });
+    mp = mh_make(&(pk_mempool_options){ .object_size = 64 });
+    other = mh_make(&(pk_mempool_options){ .object_size = 64 });
     assert_int_equal(pk_mempool_alloc(NULL, &p, 0), PK_EINVAL);
     assert_null(p);
     assert_int_equal(pk_mempool_alloc(mp, NULL, 0), PK_EINVAL);
@@ -684,7 +646,7 @@ test_child_after_fork_frees_but_does_not_alloc(void **state)
     int status;
 
     (void)state;
-    mp = make(&(pk_mempool_options){ .object_size = 64, .min_idle = 1,
+    mp = mh_make(&(pk_mempool_options){ .object_size = 64, .min_idle = 1,
                                      .idle_timeout_ms = 1000 });
     assert_int_equal(pk_mempool_alloc(mp, &p, 0), 0);
     assert_int_equal(pk_mempool_alloc(mp, &q, 0), 0);
@@ -700,7 +662,7 @@ test_child_after_fork_frees_but_does_not_alloc(void **state)
     /* The parent's pool is untouched. */
     assert_int_equal(pk_mempool_free(mp, p), 0);
     assert_int_equal(pk_mempool_free(mp, q), 0);
-    assert_int_equal(stats(mp).live, 0);
+    assert_int_equal(mh_stats(mp).live, 0);
     pk_mempool_destroy(mp);
 }
 
@@ -740,7 +702,7 @@ test_every_allocation_failing_in_turn(void **state)
             assert_int_equal(rc, PK_ENOMEM);
         }
         ran = pk__alloc_fail_at(0);
-        assert_int_equal(pk__alloc_live(), live0);
+        assert_int_equal(pk__alloc_live(), mh_live0());
         if (ran < k)
             break; /* the scenario no longer reaches the k-th */
     }
@@ -751,7 +713,7 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, mh_setup, mh_teardown)
         T(test_options_rejects_each_bad_field),
         T(test_geometry_follows_the_options),
         T(test_objects_are_distinct_aligned_and_writable),

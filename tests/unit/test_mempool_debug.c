@@ -29,6 +29,7 @@
 #include <poolkit/mempool.h>
 
 #include "alloc.h"
+#include "mempool_helpers.h"
 #include "test_util.h"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -52,25 +53,6 @@
 #ifndef UNDER_VALGRIND
 #define UNDER_VALGRIND() 0
 #endif
-
-static long live0;
-
-static int
-setup(void **state)
-{
-    (void)state;
-    setenv("POOLKIT_LOG", "off", 1);
-    live0 = pk__alloc_live();
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    (void)state;
-    assert_int_equal(settled_live(live0), live0);
-    return 0;
-}
 
 /* What the event hook heard. */
 #define EV_MAX 16
@@ -124,15 +106,6 @@ static pk_mempool *
 make_dbg(size_t size, struct seen *s, int (*ctor)(void *, void *))
 {
     return make_dbg_idle(size, s, ctor, 0);
-}
-
-static pk_mempool_stats
-stats(pk_mempool *mp)
-{
-    pk_mempool_stats st;
-
-    assert_int_equal(pk_mempool_stats_get(mp, &st), 0);
-    return st;
 }
 
 /* Checks the one report of a refused free. */
@@ -190,8 +163,8 @@ test_double_free_is_reported_and_refused(void **state)
         assert_int_equal(pk_mempool_free(mp, objs[n]), PK_EINVAL);
         atomic_store(&s.n, 0);
     }
-    assert_int_equal(stats(mp).double_frees, 202);
-    assert_int_equal(stats(mp).live, 0);
+    assert_int_equal(mh_stats(mp).double_frees, 202);
+    assert_int_equal(mh_stats(mp).live, 0);
     /* The pool is unharmed: 200 distinct objects again. */
     for (n = 0; n < 200; n++) {
         assert_int_equal(pk_mempool_alloc(mp, &objs[n], 0), 0);
@@ -259,12 +232,12 @@ test_foreign_pointers_are_reported_and_refused(void **state)
         assert_int_equal(pk_mempool_free(other, stale[i]), 0);
     assert_int_equal(pk_mempool_free(other, o), 0);
     assert_int_equal(pk_mempool_trim(other), 0);
-    assert_int_equal(stats(other).slabs, 0);
+    assert_int_equal(mh_stats(other).slabs, 0);
     assert_int_equal(atomic_load(&s2.n), 0);
     assert_int_equal(pk_mempool_free(other, stale[50]), PK_EINVAL);
     expect_report(&s2, stale[50], "in no slab of this pool", 0);
 
-    st = stats(mp);
+    st = mh_stats(mp);
     assert_true(st.bad_frees >= 6);
     assert_int_equal(st.double_frees, 0);
     assert_int_equal(st.live, 1);
@@ -430,7 +403,7 @@ test_threads_freeing_each_others_objects_raise_nothing(void **state)
         if (p)
             assert_int_equal(pk_mempool_free(w.mp, p), 0);
     }
-    st = stats(w.mp);
+    st = mh_stats(w.mp);
     assert_int_equal(st.live, 0);
     assert_int_equal(st.double_frees + st.bad_frees, 0);
     assert_int_equal(atomic_load(&s.n), 0);
@@ -475,7 +448,7 @@ test_every_allocation_failing_in_turn(void **state)
             assert_int_equal(rc, PK_ENOMEM);
         }
         ran = pk__alloc_fail_at(0);
-        assert_int_equal(pk__alloc_live(), live0);
+        assert_int_equal(pk__alloc_live(), mh_live0());
         if (ran < k)
             break;
     }
@@ -550,7 +523,7 @@ int
 main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, mh_setup, mh_teardown)
         T(test_double_free_is_reported_and_refused),
         T(test_foreign_pointers_are_reported_and_refused),
         T(test_leaks_are_reported_with_their_sites),

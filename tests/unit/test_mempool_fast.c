@@ -25,45 +25,8 @@
 #include <poolkit/mempool.h>
 
 #include "alloc.h"
+#include "mempool_helpers.h"
 #include "test_util.h"
-
-static long live0;
-
-static int
-setup(void **state)
-{
-    (void)state;
-    setenv("POOLKIT_LOG", "off", 1);
-    live0 = pk__alloc_live();
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    (void)state;
-    assert_int_equal(settled_live(live0), live0);
-    return 0;
-}
-
-static pk_mempool *
-make(const pk_mempool_options *o)
-{
-    pk_mempool *mp = NULL;
-
-    assert_int_equal(pk_mempool_create(&mp, o), 0);
-    assert_non_null(mp);
-    return mp;
-}
-
-static pk_mempool_stats
-stats(pk_mempool *mp)
-{
-    pk_mempool_stats st;
-
-    assert_int_equal(pk_mempool_stats_get(mp, &st), 0);
-    return st;
-}
 
 /* ---- macros and functions ------------------------------------------------ */
 
@@ -77,7 +40,7 @@ test_inline_and_out_of_line_calls_mix(void **state)
     void *p[300];
 
     (void)state;
-    mp = make(&(pk_mempool_options){ .object_size = 40 });
+    mp = mh_make(&(pk_mempool_options){ .object_size = 40 });
     for (int round = 0; round < 3; round++) {
         for (int i = 0; i < 300; i++) {
             switch (i % 3) {
@@ -102,7 +65,7 @@ test_inline_and_out_of_line_calls_mix(void **state)
                                    : free_fn(mp, p[i]),
                              0);
     }
-    st = stats(mp);
+    st = mh_stats(mp);
     assert_int_equal(st.allocated, 900);
     assert_int_equal(st.freed, 900);
     assert_int_equal(st.live, 0);
@@ -132,10 +95,10 @@ every_offset_case(size_t size, size_t align)
     char *base;
     size_t n, k = 0;
 
-    mp = make(&(pk_mempool_options){ .object_size = size, .align = align,
+    mp = mh_make(&(pk_mempool_options){ .object_size = size, .align = align,
                                      .slab_size = 4096, .max_bytes = 4096,
                                      .cache_size = 8 });
-    st = stats(mp);
+    st = mh_stats(mp);
     n = st.objects_per_slab;
     objs = calloc(n, sizeof *objs);
     assert_non_null(objs);
@@ -156,7 +119,7 @@ every_offset_case(size_t size, size_t align)
     assert_int_equal(k, n);
     for (size_t i = 0; i < n; i++)
         assert_int_equal(pk_mempool_free(mp, objs[i]), 0);
-    st = stats(mp);
+    st = mh_stats(mp);
     assert_int_equal(st.live, 0);
     assert_int_equal(st.double_frees, 0);
     free(objs);
@@ -245,19 +208,19 @@ test_a_pool_made_where_one_was_destroyed_is_served_right(void **state)
     int same = 0;
 
     (void)state;
-    r.a = make(&o);
+    r.a = mh_make(&o);
     assert_int_equal(pthread_create(&t, NULL, reuse_thread, &r), 0);
     wait_step(&r, 1);
     pk_mempool_destroy(r.a);
     /* malloc hands the handle's memory out again, most likely at once. */
     for (int i = 0; i < 8 && !same; i++) {
-        r.b = make(&o);
+        r.b = mh_make(&o);
         same = r.b == r.a;
         if (!same)
             pk_mempool_destroy(r.b);
     }
     if (!same) {
-        r.b = make(&o);
+        r.b = mh_make(&o);
         print_message("note: no pool was made at the destroyed one's "
                       "address; the case ran with a new address\n");
     }
@@ -269,7 +232,7 @@ test_a_pool_made_where_one_was_destroyed_is_served_right(void **state)
     assert_int_equal(r.rc_free, 0);
     /* Two allocs and two frees, all of B (the thread's exit gave its
      * cache back). */
-    st = stats(r.b);
+    st = mh_stats(r.b);
     assert_int_equal(st.allocated, 2);
     assert_int_equal(st.freed, 2);
     assert_int_equal(st.live, 0);
@@ -304,9 +267,9 @@ test_inline_free_goes_to_a_waiting_alloc(void **state)
     pthread_t t;
 
     (void)state;
-    mp = make(&(pk_mempool_options){ .object_size = 64, .slab_size = 4096,
+    mp = mh_make(&(pk_mempool_options){ .object_size = 64, .slab_size = 4096,
                                      .max_bytes = 4096, .cache_size = 8 });
-    n = stats(mp).objects_per_slab;
+    n = mh_stats(mp).objects_per_slab;
     objs = calloc(n, sizeof *objs);
     assert_non_null(objs);
     /* Every object out: this thread's cache is empty, with room. */
@@ -317,7 +280,7 @@ test_inline_free_goes_to_a_waiting_alloc(void **state)
     assert_int_equal(pthread_create(&t, NULL, wait_alloc, &w), 0);
     do {
         sleep_ms(1);
-        st = stats(mp);
+        st = mh_stats(mp);
     } while (st.waits == 0);
     /* The other thread waits at the budget: this free, which the inline
      * path could keep in the cache, goes to the slab and wakes it. */
@@ -330,7 +293,7 @@ test_inline_free_goes_to_a_waiting_alloc(void **state)
         assert_int_equal(pk_mempool_free(mp, objs[i]), 0);
     assert_int_equal(pk_mempool_alloc(mp, &p, 0), 0);
     assert_int_equal(pk_mempool_free(mp, p), 0);
-    assert_int_equal(stats(mp).live, 0);
+    assert_int_equal(mh_stats(mp).live, 0);
     free(objs);
     pk_mempool_destroy(mp);
 }
@@ -368,7 +331,7 @@ test_inline_calls_count_in_the_stats(void **state)
     pthread_t t[2];
 
     (void)state;
-    mp = make(&(pk_mempool_options){ .object_size = 32 });
+    mp = mh_make(&(pk_mempool_options){ .object_size = 32 });
     for (int i = 0; i < 2; i++) {
         s[i] = (struct spin){ .mp = mp, .n = 10000 };
         assert_int_equal(pthread_create(&t[i], NULL, spin, &s[i]), 0);
@@ -378,7 +341,7 @@ test_inline_calls_count_in_the_stats(void **state)
         pthread_join(t[i], NULL);
         assert_int_equal(s[i].bad, 0);
     }
-    st = stats(mp);
+    st = mh_stats(mp);
     assert_int_equal(st.allocated, 3 * 40000);
     assert_int_equal(st.freed, 3 * 40000);
     assert_int_equal(st.live, 0);
@@ -414,14 +377,14 @@ test_hooks_and_zeroing_take_the_slow_path(void **state)
     (void)state;
     atomic_store(&n_alloc, 0);
     atomic_store(&n_free, 0);
-    mp = make(&(pk_mempool_options){ .object_size = 32,
+    mp = mh_make(&(pk_mempool_options){ .object_size = 32,
                                      .on_alloc = on_alloc });
     for (int i = 0; i < 100; i++) {
         assert_int_equal(pk_mempool_alloc(mp, (void **)&p, 0), 0);
         assert_int_equal(pk_mempool_free(mp, p), 0);
     }
     pk_mempool_destroy(mp);
-    mp = make(&(pk_mempool_options){ .object_size = 32,
+    mp = mh_make(&(pk_mempool_options){ .object_size = 32,
                                      .on_free = on_free });
     for (int i = 0; i < 100; i++) {
         assert_int_equal(pk_mempool_alloc(mp, (void **)&p, 0), 0);
@@ -431,7 +394,7 @@ test_hooks_and_zeroing_take_the_slow_path(void **state)
     assert_int_equal(atomic_load(&n_alloc), 100);
     assert_int_equal(atomic_load(&n_free), 100);
 
-    mp = make(&(pk_mempool_options){ .object_size = 32,
+    mp = mh_make(&(pk_mempool_options){ .object_size = 32,
                                      .flags = PK_MEMPOOL_ZERO });
     for (int i = 0; i < 100; i++) {
         assert_int_equal(pk_mempool_alloc(mp, (void **)&p, 0), 0);
@@ -447,7 +410,7 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+#define T(f) cmocka_unit_test_setup_teardown(f, mh_setup, mh_teardown)
         T(test_inline_and_out_of_line_calls_mix),
         T(test_inline_free_checks_every_offset),
         T(test_a_pool_made_where_one_was_destroyed_is_served_right),
