@@ -28,8 +28,11 @@ typedef enum pk_event_kind {
     PK_EVENT_FUTURE_UNREAD,     /* a failed future was released unread */
     PK_EVENT_WORKER_DIED,       /* a worker thread or process died */
     PK_EVENT_SLOW_TASK,         /* a task ran longer than its threshold */
-    PK_EVENT_LEASE_OUT_AT_CLOSE /* a lease was still out when the pool
-                                   closed (file, line: its acquire site) */
+    PK_EVENT_LEASE_OUT_AT_CLOSE, /* a lease was still out when the pool
+                                    closed (file, line: its acquire site) */
+    PK_EVENT_MISUSE             /* a debug check caught the caller's bug: a
+                                   double free, a foreign pointer, a write
+                                   after free (error says which) */
 } pk_event_kind;
 
 typedef struct pk_event {
@@ -44,7 +47,7 @@ typedef struct pk_event {
 /* Returns the kind's name: the enum's name after PK_EVENT_, in lower
  * case ("created", "destroyed", "check_failed", "create_failed",
  * "timeout", "held_too_long", "detached", "future_unread",
- * "worker_died", "slow_task", "lease_out_at_close"); "unknown" for any
+ * "worker_died", "slow_task", "lease_out_at_close", "misuse"); "unknown" for any
  * other value.
  * Owner: returns a static string, never NULL. Threads: safe. */
 PK_API const char *pk_event_name(int kind);

@@ -80,7 +80,7 @@ enum pk_mempool_flags {
      * is read, so a pointer from elsewhere (malloc's, another pool's, an
      * unmapped slab's), a pointer into an object or a slab's header, and
      * an object freed twice are all found: each is reported (the event
-     * hook: PK_EVENT_CHECK_FAILED, ev.resource the pointer, ev.file and
+     * hook: PK_EVENT_MISUSE, ev.resource the pointer, ev.file and
      * ev.line the object's alloc site when it has one, ev.error PK_EINVAL
      * and a message; with no hook, a stderr line) and the free returns
      * PK_EINVAL, changing nothing. A freed object is filled with
@@ -90,7 +90,7 @@ enum pk_mempool_flags {
      * and handed back to Valgrind as freed when <valgrind/memcheck.h> was
      * there at build time (VALGRIND_MEMPOOL_ALLOC/FREE); an alloc that
      * finds a poison byte changed reports the write after free
-     * (PK_EVENT_CHECK_FAILED, PK_ECHECK) and hands the object out.
+     * (PK_EVENT_MISUSE, PK_ECHECK) and hands the object out.
      * Each object's alloc site (the pk_mempool_alloc macro's __FILE__ and
      * __LINE__) is kept, and destroy reports the objects still out by
      * site (one PK_EVENT_LEASE_OUT_AT_CLOSE per site, ev.file and

@@ -28,6 +28,8 @@ pk_event_name(int kind)
         return "slow_task";
     case PK_EVENT_LEASE_OUT_AT_CLOSE:
         return "lease_out_at_close";
+    case PK_EVENT_MISUSE:
+        return "misuse";
     default:
         return "unknown";
     }

@@ -304,7 +304,7 @@ pk__mp_dbg_free_check(struct pk_mempool *mp, void *obj)
                      "was never allocated; not freed", obj);
         break;
     }
-    report(mp, PK_EVENT_CHECK_FAILED, obj, f.file, f.line, &e,
+    report(mp, PK_EVENT_MISUSE, obj, f.file, f.line, &e,
            "pk_mempool_free (debug mode)");
     return PK_EINVAL;
 }
@@ -370,7 +370,7 @@ pk__mp_dbg_alloc(struct pk_mempool *mp, void *obj, const char *file,
                  "allocated at %s:%d before)", obj, bad,
                  ((unsigned char *)obj)[bad], PK_MEMPOOL_POISON,
                  site_file(was_file), was_line);
-    report(mp, PK_EVENT_CHECK_FAILED, obj, was_file, was_line, &e,
+    report(mp, PK_EVENT_MISUSE, obj, was_file, was_line, &e,
            "pk_mempool_alloc (debug mode)");
 }
 

@@ -74,7 +74,7 @@ on_event(void *user, const pk_event *e)
     struct seen *s = user;
     int i;
 
-    if (e->kind != PK_EVENT_CHECK_FAILED &&
+    if (e->kind != PK_EVENT_MISUSE &&
         e->kind != PK_EVENT_LEASE_OUT_AT_CLOSE)
         return; /* slabs made and unmade */
     i = atomic_fetch_add(&s->n, 1);
@@ -113,7 +113,7 @@ static void
 expect_report(struct seen *s, void *ptr, const char *words, int line)
 {
     assert_int_equal(atomic_load(&s->n), 1);
-    assert_int_equal(s->ev[0].kind, PK_EVENT_CHECK_FAILED);
+    assert_int_equal(s->ev[0].kind, PK_EVENT_MISUSE);
     assert_ptr_equal(s->ev[0].resource, ptr);
     assert_int_equal(s->ev[0].code, PK_EINVAL);
     if (!strstr(s->ev[0].msg, words))
@@ -319,7 +319,7 @@ test_poison_and_a_write_after_free(void **state)
     assert_int_equal(pk_mempool_alloc(mp, (void **)&q, 0), 0);
     assert_ptr_equal(q, p); /* the cache is LIFO */
     assert_int_equal(atomic_load(&s.n), 1);
-    assert_int_equal(s.ev[0].kind, PK_EVENT_CHECK_FAILED);
+    assert_int_equal(s.ev[0].kind, PK_EVENT_MISUSE);
     assert_int_equal(s.ev[0].code, PK_ECHECK);
     assert_int_equal(s.ev[0].line, line_p);
     assert_non_null(strstr(s.ev[0].msg, "written after it was freed: "
