@@ -16,8 +16,8 @@
  * The pool is the one a single-threaded program would make: one
  * connection (max_size 1), reset PK_PG_RESET_ROLLBACK, since SELECT 1
  * leaves no session state behind. The default full reset would add a
- * DISCARD ALL round trip to every pooled query (see the note the row
- * prints under the table).
+ * round trip to every pooled query (see the note the row prints under
+ * the table).
  *
  * Built without libpq (the Makefile compiles this file with -DPK_DEMO_PG
  * only when the pg adapter builds), the rows say skipped and how to get
@@ -359,7 +359,7 @@ pg_row_run(struct demo_ctx *ctx, struct demo_result *out, enum transport t)
     pk_pg_pool_destroy(r.pool);
     if (rc == 0 && !srv.noted) {
         demo_note(out, "PostgreSQL %s, %s; pooled: pk_pg_exec on a pool "
-                  "of 1, reset PK_PG_RESET_ROLLBACK (no DISCARD ALL)",
+                  "of 1, reset PK_PG_RESET_ROLLBACK (no full-reset round trip)",
                   version, srv.from_env ? "PK_PG_CONNINFO"
                                         : "a throwaway cluster on this "
                                           "machine");
