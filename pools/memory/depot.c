@@ -197,31 +197,61 @@ release_all(struct pk_mempool *mp, struct mp_slab *list, int status)
     }
 }
 
+/* The objects of word w of s in mask back into s; an empty slab onto
+ * *empty. Returns the double frees found. Lock held. */
+static size_t
+put_word(struct pk_mempool *mp, struct mp_slab *s, size_t w, uint64_t mask,
+         struct mp_slab **empty)
+{
+    size_t doubles = pk__mp_slab_put_word(s, w, mask);
+    size_t put = (size_t)__builtin_popcountll(mask) - doubles;
+
+    if (put == 0)
+        return doubles; /* nothing changed: s may be on *empty already */
+    mp->out -= put;
+    if (s->nfree == mp->nobjs) {
+        /* Empty: back to the core, which keeps or unmaps it. */
+        if (s->on_partial)
+            partial_unlink(mp, s);
+        held_unlink(mp, s);
+        s->next = *empty;
+        *empty = s;
+    } else if (!s->on_partial) {
+        partial_push(mp, s);
+    }
+    return doubles;
+}
+
 void
 pk__mp_depot_put(struct pk_mempool *mp, void *const *objs, size_t n)
 {
-    struct mp_slab *empty = NULL;
-    size_t doubles = 0;
+    struct mp_slab *empty = NULL, *cur = NULL;
+    size_t doubles = 0, cw = 0;
+    uint64_t mask = 0;
 
+    /* A batch is mostly runs of objects of one bitmap word of one slab
+     * (they were taken that way): each run is one read and one write of
+     * the word. The same object twice in a run is a double free too. */
     pk__lock_acquire(&mp->lock);
     for (size_t i = 0; i < n; i++) {
         struct mp_slab *s = pk__mp_head_of(mp, objs[i])->slab;
-        if (pk__mp_slab_put(s, objs[i]) != 0) {
-            doubles++;
+        size_t idx = pk__mp_index(mp, objs[i]);
+        uint64_t bit = (uint64_t)1 << (idx % 64);
+
+        if (s == cur && idx / 64 == cw) {
+            if (mask & bit)
+                doubles++;
+            mask |= bit;
             continue;
         }
-        mp->out--;
-        if (s->nfree == mp->nobjs) {
-            /* Empty: back to the core, which keeps or unmaps it. */
-            if (s->on_partial)
-                partial_unlink(mp, s);
-            held_unlink(mp, s);
-            s->next = empty;
-            empty = s;
-        } else if (!s->on_partial) {
-            partial_push(mp, s);
-        }
+        if (cur)
+            doubles += put_word(mp, cur, cw, mask, &empty);
+        cur = s;
+        cw = idx / 64;
+        mask = bit;
     }
+    if (cur)
+        doubles += put_word(mp, cur, cw, mask, &empty);
     mp->double_frees += doubles;
     if (pk__mp_waiters(mp))
         pk__cv_broadcast(&mp->cv);

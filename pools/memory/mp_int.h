@@ -118,6 +118,11 @@ size_t pk__mp_slab_take(struct mp_slab *s, void **out, size_t want);
  * free: nothing changes). mp->lock held. */
 int pk__mp_slab_put(struct mp_slab *s, void *obj);
 
+/* Puts back the objects of word w of s whose bits are set in mask, the
+ * way pk__mp_slab_put does each. Returns how many were in s already
+ * (double frees: those change nothing). mp->lock held. */
+size_t pk__mp_slab_put_word(struct mp_slab *s, size_t w, uint64_t mask);
+
 /* ---- per-thread caches (cache.c) ---------------------------------------- */
 
 enum { PK__MPC_LIVE = 0, PK__MPC_FLUSHING = 1, PK__MPC_DEAD = 2 };

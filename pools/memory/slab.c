@@ -196,3 +196,16 @@ pk__mp_slab_put(struct mp_slab *s, void *obj)
         s->hint = i / 64;
     return 0;
 }
+
+size_t
+pk__mp_slab_put_word(struct mp_slab *s, size_t w, uint64_t mask)
+{
+    uint64_t dup = s->bits[w] & mask;
+
+    mask &= ~dup;
+    s->bits[w] |= mask;
+    s->nfree += (size_t)__builtin_popcountll(mask);
+    if (mask && w < s->hint)
+        s->hint = w;
+    return (size_t)__builtin_popcountll(dup);
+}
