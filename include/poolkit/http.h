@@ -127,9 +127,9 @@ typedef struct pk_http_lease {
 } pk_http_lease;
 
 /* Lends a handle for url's origin, with the pool's defaults and
- * CURLOPT_URL set to url, waiting up to timeout_ms (0: only an idle or
- * new one, PK_EAGAIN otherwise; PK_WAIT_FOREVER: no limit) when the
- * origin or the pool is at its cap. Set what the request needs and run
+ * CURLOPT_URL set to url, waiting up to timeout_ms (0: an idle one, or a
+ * new one when the origin is under its cap, PK_EAGAIN otherwise;
+ * PK_WAIT_FOREVER: no limit) when the origin or the pool is at its cap. Set what the request needs and run
  * curl_easy_perform; keep to url's origin.
  * Returns: 0, PK_EINVAL (NULL, a URL libcurl cannot parse, a scheme other
  * than http and https: err says which), PK_EAGAIN, PK_ETIMEDOUT,

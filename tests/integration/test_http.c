@@ -1030,6 +1030,52 @@ test_batch_reuses_the_pools_connections(void **state)
     pk_http_pool_destroy(pool);
 }
 
+/* On a cold pool the batch opens its transfers in parallel: four 1.5 s
+ * timeouts on /slow end together, over four connections, not one after
+ * the other. */
+static void
+test_batch_runs_in_parallel_from_cold(void **state)
+{
+    (void)state;
+    pk_http_pool *pool = make_pool(&(pk_http_options){ .max_per_origin = 4 });
+    enum { N = 4 };
+    pk_http_request rq[N];
+    pk_http_response out[N];
+    int codes[N];
+    char u[128];
+    url(u, sizeof u, 0, "/slow");
+    for (int i = 0; i < N; i++)
+        rq[i] = (pk_http_request){ .url = u, .timeout_ms = 1500 };
+    struct timespec t0, t1;
+    pk_error err;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(pk_http_batch_run(pool, &(pk_http_batch){
+                                           .requests = rq, .n = N,
+                                           .responses = out, .codes = codes,
+                                           .max_parallel = N },
+                                       &err),
+                     PK_ETIMEDOUT);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long ms = (t1.tv_sec - t0.tv_sec) * 1000 +
+              (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    if (ms > 4000)
+        fail_msg("the batch took %ld ms: its transfers ran one at a time",
+                 ms);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(codes[i], PK_ETIMEDOUT);
+        pk_http_response_free(&out[i]);
+    }
+    assert_int_equal(stats(pool).connections_new, N);
+    /* A 0 ms acquire on a cold origin makes a handle. */
+    pk_http_lease l;
+    char v[128];
+    assert_int_equal(pk_http_acquire(pool, url(v, sizeof v, 1, "/"), &l, 0,
+                                     &err),
+                     0);
+    assert_int_equal(pk_http_release(pool, &l, 0), 0);
+    pk_http_pool_destroy(pool);
+}
+
 static void
 test_batch_reports_each_failure(void **state)
 {
@@ -1124,6 +1170,7 @@ main(void)
         cmocka_unit_test(test_stalled_origin_holds_only_its_share),
         cmocka_unit_test(test_nginx_reload_and_restart_under_load),
         cmocka_unit_test(test_batch_reports_each_failure),
+        cmocka_unit_test(test_batch_runs_in_parallel_from_cold),
     };
     return cmocka_run_group_tests_name("http", tests, group_setup,
                                        group_teardown);
