@@ -6,7 +6,13 @@
  * lock and no atomic read-modify-write: the cache is the thread's own.
  * An empty cache takes a batch (half its size) from the depot, a full
  * one gives the older half back; a free while an alloc waits at the
- * budget goes straight to the depot, which wakes the waiter.
+ * budget goes straight to the depot, which wakes the waiter. Without
+ * the lock first, when the pool has xfer_cap (not in debug mode): the
+ * older half goes onto the pool's batch stack (depot.c) if it has room,
+ * and an empty cache refills from its hoard, else takes the whole stack
+ * (one batch into the cache, the rest its hoard), before the depot. The
+ * nodes a refill empties go back to the pool PK__MP_SPARES at a time;
+ * a full cache takes them from there (all at once) or makes one.
  *
  * Finding the cache: the thread's caches are a list (tls_head) with the
  * last one used in pk_mempool_tls_cache, so a thread that uses one pool
@@ -116,6 +122,12 @@ give_back(struct mp_cache *c)
             memory_order_acquire)) {
         if (c->pub.n)
             pk__mp_depot_put(mp, c->pub.objs, c->pub.n);
+        pk__mp_xfer_drain_list(mp, c->hoard);
+        c->hoard = NULL;
+        /* Before the unlink: destroy frees the pool's nodes after. */
+        pk__mp_xfer_spare_put(mp, c->spares);
+        c->spares = NULL;
+        c->nspares = 0;
         pk__lock_acquire(&mp->lock);
         pool_unlink_locked(mp, c);
         atomic_fetch_add_explicit(&mp->gone_allocs, c->pub.allocs,
@@ -125,6 +137,8 @@ give_back(struct mp_cache *c)
         pk__cv_broadcast(&mp->cv); /* destroy may wait for this */
         pk__lock_release(&mp->lock);
     }
+    pk__mp_xfer_free_list(c->spares);
+    pk__mp_xfer_free_list(c->hoard);
     pk__free(c);
 }
 
@@ -195,6 +209,8 @@ reap(void)
             *pp = c->next;
             if (last() == c)
                 set_last(NULL);
+            pk__mp_xfer_free_list(c->spares);
+            pk__mp_xfer_free_list(c->hoard);
             pk__free(c);
         } else {
             pp = &c->next;
@@ -281,6 +297,60 @@ bump(uint64_t *n)
 
 /* ---- alloc and free ------------------------------------------------------- */
 
+/* Brings node b's lines to this core ahead of its use (it was last
+ * written on another). */
+static inline void
+prefetch_node(const struct pk_mempool *mp, const struct mp_batch *b,
+              int write)
+{
+    const char *p = (const char *)b;
+    const char *end = (const char *)&b->objs[mp->xfer_cap];
+
+    for (; p < end; p += 64) {
+        if (write)
+            __builtin_prefetch(p, 1);
+        else
+            __builtin_prefetch(p, 0);
+    }
+}
+
+/* The cache's first k objects (k == mp->xfer_cap) onto the batch stack,
+ * in a node of the cache's spares, of the pool's, or new. Returns
+ * whether they went. */
+static bool
+hand_back(struct pk_mempool *mp, struct mp_cache *c, uint32_t k)
+{
+    struct mp_batch *b = c->spares;
+
+    if (!pk__mp_xfer_room(mp))
+        return false; /* no copy to make for nothing */
+    if (b) {
+        c->spares = b->next;
+        if (c->nspares)
+            c->nspares--;
+    } else if ((b = pk__mp_xfer_spare_take(mp)) != NULL) {
+        c->spares = b->next; /* not counted: nspares counts the ones
+                                this thread's allocs emptied */
+    } else {
+        b = pk__alloc(sizeof *b + mp->xfer_cap * sizeof b->objs[0]);
+        if (!b)
+            return false;
+        atomic_init(&b->depth, 0);
+    }
+    if (c->spares)
+        prefetch_node(mp, c->spares, 1); /* the next one, likely warm by
+                                            then */
+    memcpy(b->objs, c->pub.objs, k * sizeof b->objs[0]);
+    b->n = k;
+    if (pk__mp_xfer_push(mp, b))
+        return true;
+    b->n = 0;
+    b->next = c->spares;
+    c->spares = b;
+    c->nspares++;
+    return false;
+}
+
 int
 pk__mp_cache_alloc(struct pk_mempool *mp, void **out, int timeout_ms)
 {
@@ -293,6 +363,29 @@ pk__mp_cache_alloc(struct pk_mempool *mp, void **out, int timeout_ms)
             return n;
         atomic_fetch_add_explicit(&mp->gone_allocs, 1, memory_order_relaxed);
         return 0;
+    }
+    if (c->pub.n == 0 && mp->xfer_cap) {
+        /* A batch another thread's cache handed back. */
+        struct mp_batch *b = c->hoard;
+        if (!b)
+            b = pk__mp_xfer_pop(mp);
+        if (b) {
+            c->hoard = b->next; /* the rest of the stack, if popped */
+            if (c->hoard)
+                prefetch_node(mp, c->hoard, 0);
+            memcpy(c->pub.objs, b->objs, b->n * sizeof b->objs[0]);
+            c->pub.n = b->n;
+            b->n = 0;
+            b->next = c->spares;
+            c->spares = b;
+            /* Empty nodes back to the pool a few at a time: a thread
+             * that frees more than it allocates needs them. */
+            if (++c->nspares >= PK__MP_SPARES) {
+                pk__mp_xfer_spare_put(mp, c->spares);
+                c->spares = NULL;
+                c->nspares = 0;
+            }
+        }
     }
     if (c->pub.n == 0) {
         size_t want = c->pub.cap > 1 ? c->pub.cap / 2 : 1;
@@ -323,9 +416,11 @@ pk__mp_cache_free(struct pk_mempool *mp, void *obj)
         return;
     }
     if (c->pub.n == c->pub.cap) {
-        /* Full: the older half goes back to the slabs. */
+        /* Full: the older half goes onto the batch stack, or back to the
+         * slabs. */
         uint32_t k = c->pub.n > 1 ? c->pub.n / 2 : 1;
-        pk__mp_depot_put(mp, c->pub.objs, k);
+        if (!mp->xfer_cap || !hand_back(mp, c, k))
+            pk__mp_depot_put(mp, c->pub.objs, k);
         memmove(c->pub.objs, c->pub.objs + k,
                 (c->pub.n - k) * sizeof c->pub.objs[0]);
         c->pub.n -= k;
@@ -343,6 +438,10 @@ pk__mp_cache_flush_mine(struct pk_mempool *mp)
         pk__mp_depot_put(mp, c->pub.objs, c->pub.n);
         c->pub.n = 0;
     }
+    if (c && c->hoard) {
+        pk__mp_xfer_drain_list(mp, c->hoard);
+        c->hoard = NULL;
+    }
 }
 
 /* ---- destroy and stats ---------------------------------------------------- */
@@ -358,11 +457,13 @@ pk__mp_cache_detach_all(struct pk_mempool *mp)
         /* Read before the CAS: once DEAD, its owner may free it. The
          * owner is not in a call on mp (destroy is exclusive), so n is
          * settled. */
-        uint32_t n = c->pub.n;
+        uint64_t n = c->pub.n;
         uint64_t a = __atomic_load_n(&c->pub.allocs, __ATOMIC_RELAXED);
         uint64_t f = __atomic_load_n(&c->pub.frees, __ATOMIC_RELAXED);
         int st = PK__MPC_LIVE;
 
+        for (struct mp_batch *b = c->hoard; b; b = b->next)
+            n += b->n;
         /* Before the CAS too: the inline path stops serving mp here. */
         __atomic_store_n(&c->pub.fast, NULL, __ATOMIC_RELAXED);
         pool_unlink_locked(mp, c);

@@ -16,8 +16,23 @@
  * waits on mp->cv for objects to come back (depot_put broadcasts while
  * anyone waits, and frees skip their cache then: cache.c).
  *
- * Counts: `out` is the objects out of their slabs (in use or in a
- * thread's cache), exact under the lock; `peak` its maximum. */
+ * Counts: `out` is the objects out of their slabs (in use, in a
+ * thread's cache or in a batch on the stack), exact under the lock;
+ * `peak` its maximum.
+ *
+ * The batch stack (xfull) is the depot's front without the lock: a
+ * thread whose cache is full pushes the older half as a batch (the
+ * pointers, copied into a node: the objects are not written), a thread
+ * whose cache is empty takes the stack before it comes here, so objects
+ * freed on one thread and allocated on another skip the lock and the
+ * slabs. Only push (CAS) and take-all (exchange) touch a stack, so no
+ * ABA; the taker keeps the batches it does not need yet (cache.c: its
+ * hoard). The stack holds at most PK__MP_XFER_MAX batches (about: a
+ * node's depth is read racily); beyond, a full cache gives its half to
+ * the slabs. An alloc that would map a slab or wait at the budget, and
+ * trim, drain the stack into the slabs first, and a push that sees a
+ * waiter drains it at once. Nodes are recycled through xspare and freed
+ * only at destroy. */
 #include "mp_int.h"
 
 /* ---- lists ------------------------------------------------------------ */
@@ -150,6 +165,13 @@ pk__mp_depot_get(struct pk_mempool *mp, void **out, size_t want,
         n = take_locked(mp, out, want);
         if (n)
             break;
+        if (atomic_load_explicit(&mp->xfull, memory_order_relaxed)) {
+            /* Free objects in batches: into the slabs, then take. */
+            pk__lock_release(&mp->lock);
+            pk__mp_xfer_drain(mp);
+            pk__lock_acquire(&mp->lock);
+            continue;
+        }
         if (mp->nheld + mp->npending < mp->max_slabs) {
             rc = add_slab(mp, timeout_ms, deadline);
             if (rc)
@@ -270,6 +292,8 @@ pk__mp_depot_trim(struct pk_mempool *mp)
     pk_pool_stats st;
     pk_lease l;
 
+    if (mp->xfer_cap)
+        pk__mp_xfer_drain(mp);
     /* One slab at a time, looking again each time: allocs may take idle
      * slabs meanwhile, and another trim may run. */
     while (pk_pool_stats_get(mp->core, &st) == 0 && st.idle > mp->min_idle) {
@@ -323,4 +347,110 @@ pk__mp_depot_stats(struct pk_mempool *mp, pk_mempool_stats *o)
         o->slabs_empty = st.idle;
     }
     o->bytes_mapped = o->slabs * mp->slab_size;
+}
+
+/* ---- the batch stack ---------------------------------------------------- */
+
+bool
+pk__mp_xfer_push(struct pk_mempool *mp, struct mp_batch *b)
+{
+    /* acquire, the failed CAS too: old's depth is read. */
+    struct mp_batch *old = atomic_load_explicit(&mp->xfull,
+                                                memory_order_acquire);
+
+    do {
+        uint32_t d = old ? atomic_load_explicit(&old->depth,
+                                                memory_order_relaxed)
+                         : 0;
+        if (d >= PK__MP_XFER_MAX)
+            return false;
+        b->next = old;
+        atomic_store_explicit(&b->depth, d + 1, memory_order_relaxed);
+    } while (!atomic_compare_exchange_weak_explicit(
+        &mp->xfull, &old, b, memory_order_release, memory_order_acquire));
+    /* A waiter at the budget must see these objects in the slabs. */
+    if (pk__mp_waiters(mp))
+        pk__mp_xfer_drain(mp);
+    return true;
+}
+
+/* The batches of list into the slabs, their nodes onto the spares. */
+void
+pk__mp_xfer_drain_list(struct pk_mempool *mp, struct mp_batch *list)
+{
+    if (!list)
+        return;
+    for (struct mp_batch *b = list; b; b = b->next) {
+        pk__mp_depot_put(mp, b->objs, b->n);
+        b->n = 0;
+    }
+    pk__mp_xfer_spare_put(mp, list);
+}
+
+struct mp_batch *
+pk__mp_xfer_pop(struct pk_mempool *mp)
+{
+    struct mp_batch *top;
+
+    if (!atomic_load_explicit(&mp->xfull, memory_order_relaxed))
+        return NULL;
+    top = atomic_exchange_explicit(&mp->xfull, NULL, memory_order_acquire);
+    return top;
+}
+
+void
+pk__mp_xfer_drain(struct pk_mempool *mp)
+{
+    if (atomic_load_explicit(&mp->xfull, memory_order_relaxed))
+        pk__mp_xfer_drain_list(mp, atomic_exchange_explicit(&mp->xfull, NULL,
+                                                memory_order_acquire));
+}
+
+void
+pk__mp_xfer_spare_put(struct pk_mempool *mp, struct mp_batch *head)
+{
+    struct mp_batch *tail = head, *old;
+
+    if (!head)
+        return;
+    while (tail->next)
+        tail = tail->next;
+    old = atomic_load_explicit(&mp->xspare, memory_order_relaxed);
+    do
+        tail->next = old;
+    while (!atomic_compare_exchange_weak_explicit(
+        &mp->xspare, &old, head, memory_order_release, memory_order_relaxed));
+}
+
+struct mp_batch *
+pk__mp_xfer_spare_take(struct pk_mempool *mp)
+{
+    if (!atomic_load_explicit(&mp->xspare, memory_order_relaxed))
+        return NULL;
+    return atomic_exchange_explicit(&mp->xspare, NULL, memory_order_acquire);
+}
+
+void
+pk__mp_xfer_free_list(struct mp_batch *b)
+{
+    while (b) {
+        struct mp_batch *next = b->next;
+        pk__free(b);
+        b = next;
+    }
+}
+
+uint64_t
+pk__mp_xfer_close(struct pk_mempool *mp)
+{
+    struct mp_batch *b = atomic_exchange_explicit(&mp->xfull, NULL,
+                                                  memory_order_acquire);
+    uint64_t n = 0;
+
+    for (struct mp_batch *x = b; x; x = x->next)
+        n += x->n;
+    pk__mp_xfer_free_list(b);
+    pk__mp_xfer_free_list(atomic_exchange_explicit(
+        &mp->xspare, NULL, memory_order_acquire));
+    return n;
 }

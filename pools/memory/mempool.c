@@ -201,6 +201,9 @@ configure(struct pk_mempool *mp, const pk_mempool_options *o,
     mp->min_idle = o->min_idle;
     mp->max_bytes = o->max_bytes;
     mp->cache_cap = g->cache_cap;
+    mp->xfer_cap = g->cache_cap >= 2 && !(o->flags & PK_MEMPOOL_DEBUG)
+                       ? g->cache_cap / 2
+                       : 0;
     mp->flags = o->flags;
     mp->ctor = o->ctor;
     mp->dtor = o->dtor;
@@ -298,6 +301,7 @@ destroy_in_child(struct pk_mempool *mp)
     mp->magic = 0;
     pk_pool_destroy(mp->core);          /* forgets the empty slabs */
     pk__mp_depot_forget_in_child(mp);   /* and the held ones */
+    pk__mp_xfer_close(mp);              /* the batch nodes */
     if (mp->debug)
         pk__mp_dbg_free_handle(mp);
     pk__free(mp);
@@ -315,6 +319,7 @@ pk_mempool_destroy(pk_mempool *mp)
         return;
     }
     cached = pk__mp_cache_detach_all(mp);
+    cached += pk__mp_xfer_close(mp); /* objects in batches are free */
     if (mp->debug)
         pk__mp_dbg_leaks(mp); /* by site, before the slabs go */
     out = pk__mp_depot_close(mp);

@@ -123,6 +123,30 @@ int pk__mp_slab_put(struct mp_slab *s, void *obj);
  * (double frees: those change nothing). mp->lock held. */
 size_t pk__mp_slab_put_word(struct mp_slab *s, size_t w, uint64_t mask);
 
+/* ---- batches handed between threads (depot.c) ---------------------------- */
+
+/* A batch of free objects a thread's full cache handed back, on the
+ * pool's lock-free stack (mp->xfull) until a thread with an empty cache
+ * takes it; or an empty node (on mp->xspare or a cache's spares). A node
+ * lives until the pool is destroyed: one read from a stack's head may be
+ * read again after another thread took it. */
+struct mp_batch {
+    struct mp_batch *next;
+    _Atomic uint32_t depth;       /* batches from it to the stack's bottom,
+                                     as it was pushed (a bound, racy) */
+    uint32_t n;
+    void *objs[];                 /* xfer_cap of them */
+};
+
+/* At most this many batches on the stack: a full cache gives its half to
+ * the slabs beyond (a bound on what the stack, and a thread's hoard,
+ * keep from the slabs). */
+#define PK__MP_XFER_MAX 16u
+
+/* A thread that takes batches gives their empty nodes back this many
+ * at a time. */
+#define PK__MP_SPARES 8u
+
 /* ---- per-thread caches (cache.c) ---------------------------------------- */
 
 enum { PK__MPC_LIVE = 0, PK__MPC_FLUSHING = 1, PK__MPC_DEAD = 2 };
@@ -142,6 +166,13 @@ struct mp_cache {
     unsigned epoch;               /* the fork epoch it was made in */
     _Atomic int state;            /* acquire/release: see cache.c */
     struct mp_cache *pnext, *pprev; /* the pool's list, under mp->lock */
+    struct mp_batch *spares;      /* the owner's empty nodes */
+    uint32_t nspares;             /* how many */
+    struct mp_batch *hoard;       /* batches taken off the stack with the
+                                     one the cache needed, for its next
+                                     refills (given to the slabs at
+                                     thread exit and trim, counted as
+                                     cached at destroy) */
     void *store[];
 };
 
@@ -166,6 +197,9 @@ struct pk_mempool {
     unsigned slab_shift;          /* log2(slab_size) */
     size_t max_slabs, min_idle, max_bytes;
     uint32_t cache_cap;           /* 0: no caches */
+    uint32_t xfer_cap;            /* objects per batch on xfull (half the
+                                     cache), 0: no hand-back (debug mode,
+                                     caches under 2) */
     unsigned flags;
     int (*ctor)(void *, void *);
     void (*dtor)(void *, void *);
@@ -187,6 +221,14 @@ struct pk_mempool {
     char pad0[64];
     uint32_t waiters;
     char pad1[64];
+
+    /* depot.c's lock-free stacks, a line each: batches of free objects
+     * (push one, take all: no ABA), and empty nodes (pushed and taken a
+     * list at a time). */
+    struct mp_batch *_Atomic xfull;
+    char pad2[64];
+    struct mp_batch *_Atomic xspare;
+    char pad3[64];
 
     pk__lock lock;
     pk__cv cv;                    /* allocs at the budget; destroy
@@ -286,6 +328,47 @@ void pk__mp_depot_forget_in_child(struct pk_mempool *mp);
 
 /* Fills the depot's part of *out. Lock not held. */
 void pk__mp_depot_stats(struct pk_mempool *mp, pk_mempool_stats *out);
+
+/* The batch stack (mp->xfer_cap != 0). Lock not held in any. */
+
+/* Pushes b (b->n objects) unless the stack holds PK__MP_XFER_MAX
+ * batches. Returns whether it did; then b is the stack's. */
+bool pk__mp_xfer_push(struct pk_mempool *mp, struct mp_batch *b);
+
+/* Whether the stack had room for a batch when looked at. */
+static inline bool
+pk__mp_xfer_room(struct pk_mempool *mp)
+{
+    /* acquire: top's depth was written before its push. */
+    struct mp_batch *top = atomic_load_explicit(&mp->xfull,
+                                                memory_order_acquire);
+
+    return !top || atomic_load_explicit(&top->depth, memory_order_relaxed) <
+                       PK__MP_XFER_MAX;
+}
+
+/* Takes every batch off the stack: a list through next, the newest
+ * first, or NULL. Give each node back (pk__mp_xfer_spare_put) once its
+ * objects are copied out. */
+struct mp_batch *pk__mp_xfer_pop(struct pk_mempool *mp);
+
+/* The batches of list (linked through next) into the slabs. */
+void pk__mp_xfer_drain_list(struct pk_mempool *mp, struct mp_batch *list);
+
+/* Every batch on the stack into the slabs (depot_put). */
+void pk__mp_xfer_drain(struct pk_mempool *mp);
+
+/* Empty nodes: a list of them (linked through next) onto the pool's
+ * spares; all of the pool's spares taken (a list, or NULL). */
+void pk__mp_xfer_spare_put(struct pk_mempool *mp, struct mp_batch *head);
+struct mp_batch *pk__mp_xfer_spare_take(struct pk_mempool *mp);
+
+/* At destroy (nobody pushes): frees every node. Returns the objects
+ * that were in batches (free, not leaked). */
+uint64_t pk__mp_xfer_close(struct pk_mempool *mp);
+
+/* Frees a list of nodes (linked through next). */
+void pk__mp_xfer_free_list(struct mp_batch *b);
 
 /* ---- caches (cache.c) --------------------------------------------------- */
 

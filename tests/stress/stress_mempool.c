@@ -22,6 +22,14 @@
  *            from the main thread), and the ctor fails once in 3000
  *            objects (about one new slab in five):
  *            allocs return PK_ENOMEM or PK_ECREATE and nothing leaks
+ *   handoff  two producer threads allocate, each through a ring to a
+ *            consumer thread that frees (caches of 8: batches of 4 go
+ *            from the consumers' full caches to the producers' empty
+ *            ones through the pool's batch stack), once without a budget
+ *            and once at one of 3 slabs; every object lent must hold
+ *            the ctor's zeros or the stamp it was freed with (the pool
+ *            never writes a free object), and its stamp is checked at
+ *            the free
  *
  * At the end of a case every object is freed and the threads joined;
  * then allocated == freed, live == 0, every slab is empty, and after
@@ -35,6 +43,7 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -330,6 +339,145 @@ run_case(int kind, const char *name)
     assert_int_equal(settled_live(live0), live0);
 }
 
+/* ---- handoff ----------------------------------------------------------- */
+
+#define RING 128
+
+struct pair {
+    struct run *r;
+    long n;                        /* objects to hand over */
+    _Atomic(uint64_t *) ring[RING];
+    atomic_long head, tail;        /* produced, consumed */
+    long timeouts;
+};
+
+/* A lent object: the ctor's zeros, or all of it the stamp it had. */
+static void
+check_lent(uint64_t *o)
+{
+    for (size_t i = 1; i < OBJ / 8; i++)
+        if (o[i] != o[0]) {
+            violation("object %p lent written: word %zu is %llx, word 0 "
+                      "%llx", (void *)o, i, (unsigned long long)o[i],
+                      (unsigned long long)o[0]);
+            return;
+        }
+}
+
+static void *
+producer_main(void *arg)
+{
+    struct pair *p = arg;
+
+    for (long i = 0; i < p->n; i++) {
+        void *v;
+        int rc;
+
+        while ((rc = pk_mempool_alloc(p->r->mp, &v, 2)) == PK_ETIMEDOUT)
+            p->timeouts++;
+        if (rc) {
+            violation("handoff alloc: %d", rc);
+            break;
+        }
+        check_lent(v);
+        stamp(p->r, v);
+        while (atomic_load(&p->head) - atomic_load(&p->tail) == RING)
+            sched_yield();
+        atomic_store(&p->ring[atomic_load(&p->head) % RING], v);
+        atomic_fetch_add(&p->head, 1);
+    }
+    atomic_store(&p->head, -1 - atomic_load(&p->head)); /* done */
+    return NULL;
+}
+
+static void *
+consumer_main(void *arg)
+{
+    struct pair *p = arg;
+
+    for (;;) {
+        long h = atomic_load(&p->head), t = atomic_load(&p->tail);
+        uint64_t *o;
+
+        if (h < 0 && t == -1 - h)
+            break;
+        if (h == t || (h < 0 && t == -1 - h)) {
+            sched_yield();
+            continue;
+        }
+        if (h < 0)
+            h = -1 - h;
+        if (t >= h) {
+            sched_yield();
+            continue;
+        }
+        o = atomic_exchange(&p->ring[t % RING], NULL);
+        check_stamp(o);
+        if (pk_mempool_free(p->r->mp, o) != 0)
+            violation("handoff free %p", (void *)o);
+        atomic_fetch_add(&p->tail, 1);
+    }
+    return NULL;
+}
+
+static void
+run_handoff(const char *name, size_t max_bytes)
+{
+    static struct run r;
+    static struct pair pr[2];
+    pthread_t t[4];
+    uint64_t seed = pk_test_seed(name);
+    long n = (long)(2e5 * pk_test_scale());
+    long live0 = pk__alloc_live(), timeouts = 0;
+    pk_mempool_stats st;
+    pk_mempool_options o = {
+        .object_size = OBJ, .slab_size = 4096, .cache_size = 8,
+        .max_bytes = max_bytes, .ctor = s_ctor, .dtor = s_dtor, .user = &r };
+
+    violations_reset();
+    memset(&r, 0, sizeof r);
+    memset(pr, 0, sizeof pr);
+    r.kind = C_PLAIN;
+    r.seed = seed;
+    assert_int_equal(pk_mempool_create(&r.mp, &o), 0);
+    for (int i = 0; i < 2; i++) {
+        pr[i].r = &r;
+        pr[i].n = n / 2;
+        assert_int_equal(pthread_create(&t[2 * i], NULL, producer_main,
+                                        &pr[i]), 0);
+        assert_int_equal(pthread_create(&t[2 * i + 1], NULL, consumer_main,
+                                        &pr[i]), 0);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    timeouts = pr[0].timeouts + pr[1].timeouts;
+    assert_int_equal(pk_mempool_trim(r.mp), 0);
+    assert_int_equal(pk_mempool_stats_get(r.mp, &st), 0);
+    printf("%s: %ld objects handed over, %ld timeouts; %llu slabs mapped, "
+           "peak %llu\n", name, n, timeouts,
+           (unsigned long long)st.slabs_mapped, (unsigned long long)st.peak);
+    assert_int_equal(violations_report(seed), 0);
+    assert_int_equal(st.allocated, (uint64_t)(n / 2 * 2));
+    assert_int_equal(st.freed, st.allocated);
+    assert_int_equal(st.live, 0);
+    assert_int_equal(st.double_frees, 0);
+    assert_int_equal(st.slabs, st.slabs_empty);
+    assert_int_equal(st.slabs, 0);
+    if (max_bytes)
+        assert_true(st.peak <= 3 * st.objects_per_slab);
+    pk_mempool_destroy(r.mp);
+    assert_int_equal(atomic_load(&r.ctors), atomic_load(&r.dtors));
+    assert_int_equal(settled_live(live0), live0);
+}
+
+static void
+test_handoff(void **state)
+{
+    (void)state;
+    run_handoff("stress_mempool handoff", 0);
+    run_handoff("stress_mempool handoff budget", 3 * 4096);
+}
+
 static void
 test_plain(void **state)
 {
@@ -366,6 +514,7 @@ main(void)
         cmocka_unit_test(test_budget),
         cmocka_unit_test(test_trim),
         cmocka_unit_test(test_faults),
+        cmocka_unit_test(test_handoff),
     };
     setenv("POOLKIT_LOG", "off", 1);
     return cmocka_run_group_tests_name("stress_mempool", tests, NULL, NULL);

@@ -546,6 +546,60 @@ test_destroy_reports_objects_still_out(void **state)
     pk_mempool_destroy(NULL);
 }
 
+/* A full cache hands half of itself to the pool's batch stack; another
+ * thread's empty cache takes it from there (no slab mapped for it), and
+ * at destroy objects still on the stack are free, not leaked. */
+static void *
+take_four(void *arg)
+{
+    pk_mempool *mp = arg;
+    void *q[4];
+
+    for (int i = 0; i < 4; i++)
+        if (pk_mempool_alloc(mp, &q[i], 0) != 0)
+            return NULL;
+    for (int i = 0; i < 4; i++)
+        pk_mempool_free(mp, q[i]); /* into the slabs at thread exit */
+    return mp;
+}
+
+static void
+test_handed_back_batches_are_free_at_destroy(void **state)
+{
+    struct ev ev = { 0 };
+    pk_mempool_stats st;
+    pk_mempool *mp;
+    pthread_t t;
+    void *p[20], *res = NULL;
+
+    (void)state;
+    mp = mh_make(&(pk_mempool_options){
+        .object_size = 64, .cache_size = 8, .event = on_event,
+        .event_user = &ev });
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(pk_mempool_alloc(mp, &p[i], 0), 0);
+    for (int i = 1; i < 20; i++) /* the cache fills, batches go out */
+        assert_int_equal(pk_mempool_free(mp, p[i]), 0);
+    assert_int_equal(pthread_create(&t, NULL, take_four, mp), 0);
+    assert_int_equal(pthread_join(t, &res), 0);
+    assert_ptr_equal(res, mp);
+    /* The thread took a batch off the stack (objects out of the slabs
+     * already): it took none from the slabs. */
+    assert_int_equal(pk_mempool_stats_get(mp, &st), 0);
+    assert_int_equal(st.live, 1);
+    assert_int_equal(st.peak, 20);
+    /* Two batches on the stack at destroy. */
+    for (int i = 1; i <= 12; i++)
+        assert_int_equal(pk_mempool_alloc(mp, &p[i], 0), 0);
+    for (int i = 1; i <= 12; i++)
+        assert_int_equal(pk_mempool_free(mp, p[i]), 0);
+    assert_int_equal(pk_mempool_stats_get(mp, &st), 0);
+    assert_int_equal(st.live, 1);
+    pk_mempool_destroy(mp);
+    assert_int_equal(ev.n, 1);
+    assert_non_null(strstr(ev.msg, "1 objects still out (64 bytes)"));
+}
+
 static void
 test_double_free_is_found_at_the_slab(void **state)
 {
@@ -754,6 +808,7 @@ main(void)
         T(test_idle_timeout_unmaps_after_thread_exit),
         T(test_objects_freed_on_another_thread_drain_back),
         T(test_destroy_reports_objects_still_out),
+        T(test_handed_back_batches_are_free_at_destroy),
         T(test_double_free_is_found_at_the_slab),
         T(test_double_free_in_a_batch_is_found_once),
         T(test_bad_input_to_every_call),
