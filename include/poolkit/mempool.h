@@ -16,8 +16,13 @@
  * the slab). Each thread keeps a small cache of objects per pool, so the
  * common pk_mempool_alloc and pk_mempool_free take no lock; a full cache
  * gives half of its objects back to their slabs, an empty one takes a
- * batch, under the pool's own lock (never the core's). A thread's caches
- * go back when the thread exits. An object may be freed on any thread.
+ * batch, under the pool's own lock (never the core's). In a pool without
+ * a budget the half goes instead, with one atomic operation, onto a
+ * stack of batches that another thread's empty cache takes whole (up to
+ * 16 batches a pool), so a thread that frees what another allocates
+ * rarely takes the lock; a thread keeps the batches it took and did not
+ * need yet until it needs them, trims or exits. A thread's caches go
+ * back when the thread exits. An object may be freed on any thread.
  *
  * Memory: nothing of an object is written by the pool while it is free
  * (the free lists are bitmaps beside the slab, and the caches arrays of

@@ -7,7 +7,8 @@
  * An empty cache takes a batch (half its size) from the depot, a full
  * one gives the older half back; a free while an alloc waits at the
  * budget goes straight to the depot, which wakes the waiter. Without
- * the lock first, when the pool has xfer_cap (not in debug mode): the
+ * the lock first, when the pool has xfer_cap (no budget, not in debug
+ * mode): the
  * older half goes onto the pool's batch stack (depot.c) if it has room,
  * and an empty cache refills from its hoard, else takes the whole stack
  * (one batch into the cache, the rest its hoard), before the depot. The

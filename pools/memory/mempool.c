@@ -201,7 +201,11 @@ configure(struct pk_mempool *mp, const pk_mempool_options *o,
     mp->min_idle = o->min_idle;
     mp->max_bytes = o->max_bytes;
     mp->cache_cap = g->cache_cap;
-    mp->xfer_cap = g->cache_cap >= 2 && !(o->flags & PK_MEMPOOL_DEBUG)
+    /* The batch stack (cache.c) only without a budget: a thread's hoard
+     * is out of reach of a thread waiting at the budget, and could leave
+     * it waiting while objects sit free. Not in debug mode either. */
+    mp->xfer_cap = g->cache_cap >= 2 && !(o->flags & PK_MEMPOOL_DEBUG) &&
+                           o->max_bytes == 0
                        ? g->cache_cap / 2
                        : 0;
     mp->flags = o->flags;
