@@ -114,13 +114,10 @@ void pk__mp_slab_forget(void *user, void *res); /* async-signal-safe */
  * many. mp->lock held. */
 size_t pk__mp_slab_take(struct mp_slab *s, void **out, size_t want);
 
-/* Puts obj back into s. Returns 0, or -1 if it is in s already (a double
- * free: nothing changes). mp->lock held. */
-int pk__mp_slab_put(struct mp_slab *s, void *obj);
-
-/* Puts back the objects of word w of s whose bits are set in mask, the
- * way pk__mp_slab_put does each. Returns how many were in s already
- * (double frees: those change nothing). mp->lock held. */
+/* Puts back the objects of word w of s whose bits are set in mask (the
+ * depot gathers a batch's objects of one word into one mask). Returns
+ * how many were in s already (double frees: those change nothing).
+ * mp->lock held. */
 size_t pk__mp_slab_put_word(struct mp_slab *s, size_t w, uint64_t mask);
 
 /* ---- batches handed between threads (depot.c) ---------------------------- */

@@ -182,21 +182,6 @@ pk__mp_slab_take(struct mp_slab *s, void **out, size_t want)
     return k;
 }
 
-int
-pk__mp_slab_put(struct mp_slab *s, void *obj)
-{
-    size_t i = pk__mp_index(s->mp, obj);
-    uint64_t bit = (uint64_t)1 << (i % 64);
-
-    if (s->bits[i / 64] & bit)
-        return -1;
-    s->bits[i / 64] |= bit;
-    s->nfree++;
-    if (i / 64 < s->hint)
-        s->hint = i / 64;
-    return 0;
-}
-
 size_t
 pk__mp_slab_put_word(struct mp_slab *s, size_t w, uint64_t mask)
 {
