@@ -377,35 +377,44 @@ PK_API void pk_arena_destroy(pk_arena *a);
  *
  * pk_mempool: pk_mempool_tls_cache is this thread's last used cache of
  * some pool (initial-exec thread-local storage: one load off the thread
- * pointer). `fast` is the pool it serves when that pool is plain, else
- * NULL; the library clears it when the pool is destroyed, and a child
- * after fork() starts with pk_mempool_tls_cache NULL, so the inline path
- * never serves a pool that is gone or inherited. Everything else in the
+ * pointer), never NULL (a thread with no cache sees one that serves
+ * nothing). `fast` is the pool it serves when that pool is plain, else
+ * an address that is no pool's (never NULL); the library changes it so
+ * when the pool is destroyed, and a child after fork() starts with a
+ * pk_mempool_tls_cache that serves nothing, so the inline path never
+ * serves a pool that is gone or inherited. Everything else in the
  * struct is written by the owner thread alone. The inline free checks
  * obj as the function does: obj rounded down to the slab size must be
- * the slab's tag of this pool, and (obj - tag - first) must be i * stride
- * with i < nobjs (one multiply: inv is stride's odd part's inverse
- * modulo 2^64, rotated right by shift, the power of two in stride). */
+ * the slab's tag, whose key is this pool's, and (obj - tag - first) must
+ * be i * stride with i < nobjs (one multiply: inv is stride's odd part's
+ * inverse modulo 2^64, rotated right by shift, the power of two in
+ * stride). Only allocs are counted on the inline path: the stats work
+ * out the frees from the cache's other counts. */
 
 #define PK_MEMPOOL_SLAB_MAGIC 0x736c6162706b6d70ull
 
-/* The first bytes of every slab. */
+/* The first bytes of every slab. key is PK_MEMPOOL_SLAB_MAGIC ^ the
+ * pool's address: one load and one compare say "a slab of this pool". */
 struct pk_mempool_slab_tag {
-    uint64_t magic;                 /* PK_MEMPOOL_SLAB_MAGIC */
+    uint64_t key;
     const struct pk_mempool *pool;
 };
 
 struct pk_mempool_tcache {
     const struct pk_mempool *fast;  /* atomic (relaxed) */
-    const uint32_t *waiters;        /* the pool's count of allocs waiting
-                                       at the budget (atomic, relaxed):
-                                       a free then takes the slow path */
-    void **objs;                    /* objs[0 .. n-1] are free objects */
-    uint32_t n, cap;
+    /* The pool whose frees it serves: fast, or no pool's address when
+     * the pool has a budget (a free must see an alloc waiting at the
+     * budget, so it takes the function). Atomic (relaxed). */
+    const struct pk_mempool *fast_free;
+    uint32_t n, cap;                /* n: owner stores, stats read */
+    uint64_t key;                   /* the slab tag's key for the pool */
     uintptr_t mask;                 /* ~(slab_size - 1) */
     uint64_t first, nobjs, inv;
     unsigned shift;
-    uint64_t allocs, frees;         /* owner stores, stats read: relaxed */
+    uint64_t allocs;                /* owner stores, stats read: relaxed */
+    void *objs[];                   /* objs[0 .. n-1] are free objects
+                                       (cap of them: in the struct, so
+                                       no pointer is loaded) */
 };
 
 /* pk_arena: the first member of every arena: the room left in the
@@ -428,12 +437,16 @@ pk_mempool_alloc_fast(pk_mempool *mp, void **out, int timeout_ms,
 {
     struct pk_mempool_tcache *c = pk_mempool_tls_cache;
 
-    if (__builtin_expect(c && mp && out && timeout_ms >= PK_WAIT_FOREVER &&
-                             __atomic_load_n(&c->fast, __ATOMIC_RELAXED) ==
-                                 mp &&
-                             c->n != 0,
+    /* & rather than &&: one branch (every field of c may be read). */
+    if (__builtin_expect(out && timeout_ms >= PK_WAIT_FOREVER &&
+                             ((__atomic_load_n(&c->fast, __ATOMIC_RELAXED) ==
+                               mp) &
+                              (c->n != 0)),
                          1)) {
-        *out = c->objs[--c->n];
+        uint32_t n = c->n - 1;
+
+        *out = c->objs[n];
+        __atomic_store_n(&c->n, n, __ATOMIC_RELAXED);
         __atomic_store_n(&c->allocs, c->allocs + 1, __ATOMIC_RELAXED);
         return 0;
     }
@@ -445,10 +458,12 @@ pk_mempool_free_fast(pk_mempool *mp, void *obj)
 {
     struct pk_mempool_tcache *c = pk_mempool_tls_cache;
 
-    if (__builtin_expect(c && mp && obj &&
-                             __atomic_load_n(&c->fast, __ATOMIC_RELAXED) ==
-                                 mp &&
-                             c->n < c->cap,
+    /* Two branches: c's fields may be read at once, the slab's tag only
+     * once c is known to serve mp (its mask then fits obj's slab). */
+    if (__builtin_expect(((obj != NULL) &
+                          (__atomic_load_n(&c->fast_free, __ATOMIC_RELAXED) ==
+                           mp) &
+                          (c->n < c->cap)),
                          1)) {
         const struct pk_mempool_slab_tag *t =
             (const struct pk_mempool_slab_tag *)((uintptr_t)obj & c->mask);
@@ -456,13 +471,9 @@ pk_mempool_free_fast(pk_mempool *mp, void *obj)
                      c->inv;
 
         q = (q >> c->shift) | (q << ((64 - c->shift) & 63));
-        if (__builtin_expect(t->magic == PK_MEMPOOL_SLAB_MAGIC &&
-                                 t->pool == mp && q < c->nobjs &&
-                                 !__atomic_load_n(c->waiters,
-                                                  __ATOMIC_RELAXED),
-                             1)) {
-            c->objs[c->n++] = obj;
-            __atomic_store_n(&c->frees, c->frees + 1, __ATOMIC_RELAXED);
+        if (__builtin_expect((t->key == c->key) & (q < c->nobjs), 1)) {
+            c->objs[c->n] = obj;
+            __atomic_store_n(&c->n, c->n + 1, __ATOMIC_RELAXED);
             return 0;
         }
     }

@@ -56,6 +56,7 @@
  * a cache destroy still touches, and a flushing owner finds its cache
  * linked. */
 #include <pthread.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "mp_int.h"
@@ -67,20 +68,65 @@ static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 static _Atomic bool key_ok;
 
 static _Thread_local struct mp_cache *tls_head;
+
+/* What pub.fast holds when the cache serves no pool inline: an address
+ * that is no pool's (never NULL, so a NULL pool never matches). */
+static const char not_served_byte;
+#define NOT_SERVED ((const struct pk_mempool *)&not_served_byte)
+
+/* pk_mempool_tls_cache before the thread's first cache, and after: a
+ * cache that serves nothing (the inline path needs no NULL test). */
+static struct pk_mempool_tcache no_cache = { .fast = NOT_SERVED,
+                                             .fast_free = NOT_SERVED };
+
 /* The last cache used (mempool.h: the inline path reads it). */
 PK_API __thread struct pk_mempool_tcache *pk_mempool_tls_cache
-    __attribute__((tls_model("initial-exec")));
+    __attribute__((tls_model("initial-exec"))) = &no_cache;
 
 static struct mp_cache *
 last(void)
 {
-    return (struct mp_cache *)pk_mempool_tls_cache; /* pub is first */
+    struct pk_mempool_tcache *t = pk_mempool_tls_cache;
+
+    return t == &no_cache ? NULL
+                          : (struct mp_cache *)((char *)t -
+                                                offsetof(struct mp_cache,
+                                                         pub));
 }
 
 static void
 set_last(struct mp_cache *c)
 {
-    pk_mempool_tls_cache = c ? &c->pub : NULL;
+    pk_mempool_tls_cache = c ? &c->pub : &no_cache;
+}
+
+/* ---- counts ------------------------------------------------------------ */
+
+/* The owner writes pub.n, pub.allocs, moved_in and moved_out with
+ * relaxed stores (stats read them); its own plain reads are no race. */
+static void
+set_n(struct mp_cache *c, uint32_t n)
+{
+    __atomic_store_n(&c->pub.n, n, __ATOMIC_RELAXED);
+}
+
+static void
+add(uint64_t *count, uint64_t k)
+{
+    __atomic_store_n(count, *count + k, __ATOMIC_RELAXED);
+}
+
+/* The frees made through c: the inline path counts only allocs, and
+ * every object that came into the cache (a free, a refill) is still in
+ * it, was allocated or moved out. A snapshot while the owner works is
+ * close, not exact. */
+static uint64_t
+frees_of(const struct mp_cache *c)
+{
+    return __atomic_load_n(&c->pub.n, __ATOMIC_RELAXED) +
+           __atomic_load_n(&c->pub.allocs, __ATOMIC_RELAXED) +
+           __atomic_load_n(&c->moved_out, __ATOMIC_RELAXED) -
+           __atomic_load_n(&c->moved_in, __ATOMIC_RELAXED);
 }
 
 /* ---- the pool's list (under mp->lock) --------------------------------- */
@@ -121,6 +167,8 @@ give_back(struct mp_cache *c)
         atomic_compare_exchange_strong_explicit(
             &c->state, &st, PK__MPC_FLUSHING, memory_order_acq_rel,
             memory_order_acquire)) {
+        uint64_t frees = frees_of(c);
+
         if (c->pub.n)
             pk__mp_depot_put(mp, c->pub.objs, c->pub.n);
         pk__mp_xfer_drain_list(mp, c->hoard);
@@ -133,7 +181,7 @@ give_back(struct mp_cache *c)
         pool_unlink_locked(mp, c);
         atomic_fetch_add_explicit(&mp->gone_allocs, c->pub.allocs,
                                   memory_order_relaxed);
-        atomic_fetch_add_explicit(&mp->gone_frees, c->pub.frees,
+        atomic_fetch_add_explicit(&mp->gone_frees, frees,
                                   memory_order_relaxed);
         pk__cv_broadcast(&mp->cv); /* destroy may wait for this */
         pk__lock_release(&mp->lock);
@@ -223,12 +271,12 @@ reap(void)
 static void
 init_pub(struct mp_cache *c, struct pk_mempool *mp)
 {
-    c->pub.fast = mp->plain ? mp : NULL;
-    c->pub.waiters = &mp->waiters;
-    c->pub.objs = c->store;
+    c->pub.fast = mp->plain ? mp : NOT_SERVED;
+    c->pub.fast_free = mp->plain && !mp->max_bytes ? mp : NOT_SERVED;
     c->pub.n = 0;
     c->pub.cap = mp->cache_cap;
     c->pub.mask = mp->slab_mask;
+    c->pub.key = pk__mp_key(mp);
     c->pub.first = mp->first;
     c->pub.nobjs = mp->nobjs;
     c->pub.inv = mp->stride_inv;
@@ -243,7 +291,7 @@ make(struct pk_mempool *mp)
     pthread_once(&key_once, key_init);
     if (!have_key())
         return NULL;
-    c = pk__alloc(sizeof *c + mp->cache_cap * sizeof c->store[0]);
+    c = pk__alloc(sizeof *c + mp->cache_cap * sizeof c->pub.objs[0]);
     if (!c)
         return NULL;
     memset(c, 0, sizeof *c);
@@ -286,14 +334,6 @@ cache_of(struct pk_mempool *mp, bool create)
     if (c)
         set_last(c);
     return c;
-}
-
-/* A relaxed store: only the owner writes (its own plain read is no
- * race), stats read. */
-static void
-bump(uint64_t *n)
-{
-    __atomic_store_n(n, *n + 1, __ATOMIC_RELAXED);
 }
 
 /* ---- alloc and free ------------------------------------------------------- */
@@ -375,7 +415,8 @@ pk__mp_cache_alloc(struct pk_mempool *mp, void **out, int timeout_ms)
             if (c->hoard)
                 prefetch_node(mp, c->hoard, 0);
             memcpy(c->pub.objs, b->objs, b->n * sizeof b->objs[0]);
-            c->pub.n = b->n;
+            set_n(c, b->n);
+            add(&c->moved_in, b->n);
             b->n = 0;
             b->next = c->spares;
             c->spares = b;
@@ -395,10 +436,12 @@ pk__mp_cache_alloc(struct pk_mempool *mp, void **out, int timeout_ms)
         n = pk__mp_depot_get(mp, c->pub.objs, want, timeout_ms);
         if (n < 0)
             return n;
-        c->pub.n = (uint32_t)n;
+        set_n(c, (uint32_t)n);
+        add(&c->moved_in, (uint64_t)n);
     }
-    *out = c->pub.objs[--c->pub.n];
-    bump(&c->pub.allocs);
+    *out = c->pub.objs[c->pub.n - 1];
+    set_n(c, c->pub.n - 1);
+    add(&c->pub.allocs, 1);
     return 0;
 }
 
@@ -410,7 +453,7 @@ pk__mp_cache_free(struct pk_mempool *mp, void *obj)
     if (!c || pk__mp_waiters(mp)) {
         pk__mp_depot_put(mp, &obj, 1);
         if (c)
-            bump(&c->pub.frees);
+            add(&c->moved_out, 1); /* in and out at once */
         else
             atomic_fetch_add_explicit(&mp->gone_frees, 1,
                                       memory_order_relaxed);
@@ -424,10 +467,11 @@ pk__mp_cache_free(struct pk_mempool *mp, void *obj)
             pk__mp_depot_put(mp, c->pub.objs, k);
         memmove(c->pub.objs, c->pub.objs + k,
                 (c->pub.n - k) * sizeof c->pub.objs[0]);
-        c->pub.n -= k;
+        set_n(c, c->pub.n - k);
+        add(&c->moved_out, k);
     }
-    c->pub.objs[c->pub.n++] = obj;
-    bump(&c->pub.frees);
+    c->pub.objs[c->pub.n] = obj;
+    set_n(c, c->pub.n + 1);
 }
 
 void
@@ -437,7 +481,8 @@ pk__mp_cache_flush_mine(struct pk_mempool *mp)
 
     if (c && c->pub.n) {
         pk__mp_depot_put(mp, c->pub.objs, c->pub.n);
-        c->pub.n = 0;
+        add(&c->moved_out, c->pub.n);
+        set_n(c, 0);
     }
     if (c && c->hoard) {
         pk__mp_xfer_drain_list(mp, c->hoard);
@@ -460,13 +505,14 @@ pk__mp_cache_detach_all(struct pk_mempool *mp)
          * settled. */
         uint64_t n = c->pub.n;
         uint64_t a = __atomic_load_n(&c->pub.allocs, __ATOMIC_RELAXED);
-        uint64_t f = __atomic_load_n(&c->pub.frees, __ATOMIC_RELAXED);
+        uint64_t f = frees_of(c);
         int st = PK__MPC_LIVE;
 
         for (struct mp_batch *b = c->hoard; b; b = b->next)
             n += b->n;
         /* Before the CAS too: the inline path stops serving mp here. */
-        __atomic_store_n(&c->pub.fast, NULL, __ATOMIC_RELAXED);
+        __atomic_store_n(&c->pub.fast, NOT_SERVED, __ATOMIC_RELAXED);
+        __atomic_store_n(&c->pub.fast_free, NOT_SERVED, __ATOMIC_RELAXED);
         pool_unlink_locked(mp, c);
         if (atomic_compare_exchange_strong_explicit(
                 &c->state, &st, PK__MPC_DEAD, memory_order_acq_rel,
@@ -498,7 +544,7 @@ pk__mp_cache_counts(struct pk_mempool *mp, uint64_t *allocs,
     pk__lock_acquire(&mp->lock);
     for (struct mp_cache *c = mp->caches; c; c = c->pnext) {
         a += __atomic_load_n(&c->pub.allocs, __ATOMIC_RELAXED);
-        f += __atomic_load_n(&c->pub.frees, __ATOMIC_RELAXED);
+        f += frees_of(c);
     }
     /* Under the lock: a cache that goes moves its counts in one step. */
     a += atomic_load_explicit(&mp->gone_allocs, memory_order_relaxed);

@@ -219,14 +219,14 @@ release_all(struct pk_mempool *mp, struct mp_slab *list, int status)
     }
 }
 
-/* The objects of word w of s in mask back into s; an empty slab onto
- * *empty. Returns the double frees found. Lock held. */
+/* The objects of word w of s in mask (count of them) back into s; an
+ * empty slab onto *empty. Returns the double frees found. Lock held. */
 static size_t
 put_word(struct pk_mempool *mp, struct mp_slab *s, size_t w, uint64_t mask,
-         struct mp_slab **empty)
+         size_t count, struct mp_slab **empty)
 {
-    size_t doubles = pk__mp_slab_put_word(s, w, mask);
-    size_t put = (size_t)__builtin_popcountll(mask) - doubles;
+    size_t doubles = pk__mp_slab_put_word(s, w, mask, count);
+    size_t put = count - doubles;
 
     if (put == 0)
         return doubles; /* nothing changed: s may be on *empty already */
@@ -244,11 +244,23 @@ put_word(struct pk_mempool *mp, struct mp_slab *s, size_t w, uint64_t mask,
     return doubles;
 }
 
+/* The index of obj, an object of mp (checked when it was freed): the
+ * exact division by stride as one multiply (mempool.c: stride_inverse). */
+static inline size_t
+index_of(const struct pk_mempool *mp, const void *obj)
+{
+    uint64_t q = (uint64_t)(((uintptr_t)obj & ~mp->slab_mask) - mp->first) *
+                 mp->stride_inv;
+
+    return (size_t)((q >> mp->stride_rot) |
+                    (q << ((64 - mp->stride_rot) & 63)));
+}
+
 void
 pk__mp_depot_put(struct pk_mempool *mp, void *const *objs, size_t n)
 {
     struct mp_slab *empty = NULL, *cur = NULL;
-    size_t doubles = 0, cw = 0;
+    size_t doubles = 0, cw = 0, count = 0;
     uint64_t mask = 0;
 
     /* A batch is mostly runs of objects of one bitmap word of one slab
@@ -257,23 +269,26 @@ pk__mp_depot_put(struct pk_mempool *mp, void *const *objs, size_t n)
     pk__lock_acquire(&mp->lock);
     for (size_t i = 0; i < n; i++) {
         struct mp_slab *s = pk__mp_head_of(mp, objs[i])->slab;
-        size_t idx = pk__mp_index(mp, objs[i]);
+        size_t idx = index_of(mp, objs[i]);
         uint64_t bit = (uint64_t)1 << (idx % 64);
 
         if (s == cur && idx / 64 == cw) {
             if (mask & bit)
                 doubles++;
+            else
+                count++;
             mask |= bit;
             continue;
         }
         if (cur)
-            doubles += put_word(mp, cur, cw, mask, &empty);
+            doubles += put_word(mp, cur, cw, mask, count, &empty);
         cur = s;
         cw = idx / 64;
         mask = bit;
+        count = 1;
     }
     if (cur)
-        doubles += put_word(mp, cur, cw, mask, &empty);
+        doubles += put_word(mp, cur, cw, mask, count, &empty);
     mp->double_frees += doubles;
     if (pk__mp_waiters(mp))
         pk__cv_broadcast(&mp->cv);

@@ -110,15 +110,16 @@ int pk__mp_slab_create(void *user, void **res, pk_error *err);
 void pk__mp_slab_destroy(void *user, void *res);
 void pk__mp_slab_forget(void *user, void *res); /* async-signal-safe */
 
-/* Takes up to want objects out of s into out (bits cleared). Returns how
- * many. mp->lock held. */
+/* Takes up to want objects out of s into out (bits cleared), the lowest
+ * address last. Returns how many. mp->lock held. */
 size_t pk__mp_slab_take(struct mp_slab *s, void **out, size_t want);
 
-/* Puts back the objects of word w of s whose bits are set in mask (the
- * depot gathers a batch's objects of one word into one mask). Returns
- * how many were in s already (double frees: those change nothing).
- * mp->lock held. */
-size_t pk__mp_slab_put_word(struct mp_slab *s, size_t w, uint64_t mask);
+/* Puts back the objects of word w of s whose bits are set in mask, count
+ * of them (the depot gathers a batch's objects of one word into one
+ * mask). Returns how many were in s already (double frees: those change
+ * nothing). mp->lock held. */
+size_t pk__mp_slab_put_word(struct mp_slab *s, size_t w, uint64_t mask,
+                            size_t count);
 
 /* ---- batches handed between threads (depot.c) ---------------------------- */
 
@@ -149,7 +150,7 @@ struct mp_batch {
 enum { PK__MPC_LIVE = 0, PK__MPC_FLUSHING = 1, PK__MPC_DEAD = 2 };
 
 /* One thread's cache of one pool. pub is what the inline path sees
- * (mempool.h: ABI); its objs point at store. The owner thread alone
+ * (mempool.h: ABI). The owner thread alone
  * reads and writes pub's n and objs and the list link, without a lock;
  * pub.fast is also cleared by destroy, and pub.allocs and frees are read
  * by stats (both relaxed atomics). state says who else may touch it:
@@ -157,7 +158,6 @@ enum { PK__MPC_LIVE = 0, PK__MPC_FLUSHING = 1, PK__MPC_DEAD = 2 };
  * thread exit (destroy waits for that); DEAD, the pool is gone (destroy
  * took it over) and the owner only frees it. */
 struct mp_cache {
-    struct pk_mempool_tcache pub;
     struct mp_cache *next;        /* the owner's list */
     struct pk_mempool *mp;        /* never dereferenced unless LIVE */
     unsigned epoch;               /* the fork epoch it was made in */
@@ -165,12 +165,19 @@ struct mp_cache {
     struct mp_cache *pnext, *pprev; /* the pool's list, under mp->lock */
     struct mp_batch *spares;      /* the owner's empty nodes */
     uint32_t nspares;             /* how many */
+    uint64_t moved_in, moved_out; /* objects into the cache other than
+                                     by a free (refills), out of it other
+                                     than by an alloc (to the depot or
+                                     the stack): the stats' frees */
     struct mp_batch *hoard;       /* batches taken off the stack with the
                                      one the cache needed, for its next
                                      refills (given to the slabs at
                                      thread exit and trim, counted as
                                      cached at destroy) */
-    void *store[];
+    /* Last: its objs[] (cache_cap of them) end the allocation. A struct
+     * whose last member ends in a flexible array is a GNU C extension
+     * (gcc and clang), as the inline path is. */
+    struct pk_mempool_tcache pub;
 };
 
 /* ---- the pool ------------------------------------------------------------- */
@@ -254,6 +261,13 @@ struct pk_mempool {
     _Atomic uint64_t slabs_mapped, slabs_unmapped;
 };
 
+/* The key in the tag of mp's slabs (mempool.h). */
+static inline uint64_t
+pk__mp_key(const struct pk_mempool *mp)
+{
+    return PK_MEMPOOL_SLAB_MAGIC ^ (uint64_t)(uintptr_t)mp;
+}
+
 /* The header of the slab obj would be in: read it only for a pointer
  * the caller says is of some pool. */
 static inline const struct mp_slab_head *
@@ -270,8 +284,7 @@ pk__mp_index(const struct pk_mempool *mp, const void *obj)
     const struct mp_slab_head *h = pk__mp_head_of(mp, obj);
     size_t off = (size_t)((uintptr_t)obj - (uintptr_t)h), i;
 
-    if (h->tag.magic != PK_MEMPOOL_SLAB_MAGIC || h->tag.pool != mp ||
-        off < mp->first)
+    if (h->tag.key != pk__mp_key(mp) || off < mp->first)
         return (size_t)-1;
     off -= mp->first;
     if (mp->stride_shift) {

@@ -98,7 +98,7 @@ pk__mp_slab_create(void *user, void **res, pk_error *err)
                             e);
     }
     h = (struct mp_slab_head *)s->base;
-    h->tag.magic = PK_MEMPOOL_SLAB_MAGIC;
+    h->tag.key = pk__mp_key(mp);
     h->tag.pool = mp;
     h->slab = s;
     s->mp = mp;
@@ -165,12 +165,17 @@ pk__mp_slab_take(struct mp_slab *s, void **out, size_t want)
     const struct pk_mempool *mp = s->mp;
     size_t k = 0, w = s->hint;
 
+    /* Lowest address last: a cache pops from the end, so the objects go
+     * out in address order, which the hardware prefetcher follows (a
+     * batch handed out downwards cost half as much again). */
+    if (want > s->nfree)
+        want = s->nfree;
     while (w < s->nwords && k < want) {
         uint64_t bits = s->bits[w];
         while (bits && k < want) {
             unsigned b = (unsigned)__builtin_ctzll(bits);
             bits &= bits - 1;
-            out[k++] = object(mp, s, w * 64 + b);
+            out[want - 1 - k++] = object(mp, s, w * 64 + b);
         }
         s->bits[w] = bits;
         if (bits)
@@ -183,14 +188,15 @@ pk__mp_slab_take(struct mp_slab *s, void **out, size_t want)
 }
 
 size_t
-pk__mp_slab_put_word(struct mp_slab *s, size_t w, uint64_t mask)
+pk__mp_slab_put_word(struct mp_slab *s, size_t w, uint64_t mask,
+                     size_t count)
 {
     uint64_t dup = s->bits[w] & mask;
+    size_t ndup = dup ? (size_t)__builtin_popcountll(dup) : 0;
 
-    mask &= ~dup;
     s->bits[w] |= mask;
-    s->nfree += (size_t)__builtin_popcountll(mask);
-    if (mask && w < s->hint)
+    s->nfree += count - ndup;
+    if (count > ndup && w < s->hint)
         s->hint = w;
-    return (size_t)__builtin_popcountll(dup);
+    return ndup;
 }
