@@ -324,7 +324,10 @@ PK_API int pk_arena_create(pk_arena **out, pk_arena *parent,
                            size_t block_size);
 
 /* Hands out size bytes (0 counts as 1) at a multiple of align (a power
- * of two up to 4096; 0: 16, malloc's alignment) in *out; not zeroed.
+ * of two up to 4096; 0, and anything below 16: 16, malloc's alignment)
+ * in *out; not zeroed. Each allocation takes its size rounded up to a
+ * multiple of 16 (as malloc's chunks do): the bump then needs no
+ * alignment work.
  * Returns: 0, PK_EINVAL (NULL, bad align, size over PK_ARENA_BLOCK_MAX),
  * PK_ENOMEM. Owner: *out returned borrowed, until pk_arena_reset or
  * pk_arena_destroy of this arena or an ancestor; NULL on failure.
@@ -351,7 +354,9 @@ PK_API int pk_arena_cleanup_add(pk_arena *a, void (*fn)(void *arg),
 PK_API int pk_arena_reset(pk_arena *a);
 
 typedef struct pk_arena_stats {
-    size_t used;        /* bytes handed out since the last reset */
+    size_t used;        /* bytes of blocks taken since the last reset:
+                           sizes rounded up to 16, alignment gaps,
+                           cleanup records */
     size_t reserved;    /* bytes of blocks held (headers included) */
     size_t blocks;      /* blocks held, large ones included */
     size_t large;       /* of which blocks of one large allocation */
@@ -418,10 +423,9 @@ struct pk_mempool_tcache {
 };
 
 /* pk_arena: the first member of every arena: the room left in the
- * current block. */
+ * current block, ptr always a multiple of 16. */
 struct pk_arena_bump {
     char *ptr, *end;
-    size_t used;
     uint32_t magic;                 /* PK_ARENA_MAGIC while alive */
 };
 #define PK_ARENA_MAGIC 0x6172656eu
@@ -484,25 +488,17 @@ static inline int
 pk_arena_alloc_fast(pk_arena *a, size_t size, size_t align, void **out)
 {
     struct pk_arena_bump *b = (struct pk_arena_bump *)a;
+    size_t take = ((size ? size : 1) + 15) & ~(size_t)15;
 
-    if (align == 0)
-        align = 16;
-    if (size == 0)
-        size = 1;
+    /* ptr is always a multiple of 16: alignments up to 16 need no work. */
     if (__builtin_expect(b && out && b->magic == PK_ARENA_MAGIC &&
-                             (align & (align - 1)) == 0 && align <= 4096,
+                             size <= PK_ARENA_BLOCK_MAX && align <= 16 &&
+                             (align & (align - 1)) == 0 &&
+                             take <= (size_t)(b->end - b->ptr),
                          1)) {
-        uintptr_t p = ((uintptr_t)b->ptr + align - 1) &
-                      ~(uintptr_t)(align - 1);
-
-        if (__builtin_expect(p <= (uintptr_t)b->end &&
-                                 size <= (uintptr_t)b->end - p,
-                             1)) {
-            b->ptr = (char *)p + size;
-            b->used += size;
-            *out = (void *)p;
-            return 0;
-        }
+        *out = b->ptr;
+        b->ptr += take;
+        return 0;
     }
     return (pk_arena_alloc)(a, size, align, out);
 }

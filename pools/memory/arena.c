@@ -40,9 +40,12 @@ struct cleanup {
 
 struct pk_arena {
     /* First: the inline bump path's view (mempool.h, ABI): the room left
-     * in the current block (ptr, end), the bytes handed out since the
-     * last reset, PK_ARENA_MAGIC while alive. */
+     * in the current block (ptr, a multiple of 16, and end),
+     * PK_ARENA_MAGIC while alive. */
     struct pk_arena_bump b;
+    char *start;            /* the current block's room: used is
+                               used_before + (b.ptr - start) */
+    size_t used_before;     /* taken of earlier blocks since the reset */
     size_t block_size;
     struct block *first;    /* kept at reset */
     struct block *blocks;   /* all but the first, newest first */
@@ -76,6 +79,15 @@ block_new(size_t size, int large)
     return b;
 }
 
+/* The current block becomes b's room. */
+static void
+set_current(struct pk_arena *a, struct block *b, size_t size)
+{
+    a->start = room_of(b);
+    a->b.ptr = a->start;
+    a->b.end = (char *)b + size;
+}
+
 /* ---- create ------------------------------------------------------------- */
 
 int
@@ -102,8 +114,7 @@ pk_arena_create(pk_arena **out, pk_arena *parent, size_t block_size)
     }
     a->b.magic = PK_ARENA_MAGIC;
     a->block_size = block_size;
-    a->b.ptr = room_of(a->first);
-    a->b.end = (char *)a->first + block_size;
+    set_current(a, a->first, block_size);
     a->nblocks = 1;
     a->reserved = block_size;
     a->parent = parent;
@@ -120,16 +131,25 @@ pk_arena_create(pk_arena **out, pk_arena *parent, size_t block_size)
 
 /* ---- alloc -------------------------------------------------------------- */
 
+/* What an allocation of size bytes takes: a multiple of 16, so that
+ * ptr stays one (size is at most PK_ARENA_BLOCK_MAX: no overflow). */
+static size_t
+take_of(size_t size)
+{
+    return (size + 15) & ~(size_t)15;
+}
+
+/* align is 16 or more. */
 static void *
 bump(struct pk_arena *a, size_t size, size_t align)
 {
     uintptr_t p = ((uintptr_t)a->b.ptr + align - 1) &
                   ~(uintptr_t)(align - 1);
+    size_t take = take_of(size);
 
-    if (p > (uintptr_t)a->b.end || size > (uintptr_t)a->b.end - p)
+    if (p > (uintptr_t)a->b.end || take > (uintptr_t)a->b.end - p)
         return NULL;
-    a->b.ptr = (char *)p + size;
-    a->b.used += size;
+    a->b.ptr = (char *)p + take;
     return (void *)p;
 }
 
@@ -149,7 +169,7 @@ alloc_large(struct pk_arena *a, size_t size, size_t align)
     a->nblocks++;
     a->nlarge++;
     a->reserved += bytes;
-    a->b.used += size;
+    a->used_before += take_of(size);
     p = ((uintptr_t)room_of(b) + align - 1) & ~(uintptr_t)(align - 1);
     return (void *)p;
 }
@@ -166,8 +186,8 @@ grow(struct pk_arena *a)
     a->blocks = b;
     a->nblocks++;
     a->reserved += a->block_size;
-    a->b.ptr = room_of(b);
-    a->b.end = (char *)b + a->block_size;
+    a->used_before += (size_t)(a->b.ptr - a->start);
+    set_current(a, b, a->block_size);
     return 0;
 }
 
@@ -182,11 +202,11 @@ int
     *out = NULL;
     if (!a || a->b.magic != PK_ARENA_MAGIC)
         return PK_EINVAL;
-    if (align == 0)
-        align = 16;
     if ((align & (align - 1)) || align > ALIGN_MAX ||
         size > PK_ARENA_BLOCK_MAX)
         return PK_EINVAL;
+    if (align < 16)
+        align = 16; /* 0 too */
     if (size == 0)
         size = 1;
     p = bump(a, size, align);
@@ -195,7 +215,7 @@ int
         return 0;
     }
     room = a->block_size - HDR;
-    if (size + align > room) {
+    if (take_of(size) + align > room) {
         p = alloc_large(a, size, align);
         if (!p)
             return PK_ENOMEM;
@@ -204,7 +224,7 @@ int
     }
     if (grow(a) != 0)
         return PK_ENOMEM;
-    *out = bump(a, size, align); /* fits: size + align <= room */
+    *out = bump(a, size, align); /* fits: take + align <= room */
     return 0;
 }
 
@@ -219,7 +239,6 @@ pk_arena_cleanup_add(pk_arena *a, void (*fn)(void *), void *arg)
     rc = pk_arena_alloc(a, sizeof *c, 0, (void **)&c);
     if (rc)
         return rc;
-    a->b.used -= sizeof *c; /* bookkeeping, not the caller's bytes */
     c->fn = fn;
     c->arg = arg;
     c->next = a->cleanups;
@@ -254,9 +273,8 @@ pk_arena_reset(pk_arena *a)
     if (!a || a->b.magic != PK_ARENA_MAGIC)
         return PK_EINVAL;
     release(a);
-    a->b.ptr = room_of(a->first);
-    a->b.end = (char *)a->first + a->block_size;
-    a->b.used = 0;
+    set_current(a, a->first, a->block_size);
+    a->used_before = 0;
     a->nblocks = 1;
     a->nlarge = 0;
     a->reserved = a->block_size;
@@ -270,7 +288,7 @@ pk_arena_stats_get(const pk_arena *a, pk_arena_stats *o)
     if (!a || !o || a->b.magic != PK_ARENA_MAGIC)
         return PK_EINVAL;
     memset(o, 0, sizeof *o);
-    o->used = a->b.used;
+    o->used = a->used_before + (size_t)(a->b.ptr - a->start);
     o->reserved = a->reserved;
     o->blocks = a->nblocks;
     o->large = a->nlarge;
