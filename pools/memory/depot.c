@@ -244,22 +244,32 @@ put_word(struct pk_mempool *mp, struct mp_slab *s, size_t w, uint64_t mask,
     return doubles;
 }
 
-/* The index of obj, an object of mp (checked when it was freed): the
- * exact division by stride as one multiply (mempool.c: stride_inverse). */
-static inline size_t
-index_of(const struct pk_mempool *mp, const void *obj)
-{
-    uint64_t q = (uint64_t)(((uintptr_t)obj & ~mp->slab_mask) - mp->first) *
-                 mp->stride_inv;
+/* The geometry depot_put reads per object, in locals (the compiler
+ * cannot keep mp's fields in registers across put_word). */
+struct geometry {
+    uintptr_t mask;
+    uint64_t first, inv;
+    unsigned rot;
+};
 
-    return (size_t)((q >> mp->stride_rot) |
-                    (q << ((64 - mp->stride_rot) & 63)));
+/* The index of obj, an object of the pool (checked when it was freed):
+ * the exact division by stride as one multiply (mempool.c:
+ * stride_inverse). */
+static inline size_t
+index_of(const struct geometry *g, const void *obj)
+{
+    uint64_t q = (uint64_t)(((uintptr_t)obj & ~g->mask) - g->first) * g->inv;
+
+    return (size_t)((q >> g->rot) | (q << ((64 - g->rot) & 63)));
 }
 
 void
 pk__mp_depot_put(struct pk_mempool *mp, void *const *objs, size_t n)
 {
-    struct mp_slab *empty = NULL, *cur = NULL;
+    const struct geometry g = { mp->slab_mask, mp->first, mp->stride_inv,
+                                mp->stride_rot };
+    struct mp_slab *empty = NULL;
+    const struct mp_slab_head *cur = NULL;
     size_t doubles = 0, cw = 0, count = 0;
     uint64_t mask = 0;
 
@@ -268,11 +278,12 @@ pk__mp_depot_put(struct pk_mempool *mp, void *const *objs, size_t n)
      * the word. The same object twice in a run is a double free too. */
     pk__lock_acquire(&mp->lock);
     for (size_t i = 0; i < n; i++) {
-        struct mp_slab *s = pk__mp_head_of(mp, objs[i])->slab;
-        size_t idx = index_of(mp, objs[i]);
+        const struct mp_slab_head *h =
+            (const struct mp_slab_head *)((uintptr_t)objs[i] & g.mask);
+        size_t idx = index_of(&g, objs[i]);
         uint64_t bit = (uint64_t)1 << (idx % 64);
 
-        if (s == cur && idx / 64 == cw) {
+        if (h == cur && idx / 64 == cw) {
             if (mask & bit)
                 doubles++;
             else
@@ -281,14 +292,14 @@ pk__mp_depot_put(struct pk_mempool *mp, void *const *objs, size_t n)
             continue;
         }
         if (cur)
-            doubles += put_word(mp, cur, cw, mask, count, &empty);
-        cur = s;
+            doubles += put_word(mp, cur->slab, cw, mask, count, &empty);
+        cur = h;
         cw = idx / 64;
         mask = bit;
         count = 1;
     }
     if (cur)
-        doubles += put_word(mp, cur, cw, mask, count, &empty);
+        doubles += put_word(mp, cur->slab, cw, mask, count, &empty);
     mp->double_frees += doubles;
     if (pk__mp_waiters(mp))
         pk__cv_broadcast(&mp->cv);

@@ -162,7 +162,8 @@ pk__mp_slab_forget(void *user, void *res)
 size_t
 pk__mp_slab_take(struct mp_slab *s, void **out, size_t want)
 {
-    const struct pk_mempool *mp = s->mp;
+    const size_t stride = s->mp->stride;
+    char *const start = s->base + s->mp->first;
     size_t k = 0, w = s->hint;
 
     /* Lowest address last: a cache pops from the end, so the objects go
@@ -170,12 +171,15 @@ pk__mp_slab_take(struct mp_slab *s, void **out, size_t want)
      * batch handed out downwards cost half as much again). */
     if (want > s->nfree)
         want = s->nfree;
+    out += want;
     while (w < s->nwords && k < want) {
         uint64_t bits = s->bits[w];
+        char *word = start + w * 64 * stride;
+
         while (bits && k < want) {
-            unsigned b = (unsigned)__builtin_ctzll(bits);
+            *--out = word + (size_t)__builtin_ctzll(bits) * stride;
             bits &= bits - 1;
-            out[want - 1 - k++] = object(mp, s, w * 64 + b);
+            k++;
         }
         s->bits[w] = bits;
         if (bits)
