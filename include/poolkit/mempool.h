@@ -139,7 +139,7 @@ typedef struct pk_mempool_options {
      * stay until pk_mempool_trim or destroy). */
     int idle_timeout_ms;
     /* Objects each thread may keep in its cache of this pool: 0 = the
-     * default (32 KiB worth, between 1 and 64 objects), PK_NEVER = no
+     * default (32 KiB worth, between 1 and 256 objects), PK_NEVER = no
      * cache (every call takes the pool's lock), else 1 to
      * PK_MEMPOOL_CACHE_MAX. */
     int cache_size;

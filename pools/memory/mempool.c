@@ -91,7 +91,7 @@ budget_and_cache(const pk_mempool_options *o, struct geom *g, pk_error *err)
         g->cache_cap = 0;
     } else if (o->cache_size == 0) {
         size_t n = ((size_t)32 << 10) / g->stride;
-        g->cache_cap = (uint32_t)(n < 1 ? 1 : n > 64 ? 64 : n);
+        g->cache_cap = (uint32_t)(n < 1 ? 1 : n > 256 ? 256 : n);
     } else if (o->cache_size > 0 && o->cache_size <= PK_MEMPOOL_CACHE_MAX) {
         g->cache_cap = (uint32_t)o->cache_size;
     } else {

@@ -118,7 +118,7 @@ test_geometry_follows_the_options(void **state)
     assert_int_equal(st.stride, 64);
     assert_int_equal(st.slab_size, 65536);
     assert_true(st.objects_per_slab >= 1000 && st.objects_per_slab < 1024);
-    assert_int_equal(st.cache_size, 64);
+    assert_int_equal(st.cache_size, 256);
     assert_int_equal(st.slabs, 0); /* nothing mapped before the first alloc */
     pk_mempool_destroy(mp);
 
