@@ -18,8 +18,9 @@
  *             its size), and before and after the trim how many of them
  *             are still mapped (pool_mapped_*) and how many of their bytes
  *             are resident (pool_resident_kb_*); slabs_trim (the pool's
- *             own count after the trim) and floor_kb (min_idle slabs,
- *             which trim keeps: 0 here).
+ *             own count after the trim), stat_resident_kb_trim (the
+ *             pool's own figure, pk_mempool_stats.bytes_resident_trim) and
+ *             floor_kb (min_idle slabs, which trim keeps: 0 here).
  *   stats <n> <every>
  *             the cost of reading the stats: lifo (alloc, write, free) on
  *             this thread, in 2 x MB_CHUNKS alternating chunks of n /
@@ -175,8 +176,9 @@ mb_trim_report(const char *when, void **objs, long n, char *out,
     else
         snprintf(out, size,
                  " pool_mapped_trim=%zu pool_resident_kb_trim=%zu "
-                 "slabs_trim=%llu floor_kb=%zu",
+                 "stat_resident_kb_trim=%llu slabs_trim=%llu floor_kb=%zu",
                  mapped, resident * (page / 1024),
+                 (unsigned long long)(st.bytes_resident_trim / 1024),
                  (unsigned long long)st.slabs, (size_t)0);
 }
 

@@ -272,6 +272,10 @@ typedef struct pk_mempool_stats {
     size_t cache_size;     /* per thread, 0 = no cache */
     uint64_t bad_frees;    /* debug mode: frees of pointers that were no
                               object of the pool, found and refused */
+    /* Bytes of the pool's slabs resident in memory (mincore(2): pages
+     * touched and not swapped out) when the last pk_mempool_trim ended;
+     * 0 before the first. */
+    uint64_t bytes_resident_trim;
 } pk_mempool_stats;
 
 /* Fills *out. The per-thread counts are summed as they are: a snapshot

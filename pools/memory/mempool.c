@@ -422,6 +422,8 @@ pk_mempool_trim(pk_mempool *mp)
         return rc;
     pk__mp_cache_flush_mine(mp);
     pk__mp_depot_trim(mp);
+    atomic_store_explicit(&mp->resident_after_trim,
+                          pk__mp_slab_resident(mp), memory_order_relaxed);
     return 0;
 }
 
@@ -452,6 +454,8 @@ pk_mempool_stats_get(pk_mempool *mp, pk_mempool_stats *o)
     pk__mp_depot_stats(mp, o);
     o->slabs_mapped = atomic_load_explicit(&mp->slabs_mapped,
                                            memory_order_relaxed);
+    o->bytes_resident_trim = atomic_load_explicit(&mp->resident_after_trim,
+                                                  memory_order_relaxed);
     o->slabs_unmapped = atomic_load_explicit(&mp->slabs_unmapped,
                                              memory_order_relaxed);
     o->object_size = mp->obj_size;

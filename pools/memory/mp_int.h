@@ -97,6 +97,7 @@ struct mp_slab {
     pk_lease lease;             /* while the depot holds it */
     struct mp_slab *next, *prev;   /* depot: every slab held */
     struct mp_slab *pnext, *pprev; /* depot: slabs with room */
+    struct mp_slab *anext, *aprev; /* slab.c: every slab mapped */
     bool on_partial;
     size_t nfree;               /* objects back in the slab (bit set) */
     size_t hint;                /* no set bit in words below this one */
@@ -113,6 +114,10 @@ void pk__mp_slab_forget(void *user, void *res); /* async-signal-safe */
 /* Takes up to want objects out of s into out (bits cleared), the lowest
  * address last. Returns how many. mp->lock held. */
 size_t pk__mp_slab_take(struct mp_slab *s, void **out, size_t want);
+
+/* Bytes of the pool's slabs resident in memory now (mincore), or 0 when
+ * mincore fails. Lock not held (taken inside, around the syscalls). */
+uint64_t pk__mp_slab_resident(struct pk_mempool *mp);
 
 /* Puts back the objects of word w of s whose bits are set in mask, count
  * of them (the depot gathers a batch's objects of one word into one
@@ -257,8 +262,11 @@ struct pk_mempool {
     struct mp_cache *caches;
     _Atomic uint64_t gone_allocs, gone_frees;
 
-    /* slab.c's. */
+    /* slab.c's: every slab mapped (under lock), the counts, and what
+     * the last trim found resident (bytes). */
+    struct mp_slab *all;
     _Atomic uint64_t slabs_mapped, slabs_unmapped;
+    _Atomic uint64_t resident_after_trim;
 };
 
 /* The key in the tag of mp's slabs (mempool.h). */

@@ -124,6 +124,13 @@ pk__mp_slab_create(void *user, void **res, pk_error *err)
     for (size_t i = 0; i < mp->nobjs; i++)
         s->bits[i / 64] |= (uint64_t)1 << (i % 64);
     s->nfree = mp->nobjs;
+    pk__lock_acquire(&mp->lock);
+    s->aprev = NULL;
+    s->anext = mp->all;
+    if (mp->all)
+        mp->all->aprev = s;
+    mp->all = s;
+    pk__lock_release(&mp->lock);
     atomic_fetch_add_explicit(&mp->slabs_mapped, 1, memory_order_relaxed);
     *res = s;
     return 0;
@@ -137,6 +144,14 @@ pk__mp_slab_destroy(void *user, void *res)
 
     if (mp->debug)
         pk__mp_dbg_slab_unmade(mp, s); /* first: no free finds it now */
+    pk__lock_acquire(&mp->lock);
+    if (s->aprev)
+        s->aprev->anext = s->anext;
+    else
+        mp->all = s->anext;
+    if (s->anext)
+        s->anext->aprev = s->aprev;
+    pk__lock_release(&mp->lock);
     if (mp->dtor)
         for (size_t i = 0; i < mp->nobjs; i++)
             mp->dtor(mp->user, object(mp, s, i));
@@ -157,6 +172,29 @@ pk__mp_slab_forget(void *user, void *res)
     if (mp->debug)
         pk__mp_dbg_slab_forget(mp, s);
     munmap(s->base, mp->slab_size);
+}
+
+uint64_t
+pk__mp_slab_resident(struct pk_mempool *mp)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), pages, n = 0;
+    unsigned char *vec;
+    bool ok = true;
+
+    pages = mp->slab_size / page;
+    vec = pk__alloc(pages);
+    if (!vec)
+        return 0;
+    /* Under the lock: a slab is unlinked before it is unmapped. */
+    pk__lock_acquire(&mp->lock);
+    for (struct mp_slab *s = mp->all; s && ok; s = s->anext) {
+        ok = mincore(s->base, mp->slab_size, vec) == 0;
+        for (size_t i = 0; ok && i < pages; i++)
+            n += vec[i] & 1;
+    }
+    pk__lock_release(&mp->lock);
+    pk__free(vec);
+    return ok ? (uint64_t)n * page : 0;
 }
 
 size_t

@@ -376,14 +376,24 @@ test_trim_unmaps_empty_slabs_down_to_min_idle(void **state)
     mp = mh_make(&(pk_mempool_options){ .object_size = 64, .min_idle = 2 });
     st = mh_stats(mp);
     assert_int_equal(st.slabs, 2); /* the warm floor, mapped at create */
-    for (int i = 0; i < N; i++)
+    assert_int_equal(st.bytes_resident_trim, 0); /* no trim yet */
+    for (int i = 0; i < N; i++) {
         assert_int_equal(pk_mempool_alloc(mp, &objs[i], 0), 0);
+        memset(objs[i], 1, 64);
+    }
     st = mh_stats(mp);
     assert_true(st.slabs >= N / st.objects_per_slab + 1);
+    /* A trim with every object in use keeps them, and their pages. */
+    assert_int_equal(pk_mempool_trim(mp), 0);
+    st = mh_stats(mp);
+    assert_true(st.bytes_resident_trim >= (uint64_t)N * 64);
+    assert_true(st.bytes_resident_trim <= st.bytes_mapped);
     for (int i = 0; i < N; i++)
         assert_int_equal(pk_mempool_free(mp, objs[i]), 0);
     assert_int_equal(pk_mempool_trim(mp), 0);
     st = mh_stats(mp);
+    assert_true(st.bytes_resident_trim > 0); /* the floor's headers */
+    assert_true(st.bytes_resident_trim <= 2 * st.slab_size);
     assert_int_equal(st.slabs, 2);
     assert_int_equal(st.slabs_empty, 2);
     assert_int_equal(st.bytes_mapped, 2 * st.slab_size);
