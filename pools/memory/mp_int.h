@@ -30,6 +30,9 @@
 
 #define PK__MP_MAGIC 0x6d656d70u            /* "memp" */
 
+/* A cache line (x86-64, most arm64): the unit of false sharing. */
+#define PK__CACHE_LINE 64
+
 /* ---- debug mode (debug.c) ------------------------------------------------ */
 
 struct mp_slab;
