@@ -24,14 +24,16 @@
  * The inline path (mempool.h) is this file's alloc and free with the
  * cache neither empty nor full, compiled into the caller: it reads
  * pk_mempool_tls_cache (initial-exec TLS, exported) and the cache's pub
- * part, which is ABI. It serves a pool only while the cache's pub.fast
- * names it: set when the cache is made, for a plain pool (no hooks, no
- * zeroing), cleared by destroy before it takes the cache over, so a pool
- * made later at the same address is never served from a dead cache. In
- * a child after fork() the forking thread's pk_mempool_tls_cache is
- * cleared by a pthread_atfork child handler, so the child's first call
- * on an inherited pool takes the slow path, which answers PK_EFORKED
- * (alloc) or forgets the object (free).
+ * part, which is ABI. It serves a pool's allocs only while the cache's
+ * pub.fast names it, and its frees while pub.fast_free does: set when
+ * the cache is made, for a plain pool (no hooks, no zeroing; fast_free
+ * also no budget, whose frees must see a waiter), set to NOT_SERVED by
+ * destroy before it takes the cache over, so a pool made later at the
+ * same address is never served from a dead cache. In a child after
+ * fork() the forking thread's pk_mempool_tls_cache is reset by a
+ * pthread_atfork child handler, so the child's first call on an
+ * inherited pool takes the slow path, which answers PK_EFORKED (alloc)
+ * or forgets the object (free).
  *
  * Process-wide state (README): one pthread key and one pthread_atfork
  * child handler, made once (pthread_once): the key's destructor gives a
