@@ -74,10 +74,11 @@ struct demo_row {
 };
 
 /* Rows defined outside poolkit-demo.c. */
-/* demo_threads.c: thread, process, io-scaling */
+/* demo_threads.c: thread, io-scaling */
 int demo_row_thread(struct demo_ctx *ctx, struct demo_result *out);
-int demo_row_process(struct demo_ctx *ctx, struct demo_result *out);
 int demo_row_io_scaling(struct demo_ctx *ctx, struct demo_result *out);
+/* demo_procpool.c: process */
+int demo_row_process(struct demo_ctx *ctx, struct demo_result *out);
 /* demo_mempool.c: mem-obj, mem-arena, mem-ctor */
 int demo_row_mem_obj(struct demo_ctx *ctx, struct demo_result *out);
 int demo_row_mem_arena(struct demo_ctx *ctx, struct demo_result *out);

@@ -2,10 +2,8 @@
  *
  *   thread      a thread created and joined per task, vs the same task
  *               submitted to a pk_threadpool and its future waited on
- *   process     a process forked and reaped per task, vs the same pooled
- *               thread (poolkit's process pool will take that column when
- *               it lands); with the thread row, this measures the claim
- *               that a thread is far cheaper to create than a process
+ *               (the process row, demo_procpool.c, does the same with
+ *               processes)
  *   io-scaling  64 IO-bound tasks (each waits 2 ms for a server's reply on
  *               a socketpair) on a pool of 1 thread vs a pool of 16: the
  *               ratio is the speed-up threads give to IO-bound work
@@ -21,7 +19,6 @@
 #include <string.h>
 #include <sys/select.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -78,7 +75,7 @@ struct tiny_row {
     unsigned seq;
 };
 
-/* The pooled way for the thread and process rows: submit, wait, check. */
+/* The pooled way for the thread row: submit, wait, check. */
 static int
 tiny_pooled(void *arg)
 {
@@ -161,42 +158,6 @@ int
 demo_row_thread(struct demo_ctx *ctx, struct demo_result *out)
 {
     return tiny_row_run(ctx, out, thread_per_use);
-}
-
-/* ---- row: process ------------------------------------------------------- */
-
-static int
-process_per_use(void *arg)
-{
-    struct tiny_row *r = arg;
-    unsigned in = r->seq++;
-    int status;
-    pid_t pid = fork();
-
-    if (pid < 0) {
-        demo_note(r->out, "fork: %s", strerror(errno));
-        return -1;
-    }
-    if (pid == 0) /* the child: the task, then out (no stdio flush) */
-        _exit((int)(tiny_work(in) & 0x7f));
-    while (waitpid(pid, &status, 0) < 0) {
-        if (errno != EINTR) {
-            demo_note(r->out, "waitpid: %s", strerror(errno));
-            return -1;
-        }
-    }
-    if (!WIFEXITED(status) ||
-        WEXITSTATUS(status) != (int)(tiny_work(in) & 0x7f)) {
-        demo_note(r->out, "child: bad exit status 0x%x", status);
-        return -1;
-    }
-    return 0;
-}
-
-int
-demo_row_process(struct demo_ctx *ctx, struct demo_result *out)
-{
-    return tiny_row_run(ctx, out, process_per_use);
 }
 
 /* ---- row: io-scaling ---------------------------------------------------- */

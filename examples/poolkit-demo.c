@@ -415,8 +415,8 @@ static const struct demo_row rows[] = {
       demo_row_socket, NULL },
     { "thread", "pthread_create+join per task vs submit+wait on a "
                 "pk_threadpool", demo_row_thread, NULL },
-    { "process", "fork+waitpid per task vs a pooled thread (process pool: "
-                 "later)", demo_row_process, NULL },
+    { "process", "fork+waitpid per task vs submit+wait on a pk_procpool "
+                 "worker", demo_row_process, NULL },
     { "io-scaling", "64 tasks each waiting 2 ms on a socket: 1 thread vs 16",
       demo_row_io_scaling, NULL },
     { "mem-obj", "64-byte object: malloc+free vs pk_mempool_alloc+free",

@@ -70,7 +70,9 @@ void pk__park_wake(pk__parker *p, uint32_t v);
  *               pool's lock least of all: pk_pool_acquire and
  *               pk_pool_release are never called with it held)
  *   MEMPOOL     pk_mempool.lock: nothing is taken under it either (the
- *               core's calls are made with it released) */
+ *               core's calls are made with it released)
+ *   PROCPOOL    pk_procpool.lock: a leaf too (no core call, hook or
+ *               future callback under it) */
 enum pk__lock_rank {
     PK__RANK_NONE = 0, /* not initialised: the check aborts */
     PK__RANK_MAP,
@@ -81,6 +83,7 @@ enum pk__lock_rank {
     PK__RANK_FUTURE,
     PK__RANK_THREADPOOL,
     PK__RANK_MEMPOOL,
+    PK__RANK_PROCPOOL,
 };
 
 #if defined(PK_LOCK_CHECK) && !defined(NDEBUG)

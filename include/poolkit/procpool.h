@@ -1,0 +1,215 @@
+/* poolkit/procpool.h - a process pool on the resource-pool core: worker
+ * processes that run named tasks, for CPU-bound work that threads of one
+ * process cannot spread (or that must not take the process down when it
+ * crashes).
+ *
+ * The workers are pk_pool resources: forking, idle retirement above
+ * min_workers, replacement after max_tasks_per_worker, a liveness check
+ * before each task, all go through the core (min_workers and max_workers
+ * are its min_size and max_size). The queue of tasks and the path to the
+ * workers are this module's own: a task is a name registered in the
+ * pool's pk_registry and argument bytes, sent to an idle worker over a
+ * socket; the worker runs the task and sends its result bytes back. A
+ * pool is a pk_executor too (pk_procpool_executor), so pk_map and the
+ * other executor algorithms run on it.
+ *
+ * How a worker is made: fork(), from the thread that needs one (the
+ * pool's supervisor thread, or the creating thread for min_workers), with
+ * no exec: a worker is a copy of this process at that moment and runs
+ * the registry's functions from this program. The task's function is
+ * looked up in the parent at submit (an unknown name fails the submit,
+ * not the task), so a worker takes no lock of this library. The worker
+ * starts with no signal blocked, discards the parent's unwritten stdout
+ * and stderr buffers (so nothing is printed twice), runs worker_init, and
+ * flushes stdout and stderr after each task. As with any fork of a
+ * process that has threads, a lock another thread held at the fork stays
+ * held in the worker: a task must not need one (create the pool early,
+ * with min_workers, to fork before other threads start). A worker exits
+ * when its socket closes or its parent is gone (it looks every second).
+ * Tasks must not call exit() (the parent's atexit handlers would run in
+ * the worker): return an error code instead.
+ *
+ * What a task sees: pk_named_fn(data, len, self, out, err) with self NULL
+ * (a worker has no future; a running task is stopped only by its time
+ * limit or a shutdown that kills). Its code, err's sys and message and
+ * out's bytes travel back: a failure fails the future with them, a
+ * success completes it with a copy of the bytes (pk_result.value, freed
+ * by the future). A worker that dies running a task (a crash, a signal, an
+ * exit) fails the task's future with PK_EWORKER (sys: the signal number,
+ * or the exit status; the message says which and names the task) and is
+ * replaced; the pool goes on.
+ *
+ * Threads: every function is safe from any thread unless it says
+ * otherwise. Each pool has one background thread, "pk-procpool": it
+ * sends queued tasks to idle workers, reads results, completes futures
+ * (their callbacks run there), enforces task_timeout_ms and runs the
+ * core's maintenance.
+ *
+ * Data: a task's bytes are copied at submit and written to the worker's
+ * socket; its result comes back the same way (two copies each way, and a
+ * socket's bandwidth: a few GB/s here). Large inputs are better handed
+ * over in shared memory the caller maps before the workers are forked
+ * (MAP_SHARED | MAP_ANONYMOUS): pass an offset, not the bytes.
+ *
+ * Signals: the pool installs no handler, writes with MSG_NOSIGNAL, and
+ * reaps only its own workers, by pid (a SIGCHLD handler that calls
+ * waitpid(-1) steals their status: the message then says "unknown").
+ *
+ * After fork(): every call on a pool inherited from the parent returns
+ * PK_EFORKED, in a worker too; pk_procpool_destroy in the child closes
+ * the child's copies of the workers' sockets and frees memory, without
+ * touching the parent's workers.
+ *
+ * Events (pk_procpool_options.event):
+ *   PK_EVENT_CREATED        a worker was forked
+ *   PK_EVENT_CREATE_FAILED  fork() failed (ev.error: errno)
+ *   PK_EVENT_DESTROYED      a worker was retired
+ *   PK_EVENT_WORKER_DIED    a worker died running a task (ev.error: how)
+ *   PK_EVENT_FUTURE_UNREAD  a fire-and-forget task failed, or a failed
+ *                           future was released unread (future.h) */
+#ifndef POOLKIT_PROCPOOL_H
+#define POOLKIT_PROCPOOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <poolkit/error.h>
+#include <poolkit/event.h>
+#include <poolkit/executor.h>
+#include <poolkit/future.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct pk_procpool pk_procpool; /* opaque */
+
+/* Bounds, checked at create (PK_EINVAL beyond them). */
+#define PK_PROCPOOL_WORKERS_MAX ((size_t)4096)  /* max_workers */
+#define PK_PROCPOOL_QUEUE_MAX ((size_t)1 << 20) /* queue_size */
+#define PK_PROCPOOL_DATA_MAX ((size_t)1 << 30)  /* a task's bytes, and
+                                                   max_result */
+
+/* Zero in any field means its documented default. Read by
+ * pk_procpool_create only. */
+typedef struct pk_procpool_options {
+    /* Required: the named tasks the workers may run. Borrowed: it must
+     * outlive the pool, and what is registered when a worker is forked is
+     * what that worker has (register everything before create). */
+    pk_registry *registry;
+    size_t min_workers;   /* forked at create and kept; default 0 */
+    size_t max_workers;   /* default: the CPUs this process may use */
+    size_t queue_size;    /* tasks queued before they reach a worker;
+                             default 1024 */
+    /* A submit to a full queue waits this long for room, then
+     * PK_ETIMEDOUT. Default (0) and PK_NEVER: no limit; PK_ALWAYS: no
+     * wait (PK_EAGAIN). */
+    int submit_timeout_ms;
+    /* A task running longer is stopped: its worker is killed (SIGKILL)
+     * and replaced, its future fails with PK_ETIMEDOUT. Default (0) and
+     * PK_NEVER: no limit. */
+    int task_timeout_ms;
+    /* A worker idle this long above min_workers exits. Default 60000;
+     * PK_NEVER: never. */
+    int idle_timeout_ms;
+    /* A worker is replaced after this many tasks (a bound on what a leak
+     * in a task costs); 0: never. */
+    unsigned long max_tasks_per_worker;
+    /* Result bytes a task may send back; a larger result fails its future
+     * with PK_ETOOBIG. Default 64 MiB, at most PK_PROCPOOL_DATA_MAX. */
+    size_t max_result;
+    /* Runs in each new worker process, before its first task. Optional. */
+    void (*worker_init)(void *user);
+    void *user;           /* passed to worker_init; borrowed */
+    pk_event_fn event;    /* optional: see the top of this header */
+    void *event_user;
+} pk_procpool_options;
+
+/* Checks options as pk_procpool_create does; err (may be NULL) names the
+ * field and the rule it breaks.
+ * Returns: 0, PK_EINVAL. Owner: borrows both. Threads: safe. */
+PK_API int pk_procpool_options_check(const pk_procpool_options *opts,
+                                     pk_error *err);
+
+/* Makes a pool and forks min_workers workers (a failed fork is retried by
+ * the core, not returned).
+ * Returns: 0, PK_EINVAL (see pk_procpool_options_check), PK_ENOMEM,
+ * PK_EFORKED, PK_ECREATE (the supervisor thread or its wake-up channel
+ * could not be made).
+ * Owner: *out returned owned (pk_procpool_destroy); opts borrowed.
+ * Threads: safe. */
+PK_API int pk_procpool_create(pk_procpool **out,
+                              const pk_procpool_options *opts);
+
+/* Queues the task registered as name, with a copy of len bytes at data
+ * (data may be NULL when len is 0). fut (optional) gets the task's
+ * future: one reference the caller releases. Without it, a failure
+ * reaches the event hook (or a stderr line, future.h).
+ * Returns: 0; PK_EINVAL (NULL pool or name, an unknown name, len over
+ * PK_PROCPOOL_DATA_MAX); PK_EAGAIN (queue full, submit_timeout_ms
+ * PK_ALWAYS); PK_ETIMEDOUT (full until submit_timeout_ms); PK_ESHUTDOWN;
+ * PK_ENOMEM; PK_EFORKED. On failure *fut is NULL and nothing was queued.
+ * Owner: borrows name and data. Threads: safe. */
+PK_API int pk_procpool_submit(pk_procpool *pp, const char *name,
+                              const void *data, size_t len,
+                              pk_future **fut);
+
+/* pk_procpool_submit for a pk_task: a named task (name, data, len). A
+ * function task (fn) is PK_EINVAL: a pointer into this process means
+ * nothing to a worker forked before it was made. PK_TASK_SHARED is
+ * PK_EINVAL too (the bytes are always copied).
+ * Returns, owner, threads: as pk_procpool_submit. */
+PK_API int pk_procpool_submit_task(pk_procpool *pp, const pk_task *task,
+                                   pk_future **fut);
+
+/* Stops taking tasks; how is a pk_shutdown_how (executor.h): DRAIN runs
+ * what is queued, CANCEL cancels what is queued (its futures end
+ * cancelled) and lets running tasks finish, KILL also kills the workers
+ * running tasks (their futures fail with PK_ECANCELED). Waits up to
+ * timeout_ms for the queue to empty and the running tasks to end. The
+ * workers stay (idle) until pk_procpool_destroy. A later call may ask for
+ * more (DRAIN, then KILL), never less.
+ * Returns: 0; PK_ETIMEDOUT (tasks still queued or running: the pool
+ * stays valid); PK_EINVAL (bad how or timeout); PK_EFORKED.
+ * Threads: safe, but not from inside a task's future callback (it runs on
+ * the supervisor thread, which the wait needs). */
+PK_API int pk_procpool_shutdown(pk_procpool *pp, int how, int timeout_ms);
+
+/* Ends the pool: as pk_procpool_shutdown(pp, PK_SHUTDOWN_KILL, forever)
+ * unless a shutdown already emptied it, then stops the supervisor,
+ * retires every worker (its socket is shut, it exits; one that does not
+ * within a second is killed) and frees the pool. Futures of the pool
+ * stay valid (they are reference counted). NULL is a no-op.
+ * Owner: takes pp. Threads: exclusive (no other call on pp may be
+ * running or start); not from a future callback of the pool. */
+PK_API void pk_procpool_destroy(pk_procpool *pp);
+
+/* The pool as a pk_executor (named tasks only; capacity is the queue's
+ * room). The executor borrows the pool: destroy it before the pool.
+ * Returns: 0, PK_EINVAL, PK_ENOMEM. Owner: *out returned owned
+ * (pk_executor_destroy). Threads: safe. */
+PK_API int pk_procpool_executor(pk_procpool *pp, pk_executor **out);
+
+typedef struct pk_procpool_stats {
+    size_t workers;          /* alive (idle and busy) */
+    size_t busy;             /* running a task */
+    size_t queued;           /* tasks waiting for a worker */
+    uint64_t submitted;      /* tasks queued */
+    uint64_t completed;      /* tasks that returned 0 */
+    uint64_t failed;         /* tasks that returned an error code */
+    uint64_t died;           /* tasks whose worker died (PK_EWORKER) */
+    uint64_t timed_out;      /* tasks stopped at task_timeout_ms */
+    uint64_t cancelled;      /* tasks cancelled before they ran, or
+                                killed by a shutdown */
+    uint64_t workers_started; /* forks */
+    uint64_t workers_retired; /* workers that ended (any reason) */
+} pk_procpool_stats;
+
+/* Fills *out (a snapshot: counts move while tasks run).
+ * Returns: 0, PK_EINVAL, PK_EFORKED. Threads: safe. */
+PK_API int pk_procpool_stats_get(pk_procpool *pp, pk_procpool_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* POOLKIT_PROCPOOL_H */

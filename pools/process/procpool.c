@@ -1,0 +1,452 @@
+/* pools/process/procpool.c - the process pool's public calls: options,
+ * create, submit, shutdown, destroy, stats, the executor.
+ *
+ * A submit checks and copies the task (its function looked up in the
+ * registry here, in the parent), makes its future (the pool keeps one
+ * reference, the caller gets another), queues it (queue.c) and wakes the
+ * supervisor (super.c) if it sleeps. Workers are the core's resources
+ * (worker.c's hooks); the supervisor borrows one per task. */
+#define _GNU_SOURCE /* sched_getaffinity */
+#include <sched.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pp_int.h"
+
+#define DEFAULT_QUEUE 1024
+#define DEFAULT_IDLE_MS 60000
+#define DEFAULT_MAX_RESULT ((size_t)64 << 20)
+
+/* ---- options ---------------------------------------------------------------- */
+
+static size_t
+cpu_count(void)
+{
+    cpu_set_t set;
+
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+        return (size_t)CPU_COUNT(&set);
+    return 2;
+}
+
+static int
+bad(pk_error *err, const char *why)
+{
+    return pk_error_set(err, PK_EINVAL, 0, "pk_procpool_options: %s", why);
+}
+
+/* An option time: 0, PK_NEVER, PK_ALWAYS where allowed, or positive. */
+static bool
+bad_ms(int ms, bool always_ok)
+{
+    return ms < 0 && ms != PK_NEVER && !(always_ok && ms == PK_ALWAYS);
+}
+
+int
+pk_procpool_options_check(const pk_procpool_options *o, pk_error *err)
+{
+    size_t max;
+
+    if (!o)
+        return bad(err, "NULL");
+    max = o->max_workers ? o->max_workers : cpu_count();
+    if (!o->registry)
+        return bad(err, "registry is required (the named tasks workers "
+                        "run)");
+    if (o->max_workers > PK_PROCPOOL_WORKERS_MAX)
+        return bad(err, "max_workers is above PK_PROCPOOL_WORKERS_MAX");
+    if (o->min_workers > max)
+        return bad(err, "min_workers is above max_workers (or its default, "
+                        "the CPUs this process may use)");
+    if (o->queue_size > PK_PROCPOOL_QUEUE_MAX)
+        return bad(err, "queue_size is above PK_PROCPOOL_QUEUE_MAX");
+    if (o->max_result > PK_PROCPOOL_DATA_MAX)
+        return bad(err, "max_result is above PK_PROCPOOL_DATA_MAX");
+    if (bad_ms(o->submit_timeout_ms, true))
+        return bad(err, "submit_timeout_ms is negative but not PK_NEVER or "
+                        "PK_ALWAYS");
+    if (bad_ms(o->task_timeout_ms, false))
+        return bad(err, "task_timeout_ms is negative but not PK_NEVER");
+    if (bad_ms(o->idle_timeout_ms, false))
+        return bad(err, "idle_timeout_ms is negative but not PK_NEVER");
+    pk_error_clear(err);
+    return 0;
+}
+
+static void
+configure(struct pk_procpool *pp, const pk_procpool_options *o)
+{
+    pp->fork_epoch = pk__fork_epoch();
+    pp->registry = o->registry;
+    pp->max_workers = o->max_workers ? o->max_workers : cpu_count();
+    pp->queue_size = o->queue_size ? o->queue_size : DEFAULT_QUEUE;
+    pp->max_result = o->max_result ? o->max_result : DEFAULT_MAX_RESULT;
+    pp->task_timeout_ns = o->task_timeout_ms > 0
+                              ? (uint64_t)o->task_timeout_ms * 1000000u
+                              : UINT64_MAX;
+    pp->submit_timeout_ms = o->submit_timeout_ms == PK_ALWAYS ? 0
+                            : o->submit_timeout_ms > 0 ? o->submit_timeout_ms
+                                                       : PK_WAIT_FOREVER;
+    pp->worker_init = o->worker_init;
+    pp->user = o->user;
+    pp->event = o->event;
+    pp->event_user = o->event_user;
+    pp->parent = getpid();
+    pp->how = PK__PP_OPEN;
+    pk__lock_init(&pp->lock, PK__RANK_PROCPOOL);
+}
+
+static int
+start_core(struct pk_procpool *pp, const pk_procpool_options *o)
+{
+    pk_pool_options po;
+
+    pk_pool_options_init(&po);
+    po.create = pk__pp_worker_create;
+    po.destroy = pk__pp_worker_destroy;
+    po.check = pk__pp_worker_check;
+    po.forget_in_child = pk__pp_worker_forget;
+    po.user = pp;
+    po.min_size = o->min_workers;
+    po.max_size = pp->max_workers;
+    po.idle_timeout_ms = o->idle_timeout_ms ? o->idle_timeout_ms
+                                            : DEFAULT_IDLE_MS;
+    po.check_after_ms = PK_ALWAYS; /* a poll(): a dead idle worker is
+                                      found before it gets a task */
+    po.max_uses = o->max_tasks_per_worker;
+    po.flags = PK_POOL_NO_GENERATION_BUMP | PK_POOL_MANUAL_MAINTENANCE |
+               PK_POOL_QUIET_CLOSE;
+    po.event = o->event;
+    po.event_user = o->event_user;
+    return pk_pool_create(&pp->core, &po);
+}
+
+/* ---- create, destroy -------------------------------------------------------- */
+
+int
+pk_procpool_create(pk_procpool **out, const pk_procpool_options *opts)
+{
+    struct pk_procpool *pp;
+    int rc;
+
+    if (!out)
+        return PK_EINVAL;
+    *out = NULL;
+    rc = pk_procpool_options_check(opts, NULL);
+    if (rc)
+        return rc;
+    pp = pk__calloc(1, sizeof *pp);
+    if (!pp)
+        return PK_ENOMEM;
+    configure(pp, opts);
+    rc = start_core(pp, opts); /* forks min_workers */
+    if (rc == 0) {
+        rc = pk__pp_super_start(pp);
+        if (rc)
+            pk_pool_destroy(pp->core);
+    }
+    if (rc) {
+        pk__free(pp);
+        return rc;
+    }
+    pp->magic = PK__PP_MAGIC;
+    *out = pp;
+    return 0;
+}
+
+static int
+validate(const struct pk_procpool *pp)
+{
+    if (!pp || pp->magic != PK__PP_MAGIC)
+        return PK_EINVAL;
+    if (pp->fork_epoch != pk__fork_epoch_fast())
+        return PK_EFORKED;
+    return 0;
+}
+
+/* In a child after fork(): the parent's workers are not ours; the core
+ * closes the child's copies of their sockets. No lock, no future. */
+static void
+forget_in_child(struct pk_procpool *pp)
+{
+    struct pp_job *j = pp->head;
+
+    pk_pool_destroy(pp->core);
+    while (j) {
+        struct pp_job *next = j->next;
+        pk__free(j->name);
+        pk__free(j->data);
+        pk__free(j);
+        j = next;
+    }
+    pp->magic = 0;
+    pk__free(pp);
+}
+
+void
+pk_procpool_destroy(pk_procpool *pp)
+{
+    if (!pp || pp->magic != PK__PP_MAGIC)
+        return;
+    if (pp->fork_epoch != pk__fork_epoch_fast()) {
+        forget_in_child(pp);
+        return;
+    }
+    (void)pk_procpool_shutdown(pp, PK_SHUTDOWN_KILL, PK_WAIT_FOREVER);
+    pk__pp_super_stop(pp);
+    pk_pool_destroy(pp->core); /* retires the idle workers */
+    pp->magic = 0;
+    pk__free(pp);
+}
+
+/* ---- submit ----------------------------------------------------------------- */
+
+static char *
+copy_string(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *c = pk__alloc(n);
+
+    if (c)
+        memcpy(c, s, n);
+    return c;
+}
+
+/* A job for name(data, len), its future made. */
+static int
+make_job(struct pk_procpool *pp, const char *name, const void *data,
+         size_t len, struct pp_job **out)
+{
+    struct pp_job *j;
+    pk_named_fn fn;
+
+    *out = NULL;
+    if (!name || (len && !data) || len > PK_PROCPOOL_DATA_MAX)
+        return PK_EINVAL;
+    if (pk_registry_lookup(pp->registry, name, &fn) != 0)
+        return PK_EINVAL; /* no such task */
+    j = pk__calloc(1, sizeof *j);
+    if (!j)
+        return PK_ENOMEM;
+    j->fn = fn;
+    j->len = len;
+    j->name = copy_string(name);
+    j->data = len ? pk__alloc(len) : NULL;
+    if (!j->name || (len && !j->data) ||
+        pk_future_create(&j->fut, pp->event, pp->event_user) != 0) {
+        pk__pp_job_free(j);
+        return PK_ENOMEM;
+    }
+    if (len)
+        memcpy(j->data, data, len);
+    *out = j;
+    return 0;
+}
+
+static void
+free_list(struct pp_job *j)
+{
+    while (j) {
+        struct pp_job *next = j->next;
+        pk__pp_job_free(j);
+        j = next;
+    }
+}
+
+/* Queues the n jobs of list, handing their futures to futs (optional). */
+static int
+queue_jobs(struct pk_procpool *pp, struct pp_job *list, size_t n,
+           pk_future **futs)
+{
+    uint64_t deadline = UINT64_MAX;
+    size_t i = 0;
+    int rc;
+
+    if (pp->submit_timeout_ms > 0)
+        pk__deadline(pp->submit_timeout_ms, &deadline);
+    /* The caller's references first: once queued, a job may end (and
+     * drop the pool's reference) before this returns. */
+    for (struct pp_job *j = list; futs && j; j = j->next)
+        futs[i++] = pk_future_ref(j->fut);
+    rc = pk__pp_queue_push(pp, list, n, deadline,
+                           pp->submit_timeout_ms != 0);
+    if (rc) {
+        for (i = 0; futs && i < n; i++) {
+            pk_future_release(futs[i]);
+            futs[i] = NULL;
+        }
+        free_list(list);
+        return rc;
+    }
+    atomic_fetch_add_explicit(&pp->submitted, n, memory_order_relaxed);
+    pk__pp_super_poke(pp);
+    return 0;
+}
+
+int
+pk_procpool_submit(pk_procpool *pp, const char *name, const void *data,
+                   size_t len, pk_future **fut)
+{
+    struct pp_job *j;
+    int rc = validate(pp);
+
+    if (fut)
+        *fut = NULL;
+    if (rc)
+        return rc;
+    rc = make_job(pp, name, data, len, &j);
+    if (rc)
+        return rc;
+    return queue_jobs(pp, j, 1, fut);
+}
+
+static int
+check_task(const pk_task *t)
+{
+    if (!t || t->fn || !t->name || (t->flags & PK_TASK_SHARED))
+        return PK_EINVAL;
+    return 0;
+}
+
+int
+pk_procpool_submit_task(pk_procpool *pp, const pk_task *task,
+                        pk_future **fut)
+{
+    int rc = validate(pp);
+
+    if (fut)
+        *fut = NULL;
+    if (rc == 0)
+        rc = check_task(task);
+    if (rc)
+        return rc;
+    return pk_procpool_submit(pp, task->name, task->data, task->len, fut);
+}
+
+/* All or nothing: every job made, then queued in one step. */
+static int
+submit_many(struct pk_procpool *pp, const pk_task *tasks, size_t n,
+            pk_future **futs)
+{
+    struct pp_job *list = NULL, **tail = &list;
+    int rc = validate(pp);
+
+    for (size_t i = 0; futs && i < n; i++)
+        futs[i] = NULL;
+    if (rc == 0 && (!tasks || n == 0))
+        rc = PK_EINVAL;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        rc = check_task(&tasks[i]);
+        if (rc == 0)
+            rc = make_job(pp, tasks[i].name, tasks[i].data, tasks[i].len,
+                          tail);
+        if (rc == 0)
+            tail = &(*tail)->next;
+    }
+    if (rc) {
+        free_list(list);
+        return rc;
+    }
+    return queue_jobs(pp, list, n, futs);
+}
+
+/* ---- shutdown, stats -------------------------------------------------------- */
+
+int
+pk_procpool_shutdown(pk_procpool *pp, int how, int timeout_ms)
+{
+    uint64_t deadline;
+    int rc = validate(pp);
+
+    if (rc)
+        return rc;
+    rc = pk__deadline(timeout_ms, &deadline);
+    if (rc == 0)
+        rc = pk__pp_queue_shutdown(pp, how);
+    if (rc)
+        return rc;
+    pk__pp_super_poke(pp);
+    return pk__pp_queue_wait_quiet(pp, deadline);
+}
+
+int
+pk_procpool_stats_get(pk_procpool *pp, pk_procpool_stats *o)
+{
+    pk_pool_stats cs;
+    int rc = validate(pp);
+
+    if (rc == 0 && !o)
+        rc = PK_EINVAL;
+    if (rc)
+        return rc;
+    memset(o, 0, sizeof *o);
+    if (pk_pool_stats_get(pp->core, &cs) == 0)
+        o->workers = cs.size - cs.creating;
+    pk__lock_acquire(&pp->lock);
+    o->busy = pp->nbusy;
+    o->queued = pp->nqueued;
+    pk__lock_release(&pp->lock);
+#define GET(f) o->f = atomic_load_explicit(&pp->f, memory_order_relaxed)
+    GET(submitted);
+    GET(completed);
+    GET(failed);
+    GET(died);
+    GET(timed_out);
+    GET(cancelled);
+    GET(workers_started);
+    GET(workers_retired);
+#undef GET
+    return 0;
+}
+
+/* ---- the executor ----------------------------------------------------------- */
+
+static int
+ex_submit(void *impl, const pk_task *task, pk_future **fut)
+{
+    return pk_procpool_submit_task(impl, task, fut);
+}
+
+static int
+ex_submit_many(void *impl, const pk_task *tasks, size_t n, pk_future **futs)
+{
+    return submit_many(impl, tasks, n, futs);
+}
+
+static int
+ex_capacity(void *impl, size_t *out)
+{
+    struct pk_procpool *pp = impl;
+    int rc = validate(pp);
+
+    if (rc)
+        return rc;
+    pk__lock_acquire(&pp->lock);
+    if (pp->how != PK__PP_OPEN)
+        rc = PK_ESHUTDOWN;
+    else
+        *out = pp->queue_size - pp->nqueued;
+    pk__lock_release(&pp->lock);
+    return rc;
+}
+
+static int
+ex_shutdown(void *impl, int how, int timeout_ms)
+{
+    return pk_procpool_shutdown(impl, how, timeout_ms);
+}
+
+int
+pk_procpool_executor(pk_procpool *pp, pk_executor **out)
+{
+    static const pk_executor_ops ops = {
+        ex_submit, ex_submit_many, ex_capacity, ex_shutdown, NULL
+    };
+    int rc = validate(pp);
+
+    if (rc == 0 && !out)
+        rc = PK_EINVAL;
+    if (rc)
+        return rc;
+    return pk_executor_create(out, &ops, pp);
+}

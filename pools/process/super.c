@@ -1,0 +1,467 @@
+/* pools/process/super.c - the supervisor: one thread per pool between the
+ * queue and the workers.
+ *
+ * Its loop: send queued tasks to workers it borrows from the core (the
+ * core forks one when none is idle and max_workers allows: the fork runs
+ * here), then poll() the busy workers' sockets and the wake pipe until a
+ * reply, a wake-up, the nearest time limit or the next maintenance. A
+ * reply completes or fails its task's future and gives the worker back
+ * to the core (which retires it after max_tasks_per_worker); end of file
+ * or a broken frame means the worker died: it is reaped, the future fails
+ * with PK_EWORKER saying how it ended, and the core replaces it. A task
+ * past its time limit has its worker killed (PK_ETIMEDOUT); a KILL
+ * shutdown kills every busy worker (their futures end cancelled).
+ *
+ * The busy table (pp->sup) is this thread's alone. Futures complete
+ * here, so their callbacks run on this thread, with no lock held.
+ *
+ * Waking: a submit writes a byte to the pipe only when the supervisor
+ * said it is going to sleep (pp->asleep), which it says before it looks
+ * at the queue a last time: either it sees the job, or the submit sees
+ * the flag (both seq_cst, and the queue's lock orders the rest). */
+#define _GNU_SOURCE /* pthread_setname_np, pipe2 */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pp_int.h"
+
+/* A job on a worker. */
+struct pp_busy {
+    pk_lease lease;
+    struct pp_worker *w;   /* NULL: the slot is free */
+    struct pp_job *job;
+    uint64_t deadline;     /* its time limit, UINT64_MAX: none */
+};
+
+/* The thread's own memory, max_workers of each (pfd: one more, the wake
+ * pipe's). */
+struct pp_super {
+    struct pp_busy *busy;
+    struct pollfd *pfd;
+    struct pp_busy **which;      /* which[i]: the slot of pfd[i], i > 0 */
+};
+
+/* How long the loop waits before trying again to get a worker when the
+ * core had none to give (a fork failing: the core backs off). */
+#define RETRY_MS 10
+/* The core's maintenance (idle retirement, the min_workers floor), at
+ * least this often. */
+#define MAINT_MS 1000
+/* How long a worker whose socket closed may take to exit before it is
+ * killed (it is dying: its status says why). */
+#define REAP_MS 200
+
+/* ---- ending a job ----------------------------------------------------------- */
+
+static void
+emit_died(struct pk_procpool *pp, struct pp_worker *w, const pk_error *e)
+{
+    pk_event ev = { .kind = PK_EVENT_WORKER_DIED, .resource = w,
+                    .error = e };
+
+    if (pp->event)
+        pp->event(pp->event_user, &ev);
+}
+
+/* The slot's job left its worker: the worker back to the core (status:
+ * OK, or BROKEN to retire it), the slot free. Returns the job, whose
+ * future the caller settles before it calls done(): a shutdown that
+ * waits for the pool to be quiet then finds every future settled. */
+static struct pp_job *
+vacate(struct pk_procpool *pp, struct pp_busy *b, int status)
+{
+    struct pp_job *j = b->job;
+    pk_lease l = b->lease;
+
+    b->job = NULL;
+    b->w = NULL;
+    pk_pool_release(pp->core, &l, status);
+    return j;
+}
+
+static void
+done(struct pk_procpool *pp, struct pp_job *j)
+{
+    pk__pp_job_free(j);
+    pk__pp_queue_done(pp);
+}
+
+static void
+deliver(struct pk_procpool *pp, struct pp_busy *b, struct pp_reply *r)
+{
+    struct pp_job *j;
+
+    b->w->tasks++;
+    atomic_fetch_add_explicit(r->code == 0 ? &pp->completed : &pp->failed,
+                              1, memory_order_relaxed);
+    j = vacate(pp, b, PK_RELEASE_OK);
+    if (r->code == 0) {
+        pk_result res = { r->data, r->len, r->data ? pk__free : NULL };
+        if (pk_future_complete(j->fut, &res) != 0)
+            pk__free(r->data); /* cancelled meanwhile */
+    } else {
+        pk_future_fail(j->fut, r->code, r->sys, "%s",
+                       r->msg[0] ? r->msg : pk_strerror(r->code));
+    }
+    done(pp, j);
+}
+
+/* The worker of b ended or broke while running its job. */
+static void
+lost(struct pk_procpool *pp, struct pp_busy *b, int rc)
+{
+    struct pp_worker *w = b->w;
+    struct pp_job *j;
+    pk_error e = { 0 };
+    char how[96];
+    int sys;
+
+    if (rc == -EPIPE || rc == -ECONNRESET)
+        pk__pp_worker_reap(w, REAP_MS);
+    else
+        pk__pp_worker_kill(w); /* a broken frame: it is no use now */
+    pk__pp_worker_describe(w, how, sizeof how, &sys);
+    if (rc == -ENOMEM) {
+        pk_error_set(&e, PK_ENOMEM, ENOMEM, "pk_procpool: no memory for "
+                     "the result of task '%s' (worker %d killed)",
+                     b->job->name, (int)w->pid);
+        atomic_fetch_add_explicit(&pp->failed, 1, memory_order_relaxed);
+    } else {
+        if (rc == -EPIPE || rc == -ECONNRESET)
+            pk_error_set(&e, PK_EWORKER, sys, "pk_procpool: worker %d %s "
+                         "running task '%s'", (int)w->pid, how,
+                         b->job->name);
+        else
+            pk_error_set(&e, PK_EWORKER, -rc, "pk_procpool: worker %d sent "
+                         "a broken reply to task '%s' (errno %d); killed",
+                         (int)w->pid, b->job->name, -rc);
+        atomic_fetch_add_explicit(&pp->died, 1, memory_order_relaxed);
+        emit_died(pp, w, &e);
+    }
+    j = vacate(pp, b, PK_RELEASE_BROKEN); /* w is freed */
+    pk_future_fail(j->fut, e.code, e.sys, "%s", e.msg);
+    done(pp, j);
+}
+
+static void
+collect(struct pk_procpool *pp, struct pp_busy *b)
+{
+    struct pp_reply r;
+    int rc = pk__pp_read_reply(b->w->fd, pp->max_result, &r);
+
+    if (rc == 0)
+        deliver(pp, b, &r);
+    else
+        lost(pp, b, rc);
+}
+
+static void
+time_out(struct pk_procpool *pp, struct pp_busy *b)
+{
+    pid_t pid = b->w->pid;
+    struct pp_job *j;
+
+    pk__pp_worker_kill(b->w);
+    atomic_fetch_add_explicit(&pp->timed_out, 1, memory_order_relaxed);
+    j = vacate(pp, b, PK_RELEASE_BROKEN);
+    pk_future_fail(j->fut, PK_ETIMEDOUT, 0,
+                   "pk_procpool: task '%s' ran past task_timeout_ms (%llu "
+                   "ms): worker %d killed", j->name,
+                   (unsigned long long)(pp->task_timeout_ns / 1000000u),
+                   (int)pid);
+    done(pp, j);
+}
+
+static void
+kill_busy(struct pk_procpool *pp, struct pp_busy *b)
+{
+    struct pp_job *j;
+
+    pk__pp_worker_kill(b->w);
+    atomic_fetch_add_explicit(&pp->cancelled, 1, memory_order_relaxed);
+    j = vacate(pp, b, PK_RELEASE_BROKEN);
+    pk_future_cancel(j->fut); /* requested: it ends cancelled */
+    pk_future_fail(j->fut, PK_ECANCELED, 0,
+                   "pk_procpool: task '%s' killed by a shutdown", j->name);
+    done(pp, j);
+}
+
+/* ---- starting jobs ------------------------------------------------------------ */
+
+static struct pp_busy *
+free_slot(struct pk_procpool *pp)
+{
+    for (size_t i = 0; i < pp->max_workers; i++)
+        if (!pp->sup->busy[i].w)
+            return &pp->sup->busy[i];
+    return NULL;
+}
+
+/* Sends queued jobs to workers while there are both. Returns false when
+ * jobs wait and the core had no worker to give (try again soon). */
+static bool
+dispatch(struct pk_procpool *pp)
+{
+    int failures = 0;
+    struct pp_busy *b;
+
+    while ((b = free_slot(pp)) != NULL && pk__pp_queue_any(pp)) {
+        pk_lease l;
+        struct pp_job *j;
+        struct pp_worker *w;
+
+        /* 1 ms: the core's 0 never forks; with a slot free there is
+         * room, so this waits for nobody. */
+        if (pk_pool_acquire(pp->core, &l, 1, NULL) != 0)
+            return false;
+        j = pk__pp_queue_pop(pp);
+        if (!j) {
+            pk_pool_release(pp->core, &l, PK_RELEASE_OK);
+            break;
+        }
+        if (pk_future_state_get(j->fut) == PK_FUTURE_CANCELLED) {
+            pk__pp_job_free(j);
+            pk__pp_queue_done(pp);
+            pk_pool_release(pp->core, &l, PK_RELEASE_OK);
+            atomic_fetch_add_explicit(&pp->cancelled, 1,
+                                      memory_order_relaxed);
+            continue;
+        }
+        w = l.resource;
+        if (pk__pp_send_task(w->fd, j->fn, j->name, j->data, j->len) != 0) {
+            /* The worker died idle: the job never ran. */
+            pk__pp_queue_unpop(pp, j);
+            pk_pool_release(pp->core, &l, PK_RELEASE_BROKEN);
+            if (++failures >= 3)
+                return false;
+            continue;
+        }
+        (void)pk_future_set_running(j->fut); /* cancelled meanwhile: it
+                                                 runs, the result is
+                                                 dropped */
+        b->lease = l;
+        b->w = w;
+        b->job = j;
+        b->deadline = pp->task_timeout_ns == UINT64_MAX
+                          ? UINT64_MAX
+                          : pk__now_ns() + pp->task_timeout_ns;
+    }
+    return true;
+}
+
+/* ---- the loop ---------------------------------------------------------------- */
+
+static void
+drain_wake(struct pk_procpool *pp)
+{
+    char buf[64];
+
+    while (read(pp->wake_rd, buf, sizeof buf) > 0)
+        ;
+}
+
+static size_t
+nbusy_here(const struct pk_procpool *pp)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < pp->max_workers; i++)
+        n += pp->sup->busy[i].w != NULL;
+    return n;
+}
+
+/* Kills the busy workers (KILL), times out those past their limit, and
+ * returns the nearest limit left. */
+static uint64_t
+enforce(struct pk_procpool *pp, bool kill_all)
+{
+    uint64_t now = pk__now_ns(), next = UINT64_MAX;
+
+    for (size_t i = 0; i < pp->max_workers; i++) {
+        struct pp_busy *b = &pp->sup->busy[i];
+        if (!b->w)
+            continue;
+        if (kill_all)
+            kill_busy(pp, b);
+        else if (b->deadline <= now)
+            time_out(pp, b);
+        else if (b->deadline < next)
+            next = b->deadline;
+    }
+    return next;
+}
+
+static int
+poll_timeout(uint64_t until)
+{
+    uint64_t now = pk__now_ns();
+
+    if (until <= now)
+        return 0;
+    if (until - now >= (uint64_t)MAINT_MS * 1000000u)
+        return MAINT_MS;
+    return (int)((until - now + 999999u) / 1000000u);
+}
+
+/* Waits for replies, a wake-up or until; handles the replies. */
+static void
+wait_events(struct pk_procpool *pp, uint64_t until)
+{
+    struct pollfd *pfd = pp->sup->pfd;
+    struct pp_busy **which = pp->sup->which;
+    nfds_t n = 1;
+    int rc;
+
+    pfd[0] = (struct pollfd){ .fd = pp->wake_rd, .events = POLLIN };
+    for (size_t i = 0; i < pp->max_workers; i++) {
+        struct pp_busy *b = &pp->sup->busy[i];
+        if (!b->w)
+            continue;
+        pfd[n] = (struct pollfd){ .fd = b->w->fd, .events = POLLIN };
+        which[n++] = b;
+    }
+    rc = poll(pfd, n, poll_timeout(until));
+    atomic_store(&pp->asleep, false);
+    if (rc <= 0)
+        return;
+    if (pfd[0].revents)
+        drain_wake(pp);
+    for (nfds_t i = 1; i < n; i++)
+        if (pfd[i].revents)
+            collect(pp, which[i]);
+}
+
+static void *
+super_main(void *arg)
+{
+    struct pk_procpool *pp = arg;
+    uint64_t next_maint = pk__now_ns();
+
+    pthread_setname_np(pthread_self(), "pk-procpool");
+    for (;;) {
+        int how = pk__pp_queue_how(pp);
+        bool got = true, stopping = atomic_load(&pp->stop);
+        uint64_t until, now;
+
+        if (how != PK_SHUTDOWN_KILL && !stopping)
+            got = dispatch(pp);
+        until = enforce(pp, how == PK_SHUTDOWN_KILL);
+        if (stopping && nbusy_here(pp) == 0)
+            break;
+        now = pk__now_ns();
+        if (now >= next_maint) {
+            pk_pool_maintain(pp->core); /* may fork (min_workers) */
+            next_maint = pk__now_ns() + (uint64_t)MAINT_MS * 1000000u;
+        }
+        if (next_maint < until)
+            until = next_maint;
+        if (!got && now + (uint64_t)RETRY_MS * 1000000u < until)
+            until = now + (uint64_t)RETRY_MS * 1000000u;
+        /* Say so, then look at the queue a last time (see the top). */
+        atomic_store(&pp->asleep, true);
+        if (got && !stopping && free_slot(pp) && pk__pp_queue_any(pp) &&
+            pk__pp_queue_how(pp) != PK_SHUTDOWN_KILL) {
+            atomic_store(&pp->asleep, false);
+            continue;
+        }
+        wait_events(pp, until);
+    }
+    return NULL;
+}
+
+/* ---- start, wake, stop ------------------------------------------------------- */
+
+static void
+super_free(struct pp_super *s)
+{
+    if (!s)
+        return;
+    pk__free(s->busy);
+    pk__free(s->pfd);
+    pk__free(s->which);
+    pk__free(s);
+}
+
+static struct pp_super *
+super_alloc(size_t n)
+{
+    struct pp_super *s = pk__calloc(1, sizeof *s);
+
+    if (!s)
+        return NULL;
+    s->busy = pk__calloc(n, sizeof *s->busy);
+    s->pfd = pk__calloc(n + 1, sizeof *s->pfd);
+    s->which = pk__calloc(n + 1, sizeof *s->which);
+    if (!s->busy || !s->pfd || !s->which) {
+        super_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+int
+pk__pp_super_start(struct pk_procpool *pp)
+{
+    int fds[2], rc;
+    sigset_t all, old;
+
+    pp->sup = super_alloc(pp->max_workers);
+    if (!pp->sup)
+        return PK_ENOMEM;
+    if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0) {
+        super_free(pp->sup);
+        pp->sup = NULL;
+        return PK_ECREATE;
+    }
+    pp->wake_rd = fds[0];
+    pp->wake_wr = fds[1];
+    /* The thread blocks every signal: the process's handlers run on its
+     * own threads. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    rc = pthread_create(&pp->thread, NULL, super_main, pp);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        close(fds[0]);
+        close(fds[1]);
+        super_free(pp->sup);
+        pp->sup = NULL;
+        return PK_ECREATE;
+    }
+    pp->thread_started = true;
+    return 0;
+}
+
+void
+pk__pp_super_poke(struct pk_procpool *pp)
+{
+    if (atomic_load(&pp->asleep)) {
+        char c = 1;
+        ssize_t k = write(pp->wake_wr, &c, 1); /* full: it wakes anyway */
+        (void)k;
+    }
+}
+
+void
+pk__pp_super_stop(struct pk_procpool *pp)
+{
+    if (!pp->thread_started)
+        return;
+    atomic_store(&pp->stop, true);
+    {
+        char c = 1;
+        ssize_t k = write(pp->wake_wr, &c, 1);
+        (void)k;
+    }
+    pthread_join(pp->thread, NULL);
+    pp->thread_started = false;
+    close(pp->wake_rd);
+    close(pp->wake_wr);
+    super_free(pp->sup);
+    pp->sup = NULL;
+}
