@@ -30,8 +30,10 @@
  * the worker): return an error code instead.
  *
  * What a task sees: pk_named_fn(data, len, self, out, err) with self NULL
- * (a worker has no future; a running task is stopped only by its time
- * limit or a shutdown that kills). Its code, err's sys and message and
+ * (a worker has no future). A running task cannot look at a cancel
+ * flag, so pk_future_cancel on its future kills its worker (within
+ * about 50 ms; the future ends cancelled, the worker is replaced), as do
+ * its time limit and a shutdown that kills. Its code, err's sys and message and
  * out's bytes travel back: a failure fails the future with them, a
  * success completes it with a copy of the bytes (pk_result.value, freed
  * by the future). A worker that dies running a task (a crash, a signal, an
@@ -47,9 +49,13 @@
  *
  * Data: a task's bytes are copied at submit and written to the worker's
  * socket; its result comes back the same way (two copies each way, and a
- * socket's bandwidth: a few GB/s here). Large inputs are better handed
- * over in shared memory the caller maps before the workers are forked
- * (MAP_SHARED | MAP_ANONYMOUS): pass an offset, not the bytes.
+ * socket's bandwidth: a few GB/s here). Large inputs need not be copied
+ * at all: a pool made with shared_size has a shared region
+ * (pk_procpool_shared), mapped before any worker is forked, so every
+ * worker sees it at the same address; a task submitted with
+ * PK_TASK_SHARED and data inside the region sends only the pointer and
+ * the length, and the task reads the caller's bytes in place (and may
+ * write its output there too).
  *
  * Signals: the pool installs no handler, writes with MSG_NOSIGNAL, and
  * reaps only its own workers, by pid (a SIGCHLD handler that calls
@@ -118,6 +124,9 @@ typedef struct pk_procpool_options {
     /* Result bytes a task may send back; a larger result fails its future
      * with PK_ETOOBIG. Default 64 MiB, at most PK_PROCPOOL_DATA_MAX. */
     size_t max_result;
+    /* Bytes of the shared region (pk_procpool_shared), rounded up to
+     * pages, zeroed; 0 (default): none. At most PK_PROCPOOL_DATA_MAX. */
+    size_t shared_size;
     /* Runs in each new worker process, before its first task. Optional. */
     void (*worker_init)(void *user);
     void *user;           /* passed to worker_init; borrowed */
@@ -156,8 +165,10 @@ PK_API int pk_procpool_submit(pk_procpool *pp, const char *name,
 
 /* pk_procpool_submit for a pk_task: a named task (name, data, len). A
  * function task (fn) is PK_EINVAL: a pointer into this process means
- * nothing to a worker forked before it was made. PK_TASK_SHARED is
- * PK_EINVAL too (the bytes are always copied).
+ * nothing to a worker forked before it was made. With PK_TASK_SHARED,
+ * [data, data + len) must lie in the pool's shared region (else
+ * PK_EINVAL): nothing is copied, the task gets data itself, and the
+ * caller keeps those bytes as they are until the future finishes.
  * Returns, owner, threads: as pk_procpool_submit. */
 PK_API int pk_procpool_submit_task(pk_procpool *pp, const pk_task *task,
                                    pk_future **fut);
@@ -183,6 +194,15 @@ PK_API int pk_procpool_shutdown(pk_procpool *pp, int how, int timeout_ms);
  * Owner: takes pp. Threads: exclusive (no other call on pp may be
  * running or start); not from a future callback of the pool. */
 PK_API void pk_procpool_destroy(pk_procpool *pp);
+
+/* The shared region: *base and *size (both NULL / 0 without one). Every
+ * worker has it at the same address, mapped MAP_SHARED: what the caller
+ * writes there a task reads, and the other way round (use the region's
+ * memory for data and for results; synchronisation is the future's:
+ * what a task wrote is there once its future finished).
+ * Returns: 0, PK_EINVAL, PK_EFORKED. Owner: the region is the pool's,
+ * unmapped by pk_procpool_destroy. Threads: safe. */
+PK_API int pk_procpool_shared(pk_procpool *pp, void **base, size_t *size);
 
 /* The pool as a pk_executor (named tasks only; capacity is the queue's
  * room). The executor borrows the pool: destroy it before the pool.

@@ -35,13 +35,16 @@
 #define PK__PP_REPLY_MAGIC 0x706b7270u /* "pkrp" */
 
 /* A task: this header, then name_len bytes of name (no NUL), then len
- * bytes of data. fn is the task's function in this program, which the
- * worker (a fork of it) has at the same address. */
+ * bytes of data, unless shared is not 0: then the data are len bytes at
+ * that address of the shared region, which the worker has too. fn is the
+ * task's function in this program, which the worker (a fork of it) has
+ * at the same address. */
 struct pp_task_head {
     uint32_t magic;
     uint32_t name_len;
     uint64_t fn;
     uint64_t len;
+    uint64_t shared;
 };
 
 /* A reply: this header, then msg_len bytes of message (no NUL), then len
@@ -59,9 +62,10 @@ struct pp_reply_head {
 int pk__pp_write_all(int fd, const void *p, size_t n);
 int pk__pp_read_all(int fd, void *p, size_t n);
 
-/* Sends a task: its header, name and bytes. Returns 0 or -errno. */
+/* Sends a task: its header, name and bytes (only the address when
+ * shared). Returns 0 or -errno. */
 int pk__pp_send_task(int fd, pk_named_fn fn, const char *name,
-                     const void *data, size_t len);
+                     const void *data, size_t len, bool shared);
 
 /* Sends a reply. Returns 0 or -errno. */
 int pk__pp_send_reply(int fd, int code, int sys, const char *msg,
@@ -118,8 +122,9 @@ struct pp_job {
     pk_future *fut;       /* the pool's reference */
     pk_named_fn fn;
     char *name;           /* copied */
-    void *data;           /* copied, len bytes */
+    void *data;           /* copied, len bytes; or in the shared region */
     size_t len;
+    bool shared;          /* data is the caller's, in the shared region */
 };
 
 /* The pool's state: open, or shut down by how (pk_shutdown_how). */
@@ -139,6 +144,8 @@ struct pk_procpool {
     pk_event_fn event;
     void *event_user;
     pid_t parent;                 /* getpid() at create */
+    char *shared;                 /* the shared region, or NULL */
+    size_t shared_size;
     pk_pool *core;                /* the workers */
 
     pk__lock lock;

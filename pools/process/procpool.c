@@ -6,9 +6,10 @@
  * reference, the caller gets another), queues it (queue.c) and wakes the
  * supervisor (super.c) if it sleeps. Workers are the core's resources
  * (worker.c's hooks); the supervisor borrows one per task. */
-#define _GNU_SOURCE /* sched_getaffinity */
+#define _GNU_SOURCE /* sched_getaffinity, MAP_ANONYMOUS */
 #include <sched.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "pp_int.h"
@@ -62,6 +63,8 @@ pk_procpool_options_check(const pk_procpool_options *o, pk_error *err)
         return bad(err, "queue_size is above PK_PROCPOOL_QUEUE_MAX");
     if (o->max_result > PK_PROCPOOL_DATA_MAX)
         return bad(err, "max_result is above PK_PROCPOOL_DATA_MAX");
+    if (o->shared_size > PK_PROCPOOL_DATA_MAX)
+        return bad(err, "shared_size is above PK_PROCPOOL_DATA_MAX");
     if (bad_ms(o->submit_timeout_ms, true))
         return bad(err, "submit_timeout_ms is negative but not PK_NEVER or "
                         "PK_ALWAYS");
@@ -121,6 +124,33 @@ start_core(struct pk_procpool *pp, const pk_procpool_options *o)
     return pk_pool_create(&pp->core, &po);
 }
 
+/* The shared region, mapped before any worker is forked. */
+static int
+map_shared(struct pk_procpool *pp, size_t size)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    void *p;
+
+    if (size == 0)
+        return 0;
+    size = (size + page - 1) / page * page;
+    p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+             -1, 0);
+    if (p == MAP_FAILED)
+        return PK_ENOMEM;
+    pp->shared = p;
+    pp->shared_size = size;
+    return 0;
+}
+
+static void
+unmap_shared(struct pk_procpool *pp)
+{
+    if (pp->shared)
+        munmap(pp->shared, pp->shared_size);
+    pp->shared = NULL;
+}
+
 /* ---- create, destroy -------------------------------------------------------- */
 
 int
@@ -139,13 +169,17 @@ pk_procpool_create(pk_procpool **out, const pk_procpool_options *opts)
     if (!pp)
         return PK_ENOMEM;
     configure(pp, opts);
-    rc = start_core(pp, opts); /* forks min_workers */
+    rc = map_shared(pp, opts->shared_size);
     if (rc == 0) {
-        rc = pk__pp_super_start(pp);
-        if (rc)
-            pk_pool_destroy(pp->core);
+        rc = start_core(pp, opts); /* forks min_workers */
+        if (rc == 0) {
+            rc = pk__pp_super_start(pp);
+            if (rc)
+                pk_pool_destroy(pp->core);
+        }
     }
     if (rc) {
+        unmap_shared(pp);
         pk__free(pp);
         return rc;
     }
@@ -175,10 +209,12 @@ forget_in_child(struct pk_procpool *pp)
     while (j) {
         struct pp_job *next = j->next;
         pk__free(j->name);
-        pk__free(j->data);
+        if (!j->shared)
+            pk__free(j->data);
         pk__free(j);
         j = next;
     }
+    unmap_shared(pp);
     pp->magic = 0;
     pk__free(pp);
 }
@@ -195,6 +231,7 @@ pk_procpool_destroy(pk_procpool *pp)
     (void)pk_procpool_shutdown(pp, PK_SHUTDOWN_KILL, PK_WAIT_FOREVER);
     pk__pp_super_stop(pp);
     pk_pool_destroy(pp->core); /* retires the idle workers */
+    unmap_shared(pp);
     pp->magic = 0;
     pk__free(pp);
 }
@@ -212,16 +249,28 @@ copy_string(const char *s)
     return c;
 }
 
-/* A job for name(data, len), its future made. */
+/* Whether [data, data + len) lies in the shared region. */
+static bool
+in_shared(const struct pk_procpool *pp, const void *data, size_t len)
+{
+    uintptr_t p = (uintptr_t)data, b = (uintptr_t)pp->shared;
+
+    return pp->shared && data && p >= b && p - b <= pp->shared_size &&
+           len <= pp->shared_size - (p - b);
+}
+
+/* A job for name(data, len), its future made: the bytes copied, or with
+ * shared, the caller's bytes in the shared region. */
 static int
 make_job(struct pk_procpool *pp, const char *name, const void *data,
-         size_t len, struct pp_job **out)
+         size_t len, bool shared, struct pp_job **out)
 {
     struct pp_job *j;
     pk_named_fn fn;
 
     *out = NULL;
-    if (!name || (len && !data) || len > PK_PROCPOOL_DATA_MAX)
+    if (!name || (len && !data) || len > PK_PROCPOOL_DATA_MAX ||
+        (shared && !in_shared(pp, data, len)))
         return PK_EINVAL;
     if (pk_registry_lookup(pp->registry, name, &fn) != 0)
         return PK_EINVAL; /* no such task */
@@ -230,14 +279,15 @@ make_job(struct pk_procpool *pp, const char *name, const void *data,
         return PK_ENOMEM;
     j->fn = fn;
     j->len = len;
+    j->shared = shared;
     j->name = copy_string(name);
-    j->data = len ? pk__alloc(len) : NULL;
+    j->data = shared ? (void *)data : len ? pk__alloc(len) : NULL;
     if (!j->name || (len && !j->data) ||
         pk_future_create(&j->fut, pp->event, pp->event_user) != 0) {
         pk__pp_job_free(j);
         return PK_ENOMEM;
     }
-    if (len)
+    if (len && !shared)
         memcpy(j->data, data, len);
     *out = j;
     return 0;
@@ -294,7 +344,7 @@ pk_procpool_submit(pk_procpool *pp, const char *name, const void *data,
         *fut = NULL;
     if (rc)
         return rc;
-    rc = make_job(pp, name, data, len, &j);
+    rc = make_job(pp, name, data, len, false, &j);
     if (rc)
         return rc;
     return queue_jobs(pp, j, 1, fut);
@@ -303,24 +353,37 @@ pk_procpool_submit(pk_procpool *pp, const char *name, const void *data,
 static int
 check_task(const pk_task *t)
 {
-    if (!t || t->fn || !t->name || (t->flags & PK_TASK_SHARED))
+    if (!t || t->fn || !t->name || (t->flags & ~(unsigned)PK_TASK_SHARED))
         return PK_EINVAL;
     return 0;
+}
+
+static int
+make_task_job(struct pk_procpool *pp, const pk_task *t, struct pp_job **out)
+{
+    int rc = check_task(t);
+
+    *out = NULL;
+    if (rc)
+        return rc;
+    return make_job(pp, t->name, t->data, t->len,
+                    (t->flags & PK_TASK_SHARED) != 0, out);
 }
 
 int
 pk_procpool_submit_task(pk_procpool *pp, const pk_task *task,
                         pk_future **fut)
 {
+    struct pp_job *j;
     int rc = validate(pp);
 
     if (fut)
         *fut = NULL;
     if (rc == 0)
-        rc = check_task(task);
+        rc = make_task_job(pp, task, &j);
     if (rc)
         return rc;
-    return pk_procpool_submit(pp, task->name, task->data, task->len, fut);
+    return queue_jobs(pp, j, 1, fut);
 }
 
 /* All or nothing: every job made, then queued in one step. */
@@ -336,10 +399,7 @@ submit_many(struct pk_procpool *pp, const pk_task *tasks, size_t n,
     if (rc == 0 && (!tasks || n == 0))
         rc = PK_EINVAL;
     for (size_t i = 0; rc == 0 && i < n; i++) {
-        rc = check_task(&tasks[i]);
-        if (rc == 0)
-            rc = make_job(pp, tasks[i].name, tasks[i].data, tasks[i].len,
-                          tail);
+        rc = make_task_job(pp, &tasks[i], tail);
         if (rc == 0)
             tail = &(*tail)->next;
     }
@@ -396,6 +456,20 @@ pk_procpool_stats_get(pk_procpool *pp, pk_procpool_stats *o)
     GET(workers_started);
     GET(workers_retired);
 #undef GET
+    return 0;
+}
+
+int
+pk_procpool_shared(pk_procpool *pp, void **base, size_t *size)
+{
+    int rc = validate(pp);
+
+    if (rc == 0 && (!base || !size))
+        rc = PK_EINVAL;
+    if (rc)
+        return rc;
+    *base = pp->shared;
+    *size = pp->shared_size;
     return 0;
 }
 

@@ -17,7 +17,8 @@ pk__pp_job_free(struct pp_job *j)
         return;
     pk_future_release(j->fut);
     pk__free(j->name);
-    pk__free(j->data);
+    if (!j->shared)
+        pk__free(j->data);
     pk__free(j);
 }
 

@@ -10,7 +10,9 @@
  * or a broken frame means the worker died: it is reaped, the future fails
  * with PK_EWORKER saying how it ended, and the core replaces it. A task
  * past its time limit has its worker killed (PK_ETIMEDOUT); a KILL
- * shutdown kills every busy worker (their futures end cancelled).
+ * shutdown kills every busy worker, and a cancel asked on a running
+ * task's future kills its worker (looked at every CANCEL_POLL_MS while
+ * tasks run): those futures end cancelled.
  *
  * The busy table (pp->sup) is this thread's alone. Futures complete
  * here, so their callbacks run on this thread, with no lock held.
@@ -55,6 +57,8 @@ struct pp_super {
 /* How long a worker whose socket closed may take to exit before it is
  * killed (it is dying: its status says why). */
 #define REAP_MS 200
+/* How often running tasks' futures are looked at for a cancel. */
+#define CANCEL_POLL_MS 50
 
 /* ---- ending a job ----------------------------------------------------------- */
 
@@ -177,8 +181,10 @@ time_out(struct pk_procpool *pp, struct pp_busy *b)
     done(pp, j);
 }
 
+/* Stops b's task by killing its worker: a KILL shutdown, or a cancel
+ * asked for on its future (a task in a worker cannot see the flag). */
 static void
-kill_busy(struct pk_procpool *pp, struct pp_busy *b)
+kill_busy(struct pk_procpool *pp, struct pp_busy *b, const char *why)
 {
     struct pp_job *j;
 
@@ -187,7 +193,8 @@ kill_busy(struct pk_procpool *pp, struct pp_busy *b)
     j = vacate(pp, b, PK_RELEASE_BROKEN);
     pk_future_cancel(j->fut); /* requested: it ends cancelled */
     pk_future_fail(j->fut, PK_ECANCELED, 0,
-                   "pk_procpool: task '%s' killed by a shutdown", j->name);
+                   "pk_procpool: task '%s' %s: its worker was killed",
+                   j->name, why);
     done(pp, j);
 }
 
@@ -233,7 +240,8 @@ dispatch(struct pk_procpool *pp)
             continue;
         }
         w = l.resource;
-        if (pk__pp_send_task(w->fd, j->fn, j->name, j->data, j->len) != 0) {
+        if (pk__pp_send_task(w->fd, j->fn, j->name, j->data, j->len,
+                             j->shared) != 0) {
             /* The worker died idle: the job never ran. */
             pk__pp_queue_unpop(pp, j);
             pk_pool_release(pp->core, &l, PK_RELEASE_BROKEN);
@@ -275,8 +283,10 @@ nbusy_here(const struct pk_procpool *pp)
     return n;
 }
 
-/* Kills the busy workers (KILL), times out those past their limit, and
- * returns the nearest limit left. */
+/* Kills the busy workers (KILL) and those whose task was cancelled,
+ * times out those past their limit, and returns when to look again: the
+ * nearest limit, and while tasks run CANCEL_POLL_MS from now (a cancel
+ * makes no wake-up). */
 static uint64_t
 enforce(struct pk_procpool *pp, bool kill_all)
 {
@@ -286,12 +296,19 @@ enforce(struct pk_procpool *pp, bool kill_all)
         struct pp_busy *b = &pp->sup->busy[i];
         if (!b->w)
             continue;
-        if (kill_all)
-            kill_busy(pp, b);
-        else if (b->deadline <= now)
+        if (kill_all) {
+            kill_busy(pp, b, "stopped by a shutdown");
+        } else if (pk_future_cancel_requested(b->job->fut)) {
+            kill_busy(pp, b, "cancelled");
+        } else if (b->deadline <= now) {
             time_out(pp, b);
-        else if (b->deadline < next)
-            next = b->deadline;
+        } else {
+            uint64_t look = now + (uint64_t)CANCEL_POLL_MS * 1000000u;
+            if (b->deadline < next)
+                next = b->deadline;
+            if (look < next)
+                next = look;
+        }
     }
     return next;
 }

@@ -54,17 +54,19 @@ pk__pp_read_all(int fd, void *p, size_t n)
 
 int
 pk__pp_send_task(int fd, pk_named_fn fn, const char *name, const void *data,
-                 size_t len)
+                 size_t len, bool shared)
 {
     struct pp_task_head h = { .magic = PK__PP_TASK_MAGIC,
                               .name_len = (uint32_t)strlen(name),
                               .fn = (uint64_t)(uintptr_t)fn,
-                              .len = len };
+                              .len = len,
+                              .shared = shared ? (uint64_t)(uintptr_t)data
+                                               : 0 };
     int rc = pk__pp_write_all(fd, &h, sizeof h);
 
     if (rc == 0)
         rc = pk__pp_write_all(fd, name, h.name_len);
-    if (rc == 0 && len)
+    if (rc == 0 && len && !shared)
         rc = pk__pp_write_all(fd, data, len);
     return rc;
 }

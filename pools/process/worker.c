@@ -52,7 +52,7 @@ read_task_body(int fd, const struct pp_task_head *h, char *name,
         n -= k;
     }
     *data = NULL;
-    if (rc || h->len == 0)
+    if (rc || h->len == 0 || h->shared)
         return rc;
     *data = malloc((size_t)h->len);
     if (!*data)
@@ -77,7 +77,8 @@ run_task(int fd, const struct pp_task_head *h, size_t max_result)
                                  "bytes", NULL, 0);
     if (rc)
         return rc;
-    rc = fn(data, (size_t)h->len, NULL, &res, &err);
+    rc = fn(h->shared ? (const void *)(uintptr_t)h->shared : data,
+            (size_t)h->len, NULL, &res, &err);
     free(data);
     if (rc > 0)
         rc = PK_ETASK;

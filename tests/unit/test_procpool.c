@@ -153,6 +153,28 @@ t_big(const void *data, size_t len, pk_future *self, pk_result *out,
     return 0;
 }
 
+/* In the shared region: the task sums bytes[0..n) into out, in place. */
+struct shared_job {
+    uint64_t n, out;
+    unsigned char bytes[];
+};
+
+static int
+t_shared_sum(const void *data, size_t len, pk_future *self, pk_result *out,
+             pk_error *err)
+{
+    struct shared_job *j = (struct shared_job *)data; /* the region's */
+    uint64_t sum = 0;
+
+    (void)self;
+    if (len < sizeof *j || j->n > len - sizeof *j)
+        return pk_error_set(err, PK_EINVAL, 0, "bad shared job");
+    for (uint64_t i = 0; i < j->n; i++)
+        sum += j->bytes[i];
+    j->out = sum;
+    return ret_u64(sum, out);
+}
+
 /* Set by worker_init in each worker. */
 static uint64_t g_inited;
 
@@ -202,6 +224,7 @@ setup(void **state)
     pk_registry_register(g_reg, "echo", t_echo);
     pk_registry_register(g_reg, "big", t_big);
     pk_registry_register(g_reg, "inited", t_inited);
+    pk_registry_register(g_reg, "shared_sum", t_shared_sum);
     return 0;
 }
 
@@ -471,6 +494,90 @@ test_big_payloads_and_max_result(void **state)
 }
 
 static void
+test_shared_region_hands_data_over_in_place(void **state)
+{
+    enum { N = 3 << 20 };
+    pk_procpool *pp = make((pk_procpool_options){ .max_workers = 2,
+                                                  .shared_size = 4 << 20 });
+    struct shared_job *j;
+    pk_future *f;
+    void *base;
+    size_t size;
+    uint64_t want = 0;
+
+    (void)state;
+    assert_int_equal(pk_procpool_shared(pp, &base, &size), 0);
+    assert_non_null(base);
+    assert_true(size >= (size_t)4 << 20);
+    j = base;
+    j->n = N;
+    for (size_t i = 0; i < N; i++) {
+        j->bytes[i] = (unsigned char)(i * 7);
+        want += j->bytes[i];
+    }
+    assert_int_equal(
+        pk_procpool_submit_task(pp, &(pk_task){ .name = "shared_sum",
+                                                .data = j,
+                                                .len = sizeof *j + N,
+                                                .flags = PK_TASK_SHARED },
+                                &f),
+        0);
+    assert_int_equal(get_u64(f), want);
+    assert_int_equal(j->out, want); /* written by the worker, in place */
+    /* Outside the region, or reaching past its end: refused. */
+    assert_int_equal(
+        pk_procpool_submit_task(pp, &(pk_task){ .name = "shared_sum",
+                                                .data = &want,
+                                                .len = sizeof want,
+                                                .flags = PK_TASK_SHARED },
+                                NULL),
+        PK_EINVAL);
+    assert_int_equal(
+        pk_procpool_submit_task(pp, &(pk_task){ .name = "shared_sum",
+                                                .data = (char *)base + 8,
+                                                .len = size,
+                                                .flags = PK_TASK_SHARED },
+                                NULL),
+        PK_EINVAL);
+    pk_procpool_destroy(pp);
+
+    /* Without a region: none, and PK_TASK_SHARED is refused. */
+    pp = make((pk_procpool_options){ .max_workers = 1 });
+    assert_int_equal(pk_procpool_shared(pp, &base, &size), 0);
+    assert_null(base);
+    assert_int_equal(size, 0);
+    assert_int_equal(
+        pk_procpool_submit_task(pp, &(pk_task){ .name = "shared_sum",
+                                                .data = &want,
+                                                .len = sizeof want,
+                                                .flags = PK_TASK_SHARED },
+                                NULL),
+        PK_EINVAL);
+    pk_procpool_destroy(pp);
+}
+
+static void
+test_cancelling_a_running_task_kills_its_worker(void **state)
+{
+    pk_procpool *pp = make((pk_procpool_options){ .max_workers = 1 });
+    pk_future *f = submit_u64(pp, "sleep", 60000);
+    time_t t0;
+
+    (void)state;
+    wait_busy(pp, 1);
+    t0 = time(NULL);
+    assert_int_equal(pk_future_cancel(f), PK_EAGAIN); /* running */
+    assert_int_equal(pk_future_wait(f, 10000), 0);
+    assert_true(time(NULL) - t0 < 5);
+    assert_int_equal(pk_future_state_get(f), PK_FUTURE_CANCELLED);
+    pk_future_release(f);
+    assert_int_equal(get_u64(submit_u64(pp, "square", 6)), 36);
+    assert_int_equal(stats(pp).cancelled, 1);
+    assert_int_equal(stats(pp).workers_started, 2);
+    pk_procpool_destroy(pp);
+}
+
+static void
 test_shutdown_drain_runs_what_is_queued(void **state)
 {
     enum { N = 10 };
@@ -679,6 +786,7 @@ test_bad_input(void **state)
     BAD(min_workers, 100000, "min_workers");
     BAD(queue_size, PK_PROCPOOL_QUEUE_MAX + 1, "queue_size");
     BAD(max_result, PK_PROCPOOL_DATA_MAX + 1, "max_result");
+    BAD(shared_size, PK_PROCPOOL_DATA_MAX + 1, "shared_size");
     BAD(submit_timeout_ms, -5, "submit_timeout_ms");
     BAD(task_timeout_ms, PK_ALWAYS, "task_timeout_ms");
     BAD(idle_timeout_ms, -3, "idle_timeout_ms");
@@ -702,6 +810,12 @@ test_bad_input(void **state)
                                                 .flags = PK_TASK_SHARED },
                                 NULL),
         PK_EINVAL);
+    assert_int_equal(
+        pk_procpool_submit_task(pp, &(pk_task){ .name = "square",
+                                                .flags = 1u << 7 },
+                                NULL),
+        PK_EINVAL);
+    assert_int_equal(pk_procpool_shared(pp, NULL, NULL), PK_EINVAL);
     assert_int_equal(pk_procpool_shutdown(pp, 7, 0), PK_EINVAL);
     assert_int_equal(pk_procpool_shutdown(pp, PK_SHUTDOWN_DRAIN, -7),
                      PK_EINVAL);
@@ -839,6 +953,8 @@ main(void)
         T(test_workers_are_replaced_after_max_tasks),
         T(test_worker_init_runs_in_each_worker),
         T(test_big_payloads_and_max_result),
+        T(test_shared_region_hands_data_over_in_place),
+        T(test_cancelling_a_running_task_kills_its_worker),
         T(test_shutdown_drain_runs_what_is_queued),
         T(test_shutdown_cancel_and_kill),
         T(test_shutdown_that_times_out_leaves_the_pool_valid),
