@@ -121,6 +121,10 @@ typedef struct pk_procpool_options {
     /* A worker is replaced after this many tasks (a bound on what a leak
      * in a task costs); 0: never. */
     unsigned long max_tasks_per_worker;
+    /* A worker whose peak resident size (getrusage's ru_maxrss, read
+     * after each task) went over this many bytes is replaced after the
+     * task (its result is delivered); 0: no limit. */
+    size_t max_rss;
     /* Result bytes a task may send back; a larger result fails its future
      * with PK_ETOOBIG. Default 64 MiB, at most PK_PROCPOOL_DATA_MAX. */
     size_t max_result;
@@ -223,6 +227,7 @@ typedef struct pk_procpool_stats {
                                 killed by a shutdown */
     uint64_t workers_started; /* forks */
     uint64_t workers_retired; /* workers that ended (any reason) */
+    uint64_t over_rss;       /* workers replaced for max_rss */
 } pk_procpool_stats;
 
 /* Fills *out (a snapshot: counts move while tasks run).

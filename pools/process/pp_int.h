@@ -55,6 +55,8 @@ struct pp_reply_head {
     int32_t sys;
     uint32_t msg_len;
     uint64_t len;
+    uint64_t rss;         /* the worker's peak resident bytes, when the
+                             pool has max_rss; else 0 */
 };
 
 /* Writes or reads exactly n bytes (EINTR retried; writes never raise
@@ -69,7 +71,7 @@ int pk__pp_send_task(int fd, pk_named_fn fn, const char *name,
 
 /* Sends a reply. Returns 0 or -errno. */
 int pk__pp_send_reply(int fd, int code, int sys, const char *msg,
-                      const void *data, size_t len);
+                      const void *data, size_t len, uint64_t rss);
 
 /* A reply read back (the pool's side): the message (NUL-terminated,
  * truncated to fit) and the result bytes (pk__alloc'd, NULL if none). */
@@ -78,6 +80,7 @@ struct pp_reply {
     char msg[PK_ERROR_MSG_SIZE];
     void *data;
     size_t len;
+    uint64_t rss;
 };
 
 /* Reads a reply whose result is at most max bytes. Returns 0; -EPIPE
@@ -136,7 +139,7 @@ struct pk_procpool {
 
     /* Options: read-only after create. */
     pk_registry *registry;
-    size_t max_workers, queue_size, max_result;
+    size_t max_workers, queue_size, max_result, max_rss;
     uint64_t task_timeout_ns;     /* UINT64_MAX: none */
     int submit_timeout_ms;        /* PK_WAIT_FOREVER, 0 or positive */
     void (*worker_init)(void *);
@@ -171,7 +174,7 @@ struct pk_procpool {
     /* Counts (relaxed atomics). */
     _Atomic uint64_t submitted, completed, failed, died, timed_out,
         cancelled;
-    _Atomic uint64_t workers_started, workers_retired;
+    _Atomic uint64_t workers_started, workers_retired, over_rss;
 };
 
 /* Queues the n jobs of list (linked through next, the last one's NULL)

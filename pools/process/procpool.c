@@ -84,6 +84,7 @@ configure(struct pk_procpool *pp, const pk_procpool_options *o)
     pp->max_workers = o->max_workers ? o->max_workers : cpu_count();
     pp->queue_size = o->queue_size ? o->queue_size : DEFAULT_QUEUE;
     pp->max_result = o->max_result ? o->max_result : DEFAULT_MAX_RESULT;
+    pp->max_rss = o->max_rss;
     pp->task_timeout_ns = o->task_timeout_ms > 0
                               ? (uint64_t)o->task_timeout_ms * 1000000u
                               : UINT64_MAX;
@@ -455,6 +456,7 @@ pk_procpool_stats_get(pk_procpool *pp, pk_procpool_stats *o)
     GET(cancelled);
     GET(workers_started);
     GET(workers_retired);
+    GET(over_rss);
 #undef GET
     return 0;
 }

@@ -99,11 +99,14 @@ static void
 deliver(struct pk_procpool *pp, struct pp_busy *b, struct pp_reply *r)
 {
     struct pp_job *j;
+    bool over = pp->max_rss && r->rss > pp->max_rss;
 
     b->w->tasks++;
     atomic_fetch_add_explicit(r->code == 0 ? &pp->completed : &pp->failed,
                               1, memory_order_relaxed);
-    j = vacate(pp, b, PK_RELEASE_OK);
+    if (over)
+        atomic_fetch_add_explicit(&pp->over_rss, 1, memory_order_relaxed);
+    j = vacate(pp, b, over ? PK_RELEASE_BROKEN : PK_RELEASE_OK);
     if (r->code == 0) {
         pk_result res = { r->data, r->len, r->data ? pk__free : NULL };
         if (pk_future_complete(j->fut, &res) != 0)

@@ -73,13 +73,14 @@ pk__pp_send_task(int fd, pk_named_fn fn, const char *name, const void *data,
 
 int
 pk__pp_send_reply(int fd, int code, int sys, const char *msg,
-                  const void *data, size_t len)
+                  const void *data, size_t len, uint64_t rss)
 {
     struct pp_reply_head h = { .magic = PK__PP_REPLY_MAGIC,
                                .code = code,
                                .sys = sys,
                                .msg_len = msg ? (uint32_t)strlen(msg) : 0,
-                               .len = code == 0 ? len : 0 };
+                               .len = code == 0 ? len : 0,
+                               .rss = rss };
     int rc = pk__pp_write_all(fd, &h, sizeof h);
 
     if (rc == 0 && h.msg_len)
@@ -120,6 +121,7 @@ pk__pp_read_reply(int fd, size_t max, struct pp_reply *r)
         return -EPROTO;
     r->code = h.code;
     r->sys = h.sys;
+    r->rss = h.rss;
     rc = read_message(fd, h.msg_len, r->msg, sizeof r->msg);
     if (rc || h.len == 0)
         return rc;

@@ -23,6 +23,7 @@
 #include <stdio_ext.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -60,9 +61,20 @@ read_task_body(int fd, const struct pp_task_head *h, char *name,
     return pk__pp_read_all(fd, *data, (size_t)h->len);
 }
 
+/* The peak resident bytes of this process (one syscall). */
+static uint64_t
+peak_rss(void)
+{
+    struct rusage ru;
+
+    return getrusage(RUSAGE_SELF, &ru) == 0 ? (uint64_t)ru.ru_maxrss * 1024
+                                             : 0;
+}
+
 /* Runs one task and writes its reply. Returns 0 or -errno (the socket). */
 static int
-run_task(int fd, const struct pp_task_head *h, size_t max_result)
+run_task(int fd, const struct pp_task_head *h, size_t max_result,
+         bool want_rss)
 {
     pk_named_fn fn = (pk_named_fn)(uintptr_t)h->fn;
     char name[128];
@@ -74,7 +86,7 @@ run_task(int fd, const struct pp_task_head *h, size_t max_result)
     if (rc == -ENOMEM)
         return pk__pp_send_reply(fd, PK_ENOMEM, ENOMEM,
                                  "no memory in the worker for the task's "
-                                 "bytes", NULL, 0);
+                                 "bytes", NULL, 0, 0);
     if (rc)
         return rc;
     rc = fn(h->shared ? (const void *)(uintptr_t)h->shared : data,
@@ -89,7 +101,8 @@ run_task(int fd, const struct pp_task_head *h, size_t max_result)
         rc = PK_ETOOBIG;
     }
     rc = pk__pp_send_reply(fd, rc, err.sys, err.msg[0] ? err.msg : NULL,
-                           res.value, res.value ? res.len : 0);
+                           res.value, res.value ? res.len : 0,
+                           want_rss ? peak_rss() : 0);
     if (res.value && res.free_fn)
         res.free_fn(res.value);
     /* What the task printed shows now, not when the worker ends. */
@@ -121,7 +134,7 @@ child_main(struct pk_procpool *pp, int fd)
             continue;
         if (pk__pp_read_all(fd, &h, sizeof h) != 0 ||
             h.magic != PK__PP_TASK_MAGIC ||
-            run_task(fd, &h, pp->max_result) != 0)
+            run_task(fd, &h, pp->max_result, pp->max_rss != 0) != 0)
             _exit(0);
     }
 }

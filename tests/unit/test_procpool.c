@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -175,6 +176,38 @@ t_shared_sum(const void *data, size_t len, pk_future *self, pk_result *out,
     return ret_u64(sum, out);
 }
 
+/* Touches MiB megabytes, then frees them: the peak resident size grows. */
+static int
+t_hog(const void *data, size_t len, pk_future *self, pk_result *out,
+      pk_error *err)
+{
+    size_t n = (size_t)arg_u64(data, len) << 20;
+    volatile char *p = malloc(n);
+
+    (void)self;
+    (void)err;
+    if (!p)
+        return PK_ENOMEM;
+    for (size_t i = 0; i < n; i += 4096)
+        p[i] = 1; /* volatile: the compiler keeps every page's store */
+    free((void *)p);
+    return ret_u64((uint64_t)getpid(), out);
+}
+
+static int
+t_peak(const void *data, size_t len, pk_future *self, pk_result *out,
+       pk_error *err)
+{
+    struct rusage ru;
+
+    (void)data;
+    (void)len;
+    (void)self;
+    (void)err;
+    getrusage(RUSAGE_SELF, &ru);
+    return ret_u64((uint64_t)ru.ru_maxrss * 1024, out);
+}
+
 /* Set by worker_init in each worker. */
 static uint64_t g_inited;
 
@@ -225,6 +258,8 @@ setup(void **state)
     pk_registry_register(g_reg, "big", t_big);
     pk_registry_register(g_reg, "inited", t_inited);
     pk_registry_register(g_reg, "shared_sum", t_shared_sum);
+    pk_registry_register(g_reg, "hog", t_hog);
+    pk_registry_register(g_reg, "peak", t_peak);
     return 0;
 }
 
@@ -445,6 +480,26 @@ test_workers_are_replaced_after_max_tasks(void **state)
     assert_int_equal(distinct, 3);
     assert_int_equal(pids[0], pids[2]);
     assert_int_not_equal(pids[2], pids[3]);
+    pk_procpool_destroy(pp);
+}
+
+static void
+test_a_worker_over_max_rss_is_replaced(void **state)
+{
+    pk_procpool *pp = make((pk_procpool_options){ .max_workers = 1 });
+    uint64_t base = get_u64(submit_u64(pp, "peak", 0)), pid;
+
+    (void)state;
+    pk_procpool_destroy(pp);
+    /* A worker starts at about this process's size (a fork). */
+    pp = make((pk_procpool_options){ .max_workers = 1,
+                                     .max_rss = base + (64 << 20) });
+    pid = get_u64(submit_u64(pp, "hog", 8));
+    assert_int_equal(get_u64(submit_u64(pp, "hog", 8)), pid); /* kept */
+    assert_int_equal(get_u64(submit_u64(pp, "hog", 128)), pid); /* ran */
+    assert_int_not_equal(get_u64(submit_u64(pp, "pid", 0)), pid);
+    assert_int_equal(stats(pp).over_rss, 1);
+    assert_int_equal(stats(pp).workers_started, 2);
     pk_procpool_destroy(pp);
 }
 
@@ -951,6 +1006,7 @@ main(void)
         T(test_a_task_past_its_time_limit_is_killed),
         T(test_a_worker_killed_while_idle_is_not_given_work),
         T(test_workers_are_replaced_after_max_tasks),
+        T(test_a_worker_over_max_rss_is_replaced),
         T(test_worker_init_runs_in_each_worker),
         T(test_big_payloads_and_max_result),
         T(test_shared_region_hands_data_over_in_place),
