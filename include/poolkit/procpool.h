@@ -29,6 +29,18 @@
  * Tasks must not call exit() (the parent's atexit handlers would run in
  * the worker): return an error code instead.
  *
+ * Or spawned (PK_PROCPOOL_SPAWN), for a program whose threads may hold
+ * locks a task needs: a worker is then a fresh copy of this program
+ * (posix_spawn of /proc/self/exe, with this process's arguments and
+ * environment), whose main() must call pk_procpool_worker_main with a
+ * registry of the same tasks, early: in a worker that call serves tasks
+ * (looked up by name) and never returns; in the program it returns at
+ * once. What main() does before the call runs again in every worker
+ * (Python's "spawn" start method re-runs the main module the same way).
+ * A worker that has not reached the call within 10 s is killed and the
+ * fork of it counts as failed. Costs a process start per worker (about a
+ * millisecond here, plus what main() does first), nothing per task.
+ *
  * What a task sees: pk_named_fn(data, len, self, out, err) with self NULL
  * (a worker has no future). A running task cannot look at a cancel
  * flag, so pk_future_cancel on its future kills its worker (within
@@ -131,12 +143,21 @@ typedef struct pk_procpool_options {
     /* Bytes of the shared region (pk_procpool_shared), rounded up to
      * pages, zeroed; 0 (default): none. At most PK_PROCPOOL_DATA_MAX. */
     size_t shared_size;
-    /* Runs in each new worker process, before its first task. Optional. */
+    /* Runs in each new worker process, before its first task. Optional;
+     * not with PK_PROCPOOL_SPAWN (do that work in main() before
+     * pk_procpool_worker_main). */
     void (*worker_init)(void *user);
     void *user;           /* passed to worker_init; borrowed */
     pk_event_fn event;    /* optional: see the top of this header */
     void *event_user;
+    unsigned flags;       /* enum pk_procpool_flags */
 } pk_procpool_options;
+
+enum pk_procpool_flags {
+    /* Workers are spawned copies of this program, not forks of this
+     * process (see the top of this header). */
+    PK_PROCPOOL_SPAWN = 1u << 0
+};
 
 /* Checks options as pk_procpool_create does; err (may be NULL) names the
  * field and the rule it breaks.
@@ -198,6 +219,16 @@ PK_API int pk_procpool_shutdown(pk_procpool *pp, int how, int timeout_ms);
  * Owner: takes pp. Threads: exclusive (no other call on pp may be
  * running or start); not from a future callback of the pool. */
 PK_API void pk_procpool_destroy(pk_procpool *pp);
+
+/* Call early in main(), once the tasks are registered in reg (the same
+ * names as the pool's registry): in a worker a PK_PROCPOOL_SPAWN pool
+ * started, it serves tasks until the pool lets the worker go and then
+ * ends the process (never returns); anywhere else it returns 0 at once.
+ * A worker with a NULL reg, or a malformed start, writes why to stderr
+ * and exits with status 2.
+ * Returns: 0 (not a worker). Owner: borrows reg. Threads: call it before
+ * starting threads. */
+PK_API int pk_procpool_worker_main(const pk_registry *reg);
 
 /* The shared region: *base and *size (both NULL / 0 without one). Every
  * worker has it at the same address, mapped MAP_SHARED: what the caller

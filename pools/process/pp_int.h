@@ -33,18 +33,26 @@
 
 #define PK__PP_TASK_MAGIC 0x706b7461u  /* "pkta" */
 #define PK__PP_REPLY_MAGIC 0x706b7270u /* "pkrp" */
+#define PK__PP_HELLO_MAGIC 0x706b6869u /* "pkhi" */
 
 /* A task: this header, then name_len bytes of name (no NUL), then len
- * bytes of data, unless shared is not 0: then the data are len bytes at
- * that address of the shared region, which the worker has too. fn is the
- * task's function in this program, which the worker (a fork of it) has
- * at the same address. */
+ * bytes of data, unless shared is not 0: then the data are the len bytes
+ * at offset shared - 1 of the shared region, which the worker maps too.
+ * fn is the task's function in this program, which a forked worker has
+ * at the same address; 0 for a spawned one, which looks the name up. */
 struct pp_task_head {
     uint32_t magic;
     uint32_t name_len;
     uint64_t fn;
     uint64_t len;
     uint64_t shared;
+};
+
+/* A spawned worker's first words, once it serves: the pool waits for
+ * them before it lends the worker. */
+struct pp_hello {
+    uint32_t magic;
+    int32_t pid;
 };
 
 /* A reply: this header, then msg_len bytes of message (no NUL), then len
@@ -64,10 +72,11 @@ struct pp_reply_head {
 int pk__pp_write_all(int fd, const void *p, size_t n);
 int pk__pp_read_all(int fd, void *p, size_t n);
 
-/* Sends a task: its header, name and bytes (only the address when
- * shared). Returns 0 or -errno. */
+/* Sends a task: its header, name and bytes; with shared (the offset in
+ * the shared region + 1) not 0, no bytes. fn NULL: by name. Returns 0 or
+ * -errno. */
 int pk__pp_send_task(int fd, pk_named_fn fn, const char *name,
-                     const void *data, size_t len, bool shared);
+                     const void *data, size_t len, uint64_t shared);
 
 /* Sends a reply. Returns 0 or -errno. */
 int pk__pp_send_reply(int fd, int code, int sys, const char *msg,
@@ -147,8 +156,11 @@ struct pk_procpool {
     pk_event_fn event;
     void *event_user;
     pid_t parent;                 /* getpid() at create */
+    bool spawn;                   /* PK_PROCPOOL_SPAWN */
     char *shared;                 /* the shared region, or NULL */
     size_t shared_size;
+    int shared_fd;                /* its memfd (a spawned worker maps
+                                     it), or -1 */
     pk_pool *core;                /* the workers */
 
     pk__lock lock;

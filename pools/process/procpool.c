@@ -72,6 +72,11 @@ pk_procpool_options_check(const pk_procpool_options *o, pk_error *err)
         return bad(err, "task_timeout_ms is negative but not PK_NEVER");
     if (bad_ms(o->idle_timeout_ms, false))
         return bad(err, "idle_timeout_ms is negative but not PK_NEVER");
+    if (o->flags & ~(unsigned)PK_PROCPOOL_SPAWN)
+        return bad(err, "flags has bits no pk_procpool_flags has");
+    if ((o->flags & PK_PROCPOOL_SPAWN) && o->worker_init)
+        return bad(err, "worker_init cannot reach a spawned worker: do the "
+                        "work in main() before pk_procpool_worker_main");
     pk_error_clear(err);
     return 0;
 }
@@ -96,6 +101,8 @@ configure(struct pk_procpool *pp, const pk_procpool_options *o)
     pp->event = o->event;
     pp->event_user = o->event_user;
     pp->parent = getpid();
+    pp->spawn = (o->flags & PK_PROCPOOL_SPAWN) != 0;
+    pp->shared_fd = -1;
     pp->how = PK__PP_OPEN;
     pk__lock_init(&pp->lock, PK__RANK_PROCPOOL);
 }
@@ -125,22 +132,34 @@ start_core(struct pk_procpool *pp, const pk_procpool_options *o)
     return pk_pool_create(&pp->core, &po);
 }
 
-/* The shared region, mapped before any worker is forked. */
+/* The shared region: a memfd, mapped here before any worker is forked
+ * (a fork has it at the same address), and mapped by a spawned worker
+ * from the descriptor it inherits. */
 static int
 map_shared(struct pk_procpool *pp, size_t size)
 {
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
     void *p;
+    int fd;
 
     if (size == 0)
         return 0;
     size = (size + page - 1) / page * page;
-    p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-             -1, 0);
-    if (p == MAP_FAILED)
+    fd = memfd_create("pk-procpool-shared", MFD_CLOEXEC);
+    if (fd < 0)
         return PK_ENOMEM;
+    if (ftruncate(fd, (off_t)size) != 0) {
+        close(fd);
+        return PK_ENOMEM;
+    }
+    p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        close(fd);
+        return PK_ENOMEM;
+    }
     pp->shared = p;
     pp->shared_size = size;
+    pp->shared_fd = fd;
     return 0;
 }
 
@@ -149,7 +168,10 @@ unmap_shared(struct pk_procpool *pp)
 {
     if (pp->shared)
         munmap(pp->shared, pp->shared_size);
+    if (pp->shared_fd >= 0)
+        close(pp->shared_fd);
     pp->shared = NULL;
+    pp->shared_fd = -1;
 }
 
 /* ---- create, destroy -------------------------------------------------------- */

@@ -243,8 +243,11 @@ dispatch(struct pk_procpool *pp)
             continue;
         }
         w = l.resource;
-        if (pk__pp_send_task(w->fd, j->fn, j->name, j->data, j->len,
-                             j->shared) != 0) {
+        if (pk__pp_send_task(w->fd, pp->spawn ? NULL : j->fn, j->name,
+                             j->data, j->len,
+                             j->shared ? (uint64_t)((char *)j->data -
+                                                    pp->shared) + 1
+                                       : 0) != 0) {
             /* The worker died idle: the job never ran. */
             pk__pp_queue_unpop(pp, j);
             pk_pool_release(pp->core, &l, PK_RELEASE_BROKEN);

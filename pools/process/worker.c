@@ -19,10 +19,12 @@
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdio_ext.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -33,8 +35,22 @@
 
 /* How often an idle worker looks whether its parent is still there. */
 #define PARENT_CHECK_MS 1000
+/* How long a spawned worker may take to reach pk_procpool_worker_main. */
+#define SPAWN_HELLO_MS 10000
 
 /* ---- the child -------------------------------------------------------------- */
+
+/* What a worker's loop needs: from the pool it was forked from, or from
+ * the environment it was spawned with. */
+struct serve {
+    int fd;
+    pid_t parent;
+    size_t max_result;
+    bool want_rss;
+    const pk_registry *reg; /* spawned: tasks by name; forked: NULL */
+    char *shared;           /* the shared region here, or NULL */
+    size_t shared_size;
+};
 
 /* Reads a task's name and bytes after its header (malloc: the child's
  * own memory, not the pool's counted allocations). 0 or -errno. */
@@ -71,38 +87,64 @@ peak_rss(void)
                                              : 0;
 }
 
+/* The task's function and bytes: the header's function (a fork has this
+ * program's addresses) or the name's in the registry (a spawned copy),
+ * the bytes read or in the shared region. A failure is a reply. */
+static int
+find_task(const struct serve *sv, const struct pp_task_head *h,
+          const char *name, void *data, pk_named_fn *fn,
+          const void **in, pk_error *err)
+{
+    uint64_t off = h->shared - 1;
+
+    *fn = (pk_named_fn)(uintptr_t)h->fn;
+    if (!*fn && (!sv->reg || pk_registry_lookup(sv->reg, name, fn) != 0))
+        return pk_error_set(err, PK_EINVAL, 0, "no task '%s' in the "
+                            "worker's registry", name);
+    *in = data;
+    if (!h->shared)
+        return 0;
+    if (!sv->shared || off > sv->shared_size ||
+        h->len > sv->shared_size - off)
+        return pk_error_set(err, PK_EINVAL, 0, "task '%s': its bytes are "
+                            "not in the shared region", name);
+    *in = sv->shared + off;
+    return 0;
+}
+
 /* Runs one task and writes its reply. Returns 0 or -errno (the socket). */
 static int
-run_task(int fd, const struct pp_task_head *h, size_t max_result,
-         bool want_rss)
+run_task(const struct serve *sv, const struct pp_task_head *h)
 {
-    pk_named_fn fn = (pk_named_fn)(uintptr_t)h->fn;
     char name[128];
     void *data;
+    const void *in = NULL;
+    pk_named_fn fn;
     pk_result res = { 0 };
     pk_error err = { 0 };
-    int rc = read_task_body(fd, h, name, sizeof name, &data);
+    int rc = read_task_body(sv->fd, h, name, sizeof name, &data);
 
     if (rc == -ENOMEM)
-        return pk__pp_send_reply(fd, PK_ENOMEM, ENOMEM,
+        return pk__pp_send_reply(sv->fd, PK_ENOMEM, ENOMEM,
                                  "no memory in the worker for the task's "
                                  "bytes", NULL, 0, 0);
     if (rc)
         return rc;
-    rc = fn(h->shared ? (const void *)(uintptr_t)h->shared : data,
-            (size_t)h->len, NULL, &res, &err);
+    rc = find_task(sv, h, name, data, &fn, &in, &err);
+    if (rc == 0)
+        rc = fn(in, (size_t)h->len, NULL, &res, &err);
     free(data);
     if (rc > 0)
         rc = PK_ETASK;
-    if (rc == 0 && res.len > max_result) {
+    if (rc == 0 && res.len > sv->max_result) {
         snprintf(err.msg, sizeof err.msg,
                  "task '%s' returned %zu bytes, over max_result (%zu)", name,
-                 res.len, max_result);
+                 res.len, sv->max_result);
         rc = PK_ETOOBIG;
     }
-    rc = pk__pp_send_reply(fd, rc, err.sys, err.msg[0] ? err.msg : NULL,
+    rc = pk__pp_send_reply(sv->fd, rc, err.sys, err.msg[0] ? err.msg : NULL,
                            res.value, res.value ? res.len : 0,
-                           want_rss ? peak_rss() : 0);
+                           sv->want_rss ? peak_rss() : 0);
     if (res.value && res.free_fn)
         res.free_fn(res.value);
     /* What the task printed shows now, not when the worker ends. */
@@ -111,11 +153,32 @@ run_task(int fd, const struct pp_task_head *h, size_t max_result,
     return rc;
 }
 
+/* Serves tasks until the socket closes or the parent is gone. */
+static _Noreturn void
+serve(const struct serve *sv)
+{
+    struct pollfd p = { .fd = sv->fd, .events = POLLIN };
+
+    for (;;) {
+        struct pp_task_head h;
+        int n = poll(&p, 1, PARENT_CHECK_MS);
+
+        if (n == 0 && getppid() != sv->parent)
+            _exit(0);
+        if (n <= 0)
+            continue;
+        if (pk__pp_read_all(sv->fd, &h, sizeof h) != 0 ||
+            h.magic != PK__PP_TASK_MAGIC || run_task(sv, &h) != 0)
+            _exit(0);
+    }
+}
+
 static _Noreturn void
 child_main(struct pk_procpool *pp, int fd)
 {
+    struct serve sv = { fd, pp->parent, pp->max_result, pp->max_rss != 0,
+                        NULL, pp->shared, pp->shared_size };
     sigset_t none;
-    struct pollfd p = { .fd = fd, .events = POLLIN };
 
     sigemptyset(&none);
     pthread_sigmask(SIG_SETMASK, &none, NULL);
@@ -124,29 +187,188 @@ child_main(struct pk_procpool *pp, int fd)
     __fpurge(stderr);
     if (pp->worker_init)
         pp->worker_init(pp->user);
-    for (;;) {
-        struct pp_task_head h;
-        int n = poll(&p, 1, PARENT_CHECK_MS);
+    serve(&sv);
+}
 
-        if (n == 0 && getppid() != pp->parent)
-            _exit(0);
-        if (n <= 0)
-            continue;
-        if (pk__pp_read_all(fd, &h, sizeof h) != 0 ||
-            h.magic != PK__PP_TASK_MAGIC ||
-            run_task(fd, &h, pp->max_result, pp->max_rss != 0) != 0)
-            _exit(0);
+/* ---- a spawned worker's start -------------------------------------------- */
+
+#define WORKER_ENV "PK_PROCPOOL_WORKER"
+
+static _Noreturn void
+bad_start(const char *why)
+{
+    fprintf(stderr, "poolkit: pk_procpool_worker_main: %s\n", why);
+    _exit(2);
+}
+
+int
+pk_procpool_worker_main(const pk_registry *reg)
+{
+    const char *v = getenv(WORKER_ENV);
+    struct serve sv = { 0 };
+    struct pp_hello hello = { PK__PP_HELLO_MAGIC, (int32_t)getpid() };
+    int shm = -1, rss = 0;
+    long parent = 0;
+
+    if (!v)
+        return 0; /* not a worker: the program goes on */
+    if (sscanf(v, "%d:%zu:%d:%d:%zu:%ld", &sv.fd, &sv.max_result, &rss,
+               &shm, &sv.shared_size, &parent) != 6 || sv.fd < 0)
+        bad_start("a malformed " WORKER_ENV " in the environment");
+    unsetenv(WORKER_ENV); /* the worker's own children are no workers */
+    if (!reg)
+        bad_start("NULL registry");
+    sv.reg = reg;
+    sv.want_rss = rss != 0;
+    sv.parent = (pid_t)parent;
+    if (shm >= 0) {
+        void *p = mmap(NULL, sv.shared_size, PROT_READ | PROT_WRITE,
+                       MAP_SHARED, shm, 0);
+        if (p == MAP_FAILED)
+            bad_start("cannot map the shared region");
+        sv.shared = p;
+        close(shm);
     }
+    if (pk__pp_write_all(sv.fd, &hello, sizeof hello) != 0)
+        _exit(0); /* the pool gave up on it */
+    serve(&sv);
 }
 
 /* ---- the pool's side ------------------------------------------------------- */
+
+/* This program's arguments (/proc/self/cmdline), for a spawned copy: it
+ * runs main() as this process did, up to pk_procpool_worker_main. A list
+ * of pointers into one allocation; NULL without memory or /proc. */
+static char **
+own_argv(void)
+{
+    char *buf = NULL, **argv;
+    size_t len = 0, cap = 0, n = 0;
+    FILE *f = fopen("/proc/self/cmdline", "r");
+
+    if (!f)
+        return NULL;
+    for (;;) {
+        if (len == cap) {
+            char *b = realloc(buf, cap = cap ? 2 * cap : 4096);
+            if (!b)
+                break;
+            buf = b;
+        }
+        size_t k = fread(buf + len, 1, cap - len, f);
+        if (k == 0)
+            break;
+        len += k;
+    }
+    fclose(f);
+    if (!buf || len == 0 || len == cap || buf[len - 1] != '\0') {
+        free(buf);
+        return NULL;
+    }
+    for (size_t i = 0; i < len; i++)
+        n += buf[i] == '\0';
+    argv = malloc((n + 1) * sizeof *argv + len);
+    if (argv) {
+        char *copy = (char *)(argv + n + 1);
+        memcpy(copy, buf, len);
+        for (size_t i = 0, k = 0; i < len; i += strlen(copy + i) + 1)
+            argv[k++] = copy + i;
+        argv[n] = NULL;
+    }
+    free(buf);
+    return argv;
+}
+
+/* environ, without a WORKER_ENV, plus ours (one allocation). */
+static char **
+worker_env(struct pk_procpool *pp, int fd)
+{
+    extern char **environ;
+    size_t n = 0, k = 0;
+    char **env, *ours;
+
+    while (environ[n])
+        n++;
+    env = malloc((n + 2) * sizeof *env + 160);
+    if (!env)
+        return NULL;
+    ours = (char *)(env + n + 2);
+    snprintf(ours, 160, WORKER_ENV "=%d:%zu:%d:%d:%zu:%ld", fd,
+             pp->max_result, pp->max_rss != 0, pp->shared_fd,
+             pp->shared_size, (long)pp->parent);
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(environ[i], WORKER_ENV "=", sizeof WORKER_ENV))
+            env[k++] = environ[i];
+    env[k++] = ours;
+    env[k] = NULL;
+    return env;
+}
+
+/* Waits up to SPAWN_HELLO_MS for a spawned worker's hello. 0 or -1. */
+static int
+await_hello(int fd, pid_t pid)
+{
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    struct pp_hello h;
+
+    if (poll(&p, 1, SPAWN_HELLO_MS) != 1 ||
+        pk__pp_read_all(fd, &h, sizeof h) != 0)
+        return -1;
+    return h.magic == PK__PP_HELLO_MAGIC && h.pid == (int32_t)pid ? 0 : -1;
+}
+
+/* Starts a fresh copy of this program with its end of the socket (child)
+ * and, with a shared region, the region's memfd, both inherited under
+ * their own numbers (the file actions clear close-on-exec), and waits
+ * for its hello. */
+static int
+spawn_worker(struct pk_procpool *pp, struct pp_worker *w, int child,
+             pk_error *err)
+{
+    char **argv = own_argv(), **env = worker_env(pp, child);
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t at;
+    sigset_t none;
+    int e;
+
+    if (!argv || !env) {
+        free(argv);
+        free(env);
+        return pk_error_set(err, PK_ECREATE, ENOMEM, "pk_procpool: no "
+                            "memory (or no /proc) to spawn a worker");
+    }
+    sigemptyset(&none);
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, child, child);
+    if (pp->shared_fd >= 0)
+        posix_spawn_file_actions_adddup2(&fa, pp->shared_fd, pp->shared_fd);
+    posix_spawnattr_init(&at);
+    posix_spawnattr_setsigmask(&at, &none);
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK);
+    e = posix_spawn(&w->pid, "/proc/self/exe", &fa, &at, argv, env);
+    posix_spawnattr_destroy(&at);
+    posix_spawn_file_actions_destroy(&fa);
+    free(argv);
+    free(env);
+    if (e)
+        return pk_error_set(err, PK_ECREATE, e, "pk_procpool: posix_spawn "
+                            "of /proc/self/exe failed (errno %d)", e);
+    if (await_hello(w->fd, w->pid) != 0) {
+        pk__pp_worker_kill(w);
+        return pk_error_set(err, PK_ECREATE, 0, "pk_procpool: the spawned "
+                            "worker %d did not start serving within %d ms "
+                            "(does main() call pk_procpool_worker_main?)",
+                            (int)w->pid, SPAWN_HELLO_MS);
+    }
+    return 0;
+}
 
 int
 pk__pp_worker_create(void *user, void **res, pk_error *err)
 {
     struct pk_procpool *pp = user;
     struct pp_worker *w = pk__calloc(1, sizeof *w);
-    int sv[2];
+    int sv[2], rc = 0;
 
     if (!w)
         return pk_error_set(err, PK_ENOMEM, ENOMEM,
@@ -157,22 +379,24 @@ pk__pp_worker_create(void *user, void **res, pk_error *err)
         return pk_error_set(err, PK_ECREATE, e,
                             "pk_procpool: socketpair failed (errno %d)", e);
     }
-    w->pid = fork();
-    if (w->pid < 0) {
-        int e = errno;
-        close(sv[0]);
-        close(sv[1]);
-        pk__free(w);
-        return pk_error_set(err, PK_ECREATE, e,
-                            "pk_procpool: fork failed (errno %d)", e);
-    }
-    if (w->pid == 0) {
-        close(sv[0]);
-        child_main(pp, sv[1]);
-    }
-    close(sv[1]);
     w->fd = sv[0];
     w->status = -1;
+    if (pp->spawn) {
+        rc = spawn_worker(pp, w, sv[1], err);
+    } else if ((w->pid = fork()) == 0) {
+        close(sv[0]);
+        child_main(pp, sv[1]);
+    } else if (w->pid < 0) {
+        int e = errno;
+        rc = pk_error_set(err, PK_ECREATE, e,
+                          "pk_procpool: fork failed (errno %d)", e);
+    }
+    close(sv[1]);
+    if (rc) {
+        close(sv[0]);
+        pk__free(w);
+        return rc;
+    }
     atomic_fetch_add_explicit(&pp->workers_started, 1, memory_order_relaxed);
     *res = w;
     return 0;

@@ -241,6 +241,23 @@ on_event(void *user, const pk_event *ev)
         g_died_events++;
 }
 
+static void
+register_all(pk_registry *reg)
+{
+    pk_registry_register(reg, "square", t_square);
+    pk_registry_register(reg, "fail", t_fail);
+    pk_registry_register(reg, "crash", t_crash);
+    pk_registry_register(reg, "exit3", t_exit3);
+    pk_registry_register(reg, "sleep", t_sleep);
+    pk_registry_register(reg, "pid", t_pid);
+    pk_registry_register(reg, "echo", t_echo);
+    pk_registry_register(reg, "big", t_big);
+    pk_registry_register(reg, "inited", t_inited);
+    pk_registry_register(reg, "shared_sum", t_shared_sum);
+    pk_registry_register(reg, "hog", t_hog);
+    pk_registry_register(reg, "peak", t_peak);
+}
+
 static int
 setup(void **state)
 {
@@ -248,18 +265,7 @@ setup(void **state)
     g_died_events = 0;
     if (pk_registry_create(&g_reg) != 0)
         return -1;
-    pk_registry_register(g_reg, "square", t_square);
-    pk_registry_register(g_reg, "fail", t_fail);
-    pk_registry_register(g_reg, "crash", t_crash);
-    pk_registry_register(g_reg, "exit3", t_exit3);
-    pk_registry_register(g_reg, "sleep", t_sleep);
-    pk_registry_register(g_reg, "pid", t_pid);
-    pk_registry_register(g_reg, "echo", t_echo);
-    pk_registry_register(g_reg, "big", t_big);
-    pk_registry_register(g_reg, "inited", t_inited);
-    pk_registry_register(g_reg, "shared_sum", t_shared_sum);
-    pk_registry_register(g_reg, "hog", t_hog);
-    pk_registry_register(g_reg, "peak", t_peak);
+    register_all(g_reg);
     return 0;
 }
 
@@ -995,9 +1001,75 @@ test_many_threads_random_tasks(void **state)
     pk_procpool_destroy(pp);
 }
 
+static void
+test_spawned_workers_are_fresh_copies_of_the_program(void **state)
+{
+    pk_procpool *pp = make((pk_procpool_options){
+        .max_workers = 2, .flags = PK_PROCPOOL_SPAWN, .shared_size = 1 << 20,
+        .task_timeout_ms = 300 });
+    struct shared_job *j;
+    pk_future *f;
+    pk_error e;
+    void *base;
+    size_t size;
+
+    (void)state;
+    for (uint64_t i = 0; i < 50; i++)
+        assert_int_equal(get_u64(submit_u64(pp, "square", i)), i * i);
+    assert_int_not_equal(get_u64(submit_u64(pp, "pid", 0)),
+                         (uint64_t)getpid());
+    /* main() ran again in the worker, but no worker_init. */
+    assert_int_equal(get_u64(submit_u64(pp, "inited", 0)), 0);
+    /* The shared region, mapped by the worker at an address of its own. */
+    assert_int_equal(pk_procpool_shared(pp, &base, &size), 0);
+    j = base;
+    j->n = 1000;
+    for (int i = 0; i < 1000; i++)
+        j->bytes[i] = 3;
+    assert_int_equal(
+        pk_procpool_submit_task(pp, &(pk_task){ .name = "shared_sum",
+                                                .data = j,
+                                                .len = sizeof *j + 1000,
+                                                .flags = PK_TASK_SHARED },
+                                &f),
+        0);
+    assert_int_equal(get_u64(f), 3000);
+    assert_int_equal(j->out, 3000);
+    /* Deaths and time limits as with forks. */
+    assert_int_equal(get_error(submit_u64(pp, "crash", 0), &e), PK_EWORKER);
+    assert_int_equal(e.sys, SIGKILL);
+    assert_int_equal(get_error(submit_u64(pp, "sleep", 60000), &e),
+                     PK_ETIMEDOUT);
+    assert_int_equal(get_u64(submit_u64(pp, "square", 7)), 49);
+    pk_procpool_destroy(pp);
+    /* worker_init cannot reach a spawned worker. */
+    assert_int_equal(
+        pk_procpool_options_check(
+            &(pk_procpool_options){ .registry = g_reg,
+                                    .flags = PK_PROCPOOL_SPAWN,
+                                    .worker_init = init_worker },
+            NULL),
+        PK_EINVAL);
+    assert_int_equal(pk_procpool_options_check(
+                         &(pk_procpool_options){ .registry = g_reg,
+                                                 .flags = 1u << 9 },
+                         NULL),
+                     PK_EINVAL);
+}
+
 int
 main(void)
 {
+    pk_registry *spawned;
+
+    /* A worker of a PK_PROCPOOL_SPAWN pool is this program run again:
+     * it serves tasks here and never reaches the tests. */
+    if (pk_registry_create(&spawned) != 0)
+        return 1;
+    register_all(spawned);
+    pk_procpool_worker_main(spawned);
+    pk_registry_destroy(spawned);
+
     const struct CMUnitTest tests[] = {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
         T(test_tasks_run_on_workers_and_results_come_back),
@@ -1020,6 +1092,7 @@ main(void)
         T(test_bad_input),
         T(test_a_child_after_fork_gets_pk_eforked),
         T(test_many_threads_random_tasks),
+        T(test_spawned_workers_are_fresh_copies_of_the_program),
 #undef T
     };
     return cmocka_run_group_tests_name("procpool", tests, NULL, NULL);
