@@ -320,24 +320,32 @@ pk__mp_dbg_poison(struct pk_mempool *mp, void *obj)
 
 /* ---- alloc ------------------------------------------------------------------ */
 
-/* The first byte of obj that is not the poison, or obj_size. Eight bytes
- * at a time (memcpy: obj may be aligned to less), then byte by byte in
- * the word that differs and the tail. */
+/* The first byte of obj that is not the poison, or obj_size. */
 static size_t
 poison_broken(const struct pk_mempool *mp, const unsigned char *obj)
 {
-    const uint64_t word = 0x0101010101010101ull * PK_MEMPOOL_POISON;
-    size_t i = 0;
+    /* memcmp against a block of poison: its loads are as wide as the
+     * memset that wrote the poison at the free (8-byte loads from a
+     * wider store stall their forwarding: the check cost twice as much). */
+    static const unsigned char block[256] = {
+#define P8 PK_MEMPOOL_POISON, PK_MEMPOOL_POISON, PK_MEMPOOL_POISON, \
+           PK_MEMPOOL_POISON, PK_MEMPOOL_POISON, PK_MEMPOOL_POISON, \
+           PK_MEMPOOL_POISON, PK_MEMPOOL_POISON
+#define P64 P8, P8, P8, P8, P8, P8, P8, P8
+        P64, P64, P64, P64
+#undef P64
+#undef P8
+    };
 
-    for (; i + 8 <= mp->obj_size; i += 8) {
-        uint64_t w;
-        memcpy(&w, obj + i, 8);
-        if (w != word)
-            break;
+    for (size_t i = 0; i < mp->obj_size; i += sizeof block) {
+        size_t n = mp->obj_size - i < sizeof block ? mp->obj_size - i
+                                                  : sizeof block;
+        if (memcmp(obj + i, block, n) == 0)
+            continue;
+        for (size_t k = i; k < i + n; k++)
+            if (obj[k] != PK_MEMPOOL_POISON)
+                return k;
     }
-    for (; i < mp->obj_size; i++)
-        if (obj[i] != PK_MEMPOOL_POISON)
-            return i;
     return mp->obj_size;
 }
 
