@@ -5,8 +5,7 @@
  *               pk_procpool worker and its future waited on: what a
  *               pooled worker process saves per task
  *
- * The task: a few rounds of xorshift over a seed, checked by the caller,
- * so a broken way cannot look fast. */
+ * The task: demo_tiny_work (demo_rows.h). */
 #include <poolkit/procpool.h>
 
 #include <errno.h>
@@ -18,19 +17,9 @@
 
 #include "demo_rows.h"
 
-static unsigned
-work(unsigned x)
-{
-    x |= 1;
-    for (int i = 0; i < 64; i++) {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-    }
-    return x;
-}
 
-/* The named task a worker runs: work() on the 4 bytes it is given. */
+/* The named task a worker runs: demo_tiny_work on the 4 bytes it is
+ * given. */
 static int
 work_task(const void *data, size_t len, pk_future *self, pk_result *out,
           pk_error *err)
@@ -43,7 +32,7 @@ work_task(const void *data, size_t len, pk_future *self, pk_result *out,
         return pk_error_set(err, PK_EINVAL, 0, "want 4 bytes");
     }
     memcpy(&in, data, sizeof in);
-    *r = work(in);
+    *r = demo_tiny_work(in);
     out->value = r;
     out->len = sizeof *r;
     out->free_fn = free;
@@ -69,14 +58,15 @@ forked(void *arg)
         return -1;
     }
     if (pid == 0) /* the child: the task, then out (no stdio flush) */
-        _exit((int)(work(in) & 0x7f));
+        _exit((int)(demo_tiny_work(in) & 0x7f));
     while (waitpid(pid, &status, 0) < 0) {
         if (errno != EINTR) {
             demo_note(r->out, "waitpid: %s", strerror(errno));
             return -1;
         }
     }
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != (int)(work(in) & 0x7f)) {
+    if (!WIFEXITED(status) ||
+        WEXITSTATUS(status) != (int)(demo_tiny_work(in) & 0x7f)) {
         demo_note(r->out, "child: bad exit status 0x%x", status);
         return -1;
     }
@@ -100,7 +90,7 @@ pooled(void *arg)
     if (rc == 0 && res.len == sizeof got)
         memcpy(&got, res.value, sizeof got);
     pk_future_release(f);
-    if (rc || got != work(in)) {
+    if (rc || got != demo_tiny_work(in)) {
         demo_note(r->out, "pooled task: %s",
                   rc ? pk_strerror(rc) : "bad result");
         return -1;

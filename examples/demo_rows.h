@@ -62,6 +62,21 @@ void demo_note(struct demo_result *out, const char *fmt, ...)
 #endif
     ;
 
+/* The tiny task of the thread and process rows: a few rounds of
+ * xorshift over a seed, checked by the caller, so a broken way cannot
+ * look fast. */
+static inline unsigned
+demo_tiny_work(unsigned x)
+{
+    x |= 1;
+    for (int i = 0; i < 64; i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+    }
+    return x;
+}
+
 struct demo_row {
     const char *name; /* --only NAME; short, lower case */
     const char *what; /* one line: the resource and the operation */

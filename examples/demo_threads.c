@@ -8,8 +8,7 @@
  *               a socketpair) on a pool of 1 thread vs a pool of 16: the
  *               ratio is the speed-up threads give to IO-bound work
  *
- * The tiny task is the same everywhere: a few rounds of xorshift over a
- * seed, checked by the caller, so a broken way cannot look fast. */
+ * The tiny task is demo_tiny_work (demo_rows.h), checked by the caller. */
 #include <poolkit/threadpool.h>
 
 #include <errno.h>
@@ -34,17 +33,6 @@ now_ns(void)
 
 /* ---- the tiny task ------------------------------------------------------ */
 
-static unsigned
-tiny_work(unsigned x)
-{
-    x |= 1;
-    for (int i = 0; i < 64; i++) {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-    }
-    return x;
-}
 
 struct tiny {
     unsigned in, out;
@@ -54,7 +42,7 @@ static void *
 tiny_thread_main(void *arg)
 {
     struct tiny *t = arg;
-    t->out = tiny_work(t->in);
+    t->out = demo_tiny_work(t->in);
     return NULL;
 }
 
@@ -65,7 +53,7 @@ tiny_task(void *arg, pk_future *self, pk_result *out, pk_error *err)
     (void)self;
     (void)out;
     (void)err;
-    t->out = tiny_work(t->in);
+    t->out = demo_tiny_work(t->in);
     return 0;
 }
 
@@ -96,7 +84,7 @@ tiny_pooled(void *arg)
         demo_note(r->out, "pooled task: %s", pk_strerror(rc));
         return -1;
     }
-    if (t.out != tiny_work(t.in)) {
+    if (t.out != demo_tiny_work(t.in)) {
         demo_note(r->out, "pooled task: wrong result");
         return -1;
     }
@@ -131,7 +119,7 @@ thread_per_use(void *arg)
         return -1;
     }
     e = pthread_join(th, NULL);
-    if (e || t.out != tiny_work(t.in)) {
+    if (e || t.out != demo_tiny_work(t.in)) {
         demo_note(r->out, "pthread_join: %s", e ? strerror(e) : "bad result");
         return -1;
     }
