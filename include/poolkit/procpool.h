@@ -23,8 +23,11 @@
  * and stderr buffers (so nothing is printed twice), runs worker_init, and
  * flushes stdout and stderr after each task. As with any fork of a
  * process that has threads, a lock another thread held at the fork stays
- * held in the worker: a task must not need one (create the pool early,
- * with min_workers, to fork before other threads start). A worker exits
+ * held in the worker: a task must not need one. Only min_workers are
+ * forked at create: every later worker (more load, a replacement after a
+ * death, max_tasks_per_worker) is forked from the pool's own thread,
+ * with whatever threads the process has by then. A program with threads
+ * that hold locks tasks need wants PK_PROCPOOL_SPAWN. A worker exits
  * when its socket closes or its parent is gone (it looks every second).
  * Tasks must not call exit() (the parent's atexit handlers would run in
  * the worker): return an error code instead.
@@ -63,11 +66,11 @@
  * socket; its result comes back the same way (two copies each way, and a
  * socket's bandwidth: a few GB/s here). Large inputs need not be copied
  * at all: a pool made with shared_size has a shared region
- * (pk_procpool_shared), mapped before any worker is forked, so every
- * worker sees it at the same address; a task submitted with
- * PK_TASK_SHARED and data inside the region sends only the pointer and
- * the length, and the task reads the caller's bytes in place (and may
- * write its output there too).
+ * (pk_procpool_shared) that every worker maps (a forked one at the same
+ * address, a spawned one where it can: store offsets in it, not
+ * pointers); a task submitted with PK_TASK_SHARED and data inside the
+ * region sends only the offset and the length, and the task reads the
+ * caller's bytes in place (and may write its output there too).
  *
  * Signals: the pool installs no handler, writes with MSG_NOSIGNAL, and
  * reaps only its own workers, by pid (a SIGCHLD handler that calls
@@ -79,8 +82,9 @@
  * touching the parent's workers.
  *
  * Events (pk_procpool_options.event):
- *   PK_EVENT_CREATED        a worker was forked
- *   PK_EVENT_CREATE_FAILED  fork() failed (ev.error: errno)
+ *   PK_EVENT_CREATED        a worker was forked or spawned
+ *   PK_EVENT_CREATE_FAILED  fork() or the spawn failed (ev.error: why)
+ *   PK_EVENT_CHECK_FAILED   an idle worker was found dead (it is replaced)
  *   PK_EVENT_DESTROYED      a worker was retired
  *   PK_EVENT_WORKER_DIED    a worker died running a task (ev.error: how)
  *   PK_EVENT_FUTURE_UNREAD  a fire-and-forget task failed, or a failed
@@ -133,10 +137,12 @@ typedef struct pk_procpool_options {
     /* A worker is replaced after this many tasks (a bound on what a leak
      * in a task costs); 0: never. */
     unsigned long max_tasks_per_worker;
-    /* A worker whose peak resident size (getrusage's ru_maxrss, read
-     * after each task) went over this many bytes is replaced after the
-     * task (its result is delivered); 0: no limit. */
-    size_t max_rss;
+    /* A worker whose resident size (read after each task) has grown by
+     * more than this many bytes since it started is replaced after the
+     * task (its result is delivered): a bound on a leak. A fork starts
+     * as big as this process; memory a task used and gave back is no
+     * growth. 0: no limit. */
+    size_t max_rss_growth;
     /* Result bytes a task may send back; a larger result fails its future
      * with PK_ETOOBIG. Default 64 MiB, at most PK_PROCPOOL_DATA_MAX. */
     size_t max_result;
@@ -165,11 +171,13 @@ enum pk_procpool_flags {
 PK_API int pk_procpool_options_check(const pk_procpool_options *opts,
                                      pk_error *err);
 
-/* Makes a pool and forks min_workers workers (a failed fork is retried by
- * the core, not returned).
- * Returns: 0, PK_EINVAL (see pk_procpool_options_check), PK_ENOMEM,
- * PK_EFORKED, PK_ECREATE (the supervisor thread or its wake-up channel
- * could not be made).
+/* Makes a pool and starts min_workers workers (a failed start is retried
+ * by the core, not returned). In a spawned worker whose main() did not
+ * call pk_procpool_worker_main first, it writes why to stderr and exits
+ * with status 2 (else each worker would spawn the next).
+ * Returns: 0, PK_EINVAL (see pk_procpool_options_check), PK_ENOMEM
+ * (also: the shared region could not be made), PK_ECREATE (the
+ * supervisor thread or its wake-up channel could not be made).
  * Owner: *out returned owned (pk_procpool_destroy); opts borrowed.
  * Threads: safe. */
 PK_API int pk_procpool_create(pk_procpool **out,
@@ -231,17 +239,18 @@ PK_API void pk_procpool_destroy(pk_procpool *pp);
 PK_API int pk_procpool_worker_main(const pk_registry *reg);
 
 /* The shared region: *base and *size (both NULL / 0 without one). Every
- * worker has it at the same address, mapped MAP_SHARED: what the caller
- * writes there a task reads, and the other way round (use the region's
- * memory for data and for results; synchronisation is the future's:
- * what a task wrote is there once its future finished).
+ * worker maps it MAP_SHARED (a forked one at the same address, a spawned
+ * one wherever it can: keep offsets in it, not pointers): what the
+ * caller writes there a task reads, and the other way round (use the
+ * region's memory for data and for results; synchronisation is the
+ * future's: what a task wrote is there once its future finished).
  * Returns: 0, PK_EINVAL, PK_EFORKED. Owner: the region is the pool's,
  * unmapped by pk_procpool_destroy. Threads: safe. */
 PK_API int pk_procpool_shared(pk_procpool *pp, void **base, size_t *size);
 
 /* The pool as a pk_executor (named tasks only; capacity is the queue's
  * room). The executor borrows the pool: destroy it before the pool.
- * Returns: 0, PK_EINVAL, PK_ENOMEM. Owner: *out returned owned
+ * Returns: 0, PK_EINVAL, PK_ENOMEM, PK_EFORKED. Owner: *out returned owned
  * (pk_executor_destroy). Threads: safe. */
 PK_API int pk_procpool_executor(pk_procpool *pp, pk_executor **out);
 
@@ -258,7 +267,7 @@ typedef struct pk_procpool_stats {
                                 killed by a shutdown */
     uint64_t workers_started; /* forks */
     uint64_t workers_retired; /* workers that ended (any reason) */
-    uint64_t over_rss;       /* workers replaced for max_rss */
+    uint64_t over_rss;       /* workers replaced for max_rss_growth */
 } pk_procpool_stats;
 
 /* Fills *out (a snapshot: counts move while tasks run).

@@ -29,6 +29,10 @@
 
 #define PK__PP_MAGIC 0x70726f63u /* "proc" */
 
+/* A spawned worker's environment variable: its descriptors and limits,
+ * which pk_procpool_worker_main reads. */
+#define PK__PP_WORKER_ENV "PK_PROCPOOL_WORKER"
+
 /* ---- frames (wire.c) ------------------------------------------------------ */
 
 #define PK__PP_TASK_MAGIC 0x706b7461u  /* "pkta" */
@@ -63,8 +67,9 @@ struct pp_reply_head {
     int32_t sys;
     uint32_t msg_len;
     uint64_t len;
-    uint64_t rss;         /* the worker's peak resident bytes, when the
-                             pool has max_rss; else 0 */
+    uint64_t rss;         /* how much the worker's resident size grew
+                             since it started, when the pool has
+                             max_rss_growth; else 0 */
 };
 
 /* Writes or reads exactly n bytes (EINTR retried; writes never raise
@@ -103,9 +108,9 @@ int pk__pp_read_reply(int fd, size_t max, struct pp_reply *r);
 struct pp_worker {
     pid_t pid;
     int fd;               /* the pool's end of the socket pair */
-    bool reaped;          /* waitpid done: status is its end */
-    int status;           /* waitpid's status, or -1 if unknown */
-    unsigned long tasks;  /* tasks it ran */
+    int pidfd;            /* readable once it ended; -1: no pidfd here */
+    bool reaped;          /* waited for: status is its end */
+    int status;           /* a waitpid status, or -1 if unknown */
 };
 
 /* The core's hooks (user: the pool). create forks a worker. */
@@ -116,6 +121,10 @@ void pk__pp_worker_forget(void *user, void *res); /* async-signal-safe */
 
 /* Kills w (SIGKILL) unless it has ended, and reaps it. */
 void pk__pp_worker_kill(struct pp_worker *w);
+
+/* Whether w has ended (its pidfd says so; without one, only once
+ * reaped). */
+bool pk__pp_worker_ended(const struct pp_worker *w);
 
 /* Reaps w once it ended (it closed its socket): waits up to wait_ms for
  * it to exit, then kills it. */
@@ -137,6 +146,7 @@ struct pp_job {
     void *data;           /* copied, len bytes; or in the shared region */
     size_t len;
     bool shared;          /* data is the caller's, in the shared region */
+    unsigned tries;       /* sends to workers that died before reading */
 };
 
 /* The pool's state: open, or shut down by how (pk_shutdown_how). */
@@ -148,7 +158,7 @@ struct pk_procpool {
 
     /* Options: read-only after create. */
     pk_registry *registry;
-    size_t max_workers, queue_size, max_result, max_rss;
+    size_t max_workers, queue_size, max_result, max_rss_growth;
     uint64_t task_timeout_ns;     /* UINT64_MAX: none */
     int submit_timeout_ms;        /* PK_WAIT_FOREVER, 0 or positive */
     void (*worker_init)(void *);
@@ -200,7 +210,8 @@ int pk__pp_queue_push(struct pk_procpool *pp, struct pp_job *list, size_t n,
 /* The oldest job (nbusy + 1 in the same step), or NULL. Lock not held. */
 struct pp_job *pk__pp_queue_pop(struct pk_procpool *pp);
 
-/* j back at the head (it never reached a worker; nbusy - 1). */
+/* j back at the head (it never reached a worker; nbusy - 1), or, once a
+ * CANCEL or KILL shutdown emptied the queue, cancelled. */
 void pk__pp_queue_unpop(struct pk_procpool *pp, struct pp_job *j);
 
 /* A job left its worker (done, failed, killed): nbusy - 1, and a
@@ -233,5 +244,10 @@ void pk__pp_super_poke(struct pk_procpool *pp);
 
 /* Stops and joins it (nothing may be running: after a shutdown). */
 void pk__pp_super_stop(struct pk_procpool *pp);
+
+/* In a child after fork() (no supervisor there): closes the child's
+ * copies of the wake pipe and of the busy workers' descriptors, frees
+ * the supervisor's memory. */
+void pk__pp_super_forget(struct pk_procpool *pp);
 
 #endif /* PK_POOLS_PROCESS_PP_INT_H */

@@ -8,6 +8,8 @@
  * (worker.c's hooks); the supervisor borrows one per task. */
 #define _GNU_SOURCE /* sched_getaffinity, MAP_ANONYMOUS */
 #include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -89,7 +91,7 @@ configure(struct pk_procpool *pp, const pk_procpool_options *o)
     pp->max_workers = o->max_workers ? o->max_workers : cpu_count();
     pp->queue_size = o->queue_size ? o->queue_size : DEFAULT_QUEUE;
     pp->max_result = o->max_result ? o->max_result : DEFAULT_MAX_RESULT;
-    pp->max_rss = o->max_rss;
+    pp->max_rss_growth = o->max_rss_growth;
     pp->task_timeout_ns = o->task_timeout_ms > 0
                               ? (uint64_t)o->task_timeout_ms * 1000000u
                               : UINT64_MAX;
@@ -124,6 +126,9 @@ start_core(struct pk_procpool *pp, const pk_procpool_options *o)
                                             : DEFAULT_IDLE_MS;
     po.check_after_ms = PK_ALWAYS; /* a poll(): a dead idle worker is
                                       found before it gets a task */
+    po.check_interval_ms = 1000;   /* and within a second anyway (the
+                                      supervisor's maintenance), so
+                                      min_workers comes back */
     po.max_uses = o->max_tasks_per_worker;
     po.flags = PK_POOL_NO_GENERATION_BUMP | PK_POOL_MANUAL_MAINTENANCE |
                PK_POOL_QUIET_CLOSE;
@@ -185,6 +190,14 @@ pk_procpool_create(pk_procpool **out, const pk_procpool_options *opts)
     if (!out)
         return PK_EINVAL;
     *out = NULL;
+    if (getenv(PK__PP_WORKER_ENV)) {
+        /* A spawned worker whose main() makes a pool before it calls
+         * pk_procpool_worker_main would spawn the next one, and so on. */
+        fprintf(stderr, "poolkit: pk_procpool_create in a spawned worker "
+                        "before pk_procpool_worker_main: call that first "
+                        "in main()\n");
+        _exit(2);
+    }
     rc = pk_procpool_options_check(opts, NULL);
     if (rc)
         return rc;
@@ -228,6 +241,7 @@ forget_in_child(struct pk_procpool *pp)
 {
     struct pp_job *j = pp->head;
 
+    pk__pp_super_forget(pp);
     pk_pool_destroy(pp->core);
     while (j) {
         struct pp_job *next = j->next;
@@ -326,6 +340,12 @@ free_list(struct pp_job *j)
     }
 }
 
+static bool
+on_supervisor(const struct pk_procpool *pp)
+{
+    return pp->thread_started && pthread_equal(pthread_self(), pp->thread);
+}
+
 /* Queues the n jobs of list, handing their futures to futs (optional). */
 static int
 queue_jobs(struct pk_procpool *pp, struct pp_job *list, size_t n,
@@ -341,8 +361,10 @@ queue_jobs(struct pk_procpool *pp, struct pp_job *list, size_t n,
      * drop the pool's reference) before this returns. */
     for (struct pp_job *j = list; futs && j; j = j->next)
         futs[i++] = pk_future_ref(j->fut);
+    /* Never wait on the supervisor thread (a future's callback): only
+     * it makes room. */
     rc = pk__pp_queue_push(pp, list, n, deadline,
-                           pp->submit_timeout_ms != 0);
+                           pp->submit_timeout_ms != 0 && !on_supervisor(pp));
     if (rc) {
         for (i = 0; futs && i < n; i++) {
             pk_future_release(futs[i]);
@@ -522,8 +544,9 @@ ex_capacity(void *impl, size_t *out)
     pk__lock_acquire(&pp->lock);
     if (pp->how != PK__PP_OPEN)
         rc = PK_ESHUTDOWN;
-    else
-        *out = pp->queue_size - pp->nqueued;
+    else /* a job put back may take the queue past its size */
+        *out = pp->nqueued < pp->queue_size ? pp->queue_size - pp->nqueued
+                                            : 0;
     pk__lock_release(&pp->lock);
     return rc;
 }

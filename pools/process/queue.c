@@ -85,14 +85,29 @@ pk__pp_queue_pop(struct pk_procpool *pp)
 void
 pk__pp_queue_unpop(struct pk_procpool *pp, struct pp_job *j)
 {
+    bool cancel;
+
     pk__lock_acquire(&pp->lock);
-    j->next = pp->head;
-    pp->head = j;
-    if (!pp->tail)
-        pp->tail = j;
-    pp->nqueued++;
+    cancel = pp->how >= PK_SHUTDOWN_CANCEL;
     pp->nbusy--;
+    if (cancel) {
+        if (pp->nbusy == 0 && pp->nqueued == 0)
+            pk__cv_broadcast(&pp->quiet);
+    } else {
+        j->next = pp->head;
+        pp->head = j;
+        if (!pp->tail)
+            pp->tail = j;
+        pp->nqueued++;
+    }
     pk__lock_release(&pp->lock);
+    if (cancel) {
+        pk_future_cancel(j->fut);
+        pk_future_fail(j->fut, PK_ECANCELED, 0, "pk_procpool: task '%s' "
+                       "cancelled by a shutdown", j->name);
+        pk__pp_job_free(j);
+        atomic_fetch_add_explicit(&pp->cancelled, 1, memory_order_relaxed);
+    }
 }
 
 void

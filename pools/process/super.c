@@ -40,8 +40,8 @@ struct pp_busy {
     uint64_t deadline;     /* its time limit, UINT64_MAX: none */
 };
 
-/* The thread's own memory, max_workers of each (pfd: one more, the wake
- * pipe's). */
+/* The thread's own memory: max_workers slots, and poll()'s arrays for
+ * the wake pipe and two descriptors a worker (its socket, its pidfd). */
 struct pp_super {
     struct pp_busy *busy;
     struct pollfd *pfd;
@@ -96,12 +96,18 @@ done(struct pk_procpool *pp, struct pp_job *j)
 }
 
 static void
+fail(struct pk_procpool *pp, struct pp_job *j, const pk_error *e)
+{
+    pk_future_fail(j->fut, e->code, e->sys, "%s", e->msg);
+    done(pp, j);
+}
+
+static void
 deliver(struct pk_procpool *pp, struct pp_busy *b, struct pp_reply *r)
 {
     struct pp_job *j;
-    bool over = pp->max_rss && r->rss > pp->max_rss;
+    bool over = pp->max_rss_growth && r->rss > pp->max_rss_growth;
 
-    b->w->tasks++;
     atomic_fetch_add_explicit(r->code == 0 ? &pp->completed : &pp->failed,
                               1, memory_order_relaxed);
     if (over)
@@ -212,6 +218,44 @@ free_slot(struct pk_procpool *pp)
     return NULL;
 }
 
+/* How many workers a job is sent to that die before they read it (one
+ * out of memory loses the frame) before the job fails. */
+#define SEND_TRIES 3
+
+/* Marks j running, unless it was cancelled while queued: then it is ended
+ * so (never sent) and false returned. */
+static bool
+claim(struct pk_procpool *pp, struct pp_job *j)
+{
+    int rc = pk_future_set_running(j->fut);
+
+    /* Not pending (EINVAL): sent before to a worker that died unread. */
+    if (rc == 0 || (rc == PK_EINVAL && !pk_future_cancel_requested(j->fut)))
+        return true;
+    atomic_fetch_add_explicit(&pp->cancelled, 1, memory_order_relaxed);
+    pk_future_fail(j->fut, PK_ECANCELED, 0, "pk_procpool: task '%s' "
+                   "cancelled before it ran", j->name);
+    done(pp, j);
+    return false;
+}
+
+/* j could not be sent (its worker died idle): back to the queue, or
+ * failed after SEND_TRIES. */
+static void
+unsent(struct pk_procpool *pp, struct pp_job *j)
+{
+    pk_error e;
+
+    if (++j->tries < SEND_TRIES) {
+        pk__pp_queue_unpop(pp, j);
+        return;
+    }
+    pk_error_set(&e, PK_EWORKER, 0, "pk_procpool: task '%s' was sent to %d "
+                 "workers that each died before reading it", j->name,
+                 SEND_TRIES);
+    fail(pp, j, &e);
+}
+
 /* Sends queued jobs to workers while there are both. Returns false when
  * jobs wait and the core had no worker to give (try again soon). */
 static bool
@@ -230,16 +274,10 @@ dispatch(struct pk_procpool *pp)
         if (pk_pool_acquire(pp->core, &l, 1, NULL) != 0)
             return false;
         j = pk__pp_queue_pop(pp);
-        if (!j) {
+        if (!j || !claim(pp, j)) {
             pk_pool_release(pp->core, &l, PK_RELEASE_OK);
-            break;
-        }
-        if (pk_future_state_get(j->fut) == PK_FUTURE_CANCELLED) {
-            pk__pp_job_free(j);
-            pk__pp_queue_done(pp);
-            pk_pool_release(pp->core, &l, PK_RELEASE_OK);
-            atomic_fetch_add_explicit(&pp->cancelled, 1,
-                                      memory_order_relaxed);
+            if (!j)
+                break;
             continue;
         }
         w = l.resource;
@@ -249,15 +287,12 @@ dispatch(struct pk_procpool *pp)
                                                     pp->shared) + 1
                                        : 0) != 0) {
             /* The worker died idle: the job never ran. */
-            pk__pp_queue_unpop(pp, j);
             pk_pool_release(pp->core, &l, PK_RELEASE_BROKEN);
+            unsent(pp, j);
             if (++failures >= 3)
                 return false;
             continue;
         }
-        (void)pk_future_set_running(j->fut); /* cancelled meanwhile: it
-                                                 runs, the result is
-                                                 dropped */
         b->lease = l;
         b->w = w;
         b->job = j;
@@ -307,7 +342,13 @@ enforce(struct pk_procpool *pp, bool kill_all)
         } else if (pk_future_cancel_requested(b->job->fut)) {
             kill_busy(pp, b, "cancelled");
         } else if (b->deadline <= now) {
-            time_out(pp, b);
+            /* The supervisor may have been busy (a fork, a callback): a
+             * reply already there is on time. */
+            struct pollfd p = { .fd = b->w->fd, .events = POLLIN };
+            if (poll(&p, 1, 0) == 1)
+                collect(pp, b);
+            else
+                time_out(pp, b);
         } else {
             uint64_t look = now + (uint64_t)CANCEL_POLL_MS * 1000000u;
             if (b->deadline < next)
@@ -347,6 +388,10 @@ wait_events(struct pk_procpool *pp, uint64_t until)
             continue;
         pfd[n] = (struct pollfd){ .fd = b->w->fd, .events = POLLIN };
         which[n++] = b;
+        /* Its death, even while something else holds a copy of its
+         * socket's end (a process it started, another pool's fork). */
+        pfd[n] = (struct pollfd){ .fd = b->w->pidfd, .events = POLLIN };
+        which[n++] = b; /* a negative fd is ignored by poll */
     }
     rc = poll(pfd, n, poll_timeout(until));
     atomic_store(&pp->asleep, false);
@@ -354,9 +399,13 @@ wait_events(struct pk_procpool *pp, uint64_t until)
         return;
     if (pfd[0].revents)
         drain_wake(pp);
-    for (nfds_t i = 1; i < n; i++)
+    for (nfds_t i = 1; i < n; i += 2) {
+        struct pp_busy *b = which[i];
         if (pfd[i].revents)
-            collect(pp, which[i]);
+            collect(pp, b); /* a reply first, if it wrote one */
+        else if (pfd[i + 1].revents)
+            lost(pp, b, -EPIPE);
+    }
 }
 
 static void *
@@ -385,10 +434,11 @@ super_main(void *arg)
             until = next_maint;
         if (!got && now + (uint64_t)RETRY_MS * 1000000u < until)
             until = now + (uint64_t)RETRY_MS * 1000000u;
-        /* Say so, then look at the queue a last time (see the top). */
+        /* Say so, then look at the queue and the state a last time (see
+         * the top). */
         atomic_store(&pp->asleep, true);
-        if (got && !stopping && free_slot(pp) && pk__pp_queue_any(pp) &&
-            pk__pp_queue_how(pp) != PK_SHUTDOWN_KILL) {
+        if (pk__pp_queue_how(pp) != how ||
+            (got && !stopping && free_slot(pp) && pk__pp_queue_any(pp))) {
             atomic_store(&pp->asleep, false);
             continue;
         }
@@ -418,8 +468,8 @@ super_alloc(size_t n)
     if (!s)
         return NULL;
     s->busy = pk__calloc(n, sizeof *s->busy);
-    s->pfd = pk__calloc(n + 1, sizeof *s->pfd);
-    s->which = pk__calloc(n + 1, sizeof *s->which);
+    s->pfd = pk__calloc(2 * n + 1, sizeof *s->pfd);
+    s->which = pk__calloc(2 * n + 1, sizeof *s->which);
     if (!s->busy || !s->pfd || !s->which) {
         super_free(s);
         return NULL;
@@ -468,6 +518,25 @@ pk__pp_super_poke(struct pk_procpool *pp)
         ssize_t k = write(pp->wake_wr, &c, 1); /* full: it wakes anyway */
         (void)k;
     }
+}
+
+void
+pk__pp_super_forget(struct pk_procpool *pp)
+{
+    if (!pp->sup)
+        return;
+    for (size_t i = 0; i < pp->max_workers; i++) {
+        struct pp_worker *w = pp->sup->busy[i].w;
+        if (!w)
+            continue;
+        close(w->fd);
+        if (w->pidfd >= 0)
+            close(w->pidfd);
+    }
+    close(pp->wake_rd);
+    close(pp->wake_wr);
+    super_free(pp->sup);
+    pp->sup = NULL;
 }
 
 void

@@ -3,9 +3,12 @@
  * One stream socket per worker, both ends blocking. The pool writes a
  * task only to an idle worker, which reads it whole before it runs it,
  * and the worker writes its reply whole; so neither side waits on the
- * other for long. Sends use MSG_NOSIGNAL: a peer that is gone is EPIPE,
- * never a SIGPIPE. Both ends run the same program (a worker is a fork),
- * so the headers are sent as they are in memory. */
+ * other for long (a worker that is not reading, stuck in worker_init or
+ * before pk_procpool_worker_main, holds the pool's write of a task
+ * larger than the socket's buffer: a known limit). Sends use
+ * MSG_NOSIGNAL: a peer that is gone is EPIPE, never a SIGPIPE. Both ends
+ * run the same program (a fork, or a copy of it), so the headers are
+ * sent as they are in memory. */
 #define _GNU_SOURCE /* MSG_NOSIGNAL */
 #include <errno.h>
 #include <string.h>

@@ -1,20 +1,26 @@
 /* pools/process/worker.c - one worker process: the core's resource.
  *
- * create makes a socket pair and forks. The child keeps its end, runs
- * worker_init and then serves tasks until its socket closes or its
- * parent is gone, and ends with _exit (never exit: the parent's atexit
- * handlers and stdio buffers are not the worker's). It reads a task
- * whole, calls the function the header names (the parent looked it up in
- * the registry: the child takes no lock of ours, one another thread of
- * the parent may have held at the fork), and writes the reply whole.
+ * create makes a socket pair and forks, or spawns a fresh copy of the
+ * program (PK_PROCPOOL_SPAWN: its main() calls pk_procpool_worker_main,
+ * here too, which reads its descriptors from the environment and says
+ * hello; create waits for that). Either way the worker then serves
+ * tasks until its socket closes or its parent is gone, and ends with
+ * _exit (never exit: the parent's atexit handlers and stdio buffers are
+ * not a fork's). It reads a task whole, calls the function the header
+ * names (a fork: the parent looked it up, so the child takes no lock of
+ * ours that another thread may have held at the fork) or the name's in
+ * its registry (a spawned copy), and writes the reply whole.
  *
- * The pool's end: check polls the socket (an idle worker never writes,
- * so anything readable, or a hang-up, means it died or broke); destroy
+ * The pool's end: a pidfd per worker, whose POLLIN is its death even
+ * while another process holds a copy of the worker's end of the socket
+ * (a child the task started, another pool's fork); signals and waits go
+ * through it, so a pid taken over after someone else reaped the worker
+ * is never hit (without pidfds: by pid, never waitpid(-1)). check looks
+ * at the pidfd and the socket (an idle worker never writes); destroy
  * shuts the socket down (shutdown(2) reaches the worker even though its
- * siblings, forked later, hold copies of this end), waits a moment for
- * the exit and kills a worker that does not go; forget (a child of the
- * pool's process after fork) only closes this end. Workers are reaped by
- * pid, never with waitpid(-1). */
+ * siblings may hold copies of this end), waits a moment for the exit and
+ * kills a worker that does not go; forget (a child of the pool's process
+ * after fork) only closes descriptors. */
 #define _GNU_SOURCE /* __fpurge's header, MSG_NOSIGNAL */
 #include <errno.h>
 #include <poll.h>
@@ -24,9 +30,10 @@
 #include <stdio_ext.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -46,7 +53,8 @@ struct serve {
     int fd;
     pid_t parent;
     size_t max_result;
-    bool want_rss;
+    bool want_rss;          /* report the growth of the resident size */
+    uint64_t rss0;          /* the resident size when it started */
     const pk_registry *reg; /* spawned: tasks by name; forked: NULL */
     char *shared;           /* the shared region here, or NULL */
     size_t shared_size;
@@ -77,14 +85,31 @@ read_task_body(int fd, const struct pp_task_head *h, char *name,
     return pk__pp_read_all(fd, *data, (size_t)h->len);
 }
 
-/* The peak resident bytes of this process (one syscall). */
+/* This process's resident bytes now (/proc/self/statm), or 0. Not the
+ * peak (getrusage's ru_maxrss): a fork starts with its parent's, a
+ * spawned copy inherits it across exec, and a task that used memory and
+ * gave it back has not leaked. */
 static uint64_t
-peak_rss(void)
+rss_now(void)
 {
-    struct rusage ru;
+    unsigned long size, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
 
-    return getrusage(RUSAGE_SELF, &ru) == 0 ? (uint64_t)ru.ru_maxrss * 1024
-                                             : 0;
+    if (!f)
+        return 0;
+    if (fscanf(f, "%lu %lu", &size, &resident) != 2)
+        resident = 0;
+    fclose(f);
+    return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+/* How much the resident size grew since the worker started. */
+static uint64_t
+rss_growth(const struct serve *sv)
+{
+    uint64_t now = rss_now();
+
+    return now > sv->rss0 ? now - sv->rss0 : 0;
 }
 
 /* The task's function and bytes: the header's function (a fork has this
@@ -144,7 +169,7 @@ run_task(const struct serve *sv, const struct pp_task_head *h)
     }
     rc = pk__pp_send_reply(sv->fd, rc, err.sys, err.msg[0] ? err.msg : NULL,
                            res.value, res.value ? res.len : 0,
-                           sv->want_rss ? peak_rss() : 0);
+                           sv->want_rss ? rss_growth(sv) : 0);
     if (res.value && res.free_fn)
         res.free_fn(res.value);
     /* What the task printed shows now, not when the worker ends. */
@@ -155,10 +180,12 @@ run_task(const struct serve *sv, const struct pp_task_head *h)
 
 /* Serves tasks until the socket closes or the parent is gone. */
 static _Noreturn void
-serve(const struct serve *sv)
+serve(struct serve *sv)
 {
     struct pollfd p = { .fd = sv->fd, .events = POLLIN };
 
+    if (sv->want_rss)
+        sv->rss0 = rss_now();
     for (;;) {
         struct pp_task_head h;
         int n = poll(&p, 1, PARENT_CHECK_MS);
@@ -176,8 +203,11 @@ serve(const struct serve *sv)
 static _Noreturn void
 child_main(struct pk_procpool *pp, int fd)
 {
-    struct serve sv = { fd, pp->parent, pp->max_result, pp->max_rss != 0,
-                        NULL, pp->shared, pp->shared_size };
+    struct serve sv = { .fd = fd, .parent = pp->parent,
+                        .max_result = pp->max_result,
+                        .want_rss = pp->max_rss_growth != 0,
+                        .shared = pp->shared,
+                        .shared_size = pp->shared_size };
     sigset_t none;
 
     sigemptyset(&none);
@@ -192,7 +222,6 @@ child_main(struct pk_procpool *pp, int fd)
 
 /* ---- a spawned worker's start -------------------------------------------- */
 
-#define WORKER_ENV "PK_PROCPOOL_WORKER"
 
 static _Noreturn void
 bad_start(const char *why)
@@ -204,7 +233,7 @@ bad_start(const char *why)
 int
 pk_procpool_worker_main(const pk_registry *reg)
 {
-    const char *v = getenv(WORKER_ENV);
+    const char *v = getenv(PK__PP_WORKER_ENV);
     struct serve sv = { 0 };
     struct pp_hello hello = { PK__PP_HELLO_MAGIC, (int32_t)getpid() };
     int shm = -1, rss = 0;
@@ -214,8 +243,11 @@ pk_procpool_worker_main(const pk_registry *reg)
         return 0; /* not a worker: the program goes on */
     if (sscanf(v, "%d:%zu:%d:%d:%zu:%ld", &sv.fd, &sv.max_result, &rss,
                &shm, &sv.shared_size, &parent) != 6 || sv.fd < 0)
-        bad_start("a malformed " WORKER_ENV " in the environment");
-    unsetenv(WORKER_ENV); /* the worker's own children are no workers */
+        bad_start("a malformed " PK__PP_WORKER_ENV " in the environment");
+    unsetenv(PK__PP_WORKER_ENV); /* its own children are no workers */
+    /* Nothing a task starts may hold the socket: the pool's end would
+     * not see this worker's end (the pidfd sees its death anyway). */
+    fcntl(sv.fd, F_SETFD, FD_CLOEXEC);
     if (!reg)
         bad_start("NULL registry");
     sv.reg = reg;
@@ -279,7 +311,7 @@ own_argv(void)
     return argv;
 }
 
-/* environ, without a WORKER_ENV, plus ours (one allocation). */
+/* environ, without a PK__PP_WORKER_ENV, plus ours (one allocation). */
 static char **
 worker_env(struct pk_procpool *pp, int fd)
 {
@@ -287,53 +319,111 @@ worker_env(struct pk_procpool *pp, int fd)
     size_t n = 0, k = 0;
     char **env, *ours;
 
-    while (environ[n])
+    while (environ && environ[n]) /* clearenv() leaves it NULL */
         n++;
     env = malloc((n + 2) * sizeof *env + 160);
     if (!env)
         return NULL;
     ours = (char *)(env + n + 2);
-    snprintf(ours, 160, WORKER_ENV "=%d:%zu:%d:%d:%zu:%ld", fd,
-             pp->max_result, pp->max_rss != 0, pp->shared_fd,
+    snprintf(ours, 160, PK__PP_WORKER_ENV "=%d:%zu:%d:%d:%zu:%ld", fd,
+             pp->max_result, pp->max_rss_growth != 0, pp->shared_fd,
              pp->shared_size, (long)pp->parent);
     for (size_t i = 0; i < n; i++)
-        if (strncmp(environ[i], WORKER_ENV "=", sizeof WORKER_ENV))
+        if (strncmp(environ[i], PK__PP_WORKER_ENV "=", sizeof PK__PP_WORKER_ENV))
             env[k++] = environ[i];
     env[k++] = ours;
     env[k] = NULL;
     return env;
 }
 
-/* Waits up to SPAWN_HELLO_MS for a spawned worker's hello. 0 or -1. */
+/* poll() on fd for POLLIN for up to ms, EINTR retried with what is left.
+ * Returns poll's result. */
+static int
+poll_in(int fd, int ms)
+{
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    uint64_t deadline = pk__now_ns() + (uint64_t)ms * 1000000u;
+    int n;
+
+    while ((n = poll(&p, 1, ms)) < 0 && errno == EINTR) {
+        uint64_t now = pk__now_ns();
+        ms = now >= deadline ? 0 : (int)((deadline - now) / 1000000u);
+    }
+    return n;
+}
+
+/* Waits up to SPAWN_HELLO_MS for a spawned worker's hello: end of file
+ * (it exited: the pool holds no copy of its end) ends the wait at once.
+ * 0 or -1. */
 static int
 await_hello(int fd, pid_t pid)
 {
-    struct pollfd p = { .fd = fd, .events = POLLIN };
     struct pp_hello h;
 
-    if (poll(&p, 1, SPAWN_HELLO_MS) != 1 ||
+    if (poll_in(fd, SPAWN_HELLO_MS) != 1 ||
         pk__pp_read_all(fd, &h, sizeof h) != 0)
         return -1;
     return h.magic == PK__PP_HELLO_MAGIC && h.pid == (int32_t)pid ? 0 : -1;
 }
 
-/* Starts a fresh copy of this program with its end of the socket (child)
- * and, with a shared region, the region's memfd, both inherited under
- * their own numbers (the file actions clear close-on-exec), and waits
- * for its hello. */
+/* The real path of this program: the worker's name in ps and top (the
+ * path /proc/self/exe would make it "exe"). */
+static void
+own_path(char *buf, size_t size)
+{
+    ssize_t n = readlink("/proc/self/exe", buf, size - 1);
+
+    if (n <= 0 || (size_t)n >= size - 1)
+        snprintf(buf, size, "/proc/self/exe");
+    else
+        buf[n] = '\0';
+}
+
+/* A pidfd for pid (Linux 5.3): its death is POLLIN on it, and a signal
+ * or a wait through it cannot reach a process that took the pid over.
+ * -1 where the kernel has none. */
+static int
+pidfd_of(pid_t pid)
+{
+    long fd = syscall(SYS_pidfd_open, pid, 0);
+
+    if (fd >= 0)
+        fcntl((int)fd, F_SETFD, FD_CLOEXEC);
+    return fd >= 0 ? (int)fd : -1;
+}
+
+/* How long a reply may stall half-way before the worker counts as
+ * broken (a worker writes its reply whole, so only a stopped or stuck
+ * one stalls). */
+#define IO_STALL_MS 10000
+
+static void
+set_stall_timeout(int fd)
+{
+    struct timeval tv = { IO_STALL_MS / 1000, 0 };
+
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+}
+
+/* Starts a fresh copy of this program with its end of the socket (child,
+ * closed here whatever happens) and, with a shared region, the region's
+ * memfd, both inherited under their own numbers (the file actions clear
+ * close-on-exec), and waits for its hello. */
 static int
 spawn_worker(struct pk_procpool *pp, struct pp_worker *w, int child,
              pk_error *err)
 {
-    char **argv = own_argv(), **env = worker_env(pp, child);
+    char **argv = own_argv(), **env = worker_env(pp, child), path[4096];
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t at;
     sigset_t none;
     int e;
 
+    own_path(path, sizeof path);
     if (!argv || !env) {
         free(argv);
         free(env);
+        close(child);
         return pk_error_set(err, PK_ECREATE, ENOMEM, "pk_procpool: no "
                             "memory (or no /proc) to spawn a worker");
     }
@@ -345,14 +435,16 @@ spawn_worker(struct pk_procpool *pp, struct pp_worker *w, int child,
     posix_spawnattr_init(&at);
     posix_spawnattr_setsigmask(&at, &none);
     posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK);
-    e = posix_spawn(&w->pid, "/proc/self/exe", &fa, &at, argv, env);
+    e = posix_spawn(&w->pid, path, &fa, &at, argv, env);
     posix_spawnattr_destroy(&at);
     posix_spawn_file_actions_destroy(&fa);
     free(argv);
     free(env);
+    close(child); /* now: a worker that exits is end of file at once */
     if (e)
         return pk_error_set(err, PK_ECREATE, e, "pk_procpool: posix_spawn "
-                            "of /proc/self/exe failed (errno %d)", e);
+                            "of %s failed (errno %d)", path, e);
+    w->pidfd = pidfd_of(w->pid);
     if (await_hello(w->fd, w->pid) != 0) {
         pk__pp_worker_kill(w);
         return pk_error_set(err, PK_ECREATE, 0, "pk_procpool: the spawned "
@@ -381,22 +473,32 @@ pk__pp_worker_create(void *user, void **res, pk_error *err)
     }
     w->fd = sv[0];
     w->status = -1;
+    w->pidfd = -1;
     if (pp->spawn) {
-        rc = spawn_worker(pp, w, sv[1], err);
+        rc = spawn_worker(pp, w, sv[1], err); /* closes sv[1] once
+                                                 spawned */
     } else if ((w->pid = fork()) == 0) {
         close(sv[0]);
         child_main(pp, sv[1]);
-    } else if (w->pid < 0) {
+    } else {
         int e = errno;
-        rc = pk_error_set(err, PK_ECREATE, e,
-                          "pk_procpool: fork failed (errno %d)", e);
+        close(sv[1]);
+        if (w->pid < 0)
+            rc = pk_error_set(err, PK_ECREATE, e,
+                              "pk_procpool: fork failed (errno %d)", e);
+        else
+            w->pidfd = pidfd_of(w->pid);
     }
-    close(sv[1]);
     if (rc) {
         close(sv[0]);
+        if (w->pidfd >= 0)
+            close(w->pidfd);
         pk__free(w);
         return rc;
     }
+    /* A reply stalled half-way (a stopped worker) does not hold the
+     * supervisor for ever: it is a broken worker after IO_STALL_MS. */
+    set_stall_timeout(w->fd);
     atomic_fetch_add_explicit(&pp->workers_started, 1, memory_order_relaxed);
     *res = w;
     return 0;
@@ -406,10 +508,9 @@ int
 pk__pp_worker_check(void *user, void *res, pk_error *err)
 {
     struct pp_worker *w = res;
-    struct pollfd p = { .fd = w->fd, .events = POLLIN };
 
     (void)user;
-    if (poll(&p, 1, 0) == 0)
+    if (!pk__pp_worker_ended(w) && poll_in(w->fd, 0) == 0)
         return 0;
     return pk_error_set(err, PK_ECHECK, 0,
                         "pk_procpool: worker %d is gone or broken",
@@ -425,34 +526,64 @@ nap_ms(int ms)
         ;
 }
 
-/* waitpid by pid, EINTR retried. Returns its result. */
-static pid_t
+/* Reaps w if it ended (flags 0: waits for it): through its pidfd when it
+ * has one (no pid reused since can be hit), else by pid. w->status gets
+ * a waitpid status, or -1 when someone else reaped it (ECHILD). Returns
+ * whether it is reaped. */
+static bool
 wait_for(struct pp_worker *w, int flags)
 {
+    siginfo_t si;
     pid_t r;
-    int st;
+    int st, rc;
 
+    if (w->pidfd >= 0) {
+        memset(&si, 0, sizeof si);
+        do
+            rc = waitid(P_PIDFD, (id_t)w->pidfd, &si, WEXITED | flags);
+        while (rc < 0 && errno == EINTR);
+        if (rc == 0 && si.si_pid == 0)
+            return false; /* WNOHANG: still running */
+        w->reaped = true;
+        w->status = rc < 0 ? -1
+                    : si.si_code == CLD_EXITED ? (si.si_status & 0xff) << 8
+                                               : si.si_status & 0x7f;
+        return true;
+    }
     do
         r = waitpid(w->pid, &st, flags);
     while (r < 0 && errno == EINTR);
-    if (r == w->pid) {
-        w->reaped = true;
-        w->status = st;
-    } else if (r < 0) {
-        w->reaped = true; /* ECHILD: someone else reaped it */
-        w->status = -1;
-    }
-    return r;
+    if (r == 0)
+        return false;
+    w->reaped = true;
+    w->status = r == w->pid ? st : -1; /* ECHILD: reaped by someone else */
+    return true;
+}
+
+/* SIGKILL to w, through its pidfd when it has one. */
+static void
+kill_worker(const struct pp_worker *w)
+{
+    if (w->pidfd >= 0)
+        syscall(SYS_pidfd_send_signal, w->pidfd, SIGKILL, NULL, 0);
+    else
+        kill(w->pid, SIGKILL);
+}
+
+bool
+pk__pp_worker_ended(const struct pp_worker *w)
+{
+    return w->reaped || (w->pidfd >= 0 && poll_in(w->pidfd, 0) == 1);
 }
 
 void
 pk__pp_worker_reap(struct pp_worker *w, int wait_ms)
 {
     for (int waited = 0; !w->reaped; waited++) {
-        if (wait_for(w, WNOHANG) != 0)
+        if (wait_for(w, WNOHANG))
             return;
         if (waited >= wait_ms) {
-            kill(w->pid, SIGKILL);
+            kill_worker(w);
             wait_for(w, 0);
             return;
         }
@@ -465,7 +596,7 @@ pk__pp_worker_kill(struct pp_worker *w)
 {
     if (w->reaped)
         return;
-    kill(w->pid, SIGKILL);
+    kill_worker(w);
     wait_for(w, 0);
 }
 
@@ -478,6 +609,8 @@ pk__pp_worker_destroy(void *user, void *res)
     shutdown(w->fd, SHUT_RDWR); /* the worker reads end of file */
     close(w->fd);
     pk__pp_worker_reap(w, 1000);
+    if (w->pidfd >= 0)
+        close(w->pidfd);
     atomic_fetch_add_explicit(&pp->workers_retired, 1, memory_order_relaxed);
     pk__free(w);
 }
@@ -489,6 +622,8 @@ pk__pp_worker_forget(void *user, void *res)
 
     (void)user;
     close(w->fd); /* no shutdown: the parent's worker must go on */
+    if (w->pidfd >= 0)
+        close(w->pidfd);
 }
 
 void

@@ -17,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -176,12 +175,16 @@ t_shared_sum(const void *data, size_t len, pk_future *self, pk_result *out,
     return ret_u64(sum, out);
 }
 
-/* Touches MiB megabytes, then frees them: the peak resident size grows. */
+/* Touches MiB megabytes and keeps them (a leak, on purpose), or with
+ * MiB's top bit set gives them back (no leak). */
+static volatile char *g_leaked[64];
+
 static int
 t_hog(const void *data, size_t len, pk_future *self, pk_result *out,
       pk_error *err)
 {
-    size_t n = (size_t)arg_u64(data, len) << 20;
+    uint64_t a = arg_u64(data, len);
+    size_t n = (size_t)(a & 0xffff) << 20;
     volatile char *p = malloc(n);
 
     (void)self;
@@ -190,22 +193,53 @@ t_hog(const void *data, size_t len, pk_future *self, pk_result *out,
         return PK_ENOMEM;
     for (size_t i = 0; i < n; i += 4096)
         p[i] = 1; /* volatile: the compiler keeps every page's store */
-    free((void *)p);
+    if (a >> 63) {
+        free((void *)p);
+    } else {
+        for (int i = 0; i < 64; i++)
+            if (!g_leaked[i]) {
+                g_leaked[i] = p;
+                break;
+            }
+    }
     return ret_u64((uint64_t)getpid(), out);
 }
 
+/* Forks a child that holds the worker's socket for 3 s, then dies: only
+ * the worker's pidfd can say so at once. */
 static int
-t_peak(const void *data, size_t len, pk_future *self, pk_result *out,
-       pk_error *err)
+t_die_leaving_child(const void *data, size_t len, pk_future *self,
+                    pk_result *out, pk_error *err)
 {
-    struct rusage ru;
+    pid_t pid = fork();
 
     (void)data;
     (void)len;
     (void)self;
+    (void)out;
     (void)err;
-    getrusage(RUSAGE_SELF, &ru);
-    return ret_u64((uint64_t)ru.ru_maxrss * 1024, out);
+    if (pid == 0) {
+        sleep_ms(3000);
+        _exit(0);
+    }
+    kill(getpid(), SIGKILL);
+    return 0;
+}
+
+/* The pid main() ran in: a spawned worker ran it itself, a fork has its
+ * parent's. */
+static pid_t g_main_pid;
+
+/* 1 if main() ran in this process. */
+static int
+t_ran_main(const void *data, size_t len, pk_future *self, pk_result *out,
+           pk_error *err)
+{
+    (void)data;
+    (void)len;
+    (void)self;
+    (void)err;
+    return ret_u64(g_main_pid == getpid(), out);
 }
 
 /* Set by worker_init in each worker. */
@@ -255,7 +289,8 @@ register_all(pk_registry *reg)
     pk_registry_register(reg, "inited", t_inited);
     pk_registry_register(reg, "shared_sum", t_shared_sum);
     pk_registry_register(reg, "hog", t_hog);
-    pk_registry_register(reg, "peak", t_peak);
+    pk_registry_register(reg, "die_leaving_child", t_die_leaving_child);
+    pk_registry_register(reg, "ran_main", t_ran_main);
 }
 
 static int
@@ -383,12 +418,13 @@ test_tasks_run_on_workers_and_results_come_back(void **state)
         f[i] = submit_u64(pp, "square", i);
     for (uint64_t i = 0; i < N; i++)
         assert_int_equal(get_u64(f[i]), i * i);
-    /* The work ran in other processes. */
+    /* The work ran in other processes, forks (main() did not run). */
     assert_int_not_equal(get_u64(submit_u64(pp, "pid", 0)),
                          (uint64_t)getpid());
+    assert_int_equal(get_u64(submit_u64(pp, "ran_main", 0)), 0);
     st = stats(pp);
-    assert_int_equal(st.submitted, N + 1);
-    assert_int_equal(st.completed, N + 1);
+    assert_int_equal(st.submitted, N + 2);
+    assert_int_equal(st.completed, N + 2);
     assert_int_equal(st.failed + st.died + st.timed_out + st.cancelled, 0);
     assert_true(st.workers_started >= 1 && st.workers_started <= 2);
     assert_true(st.workers <= 2);
@@ -490,22 +526,69 @@ test_workers_are_replaced_after_max_tasks(void **state)
 }
 
 static void
-test_a_worker_over_max_rss_is_replaced(void **state)
+test_a_worker_that_leaks_past_max_rss_growth_is_replaced(void **state)
 {
-    pk_procpool *pp = make((pk_procpool_options){ .max_workers = 1 });
-    uint64_t base = get_u64(submit_u64(pp, "peak", 0)), pid;
+    pk_procpool *pp = make((pk_procpool_options){
+        .max_workers = 1, .max_rss_growth = 64 << 20 });
+    uint64_t pid;
 
     (void)state;
-    pk_procpool_destroy(pp);
-    /* A worker starts at about this process's size (a fork). */
-    pp = make((pk_procpool_options){ .max_workers = 1,
-                                     .max_rss = base + (64 << 20) });
-    pid = get_u64(submit_u64(pp, "hog", 8));
-    assert_int_equal(get_u64(submit_u64(pp, "hog", 8)), pid); /* kept */
+    /* Memory used and given back is no growth, however big. */
+    pid = get_u64(submit_u64(pp, "hog", (1ull << 63) | 256));
+    assert_int_equal(get_u64(submit_u64(pp, "hog", 8)), pid); /* 8 kept */
+    assert_int_equal(get_u64(submit_u64(pp, "hog", 8)), pid); /* 16 */
     assert_int_equal(get_u64(submit_u64(pp, "hog", 128)), pid); /* ran */
     assert_int_not_equal(get_u64(submit_u64(pp, "pid", 0)), pid);
     assert_int_equal(stats(pp).over_rss, 1);
     assert_int_equal(stats(pp).workers_started, 2);
+    pk_procpool_destroy(pp);
+}
+
+static void
+test_a_death_is_seen_while_a_child_holds_the_socket(void **state)
+{
+    pk_procpool *pp = make((pk_procpool_options){ .max_workers = 1 });
+    time_t t0 = time(NULL);
+    pk_error e;
+
+    (void)state;
+    assert_int_equal(get_error(submit_u64(pp, "die_leaving_child", 0), &e),
+                     PK_EWORKER);
+    assert_true(time(NULL) - t0 < 3); /* not when the child lets go */
+    assert_int_equal(get_u64(submit_u64(pp, "square", 3)), 9);
+    pk_procpool_destroy(pp);
+}
+
+/* A future callback (on the supervisor thread) that submits to a full
+ * queue gets PK_EAGAIN at once: waiting there would wait for itself. */
+static _Atomic int g_cb_rc = 1;
+
+static void
+submit_from_callback(void *arg, pk_future *f)
+{
+    uint64_t v = 5;
+
+    (void)f;
+    g_cb_rc = pk_procpool_submit(arg, "square", &v, sizeof v, NULL);
+}
+
+static void
+test_a_callback_submit_to_a_full_queue_does_not_wait(void **state)
+{
+    pk_procpool *pp = make((pk_procpool_options){ .max_workers = 1,
+                                                  .queue_size = 1 });
+    pk_future *run = submit_u64(pp, "sleep", 200), *queued;
+
+    (void)state;
+    g_cb_rc = 1;
+    wait_busy(pp, 1);
+    queued = submit_u64(pp, "square", 2); /* the queue is full now */
+    assert_int_equal(pk_future_on_complete(run, submit_from_callback, pp),
+                     0);
+    assert_int_equal(get_u64(run), 1);
+    assert_int_equal(get_u64(queued), 4);
+    assert_int_equal(g_cb_rc, PK_EAGAIN);
+    assert_int_equal(get_u64(submit_u64(pp, "square", 3)), 9);
     pk_procpool_destroy(pp);
 }
 
@@ -1005,8 +1088,8 @@ static void
 test_spawned_workers_are_fresh_copies_of_the_program(void **state)
 {
     pk_procpool *pp = make((pk_procpool_options){
-        .max_workers = 2, .flags = PK_PROCPOOL_SPAWN, .shared_size = 1 << 20,
-        .task_timeout_ms = 300 });
+        .max_workers = 2, .flags = PK_PROCPOOL_SPAWN,
+        .shared_size = 1 << 20 });
     struct shared_job *j;
     pk_future *f;
     pk_error e;
@@ -1035,12 +1118,22 @@ test_spawned_workers_are_fresh_copies_of_the_program(void **state)
         0);
     assert_int_equal(get_u64(f), 3000);
     assert_int_equal(j->out, 3000);
-    /* Deaths and time limits as with forks. */
+    /* Not a fork: main() ran in the worker itself. */
+    assert_int_equal(get_u64(submit_u64(pp, "ran_main", 0)), 1);
+    /* Deaths as with forks. */
     assert_int_equal(get_error(submit_u64(pp, "crash", 0), &e), PK_EWORKER);
     assert_int_equal(e.sys, SIGKILL);
+    assert_int_equal(get_error(submit_u64(pp, "die_leaving_child", 0), &e),
+                     PK_EWORKER);
+    assert_int_equal(get_u64(submit_u64(pp, "square", 7)), 49);
+    pk_procpool_destroy(pp);
+    /* And a time limit. */
+    pp = make((pk_procpool_options){ .max_workers = 1,
+                                     .flags = PK_PROCPOOL_SPAWN,
+                                     .task_timeout_ms = 300 });
     assert_int_equal(get_error(submit_u64(pp, "sleep", 60000), &e),
                      PK_ETIMEDOUT);
-    assert_int_equal(get_u64(submit_u64(pp, "square", 7)), 49);
+    assert_int_equal(get_u64(submit_u64(pp, "square", 8)), 64);
     pk_procpool_destroy(pp);
     /* worker_init cannot reach a spawned worker. */
     assert_int_equal(
@@ -1062,6 +1155,7 @@ main(void)
 {
     pk_registry *spawned;
 
+    g_main_pid = getpid();
     /* A worker of a PK_PROCPOOL_SPAWN pool is this program run again:
      * it serves tasks here and never reaches the tests. */
     if (pk_registry_create(&spawned) != 0)
@@ -1078,7 +1172,9 @@ main(void)
         T(test_a_task_past_its_time_limit_is_killed),
         T(test_a_worker_killed_while_idle_is_not_given_work),
         T(test_workers_are_replaced_after_max_tasks),
-        T(test_a_worker_over_max_rss_is_replaced),
+        T(test_a_worker_that_leaks_past_max_rss_growth_is_replaced),
+        T(test_a_death_is_seen_while_a_child_holds_the_socket),
+        T(test_a_callback_submit_to_a_full_queue_does_not_wait),
         T(test_worker_init_runs_in_each_worker),
         T(test_big_payloads_and_max_result),
         T(test_shared_region_hands_data_over_in_place),
