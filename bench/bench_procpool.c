@@ -10,10 +10,11 @@
  *   many       20000 tiny tasks submitted at once to 2 workers, then all
  *              waited for: wall us per task
  *   map        pk_map over the pool's executor, 100000 tiny items, one
- *              task each (pk_map does not chunk named tasks), against
- *              executor.map with chunksize 100 (Python's answer to many
- *              small tasks); and map_chunked: the same items in poolkit
- *              tasks of 100 each (what chunksize does, by hand)
+ *              task each, against executor.map with chunksize 100
+ *              (Python's answer to many small tasks); and map_chunked:
+ *              the same map with pk_map's chunk option 100 (a
+ *              PK_TASK_CHUNK task carries 100 items, each with its own
+ *              outcome, as chunksize does)
  *   big        one task given 64 MiB: poolkit copying the bytes over the
  *              socket, poolkit with the bytes in its shared region
  *              (PK_TASK_SHARED: only the pointer travels), and Python
@@ -111,26 +112,6 @@ t_work(const void *data, size_t len, pk_future *self, pk_result *out,
     if (len == sizeof x)
         memcpy(&x, data, sizeof x);
     return ret_u32(work(x), out);
-}
-
-/* Items: their u32 arguments in, one u32 result each out. */
-static int
-t_work_chunk(const void *data, size_t len, pk_future *self, pk_result *out,
-             pk_error *err)
-{
-    const uint32_t *x = data;
-    uint32_t *r = malloc(len ? len : 1);
-
-    (void)self;
-    (void)err;
-    if (!r)
-        return PK_ENOMEM;
-    for (size_t i = 0; i < len / sizeof *x; i++)
-        r[i] = work(x[i]);
-    out->value = r;
-    out->len = len;
-    out->free_fn = free;
-    return 0;
 }
 
 static int
@@ -236,7 +217,7 @@ pk_many(void)
 }
 
 struct map_in {
-    uint32_t next, n, per;
+    uint32_t next, n;
     uint32_t *args;
 };
 
@@ -247,19 +228,20 @@ map_next(void *user, pk_task *t)
 
     if (in->next >= in->n)
         return 1;
-    t->name = in->per == 1 ? "work" : "work_chunk";
+    t->name = "work";
     t->data = &in->args[in->next];
-    t->len = in->per * sizeof *in->args;
-    in->next += in->per;
+    t->len = sizeof *in->args;
+    in->next++;
     return 0;
 }
 
-/* pk_map over the pool: MAP_N items, per of them in each task. */
+/* pk_map over the pool: MAP_N items, chunk of them in each task. */
 static double
-pk_map_items(uint32_t per)
+pk_map_items(size_t chunk)
 {
     pk_procpool *pp = make_pool(2, 0);
-    struct map_in in = { 0, MAP_N, per, malloc(MAP_N * sizeof(uint32_t)) };
+    struct map_in in = { 0, MAP_N, malloc(MAP_N * sizeof(uint32_t)) };
+    pk_map_options o = { .chunk = chunk };
     pk_executor *ex;
     pk_map *m;
     pk_result r;
@@ -273,7 +255,7 @@ pk_map_items(uint32_t per)
     if ((rc = pk_procpool_executor(pp, &ex)) != 0)
         die("pk_procpool_executor", rc);
     t0 = now_ns();
-    if ((rc = pk_map_create(&m, ex, map_next, &in, NULL)) != 0)
+    if ((rc = pk_map_create(&m, ex, map_next, &in, &o)) != 0)
         die("pk_map_create", rc);
     while ((rc = pk_map_next(m, &r, NULL, NULL)) == 0)
         r.free_fn(r.value);
@@ -488,7 +470,6 @@ main(int argc, char **argv)
     have_python = access(PYTHON, X_OK) == 0 && access(PEER, R_OK) == 0;
     if ((rc = pk_registry_create(&reg)) != 0 ||
         (rc = pk_registry_register(reg, "work", t_work)) != 0 ||
-        (rc = pk_registry_register(reg, "work_chunk", t_work_chunk)) != 0 ||
         (rc = pk_registry_register(reg, "length", t_length)) != 0)
         die("registry", rc);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)

@@ -39,7 +39,14 @@ typedef int (*pk_named_fn)(const void *data, size_t len, pk_future *self,
 enum pk_task_flags {
     /* data is a region shared with the executor (shared memory the caller
      * keeps alive until the future finishes): it is not copied. */
-    PK_TASK_SHARED = 1u << 0
+    PK_TASK_SHARED = 1u << 0,
+    /* data is a chunk of several calls of the named task, packed by
+     * pk_map (its `chunk` option over named items), and the task's result
+     * is their outcomes, packed: every poolkit executor runs such a task
+     * (pk_task_run does); an executor that runs named tasks its own way
+     * must too, or refuse it with PK_EINVAL. The layout is pk_map's: not
+     * for callers to build. */
+    PK_TASK_CHUNK = 1u << 1
 };
 
 /* What to run: set fn (and arg), or name (and data, len). */
@@ -212,8 +219,13 @@ typedef struct pk_map_options {
                           while each task carries under ~100 us of work,
                           up to max(1, window / 8) and 1024), 1 = one
                           executor task per item, n = n items (at most
-                          window). Only fn tasks are chunked: a named task
-                          is always submitted alone, as it is. */
+                          window). Automatic chunking is for fn tasks; a
+                          named task goes alone unless chunk is n > 1:
+                          then up to n consecutive named items of one
+                          name (not PK_TASK_SHARED) go as one
+                          PK_TASK_CHUNK task (Python's chunksize: one
+                          round trip to a worker process for n items),
+                          each item's outcome its own. */
     int order;         /* enum pk_map_order */
     int timeout_ms;    /* for the whole map, from pk_map_create: once it
                           passed, a pk_map_next that would wait returns

@@ -50,10 +50,10 @@ task_valid(const pk_task *task)
 
     if (!task || (task->fn != NULL) == (task->name != NULL))
         return 0;
-    if (task->flags & ~(unsigned)PK_TASK_SHARED)
+    if (task->flags & ~(unsigned)(PK_TASK_SHARED | PK_TASK_CHUNK))
         return 0;
     if (task->fn)
-        return 1;
+        return (task->flags & PK_TASK_CHUNK) == 0;
     len = strnlen(task->name, TASK_NAME_MAX + 1);
     return len >= 1 && len <= TASK_NAME_MAX && (task->data || !task->len);
 }
@@ -251,7 +251,9 @@ call(const pk_task *task, pk_named_fn named, pk_future *fut,
 
     memset(&out, 0, sizeof out);
     pk_error_clear(&err);
-    if (named)
+    if (named && (task->flags & PK_TASK_CHUNK))
+        rc = pk__chunk_run(named, task->data, task->len, fut, &out, &err);
+    else if (named)
         rc = named(task->data, task->len, fut, &out, &err);
     else
         rc = task->fn(task->arg, fut, &out, &err);

@@ -139,4 +139,34 @@ int pk__task_run_claimed(const pk_task *task, const pk_registry *reg,
  * visible then). Debug builds assert that f is a live future. */
 int pk__future_done(const pk_future *f);
 
+
+/* ---- chunks of named calls (chunk.c; PK_TASK_CHUNK) ------------------------------ */
+
+/* The map's side: a buffer of pk__chunk_calls_size(n, total bytes of the
+ * n calls) holds n calls: pk__chunk_calls_begin, then
+ * pk__chunk_calls_add for each (both return where the next goes). */
+size_t pk__chunk_calls_size(size_t n, size_t bytes);
+char *pk__chunk_calls_begin(void *buf, uint32_t n);
+char *pk__chunk_calls_add(char *p, const void *data, size_t len);
+
+/* The executor's side: runs fn on each call of the chunk in data, in
+ * turn, and makes *out the packed outcomes (pk__alloc'd, free_fn set).
+ * A task's failure is its outcome, not this call's. Returns 0,
+ * PK_EINVAL (not a chunk: err says so), PK_ECANCELED (a cancel asked
+ * for between calls), PK_ENOMEM. */
+int pk__chunk_run(pk_named_fn fn, const void *data, size_t len,
+                  pk_future *self, pk_result *out, pk_error *err);
+
+/* The map's side again: reads the n outcomes of a chunk's result, one
+ * per pk__chunk_next (*code; e filled for a failure; res a pk__alloc'd
+ * copy of a success's bytes). Return 0, PK_EINVAL (malformed), or
+ * PK_ENOMEM. */
+struct pk__chunk_reader {
+    const char *p, *end;
+};
+int pk__chunk_begin(struct pk__chunk_reader *rd, const void *data,
+                    size_t len, uint32_t n);
+int pk__chunk_next(struct pk__chunk_reader *rd, int *code, pk_error *e,
+                   pk_result *res);
+
 #endif /* PK_LIB_EXEC_EXECUTOR_INT_H */

@@ -120,6 +120,16 @@ is_named(const pk_task *t)
     return t->name != NULL && t->fn == NULL;
 }
 
+/* Whether named item t may share an executor task with others of its
+ * name: only when a chunk was asked for (a named item crosses processes:
+ * automatic timing cannot see its cost), and not for bytes in a shared
+ * region (those travel as a pointer, alone). */
+static int
+chunkable(const struct pk_map *m, const pk_task *t)
+{
+    return m->chunk > 1 && !(t->flags & PK_TASK_SHARED);
+}
+
 /* Mirrors the executor's check, so a bad item fails alone instead of
  * ending the map at submit. */
 static int
@@ -200,26 +210,33 @@ build(struct pk_map *m, struct unit **out)
     pk_task t;
 
     *out = NULL;
-    if (!room_for(m, k) && !(m->has_la && is_named(&m->la)))
+    if (!room_for(m, k) && !(m->has_la && is_named(&m->la) &&
+                             !chunkable(m, &m->la)))
         return 0;
     while (!u || u->n < u->cap) {
+        int named;
+
         if (take_item(m, &t))
             break;
-        if (u && is_named(&t) && task_valid(&t)) {
-            m->la = t; /* a named task goes alone: next unit */
+        named = is_named(&t) && task_valid(&t);
+        if (u && (named != u->named ||
+                  (named && !(u->packable && chunkable(m, &t) &&
+                              !strcmp(t.name, u->items[0].task.name))))) {
+            m->la = t; /* another kind of unit: the next one */
             m->has_la = 1;
             break;
         }
         if (!u) {
-            int named = is_named(&t) && task_valid(&t);
+            int alone = named && !chunkable(m, &t);
 
-            u = pk__map_unit_new(m, named ? 1 : k);
+            u = pk__map_unit_new(m, alone ? 1 : k);
             if (!u) {
                 m->la = t;
                 m->has_la = 1;
                 return PK_ENOMEM;
             }
             u->named = named;
+            u->packable = named && !alone;
         }
         place(m, u, &t);
     }
@@ -229,13 +246,43 @@ build(struct pk_map *m, struct unit **out)
 
 /* Submits u and hooks its completion. Returns 0 or submit's code (then
  * nothing changed hands). */
+/* The calls of a named unit of several items, packed (pk__alloc'd: the
+ * executor copies them at submit). */
+static void *
+pack(const struct unit *u, size_t *len)
+{
+    size_t bytes = 0;
+    char *buf, *p;
+
+    for (size_t i = 0; i < u->n; i++)
+        bytes += u->items[i].task.len;
+    *len = pk__chunk_calls_size(u->n, bytes);
+    buf = pk__alloc(*len);
+    if (!buf)
+        return NULL;
+    p = pk__chunk_calls_begin(buf, (uint32_t)u->n);
+    for (size_t i = 0; i < u->n; i++)
+        p = pk__chunk_calls_add(p, u->items[i].task.data,
+                                u->items[i].task.len);
+    return buf;
+}
+
 static int
 submit(struct pk_map *m, struct unit *u)
 {
+    void *packed = NULL;
     pk_task t;
     int rc;
 
-    if (u->named) {
+    if (u->named && u->n > 1) {
+        memset(&t, 0, sizeof t);
+        t.name = u->items[0].task.name;
+        t.flags = PK_TASK_CHUNK;
+        t.data = packed = pack(u, &t.len);
+        if (!packed)
+            return PK_ENOMEM;
+        u->packed = 1;
+    } else if (u->named) {
         t = u->items[0].task;
     } else {
         memset(&t, 0, sizeof t);
@@ -243,6 +290,7 @@ submit(struct pk_map *m, struct unit *u)
         t.arg = u;
     }
     rc = pk_executor_submit(m->ex, &t, &u->fut);
+    pk__free(packed);
     if (rc)
         return rc;
     link_unit(m, u);
@@ -387,6 +435,48 @@ not_run(struct unit *u, pk_error *err)
     return e.code;
 }
 
+/* One outcome of a chunk into it; a failure's detail kept. */
+static int
+unpack_one(struct pk__chunk_reader *rd, struct item *it)
+{
+    pk_error e;
+    int rc = pk__chunk_next(rd, &it->code, &e, &it->res);
+
+    if (rc == 0 && it->code && (e.msg[0] || e.sys)) {
+        it->err = pk__alloc(sizeof *it->err);
+        if (it->err)
+            *it->err = e;
+    }
+    return rc;
+}
+
+/* A chunk's outcomes into its items, once. A chunk that failed as a
+ * whole (a worker died, a cancel) leaves them NOT_RUN: each reports the
+ * chunk's error. */
+static void
+unpack(struct unit *u)
+{
+    struct pk__chunk_reader rd;
+    pk_result r;
+    size_t i = 0;
+
+    u->unpacked = 1;
+    if (pk_future_take_result(u->fut, &r) != 0)
+        return;
+    if (pk__chunk_begin(&rd, r.value, r.len, (uint32_t)u->n) == 0)
+        for (; i < u->n && unpack_one(&rd, &u->items[i]) == 0; i++)
+            ;
+    for (; i < u->n; i++) {
+        u->items[i].code = PK_EINVAL;
+        u->items[i].err = pk__alloc(sizeof *u->items[i].err);
+        if (u->items[i].err)
+            pk_error_set(u->items[i].err, PK_EINVAL, 0, "pk_map: a "
+                         "chunk's outcomes were malformed or cut short");
+    }
+    if (r.value && r.free_fn)
+        r.free_fn(r.value);
+}
+
 /* Hands out u's next item. */
 static int
 deliver(struct pk_map *m, pk_result *res, size_t *index, pk_error *err)
@@ -402,7 +492,9 @@ deliver(struct pk_map *m, pk_result *res, size_t *index, pk_error *err)
         *index = u->first + u->pos;
     u->pos++;
     m->ndelivered++;
-    if (u->named) {
+    if (u->packed && !u->unpacked)
+        unpack(u);
+    if (u->named && !u->packed) {
         rc = pk_future_take_result(u->fut, &r);
         if (rc) /* fills err, and marks the failure read */
             pk_future_error(u->fut, err ? err : &scratch);

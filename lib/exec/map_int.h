@@ -43,7 +43,12 @@ struct unit {
     size_t first;             /* index of items[0] */
     size_t n, cap;            /* items placed, items allocated */
     size_t pos;               /* next item to deliver; consumer */
-    int named;                /* one named task, submitted as it is */
+    int named;                /* named tasks: one, submitted as it is,
+                                 or (packable) several of one name,
+                                 packed into one PK_TASK_CHUNK task */
+    int packable;             /* named, and may take more of its name */
+    int packed;               /* submitted as a chunk of n > 1 calls */
+    int unpacked;             /* the chunk's outcomes are in items */
     int done;                 /* m->lock: its future finished */
     /* RUN_*: whether runner is on its items. A task may finish its own
      * future (pk_task_run allows it), and a fn unit's future is every

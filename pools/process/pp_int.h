@@ -50,6 +50,8 @@ struct pp_task_head {
     uint64_t fn;
     uint64_t len;
     uint64_t shared;
+    uint32_t chunk;       /* the data are a chunk of calls (PK_TASK_CHUNK) */
+    uint32_t pad;
 };
 
 /* A spawned worker's first words, once it serves: the pool waits for
@@ -78,10 +80,11 @@ int pk__pp_write_all(int fd, const void *p, size_t n);
 int pk__pp_read_all(int fd, void *p, size_t n);
 
 /* Sends a task: its header, name and bytes; with shared (the offset in
- * the shared region + 1) not 0, no bytes. fn NULL: by name. Returns 0 or
- * -errno. */
+ * the shared region + 1) not 0, no bytes. fn NULL: by name. chunk: the
+ * bytes are a chunk of calls. Returns 0 or -errno. */
 int pk__pp_send_task(int fd, pk_named_fn fn, const char *name,
-                     const void *data, size_t len, uint64_t shared);
+                     const void *data, size_t len, uint64_t shared,
+                     bool chunk);
 
 /* Sends a reply. Returns 0 or -errno. */
 int pk__pp_send_reply(int fd, int code, int sys, const char *msg,
@@ -146,6 +149,7 @@ struct pp_job {
     void *data;           /* copied, len bytes; or in the shared region */
     size_t len;
     bool shared;          /* data is the caller's, in the shared region */
+    bool chunk;           /* data is a chunk of calls (pk_map's) */
     unsigned tries;       /* sends to workers that died before reading */
 };
 

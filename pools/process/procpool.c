@@ -398,7 +398,8 @@ pk_procpool_submit(pk_procpool *pp, const char *name, const void *data,
 static int
 check_task(const pk_task *t)
 {
-    if (!t || t->fn || !t->name || (t->flags & ~(unsigned)PK_TASK_SHARED))
+    if (!t || t->fn || !t->name ||
+        (t->flags & ~(unsigned)(PK_TASK_SHARED | PK_TASK_CHUNK)))
         return PK_EINVAL;
     return 0;
 }
@@ -409,10 +410,12 @@ make_task_job(struct pk_procpool *pp, const pk_task *t, struct pp_job **out)
     int rc = check_task(t);
 
     *out = NULL;
-    if (rc)
-        return rc;
-    return make_job(pp, t->name, t->data, t->len,
-                    (t->flags & PK_TASK_SHARED) != 0, out);
+    if (rc == 0)
+        rc = make_job(pp, t->name, t->data, t->len,
+                      (t->flags & PK_TASK_SHARED) != 0, out);
+    if (rc == 0)
+        (*out)->chunk = (t->flags & PK_TASK_CHUNK) != 0;
+    return rc;
 }
 
 int

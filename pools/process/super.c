@@ -285,7 +285,8 @@ dispatch(struct pk_procpool *pp)
                              j->data, j->len,
                              j->shared ? (uint64_t)((char *)j->data -
                                                     pp->shared) + 1
-                                       : 0) != 0) {
+                                       : 0,
+                             j->chunk) != 0) {
             /* The worker died idle: the job never ran. */
             pk_pool_release(pp->core, &l, PK_RELEASE_BROKEN);
             unsent(pp, j);

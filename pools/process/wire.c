@@ -57,13 +57,14 @@ pk__pp_read_all(int fd, void *p, size_t n)
 
 int
 pk__pp_send_task(int fd, pk_named_fn fn, const char *name, const void *data,
-                 size_t len, uint64_t shared)
+                 size_t len, uint64_t shared, bool chunk)
 {
     struct pp_task_head h = { .magic = PK__PP_TASK_MAGIC,
                               .name_len = (uint32_t)strlen(name),
                               .fn = (uint64_t)(uintptr_t)fn,
                               .len = len,
-                              .shared = shared };
+                              .shared = shared,
+                              .chunk = chunk };
     int rc = pk__pp_write_all(fd, &h, sizeof h);
 
     if (rc == 0)

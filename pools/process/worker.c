@@ -156,7 +156,9 @@ run_task(const struct serve *sv, const struct pp_task_head *h)
     if (rc)
         return rc;
     rc = find_task(sv, h, name, data, &fn, &in, &err);
-    if (rc == 0)
+    if (rc == 0 && h->chunk)
+        rc = pk__chunk_run(fn, in, (size_t)h->len, NULL, &res, &err);
+    else if (rc == 0)
         rc = fn(in, (size_t)h->len, NULL, &res, &err);
     free(data);
     if (rc > 0)

@@ -536,6 +536,111 @@ test_named_tasks_mix_with_chunked_fn_tasks(void **state)
     pk_registry_destroy(reg);
 }
 
+/* Named items of one name with an explicit chunk go 8 to an executor
+ * task (PK_TASK_CHUNK), each with its own outcome: bytes back, or a
+ * failure with its code, sys and message. On the thread pool and on the
+ * inline executor (both run chunks through pk_task_run). */
+static int
+named_bytes(const void *data, size_t len, pk_future *self, pk_result *out,
+            pk_error *err)
+{
+    uintptr_t i, *v;
+
+    (void)self;
+    if (len != sizeof i)
+        return PK_EINVAL;
+    memcpy(&i, data, sizeof i);
+    if (i % 10 == 3)
+        return pk_error_set(err, PK_ECHECK, (int)i, "item %zu fails",
+                            (size_t)i);
+    v = malloc(sizeof *v);
+    if (!v)
+        return PK_ENOMEM;
+    *v = i * 3 + 1;
+    out->value = v;
+    out->len = sizeof *v;
+    out->free_fn = free;
+    return 0;
+}
+
+struct named_in {
+    size_t i, n;
+    uintptr_t args[1000];
+};
+
+static int
+next_named(void *user, pk_task *t)
+{
+    struct named_in *in = user;
+
+    if (in->i == in->n)
+        return 1;
+    in->args[in->i] = in->i;
+    t->name = "bytes";
+    t->data = &in->args[in->i];
+    t->len = sizeof in->args[0];
+    in->i++;
+    return 0;
+}
+
+static void
+map_named_chunks(pk_executor *inner)
+{
+    static struct named_in in;
+    pk_executor *ex = make_counting(inner);
+    pk_map_options o = { .chunk = 8 };
+    pk_map *m = NULL;
+    pk_result r;
+    pk_error e;
+    size_t idx, got = 0;
+    int rc;
+
+    in.i = 0;
+    in.n = 1000;
+    assert_int_equal(pk_map_create(&m, ex, next_named, &in, &o), 0);
+    while ((rc = pk_map_next(m, &r, &idx, &e)) != 1) {
+        assert_int_equal(idx, got);
+        if (idx % 10 == 3) {
+            char want[64];
+            snprintf(want, sizeof want, "item %zu fails", idx);
+            assert_int_equal(rc, PK_ECHECK);
+            assert_int_equal(e.sys, (int)idx);
+            assert_string_equal(e.msg, want);
+        } else {
+            assert_int_equal(rc, 0);
+            assert_int_equal(r.len, sizeof(uintptr_t));
+            assert_int_equal(*(uintptr_t *)r.value, idx * 3 + 1);
+            r.free_fn(r.value);
+        }
+        got++;
+    }
+    assert_int_equal(got, 1000);
+    assert_int_equal(atomic_load(&submits), 1000 / 8);
+    pk_map_destroy(m);
+    pk_executor_destroy(ex);
+}
+
+static void
+test_named_items_of_one_name_go_in_chunks(void **state)
+{
+    pk_threadpool_options to = { .max_threads = 2 };
+    pk_registry *reg = NULL;
+    pk_executor *pool = NULL, *inl = NULL;
+
+    (void)state;
+    assert_int_equal(pk_registry_create(&reg), 0);
+    assert_int_equal(pk_registry_register(reg, "bytes", named_bytes), 0);
+    to.registry = reg;
+    assert_int_equal(pk_threadpool_create(&tp, &to), 0);
+    assert_int_equal(pk_threadpool_executor(tp, &pool), 0);
+    map_named_chunks(pool);
+    drop_pool(pool);
+    assert_int_equal(pk_inline_executor_create(&inl, reg, NULL, NULL), 0);
+    map_named_chunks(inl);
+    pk_executor_destroy(inl);
+    pk_registry_destroy(reg);
+}
+
 /* ---- progress ----------------------------------------------------------- */
 
 struct prog {
@@ -1047,6 +1152,7 @@ main(void)
         T(test_automatic_chunking_cuts_tasks_for_tiny_items),
         T(test_automatic_chunking_leaves_slow_items_alone),
         T(test_named_tasks_mix_with_chunked_fn_tasks),
+        T(test_named_items_of_one_name_go_in_chunks),
         T(test_progress_is_monotonic_and_reaches_total),
         T(test_failing_item_reports_code_and_index_and_map_goes_on),
         T(test_invalid_input_task_fails_alone),

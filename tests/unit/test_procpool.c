@@ -62,6 +62,16 @@ t_square(const void *data, size_t len, pk_future *self, pk_result *out,
     return ret_u64(v * v, out);
 }
 
+/* A square, but item 40 crashes its worker. */
+static int
+t_square_or_crash(const void *data, size_t len, pk_future *self,
+                  pk_result *out, pk_error *err)
+{
+    if (arg_u64(data, len) == 40)
+        kill(getpid(), SIGKILL);
+    return t_square(data, len, self, out, err);
+}
+
 static int
 t_fail(const void *data, size_t len, pk_future *self, pk_result *out,
        pk_error *err)
@@ -280,6 +290,7 @@ register_all(pk_registry *reg)
 {
     pk_registry_register(reg, "square", t_square);
     pk_registry_register(reg, "fail", t_fail);
+    pk_registry_register(reg, "square_or_crash", t_square_or_crash);
     pk_registry_register(reg, "crash", t_crash);
     pk_registry_register(reg, "exit3", t_exit3);
     pk_registry_register(reg, "sleep", t_sleep);
@@ -849,6 +860,7 @@ test_a_full_queue_refuses_or_waits(void **state)
 /* pk_map over the pool's executor: squares of 0..N-1, in order. */
 struct map_in {
     uint64_t next, n;
+    const char *name;
     uint64_t args[64];
 };
 
@@ -860,7 +872,7 @@ map_next(void *user, pk_task *t)
     if (in->next == in->n)
         return 1;
     in->args[in->next] = in->next;
-    t->name = "square";
+    t->name = in->name ? in->name : "square";
     t->data = &in->args[in->next];
     t->len = sizeof in->args[0];
     in->next++;
@@ -893,6 +905,25 @@ test_the_executor_runs_a_map_in_order(void **state)
     assert_int_equal(rc, 1);
     assert_int_equal(want, 64);
     pk_map_destroy(m);
+    /* In chunks of 16 (one round trip each); item 40 kills its worker:
+     * its chunk (32..47) fails with PK_EWORKER, the rest go on. */
+    in = (struct map_in){ .n = 64, .name = "square_or_crash" };
+    assert_int_equal(pk_map_create(&m, ex, map_next, &in,
+                                   &(pk_map_options){ .chunk = 16 }),
+                     0);
+    for (want = 0; (rc = pk_map_next(m, &r, &idx, NULL)) != 1; want++) {
+        assert_int_equal(idx, want);
+        if (want >= 32 && want < 48) {
+            assert_int_equal(rc, PK_EWORKER);
+            continue;
+        }
+        assert_int_equal(rc, 0);
+        assert_int_equal(*(uint64_t *)r.value, want * want);
+        r.free_fn(r.value);
+    }
+    assert_int_equal(want, 64);
+    pk_map_destroy(m);
+    assert_int_equal(stats(pp).died, 1);
     /* A function task means nothing to a worker. */
     assert_int_equal(pk_executor_submit(ex, &(pk_task){ .fn = NULL,
                                                          .name = NULL },
