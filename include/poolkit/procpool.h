@@ -72,6 +72,16 @@
  * region sends only the offset and the length, and the task reads the
  * caller's bytes in place (and may write its output there too).
  *
+ * Known limits of this increment. The pool's thread writes a task's
+ * bytes to its worker and waits for a spawned worker's hello itself: a
+ * worker that does not read (stuck in worker_init, or a spawned copy
+ * slow to reach pk_procpool_worker_main) holds that thread, and with it
+ * every other worker's replies and time limits, while a task larger
+ * than the socket's buffer (about 200 KiB) is written, or up to 10 s for
+ * the hello: keep worker_init short, and big inputs in the shared
+ * region. A worker whose parent died goes on with the task it runs, and
+ * exits once idle.
+ *
  * Signals: the pool installs no handler, writes with MSG_NOSIGNAL, and
  * reaps only its own workers, by pid (a SIGCHLD handler that calls
  * waitpid(-1) steals their status: the message then says "unknown").

@@ -252,6 +252,22 @@ t_ran_main(const void *data, size_t len, pk_future *self, pk_result *out,
     return ret_u64(g_main_pid == getpid(), out);
 }
 
+/* Runs until the test sets the 32-bit flag its bytes point at, in the
+ * pool's shared region: a task that is surely still running. */
+static int
+t_block(const void *data, size_t len, pk_future *self, pk_result *out,
+        pk_error *err)
+{
+    const uint32_t *flag = data;
+
+    (void)len;
+    (void)self;
+    (void)err;
+    while (!__atomic_load_n(flag, __ATOMIC_ACQUIRE))
+        sleep_ms(1);
+    return ret_u64(1, out);
+}
+
 /* Set by worker_init in each worker. */
 static uint64_t g_inited;
 
@@ -302,6 +318,7 @@ register_all(pk_registry *reg)
     pk_registry_register(reg, "hog", t_hog);
     pk_registry_register(reg, "die_leaving_child", t_die_leaving_child);
     pk_registry_register(reg, "ran_main", t_ran_main);
+    pk_registry_register(reg, "block", t_block);
 }
 
 static int
@@ -380,6 +397,38 @@ stats(pk_procpool *pp)
 
     assert_int_equal(pk_procpool_stats_get(pp, &st), 0);
     return st;
+}
+
+/* A "block" task on pp (made with a shared region), its flag cleared:
+ * it runs until unblock(pp). */
+static pk_future *
+submit_block(pk_procpool *pp)
+{
+    pk_future *f = NULL;
+    void *base;
+    size_t size;
+
+    assert_int_equal(pk_procpool_shared(pp, &base, &size), 0);
+    assert_non_null(base);
+    __atomic_store_n((uint32_t *)base, 0, __ATOMIC_RELEASE);
+    assert_int_equal(
+        pk_procpool_submit_task(pp, &(pk_task){ .name = "block",
+                                                .data = base,
+                                                .len = sizeof(uint32_t),
+                                                .flags = PK_TASK_SHARED },
+                                &f),
+        0);
+    return f;
+}
+
+static void
+unblock(pk_procpool *pp)
+{
+    void *base;
+    size_t size;
+
+    assert_int_equal(pk_procpool_shared(pp, &base, &size), 0);
+    __atomic_store_n((uint32_t *)base, 1, __ATOMIC_RELEASE);
 }
 
 /* Waits (up to 10 s) until n tasks are on workers. */
@@ -587,8 +636,9 @@ static void
 test_a_callback_submit_to_a_full_queue_does_not_wait(void **state)
 {
     pk_procpool *pp = make((pk_procpool_options){ .max_workers = 1,
-                                                  .queue_size = 1 });
-    pk_future *run = submit_u64(pp, "sleep", 200), *queued;
+                                                  .queue_size = 1,
+                                                  .shared_size = 4096 });
+    pk_future *run = submit_block(pp), *queued;
 
     (void)state;
     g_cb_rc = 1;
@@ -596,6 +646,7 @@ test_a_callback_submit_to_a_full_queue_does_not_wait(void **state)
     queued = submit_u64(pp, "square", 2); /* the queue is full now */
     assert_int_equal(pk_future_on_complete(run, submit_from_callback, pp),
                      0);
+    unblock(pp);
     assert_int_equal(get_u64(run), 1);
     assert_int_equal(get_u64(queued), 4);
     assert_int_equal(g_cb_rc, PK_EAGAIN);
@@ -755,16 +806,20 @@ test_shutdown_drain_runs_what_is_queued(void **state)
 static void
 test_shutdown_cancel_and_kill(void **state)
 {
-    pk_procpool *pp = make((pk_procpool_options){ .max_workers = 1 });
+    pk_procpool *pp = make((pk_procpool_options){ .max_workers = 1,
+                                                  .shared_size = 4096 });
     pk_future *run, *queued[5];
     uint64_t t0;
 
     (void)state;
-    run = submit_u64(pp, "sleep", 300);
+    run = submit_block(pp);
     for (int i = 0; i < 5; i++)
         queued[i] = submit_u64(pp, "square", (uint64_t)i);
     wait_busy(pp, 1); /* run is on the worker */
     /* CANCEL: the queued ones end cancelled, the running one finishes. */
+    assert_int_equal(pk_procpool_shutdown(pp, PK_SHUTDOWN_CANCEL, 0),
+                     PK_ETIMEDOUT); /* run still runs */
+    unblock(pp);
     assert_int_equal(pk_procpool_shutdown(pp, PK_SHUTDOWN_CANCEL, 10000), 0);
     assert_int_equal(get_u64(run), 1);
     for (int i = 0; i < 5; i++) {
@@ -790,13 +845,15 @@ test_shutdown_cancel_and_kill(void **state)
 static void
 test_shutdown_that_times_out_leaves_the_pool_valid(void **state)
 {
-    pk_procpool *pp = make((pk_procpool_options){ .max_workers = 1 });
-    pk_future *f = submit_u64(pp, "sleep", 400);
+    pk_procpool *pp = make((pk_procpool_options){ .max_workers = 1,
+                                                  .shared_size = 4096 });
+    pk_future *f = submit_block(pp);
 
     (void)state;
     wait_busy(pp, 1);
     assert_int_equal(pk_procpool_shutdown(pp, PK_SHUTDOWN_DRAIN, 20),
                      PK_ETIMEDOUT);
+    unblock(pp);
     assert_int_equal(pk_procpool_shutdown(pp, PK_SHUTDOWN_DRAIN, 10000), 0);
     assert_int_equal(get_u64(f), 1);
     pk_procpool_destroy(pp);
@@ -828,17 +885,19 @@ static void
 test_a_full_queue_refuses_or_waits(void **state)
 {
     pk_procpool *pp = make((pk_procpool_options){
-        .max_workers = 1, .queue_size = 2, .submit_timeout_ms = PK_ALWAYS });
+        .max_workers = 1, .queue_size = 2, .submit_timeout_ms = PK_ALWAYS,
+        .shared_size = 4096 });
     pk_future *run, *q1, *q2;
     uint64_t v = 1;
 
     (void)state;
-    run = submit_u64(pp, "sleep", 300);
+    run = submit_block(pp);
     wait_busy(pp, 1); /* off the queue, on the worker */
     q1 = submit_u64(pp, "square", 1);
     q2 = submit_u64(pp, "square", 2);
     assert_int_equal(pk_procpool_submit(pp, "square", &v, sizeof v, NULL),
                      PK_EAGAIN);
+    unblock(pp);
     assert_int_equal(get_u64(run), 1);
     assert_int_equal(get_u64(q1), 1);
     assert_int_equal(get_u64(q2), 4);
@@ -846,12 +905,14 @@ test_a_full_queue_refuses_or_waits(void **state)
 
     /* With a timeout: PK_ETIMEDOUT, then room once the worker is free. */
     pp = make((pk_procpool_options){ .max_workers = 1, .queue_size = 1,
-                                     .submit_timeout_ms = 50 });
-    run = submit_u64(pp, "sleep", 400);
+                                     .submit_timeout_ms = 50,
+                                     .shared_size = 4096 });
+    run = submit_block(pp);
     wait_busy(pp, 1);
     q1 = submit_u64(pp, "square", 3);
     assert_int_equal(pk_procpool_submit(pp, "square", &v, sizeof v, NULL),
                      PK_ETIMEDOUT);
+    unblock(pp);
     assert_int_equal(get_u64(run), 1);
     assert_int_equal(get_u64(q1), 9);
     pk_procpool_destroy(pp);
