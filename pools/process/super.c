@@ -157,8 +157,7 @@ lost(struct pk_procpool *pp, struct pp_busy *b, int rc)
         emit_died(pp, w, &e);
     }
     j = vacate(pp, b, PK_RELEASE_BROKEN); /* w is freed */
-    pk_future_fail(j->fut, e.code, e.sys, "%s", e.msg);
-    done(pp, j);
+    fail(pp, j, &e);
 }
 
 static void
@@ -176,18 +175,16 @@ collect(struct pk_procpool *pp, struct pp_busy *b)
 static void
 time_out(struct pk_procpool *pp, struct pp_busy *b)
 {
-    pid_t pid = b->w->pid;
-    struct pp_job *j;
+    pk_error e;
 
     pk__pp_worker_kill(b->w);
+    pk_error_set(&e, PK_ETIMEDOUT, 0, "pk_procpool: task '%s' ran past "
+                 "task_timeout_ms (%llu ms): worker %d killed",
+                 b->job->name,
+                 (unsigned long long)(pp->task_timeout_ns / 1000000u),
+                 (int)b->w->pid);
     atomic_fetch_add_explicit(&pp->timed_out, 1, memory_order_relaxed);
-    j = vacate(pp, b, PK_RELEASE_BROKEN);
-    pk_future_fail(j->fut, PK_ETIMEDOUT, 0,
-                   "pk_procpool: task '%s' ran past task_timeout_ms (%llu "
-                   "ms): worker %d killed", j->name,
-                   (unsigned long long)(pp->task_timeout_ns / 1000000u),
-                   (int)pid);
-    done(pp, j);
+    fail(pp, vacate(pp, b, PK_RELEASE_BROKEN), &e);
 }
 
 /* Stops b's task by killing its worker: a KILL shutdown, or a cancel
