@@ -423,6 +423,44 @@ PK_API int pk_pool_stats_get(pk_pool *pool, pk_pool_stats *out);
  * Returns: 0, PK_EINVAL, PK_EFORKED. Threads: safe. */
 PK_API int pk_pool_stats_reset_wait(pk_pool *pool);
 
+/* ---- deadlines --------------------------------------------------------
+ *
+ * The clock and the deadline arithmetic behind every timeout_ms of
+ * poolkit, for code that waits on something of its own (a socket, say)
+ * under a caller's timeout: turn the timeout into a deadline once, then
+ * give each step what is left of it, so a timeout covering several steps
+ * is not restarted by each. A deadline is nanoseconds on pk_clock_ns()'s
+ * scale; PK_NO_DEADLINE is none. */
+#define PK_NO_DEADLINE UINT64_MAX
+
+/* Now, in nanoseconds, on CLOCK_MONOTONIC (the clock every poolkit wait
+ * uses). Cannot fail. Threads: safe. */
+PK_API uint64_t pk_clock_ns(void);
+
+/* The deadline timeout_ms from now: PK_NO_DEADLINE for PK_WAIT_FOREVER,
+ * now for 0. Any other negative timeout is not a timeout (PK_EINVAL in
+ * every call that takes one); here it gives now as well, a deadline
+ * already passed, so a mistake ends a wait at once instead of never.
+ * Returns: the deadline. Threads: safe. */
+PK_API uint64_t pk_deadline_after(int timeout_ms);
+
+/* Milliseconds left until deadline, rounded up, so a wait of that many ms
+ * (poll, a timed wait) never ends before the deadline: PK_WAIT_FOREVER for
+ * PK_NO_DEADLINE, 0 once the deadline has passed, at most INT_MAX.
+ * Returns: the milliseconds (a timeout_ms to pass on). Threads: safe. */
+PK_API int pk_deadline_ms_left(uint64_t deadline);
+
+/* Waits until fd is ready for events (poll(2) bits: POLLIN, POLLOUT...)
+ * or the deadline passes. The deadline is looked at first: once it has
+ * passed this returns 0 without looking at fd, so a loop of waits and
+ * reads ends by the deadline even while data keeps coming. A signal
+ * (EINTR) does not end the wait. POLLERR and POLLHUP count as ready: the
+ * next read or write says what happened.
+ * Returns: 1 (ready), 0 (the deadline passed), PK_EINVAL (fd negative or
+ * not open, events 0), PK_ENOMEM, or another -errno of poll().
+ * Threads: safe. */
+PK_API int pk_wait_fd(int fd, short events, uint64_t deadline);
+
 /* ---- groups ----------------------------------------------------------- */
 
 /* A group: keyed pools that draw on one budget of `max_total` resources.
