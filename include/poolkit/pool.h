@@ -207,7 +207,8 @@ enum pk_release_status {
 };
 
 /* Lends a resource, waiting up to timeout_ms (0: no wait; a 0-timeout call
- * never waits for a create and returns PK_EAGAIN; PK_WAIT_FOREVER).
+ * takes an idle resource or returns PK_EAGAIN: it never creates, see
+ * pk_pool_acquire_or_create; PK_WAIT_FOREVER).
  * Waiters are served in arrival order. Use the pk_pool_acquire macro, which
  * records the acquire site for leak reports.
  * Failed creates: the pool retries them itself, after a backoff (see the
@@ -236,6 +237,33 @@ PK_API int pk_pool_acquire_at(pk_pool *pool, pk_lease *lease, int timeout_ms,
                               pk_error *err, const char *file, int line);
 #define pk_pool_acquire(pool, lease, timeout_ms, err) \
     pk_pool_acquire_at((pool), (lease), (timeout_ms), (err), __FILE__, __LINE__)
+
+/* Lends an idle resource, or makes one, but never waits for a release:
+ * the acquire of a caller that must not block on other callers yet may
+ * pay for a create (a cold pool gets a resource, where a 0 ms
+ * pk_pool_acquire answers PK_EAGAIN). With nothing idle and room under
+ * max_size it runs a create on this thread (under max_creating and a
+ * group's budget, for which another member's idle resource may be
+ * retired, as for any acquire) and lends what that create made; while
+ * max_creating creates are under way it waits for one to end (which may
+ * also bring it a resource). With the pool full, paused, or a group's
+ * budget spent with nothing to retire, it returns PK_EAGAIN at once.
+ * While creates fail: its own create's error, or, before the next attempt
+ * is due, the last one replayed (as pk_pool_acquire says). If what it
+ * got fails its check it is retired and this returns PK_EAGAIN (no
+ * second try). Use the pk_pool_acquire_or_create macro (it records the
+ * acquire site).
+ * Returns: 0, PK_EAGAIN, PK_EINVAL, PK_ESHUTDOWN, PK_EFORKED, PK_ENOMEM,
+ * or a failed create's code; every failure fills err (when not NULL).
+ * Owner: lease and err borrowed (err may be NULL); file must be a static
+ * string. Threads: safe; create and check may run on this thread.
+ * Timeout: none of its own: it takes as long as the creates it runs or
+ * waits for (the create hooks bound that). */
+PK_API int pk_pool_acquire_or_create_at(pk_pool *pool, pk_lease *lease,
+                                        pk_error *err, const char *file,
+                                        int line);
+#define pk_pool_acquire_or_create(pool, lease, err) \
+    pk_pool_acquire_or_create_at((pool), (lease), (err), __FILE__, __LINE__)
 
 /* Gives a lease back. status is a pk_release_status. OK runs the reset
  * hook, then hands the resource to the longest waiter or makes it idle;

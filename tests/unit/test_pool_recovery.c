@@ -158,6 +158,53 @@ test_short_deadline_fails_fast_with_the_replayed_error(void **state)
     pk_pool_destroy(p);
 }
 
+/* pk_pool_acquire_or_create runs the create itself and gets that
+ * create's own error at once (never PK_ETIMEDOUT); in the backoff it makes
+ * none and gets the last error replayed; once the backoff has passed and
+ * the server is back, it makes the resource. */
+static void
+test_acquire_or_create_returns_its_create_error(void **state)
+{
+    pk_pool_options o;
+    pk_pool *p;
+    pk_lease l;
+    pk_error err;
+    pk_pool_stats st;
+
+    (void)state;
+    ph_options(&o, &ctx, &clk);
+    o.backoff_initial_ms = 100; /* streak 1: [50,100] ms */
+    p = ph_new_pool(&o);
+    ph_fail_creates(&ctx, -1, PK_ECONNECT, 111, "db down");
+
+    pk_error_clear(&err);
+    assert_int_equal(pk_pool_acquire_or_create(p, &l, &err), PK_ECONNECT);
+    assert_int_equal(err.code, PK_ECONNECT);
+    assert_int_equal(err.sys, 111);
+    assert_string_equal(err.msg, "db down");
+    assert_int_equal(atomic_load(&ctx.create_calls), 1);
+    st = ph_stats(p);
+    assert_int_equal(st.waiters, 0);
+    assert_int_equal(st.timeouts, 0);
+    assert_int_equal(st.create_failures, 1);
+
+    ph_clock_advance_ms(&clk, 30);
+    pk_error_clear(&err);
+    assert_int_equal(pk_pool_acquire_or_create(p, &l, &err), PK_ECONNECT);
+    assert_replayed(&err, PK_ECONNECT, 111, "db down");
+    assert_int_equal(atomic_load(&ctx.create_calls), 1);
+    assert_int_equal(ph_stats(p).waiters, 0);
+
+    ph_fail_creates(&ctx, 0, 0, 0, NULL);
+    ph_clock_advance_ms(&clk, 200);
+    assert_int_equal(pk_pool_acquire_or_create(p, &l, &err), 0);
+    assert_non_null(l.resource);
+    assert_int_equal(atomic_load(&ctx.create_calls), 2);
+    assert_int_equal(ph_stats(p).last_create_error, 0);
+    ph_give(p, &l);
+    pk_pool_destroy(p);
+}
+
 /* The cap of the backoff is max_backoff_waiting_ms while anyone waits,
  * max_backoff_ms while nobody does. */
 static void
@@ -343,6 +390,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         T(test_long_deadline_gets_a_resource_once_creates_succeed_again),
+        T(test_acquire_or_create_returns_its_create_error),
         T(test_short_deadline_fails_fast_with_the_replayed_error),
         T(test_short_cap_applies_only_while_someone_waits),
         T(test_retries_keep_max_creating),
