@@ -309,8 +309,11 @@ typedef void (*pk_ticket_fn)(void *arg, pk_pool_ticket *ticket);
  * PK_POOL_MANUAL_MAINTENANCE), never on the caller. While creates fail,
  * the ticket waits for the retries as a blocking acquire does (see
  * pk_pool_acquire): one whose deadline ends before the next attempt fails
- * with the last create's error replayed (at once: *ready = 1 when that is
- * already so in this call). When it is served, times out (timeout_ms; 0 =
+ * as soon as that is known, without waiting for its deadline: with the
+ * error of the create the helper made for it (for the oldest waiting
+ * ticket) as is, if that create failed last, else with the last create's
+ * error replayed (at once: *ready = 1 when that is already so in this
+ * call). When it is served, times out (timeout_ms; 0 =
  * acquire_timeout_ms) or fails, cb runs (if given) and the ticket's
  * eventfd, if pk_pool_ticket_fd made one, becomes readable.
  * Returns: 0, PK_EINVAL, PK_ENOMEM, PK_ESHUTDOWN, PK_EFORKED, PK_ECREATE

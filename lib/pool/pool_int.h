@@ -82,6 +82,11 @@ struct pk__waiter {
     int line;
     int timeout_ms;               /* as asked for (for the messages) */
     struct pk_pool_ticket *ticket; /* async waiter, or NULL */
+    /* A ticket: st_create_failures just after a create the helper made
+     * for it failed (pool_maint.c). While no create failed since, that
+     * error is its own, given as is rather than replayed (pool_async.c),
+     * as a blocking acquirer gets the error of a create it ran. */
+    uint64_t own_failure;
     /* Group budget request (pool_group.c); linked under the group lock. */
     struct pk__dnode glink;
     struct pk_pool *gpool;
