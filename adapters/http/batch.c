@@ -41,7 +41,7 @@ struct run {
     int nfds;
     int fd[SOCKS_PER_RUN];
     short events[SOCKS_PER_RUN];
-    uint64_t timer_at;  /* PK__HTTP_NO_DEADLINE: none */
+    uint64_t timer_at;  /* PK_NO_DEADLINE: none */
     int alive;          /* transfers still running in its multi (0 or 1) */
 };
 
@@ -97,8 +97,8 @@ on_timer(CURLM *m, long timeout_ms, void *userp)
 {
     struct run *r = userp;
     (void)m;
-    r->timer_at = timeout_ms < 0 ? PK__HTTP_NO_DEADLINE
-                                 : pk__http_now_ns() +
+    r->timer_at = timeout_ms < 0 ? PK_NO_DEADLINE
+                                 : pk_clock_ns() +
                                        (uint64_t)timeout_ms * 1000000u;
     return 0;
 }
@@ -159,7 +159,7 @@ add_run(struct batch *bt, size_t i)
     struct pk__http_job *j = &bt->jobs[i];
     struct run *r = &bt->runs[bt->nruns];
     *r = (struct run){ .job = j, .h = j->lease.lease_.resource, .index = i,
-                       .timer_at = PK__HTTP_NO_DEADLINE, .alive = 1 };
+                       .timer_at = PK_NO_DEADLINE, .alive = 1 };
     CURLM *m = r->h->multi;
     curl_multi_setopt(m, CURLMOPT_SOCKETFUNCTION, on_socket);
     curl_multi_setopt(m, CURLMOPT_SOCKETDATA, r);
@@ -180,12 +180,12 @@ start_some(struct batch *bt)
     while (bt->nruns < bt->max && (i = peek_next(bt)) != SIZE_MAX) {
         struct pk__http_job *j = &bt->jobs[i];
         if (bt->deadline[i] == 0)
-            bt->deadline[i] = pk__http_deadline_after(
+            bt->deadline[i] = pk_deadline_after(
                 pk__http_timeout_of(bt->pool, j->rq->timeout_ms));
         uint64_t until = bt->deadline[i] < bt->batch_deadline
                              ? bt->deadline[i]
                              : bt->batch_deadline;
-        int left = pk__http_ms_left(until);
+        int left = pk_deadline_ms_left(until);
         /* Nothing of ours runs: only another thread can give a handle
          * back, so wait for it; else look again when ours end. */
         int rc = left == 0 ? pk_error_set(&j->err, PK_ETIMEDOUT, 0, "%s: "
@@ -243,13 +243,11 @@ finish_run(struct batch *bt, size_t k)
 static int
 poll_timeout(const struct batch *bt)
 {
-    uint64_t now = pk__http_now_ns(), soonest = PK__HTTP_NO_DEADLINE;
+    uint64_t soonest = PK_NO_DEADLINE;
     for (size_t k = 0; k < bt->nruns; k++)
         if (bt->runs[k].timer_at < soonest)
             soonest = bt->runs[k].timer_at;
-    int ms = 1000;
-    if (soonest != PK__HTTP_NO_DEADLINE)
-        ms = soonest <= now ? 0 : (int)((soonest - now + 999999u) / 1000000u);
+    int ms = soonest == PK_NO_DEADLINE ? 1000 : pk_deadline_ms_left(soonest);
     if (peek_next(bt) != SIZE_MAX && ms > RETRY_ACQUIRE_MS)
         ms = RETRY_ACQUIRE_MS;
     return ms > 1000 ? 1000 : ms;
@@ -277,10 +275,10 @@ step(struct batch *bt, struct pollfd *pfd, size_t *owner)
                                                          : 0);
         act(&bt->runs[owner[p]], pfd[p].fd, mask);
     }
-    uint64_t now = pk__http_now_ns();
+    uint64_t now = pk_clock_ns();
     for (size_t k = 0; k < bt->nruns; k++)
         if (bt->runs[k].alive && bt->runs[k].timer_at <= now) {
-            bt->runs[k].timer_at = PK__HTTP_NO_DEADLINE;
+            bt->runs[k].timer_at = PK_NO_DEADLINE;
             act(&bt->runs[k], CURL_SOCKET_TIMEOUT, 0);
         }
     for (size_t k = bt->nruns; k-- > 0;)
@@ -339,8 +337,8 @@ batch_init(struct batch *bt, pk_http_pool *pool, const pk_http_batch *b)
     bt->deadline = calloc(n, sizeof *bt->deadline);
     bt->runs = calloc(bt->max, sizeof *bt->runs);
     bt->requeued = calloc(n, sizeof *bt->requeued);
-    bt->batch_deadline = b->timeout_ms ? pk__http_deadline_after(b->timeout_ms)
-                                       : PK__HTTP_NO_DEADLINE;
+    bt->batch_deadline = b->timeout_ms ? pk_deadline_after(b->timeout_ms)
+                                       : PK_NO_DEADLINE;
     if (!bt->jobs || !bt->state || !bt->deadline || !bt->runs ||
         !bt->requeued)
         return -1;

@@ -16,15 +16,6 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
-#include <time.h>
-
-uint64_t
-pk__http_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /* ---- capture ------------------------------------------------------------------ */
 
@@ -259,7 +250,7 @@ int
 pk__http_handle_reset(struct pk__http_handle *h,
                       const struct pk__http_conf *conf)
 {
-    h->idle_since = pk__http_now_ns();
+    h->idle_since = pk_clock_ns();
     h->cap = NULL;
     if (!h->raw)
         return undo_request(h, conf);
@@ -347,7 +338,7 @@ pk__http_handle_stale(const struct pk__http_handle *h)
     /* A second's margin: the server's timer and ours do not start at the
      * same instant, and a request in flight when it fires is lost. */
     if (h->keepalive_ms > 0 &&
-        pk__http_now_ns() - h->idle_since + 1000000000u >=
+        pk_clock_ns() - h->idle_since + 1000000000u >=
             (uint64_t)h->keepalive_ms * 1000000u)
         return 1;
     struct pollfd p = { .fd = h->sock, .events = POLLIN, .revents = 0 };

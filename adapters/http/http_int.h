@@ -12,6 +12,8 @@
  *              pk_http_exec runs on this thread;
  *   batch.c    pk_http_batch: many jobs at once from one thread, one poll
  *              over their sockets.
+ * Deadlines are the core's (pool.h, "deadlines": pk_clock_ns,
+ * pk_deadline_after, pk_deadline_ms_left, PK_NO_DEADLINE).
  * Nothing here is API: libpoolkit-http exports only http.h. */
 #ifndef POOLKIT_HTTP_INT_H
 #define POOLKIT_HTTP_INT_H
@@ -24,8 +26,6 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
-
-#define PK__HTTP_NO_DEADLINE UINT64_MAX
 
 /* ---- handle.c ----------------------------------------------------------- */
 
@@ -92,7 +92,6 @@ struct pk__http_handle {
     char errbuf[CURL_ERROR_SIZE];
 };
 
-uint64_t pk__http_now_ns(void);
 /* A new handle with conf applied, or NULL (out of memory). */
 struct pk__http_handle *pk__http_handle_new(const struct pk__http_conf *conf,
                                             struct pk__http_origin *o);
@@ -213,8 +212,6 @@ struct pk__http_job {
     uint64_t t0;
 };
 
-uint64_t pk__http_deadline_after(int ms); /* PK_WAIT_FOREVER: none */
-int pk__http_ms_left(uint64_t deadline);  /* PK_WAIT_FOREVER: none */
 /* 0, or PK_EINVAL with err filled (who names the call). */
 int pk__http_bad_request(pk_http_pool *pool, const pk_http_request *rq,
                          pk_error *err, const char *who);

@@ -602,21 +602,6 @@ pk_http_pool_create(pk_http_pool **out, const pk_http_options *o,
 
 /* ---- acquire and release ---------------------------------------------------------- */
 
-/* A 0 ms acquire of the core never makes a resource (a create may be
- * slow in other pools). Here a create is only curl_easy_init: when the
- * origin has room, a 0 ms acquire makes a handle, through a wait so short
- * that only a create fits in it (it may also take another origin's idle
- * handle at the total cap). Without this a cold origin answered PK_EAGAIN
- * to every 0 ms acquire, and a batch ran one transfer at a time. */
-#define ROOM_WAIT_MS 1
-
-static int
-has_room(struct pk__http_origin *o)
-{
-    pk_pool_stats st;
-    return pk_pool_stats_get(o->core, &st) == 0 && st.size < st.max_size;
-}
-
 /* The origin of url: by its prefix when one was seen, else parsed. */
 static struct pk__http_origin *
 origin_of(struct pk_http_pool *p, const char *url, pk_error *err)
@@ -651,13 +636,17 @@ pk__http_acquire(pk_http_pool *pool, const char *url, pk_http_lease *lease,
             *err = e;
         return e.code;
     }
-    int rc = pk_pool_acquire_at(o->core, &lease->lease_, timeout_ms, err, file,
-                                line);
-    if (rc == PK_EAGAIN && has_room(o))
-        rc = pk_pool_acquire_at(o->core, &lease->lease_, ROOM_WAIT_MS, err,
-                                file, line);
+    /* A 0 ms acquire still makes a handle when the origin has room (a
+     * create is only curl_easy_init; at the total cap it may retire
+     * another origin's idle handle): it waits for no release, so a cold
+     * batch starts all its transfers at once. */
+    int rc = timeout_ms == 0
+                 ? pk_pool_acquire_or_create_at(o->core, &lease->lease_, err,
+                                                file, line)
+                 : pk_pool_acquire_at(o->core, &lease->lease_, timeout_ms,
+                                      err, file, line);
     if (rc)
-        return rc == PK_ETIMEDOUT && timeout_ms == 0 ? PK_EAGAIN : rc;
+        return rc;
     struct pk__http_handle *h = lease->lease_.resource;
     h->raw = raw;
     if (curl_easy_setopt(h->easy, CURLOPT_URL, url) != CURLE_OK) {

@@ -27,25 +27,6 @@ idempotent(const char *method)
     return 0;
 }
 
-uint64_t
-pk__http_deadline_after(int ms)
-{
-    return ms == PK_WAIT_FOREVER ? PK__HTTP_NO_DEADLINE
-                                 : pk__http_now_ns() + (uint64_t)ms * 1000000u;
-}
-
-int
-pk__http_ms_left(uint64_t deadline)
-{
-    if (deadline == PK__HTTP_NO_DEADLINE)
-        return PK_WAIT_FOREVER;
-    uint64_t now = pk__http_now_ns();
-    if (now >= deadline)
-        return 0;
-    uint64_t ms = (deadline - now + 999999u) / 1000000u;
-    return ms > INT32_MAX ? INT32_MAX : (int)ms;
-}
-
 /* ---- the job's pieces -------------------------------------------------------------- */
 
 /* The request's method, headers and body on the borrowed handle. */
@@ -196,7 +177,7 @@ pk__http_job_start(pk_http_pool *pool, struct pk__http_job *j,
     struct pk__http_handle *h = j->lease.lease_.resource;
     /* The wait for the handle may have used all the time: libcurl would
      * read a timeout of 0 as none. */
-    int left = pk__http_ms_left(deadline);
+    int left = pk_deadline_ms_left(deadline);
     if (left == 0) {
         pk_http_release(pool, &j->lease, CURLE_OK);
         return pk_error_set(&j->err, PK_ETIMEDOUT, 0, "%s: timed out "
@@ -222,7 +203,7 @@ pk__http_job_start(pk_http_pool *pool, struct pk__http_job *j,
     }
     h->cap = &j->cap;
     j->out->attempts++;
-    j->t0 = pk__http_now_ns();
+    j->t0 = pk_clock_ns();
     return 0;
 }
 
@@ -233,7 +214,7 @@ again(pk_http_pool *pool, struct pk__http_job *j, int rc, int retry,
       char *next, uint64_t deadline)
 {
     if (rc && retry && idempotent(j->method) &&
-        j->retries_used < pool->retries && pk__http_ms_left(deadline) != 0) {
+        j->retries_used < pool->retries && pk_deadline_ms_left(deadline) != 0) {
         j->retries_used++;
         return 1;
     }
@@ -261,7 +242,7 @@ pk__http_job_finish(pk_http_pool *pool, struct pk__http_job *j,
                     CURLcode code, uint64_t deadline)
 {
     struct pk__http_handle *h = j->lease.lease_.resource;
-    pk__http_count_attempt(h, code, pk__http_now_ns() - j->t0);
+    pk__http_count_attempt(h, code, pk_clock_ns() - j->t0);
     h->cap = NULL;
     long status = 0, connects = 0;
     curl_easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &status);
@@ -321,12 +302,12 @@ pk_http_exec_at(pk_http_pool *pool, const pk_http_request *rq,
         return rc ? rc : pk_error_set(err, PK_EINVAL, 0, "pk_http_exec: "
                                       "NULL argument");
     uint64_t deadline =
-        pk__http_deadline_after(pk__http_timeout_of(pool, rq->timeout_ms));
+        pk_deadline_after(pk__http_timeout_of(pool, rq->timeout_ms));
     struct pk__http_job j;
     if (pk__http_job_init(&j, rq, out) != 0)
         return pk_error_set(err, PK_ENOMEM, 0, "pk_http_exec: out of memory");
     for (;;) {
-        int left = pk__http_ms_left(deadline);
+        int left = pk_deadline_ms_left(deadline);
         rc = left == 0 ? pk_error_set(&j.err, PK_ETIMEDOUT, 0, "%s: timed "
                                       "out", j.url)
                        : pk__http_job_start(pool, &j, left, deadline, file,

@@ -1,5 +1,6 @@
 /* adapters/pg/conn.c - one connection: the record the core pools, waiting
- * on libpq by a deadline, error text and SQLSTATE packing (pg_int.h).
+ * on libpq by a deadline (pk_wait_fd, pool.h), error text and SQLSTATE
+ * packing (pg_int.h).
  *
  * The statement cache maps statement text to a name prepared on this
  * connection. A statement is prepared on its second use, not its first,
@@ -9,61 +10,13 @@
  * default), so a linear scan by hash is enough. */
 #include "pg_int.h"
 
-#include <errno.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* PostgreSQL's MAKE_SQLSTATE: 6 bits a character, the first lowest. */
 #define PGSIXBIT(ch) (((ch) - '0') & 0x3F)
-
-/* ---- time and waiting ----------------------------------------------------- */
-
-uint64_t
-pk__pg_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-uint64_t
-pk__pg_deadline_after(int ms)
-{
-    if (ms < 0)
-        return PK__PG_NO_DEADLINE;
-    return pk__pg_now_ns() + (uint64_t)ms * 1000000u;
-}
-
-int
-pk__pg_ms_left(uint64_t deadline)
-{
-    if (deadline == PK__PG_NO_DEADLINE)
-        return PK_WAIT_FOREVER;
-    uint64_t now = pk__pg_now_ns();
-    if (now >= deadline)
-        return 0;
-    uint64_t left = (deadline - now + 999999u) / 1000000u;
-    return left > INT32_MAX ? INT32_MAX : (int)left;
-}
-
-int
-pk__pg_wait_fd(int fd, short events, uint64_t deadline)
-{
-    for (;;) {
-        int ms = pk__pg_ms_left(deadline);
-        if (ms == 0)
-            return 0;
-        struct pollfd p = { .fd = fd, .events = events, .revents = 0 };
-        int n = poll(&p, 1, ms == PK_WAIT_FOREVER ? -1 : ms);
-        if (n > 0)
-            return 1;
-        if (n < 0 && errno != EINTR)
-            return -1;
-    }
-}
 
 /* ---- errors ----------------------------------------------------------------- */
 
@@ -153,9 +106,8 @@ pk__pg_read(PGconn *c, uint64_t deadline, PGresult **keep)
             if (PQstatus(c) != CONNECTION_OK)
                 return -1;
         }
-        int w = pk__pg_wait_fd(PQsocket(c), f == 1 ? (POLLIN | POLLOUT)
-                                                   : POLLIN,
-                               deadline);
+        int w = pk_wait_fd(PQsocket(c), f == 1 ? (POLLIN | POLLOUT) : POLLIN,
+                           deadline);
         if (w == 0)
             return 0;
         if (w < 0 || !PQconsumeInput(c))

@@ -8,6 +8,8 @@
  *            stats;
  *   query.c  statements on a lease or on the pool, transactions with
  *            retry.
+ * Deadlines and waits on a socket are the core's (pool.h, "deadlines":
+ * pk_deadline_after, pk_deadline_ms_left, pk_wait_fd, PK_NO_DEADLINE).
  * Nothing here is API: libpoolkit-pg exports only pg.h. */
 #ifndef POOLKIT_PG_INT_H
 #define POOLKIT_PG_INT_H
@@ -21,7 +23,6 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#define PK__PG_NO_DEADLINE UINT64_MAX
 /* Prepared statement names the adapter makes: "pk_s" and a number. The
  * full reset keeps these (and init's); it deallocates every other. */
 #define PK__PG_STMT_PREFIX "pk_s"
@@ -64,11 +65,6 @@ struct pk__pg_conn {
                         NULL: the pool's */
 };
 
-uint64_t pk__pg_now_ns(void);
-uint64_t pk__pg_deadline_after(int ms); /* ms < 0: PK__PG_NO_DEADLINE */
-int pk__pg_ms_left(uint64_t deadline);  /* PK_WAIT_FOREVER for none */
-/* poll() on fd until ready (1), the deadline (0) or a poll error (-1). */
-int pk__pg_wait_fd(int fd, short events, uint64_t deadline);
 /* pk_error_set with libpq's (multi-line) message on one line. */
 int pk__pg_set_error(pk_error *err, int code, int sys, const char *prefix,
                      const char *msg);

@@ -8,7 +8,7 @@
  *
  * Connect. PQconnectStartParams with the caller's conninfo as an
  * expandable dbname (so any conninfo or URI works, several hosts
- * included), then PQconnectPoll driven by poll() on PQsocket (which may
+ * included), then PQconnectPoll driven by pk_wait_fd on PQsocket (which may
  * change between hosts) until one overall deadline, connect_timeout_ms:
  * PQconnectPoll applies no timeout of its own. init_sql and the init hook
  * follow under the same deadline.
@@ -94,7 +94,7 @@ connect_poll(PGconn *c, uint64_t deadline, int timeout_ms, pk_error *e)
                                     PQerrorMessage(c));
         int fd = PQsocket(c);
         if (fd >= 0) {
-            int r = pk__pg_wait_fd(
+            int r = pk_wait_fd(
                 fd, st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline);
             if (r == 0)
                 return pk_error_set(e, PK_ECONNECT, CONNECTION_BAD,
@@ -103,8 +103,8 @@ connect_poll(PGconn *c, uint64_t deadline, int timeout_ms, pk_error *e)
                                     PQhost(c) ? PQhost(c) : "?",
                                     PQport(c) ? PQport(c) : "?", timeout_ms);
             if (r < 0)
-                return pk_error_set(e, PK_ECONNECT, errno, "poll: %s",
-                                    strerror(errno));
+                return pk_error_set(e, PK_ECONNECT, -r, "poll: %s",
+                                    strerror(-r));
         }
         st = PQconnectPoll(c);
     }
@@ -214,8 +214,8 @@ pg_create(void *user, void **res, pk_error *err)
     const char *const keys[] = { "dbname", NULL };
     const char *const vals[] = { pg->conninfo, NULL };
     pk_error e = { 0, 0, "" };
-    uint64_t t0 = pk__pg_now_ns();
-    uint64_t deadline = pk__pg_deadline_after(pg->connect_timeout_ms);
+    uint64_t t0 = pk_clock_ns();
+    uint64_t deadline = pk_deadline_after(pg->connect_timeout_ms);
     struct pk__pg_conn *pc = NULL;
     int rc;
 
@@ -244,7 +244,7 @@ pg_create(void *user, void **res, pk_error *err)
         return rc;
     }
     COUNT(pg, connects_ok);
-    pk_hist_add(pg->connect_us, (pk__pg_now_ns() - t0) / 1000);
+    pk_hist_add(pg->connect_us, (pk_clock_ns() - t0) / 1000);
     *res = pc;
     return 0;
 }
@@ -364,7 +364,7 @@ pg_check(void *user, void *res, pk_error *err)
                                        "error seen")
                         : check_socket(pc->conn, &e);
     if (rc == 0 && pg->check_query &&
-        pk__pg_run(pc->conn, "", pk__pg_deadline_after(pg->reset_timeout_ms),
+        pk__pg_run(pc->conn, "", pk_deadline_after(pg->reset_timeout_ms),
                    NULL, &e) != 0)
         rc = pk_error_set(&e, PK_ECHECK, e.sys, "empty query: %s", e.msg);
     if (rc) {
@@ -449,7 +449,7 @@ pg_reset(void *user, void *res)
     if (ts == PQTRANS_IDLE && pg->reset == PK_PG_RESET_ROLLBACK &&
         !pk__pg_stmt_has_stale(pc))
         return 0;
-    uint64_t deadline = pk__pg_deadline_after(pg->reset_timeout_ms);
+    uint64_t deadline = pk_deadline_after(pg->reset_timeout_ms);
     if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR) {
         COUNT(pg, resets_rollback);
         if (pk__pg_run(c, "ROLLBACK", deadline, NULL, NULL) != 0)
@@ -691,7 +691,7 @@ wait_ticket(struct pk_pg_pool *pg, struct pk__pg_waiter *w, uint64_t seq,
 
     pthread_mutex_lock(&pg->mu);
     while (!w->ready && pg->fail_seq == seq) {
-        if (deadline == PK__PG_NO_DEADLINE) {
+        if (deadline == PK_NO_DEADLINE) {
             pthread_cond_wait(&w->cv, &pg->mu);
             continue;
         }
@@ -731,8 +731,8 @@ acquire_ticket(struct pk_pg_pool *pg, pk_lease *lease, int timeout_ms,
         /* A second past the ticket's own timeout: only a safety net. */
         uint64_t deadline =
             timeout_ms == PK_WAIT_FOREVER
-                ? PK__PG_NO_DEADLINE
-                : pk__pg_deadline_after(timeout_ms) + 1000000000u;
+                ? PK_NO_DEADLINE
+                : pk_deadline_after(timeout_ms) + 1000000000u;
         failed = wait_ticket(pg, &w, seq, deadline, &fail);
     }
     if (rc == 0) {

@@ -67,7 +67,7 @@ cancel_query(pk_pg_pool *pool, struct pk__pg_conn *pc, int timeout_ms,
     atomic_fetch_add_explicit(&pool->n.queries_cancelled, 1,
                               memory_order_relaxed);
     if (!cancelled ||
-        pk__pg_read(pc->conn, pk__pg_deadline_after(DRAIN_MS), NULL) != 1 ||
+        pk__pg_read(pc->conn, pk_deadline_after(DRAIN_MS), NULL) != 1 ||
         PQstatus(pc->conn) != CONNECTION_OK)
         pc->doomed = 1;
     return pk_error_set(err, PK_ETIMEDOUT, 0, "timed out after %d ms; the "
@@ -275,7 +275,7 @@ pk_pg_query(pk_pg_lease *lease, const char *sql, int nparams,
                                   "parameters, or a timeout not positive "
                                   "nor PK_WAIT_FOREVER)");
     return query_on(pc->pool, pc, sql, nparams, params, timeout_ms,
-                    pk__pg_deadline_after(timeout_ms), out, err);
+                    pk_deadline_after(timeout_ms), out, err);
 }
 
 int
@@ -294,12 +294,12 @@ pk_pg_exec_at(pk_pg_pool *pool, const char *sql, int nparams,
                                 : "bad argument (NULL sql or out, bad "
                                   "parameters, or a timeout not positive "
                                   "nor PK_WAIT_FOREVER)");
-    uint64_t deadline = pk__pg_deadline_after(timeout_ms);
+    uint64_t deadline = pk_deadline_after(timeout_ms);
     pk_pg_lease l;
     int rc = pk_pg_acquire_at(pool, &l, timeout_ms, err, file, line);
     if (rc)
         return rc;
-    int left = pk__pg_ms_left(deadline);
+    int left = pk_deadline_ms_left(deadline);
     if (left == 0)
         rc = pk_error_set(err, PK_ETIMEDOUT, 0, "pk_pg_exec: timed out "
                           "after %d ms (acquire)", timeout_ms);
@@ -333,7 +333,7 @@ static int
 txn_statement(pk_pg_lease *l, const char *sql, uint64_t deadline,
               pk_error *err)
 {
-    int left = pk__pg_ms_left(deadline);
+    int left = pk_deadline_ms_left(deadline);
     if (left == 0)
         return pk_error_set(err, PK_ETIMEDOUT, 0, "timed out before %s",
                             sql);
@@ -349,10 +349,10 @@ rollback(pk_pg_pool *pool, pk_pg_lease *l, uint64_t deadline)
     PGTransactionStatusType ts = PQtransactionStatus(l->conn);
     if (ts != PQTRANS_INTRANS && ts != PQTRANS_INERROR)
         return;
-    uint64_t floor = pk__pg_deadline_after(pool->reset_timeout_ms);
+    uint64_t floor = pk_deadline_after(pool->reset_timeout_ms);
     PGresult *r = NULL;
     pk_pg_query(l, "ROLLBACK", 0, NULL,
-                pk__pg_ms_left(deadline > floor ? deadline : floor), &r,
+                pk_deadline_ms_left(deadline > floor ? deadline : floor), &r,
                 NULL);
     PQclear(r);
 }
@@ -381,12 +381,12 @@ txn_attempt(pk_pg_pool *pool, pk_pg_lease *l, const char *begin_sql,
 static void
 backoff(int attempt, uint64_t deadline)
 {
-    unsigned seed = (unsigned)pk__pg_now_ns();
+    unsigned seed = (unsigned)pk_clock_ns();
     int cap = 1 << (attempt < 7 ? attempt : 7);
     if (cap > TXN_BACKOFF_CAP_MS)
         cap = TXN_BACKOFF_CAP_MS;
     int ms = 1 + (int)(rand_r(&seed) % (unsigned)cap);
-    int left = pk__pg_ms_left(deadline);
+    int left = pk_deadline_ms_left(deadline);
     if (left != PK_WAIT_FOREVER && ms > left)
         ms = left;
     struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
@@ -407,7 +407,7 @@ pk_pg_transaction_at(pk_pg_pool *pool, const char *begin_sql,
                                                   "timeout");
     if (max_attempts == 0)
         max_attempts = TXN_ATTEMPTS_DEFAULT;
-    uint64_t deadline = pk__pg_deadline_after(timeout_ms);
+    uint64_t deadline = pk_deadline_after(timeout_ms);
     pk_error e = { 0, 0, "" }; /* fn's and ours, even when err is NULL */
     pk_pg_lease l;
     int rc = pk_pg_acquire_at(pool, &l, timeout_ms, &e, file, line);
@@ -415,7 +415,7 @@ pk_pg_transaction_at(pk_pg_pool *pool, const char *begin_sql,
         e = (pk_error){ 0, 0, "" };
         rc = txn_attempt(pool, &l, begin_sql, fn, arg, deadline, &e);
         if (rc == 0 || !retryable(&e) || attempt >= max_attempts ||
-            pk__pg_ms_left(deadline) == 0 ||
+            pk_deadline_ms_left(deadline) == 0 ||
             ((struct pk__pg_conn *)l.lease_.resource)->doomed) {
             pk_pg_release(pool, &l, PK_RELEASE_OK); /* BROKEN if doomed */
             break;

@@ -207,7 +207,8 @@ enum pk_release_status {
 };
 
 /* Lends a resource, waiting up to timeout_ms (0: no wait; a 0-timeout call
- * never waits for a create and returns PK_EAGAIN; PK_WAIT_FOREVER).
+ * takes an idle resource or returns PK_EAGAIN: it never creates, see
+ * pk_pool_acquire_or_create; PK_WAIT_FOREVER).
  * Waiters are served in arrival order. Use the pk_pool_acquire macro, which
  * records the acquire site for leak reports.
  * Failed creates: the pool retries them itself, after a backoff (see the
@@ -236,6 +237,33 @@ PK_API int pk_pool_acquire_at(pk_pool *pool, pk_lease *lease, int timeout_ms,
                               pk_error *err, const char *file, int line);
 #define pk_pool_acquire(pool, lease, timeout_ms, err) \
     pk_pool_acquire_at((pool), (lease), (timeout_ms), (err), __FILE__, __LINE__)
+
+/* Lends an idle resource, or makes one, but never waits for a release:
+ * the acquire of a caller that must not block on other callers yet may
+ * pay for a create (a cold pool gets a resource, where a 0 ms
+ * pk_pool_acquire answers PK_EAGAIN). With nothing idle and room under
+ * max_size it runs a create on this thread (under max_creating and a
+ * group's budget, for which another member's idle resource may be
+ * retired, as for any acquire) and lends what that create made; while
+ * max_creating creates are under way it waits for one to end (which may
+ * also bring it a resource). With the pool full, paused, or a group's
+ * budget spent with nothing to retire, it returns PK_EAGAIN at once.
+ * While creates fail: its own create's error, or, before the next attempt
+ * is due, the last one replayed (as pk_pool_acquire says). If what it
+ * got fails its check it is retired and this returns PK_EAGAIN (no
+ * second try). Use the pk_pool_acquire_or_create macro (it records the
+ * acquire site).
+ * Returns: 0, PK_EAGAIN, PK_EINVAL, PK_ESHUTDOWN, PK_EFORKED, PK_ENOMEM,
+ * or a failed create's code; every failure fills err (when not NULL).
+ * Owner: lease and err borrowed (err may be NULL); file must be a static
+ * string. Threads: safe; create and check may run on this thread.
+ * Timeout: none of its own: it takes as long as the creates it runs or
+ * waits for (the create hooks bound that). */
+PK_API int pk_pool_acquire_or_create_at(pk_pool *pool, pk_lease *lease,
+                                        pk_error *err, const char *file,
+                                        int line);
+#define pk_pool_acquire_or_create(pool, lease, err) \
+    pk_pool_acquire_or_create_at((pool), (lease), (err), __FILE__, __LINE__)
 
 /* Gives a lease back. status is a pk_release_status. OK runs the reset
  * hook, then hands the resource to the longest waiter or makes it idle;
@@ -281,8 +309,11 @@ typedef void (*pk_ticket_fn)(void *arg, pk_pool_ticket *ticket);
  * PK_POOL_MANUAL_MAINTENANCE), never on the caller. While creates fail,
  * the ticket waits for the retries as a blocking acquire does (see
  * pk_pool_acquire): one whose deadline ends before the next attempt fails
- * with the last create's error replayed (at once: *ready = 1 when that is
- * already so in this call). When it is served, times out (timeout_ms; 0 =
+ * as soon as that is known, without waiting for its deadline: with the
+ * error of the create the helper made for it (for the oldest waiting
+ * ticket) as is, if that create failed last, else with the last create's
+ * error replayed (at once: *ready = 1 when that is already so in this
+ * call). When it is served, times out (timeout_ms; 0 =
  * acquire_timeout_ms) or fails, cb runs (if given) and the ticket's
  * eventfd, if pk_pool_ticket_fd made one, becomes readable.
  * Returns: 0, PK_EINVAL, PK_ENOMEM, PK_ESHUTDOWN, PK_EFORKED, PK_ECREATE
@@ -422,6 +453,44 @@ PK_API int pk_pool_stats_get(pk_pool *pool, pk_pool_stats *out);
 /* Clears the acquire-wait histogram (counters keep counting).
  * Returns: 0, PK_EINVAL, PK_EFORKED. Threads: safe. */
 PK_API int pk_pool_stats_reset_wait(pk_pool *pool);
+
+/* ---- deadlines --------------------------------------------------------
+ *
+ * The clock and the deadline arithmetic behind every timeout_ms of
+ * poolkit, for code that waits on something of its own (a socket, say)
+ * under a caller's timeout: turn the timeout into a deadline once, then
+ * give each step what is left of it, so a timeout covering several steps
+ * is not restarted by each. A deadline is nanoseconds on pk_clock_ns()'s
+ * scale; PK_NO_DEADLINE is none. */
+#define PK_NO_DEADLINE UINT64_MAX
+
+/* Now, in nanoseconds, on CLOCK_MONOTONIC (the clock every poolkit wait
+ * uses). Cannot fail. Threads: safe. */
+PK_API uint64_t pk_clock_ns(void);
+
+/* The deadline timeout_ms from now: PK_NO_DEADLINE for PK_WAIT_FOREVER,
+ * now for 0. Any other negative timeout is not a timeout (PK_EINVAL in
+ * every call that takes one); here it gives now as well, a deadline
+ * already passed, so a mistake ends a wait at once instead of never.
+ * Returns: the deadline. Threads: safe. */
+PK_API uint64_t pk_deadline_after(int timeout_ms);
+
+/* Milliseconds left until deadline, rounded up, so a wait of that many ms
+ * (poll, a timed wait) never ends before the deadline: PK_WAIT_FOREVER for
+ * PK_NO_DEADLINE, 0 once the deadline has passed, at most INT_MAX.
+ * Returns: the milliseconds (a timeout_ms to pass on). Threads: safe. */
+PK_API int pk_deadline_ms_left(uint64_t deadline);
+
+/* Waits until fd is ready for events (poll(2) bits: POLLIN, POLLOUT...)
+ * or the deadline passes. The deadline is looked at first: once it has
+ * passed this returns 0 without looking at fd, so a loop of waits and
+ * reads ends by the deadline even while data keeps coming. A signal
+ * (EINTR) does not end the wait. POLLERR and POLLHUP count as ready: the
+ * next read or write says what happened.
+ * Returns: 1 (ready), 0 (the deadline passed), PK_EINVAL (fd negative or
+ * not open, events 0), PK_ENOMEM, or another -errno of poll().
+ * Threads: safe. */
+PK_API int pk_wait_fd(int fd, short events, uint64_t deadline);
 
 /* ---- groups ----------------------------------------------------------- */
 

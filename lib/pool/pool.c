@@ -412,29 +412,34 @@ fill_lease(struct pk_pool *p, pk_lease *l, struct pk__slot *s)
     l->ticket_ = s->ticket;
 }
 
+/* who: the public call's name, for the messages. */
 static int
-acquire_args(pk_pool *p, pk_lease *lease, int timeout_ms, pk_error *err)
+acquire_args(pk_pool *p, pk_lease *lease, int timeout_ms, pk_error *err,
+             const char *who)
 {
     if (!p || !lease)
-        return pk_error_set(err, PK_EINVAL, 0, "pk_pool_acquire: %s is "
-                            "NULL", p ? "the lease" : "the pool");
+        return pk_error_set(err, PK_EINVAL, 0, "%s: %s is NULL", who,
+                            p ? "the lease" : "the pool");
     if (p->magic != PK__POOL_MAGIC)
-        return pk_error_set(err, PK_EINVAL, 0, "pk_pool_acquire: not a "
-                            "live pool (destroyed?)");
+        return pk_error_set(err, PK_EINVAL, 0, "%s: not a live pool "
+                            "(destroyed?)", who);
     if (timeout_ms < 0 && timeout_ms != PK_WAIT_FOREVER)
-        return pk_error_set(err, PK_EINVAL, 0, "pk_pool_acquire: timeout "
-                            "%d ms (0, positive or PK_WAIT_FOREVER)",
+        return pk_error_set(err, PK_EINVAL, 0, "%s: timeout %d ms (0, "
+                            "positive or PK_WAIT_FOREVER)", who,
                             timeout_ms);
     if (pk__pool_forked(p))
-        return pk_error_set(err, PK_EFORKED, 0, "pk_pool_acquire: the "
-                            "pool was made before fork(); a child makes "
-                            "pools of its own");
+        return pk_error_set(err, PK_EFORKED, 0, "%s: the pool was made "
+                            "before fork(); a child makes pools of its "
+                            "own", who);
     return 0;
 }
 
 /* The deadline is read from the clock only when a call has to wait: the
  * fast path never reads the clock. */
 #define PK__DEADLINE_UNSET 1
+/* acquire_once's timeout_ms for pk_pool_acquire_or_create: negative and
+ * not PK_WAIT_FOREVER, so no caller's timeout can be it. */
+#define PK__OR_CREATE (-2)
 
 static uint64_t
 deadline_of(int timeout_ms, uint64_t *deadline)
@@ -445,8 +450,9 @@ deadline_of(int timeout_ms, uint64_t *deadline)
 }
 
 /* Waits in the queue for a slot, the lock held on entry and dropped on
- * return. Returns 0 with *s (lent to the caller) and *check set, or an
- * error. */
+ * return; with timeout_ms PK__OR_CREATE, as pk_pool_acquire_or_create
+ * (keeps_own, no deadline). Returns 0 with *s (lent to the caller) and
+ * *check set, or an error. */
 static __attribute__((noinline)) int
 wait_for_slot(struct pk_pool *p, int timeout_ms, uint64_t deadline,
               bool front, pk_error *err, const char *file, int line,
@@ -459,7 +465,8 @@ wait_for_slot(struct pk_pool *p, int timeout_ms, uint64_t deadline,
     memset(&w, 0, sizeof w);
     w.file = file;
     w.line = line;
-    w.timeout_ms = timeout_ms;
+    w.keeps_own = timeout_ms == PK__OR_CREATE;
+    w.timeout_ms = w.keeps_own ? 0 : timeout_ms;
     pk__pool_waiter_enqueue(p, &w, front);
     rc = pk__pool_acquire_wait(p, &w, deadline, err);
     if (rc != PK__GOT_UNLOCKED)
@@ -477,7 +484,9 @@ wait_for_slot(struct pk_pool *p, int timeout_ms, uint64_t deadline,
 }
 
 /* One try: an idle resource at once (one lock section, the plain path),
- * or a wait in the queue. Returns 0 (lease filled), 1 (what it got failed
+ * or a wait in the queue; with timeout_ms PK__OR_CREATE (never a
+ * caller's: they are validated) the queue of pk_pool_acquire_or_create,
+ * if the pool has room. Returns 0 (lease filled), 1 (what it got failed
  * its check and was retired: try again), or an error. */
 static int
 acquire_once(struct pk_pool *p, pk_lease *lease, int timeout_ms,
@@ -501,8 +510,15 @@ acquire_once(struct pk_pool *p, pk_lease *lease, int timeout_ms,
         pk__pool_explain_locked(p, err, PK_EAGAIN, 0);
         pk__pool_unlock(p);
         return PK_EAGAIN;
+    } else if (timeout_ms == PK__OR_CREATE && !pk__pool_has_room_locked(p)) {
+        pk__pool_explain_own_locked(p, err);
+        pk__pool_unlock(p);
+        return PK_EAGAIN;
     } else {
-        rc = wait_for_slot(p, timeout_ms, deadline_of(timeout_ms, deadline),
+        rc = wait_for_slot(p, timeout_ms,
+                           timeout_ms == PK__OR_CREATE
+                               ? 0
+                               : deadline_of(timeout_ms, deadline),
                            front, err, file, line, &s, &check);
         if (rc)
             return rc;
@@ -521,7 +537,7 @@ pk_pool_acquire_at(pk_pool *p, pk_lease *lease, int timeout_ms,
     bool front = false;
     int rc;
 
-    rc = acquire_args(p, lease, timeout_ms, err);
+    rc = acquire_args(p, lease, timeout_ms, err, "pk_pool_acquire");
     if (rc != 0)
         return rc;
     lease->resource = NULL;
@@ -544,6 +560,29 @@ pk_pool_acquire_at(pk_pool *p, pk_lease *lease, int timeout_ms,
                                 "%d ms waiting: what this call got failed "
                                 "its check", timeout_ms);
     }
+}
+
+int
+pk_pool_acquire_or_create_at(pk_pool *p, pk_lease *lease, pk_error *err,
+                             const char *file, int line)
+{
+    uint64_t deadline = PK__DEADLINE_UNSET;
+    int rc;
+
+    rc = acquire_args(p, lease, 0, err, "pk_pool_acquire_or_create");
+    if (rc != 0)
+        return rc;
+    lease->resource = NULL;
+    lease->pool_ = NULL;
+    lease->slot_ = NULL;
+    rc = acquire_once(p, lease, PK__OR_CREATE, &deadline, err, file, line,
+                      false);
+    if (rc != 1)
+        return rc;
+    /* Not again: with a check that keeps failing (check_after PK_ALWAYS
+     * checks even a new one), making another would have no end. */
+    return pk_error_set(err, PK_EAGAIN, 0, "pk_pool_acquire_or_create: "
+                        "what it got failed its check");
 }
 
 /* ---- release and lease info ------------------------------------------- */

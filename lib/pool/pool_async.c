@@ -249,9 +249,10 @@ ready_at_once(struct pk_pool *p, struct pk_pool_ticket *t,
 }
 
 /* A ticket that waits for a create while creates fail, whose deadline
- * comes before the next attempt, fails now with the last create's error
- * replayed (the blocking acquire's rule, pool_wait.c): true if w left the
- * queue so, its error set. The caller announces it. */
+ * comes before the next attempt, fails now (the blocking acquire's rule,
+ * pool_wait.c): with the error of the create the helper made for it, as
+ * is, if that was the last to fail, else with the last one replayed.
+ * True if w left the queue so, its error set. The caller announces it. */
 static bool
 gives_up_locked(struct pk_pool *p, struct pk__waiter *w)
 {
@@ -259,7 +260,10 @@ gives_up_locked(struct pk_pool *p, struct pk__waiter *w)
         return false;
     pk__pool_waiter_dequeue(p, w);
     w->err = p->last_err.code;
-    pk__pool_replay_error_locked(p, &w->ticket->err);
+    if (w->own_failure == p->st_create_failures)
+        w->ticket->err = p->last_err;
+    else
+        pk__pool_replay_error_locked(p, &w->ticket->err);
     return true;
 }
 

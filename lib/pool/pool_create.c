@@ -96,6 +96,13 @@ pk__pool_can_create_locked(struct pk_pool *p, uint64_t now)
 }
 
 bool
+pk__pool_has_room_locked(const struct pk_pool *p)
+{
+    return !p->closed && !p->paused &&
+           p->alive + p->retiring < p->max_size;
+}
+
+bool
 pk__pool_gives_up_locked(const struct pk_pool *p, uint64_t deadline)
 {
     /* Only a waiter for a create: none is running (its outcome may serve
@@ -147,8 +154,9 @@ record_create_failure(struct pk_pool *p, int rc, const pk_error *e,
 /* Runs one create with the lock held on entry and on return (it is dropped
  * around the hook). self is the waiter it is made for, if any (in a
  * group it queues for the budget). On success the resource is delivered
- * to the queue head; a failure is recorded (the backoff) and leaves every
- * waiter queued, to wait for the next attempt or give up. Returns 0,
+ * to the queue head, or to self if it keeps what it makes; a failure is
+ * recorded (the backoff) and leaves every waiter queued, to wait for the
+ * next attempt or give up. Returns 0,
  * PK_EAGAIN (the group's budget is spent), PK_ENOMEM (no slot), or
  * PK_ECREATE: the hook failed, and p->last_err says how. */
 int
@@ -225,7 +233,7 @@ pk__pool_create_one(struct pk_pool *p, struct pk__waiter *self)
                                   : 0;
         s->expires_ns = now + p->max_lifetime_ns - j;
     }
-    pk__pool_deliver_locked(p, s, now);
+    pk__pool_deliver_made_locked(p, s, now, self);
     /* A create slot is free again (test_pool: max_creating): waiters that
      * parked because max_creating creates were running are woken to make
      * the next one; nothing else would wake them before their deadline. */

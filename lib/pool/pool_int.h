@@ -74,10 +74,19 @@ struct pk__waiter {
     int err;                      /* failure code (with W_FAIL) */
     bool needs_check;             /* set with slot */
     bool queued;
+    /* pk_pool_acquire_or_create: what its own create makes is lent to it,
+     * not to the head of the queue, and it parks only while a create is
+     * under way (pool_wait.c). */
+    bool keeps_own;
     const char *file;
     int line;
     int timeout_ms;               /* as asked for (for the messages) */
     struct pk_pool_ticket *ticket; /* async waiter, or NULL */
+    /* A ticket: st_create_failures just after a create the helper made
+     * for it failed (pool_maint.c). While no create failed since, that
+     * error is its own, given as is rather than replayed (pool_async.c),
+     * as a blocking acquirer gets the error of a create it ran. */
+    uint64_t own_failure;
     /* Group budget request (pool_group.c); linked under the group lock. */
     struct pk__dnode glink;
     struct pk_pool *gpool;
@@ -351,6 +360,11 @@ bool pk__pool_slot_needs_check(const struct pk_pool *p,
  * to the longest waiter, or makes it idle. */
 void pk__pool_deliver_locked(struct pk_pool *p, struct pk__slot *s,
                              uint64_t now);
+/* A slot a create just made for self: lent to self if it keeps what it
+ * makes (still queued and unserved, the pool not paused), else delivered
+ * as above. */
+void pk__pool_deliver_made_locked(struct pk_pool *p, struct pk__slot *s,
+                                  uint64_t now, struct pk__waiter *self);
 /* Hands idle slots to waiters (after a resume, a check passed). */
 void pk__pool_serve_waiters_locked(struct pk_pool *p);
 /* Removes s from the population; pk__pool_finish_retire, after the lock
@@ -381,6 +395,9 @@ int pk__pool_release_lease(struct pk_pool *p, pk_lease *l, int status);
 /* pool_create.c: creates and the backoff. */
 size_t pk__pool_creates_wanted_locked(struct pk_pool *p);
 bool pk__pool_can_create_locked(struct pk_pool *p, uint64_t now);
+/* Not closed, not paused, and room under max_size (resources still being
+ * retired counted): what pk_pool_acquire_or_create needs to try. */
+bool pk__pool_has_room_locked(const struct pk_pool *p);
 int pk__pool_create_one(struct pk_pool *p, struct pk__waiter *self);
 /* The backoff. While creates fail, the next attempt is due at this
  * policy time (0 when they do not fail). */
@@ -400,11 +417,15 @@ void pk__pool_replay_error_locked(const struct pk_pool *p, pk_error *err);
  * waiting; 8 of 8 lent, the oldest acquired at app.c:89"). */
 void pk__pool_explain_locked(const struct pk_pool *p, pk_error *err,
                              int code, int timeout_ms);
+/* The same for pk_pool_acquire_or_create's PK_EAGAIN. */
+void pk__pool_explain_own_locked(const struct pk_pool *p, pk_error *err);
 /* pk__pool_acquire_wait's results besides error codes: GOT_LOCKED returns
  * with the lock held, GOT_UNLOCKED without. */
 enum { PK__GOT_LOCKED = 1, PK__GOT_UNLOCKED = 2 };
 /* Waits in the queue (w enqueued, lock held) for a slot, a create of its
- * own, an error or the deadline. */
+ * own, an error or the deadline. A waiter that keeps_own has no deadline
+ * (pass 0): it waits only while a create is under way, and answers
+ * PK_EAGAIN when nothing could reach it but a release. */
 int pk__pool_acquire_wait(struct pk_pool *p, struct pk__waiter *w,
                           uint64_t deadline, pk_error *err);
 

@@ -150,7 +150,8 @@ run_check(struct pk_pool *p, struct pk__slot *s, uint64_t now)
 
 /* The oldest async waiter: maintenance creates on its behalf, so that in
  * a group it queues for the budget (and may make another key give up an
- * idle resource) like a blocking acquirer. */
+ * idle resource) like a blocking acquirer, and so that a failure of that
+ * create is its own (own_failure). */
 static struct pk__waiter *
 first_ticket_locked(struct pk_pool *p)
 {
@@ -183,7 +184,7 @@ top_up(struct pk_pool *p)
     pk__lock_acquire(&p->lock);
     while (pk__pool_creates_wanted_locked(p) > 0 &&
            pk__pool_can_create_locked(p, pk__pool_now(p))) {
-        struct pk__waiter *w = p->group ? first_ticket_locked(p) : NULL;
+        struct pk__waiter *w = first_ticket_locked(p);
         int rc;
 
         /* The ticket may be served, expire or be freed by its owner while
@@ -209,6 +210,8 @@ top_up(struct pk_pool *p)
                 continue;
             break;
         }
+        if (w && rc == PK_ECREATE)
+            w->own_failure = p->st_create_failures;
         if (w)
             pk__ticket_unpin(w->ticket);
         if (rc == 0)

@@ -129,6 +129,22 @@ pk__pool_deliver_locked(struct pk_pool *p, struct pk__slot *s,
     pk__pool_idle_push_locked(p, s);
 }
 
+void
+pk__pool_deliver_made_locked(struct pk_pool *p, struct pk__slot *s,
+                             uint64_t now, struct pk__waiter *self)
+{
+    if (!self || !self->keeps_own || !self->queued || self->slot ||
+        p->paused) {
+        pk__pool_deliver_locked(p, s, now);
+        return;
+    }
+    /* Each waiter still takes one resource, so the count of creates the
+     * queue needs holds; only the order changes (pool_wait.c). */
+    s->idle_since_ns = now;
+    p->lent++;
+    hand_to(p, self, s, now);
+}
+
 /* ---- retiring --------------------------------------------------------- */
 
 /* Removes s from the population; the caller destroys it with

@@ -8,6 +8,11 @@
  * with a queue, the fast path is closed to newcomers. A waiter that sees
  * that creates are wanted and allowed runs one itself (pool_create.c) and
  * the result goes to the head of the queue, which is usually itself.
+ * pk_pool_acquire_or_create's waiter (keeps_own) runs a create of its own
+ * whenever one may start and keeps what it makes; it never waits for a
+ * release: it parks only while a create is under way (whose end frees a
+ * place under max_creating, or brings it a resource), and leaves with
+ * PK_EAGAIN when nothing but a release could serve it.
  * Invariant: a waiter leaves this loop with a slot, or dequeued with an
  * error. */
 #include "pool_int.h"
@@ -27,23 +32,32 @@ oldest_lent(const struct pk_pool *p)
     return o;
 }
 
+/* ", the pool is paused", ", 2 being created", ", the oldest acquired at
+ * app.c:89", or nothing. */
+static void
+why_locked(const struct pk_pool *p, char *why, size_t n)
+{
+    const struct pk__slot *o = oldest_lent(p);
+
+    why[0] = '\0';
+    if (p->paused)
+        snprintf(why, n, ", the pool is paused");
+    else if (p->creating)
+        snprintf(why, n, ", %zu being created", p->creating);
+    else if (o)
+        snprintf(why, n, ", %s acquired at %s:%d",
+                 p->needs_clock ? "the oldest" : "one", o->file, o->line);
+}
+
 void
 pk__pool_explain_locked(const struct pk_pool *p, pk_error *err, int code,
                         int timeout_ms)
 {
-    const struct pk__slot *o;
-    char why[160] = "";
+    char why[160];
 
     if (!err)
         return;
-    o = oldest_lent(p);
-    if (p->paused)
-        snprintf(why, sizeof why, ", the pool is paused");
-    else if (p->creating)
-        snprintf(why, sizeof why, ", %zu being created", p->creating);
-    else if (o)
-        snprintf(why, sizeof why, ", %s acquired at %s:%d",
-                 p->needs_clock ? "the oldest" : "one", o->file, o->line);
+    why_locked(p, why, sizeof why);
     if (code == PK_EAGAIN)
         pk_error_set(err, code, 0,
                      "nothing idle, and a 0 ms timeout does not wait; "
@@ -55,11 +69,26 @@ pk__pool_explain_locked(const struct pk_pool *p, pk_error *err, int code,
                      timeout_ms, p->lent, p->max_size, why);
 }
 
+void
+pk__pool_explain_own_locked(const struct pk_pool *p, pk_error *err)
+{
+    char why[160];
+
+    if (!err)
+        return;
+    why_locked(p, why, sizeof why);
+    pk_error_set(err, PK_EAGAIN, 0, "nothing idle and none to be made now, "
+                 "and pk_pool_acquire_or_create does not wait for a "
+                 "release; %zu of %zu lent%s", p->lent, p->max_size, why);
+}
+
 /* One evaluation of a queued waiter. Returns 1 when w has a slot, a
  * negative code when it must give up, 0 to keep waiting. While creates
  * fail, w runs the next attempt itself when it is due, and gives up when
  * its deadline comes before that attempt: with its own create's error if
- * it just ran one, else with the last one replayed. */
+ * it just ran one, else with the last one replayed. A waiter that
+ * keeps_own makes its own whatever the queue needs, and gives up with
+ * its create's error even while another create runs. */
 static int
 waiter_step(struct pk_pool *p, struct pk__waiter *w, uint64_t deadline,
             pk_error *err)
@@ -68,7 +97,8 @@ waiter_step(struct pk_pool *p, struct pk__waiter *w, uint64_t deadline,
 
     if (w->slot)
         return 1;
-    if (!p->closed && pk__pool_creates_wanted_locked(p) > 0 &&
+    if (!p->closed &&
+        (w->keeps_own || pk__pool_creates_wanted_locked(p) > 0) &&
         pk__pool_can_create_locked(p, pk__pool_now(p))) {
         rc = pk__pool_create_one(p, w);
         if (w->slot)
@@ -95,7 +125,8 @@ waiter_step(struct pk_pool *p, struct pk__waiter *w, uint64_t deadline,
                      "resource's slot");
         return rc;
     }
-    if (!pk__pool_gives_up_locked(p, deadline))
+    if (!(rc == PK_ECREATE && w->keeps_own) &&
+        !pk__pool_gives_up_locked(p, deadline))
         return 0;
     pk__pool_waiter_dequeue(p, w);
     if (rc == PK_ECREATE) {
@@ -105,6 +136,20 @@ waiter_step(struct pk_pool *p, struct pk__waiter *w, uint64_t deadline,
         pk__pool_replay_error_locked(p, err);
     }
     return p->last_err.code;
+}
+
+/* After a step that left w (keeps_own) without a slot: true if a create
+ * under way may still serve it (its end frees a place under
+ * max_creating, or hands it a resource); false if only a release could,
+ * and w gives up (PK_EAGAIN, err filled, dequeued). */
+static bool
+own_may_wait(struct pk_pool *p, struct pk__waiter *w, pk_error *err)
+{
+    if (p->creating && pk__pool_has_room_locked(p))
+        return true;
+    pk__pool_waiter_dequeue(p, w);
+    pk__pool_explain_own_locked(p, err);
+    return false;
 }
 
 int
@@ -125,6 +170,19 @@ pk__pool_acquire_wait(struct pk_pool *p, struct pk__waiter *w,
         rc = waiter_step(p, w, deadline, err);
         if (rc)
             return rc;
+        if (w->keeps_own) {
+            /* A group unit granted during the step (its steal retired
+             * another key's idle resource for w) pays for a create now. */
+            if (!granted && atomic_load(&w->granted))
+                continue;
+            if (!own_may_wait(p, w, err))
+                return PK_EAGAIN;
+            pk__pool_unlock(p);
+            if (pk__park(&w->park, UINT64_MAX) == PK__W_HANDED)
+                return PK__GOT_UNLOCKED; /* slot set before the word */
+            pk__lock_acquire(&p->lock);
+            continue;
+        }
         if (pk__now_ns() >= deadline) {
             pk__pool_waiter_dequeue(p, w);
             p->st_timeouts++;

@@ -105,15 +105,15 @@ take_locked(struct pk_mempool *mp, void **out, size_t want)
 
 /* The core's timeout for a slab the depot reserved: it has room or an
  * idle one, so it does not wait for a release; the timeout bounds only
- * its retries while mapping fails. A 0 ms alloc may still map (1 ms:
- * the core's 0 never creates). */
+ * its retries while mapping fails. (A 0 ms alloc asks the core with
+ * pk_pool_acquire_or_create: it still maps.) */
 static int
 core_timeout(int timeout_ms, uint64_t deadline)
 {
     uint64_t now, left;
 
-    if (timeout_ms <= 0)
-        return timeout_ms == 0 ? 1 : timeout_ms;
+    if (timeout_ms < 0)
+        return timeout_ms;
     now = pk__now_ns();
     left = deadline > now ? (deadline - now) / 1000000u : 0;
     return left == 0 ? 1 : left > (uint64_t)timeout_ms ? timeout_ms
@@ -131,17 +131,20 @@ add_slab(struct pk_mempool *mp, int timeout_ms, uint64_t deadline)
 
     mp->npending++;
     pk__lock_release(&mp->lock);
-    rc = pk_pool_acquire(mp->core, &l, core_timeout(timeout_ms, deadline),
-                         NULL);
+    rc = timeout_ms == 0
+             ? pk_pool_acquire_or_create(mp->core, &l, NULL)
+             : pk_pool_acquire(mp->core, &l, core_timeout(timeout_ms, deadline),
+                               NULL);
     pk__lock_acquire(&mp->lock);
     mp->npending--;
     if (rc) {
         /* A reservation came free: a waiter may map one itself. */
         if (pk__mp_waiters(mp))
             pk__cv_broadcast(&mp->cv);
-        /* The core times out only if it could not map within the time
-         * (a retired slab still unmapping, say): at the budget, then. */
-        return rc == PK_ETIMEDOUT && timeout_ms == 0 ? PK_EAGAIN : rc;
+        /* The core times out (or, at 0 ms, answers PK_EAGAIN) only if it
+         * could not map (a retired slab still unmapping, say): at the
+         * budget, then. */
+        return rc;
     }
     s = l.resource;
     s->lease = l;

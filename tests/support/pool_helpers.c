@@ -395,7 +395,10 @@ acquirer_main(void *arg)
     uint64_t t0 = ph_now_ns();
 
     pk_error_clear(&a->err);
-    a->rc = pk_pool_acquire(a->pool, &a->lease, a->timeout_ms, &a->err);
+    a->rc = a->timeout_ms == PH_OR_CREATE
+                ? pk_pool_acquire_or_create(a->pool, &a->lease, &a->err)
+                : pk_pool_acquire(a->pool, &a->lease, a->timeout_ms,
+                                  &a->err);
     a->waited_ns = ph_now_ns() - t0;
     a->order = -1;
     if (a->rc == 0) {

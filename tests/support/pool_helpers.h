@@ -163,6 +163,9 @@ typedef struct ph_acquirer {
     _Atomic int done;
 } ph_acquirer;
 
+/* As ph_acquirer_start's timeout_ms: the thread calls
+ * pk_pool_acquire_or_create instead. */
+#define PH_OR_CREATE (-1000)
 /* Starts a thread that acquires once; returns pthread_create's result. */
 int ph_acquirer_start(ph_acquirer *a, pk_pool *p, int timeout_ms,
                       bool release_at_once, _Atomic int *seq);

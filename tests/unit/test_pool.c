@@ -521,6 +521,198 @@ test_zero_timeout_acquire_never_waits_for_a_create(void **state)
     pk_pool_destroy(p);
 }
 
+/* ---- pk_pool_acquire_or_create ---------------------------------------- */
+
+/* Where a 0 ms acquire answers PK_EAGAIN on a cold pool, or_create makes
+ * a resource on this thread and lends it. With the pool full it answers
+ * PK_EAGAIN at once: it does not wait for the release another thread
+ * makes a moment later, counts no waiter and no timeout. Idle ones are
+ * taken first. */
+static void
+test_acquire_or_create_makes_one_on_a_cold_pool(void **state)
+{
+    pk_pool_options o;
+    pk_pool *p;
+    pk_lease a, b, l;
+    pk_error err;
+    pk_pool_stats st;
+
+    (void)state;
+    ph_options(&o, &ctx, NULL);
+    o.max_size = 2;
+    p = ph_new_pool(&o);
+    assert_int_equal(pk_pool_acquire(p, &l, 0, NULL), PK_EAGAIN);
+    assert_int_equal(pk_pool_acquire_or_create(p, &a, &err), 0);
+    assert_non_null(a.resource);
+    assert_int_equal(ph_id(a.resource), 1);
+    assert_int_equal(atomic_load(&ctx.create_calls), 1);
+    assert_int_equal(pk_pool_acquire_or_create(p, &b, NULL), 0);
+    assert_int_equal(ph_id(b.resource), 2);
+    st = ph_stats(p);
+    assert_int_equal(st.size, 2);
+    assert_int_equal(st.lent, 2);
+
+    pk_error_clear(&err);
+    assert_int_equal(pk_pool_acquire_or_create(p, &l, &err), PK_EAGAIN);
+    assert_int_equal(err.code, PK_EAGAIN);
+    assert_non_null(strstr(err.msg, "does not wait for a release; 2 of 2 "
+                                    "lent"));
+    assert_null(l.resource);
+    assert_int_equal(atomic_load(&ctx.create_calls), 2);
+    st = ph_stats(p);
+    assert_int_equal(st.waiters, 0);
+    assert_int_equal(st.timeouts, 0);
+    assert_int_equal(ph_count_events(&ctx, PK_EVENT_TIMEOUT), 0);
+
+    ph_give(p, &a);
+    assert_int_equal(pk_pool_acquire_or_create(p, &l, NULL), 0);
+    assert_int_equal(ph_id(l.resource), 1);
+    assert_int_equal(atomic_load(&ctx.create_calls), 2);
+    ph_give(p, &l);
+    ph_give(p, &b);
+    pk_pool_destroy(p);
+}
+
+/* A release on its way is not waited for: the call that would have
+ * needed it answers PK_EAGAIN before it comes (a waiting call would get
+ * the resource, the release thread sleeps 200 ms first). */
+struct slow_release {
+    pk_pool *p;
+    pk_lease l;
+    pthread_t t;
+};
+
+static void *
+slow_release_main(void *arg)
+{
+    struct slow_release *r = arg;
+    ph_sleep_ms(200);
+    pk_pool_release(r->p, &r->l, PK_RELEASE_OK);
+    return NULL;
+}
+
+static void
+test_acquire_or_create_never_waits_for_a_release(void **state)
+{
+    pk_pool_options o;
+    pk_pool *p;
+    pk_lease l;
+    struct slow_release r;
+
+    (void)state;
+    ph_options(&o, &ctx, NULL);
+    o.max_size = 1;
+    p = ph_new_pool(&o);
+    r.p = p;
+    ph_take(p, &r.l);
+    assert_int_equal(pthread_create(&r.t, NULL, slow_release_main, &r), 0);
+    assert_int_equal(pk_pool_acquire_or_create(p, &l, NULL), PK_EAGAIN);
+    assert_int_equal(pthread_join(r.t, NULL), 0);
+    assert_int_equal(atomic_load(&ctx.create_calls), 1);
+    assert_int_equal(ph_stats(p).idle, 1);
+    pk_pool_destroy(p);
+}
+
+/* With room and another caller's create under way, or_create runs one
+ * of its own beside it and keeps what it makes; with max_creating taken
+ * it waits for that create to end, then makes its own: both callers are
+ * served by one create each. */
+static void
+test_acquire_or_create_makes_its_own_beside_another_create(void **state)
+{
+    pk_pool_options o;
+    pk_pool *p;
+    ph_acquirer a, z;
+
+    (void)state;
+    ph_options(&o, &ctx, NULL);
+    o.max_size = 4;
+    p = ph_new_pool(&o);
+    ph_create_gate(&ctx, true);
+    assert_int_equal(ph_acquirer_start(&a, p, LONG_MS, false, NULL), 0);
+    assert_true(ph_wait_atomic(&ctx.in_create, 1, LONG_MS));
+    assert_int_equal(ph_acquirer_start(&z, p, PH_OR_CREATE, false, NULL), 0);
+    assert_true(ph_wait_atomic(&ctx.in_create, 2, LONG_MS));
+    ph_create_gate(&ctx, false);
+    ph_acquirer_join(&z);
+    ph_acquirer_join(&a);
+    assert_int_equal(z.rc, 0);
+    assert_int_equal(a.rc, 0);
+    assert_true(z.resource != a.resource);
+    assert_int_equal(atomic_load(&ctx.create_calls), 2);
+    ph_give(p, &z.lease);
+    ph_give(p, &a.lease);
+    pk_pool_destroy(p);
+}
+
+static void
+test_acquire_or_create_waits_for_a_create_place(void **state)
+{
+    pk_pool_options o;
+    pk_pool *p;
+    ph_acquirer a, z;
+
+    (void)state;
+    ph_options(&o, &ctx, NULL);
+    o.max_size = 4;
+    o.max_creating = 1;
+    p = ph_new_pool(&o);
+    ph_create_gate(&ctx, true);
+    assert_int_equal(ph_acquirer_start(&a, p, LONG_MS, false, NULL), 0);
+    assert_true(ph_wait_atomic(&ctx.in_create, 1, LONG_MS));
+    assert_int_equal(ph_acquirer_start(&z, p, PH_OR_CREATE, false, NULL), 0);
+    assert_true(ph_wait_waiters(p, 2, LONG_MS));
+    ph_sleep_ms(20);
+    assert_int_equal(atomic_load(&z.done), 0);   /* waits, not PK_EAGAIN */
+    assert_int_equal(atomic_load(&ctx.create_calls), 1);
+    ph_create_gate(&ctx, false);
+    ph_acquirer_join(&a);
+    ph_acquirer_join(&z);
+    assert_int_equal(a.rc, 0);
+    assert_int_equal(z.rc, 0);
+    assert_true(z.resource != a.resource);
+    assert_int_equal(atomic_load(&ctx.create_calls), 2);
+    assert_int_equal(atomic_load(&ctx.max_in_create), 1);
+    ph_give(p, &z.lease);
+    ph_give(p, &a.lease);
+    pk_pool_destroy(p);
+}
+
+/* Arguments, a closed pool, and a resource that fails its check (retired,
+ * and no create in its place in this call). */
+static void
+test_acquire_or_create_refuses_and_fails_a_check_once(void **state)
+{
+    pk_pool_options o;
+    pk_pool *p;
+    pk_lease l;
+    pk_error err;
+    ph_item *it;
+
+    (void)state;
+    ph_options(&o, &ctx, NULL);
+    o.check = ph_check;
+    o.check_after_ms = PK_ALWAYS;
+    p = ph_new_pool(&o);
+    assert_int_equal(pk_pool_acquire_or_create(NULL, &l, &err), PK_EINVAL);
+    assert_non_null(strstr(err.msg, "pk_pool_acquire_or_create"));
+    assert_int_equal(pk_pool_acquire_or_create(p, NULL, NULL), PK_EINVAL);
+
+    it = ph_take(p, &l);
+    atomic_store(&it->bad, 1);
+    ph_give(p, &l);
+    pk_error_clear(&err);
+    assert_int_equal(pk_pool_acquire_or_create(p, &l, &err), PK_EAGAIN);
+    assert_non_null(strstr(err.msg, "failed its check"));
+    assert_int_equal(atomic_load(&ctx.create_calls), 1);
+    assert_int_equal(atomic_load(&ctx.destroy_calls), 1);
+    assert_int_equal(ph_stats(p).size, 0);
+
+    assert_int_equal(pk_pool_close(p, 0), 0);
+    assert_int_equal(pk_pool_acquire_or_create(p, &l, NULL), PK_ESHUTDOWN);
+    pk_pool_destroy(p);
+}
+
 static void
 test_waiters_are_served_in_arrival_order(void **state)
 {
@@ -1897,6 +2089,11 @@ main(void)
         T(test_acquire_times_out_when_exhausted),
         T(test_zero_timeout_acquire_on_empty_pool_returns_eagain),
         T(test_zero_timeout_acquire_never_waits_for_a_create),
+        T(test_acquire_or_create_makes_one_on_a_cold_pool),
+        T(test_acquire_or_create_never_waits_for_a_release),
+        T(test_acquire_or_create_makes_its_own_beside_another_create),
+        T(test_acquire_or_create_waits_for_a_create_place),
+        T(test_acquire_or_create_refuses_and_fails_a_check_once),
         T(test_waiters_are_served_in_arrival_order),
         T(test_create_error_detail_reaches_acquirer),
         T(test_create_failure_without_detail_still_explains),

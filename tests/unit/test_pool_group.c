@@ -208,6 +208,43 @@ test_group_retires_longest_idle_of_another_key_for_waiter(void **state)
     pk_pool_group_destroy(g);
 }
 
+/* pk_pool_acquire_or_create at the spent budget: the steal retires
+ * another key's idle resource and the caller makes its own, without
+ * waiting. With nothing idle in any key it answers PK_EAGAIN at once. */
+static void
+test_group_or_create_takes_another_keys_idle(void **state)
+{
+    pk_pool_group *g;
+    pk_pool *a, *b;
+    pk_lease la, lb, x;
+    void *a1;
+
+    (void)state;
+    g = new_group(1);
+    a = new_member(g, 0);
+    b = new_member(g, 1);
+    a1 = ph_take(a, &la);
+    /* Spent, and A's one resource is lent: nothing to take. */
+    assert_int_equal(pk_pool_acquire_or_create(b, &x, NULL), PK_EAGAIN);
+    assert_int_equal(atomic_load(&ctx[1].create_calls), 0);
+    assert_int_equal(ph_stats(b).waiters, 0);
+    ph_give(a, &la);
+    assert_int_equal(used(g), 1);
+
+    assert_int_equal(pk_pool_acquire_or_create(b, &lb, NULL), 0);
+    assert_int_equal(tag_of(lb.resource), 1);
+    assert_int_equal(ph_destroyed_count(&ctx[0], a1), 1);
+    assert_int_equal(atomic_load(&ctx[1].created), 1);
+    assert_int_equal(used(g), 1);
+    assert_int_equal(ph_stats(b).timeouts, 0);
+
+    ph_give(b, &lb);
+    pk_pool_destroy(a);
+    pk_pool_destroy(b);
+    assert_int_equal(used(g), 0);
+    pk_pool_group_destroy(g);
+}
+
 /* A unit given back while a waiter of another key is between finding the
  * budget spent and queueing for it must still reach that waiter. The race
  * window is small: the loop runs many rounds with a varied delay. Before
@@ -435,6 +472,7 @@ main(void)
         T(test_group_members_draw_on_one_budget),
         T(test_group_detach_and_broken_give_units_back),
         T(test_group_retires_longest_idle_of_another_key_for_waiter),
+        T(test_group_or_create_takes_another_keys_idle),
         T(test_group_unit_given_back_while_waiter_queues_is_not_lost),
         T(test_group_steals_for_async_ticket),
         T(test_group_steal_for_ticket_is_ready_promptly),

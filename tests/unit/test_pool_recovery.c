@@ -158,6 +158,53 @@ test_short_deadline_fails_fast_with_the_replayed_error(void **state)
     pk_pool_destroy(p);
 }
 
+/* pk_pool_acquire_or_create runs the create itself and gets that
+ * create's own error at once (never PK_ETIMEDOUT); in the backoff it makes
+ * none and gets the last error replayed; once the backoff has passed and
+ * the server is back, it makes the resource. */
+static void
+test_acquire_or_create_returns_its_create_error(void **state)
+{
+    pk_pool_options o;
+    pk_pool *p;
+    pk_lease l;
+    pk_error err;
+    pk_pool_stats st;
+
+    (void)state;
+    ph_options(&o, &ctx, &clk);
+    o.backoff_initial_ms = 100; /* streak 1: [50,100] ms */
+    p = ph_new_pool(&o);
+    ph_fail_creates(&ctx, -1, PK_ECONNECT, 111, "db down");
+
+    pk_error_clear(&err);
+    assert_int_equal(pk_pool_acquire_or_create(p, &l, &err), PK_ECONNECT);
+    assert_int_equal(err.code, PK_ECONNECT);
+    assert_int_equal(err.sys, 111);
+    assert_string_equal(err.msg, "db down");
+    assert_int_equal(atomic_load(&ctx.create_calls), 1);
+    st = ph_stats(p);
+    assert_int_equal(st.waiters, 0);
+    assert_int_equal(st.timeouts, 0);
+    assert_int_equal(st.create_failures, 1);
+
+    ph_clock_advance_ms(&clk, 30);
+    pk_error_clear(&err);
+    assert_int_equal(pk_pool_acquire_or_create(p, &l, &err), PK_ECONNECT);
+    assert_replayed(&err, PK_ECONNECT, 111, "db down");
+    assert_int_equal(atomic_load(&ctx.create_calls), 1);
+    assert_int_equal(ph_stats(p).waiters, 0);
+
+    ph_fail_creates(&ctx, 0, 0, 0, NULL);
+    ph_clock_advance_ms(&clk, 200);
+    assert_int_equal(pk_pool_acquire_or_create(p, &l, &err), 0);
+    assert_non_null(l.resource);
+    assert_int_equal(atomic_load(&ctx.create_calls), 2);
+    assert_int_equal(ph_stats(p).last_create_error, 0);
+    ph_give(p, &l);
+    pk_pool_destroy(p);
+}
+
 /* The cap of the backoff is max_backoff_waiting_ms while anyone waits,
  * max_backoff_ms while nobody does. */
 static void
@@ -335,6 +382,53 @@ test_ticket_with_a_short_deadline_fails_at_once(void **state)
     pk_pool_destroy(p);
 }
 
+/* The create the helper thread made for a waiting ticket fails, and the
+ * ticket's deadline ends before the next attempt: it is ready at once,
+ * not at its deadline, with that create's own error as a blocking
+ * acquirer that ran the create gets it (not replayed); a ticket behind it
+ * gets the error replayed. */
+static void
+test_ticket_gets_the_error_of_the_create_made_for_it(void **state)
+{
+    pk_pool_options o;
+    pk_pool *p;
+    pk_pool_ticket *t1, *t2;
+    pk_lease l;
+    pk_error err;
+    int ready = -1;
+
+    (void)state;
+    ph_options(&o, &ctx, NULL);
+    o.backoff_initial_ms = 5000; /* the next attempt in 2.5 s or more */
+    o.max_backoff_waiting_ms = PK_NEVER;
+    p = ph_new_pool(&o);
+    ph_fail_creates(&ctx, -1, PK_ECONNECT, 111, "db down");
+    ph_create_gate(&ctx, true);
+    assert_int_equal(pk_pool_acquire_async(p, &t1, 1000, NULL, NULL, &ready),
+                     0);
+    assert_int_equal(ready, 0);
+    assert_true(wait_creates(1)); /* on the helper thread, for t1 */
+    assert_int_equal(pk_pool_acquire_async(p, &t2, 1000, NULL, NULL, &ready),
+                     0);
+    assert_int_equal(ready, 0);
+    ph_create_gate(&ctx, false);
+
+    assert_true(ph_fd_readable(pk_pool_ticket_fd(t1), LONG_MS));
+    assert_true(ph_fd_readable(pk_pool_ticket_fd(t2), LONG_MS));
+    /* Failed, not expired. */
+    assert_int_equal(ph_stats(p).timeouts, 0);
+    pk_error_clear(&err);
+    assert_int_equal(pk_pool_ticket_take(t1, &l, &err), PK_ECONNECT);
+    assert_int_equal(err.sys, 111);
+    assert_string_equal(err.msg, "db down");
+    pk_error_clear(&err);
+    assert_int_equal(pk_pool_ticket_take(t2, &l, &err), PK_ECONNECT);
+    assert_replayed(&err, PK_ECONNECT, 111, "db down");
+    assert_int_equal(atomic_load(&ctx.create_calls), 1);
+    assert_int_equal(ph_stats(p).waiters, 0);
+    pk_pool_destroy(p);
+}
+
 #define T(f) \
     cmocka_unit_test_prestate_setup_teardown(f, ph_setup, ph_teardown, &fx)
 
@@ -343,12 +437,14 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         T(test_long_deadline_gets_a_resource_once_creates_succeed_again),
+        T(test_acquire_or_create_returns_its_create_error),
         T(test_short_deadline_fails_fast_with_the_replayed_error),
         T(test_short_cap_applies_only_while_someone_waits),
         T(test_retries_keep_max_creating),
         T(test_ticket_is_served_by_a_retry),
         T(test_manual_maintenance_retries_for_a_ticket_when_due),
         T(test_ticket_with_a_short_deadline_fails_at_once),
+        T(test_ticket_gets_the_error_of_the_create_made_for_it),
     };
     return cmocka_run_group_tests_name("pool_recovery", tests, NULL, NULL);
 }
