@@ -266,9 +266,9 @@ dispatch(struct pk_procpool *pp)
         struct pp_job *j;
         struct pp_worker *w;
 
-        /* 1 ms: the core's 0 never forks; with a slot free there is
-         * room, so this waits for nobody. */
-        if (pk_pool_acquire(pp->core, &l, 1, NULL) != 0)
+        /* An idle worker, or a new one made here (a slot free means
+         * room): no wait for a release. */
+        if (pk_pool_acquire_or_create(pp->core, &l, NULL) != 0)
             return false;
         j = pk__pp_queue_pop(pp);
         if (!j || !claim(pp, j)) {

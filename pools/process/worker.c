@@ -338,20 +338,11 @@ worker_env(struct pk_procpool *pp, int fd)
     return env;
 }
 
-/* poll() on fd for POLLIN for up to ms, EINTR retried with what is left.
- * Returns poll's result. */
-static int
-poll_in(int fd, int ms)
+/* Whether fd is readable (or hung up) within ms: the core's wait. */
+static bool
+readable(int fd, int ms)
 {
-    struct pollfd p = { .fd = fd, .events = POLLIN };
-    uint64_t deadline = pk__now_ns() + (uint64_t)ms * 1000000u;
-    int n;
-
-    while ((n = poll(&p, 1, ms)) < 0 && errno == EINTR) {
-        uint64_t now = pk__now_ns();
-        ms = now >= deadline ? 0 : (int)((deadline - now) / 1000000u);
-    }
-    return n;
+    return pk_wait_fd(fd, POLLIN, pk_deadline_after(ms)) == 1;
 }
 
 /* Waits up to SPAWN_HELLO_MS for a spawned worker's hello: end of file
@@ -362,7 +353,7 @@ await_hello(int fd, pid_t pid)
 {
     struct pp_hello h;
 
-    if (poll_in(fd, SPAWN_HELLO_MS) != 1 ||
+    if (!readable(fd, SPAWN_HELLO_MS) ||
         pk__pp_read_all(fd, &h, sizeof h) != 0)
         return -1;
     return h.magic == PK__PP_HELLO_MAGIC && h.pid == (int32_t)pid ? 0 : -1;
@@ -512,7 +503,7 @@ pk__pp_worker_check(void *user, void *res, pk_error *err)
     struct pp_worker *w = res;
 
     (void)user;
-    if (!pk__pp_worker_ended(w) && poll_in(w->fd, 0) == 0)
+    if (!pk__pp_worker_ended(w) && !readable(w->fd, 0))
         return 0;
     return pk_error_set(err, PK_ECHECK, 0,
                         "pk_procpool: worker %d is gone or broken",
@@ -575,7 +566,7 @@ kill_worker(const struct pp_worker *w)
 bool
 pk__pp_worker_ended(const struct pp_worker *w)
 {
-    return w->reaped || (w->pidfd >= 0 && poll_in(w->pidfd, 0) == 1);
+    return w->reaped || (w->pidfd >= 0 && readable(w->pidfd, 0));
 }
 
 void
