@@ -54,7 +54,10 @@
  * by the future). A worker that dies running a task (a crash, a signal, an
  * exit) fails the task's future with PK_EWORKER (sys: the signal number,
  * or the exit status; the message says which and names the task) and is
- * replaced; the pool goes on.
+ * replaced; the pool goes on. When no worker can be started at all
+ * (three starts in a row fail with none alive: fork refused, a spawned
+ * copy that exits first), the queued tasks fail with the start's error
+ * (PK_ECREATE and why) instead of waiting for ever.
  *
  * Threads: every function is safe from any thread unless it says
  * otherwise. Each pool has one background thread, "pk-procpool": it
@@ -270,7 +273,8 @@ typedef struct pk_procpool_stats {
     size_t queued;           /* tasks waiting for a worker */
     uint64_t submitted;      /* tasks queued */
     uint64_t completed;      /* tasks that returned 0 */
-    uint64_t failed;         /* tasks that returned an error code */
+    uint64_t failed;         /* tasks that returned an error code, or
+                                failed because no worker could start */
     uint64_t died;           /* tasks whose worker died (PK_EWORKER) */
     uint64_t timed_out;      /* tasks stopped at task_timeout_ms */
     uint64_t cancelled;      /* tasks cancelled before they ran, or

@@ -214,6 +214,10 @@ int pk__pp_queue_push(struct pk_procpool *pp, struct pp_job *list, size_t n,
 /* The oldest job (nbusy + 1 in the same step), or NULL. Lock not held. */
 struct pp_job *pk__pp_queue_pop(struct pk_procpool *pp);
 
+/* Every queued job, as a list (counted busy, as pop does: each ends with
+ * done). Lock not held. */
+struct pp_job *pk__pp_queue_take_all(struct pk_procpool *pp);
+
 /* j back at the head (it never reached a worker; nbusy - 1), or, once a
  * CANCEL or KILL shutdown emptied the queue, cancelled. */
 void pk__pp_queue_unpop(struct pk_procpool *pp, struct pp_job *j);

@@ -82,6 +82,21 @@ pk__pp_queue_pop(struct pk_procpool *pp)
     return j;
 }
 
+struct pp_job *
+pk__pp_queue_take_all(struct pk_procpool *pp)
+{
+    struct pp_job *list;
+
+    pk__lock_acquire(&pp->lock);
+    list = pp->head;
+    pp->head = pp->tail = NULL;
+    pp->nbusy += pp->nqueued;
+    pp->nqueued = 0;
+    pk__cv_broadcast(&pp->room);
+    pk__lock_release(&pp->lock);
+    return list;
+}
+
 void
 pk__pp_queue_unpop(struct pk_procpool *pp, struct pp_job *j)
 {

@@ -46,6 +46,7 @@ struct pp_super {
     struct pp_busy *busy;
     struct pollfd *pfd;
     struct pp_busy **which;      /* which[i]: the slot of pfd[i], i > 0 */
+    unsigned start_failures;     /* worker starts failed in a row */
 };
 
 /* How long the loop waits before trying again to get a worker when the
@@ -253,6 +254,31 @@ unsent(struct pk_procpool *pp, struct pp_job *j)
     fail(pp, j, &e);
 }
 
+/* Worker starts that fail in a row, with no worker alive, before the
+ * queued jobs fail with the last start's error: a pool that cannot start
+ * any worker (a spawned copy that exits at once, fork refused) fails its
+ * tasks rather than let them wait for ever. */
+#define START_TRIES 3
+
+static void
+start_failed(struct pk_procpool *pp, const pk_error *e)
+{
+    pk_pool_stats st;
+    struct pp_job *list;
+
+    if (++pp->sup->start_failures < START_TRIES ||
+        pk_pool_stats_get(pp->core, &st) != 0 || st.size > st.creating)
+        return;
+    pp->sup->start_failures = 0;
+    list = pk__pp_queue_take_all(pp);
+    while (list) {
+        struct pp_job *j = list;
+        list = j->next;
+        atomic_fetch_add_explicit(&pp->failed, 1, memory_order_relaxed);
+        fail(pp, j, e);
+    }
+}
+
 /* Sends queued jobs to workers while there are both. Returns false when
  * jobs wait and the core had no worker to give (try again soon). */
 static bool
@@ -266,10 +292,18 @@ dispatch(struct pk_procpool *pp)
         struct pp_job *j;
         struct pp_worker *w;
 
+        pk_error e;
+        int rc;
+
         /* An idle worker, or a new one made here (a slot free means
          * room): no wait for a release. */
-        if (pk_pool_acquire_or_create(pp->core, &l, NULL) != 0)
+        rc = pk_pool_acquire_or_create(pp->core, &l, &e);
+        if (rc) {
+            if (rc != PK_EAGAIN)
+                start_failed(pp, &e);
             return false;
+        }
+        pp->sup->start_failures = 0;
         j = pk__pp_queue_pop(pp);
         if (!j || !claim(pp, j)) {
             pk_pool_release(pp->core, &l, PK_RELEASE_OK);

@@ -338,11 +338,20 @@ worker_env(struct pk_procpool *pp, int fd)
     return env;
 }
 
-/* Whether fd is readable (or hung up) within ms: the core's wait. */
+/* Whether fd is readable (or hung up) within ms: the core's wait, and a
+ * poll() of its own for ms 0 (pk_wait_fd does not look at fd once its
+ * deadline has passed). */
 static bool
 readable(int fd, int ms)
 {
-    return pk_wait_fd(fd, POLLIN, pk_deadline_after(ms)) == 1;
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    int n;
+
+    if (ms > 0)
+        return pk_wait_fd(fd, POLLIN, pk_deadline_after(ms)) == 1;
+    while ((n = poll(&p, 1, 0)) < 0 && errno == EINTR)
+        ;
+    return n == 1;
 }
 
 /* Waits up to SPAWN_HELLO_MS for a spawned worker's hello: end of file
@@ -353,8 +362,9 @@ await_hello(int fd, pid_t pid)
 {
     struct pp_hello h;
 
-    if (!readable(fd, SPAWN_HELLO_MS) ||
-        pk__pp_read_all(fd, &h, sizeof h) != 0)
+    if (!readable(fd, SPAWN_HELLO_MS))
+        return 1; /* the time passed */
+    if (pk__pp_read_all(fd, &h, sizeof h) != 0)
         return -1;
     return h.magic == PK__PP_HELLO_MAGIC && h.pid == (int32_t)pid ? 0 : -1;
 }
@@ -438,12 +448,24 @@ spawn_worker(struct pk_procpool *pp, struct pp_worker *w, int child,
         return pk_error_set(err, PK_ECREATE, e, "pk_procpool: posix_spawn "
                             "of %s failed (errno %d)", path, e);
     w->pidfd = pidfd_of(w->pid);
-    if (await_hello(w->fd, w->pid) != 0) {
+    e = await_hello(w->fd, w->pid);
+    if (e > 0) {
         pk__pp_worker_kill(w);
         return pk_error_set(err, PK_ECREATE, 0, "pk_procpool: the spawned "
                             "worker %d did not start serving within %d ms "
                             "(does main() call pk_procpool_worker_main?)",
                             (int)w->pid, SPAWN_HELLO_MS);
+    }
+    if (e < 0) {
+        char how[96];
+        int sys;
+
+        pk__pp_worker_reap(w, 100);
+        pk__pp_worker_describe(w, how, sizeof how, &sys);
+        return pk_error_set(err, PK_ECREATE, sys, "pk_procpool: the "
+                            "spawned worker %d %s before it served (does "
+                            "main() call pk_procpool_worker_main first?)",
+                            (int)w->pid, how);
     }
     return 0;
 }

@@ -567,6 +567,25 @@ test_a_worker_killed_while_idle_is_not_given_work(void **state)
 }
 
 static void
+test_an_idle_worker_that_dies_is_replaced_on_its_own(void **state)
+{
+    pk_procpool *pp = make((pk_procpool_options){ .min_workers = 1,
+                                                  .max_workers = 1 });
+    pid_t pid = (pid_t)get_u64(submit_u64(pp, "pid", 0));
+
+    (void)state;
+    assert_int_equal(kill(pid, SIGKILL), 0);
+    /* The supervisor's maintenance checks idle workers every second. */
+    for (int i = 0; i < 5000 && stats(pp).workers_started < 2; i++)
+        sleep_ms(1);
+    assert_int_equal(stats(pp).workers_retired, 1);
+    assert_int_equal(stats(pp).workers_started, 2);
+    assert_int_equal(stats(pp).workers, 1);
+    assert_int_not_equal(get_u64(submit_u64(pp, "pid", 0)), (uint64_t)pid);
+    pk_procpool_destroy(pp);
+}
+
+static void
 test_workers_are_replaced_after_max_tasks(void **state)
 {
     pk_procpool *pp = make((pk_procpool_options){
@@ -1242,12 +1261,37 @@ test_spawned_workers_are_fresh_copies_of_the_program(void **state)
                      PK_EINVAL);
 }
 
+/* Spawned workers that exit before they serve: the pool fails its
+ * queued tasks with the start's error instead of retrying for ever. */
+static void
+test_tasks_fail_when_no_worker_can_start(void **state)
+{
+    pk_procpool *pp;
+    pk_error e;
+    time_t t0 = time(NULL);
+
+    (void)state;
+    assert_int_equal(setenv("PK_TEST_WORKER_EXITS", "1", 1), 0);
+    pp = make((pk_procpool_options){ .max_workers = 1,
+                                     .flags = PK_PROCPOOL_SPAWN });
+    assert_int_equal(get_error(submit_u64(pp, "square", 2), &e),
+                     PK_ECREATE);
+    assert_true(time(NULL) - t0 < 8);
+    assert_non_null(strstr(e.msg, "exited with status 3 before it served"));
+    assert_int_equal(stats(pp).workers, 0);
+    unsetenv("PK_TEST_WORKER_EXITS");
+    pk_procpool_destroy(pp);
+}
+
 int
 main(void)
 {
     pk_registry *spawned;
 
     g_main_pid = getpid();
+    /* A spawned worker of the test below that must fail to start. */
+    if (getenv("PK_TEST_WORKER_EXITS") && getenv("PK_PROCPOOL_WORKER"))
+        _exit(3);
     /* A worker of a PK_PROCPOOL_SPAWN pool is this program run again:
      * it serves tasks here and never reaches the tests. */
     if (pk_registry_create(&spawned) != 0)
@@ -1263,6 +1307,7 @@ main(void)
         T(test_a_worker_that_dies_fails_its_task_and_is_replaced),
         T(test_a_task_past_its_time_limit_is_killed),
         T(test_a_worker_killed_while_idle_is_not_given_work),
+        T(test_an_idle_worker_that_dies_is_replaced_on_its_own),
         T(test_workers_are_replaced_after_max_tasks),
         T(test_a_worker_that_leaks_past_max_rss_growth_is_replaced),
         T(test_a_death_is_seen_while_a_child_holds_the_socket),
@@ -1281,6 +1326,7 @@ main(void)
         T(test_a_child_after_fork_gets_pk_eforked),
         T(test_many_threads_random_tasks),
         T(test_spawned_workers_are_fresh_copies_of_the_program),
+        T(test_tasks_fail_when_no_worker_can_start),
 #undef T
     };
     return cmocka_run_group_tests_name("procpool", tests, NULL, NULL);
