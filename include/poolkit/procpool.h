@@ -40,9 +40,15 @@
  * (looked up by name) and never returns; in the program it returns at
  * once. What main() does before the call runs again in every worker
  * (Python's "spawn" start method re-runs the main module the same way).
- * A worker that has not reached the call within 10 s is killed and the
- * fork of it counts as failed. Costs a process start per worker (about a
- * millisecond here, plus what main() does first), nothing per task.
+ * Costs a process start per worker (about a millisecond here, plus what
+ * main() does first), nothing per task.
+ *
+ * Either way a worker is lent only once it says it is ready (after
+ * worker_init, or from pk_procpool_worker_main): one not ready within
+ * 30 s is killed and its start counts as failed. Workers are started on
+ * the core pool's own helper thread (min_workers on the creating thread,
+ * at create), never on the supervisor, so a slow start holds up no
+ * other worker's replies.
  *
  * What a task sees: pk_named_fn(data, len, self, out, err) with self NULL
  * (a worker has no future). A running task cannot look at a cancel
@@ -75,19 +81,16 @@
  * region sends only the offset and the length, and the task reads the
  * caller's bytes in place (and may write its output there too).
  *
- * Known limits of this increment. The pool's thread writes a task's
- * bytes to its worker and waits for a spawned worker's hello itself: a
- * worker that does not read (stuck in worker_init, or a spawned copy
- * slow to reach pk_procpool_worker_main) holds that thread, and with it
- * every other worker's replies and time limits, while a task larger
- * than the socket's buffer (about 200 KiB) is written, or up to 10 s for
- * the hello: keep worker_init short, and big inputs in the shared
- * region. A worker whose parent died goes on with the task it runs, and
- * exits once idle.
+ * Known limits of this increment. The supervisor writes a task's bytes
+ * to its (ready, reading) worker itself: a task of many megabytes holds
+ * the other workers' replies for the time it takes (milliseconds). A
+ * worker whose parent died goes on with the task it runs, and exits once
+ * idle.
  *
  * Signals: the pool installs no handler, writes with MSG_NOSIGNAL, and
- * reaps only its own workers, by pid (a SIGCHLD handler that calls
- * waitpid(-1) steals their status: the message then says "unknown").
+ * reaps only its own workers, by pidfd (by pid where the kernel has
+ * none; a SIGCHLD handler that calls waitpid(-1) steals their status:
+ * the message then says "unknown").
  *
  * After fork(): every call on a pool inherited from the parent returns
  * PK_EFORKED, in a worker too; pk_procpool_destroy in the child closes

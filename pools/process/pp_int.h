@@ -111,6 +111,7 @@ int pk__pp_read_reply(int fd, size_t max, struct pp_reply *r);
 struct pp_worker {
     pid_t pid;
     int fd;               /* the pool's end of the socket pair */
+    struct pp_worker *snext; /* pp->starting, while its start is awaited */
     int pidfd;            /* readable once it ended; -1: no pidfd here */
     bool reaped;          /* waited for: status is its end */
     int status;           /* a waitpid status, or -1 if unknown */
@@ -124,6 +125,10 @@ void pk__pp_worker_forget(void *user, void *res); /* async-signal-safe */
 
 /* Kills w (SIGKILL) unless it has ended, and reaps it. */
 void pk__pp_worker_kill(struct pp_worker *w);
+
+/* At destroy: no worker starts any more, and the starts awaited now end
+ * at once (their sockets are shut). Lock not held. */
+void pk__pp_worker_stop_starts(struct pk_procpool *pp);
 
 /* Whether w has ended (its pidfd says so; without one, only once
  * reaped). */
@@ -186,6 +191,10 @@ struct pk_procpool {
     size_t nqueued;
     size_t nbusy;                 /* jobs on workers (super.c sets it) */
     int how;                      /* PK__PP_OPEN or a pk_shutdown_how */
+    /* worker.c's, under lock: workers whose hello is awaited (a destroy
+     * ends those waits at once), and whether new ones may start. */
+    struct pp_worker *starting;
+    bool closing;
 
     /* super.c's. */
     pthread_t thread;

@@ -127,10 +127,14 @@ start_core(struct pk_procpool *pp, const pk_procpool_options *o)
     po.check_after_ms = PK_ALWAYS; /* a poll(): a dead idle worker is
                                       found before it gets a task */
     po.check_interval_ms = 1000;   /* and within a second anyway (the
-                                      supervisor's maintenance), so
+                                      core's maintenance), so
                                       min_workers comes back */
     po.max_uses = o->max_tasks_per_worker;
-    po.flags = PK_POOL_NO_GENERATION_BUMP | PK_POOL_MANUAL_MAINTENANCE |
+    /* The core's own threads: its maintenance (idle checks, retirement,
+     * the min_workers floor) and its helper, which makes the workers the
+     * supervisor's tickets wait for: forks and spawns never hold the
+     * supervisor. */
+    po.flags = PK_POOL_NO_GENERATION_BUMP |
                PK_POOL_QUIET_CLOSE;
     po.event = o->event;
     po.event_user = o->event_user;
@@ -267,6 +271,7 @@ pk_procpool_destroy(pk_procpool *pp)
     }
     (void)pk_procpool_shutdown(pp, PK_SHUTDOWN_KILL, PK_WAIT_FOREVER);
     pk__pp_super_stop(pp);
+    pk__pp_worker_stop_starts(pp); /* the core's helper may be in one */
     pk_pool_destroy(pp->core); /* retires the idle workers */
     unmap_shared(pp);
     pp->magic = 0;

@@ -44,17 +44,23 @@ struct pp_busy {
  * the wake pipe and two descriptors a worker (its socket, its pidfd). */
 struct pp_super {
     struct pp_busy *busy;
-    struct pollfd *pfd;
-    struct pp_busy **which;      /* which[i]: the slot of pfd[i], i > 0 */
+    struct pollfd *pfd;          /* [0] the wake pipe, [1] the ticket */
+    struct pp_busy **which;      /* which[i]: the slot of pfd[i], i > 1 */
     unsigned start_failures;     /* worker starts failed in a row */
+    pk_pool_ticket *ticket;      /* a worker being made for a free slot */
+    int ticket_fd;               /* its eventfd, or -1 */
 };
 
 /* How long the loop waits before trying again to get a worker when the
  * core had none to give (a fork failing: the core backs off). */
 #define RETRY_MS 10
-/* The core's maintenance (idle retirement, the min_workers floor), at
- * least this often. */
+/* The longest the loop sleeps (a cancel, a stop look again). */
 #define MAINT_MS 1000
+/* A ticket's deadline: then it is asked again. It ends with the create's
+ * error when creates keep failing (counted, start_failed), or with
+ * PK_ETIMEDOUT while one is merely slow (a spawned copy's main(): not
+ * counted; its worker goes idle and the next ticket gets it). */
+#define TICKET_MS 1000
 /* How long a worker whose socket closed may take to exit before it is
  * killed (it is dying: its status says why). */
 #define REAP_MS 200
@@ -279,8 +285,43 @@ start_failed(struct pk_procpool *pp, const pk_error *e)
     }
 }
 
+/* A worker for a free slot: an idle one at once, else through a ticket,
+ * whose create (a fork; a spawn and the wait for its hello) runs on the
+ * core's helper thread, never here. Returns 0 (*l filled), PK_EAGAIN (a
+ * worker is being made: the ticket's fd wakes the loop) or the start's
+ * error (e filled). */
+static int
+get_worker(struct pk_procpool *pp, pk_lease *l, pk_error *e)
+{
+    struct pp_super *s = pp->sup;
+    int ready, rc;
+
+    if (!s->ticket) {
+        if (pk_pool_acquire(pp->core, l, 0, NULL) == 0)
+            return 0;
+        rc = pk_pool_acquire_async(pp->core, &s->ticket, TICKET_MS, NULL,
+                                   NULL, &ready);
+        if (rc)
+            return pk_error_set(e, rc, 0, "pk_procpool: no ticket for a "
+                                "worker: %s", pk_strerror(rc));
+        s->ticket_fd = -1;
+    }
+    rc = pk_pool_ticket_take(s->ticket, l, e);
+    if (rc == PK_EAGAIN) {
+        if (s->ticket_fd < 0)
+            s->ticket_fd = pk_pool_ticket_fd(s->ticket); /* -1: polled */
+        return PK_EAGAIN;
+    }
+    if (rc == PK_EINVAL || rc == PK_EFORKED)
+        pk_pool_ticket_free(s->ticket); /* take kept it */
+    s->ticket = NULL;
+    s->ticket_fd = -1;
+    return rc;
+}
+
 /* Sends queued jobs to workers while there are both. Returns false when
- * jobs wait and the core had no worker to give (try again soon). */
+ * jobs wait and no worker is coming (try again soon): not while a
+ * ticket's worker is being made (its fd wakes the loop). */
 static bool
 dispatch(struct pk_procpool *pp)
 {
@@ -291,15 +332,13 @@ dispatch(struct pk_procpool *pp)
         pk_lease l;
         struct pp_job *j;
         struct pp_worker *w;
-
         pk_error e;
-        int rc;
+        int rc = get_worker(pp, &l, &e);
 
-        /* An idle worker, or a new one made here (a slot free means
-         * room): no wait for a release. */
-        rc = pk_pool_acquire_or_create(pp->core, &l, &e);
+        if (rc == PK_EAGAIN)
+            return pp->sup->ticket_fd >= 0;
         if (rc) {
-            if (rc != PK_EAGAIN)
+            if (rc != PK_ETIMEDOUT)
                 start_failed(pp, &e);
             return false;
         }
@@ -410,10 +449,12 @@ wait_events(struct pk_procpool *pp, uint64_t until)
 {
     struct pollfd *pfd = pp->sup->pfd;
     struct pp_busy **which = pp->sup->which;
-    nfds_t n = 1;
+    nfds_t n;
     int rc;
 
     pfd[0] = (struct pollfd){ .fd = pp->wake_rd, .events = POLLIN };
+    pfd[1] = (struct pollfd){ .fd = pp->sup->ticket_fd, .events = POLLIN };
+    n = 2;
     for (size_t i = 0; i < pp->max_workers; i++) {
         struct pp_busy *b = &pp->sup->busy[i];
         if (!b->w)
@@ -431,7 +472,7 @@ wait_events(struct pk_procpool *pp, uint64_t until)
         return;
     if (pfd[0].revents)
         drain_wake(pp);
-    for (nfds_t i = 1; i < n; i += 2) {
+    for (nfds_t i = 2; i < n; i += 2) {
         struct pp_busy *b = which[i];
         if (pfd[i].revents)
             collect(pp, b); /* a reply first, if it wrote one */
@@ -444,7 +485,6 @@ static void *
 super_main(void *arg)
 {
     struct pk_procpool *pp = arg;
-    uint64_t next_maint = pk__now_ns();
 
     pthread_setname_np(pthread_self(), "pk-procpool");
     for (;;) {
@@ -458,24 +498,21 @@ super_main(void *arg)
         if (stopping && nbusy_here(pp) == 0)
             break;
         now = pk__now_ns();
-        if (now >= next_maint) {
-            pk_pool_maintain(pp->core); /* may fork (min_workers) */
-            next_maint = pk__now_ns() + (uint64_t)MAINT_MS * 1000000u;
-        }
-        if (next_maint < until)
-            until = next_maint;
         if (!got && now + (uint64_t)RETRY_MS * 1000000u < until)
             until = now + (uint64_t)RETRY_MS * 1000000u;
         /* Say so, then look at the queue and the state a last time (see
          * the top). */
         atomic_store(&pp->asleep, true);
         if (pk__pp_queue_how(pp) != how ||
-            (got && !stopping && free_slot(pp) && pk__pp_queue_any(pp))) {
+            (got && !stopping && !pp->sup->ticket && free_slot(pp) &&
+             pk__pp_queue_any(pp))) {
             atomic_store(&pp->asleep, false);
             continue;
         }
         wait_events(pp, until);
     }
+    pk_pool_ticket_free(pp->sup->ticket); /* a worker made late goes idle */
+    pp->sup->ticket = NULL;
     return NULL;
 }
 
@@ -500,8 +537,9 @@ super_alloc(size_t n)
     if (!s)
         return NULL;
     s->busy = pk__calloc(n, sizeof *s->busy);
-    s->pfd = pk__calloc(2 * n + 1, sizeof *s->pfd);
-    s->which = pk__calloc(2 * n + 1, sizeof *s->which);
+    s->pfd = pk__calloc(2 * n + 2, sizeof *s->pfd);
+    s->which = pk__calloc(2 * n + 2, sizeof *s->which);
+    s->ticket_fd = -1;
     if (!s->busy || !s->pfd || !s->which) {
         super_free(s);
         return NULL;
@@ -557,6 +595,7 @@ pk__pp_super_forget(struct pk_procpool *pp)
 {
     if (!pp->sup)
         return;
+    pk_pool_ticket_free(pp->sup->ticket); /* the child's copy only */
     for (size_t i = 0; i < pp->max_workers; i++) {
         struct pp_worker *w = pp->sup->busy[i].w;
         if (!w)

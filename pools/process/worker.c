@@ -42,8 +42,9 @@
 
 /* How often an idle worker looks whether its parent is still there. */
 #define PARENT_CHECK_MS 1000
-/* How long a spawned worker may take to reach pk_procpool_worker_main. */
-#define SPAWN_HELLO_MS 10000
+/* How long a worker may take to be ready: a fork's worker_init, a
+ * spawned copy's main() up to pk_procpool_worker_main. */
+#define START_MS 30000
 
 /* ---- the child -------------------------------------------------------------- */
 
@@ -202,6 +203,17 @@ serve(struct serve *sv)
     }
 }
 
+/* Ready: the pool lends a worker only once it said so, so a task's bytes
+ * are written only to a worker that reads them. */
+static void
+say_hello(int fd)
+{
+    struct pp_hello hello = { PK__PP_HELLO_MAGIC, (int32_t)getpid() };
+
+    if (pk__pp_write_all(fd, &hello, sizeof hello) != 0)
+        _exit(0); /* the pool gave up on it */
+}
+
 static _Noreturn void
 child_main(struct pk_procpool *pp, int fd)
 {
@@ -219,6 +231,7 @@ child_main(struct pk_procpool *pp, int fd)
     __fpurge(stderr);
     if (pp->worker_init)
         pp->worker_init(pp->user);
+    say_hello(fd);
     serve(&sv);
 }
 
@@ -237,7 +250,6 @@ pk_procpool_worker_main(const pk_registry *reg)
 {
     const char *v = getenv(PK__PP_WORKER_ENV);
     struct serve sv = { 0 };
-    struct pp_hello hello = { PK__PP_HELLO_MAGIC, (int32_t)getpid() };
     int shm = -1, rss = 0;
     long parent = 0;
 
@@ -263,8 +275,7 @@ pk_procpool_worker_main(const pk_registry *reg)
         sv.shared = p;
         close(shm);
     }
-    if (pk__pp_write_all(sv.fd, &hello, sizeof hello) != 0)
-        _exit(0); /* the pool gave up on it */
+    say_hello(sv.fd);
     serve(&sv);
 }
 
@@ -354,7 +365,7 @@ readable(int fd, int ms)
     return n == 1;
 }
 
-/* Waits up to SPAWN_HELLO_MS for a spawned worker's hello: end of file
+/* Waits up to START_MS for a worker's hello: end of file
  * (it exited: the pool holds no copy of its end) ends the wait at once.
  * 0 or -1. */
 static int
@@ -362,7 +373,7 @@ await_hello(int fd, pid_t pid)
 {
     struct pp_hello h;
 
-    if (!readable(fd, SPAWN_HELLO_MS))
+    if (!readable(fd, START_MS))
         return 1; /* the time passed */
     if (pk__pp_read_all(fd, &h, sizeof h) != 0)
         return -1;
@@ -448,24 +459,74 @@ spawn_worker(struct pk_procpool *pp, struct pp_worker *w, int child,
         return pk_error_set(err, PK_ECREATE, e, "pk_procpool: posix_spawn "
                             "of %s failed (errno %d)", path, e);
     w->pidfd = pidfd_of(w->pid);
-    e = await_hello(w->fd, w->pid);
+    return 0;
+}
+
+/* w on pp->starting (false: the pool is closing: no start). */
+static bool
+starting_add(struct pk_procpool *pp, struct pp_worker *w)
+{
+    bool ok;
+
+    pk__lock_acquire(&pp->lock);
+    ok = !pp->closing;
+    if (ok) {
+        w->snext = pp->starting;
+        pp->starting = w;
+    }
+    pk__lock_release(&pp->lock);
+    return ok;
+}
+
+static void
+starting_remove(struct pk_procpool *pp, struct pp_worker *w)
+{
+    pk__lock_acquire(&pp->lock);
+    for (struct pp_worker **p = &pp->starting; *p; p = &(*p)->snext)
+        if (*p == w) {
+            *p = w->snext;
+            break;
+        }
+    pk__lock_release(&pp->lock);
+}
+
+void
+pk__pp_worker_stop_starts(struct pk_procpool *pp)
+{
+    pk__lock_acquire(&pp->lock);
+    pp->closing = true;
+    for (struct pp_worker *w = pp->starting; w; w = w->snext)
+        shutdown(w->fd, SHUT_RDWR); /* its hello wait sees end of file */
+    pk__lock_release(&pp->lock);
+}
+
+/* Waits for w's hello; a worker that is not ready by then is killed. */
+static int
+await_start(struct pk_procpool *pp, struct pp_worker *w, pk_error *err)
+{
+    const char *hint = pp->spawn ? " (does main() call "
+                                   "pk_procpool_worker_main first?)"
+                                 : " (in worker_init?)";
+    char how[96];
+    int e = -1, sys;
+
+    if (starting_add(pp, w)) {
+        e = await_hello(w->fd, w->pid);
+        starting_remove(pp, w);
+    }
+
     if (e > 0) {
         pk__pp_worker_kill(w);
-        return pk_error_set(err, PK_ECREATE, 0, "pk_procpool: the spawned "
-                            "worker %d did not start serving within %d ms "
-                            "(does main() call pk_procpool_worker_main?)",
-                            (int)w->pid, SPAWN_HELLO_MS);
+        return pk_error_set(err, PK_ECREATE, 0, "pk_procpool: worker %d was "
+                            "not ready within %d ms%s", (int)w->pid,
+                            START_MS, hint);
     }
     if (e < 0) {
-        char how[96];
-        int sys;
-
         pk__pp_worker_reap(w, 100);
         pk__pp_worker_describe(w, how, sizeof how, &sys);
-        return pk_error_set(err, PK_ECREATE, sys, "pk_procpool: the "
-                            "spawned worker %d %s before it served (does "
-                            "main() call pk_procpool_worker_main first?)",
-                            (int)w->pid, how);
+        return pk_error_set(err, PK_ECREATE, sys, "pk_procpool: worker %d "
+                            "%s before it was ready%s", (int)w->pid, how,
+                            hint);
     }
     return 0;
 }
@@ -504,6 +565,8 @@ pk__pp_worker_create(void *user, void **res, pk_error *err)
         else
             w->pidfd = pidfd_of(w->pid);
     }
+    if (rc == 0)
+        rc = await_start(pp, w, err); /* a killed worker is reaped */
     if (rc) {
         close(sv[0]);
         if (w->pidfd >= 0)

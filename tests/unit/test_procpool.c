@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include <poolkit/executor.h>
+#include <poolkit/pool.h>
 #include <poolkit/procpool.h>
 
 #include "test_util.h"
@@ -275,6 +276,13 @@ static void
 init_worker(void *user)
 {
     g_inited = (uint64_t)(uintptr_t)user;
+}
+
+static void
+slow_init(void *user)
+{
+    (void)user;
+    sleep_ms(1500);
 }
 
 static int
@@ -685,6 +693,30 @@ test_worker_init_runs_in_each_worker(void **state)
     for (int i = 0; i < 4; i++)
         assert_int_equal(get_u64(submit_u64(pp, "inited", 0)), 77);
     assert_int_equal(g_inited, 0); /* not in this process */
+    pk_procpool_destroy(pp);
+}
+
+/* A worker being started (a slow worker_init) holds up no other
+ * worker's reply: starts run on the core's helper thread, and a worker is
+ * lent only once ready. */
+static void
+test_a_slow_start_holds_up_no_reply(void **state)
+{
+    pk_procpool *pp = make((pk_procpool_options){
+        .min_workers = 1, .max_workers = 2, .worker_init = slow_init,
+        .shared_size = 4096 });
+    pk_future *run = submit_block(pp), *next;
+    uint64_t t0;
+
+    (void)state;
+    wait_busy(pp, 1);
+    next = submit_u64(pp, "square", 4); /* a second worker starts (1.5 s) */
+    sleep_ms(100);
+    t0 = (uint64_t)pk_clock_ns();
+    unblock(pp);
+    assert_int_equal(get_u64(run), 1);
+    assert_true(pk_clock_ns() - t0 < 700000000u); /* not after the start */
+    assert_int_equal(get_u64(next), 16);
     pk_procpool_destroy(pp);
 }
 
@@ -1277,7 +1309,7 @@ test_tasks_fail_when_no_worker_can_start(void **state)
     assert_int_equal(get_error(submit_u64(pp, "square", 2), &e),
                      PK_ECREATE);
     assert_true(time(NULL) - t0 < 8);
-    assert_non_null(strstr(e.msg, "exited with status 3 before it served"));
+    assert_non_null(strstr(e.msg, "exited with status 3 before it was ready"));
     assert_int_equal(stats(pp).workers, 0);
     unsetenv("PK_TEST_WORKER_EXITS");
     pk_procpool_destroy(pp);
@@ -1313,6 +1345,7 @@ main(void)
         T(test_a_death_is_seen_while_a_child_holds_the_socket),
         T(test_a_callback_submit_to_a_full_queue_does_not_wait),
         T(test_worker_init_runs_in_each_worker),
+        T(test_a_slow_start_holds_up_no_reply),
         T(test_big_payloads_and_max_result),
         T(test_shared_region_hands_data_over_in_place),
         T(test_cancelling_a_running_task_kills_its_worker),
