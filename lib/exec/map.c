@@ -4,8 +4,11 @@
  * A map reads input items through the caller's next function, packs them
  * into "units" and submits each unit as one executor task. A unit is
  * either one named task, submitted as it is (so it can cross a process),
- * or up to `chunk` fn tasks run in turn by `runner`, which stores each
- * item's result or error in the unit. The unit's future gets a completion
+ * or, with an explicit chunk, up to `chunk` named tasks of one name
+ * packed into one PK_TASK_CHUNK task (chunk.c: its result packs each
+ * call's outcome, unpacked into the items at the first delivery), or up
+ * to `chunk` fn tasks run in turn by `runner`, which stores each item's
+ * result or error in the unit. The unit's future gets a completion
  * callback (on_done) that marks the unit done under m->lock, counts its
  * items as finished and wakes the consumer: nothing polls. This file is
  * the consumer; map_unit.c is the unit (map_int.h), map_array.c
@@ -244,8 +247,6 @@ build(struct pk_map *m, struct unit **out)
     return 0;
 }
 
-/* Submits u and hooks its completion. Returns 0 or submit's code (then
- * nothing changed hands). */
 /* The calls of a named unit of several items, packed (pk__alloc'd: the
  * executor copies them at submit). */
 static void *
@@ -267,6 +268,8 @@ pack(const struct unit *u, size_t *len)
     return buf;
 }
 
+/* Submits u and hooks its completion. Returns 0 or submit's code (then
+ * nothing changed hands). */
 static int
 submit(struct pk_map *m, struct unit *u)
 {
