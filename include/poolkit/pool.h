@@ -392,6 +392,14 @@ PK_API int pk_pool_resume(pk_pool *pool);
  * Returns: 0, PK_EINVAL, PK_ESHUTDOWN, PK_EFORKED. Threads: safe. */
 PK_API int pk_pool_evict_all(pk_pool *pool);
 
+/* Retires idle resources now, the longest idle first, until at most keep
+ * are idle (the memory pool's trim: empty slabs back to the system).
+ * min_size and min_idle are not looked at: maintenance makes up for them
+ * later, as it does after any retirement. The destroy hooks run on this
+ * thread. *retired (optional) gets how many went.
+ * Returns: 0, PK_EINVAL, PK_ESHUTDOWN, PK_EFORKED. Threads: safe. */
+PK_API int pk_pool_trim(pk_pool *pool, size_t keep, size_t *retired);
+
 /* Stops lending: waiters and pending tickets get PK_ESHUTDOWN, idle
  * resources are destroyed, and the call waits up to timeout_ms for lent
  * ones to come back (each is destroyed on release). Each lease still out

@@ -378,6 +378,38 @@ retire_idle_and_unlock(struct pk_pool *p)
 }
 
 int
+pk_pool_trim(pk_pool *p, size_t keep, size_t *retired)
+{
+    struct pk__slot *batch[PK__MAINT_BATCH];
+    size_t total = 0, n;
+    int rc = enter(p);
+
+    if (retired)
+        *retired = 0;
+    if (rc)
+        return rc;
+    do {
+        struct pk__dnode *node = p->idle_list.tail, *prev;
+
+        for (n = 0; node && n < PK__MAINT_BATCH && p->idle > keep;
+             node = prev) {
+            prev = node->prev; /* retiring the slot clears node->prev */
+            batch[n] = pk__slot_of(node);
+            pk__pool_unlink_retire_locked(p, batch[n++]);
+        }
+        pk__pool_unlock(p);
+        for (size_t i = 0; i < n; i++)
+            pk__pool_finish_retire(p, batch[i]);
+        total += n;
+        if (n == PK__MAINT_BATCH)
+            pk__lock_acquire(&p->lock);
+    } while (n == PK__MAINT_BATCH);
+    if (retired)
+        *retired = total;
+    return 0;
+}
+
+int
 pk_pool_resize(pk_pool *p, size_t min_size, size_t min_idle, size_t max_size)
 {
     int rc;

@@ -318,18 +318,11 @@ pk__mp_depot_put(struct pk_mempool *mp, void *const *objs, size_t n)
 void
 pk__mp_depot_trim(struct pk_mempool *mp)
 {
-    pk_pool_stats st;
-    pk_lease l;
-
     if (mp->xfer_cap)
         pk__mp_xfer_drain(mp);
-    /* One slab at a time, looking again each time: allocs may take idle
-     * slabs meanwhile, and another trim may run. */
-    while (pk_pool_stats_get(mp->core, &st) == 0 && st.idle > mp->min_idle) {
-        if (pk_pool_acquire(mp->core, &l, 0, NULL) != 0)
-            break;
-        pk_pool_release(mp->core, &l, PK_RELEASE_BROKEN); /* unmaps it */
-    }
+    /* The coldest empty slabs go: the warm ones stay for the next
+     * allocs. */
+    (void)pk_pool_trim(mp->core, mp->min_idle, NULL);
 }
 
 uint64_t

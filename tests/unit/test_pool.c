@@ -1050,6 +1050,46 @@ test_evict_all_retires_idle_now_and_lent_on_release(void **state)
     pk_pool_destroy(p);
 }
 
+/* pk_pool_trim retires idle resources, the longest idle first, down to
+ * keep; lent ones stay; bad input and a closed pool are refused. */
+static void
+test_trim_retires_the_coldest_idle_down_to_keep(void **state)
+{
+    pk_pool_options o;
+    pk_pool *p;
+    pk_lease l[5];
+    void *res[5];
+    size_t n = 99;
+
+    (void)state;
+    ph_options(&o, &ctx, NULL);
+    o.max_size = 8;
+    p = ph_new_pool(&o);
+    for (int i = 0; i < 5; i++)
+        res[i] = ph_take(p, &l[i]);
+    for (int i = 0; i < 4; i++)
+        ph_give(p, &l[i]); /* idle, coldest first: 0 1 2 3 */
+    assert_int_equal(pk_pool_trim(p, 2, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(ph_stats(p).idle, 2);
+    assert_int_equal(ph_stats(p).lent, 1);
+    assert_int_equal(ph_destroyed_count(&ctx, res[0]), 1);
+    assert_int_equal(ph_destroyed_count(&ctx, res[1]), 1);
+    assert_int_equal(ph_destroyed_count(&ctx, res[2]), 0);
+    assert_int_equal(ph_destroyed_count(&ctx, res[3]), 0);
+    assert_int_equal(pk_pool_trim(p, 5, NULL), 0); /* nothing to do */
+    assert_int_equal(ph_stats(p).idle, 2);
+    assert_int_equal(pk_pool_trim(p, 0, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(ph_stats(p).size, 1); /* the lent one */
+    ph_give(p, &l[4]);
+    assert_int_equal(pk_pool_trim(NULL, 0, &n), PK_EINVAL);
+    assert_int_equal(n, 0);
+    assert_int_equal(pk_pool_close(p, 1000), 0);
+    assert_int_equal(pk_pool_trim(p, 0, NULL), PK_ESHUTDOWN);
+    pk_pool_destroy(p);
+}
+
 struct maintainer {
     pk_pool *p;
     pthread_t t;
@@ -2106,6 +2146,7 @@ main(void)
         T(test_resource_checked_after_bump_is_not_checked_again),
         T(test_no_generation_bump_flag_skips_checks),
         T(test_evict_all_retires_idle_now_and_lent_on_release),
+        T(test_trim_retires_the_coldest_idle_down_to_keep),
         T(test_evict_all_retires_resource_being_checked),
         T(test_close_during_maintenance_check_destroys_resource),
         T(test_pause_holds_acquirers_until_resume),
