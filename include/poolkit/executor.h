@@ -225,7 +225,10 @@ typedef struct pk_map_options {
                           name (not PK_TASK_SHARED) go as one
                           PK_TASK_CHUNK task (Python's chunksize: one
                           round trip to a worker process for n items),
-                          each item's outcome its own. */
+                          each item's outcome its own; such a call gets
+                          self NULL, and a process pool's max_result
+                          holds per item, its task_timeout_ms per
+                          chunk. */
     int order;         /* enum pk_map_order */
     int timeout_ms;    /* for the whole map, from pk_map_create: once it
                           passed, a pk_map_next that would wait returns

@@ -12,8 +12,10 @@
  *
  * The executor runs the calls in turn (pk__chunk_run) and returns the
  * outcomes as the chunk's result; the map reads them back per item
- * (pk__chunk_next). A cancel asked for between calls stops the chunk:
- * the rest are reported as the chunk's outcome, cancelled. */
+ * (pk__chunk_next). A cancel asked for between calls cancels the calls
+ * not run yet (each its PK_ECANCELED outcome); those that ran keep
+ * theirs. A call gets no future (self NULL): the chunk's is not its to
+ * finish. */
 #include <poolkit/executor.h>
 
 #include <stdint.h>
@@ -108,9 +110,11 @@ out_add(struct out_buf *b, int code, const pk_error *e, const pk_result *r)
     return 0;
 }
 
-/* Runs one call into b. */
+/* Runs one call into b. The call gets no future of its own (self NULL):
+ * the chunk's is not its to finish. A result over max_each bytes is that
+ * call's PK_ETOOBIG. */
 static int
-run_call(pk_named_fn fn, const void *data, size_t len, pk_future *self,
+run_call(pk_named_fn fn, const void *data, size_t len, size_t max_each,
          struct out_buf *b)
 {
     pk_result r;
@@ -119,10 +123,13 @@ run_call(pk_named_fn fn, const void *data, size_t len, pk_future *self,
 
     memset(&r, 0, sizeof r);
     pk_error_clear(&e);
-    rc = fn(data, len, self, &r, &e);
+    rc = fn(data, len, NULL, &r, &e);
     if (rc > 0)
         rc = pk_error_set(&e, PK_ETASK, rc, "task returned %d: tasks "
                           "return 0 or a negative code", rc);
+    if (rc == 0 && r.value && r.len > max_each)
+        rc = pk_error_set(&e, PK_ETOOBIG, 0, "the result (%zu bytes) is "
+                          "over the limit (%zu)", r.len, max_each);
     if (rc && !e.msg[0])
         snprintf(e.msg, sizeof e.msg, "%s", pk_strerror(rc));
     rc = out_add(b, rc, &e, &r);
@@ -133,10 +140,11 @@ run_call(pk_named_fn fn, const void *data, size_t len, pk_future *self,
 
 int
 pk__chunk_run(pk_named_fn fn, const void *data, size_t len, pk_future *self,
-              pk_result *out, pk_error *err)
+              size_t max_each, pk_result *out, pk_error *err)
 {
     const char *p = data, *end = p + len;
     struct out_buf b = { NULL, 0, 0 };
+    pk_error cancelled;
     uint32_t h[2];
     int rc = 0;
 
@@ -150,17 +158,23 @@ pk__chunk_run(pk_named_fn fn, const void *data, size_t len, pk_future *self,
     if (rc)
         return rc;
     b.len = HEAD;
+    pk_error_set(&cancelled, PK_ECANCELED, 0, "cancelled before it ran");
     for (uint32_t i = 0; rc == 0 && i < h[1]; i++) {
         uint64_t l = 0;
 
         if ((size_t)(end - p) >= sizeof l)
             memcpy(&l, p, sizeof l);
-        if ((size_t)(end - p) < sizeof l || l > (size_t)(end - p) - sizeof l)
+        if ((size_t)(end - p) < sizeof l ||
+            l > (size_t)(end - p) - sizeof l) {
             rc = pk_error_set(err, PK_EINVAL, 0, "a chunk cut short");
-        else if (pk_future_cancel_requested(self))
-            rc = PK_ECANCELED;
+            break;
+        }
+        /* Once a cancel is asked for, the calls not run yet are
+         * cancelled; those that ran keep their outcomes. */
+        if (pk_future_cancel_requested(self))
+            rc = out_add(&b, PK_ECANCELED, &cancelled, &(pk_result){ 0 });
         else
-            rc = run_call(fn, p + sizeof l, (size_t)l, self, &b);
+            rc = run_call(fn, p + sizeof l, (size_t)l, max_each, &b);
         p += sizeof l + (size_t)l;
     }
     if (rc) {

@@ -252,7 +252,8 @@ call(const pk_task *task, pk_named_fn named, pk_future *fut,
     memset(&out, 0, sizeof out);
     pk_error_clear(&err);
     if (named && (task->flags & PK_TASK_CHUNK))
-        rc = pk__chunk_run(named, task->data, task->len, fut, &out, &err);
+        rc = pk__chunk_run(named, task->data, task->len, fut, SIZE_MAX,
+                           &out, &err);
     else if (named)
         rc = named(task->data, task->len, fut, &out, &err);
     else

@@ -150,12 +150,14 @@ char *pk__chunk_calls_begin(void *buf, uint32_t n);
 char *pk__chunk_calls_add(char *p, const void *data, size_t len);
 
 /* The executor's side: runs fn on each call of the chunk in data, in
- * turn, and makes *out the packed outcomes (pk__alloc'd, free_fn set).
- * A task's failure is its outcome, not this call's. Returns 0,
- * PK_EINVAL (not a chunk: err says so), PK_ECANCELED (a cancel asked
- * for between calls), PK_ENOMEM. */
+ * turn (each with self NULL), and makes *out the packed outcomes
+ * (pk__alloc'd, free_fn set). A call's failure is its outcome, not this
+ * call's, and so is a result over max_each bytes (PK_ETOOBIG); once self
+ * is asked to cancel, the calls not run yet are PK_ECANCELED outcomes.
+ * Returns 0, PK_EINVAL (not a chunk: err says so), PK_ENOMEM. */
 int pk__chunk_run(pk_named_fn fn, const void *data, size_t len,
-                  pk_future *self, pk_result *out, pk_error *err);
+                  pk_future *self, size_t max_each, pk_result *out,
+                  pk_error *err);
 
 /* The map's side again: reads the n outcomes of a chunk's result, one
  * per pk__chunk_next (*code; e filled for a failure; res a pk__alloc'd

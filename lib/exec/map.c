@@ -462,19 +462,23 @@ unpack(struct unit *u)
     struct pk__chunk_reader rd;
     pk_result r;
     size_t i = 0;
+    int rc;
 
     u->unpacked = 1;
     if (pk_future_take_result(u->fut, &r) != 0)
         return;
-    if (pk__chunk_begin(&rd, r.value, r.len, (uint32_t)u->n) == 0)
-        for (; i < u->n && unpack_one(&rd, &u->items[i]) == 0; i++)
-            ;
+    rc = pk__chunk_begin(&rd, r.value, r.len, (uint32_t)u->n);
+    while (rc == 0 && i < u->n && (rc = unpack_one(&rd, &u->items[i])) == 0)
+        i++;
     for (; i < u->n; i++) {
-        u->items[i].code = PK_EINVAL;
+        u->items[i].code = rc;
         u->items[i].err = pk__alloc(sizeof *u->items[i].err);
         if (u->items[i].err)
-            pk_error_set(u->items[i].err, PK_EINVAL, 0, "pk_map: a "
-                         "chunk's outcomes were malformed or cut short");
+            pk_error_set(u->items[i].err, rc, 0, "%s",
+                         rc == PK_ENOMEM ? "pk_map: no memory for a "
+                                           "chunk's outcome"
+                                         : "pk_map: a chunk's outcomes "
+                                           "were malformed or cut short");
     }
     if (r.value && r.free_fn)
         r.free_fn(r.value);

@@ -125,10 +125,14 @@ add(uint64_t *count, uint64_t k)
 static uint64_t
 frees_of(const struct mp_cache *c)
 {
-    return __atomic_load_n(&c->pub.n, __ATOMIC_RELAXED) +
-           __atomic_load_n(&c->pub.allocs, __ATOMIC_RELAXED) +
-           __atomic_load_n(&c->moved_out, __ATOMIC_RELAXED) -
-           __atomic_load_n(&c->moved_in, __ATOMIC_RELAXED);
+    /* The owner's stores land one by one: a snapshot may see moved_in
+     * before n, say. Never below 0. */
+    uint64_t plus = __atomic_load_n(&c->pub.n, __ATOMIC_RELAXED) +
+                    __atomic_load_n(&c->pub.allocs, __ATOMIC_RELAXED) +
+                    __atomic_load_n(&c->moved_out, __ATOMIC_RELAXED);
+    uint64_t minus = __atomic_load_n(&c->moved_in, __ATOMIC_RELAXED);
+
+    return plus > minus ? plus - minus : 0;
 }
 
 /* ---- the pool's list (under mp->lock) --------------------------------- */

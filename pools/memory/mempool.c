@@ -455,6 +455,8 @@ pk_mempool_stats_get(pk_mempool *mp, pk_mempool_stats *o)
         return rc;
     memset(o, 0, sizeof *o);
     pk__mp_cache_counts(mp, &o->allocated, &o->freed);
+    if (o->freed > o->allocated) /* a snapshot of moving counts */
+        o->freed = o->allocated;
     o->live = o->allocated > o->freed ? o->allocated - o->freed : 0;
     pk__mp_depot_stats(mp, o);
     o->slabs_mapped = atomic_load_explicit(&mp->slabs_mapped,

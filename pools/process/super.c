@@ -171,7 +171,12 @@ static void
 collect(struct pk_procpool *pp, struct pp_busy *b)
 {
     struct pp_reply r;
-    int rc = pk__pp_read_reply(b->w->fd, pp->max_result, &r);
+    /* A chunk's outcomes: max_result each (the worker checks), the lot
+     * up to PK_PROCPOOL_DATA_MAX. */
+    int rc = pk__pp_read_reply(b->w->fd,
+                               b->job->chunk ? PK_PROCPOOL_DATA_MAX
+                                             : pp->max_result,
+                               &r);
 
     if (rc == 0)
         deliver(pp, b, &r);

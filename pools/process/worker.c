@@ -157,14 +157,16 @@ run_task(const struct serve *sv, const struct pp_task_head *h)
     if (rc)
         return rc;
     rc = find_task(sv, h, name, data, &fn, &in, &err);
-    if (rc == 0 && h->chunk)
-        rc = pk__chunk_run(fn, in, (size_t)h->len, NULL, &res, &err);
+    if (rc == 0 && h->chunk) /* max_result per call; the lot to DATA_MAX */
+        rc = pk__chunk_run(fn, in, (size_t)h->len, NULL, sv->max_result,
+                           &res, &err);
     else if (rc == 0)
         rc = fn(in, (size_t)h->len, NULL, &res, &err);
     free(data);
     if (rc > 0)
         rc = PK_ETASK;
-    if (rc == 0 && res.len > sv->max_result) {
+    if (rc == 0 && res.len > (h->chunk ? PK_PROCPOOL_DATA_MAX
+                                       : sv->max_result)) {
         snprintf(err.msg, sizeof err.msg,
                  "task '%s' returned %zu bytes, over max_result (%zu)", name,
                  res.len, sv->max_result);

@@ -969,6 +969,21 @@ test_a_full_queue_refuses_or_waits(void **state)
     pk_procpool_destroy(pp);
 }
 
+/* pk_map's input from an array of 4 tasks (user). */
+static int
+next_from_array(void *user, pk_task *t)
+{
+    static int i;
+    pk_task *tasks = user;
+
+    if (i == 4) {
+        i = 0;
+        return 1;
+    }
+    *t = tasks[i++];
+    return 0;
+}
+
 /* pk_map over the pool's executor: squares of 0..N-1, in order. */
 struct map_in {
     uint64_t next, n;
@@ -1041,6 +1056,47 @@ test_the_executor_runs_a_map_in_order(void **state)
                                                          .name = NULL },
                                         NULL),
                      PK_EINVAL);
+    pk_executor_destroy(ex);
+    pk_procpool_destroy(pp);
+}
+
+/* In a chunk, max_result applies to each item: the one over it fails
+ * alone (PK_ETOOBIG), its neighbours deliver. */
+static void
+test_max_result_is_per_item_in_a_chunk(void **state)
+{
+    pk_procpool *pp = make((pk_procpool_options){ .max_workers = 1,
+                                                  .max_result = 1024 });
+    static const uint64_t sizes[4] = { 10, 2000, 10, 1024 };
+    pk_task tasks[4];
+    pk_executor *ex;
+    pk_map *m;
+    pk_result r;
+    size_t idx;
+    int rc, n = 0;
+
+    (void)state;
+    for (int i = 0; i < 4; i++)
+        tasks[i] = (pk_task){ .name = "big", .data = &sizes[i],
+                              .len = sizeof sizes[i] };
+    assert_int_equal(pk_procpool_executor(pp, &ex), 0);
+    assert_int_equal(pk_map_create(&m, ex, next_from_array, tasks,
+                                   &(pk_map_options){ .chunk = 4 }),
+                     0);
+    while ((rc = pk_map_next(m, &r, &idx, NULL)) != 1) {
+        assert_int_equal(idx, (size_t)n);
+        if (n == 1) {
+            assert_int_equal(rc, PK_ETOOBIG);
+        } else {
+            assert_int_equal(rc, 0);
+            assert_int_equal(r.len, sizes[n]);
+            r.free_fn(r.value);
+        }
+        n++;
+    }
+    assert_int_equal(n, 4);
+    assert_int_equal(stats(pp).submitted, 1); /* one chunk */
+    pk_map_destroy(m);
     pk_executor_destroy(ex);
     pk_procpool_destroy(pp);
 }
@@ -1355,6 +1411,7 @@ main(void)
         T(test_destroy_kills_what_is_running),
         T(test_a_full_queue_refuses_or_waits),
         T(test_the_executor_runs_a_map_in_order),
+        T(test_max_result_is_per_item_in_a_chunk),
         T(test_bad_input),
         T(test_a_child_after_fork_gets_pk_eforked),
         T(test_many_threads_random_tasks),
