@@ -118,8 +118,9 @@ void pk__mp_slab_forget(void *user, void *res); /* async-signal-safe */
  * address last. Returns how many. mp->lock held. */
 size_t pk__mp_slab_take(struct mp_slab *s, void **out, size_t want);
 
-/* Bytes of the pool's slabs resident in memory now (mincore), or 0 when
- * mincore fails. Lock not held (taken inside, around the syscalls). */
+/* Bytes of the pool's slabs resident in memory now (mincore; 0 without
+ * memory for the walk). Lock not held (taken inside to list the slabs,
+ * not around the syscalls). */
 uint64_t pk__mp_slab_resident(struct pk_mempool *mp);
 
 /* Puts back the objects of word w of s whose bits are set in mask, count

@@ -174,27 +174,50 @@ pk__mp_slab_forget(void *user, void *res)
     munmap(s->base, mp->slab_size);
 }
 
+/* The bases of the slabs mapped now (pk__alloc'd, *n of them), taken
+ * under the lock; NULL without memory. */
+static char **
+slab_bases(struct pk_mempool *mp, size_t *n)
+{
+    size_t cap = 0, k = 0;
+    char **bases;
+
+    pk__lock_acquire(&mp->lock);
+    for (struct mp_slab *s = mp->all; s; s = s->anext)
+        cap++;
+    pk__lock_release(&mp->lock);
+    bases = pk__alloc((cap + 16) * sizeof *bases); /* room for a few more */
+    if (!bases)
+        return NULL;
+    pk__lock_acquire(&mp->lock);
+    for (struct mp_slab *s = mp->all; s && k < cap + 16; s = s->anext)
+        bases[k++] = s->base;
+    pk__lock_release(&mp->lock);
+    *n = k;
+    return bases;
+}
+
 uint64_t
 pk__mp_slab_resident(struct pk_mempool *mp)
 {
-    size_t page = (size_t)sysconf(_SC_PAGESIZE), pages, n = 0;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE), pages, n = 0, k;
     unsigned char *vec;
-    bool ok = true;
+    char **bases;
 
     pages = mp->slab_size / page;
     vec = pk__alloc(pages);
-    if (!vec)
-        return 0;
-    /* Under the lock: a slab is unlinked before it is unmapped. */
-    pk__lock_acquire(&mp->lock);
-    for (struct mp_slab *s = mp->all; s && ok; s = s->anext) {
-        ok = mincore(s->base, mp->slab_size, vec) == 0;
-        for (size_t i = 0; ok && i < pages; i++)
+    bases = vec ? slab_bases(mp, &k) : NULL;
+    /* The syscalls without the lock (allocs would wait on it): a slab
+     * unmapped meanwhile is ENOMEM to mincore, and counts nothing. */
+    for (size_t s = 0; bases && s < k; s++) {
+        if (mincore(bases[s], mp->slab_size, vec) != 0)
+            continue;
+        for (size_t i = 0; i < pages; i++)
             n += vec[i] & 1;
     }
-    pk__lock_release(&mp->lock);
+    pk__free(bases);
     pk__free(vec);
-    return ok ? (uint64_t)n * page : 0;
+    return (uint64_t)n * page;
 }
 
 size_t
