@@ -4,6 +4,8 @@
  * The counters are test-only globals, compiled out of real builds. */
 #include "alloc.h"
 
+#include <string.h>
+
 #include <errno.h>
 #include <stdlib.h>
 
@@ -92,6 +94,17 @@ pk__free(void *p)
         atomic_fetch_sub(&live, 1);
 #endif
     free(p);
+}
+
+char *
+pk__strdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *c = pk__alloc(n);
+
+    if (c)
+        memcpy(c, s, n);
+    return c;
 }
 
 int

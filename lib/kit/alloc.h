@@ -12,6 +12,8 @@
 void *pk__alloc(size_t size);
 void *pk__calloc(size_t n, size_t size);
 void pk__free(void *p);
+/* A copy of s (pk__alloc'd), or NULL without memory. */
+char *pk__strdup(const char *s);
 
 /* Every thread poolkit starts goes through here too, so a test build can
  * make thread creation fail as a process at its limit sees it. Returns 0

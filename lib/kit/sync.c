@@ -5,10 +5,11 @@
  * lands within a few microseconds costs no syscall), then sleeps on a
  * futex with an absolute CLOCK_MONOTONIC deadline (FUTEX_WAIT_BITSET). Off
  * Linux, a process-wide array of condvars hashed by address stands in. */
-#define _GNU_SOURCE /* syscall(), FUTEX_* */
+#define _GNU_SOURCE /* syscall(), FUTEX_*, sched_getaffinity */
 #include "sync.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -389,4 +390,14 @@ pk__fork_epoch(void)
 {
     pthread_once(&fork_once, register_atfork);
     return atomic_load_explicit(&pk__fork_epoch_var, memory_order_relaxed);
+}
+
+size_t
+pk__cpu_count(void)
+{
+    cpu_set_t set;
+
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+        return (size_t)CPU_COUNT(&set);
+    return 2;
 }

@@ -16,6 +16,10 @@
 /* CLOCK_MONOTONIC in nanoseconds. */
 uint64_t pk__now_ns(void);
 
+/* The CPUs this process may run on (its affinity mask), at least 1; 2 if
+ * that cannot be read. The default size of the work pools. */
+size_t pk__cpu_count(void);
+
 /* Turns a call's timeout into an absolute CLOCK_MONOTONIC deadline:
  * UINT64_MAX for PK_WAIT_FOREVER. Returns PK_EINVAL for other negatives. */
 int pk__deadline(int timeout_ms, uint64_t *deadline_ns);

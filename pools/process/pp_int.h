@@ -130,6 +130,9 @@ void pk__pp_worker_kill(struct pp_worker *w);
  * at once (their sockets are shut). Lock not held. */
 void pk__pp_worker_stop_starts(struct pk_procpool *pp);
 
+/* Whether w's socket has something to read now (a reply, or its end). */
+bool pk__pp_worker_readable(const struct pp_worker *w);
+
 /* Whether w has ended (its pidfd says so; without one, only once
  * reaped). */
 bool pk__pp_worker_ended(const struct pp_worker *w);

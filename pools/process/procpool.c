@@ -6,8 +6,7 @@
  * reference, the caller gets another), queues it (queue.c) and wakes the
  * supervisor (super.c) if it sleeps. Workers are the core's resources
  * (worker.c's hooks); the supervisor borrows one per task. */
-#define _GNU_SOURCE /* sched_getaffinity, MAP_ANONYMOUS */
-#include <sched.h>
+#define _GNU_SOURCE /* memfd_create */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,16 +20,6 @@
 #define DEFAULT_MAX_RESULT ((size_t)64 << 20)
 
 /* ---- options ---------------------------------------------------------------- */
-
-static size_t
-cpu_count(void)
-{
-    cpu_set_t set;
-
-    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
-        return (size_t)CPU_COUNT(&set);
-    return 2;
-}
 
 static int
 bad(pk_error *err, const char *why)
@@ -52,7 +41,7 @@ pk_procpool_options_check(const pk_procpool_options *o, pk_error *err)
 
     if (!o)
         return bad(err, "NULL");
-    max = o->max_workers ? o->max_workers : cpu_count();
+    max = o->max_workers ? o->max_workers : pk__cpu_count();
     if (!o->registry)
         return bad(err, "registry is required (the named tasks workers "
                         "run)");
@@ -88,7 +77,7 @@ configure(struct pk_procpool *pp, const pk_procpool_options *o)
 {
     pp->fork_epoch = pk__fork_epoch();
     pp->registry = o->registry;
-    pp->max_workers = o->max_workers ? o->max_workers : cpu_count();
+    pp->max_workers = o->max_workers ? o->max_workers : pk__cpu_count();
     pp->queue_size = o->queue_size ? o->queue_size : DEFAULT_QUEUE;
     pp->max_result = o->max_result ? o->max_result : DEFAULT_MAX_RESULT;
     pp->max_rss_growth = o->max_rss_growth;
@@ -280,17 +269,6 @@ pk_procpool_destroy(pk_procpool *pp)
 
 /* ---- submit ----------------------------------------------------------------- */
 
-static char *
-copy_string(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *c = pk__alloc(n);
-
-    if (c)
-        memcpy(c, s, n);
-    return c;
-}
-
 /* Whether [data, data + len) lies in the shared region. */
 static bool
 in_shared(const struct pk_procpool *pp, const void *data, size_t len)
@@ -322,7 +300,7 @@ make_job(struct pk_procpool *pp, const char *name, const void *data,
     j->fn = fn;
     j->len = len;
     j->shared = shared;
-    j->name = copy_string(name);
+    j->name = pk__strdup(name);
     j->data = shared ? (void *)data : len ? pk__alloc(len) : NULL;
     if (!j->name || (len && !j->data) ||
         pk_future_create(&j->fut, pp->event, pp->event_user) != 0) {

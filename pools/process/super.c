@@ -420,8 +420,7 @@ enforce(struct pk_procpool *pp, bool kill_all)
         } else if (b->deadline <= now) {
             /* The supervisor may have been busy (a fork, a callback): a
              * reply already there is on time. */
-            struct pollfd p = { .fd = b->w->fd, .events = POLLIN };
-            if (poll(&p, 1, 0) == 1)
+            if (pk__pp_worker_readable(b->w))
                 collect(pp, b);
             else
                 time_out(pp, b);
@@ -572,7 +571,7 @@ pk__pp_super_start(struct pk_procpool *pp)
      * own threads. */
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    rc = pthread_create(&pp->thread, NULL, super_main, pp);
+    rc = pk__thread_create(&pp->thread, super_main, pp);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
         close(fds[0]);

@@ -651,6 +651,12 @@ kill_worker(const struct pp_worker *w)
 }
 
 bool
+pk__pp_worker_readable(const struct pp_worker *w)
+{
+    return readable(w->fd, 0);
+}
+
+bool
 pk__pp_worker_ended(const struct pp_worker *w)
 {
     return w->reaped || (w->pidfd >= 0 && readable(w->pidfd, 0));

@@ -9,8 +9,6 @@
  * run on their callers. Shutdown closes the ring (a bit in its tail: a
  * push either came before and is counted, or is refused) and waits for
  * that on tp->done, woken by the worker whose count catches up. */
-#define _GNU_SOURCE /* sched_getaffinity */
-#include <sched.h>
 #include <string.h>
 
 #include "tp_int.h"
@@ -21,16 +19,6 @@
  * pk_pool_resize as sizes. */
 _Static_assert(PK_THREADPOOL_THREADS_MAX <= PK_POOL_SIZE_MAX,
                "thread counts fit the core's bound");
-
-static size_t
-cpu_count(void)
-{
-    cpu_set_t set;
-
-    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
-        return (size_t)CPU_COUNT(&set);
-    return 2;
-}
 
 static bool
 bad_ms(int ms)
@@ -64,7 +52,7 @@ pk_threadpool_options_check(const pk_threadpool_options *o, pk_error *err)
         o->max_threads > PK_THREADPOOL_THREADS_MAX)
         return bad(err, "min_threads or max_threads is above "
                         "PK_THREADPOOL_THREADS_MAX");
-    if (o->min_threads > (o->max_threads ? o->max_threads : cpu_count()))
+    if (o->min_threads > (o->max_threads ? o->max_threads : pk__cpu_count()))
         return bad(err, o->max_threads ? "min_threads is above max_threads"
                                        : "min_threads is above max_threads' "
                                          "default (the CPUs this process "
@@ -136,7 +124,7 @@ configure(struct pk_threadpool *tp, const pk_threadpool_options *o)
     tp->maint_ns = maint_period(o->keep_alive_ms);
     atomic_init(&tp->room_at, SIZE_MAX);
     atomic_init(&tp->max_threads,
-                o->max_threads ? o->max_threads : cpu_count());
+                o->max_threads ? o->max_threads : pk__cpu_count());
     atomic_init(&tp->watching, tp->slow_ns != UINT64_MAX ||
                                    tp->stuck_ns != UINT64_MAX);
 }
